@@ -1,0 +1,1 @@
+//! tollbridge CRDs (group tollbridge.dev, version v1alpha1).

@@ -1,0 +1,5 @@
+//! tollbridge: Gateway API objects, API keys and quotas, provisioned onto Amazon API Gateway,
+//! Azure API Management or a built-in proxy.
+#![forbid(unsafe_code)]
+
+pub mod api;
