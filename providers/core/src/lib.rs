@@ -1,1 +1,13 @@
+//! The provider-neutral core of tollbridge: the gateway IR every provider consumes, the
+//! [`Provider`] trait, [`Capabilities`] and secret wrappers that never print their value.
+#![forbid(unsafe_code)]
 
+pub mod capabilities;
+pub mod ir;
+pub mod provider;
+pub mod secret;
+
+pub use capabilities::{Capabilities, Feature};
+pub use ir::*;
+pub use provider::{Provider, ProviderError, Provisioned};
+pub use secret::{SecretBytes, SecretString};

@@ -1,0 +1,48 @@
+//! Every object the translator may read, gathered from the API server or from YAML files.
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use crate::api::gateway::{Gateway, GatewayClass, HTTPRoute, ReferenceGrant};
+use crate::api::tollbridge::{ApiKey, ProviderConfig, QuotaPolicy};
+
+/// A consistent view of the objects the translator reads. The order of each list is the load
+/// order, which stands in for age when objects carry no `creationTimestamp`.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    /// The instant used for condition transition times and key expiry.
+    pub now: Timestamp,
+    pub gateway_classes: Vec<GatewayClass>,
+    pub gateways: Vec<Gateway>,
+    pub http_routes: Vec<HTTPRoute>,
+    pub reference_grants: Vec<ReferenceGrant>,
+    pub namespaces: Vec<Namespace>,
+    pub services: Vec<Service>,
+    pub endpoint_slices: Vec<EndpointSlice>,
+    pub secrets: Vec<Secret>,
+    pub provider_configs: Vec<ProviderConfig>,
+    pub quota_policies: Vec<QuotaPolicy>,
+    pub api_keys: Vec<ApiKey>,
+}
+
+/// `namespace/name` of a namespaced object (namespace `default` when unset).
+pub fn object_id(meta: &ObjectMeta) -> String {
+    format!("{}/{}", namespace_of(meta), name_of(meta))
+}
+
+pub fn namespace_of(meta: &ObjectMeta) -> &str {
+    meta.namespace.as_deref().unwrap_or("default")
+}
+
+pub fn name_of(meta: &ObjectMeta) -> &str {
+    meta.name.as_deref().unwrap_or("")
+}
+
+/// A sort key that orders objects from oldest to newest: creation time, then load order.
+/// Objects without a creation time count as older than any that have one.
+pub fn age_key(meta: &ObjectMeta, load_index: usize) -> (Timestamp, usize) {
+    let created = meta.creation_timestamp.as_ref().map(|t| t.0).unwrap_or(Timestamp::UNIX_EPOCH);
+    (created, load_index)
+}

@@ -1,0 +1,144 @@
+//! backendRef resolution: Service → port → ready endpoints (or an external URL).
+
+use std::collections::BTreeSet;
+
+use k8s_openapi::api::core::v1::{Service, ServicePort};
+use tollbridge_provider::{BackendIr, BackendTarget, Endpoint, HeaderModifier};
+
+use super::conditions::reason;
+use super::index::{Index, RefEnd};
+use crate::api::gateway::{BackendObjectReference, GROUP as GATEWAY_GROUP};
+
+/// Overrides the URL cloud providers use for a Service (e.g. a VPC link target).
+pub const BACKEND_URL_ANNOTATION: &str = "tollbridge.dev/backend-url";
+
+/// Why a reference could not be resolved: a route `ResolvedRefs` reason and a message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RefProblem {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// Resolves one backend reference of a route in `route_namespace`.
+pub fn resolve(
+    backend: &BackendObjectReference,
+    weight: u32,
+    route_namespace: &str,
+    index: &Index<'_>,
+) -> (BackendIr, Option<RefProblem>) {
+    let namespace = backend.namespace.as_deref().unwrap_or(route_namespace);
+    let port = backend.port.unwrap_or(0);
+    let name = format!("{namespace}/{}:{port}", backend.name);
+    let target = target(backend, namespace, route_namespace, index);
+    let problem = match &target {
+        Err(problem) => Some(problem.clone()),
+        Ok(_) => None,
+    };
+    let target = target.unwrap_or_else(|p| BackendTarget::Invalid(p.message));
+    let ir = BackendIr {
+        name,
+        weight,
+        target,
+        request_headers: HeaderModifier::default(),
+        response_headers: HeaderModifier::default(),
+    };
+    (ir, problem)
+}
+
+fn target(
+    backend: &BackendObjectReference,
+    namespace: &str,
+    route_namespace: &str,
+    index: &Index<'_>,
+) -> Result<BackendTarget, RefProblem> {
+    let group = backend.group.as_deref().unwrap_or("");
+    let kind = backend.kind.as_deref().unwrap_or("Service");
+    let id = format!("{namespace}/{}", backend.name);
+    if group != "" || kind != "Service" {
+        let shown = if group.is_empty() { kind.to_string() } else { format!("{group}/{kind}") };
+        return Err(RefProblem {
+            reason: reason::INVALID_KIND,
+            message: format!("backendRef {id} has unsupported kind {shown}; only core Services are supported"),
+        });
+    }
+    let from = RefEnd { group: GATEWAY_GROUP, kind: "HTTPRoute", namespace: route_namespace };
+    let to = RefEnd { group: "", kind: "Service", namespace };
+    if !index.reference_allowed(from, to, &backend.name) {
+        return Err(RefProblem {
+            reason: reason::REF_NOT_PERMITTED,
+            message: format!("backendRef to Service {id} is not permitted by any ReferenceGrant in namespace {namespace}"),
+        });
+    }
+    let service = index.service(namespace, &backend.name).ok_or_else(|| RefProblem {
+        reason: reason::BACKEND_NOT_FOUND,
+        message: format!("Service {id} not found"),
+    })?;
+    let Some(port) = backend.port else {
+        return Err(RefProblem {
+            reason: reason::BACKEND_NOT_FOUND,
+            message: format!("backendRef to Service {id} needs a port"),
+        });
+    };
+    if let Some(url) = annotation_url(service) {
+        return Ok(BackendTarget::Url(url));
+    }
+    let spec = service.spec.clone().unwrap_or_default();
+    let service_port = spec.ports.iter().flatten().find(|p| p.port == port);
+    if spec.type_.as_deref() == Some("ExternalName") {
+        let host = spec.external_name.clone().unwrap_or_default();
+        return Ok(BackendTarget::Url(external_url(&host, port, service_port)));
+    }
+    let service_port = service_port.ok_or_else(|| RefProblem {
+        reason: reason::BACKEND_NOT_FOUND,
+        message: format!("Service {id} has no port {port}"),
+    })?;
+    Ok(BackendTarget::Endpoints(ready_endpoints(index, namespace, &backend.name, service_port)))
+}
+
+fn annotation_url(service: &Service) -> Option<String> {
+    service
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(BACKEND_URL_ANNOTATION))
+        .filter(|u| !u.is_empty())
+        .cloned()
+}
+
+/// `https://host` for port 443 or a port named `https`, else `http://host:port`.
+fn external_url(host: &str, port: i32, service_port: Option<&ServicePort>) -> String {
+    let https = port == 443 || service_port.and_then(|p| p.name.as_deref()) == Some("https");
+    match (https, port) {
+        (true, 443) => format!("https://{host}"),
+        (true, port) => format!("https://{host}:{port}"),
+        (false, port) => format!("http://{host}:{port}"),
+    }
+}
+
+/// Addresses of ready endpoints serving the Service port, sorted and without duplicates.
+fn ready_endpoints(index: &Index<'_>, namespace: &str, service: &str, port: &ServicePort) -> Vec<Endpoint> {
+    let port_name = port.name.as_deref().unwrap_or("");
+    let mut out = BTreeSet::new();
+    for slice in index.endpoint_slices(namespace, service) {
+        let Some(slice_port) = slice
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| p.name.as_deref().unwrap_or("") == port_name)
+            .and_then(|p| p.port)
+        else {
+            continue;
+        };
+        let Ok(slice_port) = u16::try_from(slice_port) else { continue };
+        for endpoint in &slice.endpoints {
+            let ready = endpoint.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
+            if !ready {
+                continue;
+            }
+            for address in &endpoint.addresses {
+                out.insert(Endpoint { address: address.clone(), port: slice_port });
+            }
+        }
+    }
+    out.into_iter().collect()
+}

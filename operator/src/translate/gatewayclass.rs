@@ -1,0 +1,134 @@
+//! GatewayClass acceptance: is the class ours, and does its ProviderConfig resolve?
+
+use serde::Serialize;
+use tollbridge_provider::{
+    AwsSettings, AzureSettings, Capabilities, LocalSettings, ProviderSettings,
+};
+
+use super::conditions::{reason, Stamp, ACCEPTED};
+use super::index::Index;
+use super::CapabilityLookup;
+use crate::api::gateway::{GatewayClass, GatewayClassStatus, ParametersReference, SupportedFeature};
+use crate::api::tollbridge::{ProviderConfigSpec, ProviderKind};
+use crate::api::GROUP as OUR_GROUP;
+
+/// A GatewayClass of our controller, with its provider resolved (or why it could not be).
+pub struct ClassInfo {
+    pub name: String,
+    pub settings: Result<ProviderSettings, String>,
+}
+
+pub fn resolve(
+    class: &GatewayClass,
+    index: &Index<'_>,
+    capabilities: CapabilityLookup<'_>,
+    stamp: Stamp,
+) -> (ClassInfo, GatewayClassStatus) {
+    let name = class.metadata.name.clone().unwrap_or_default();
+    let settings = match &class.spec.parameters_ref {
+        None => Ok(ProviderSettings::Local(LocalSettings::default())),
+        Some(params) => provider_config(params, index),
+    };
+    let capabilities = settings.as_ref().ok().map(capabilities);
+    let status = match (&settings, &capabilities) {
+        (Ok(settings), Some(caps)) => GatewayClassStatus {
+            conditions: vec![stamp.yes(
+                ACCEPTED,
+                reason::ACCEPTED,
+                format!("Accepted by tollbridge; provider {}", settings.kind_name()),
+            )],
+            supported_features: caps
+                .supported_feature_names()
+                .into_iter()
+                .map(|name| SupportedFeature { name: name.to_string() })
+                .collect(),
+        },
+        _ => GatewayClassStatus {
+            conditions: vec![stamp.no(
+                ACCEPTED,
+                reason::INVALID_PARAMETERS,
+                settings.as_ref().err().cloned().unwrap_or_default(),
+            )],
+            supported_features: Vec::new(),
+        },
+    };
+    (ClassInfo { name, settings }, status)
+}
+
+/// Resolves a `parametersRef` to a ProviderConfig and converts it to provider settings.
+pub fn provider_config(
+    params: &ParametersReference,
+    index: &Index<'_>,
+) -> Result<ProviderSettings, String> {
+    if params.group != OUR_GROUP || params.kind != "ProviderConfig" {
+        return Err(format!(
+            "parametersRef must point to a ProviderConfig of group {OUR_GROUP}, not {}/{}",
+            params.group, params.kind
+        ));
+    }
+    let config = index
+        .provider_config(&params.name)
+        .ok_or_else(|| format!("ProviderConfig {:?} not found", params.name))?;
+    settings_from_spec(&params.name, &config.spec)
+}
+
+/// Converts a ProviderConfig spec into the IR's settings, checking the provider's section.
+pub fn settings_from_spec(name: &str, spec: &ProviderConfigSpec) -> Result<ProviderSettings, String> {
+    match spec.provider {
+        ProviderKind::Local => {
+            let local = spec.local.clone().unwrap_or_default();
+            let defaults = LocalSettings::default();
+            Ok(ProviderSettings::Local(LocalSettings {
+                replicas: local.replicas.unwrap_or(defaults.replicas),
+                service_type: local
+                    .service_type
+                    .as_ref()
+                    .map(wire_name)
+                    .unwrap_or(defaults.service_type),
+                image: local.image,
+            }))
+        }
+        ProviderKind::Aws => {
+            let aws = spec.aws.as_ref().ok_or_else(|| {
+                format!("ProviderConfig {name:?} has provider AWS but no `aws` section")
+            })?;
+            Ok(ProviderSettings::Aws(AwsSettings {
+                region: aws.region.clone(),
+                api_type: aws.api_type.as_ref().map(wire_name).unwrap_or_else(|| "Auto".into()),
+                endpoint_url: non_empty(&aws.endpoint_url),
+                vpc_link_id: non_empty(&aws.vpc_link_id),
+                role_arn: non_empty(&aws.role_arn),
+                tags: aws.tags.clone(),
+            }))
+        }
+        ProviderKind::Azure => {
+            let azure = spec.azure.as_ref().ok_or_else(|| {
+                format!("ProviderConfig {name:?} has provider Azure but no `azure` section")
+            })?;
+            Ok(ProviderSettings::Azure(AzureSettings {
+                subscription_id: azure.subscription_id.clone(),
+                resource_group: azure.resource_group.clone(),
+                service_name: azure.service_name.clone(),
+                endpoint: non_empty(&azure.endpoint),
+                credential: azure
+                    .credential
+                    .as_ref()
+                    .map(wire_name)
+                    .unwrap_or_else(|| "WorkloadIdentity".into()),
+                tier: non_empty(&azure.tier),
+            }))
+        }
+    }
+}
+
+fn non_empty(value: &Option<String>) -> Option<String> {
+    value.clone().filter(|v| !v.is_empty())
+}
+
+/// The name an enum value has on the wire (its serde name).
+fn wire_name<T: Serialize>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(name)) => name,
+        _ => String::new(),
+    }
+}

@@ -1,0 +1,229 @@
+//! Per-Gateway state collected during translation, and its final status and IR.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use jiff::Timestamp;
+use tollbridge_provider::{
+    Capabilities, Feature, GatewayIr, GatewayKey, ListenerIr, ProviderSettings, QuotaPolicyIr, RouteIr,
+};
+
+use super::conditions::{reason, Stamp, ACCEPTED, PROGRAMMED};
+use super::gatewayclass::{self, ClassInfo};
+use super::index::Index;
+use super::listeners::{self, ListenerState};
+use super::precedence::SortKey;
+use super::CapabilityLookup;
+use crate::api::gateway::{Gateway, GatewayStatus, ListenerStatus, ParametersReference};
+use crate::snapshot::{name_of, namespace_of, object_id};
+
+pub struct GatewayState<'a> {
+    pub gateway: &'a Gateway,
+    pub id: String,
+    pub stamp: Stamp,
+    pub settings: Option<ProviderSettings>,
+    pub capabilities: Option<Capabilities>,
+    /// Why the Gateway as a whole is not accepted (reason, message).
+    pub rejected: Option<(&'static str, String)>,
+    pub listeners: Vec<ListenerState>,
+    /// Per listener, the routes attached to it (for `attachedRoutes`).
+    pub attached: Vec<BTreeSet<String>>,
+    pub entries: Vec<(SortKey, RouteIr)>,
+    pub policies: Vec<QuotaPolicyIr>,
+}
+
+impl<'a> GatewayState<'a> {
+    pub fn new(
+        gateway: &'a Gateway,
+        class: &ClassInfo,
+        index: &Index<'_>,
+        capabilities: CapabilityLookup<'_>,
+        now: Timestamp,
+    ) -> Self {
+        let stamp = Stamp::new(gateway.metadata.generation, now);
+        let listeners = listeners::validate(gateway, index, stamp);
+        let attached = vec![BTreeSet::new(); listeners.len()];
+        let mut state = Self {
+            gateway,
+            id: object_id(&gateway.metadata),
+            stamp,
+            settings: None,
+            capabilities: None,
+            rejected: None,
+            listeners,
+            attached,
+            entries: Vec::new(),
+            policies: Vec::new(),
+        };
+        let settings = match (&class.settings, gateway_parameters(gateway)) {
+            (Err(why), _) => Err((
+                reason::INVALID_PARAMETERS,
+                format!("GatewayClass {} is not accepted: {why}", class.name),
+            )),
+            (Ok(_), Some(params)) => gatewayclass::provider_config(&params, index)
+                .map_err(|why| (reason::INVALID_PARAMETERS, format!("infrastructure.parametersRef: {why}"))),
+            (Ok(settings), None) => Ok(settings.clone()),
+        };
+        match settings {
+            Ok(settings) => {
+                let caps = capabilities(&settings);
+                state.rejected = address_problem(gateway, &caps);
+                state.settings = Some(settings);
+                state.capabilities = Some(caps);
+            }
+            Err(rejected) => state.rejected = Some(rejected),
+        }
+        state
+    }
+
+    pub fn namespace(&self) -> &str {
+        namespace_of(&self.gateway.metadata)
+    }
+
+    pub fn name(&self) -> &str {
+        name_of(&self.gateway.metadata)
+    }
+
+    /// Whether routes may attach: the Gateway is accepted with at least one valid listener.
+    pub fn accepts_routes(&self) -> bool {
+        self.rejected.is_none() && self.listeners.iter().any(|l| l.accepted)
+    }
+
+    /// The Gateway's status (keyed by id) and its IR when it is accepted.
+    pub fn finish(mut self) -> ((String, GatewayStatus), Option<GatewayIr>) {
+        let stamp = self.stamp;
+        for (listener, routes) in self.listeners.iter_mut().zip(&self.attached) {
+            listener.attached_routes = routes.len() as i32;
+        }
+        let invalid: Vec<&str> =
+            self.listeners.iter().filter(|l| !l.accepted).map(|l| l.name.as_str()).collect();
+        let accepted = self.rejected.is_none() && self.listeners.iter().any(|l| l.accepted);
+        let accepted_condition = match (&self.rejected, invalid.is_empty(), accepted) {
+            (Some((why, message)), _, _) => stamp.no(ACCEPTED, why, message.clone()),
+            (None, true, _) => stamp.yes(ACCEPTED, reason::ACCEPTED, "Gateway is accepted"),
+            (None, false, true) => stamp.yes(
+                ACCEPTED,
+                reason::LISTENERS_NOT_VALID,
+                format!("Listeners not accepted: {}; the others are", invalid.join(", ")),
+            ),
+            (None, false, false) => stamp.no(
+                ACCEPTED,
+                reason::LISTENERS_NOT_VALID,
+                format!("No listener is valid: {}", invalid.join(", ")),
+            ),
+        };
+        let programmed = if accepted {
+            stamp.no(PROGRAMMED, reason::PENDING, "Waiting for the provider to program the Gateway")
+        } else {
+            stamp.no(PROGRAMMED, reason::INVALID, "Gateway is not accepted")
+        };
+        let status = GatewayStatus {
+            addresses: Vec::new(),
+            conditions: vec![accepted_condition, programmed],
+            listeners: self
+                .listeners
+                .iter()
+                .map(|l| ListenerStatus {
+                    name: l.name.clone(),
+                    supported_kinds: l.supported_kinds.clone(),
+                    attached_routes: l.attached_routes,
+                    conditions: l.conditions.clone(),
+                })
+                .collect(),
+            attached_listener_sets: None,
+        };
+        let id = self.id.clone();
+        let ir = match (accepted, self.settings.take()) {
+            (true, Some(provider)) => Some(self.ir(provider)),
+            _ => None,
+        };
+        ((id, status), ir)
+    }
+
+    fn ir(mut self, provider: ProviderSettings) -> GatewayIr {
+        let address = self.gateway.spec.addresses.first().map(|a| a.value.clone());
+        let usable: BTreeSet<String> =
+            self.listeners.iter().filter(|l| l.usable).map(|l| l.name.clone()).collect();
+        let listeners = self
+            .listeners
+            .iter()
+            .filter(|l| l.usable)
+            .filter_map(|l| {
+                Some(ListenerIr {
+                    name: l.name.clone(),
+                    port: u16::try_from(l.port).ok()?,
+                    protocol: l.protocol?,
+                    hostname: l.hostname.clone(),
+                    address: address.clone(),
+                    certificates: l.certificates.clone(),
+                })
+            })
+            .collect();
+        self.entries.sort_by(|a, b| a.0.cmp(&b.0));
+        let routes = self
+            .entries
+            .into_iter()
+            .filter_map(|(_, mut entry)| {
+                entry.attachments.retain(|a| usable.contains(&a.listener));
+                (!entry.attachments.is_empty()).then_some(entry)
+            })
+            .collect::<Vec<_>>();
+        let used: BTreeSet<&str> = routes.iter().filter_map(|r| r.policy.as_deref()).collect();
+        let mut policies: Vec<QuotaPolicyIr> =
+            self.policies.into_iter().filter(|p| used.contains(p.id.as_str())).collect();
+        policies.sort_by(|a, b| a.id.cmp(&b.id));
+        GatewayIr {
+            key: GatewayKey {
+                namespace: namespace_of(&self.gateway.metadata).to_string(),
+                name: name_of(&self.gateway.metadata).to_string(),
+                uid: self.gateway.metadata.uid.clone().unwrap_or_default(),
+                generation: self.gateway.metadata.generation.unwrap_or(1),
+            },
+            provider,
+            listeners,
+            routes,
+            policies,
+        }
+    }
+}
+
+/// A Gateway-level ProviderConfig overriding the class's (`spec.infrastructure.parametersRef`).
+fn gateway_parameters(gateway: &Gateway) -> Option<ParametersReference> {
+    let params = gateway.spec.infrastructure.as_ref()?.parameters_ref.as_ref()?;
+    Some(ParametersReference {
+        group: params.group.clone(),
+        kind: params.kind.clone(),
+        name: params.name.clone(),
+        namespace: None,
+    })
+}
+
+/// Requested addresses must be IP addresses the provider can bind.
+fn address_problem(gateway: &Gateway, caps: &Capabilities) -> Option<(&'static str, String)> {
+    let addresses = &gateway.spec.addresses;
+    if addresses.is_empty() {
+        return None;
+    }
+    if !caps.supports(Feature::GatewayStaticAddresses) {
+        return Some((
+            reason::UNSUPPORTED_ADDRESS,
+            format!("spec.addresses are not supported by {}", caps.provider),
+        ));
+    }
+    for address in addresses {
+        let type_ = address.type_.as_deref().unwrap_or("IPAddress");
+        if type_ != "IPAddress" {
+            return Some((
+                reason::UNSUPPORTED_ADDRESS,
+                format!("address type {type_} is not supported; use IPAddress"),
+            ));
+        }
+        if address.value.parse::<IpAddr>().is_err() {
+            return Some((
+                reason::UNSUPPORTED_ADDRESS,
+                format!("address {:?} is not an IP address", address.value),
+            ));
+        }
+    }
+    None
+}

@@ -1,0 +1,124 @@
+//! The pure translator: a [`Snapshot`] in, one [`GatewayIr`] per Gateway of our classes and the
+//! status of every object looked at out. No IO; the same snapshot always gives the same output.
+
+mod backends;
+pub mod conditions;
+mod duration;
+mod gateways;
+mod gatewayclass;
+mod hostnames;
+mod index;
+mod listeners;
+mod policies;
+mod precedence;
+mod routes;
+mod rules;
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use tollbridge_provider::{Capabilities, GatewayIr, ProviderSettings};
+
+pub use backends::BACKEND_URL_ANNOTATION;
+pub use gatewayclass::settings_from_spec;
+pub use listeners::secret_value;
+
+use crate::api::gateway::{GatewayClassStatus, GatewayStatus, HTTPRouteStatus};
+use crate::api::tollbridge::{ApiKeyStatus, PolicyStatus};
+use crate::snapshot::{name_of, Snapshot};
+use conditions::Stamp;
+use index::Index;
+
+/// The `controllerName` of GatewayClasses tollbridge implements.
+pub const CONTROLLER_NAME: &str = "tollbridge.dev/gateway-controller";
+
+/// Gives the capabilities of the provider a GatewayClass resolves to.
+pub type CapabilityLookup<'a> = &'a dyn Fn(&ProviderSettings) -> Capabilities;
+
+/// The status of every object the translator decided about, keyed by `namespace/name`
+/// (GatewayClasses by name). Each value is exactly the status object written to Kubernetes.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Statuses {
+    pub gatewayclasses: BTreeMap<String, GatewayClassStatus>,
+    pub gateways: BTreeMap<String, GatewayStatus>,
+    pub httproutes: BTreeMap<String, HTTPRouteStatus>,
+    pub quotapolicies: BTreeMap<String, PolicyStatus>,
+    pub apikeys: BTreeMap<String, ApiKeyStatus>,
+}
+
+impl Statuses {
+    /// One line per condition that reports a problem: `Kind ns/name: Type=Status Reason: message`.
+    pub fn problems(&self) -> Vec<String> {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+        let mut out = Vec::new();
+        let mut push = |kind: &str, id: &str, scope: String, conditions: &[Condition]| {
+            for c in conditions.iter().filter(|c| conditions::is_problem(c)) {
+                out.push(format!("{kind} {id}{scope}: {}={} {}: {}", c.type_, c.status, c.reason, c.message));
+            }
+        };
+        for (id, s) in &self.gatewayclasses {
+            push("GatewayClass", id, String::new(), &s.conditions);
+        }
+        for (id, s) in &self.gateways {
+            push("Gateway", id, String::new(), &s.conditions);
+            for l in &s.listeners {
+                push("Gateway", id, format!(" listener {}", l.name), &l.conditions);
+            }
+        }
+        for (id, s) in &self.httproutes {
+            for p in &s.parents {
+                push("HTTPRoute", id, format!(" parent {}", p.parent_ref.name), &p.conditions);
+            }
+        }
+        for (id, s) in &self.quotapolicies {
+            for a in &s.ancestors {
+                push("QuotaPolicy", id, format!(" ancestor {}", a.ancestor_ref.name), &a.conditions);
+            }
+        }
+        for (id, s) in &self.apikeys {
+            push("ApiKey", id, String::new(), &s.conditions);
+        }
+        out
+    }
+}
+
+/// The translator's whole output.
+#[derive(Clone, Debug)]
+pub struct Translation {
+    pub gateways: Vec<GatewayIr>,
+    pub statuses: Statuses,
+}
+
+/// Translates a snapshot for the given provider capabilities.
+pub fn translate(snapshot: &Snapshot, capabilities: CapabilityLookup<'_>) -> Translation {
+    let index = Index::new(snapshot);
+    let mut statuses = Statuses::default();
+
+    let mut classes = BTreeMap::new();
+    for class in snapshot.gateway_classes.iter().filter(|c| c.spec.controller_name == CONTROLLER_NAME) {
+        let stamp = Stamp::new(class.metadata.generation, snapshot.now);
+        let (info, status) = gatewayclass::resolve(class, &index, capabilities, stamp);
+        statuses.gatewayclasses.insert(name_of(&class.metadata).to_string(), status);
+        classes.insert(info.name.clone(), info);
+    }
+
+    let mut gateways: Vec<gateways::GatewayState<'_>> = snapshot
+        .gateways
+        .iter()
+        .filter_map(|gw| {
+            let class = classes.get(&gw.spec.gateway_class_name)?;
+            Some(gateways::GatewayState::new(gw, class, &index, capabilities, snapshot.now))
+        })
+        .collect();
+
+    let attachments = routes::attach_all(snapshot, &index, &mut gateways, &mut statuses);
+    policies::resolve(snapshot, &index, &mut gateways, &attachments, &mut statuses);
+
+    let mut irs = Vec::new();
+    for gateway in gateways {
+        let (status, ir) = gateway.finish();
+        statuses.gateways.insert(status.0, status.1);
+        irs.extend(ir);
+    }
+    Translation { gateways: irs, statuses }
+}

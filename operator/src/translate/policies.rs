@@ -1,0 +1,411 @@
+//! QuotaPolicy attachment and conflict resolution, ApiKey resolution, and their statuses.
+//!
+//! The most specific target wins for a request (HTTPRoute rule > HTTPRoute > Gateway listener
+//! > Gateway); among policies with the same target the oldest wins and the others are
+//! `Conflicted`.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use sha2::{Digest, Sha256};
+use tollbridge_provider::{
+    ApiKeyIr, ApiKeySettingsIr, Feature, QuotaIr, QuotaPolicyIr, RateLimitIr, SecretString,
+};
+
+use super::conditions::{reason, Stamp, ACCEPTED, READY};
+use super::gateways::GatewayState;
+use super::index::Index;
+use super::listeners::secret_value;
+use super::routes::Attachments;
+use super::{Statuses, CONTROLLER_NAME};
+use crate::api::gateway::{ParentReference, GROUP};
+use crate::api::tollbridge::{
+    ApiKey, ApiKeyStatus, PolicyAncestorStatus, PolicyStatus, QuotaPeriod, QuotaPolicy,
+};
+use crate::snapshot::{age_key, name_of, namespace_of, object_id, Snapshot};
+
+/// Where an accepted policy applies on one Gateway (by gateway index).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Scope {
+    RouteRule(usize, String, String),
+    Route(usize, String),
+    Listener(usize, String),
+    Gateway(usize),
+}
+
+/// What one targetRef of a policy resolved to.
+struct Target {
+    /// Conflict key: (kind, name, sectionName) in the policy's namespace.
+    key: (String, String, String, Option<String>),
+    /// (ancestor ref, scope on that ancestor) for every Gateway it reaches.
+    reach: Vec<(ParentReference, Scope)>,
+    /// Why it reaches nothing.
+    not_found: Option<(ParentReference, String)>,
+}
+
+pub fn resolve(
+    snapshot: &Snapshot,
+    index: &Index<'_>,
+    gateways: &mut [GatewayState<'_>],
+    attachments: &Attachments,
+    statuses: &mut Statuses,
+) {
+    // 1. Resolve targets and find the oldest policy per target.
+    let mut targets: Vec<(usize, Vec<Target>)> = Vec::new();
+    let mut owners: BTreeMap<(String, String, String, Option<String>), (jiff::Timestamp, usize, usize)> =
+        BTreeMap::new();
+    for (i, policy) in snapshot.quota_policies.iter().enumerate() {
+        let resolved: Vec<Target> =
+            policy.spec.target_refs.iter().map(|t| target(policy, t, index, gateways, attachments)).collect();
+        let age = age_key(&policy.metadata, i);
+        for t in resolved.iter().filter(|t| t.not_found.is_none()) {
+            let entry = owners.entry(t.key.clone()).or_insert((age.0, age.1, i));
+            if (age.0, age.1) < (entry.0, entry.1) {
+                *entry = (age.0, age.1, i);
+            }
+        }
+        targets.push((i, resolved));
+    }
+
+    // 2. Ancestor conditions, and where each accepted policy applies.
+    let mut applied: BTreeMap<Scope, String> = BTreeMap::new();
+    let mut accepted_policies: BTreeMap<String, usize> = BTreeMap::new();
+    for (i, resolved) in &targets {
+        let policy = &snapshot.quota_policies[*i];
+        let policy_id = object_id(&policy.metadata);
+        let stamp = Stamp::new(policy.metadata.generation, snapshot.now);
+        let mut ancestors: Vec<(ParentReference, Condition)> = Vec::new();
+        let mut add = |ancestor: ParentReference, condition: Condition| {
+            if !ancestors.iter().any(|(a, _)| a == &ancestor) {
+                ancestors.push((ancestor, condition));
+            }
+        };
+        for t in resolved {
+            if let Some((ancestor, message)) = &t.not_found {
+                add(ancestor.clone(), stamp.no(ACCEPTED, reason::TARGET_NOT_FOUND, message.clone()));
+                continue;
+            }
+            let owner = owners[&t.key].2;
+            for (ancestor, scope) in &t.reach {
+                if owner != *i {
+                    let winner = object_id(&snapshot.quota_policies[owner].metadata);
+                    add(
+                        ancestor.clone(),
+                        stamp.no(
+                            ACCEPTED,
+                            reason::CONFLICTED,
+                            format!("QuotaPolicy {winner} is older and targets the same {} {}", t.key.1, t.key.2),
+                        ),
+                    );
+                    continue;
+                }
+                match unsupported(policy, &gateways[scope_gateway(scope)]) {
+                    Some(message) => add(ancestor.clone(), stamp.no(ACCEPTED, reason::INVALID, message)),
+                    None => {
+                        add(ancestor.clone(), stamp.yes(ACCEPTED, reason::ACCEPTED, "Policy is accepted"));
+                        applied.insert(scope.clone(), policy_id.clone());
+                        accepted_policies.insert(policy_id.clone(), *i);
+                    }
+                }
+            }
+        }
+        statuses.quotapolicies.insert(
+            policy_id,
+            PolicyStatus {
+                ancestors: ancestors
+                    .into_iter()
+                    .map(|(ancestor_ref, condition)| PolicyAncestorStatus {
+                        ancestor_ref,
+                        controller_name: CONTROLLER_NAME.to_string(),
+                        conditions: vec![condition],
+                    })
+                    .collect(),
+            },
+        );
+    }
+
+    // 3. API keys.
+    let keys = api_keys(snapshot, index, &accepted_policies, statuses);
+
+    // 4. Policy IR per Gateway, and the policy guarding each route entry.
+    for (gw_index, gateway) in gateways.iter_mut().enumerate() {
+        for (_, entry) in gateway.entries.iter_mut() {
+            let route = entry.id.route();
+            let rule = entry.id.rule_name.clone();
+            let candidates = rule
+                .map(|r| Scope::RouteRule(gw_index, route.clone(), r))
+                .into_iter()
+                .chain([Scope::Route(gw_index, route.clone())])
+                .chain(entry.attachments.iter().map(|a| Scope::Listener(gw_index, a.listener.clone())))
+                .chain([Scope::Gateway(gw_index)]);
+            entry.policy = candidates.into_iter().find_map(|s| applied.get(&s).cloned());
+        }
+        let mut on_gateway: Vec<&String> = applied
+            .iter()
+            .filter(|(scope, _)| scope_gateway(scope) == gw_index)
+            .map(|(_, id)| id)
+            .collect();
+        on_gateway.sort();
+        on_gateway.dedup();
+        gateway.policies = on_gateway
+            .into_iter()
+            .map(|id| policy_ir(&snapshot.quota_policies[accepted_policies[id]], keys.get(id)))
+            .collect();
+    }
+}
+
+fn scope_gateway(scope: &Scope) -> usize {
+    match scope {
+        Scope::RouteRule(g, ..) | Scope::Route(g, _) | Scope::Listener(g, _) | Scope::Gateway(g) => *g,
+    }
+}
+
+fn gateway_ref(gateway: &GatewayState<'_>, section: Option<String>) -> ParentReference {
+    ParentReference {
+        group: Some(GROUP.to_string()),
+        kind: Some("Gateway".to_string()),
+        namespace: Some(gateway.namespace().to_string()),
+        name: gateway.name().to_string(),
+        section_name: section,
+        port: None,
+    }
+}
+
+fn target(
+    policy: &QuotaPolicy,
+    target: &crate::api::tollbridge::PolicyTargetReference,
+    index: &Index<'_>,
+    gateways: &[GatewayState<'_>],
+    attachments: &Attachments,
+) -> Target {
+    let namespace = namespace_of(&policy.metadata);
+    let key = (namespace.to_string(), target.kind.clone(), target.name.clone(), target.section_name.clone());
+    let self_ref = ParentReference {
+        group: Some(target.group.clone()),
+        kind: Some(target.kind.clone()),
+        namespace: Some(namespace.to_string()),
+        name: target.name.clone(),
+        section_name: target.section_name.clone(),
+        port: None,
+    };
+    let missing = |message: String| Target { key: key.clone(), reach: Vec::new(), not_found: Some((self_ref.clone(), message)) };
+    if target.group != GROUP {
+        return missing(format!("target group {:?} is not {GROUP}", target.group));
+    }
+    match target.kind.as_str() {
+        "Gateway" => {
+            let Some(gw) = gateways.iter().position(|g| g.namespace() == namespace && g.name() == target.name) else {
+                return missing(format!("Gateway {namespace}/{} of a tollbridge class not found", target.name));
+            };
+            let scope = match &target.section_name {
+                None => Scope::Gateway(gw),
+                Some(section) => {
+                    if !gateways[gw].listeners.iter().any(|l| &l.name == section) {
+                        return missing(format!("Gateway {namespace}/{} has no listener {section:?}", target.name));
+                    }
+                    Scope::Listener(gw, section.clone())
+                }
+            };
+            Target { key, reach: vec![(gateway_ref(&gateways[gw], target.section_name.clone()), scope)], not_found: None }
+        }
+        "HTTPRoute" => {
+            let Some((_, route)) = index.route(namespace, &target.name) else {
+                return missing(format!("HTTPRoute {namespace}/{} not found", target.name));
+            };
+            if let Some(section) = &target.section_name {
+                if !route.spec.rules.iter().any(|r| r.name.as_deref() == Some(section)) {
+                    return missing(format!("HTTPRoute {namespace}/{} has no rule named {section:?}", target.name));
+                }
+            }
+            let route_id = object_id(&route.metadata);
+            let reach: Vec<_> = attachments
+                .get(&route_id)
+                .into_iter()
+                .flatten()
+                .map(|(gw, _)| {
+                    let scope = match &target.section_name {
+                        Some(rule) => Scope::RouteRule(*gw, route_id.clone(), rule.clone()),
+                        None => Scope::Route(*gw, route_id.clone()),
+                    };
+                    (gateway_ref(&gateways[*gw], None), scope)
+                })
+                .collect();
+            if reach.is_empty() {
+                return missing(format!("HTTPRoute {route_id} is not accepted by any tollbridge Gateway"));
+            }
+            Target { key, reach, not_found: None }
+        }
+        other => missing(format!("target kind {other:?} is not supported; use Gateway or HTTPRoute")),
+    }
+}
+
+/// Why a policy cannot be enforced by the Gateway's provider, naming feature and provider.
+fn unsupported(policy: &QuotaPolicy, gateway: &GatewayState<'_>) -> Option<String> {
+    let caps = gateway.capabilities.as_ref()?;
+    let spec = &policy.spec;
+    let needed = [
+        (spec.api_key.as_ref().is_some_and(|k| k.required), Feature::ApiKeys),
+        (spec.rate_limit.is_some(), Feature::RateLimits),
+        (spec.quota.is_some(), Feature::Quotas),
+    ];
+    let missing: Vec<&str> =
+        needed.iter().filter(|(used, f)| *used && !caps.supports(*f)).map(|(_, f)| f.name()).collect();
+    (!missing.is_empty()).then(|| format!("{} not supported by {}", missing.join(", "), caps.provider))
+}
+
+fn policy_ir(policy: &QuotaPolicy, keys: Option<&Vec<ApiKeyIr>>) -> QuotaPolicyIr {
+    let spec = &policy.spec;
+    QuotaPolicyIr {
+        id: object_id(&policy.metadata),
+        api_key: spec.api_key.as_ref().map(|k| ApiKeySettingsIr {
+            required: k.required,
+            header: k.header_name().map(str::to_ascii_lowercase),
+            query_param: k.query_param.clone().filter(|q| !q.is_empty()),
+            consumer_header: k.consumer_header().to_ascii_lowercase(),
+        }),
+        rate_limit: spec.rate_limit.as_ref().map(|r| RateLimitIr {
+            requests: r.requests,
+            period_seconds: r.unit.seconds(),
+            burst: r.burst.unwrap_or(r.requests),
+        }),
+        quota: spec.quota.as_ref().map(|q| QuotaIr {
+            requests: q.requests,
+            period: match q.period {
+                QuotaPeriod::Day => tollbridge_provider::QuotaPeriod::Day,
+                QuotaPeriod::Week => tollbridge_provider::QuotaPeriod::Week,
+                QuotaPeriod::Month => tollbridge_provider::QuotaPeriod::Month,
+            },
+        }),
+        keys: keys.cloned().unwrap_or_default(),
+    }
+}
+
+/// Resolves every ApiKey, writes its status, and returns the usable keys per policy id.
+fn api_keys(
+    snapshot: &Snapshot,
+    index: &Index<'_>,
+    accepted_policies: &BTreeMap<String, usize>,
+    statuses: &mut Statuses,
+) -> BTreeMap<String, Vec<ApiKeyIr>> {
+    let mut out: BTreeMap<String, Vec<ApiKeyIr>> = BTreeMap::new();
+    let mut owners_by_hash: BTreeMap<String, (jiff::Timestamp, usize, String)> = BTreeMap::new();
+    let mut resolved: Vec<(usize, Result<ResolvedKey, (&'static str, &'static str, String)>)> = Vec::new();
+    for (i, key) in snapshot.api_keys.iter().enumerate() {
+        let result = resolve_key(key, index, snapshot.now);
+        if let Ok(k) = &result {
+            let age = age_key(&key.metadata, i);
+            let entry = owners_by_hash.entry(k.ir.sha256.clone()).or_insert((age.0, age.1, k.ir.id.clone()));
+            if (age.0, age.1) < (entry.0, entry.1) {
+                *entry = (age.0, age.1, k.ir.id.clone());
+            }
+        }
+        resolved.push((i, result));
+    }
+    for (i, result) in resolved {
+        let key = &snapshot.api_keys[i];
+        let id = object_id(&key.metadata);
+        let stamp = Stamp::new(key.metadata.generation, snapshot.now);
+        let mut status = ApiKeyStatus::default();
+        match result {
+            Err((condition, why, message)) => {
+                if condition == ACCEPTED {
+                    status.conditions.push(stamp.no(ACCEPTED, why, message.clone()));
+                    status.conditions.push(stamp.no(READY, why, message));
+                } else {
+                    status.conditions.push(stamp.yes(ACCEPTED, reason::ACCEPTED, "ApiKey is accepted"));
+                    status.conditions.push(stamp.no(READY, why, message));
+                }
+            }
+            Ok(k) => {
+                status.key_id = Some(k.ir.key_id().to_string());
+                let owner = &owners_by_hash[&k.ir.sha256].2;
+                if owner != &id {
+                    let message = format!("ApiKey {owner} is older and has the same key value");
+                    status.conditions.push(stamp.no(ACCEPTED, reason::CONFLICTED, message.clone()));
+                    status.conditions.push(stamp.no(READY, reason::CONFLICTED, message));
+                } else {
+                    status.conditions.push(stamp.yes(ACCEPTED, reason::ACCEPTED, "ApiKey is accepted"));
+                    let ready = if k.ir.disabled {
+                        stamp.no(READY, reason::DISABLED, "ApiKey is disabled")
+                    } else if k.expired {
+                        stamp.no(READY, reason::EXPIRED, "ApiKey has expired")
+                    } else if !accepted_policies.contains_key(&k.policy) {
+                        stamp.no(READY, reason::PENDING, format!("QuotaPolicy {} is not accepted on any Gateway", k.policy))
+                    } else {
+                        stamp.yes(READY, reason::READY, "ApiKey is usable")
+                    };
+                    status.conditions.push(ready);
+                    out.entry(k.policy).or_default().push(k.ir);
+                }
+            }
+        }
+        statuses.apikeys.insert(id, status);
+    }
+    for keys in out.values_mut() {
+        keys.sort_by(|a, b| a.id.cmp(&b.id));
+    }
+    out
+}
+
+struct ResolvedKey {
+    policy: String,
+    ir: ApiKeyIr,
+    expired: bool,
+}
+
+/// Resolves one ApiKey: its policy, its Secret and its expiry. An error names the condition it
+/// fails (`Accepted` or `Ready`), the reason and a message.
+fn resolve_key(
+    key: &ApiKey,
+    index: &Index<'_>,
+    now: jiff::Timestamp,
+) -> Result<ResolvedKey, (&'static str, &'static str, String)> {
+    let namespace = namespace_of(&key.metadata);
+    let policy_name = &key.spec.policy_ref.name;
+    let Some((_, policy)) = index.policy(namespace, policy_name) else {
+        return Err((ACCEPTED, reason::POLICY_NOT_FOUND, format!("QuotaPolicy {namespace}/{policy_name} not found")));
+    };
+    if policy.spec.api_key.is_none() {
+        return Err((
+            ACCEPTED,
+            reason::INVALID,
+            format!("QuotaPolicy {namespace}/{policy_name} does not use API keys (no spec.apiKey)"),
+        ));
+    }
+    let expires_at = match &key.spec.expires_at {
+        None => None,
+        Some(text) => match text.parse::<jiff::Timestamp>() {
+            Ok(t) => Some(t),
+            Err(e) => return Err((ACCEPTED, reason::INVALID, format!("expiresAt {text:?} is not an RFC 3339 time: {e}"))),
+        },
+    };
+    let secret_name = &key.spec.secret_ref.name;
+    let secret_key = key.spec.secret_ref.key_or_default();
+    let Some(secret) = index.secret(namespace, secret_name) else {
+        return Err((READY, reason::SECRET_NOT_FOUND, format!("Secret {namespace}/{secret_name} not found")));
+    };
+    let value = secret_value(secret, secret_key)
+        .and_then(|v| String::from_utf8(v).ok())
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty());
+    let Some(value) = value else {
+        return Err((
+            READY,
+            reason::SECRET_NOT_FOUND,
+            format!("Secret {namespace}/{secret_name} has no non-empty UTF-8 key {secret_key:?}"),
+        ));
+    };
+    let sha256 = hex::encode(Sha256::digest(value.as_bytes()));
+    Ok(ResolvedKey {
+        policy: format!("{namespace}/{policy_name}"),
+        expired: expires_at.is_some_and(|t| t <= now),
+        ir: ApiKeyIr {
+            id: object_id(&key.metadata),
+            consumer: key.spec.consumer.clone().filter(|c| !c.is_empty()).unwrap_or_else(|| name_of(&key.metadata).to_string()),
+            sha256,
+            value: SecretString::new(value),
+            disabled: key.spec.disabled,
+            expires_at: expires_at.map(|t| t.as_second()),
+        },
+    })
+}

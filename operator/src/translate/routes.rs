@@ -1,0 +1,209 @@
+//! HTTPRoute attachment to Gateways and listeners, and the route's per-parent status.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use tollbridge_provider::{AttachmentIr, Feature};
+
+use super::conditions::{reason, Stamp, ACCEPTED, PARTIALLY_INVALID, RESOLVED_REFS};
+use super::gateways::GatewayState;
+use super::hostnames;
+use super::index::Index;
+use super::precedence::SortKey;
+use super::{rules, Statuses, CONTROLLER_NAME};
+use crate::api::gateway::{HTTPRoute, HTTPRouteStatus, ParentReference, RouteParentStatus, GROUP};
+use crate::snapshot::{age_key, name_of, namespace_of, object_id, Snapshot};
+
+/// Where each route was accepted: route id → (gateway index, listener names).
+pub type Attachments = BTreeMap<String, Vec<(usize, Vec<String>)>>;
+
+/// Attaches every HTTPRoute to its parents, records route statuses and collects IR entries.
+pub fn attach_all(
+    snapshot: &Snapshot,
+    index: &Index<'_>,
+    gateways: &mut [GatewayState<'_>],
+    statuses: &mut Statuses,
+) -> Attachments {
+    let mut attachments = Attachments::new();
+    for (load_index, route) in snapshot.http_routes.iter().enumerate() {
+        let route_id = object_id(&route.metadata);
+        let stamp = Stamp::new(route.metadata.generation, snapshot.now);
+        let mut parents = Vec::new();
+        let mut seen: Vec<&ParentReference> = Vec::new();
+        for parent_ref in &route.spec.parent_refs {
+            if seen.contains(&parent_ref) {
+                continue;
+            }
+            seen.push(parent_ref);
+            let Some(gw_index) = find_gateway(route, parent_ref, gateways) else { continue };
+            let gateway = &mut gateways[gw_index];
+            let (conditions, listeners) =
+                attach_one(route, parent_ref, gateway, index, stamp, age_key(&route.metadata, load_index));
+            if !listeners.is_empty() {
+                attachments.entry(route_id.clone()).or_default().push((gw_index, listeners));
+            }
+            parents.push(RouteParentStatus {
+                parent_ref: parent_ref.clone(),
+                controller_name: CONTROLLER_NAME.to_string(),
+                conditions,
+            });
+        }
+        if !parents.is_empty() {
+            statuses.httproutes.insert(route_id, HTTPRouteStatus { parents });
+        }
+    }
+    attachments
+}
+
+/// The index of the Gateway of ours a parentRef points to.
+fn find_gateway(route: &HTTPRoute, parent: &ParentReference, gateways: &[GatewayState<'_>]) -> Option<usize> {
+    let group = parent.group.as_deref().unwrap_or(GROUP);
+    let kind = parent.kind.as_deref().unwrap_or("Gateway");
+    if group != GROUP || kind != "Gateway" {
+        return None;
+    }
+    let namespace = parent.namespace.as_deref().unwrap_or(namespace_of(&route.metadata));
+    gateways.iter().position(|g| g.namespace() == namespace && g.name() == parent.name)
+}
+
+/// Attaches a route to one parent Gateway: its conditions and the listeners it attached to.
+fn attach_one(
+    route: &HTTPRoute,
+    parent: &ParentReference,
+    gateway: &mut GatewayState<'_>,
+    index: &Index<'_>,
+    stamp: Stamp,
+    age: (jiff::Timestamp, usize),
+) -> (Vec<Condition>, Vec<String>) {
+    let Some(caps) = gateway.capabilities.clone() else {
+        let message = format!("Gateway {} is not accepted", gateway.id);
+        return (
+            vec![
+                stamp.no(ACCEPTED, reason::NO_MATCHING_PARENT, message.clone()),
+                stamp.no(RESOLVED_REFS, reason::RESOLVED_REFS, message),
+            ],
+            Vec::new(),
+        );
+    };
+    let outcome = rules::translate(route, index, &caps);
+    let resolved = match &outcome.ref_problem {
+        None => stamp.yes(RESOLVED_REFS, reason::RESOLVED_REFS, "All references resolved"),
+        Some(problem) => stamp.no(RESOLVED_REFS, problem.reason, problem.message.clone()),
+    };
+    let selected = match select_listeners(route, parent, gateway, index, &caps) {
+        Ok(selected) => selected,
+        Err((why, message)) => return (vec![stamp.no(ACCEPTED, why, message), resolved], Vec::new()),
+    };
+
+    let dropped = outcome.dropped();
+    let all_dropped = !route.spec.rules.is_empty() && dropped.len() == route.spec.rules.len();
+    let mut conditions = Vec::new();
+    if all_dropped {
+        conditions.push(stamp.no(ACCEPTED, reason::UNSUPPORTED_VALUE, dropped.join("; ")));
+        return (with_resolved(conditions, resolved), Vec::new());
+    }
+    conditions.push(stamp.yes(ACCEPTED, reason::ACCEPTED, "Route is accepted"));
+    if !dropped.is_empty() {
+        conditions.push(stamp.yes(
+            PARTIALLY_INVALID,
+            reason::UNSUPPORTED_VALUE,
+            format!("Dropped Rule(s): {}", dropped.join("; ")),
+        ));
+    }
+
+    let route_id = object_id(&route.metadata);
+    let listener_names: Vec<String> = selected.iter().map(|(i, _)| gateway.listeners[*i].name.clone()).collect();
+    for (listener, _) in &selected {
+        gateway.attached[*listener].insert(route_id.clone());
+    }
+    let attachments: Vec<AttachmentIr> = selected
+        .into_iter()
+        .map(|(i, hostnames)| AttachmentIr { listener: gateway.listeners[i].name.clone(), hostnames })
+        .collect();
+    for rule in outcome.rules {
+        for mut entry in rule.entries {
+            // A route listed twice under one Gateway (two parentRefs) merges its attachments.
+            if let Some((_, existing)) = gateway.entries.iter_mut().find(|(_, e)| e.id == entry.id) {
+                for a in &attachments {
+                    if !existing.attachments.iter().any(|x| x.listener == a.listener) {
+                        existing.attachments.push(a.clone());
+                    }
+                }
+                continue;
+            }
+            entry.attachments = attachments.clone();
+            gateway.entries.push((SortKey::new(&entry.matcher, &entry.id, age), entry));
+        }
+    }
+    (with_resolved(conditions, resolved), listener_names)
+}
+
+fn with_resolved(mut conditions: Vec<Condition>, resolved: Condition) -> Vec<Condition> {
+    conditions.push(resolved);
+    conditions
+}
+
+/// The listeners (index, effective hostnames) a parentRef selects and admits, or why none does.
+fn select_listeners(
+    route: &HTTPRoute,
+    parent: &ParentReference,
+    gateway: &GatewayState<'_>,
+    index: &Index<'_>,
+    caps: &tollbridge_provider::Capabilities,
+) -> Result<Vec<(usize, Vec<String>)>, (&'static str, String)> {
+    if gateway.rejected.is_some() || !gateway.accepts_routes() {
+        return Err((reason::NO_MATCHING_PARENT, format!("Gateway {} is not accepted", gateway.id)));
+    }
+    if parent.port.is_some() && !caps.supports(Feature::HTTPRouteParentRefPort) {
+        return Err((
+            reason::UNSUPPORTED_VALUE,
+            format!("parentRef port is not supported by {}", caps.provider),
+        ));
+    }
+    let candidates: Vec<usize> = gateway
+        .listeners
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| parent.section_name.as_deref().is_none_or(|s| s == l.name))
+        .filter(|(_, l)| parent.port.is_none_or(|p| p == l.port))
+        .map(|(i, _)| i)
+        .collect();
+    if candidates.is_empty() {
+        let what = match (&parent.section_name, parent.port) {
+            (Some(s), Some(p)) => format!("listener {s:?} on port {p}"),
+            (Some(s), None) => format!("listener {s:?}"),
+            (None, Some(p)) => format!("listener on port {p}"),
+            (None, None) => "listener".to_string(),
+        };
+        return Err((reason::NO_MATCHING_PARENT, format!("Gateway {} has no {what}", gateway.id)));
+    }
+    let route_namespace = namespace_of(&route.metadata);
+    let allowed: Vec<usize> = candidates
+        .into_iter()
+        .filter(|i| gateway.listeners[*i].allows_route_from(gateway.namespace(), route_namespace, index))
+        .collect();
+    if allowed.is_empty() {
+        return Err((
+            reason::NOT_ALLOWED_BY_LISTENERS,
+            format!(
+                "no listener of Gateway {} allows HTTPRoute {} (allowedRoutes)",
+                gateway.id,
+                name_of(&route.metadata)
+            ),
+        ));
+    }
+    let matched: Vec<(usize, Vec<String>)> = allowed
+        .into_iter()
+        .filter_map(|i| {
+            hostnames::intersect(gateway.listeners[i].hostname.as_deref(), &route.spec.hostnames)
+                .map(|h| (i, h))
+        })
+        .collect();
+    if matched.is_empty() {
+        return Err((
+            reason::NO_MATCHING_LISTENER_HOSTNAME,
+            "no listener hostname intersects the route's hostnames".to_string(),
+        ));
+    }
+    Ok(matched)
+}

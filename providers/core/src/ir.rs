@@ -1,0 +1,454 @@
+//! The gateway IR: one provider-neutral description of a Gateway, its listeners, its routes in
+//! Gateway API precedence order, and the quota policies that guard them.
+//!
+//! Produced by the translator, consumed by providers. Serializing it never reveals a secret.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::{SecretBytes, SecretString};
+
+/// Identifies a Gateway object.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayKey {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    pub generation: i64,
+}
+
+impl GatewayKey {
+    /// `namespace/name`.
+    pub fn id(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+}
+
+/// Everything a provider needs to serve one Gateway.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayIr {
+    pub key: GatewayKey,
+    pub provider: ProviderSettings,
+    pub listeners: Vec<ListenerIr>,
+    /// Flattened (route, rule, match) entries, sorted by Gateway API precedence.
+    pub routes: Vec<RouteIr>,
+    pub policies: Vec<QuotaPolicyIr>,
+}
+
+/// The resolved ProviderConfig of the Gateway's class.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum ProviderSettings {
+    Local(LocalSettings),
+    #[serde(rename = "aws")]
+    Aws(AwsSettings),
+    Azure(AzureSettings),
+}
+
+impl ProviderSettings {
+    /// The provider's name as written in a ProviderConfig (`Local`, `AWS`, `Azure`).
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Self::Local(_) => "Local",
+            Self::Aws(_) => "AWS",
+            Self::Azure(_) => "Azure",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LocalSettings {
+    pub replicas: i32,
+    pub service_type: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+}
+
+impl Default for LocalSettings {
+    fn default() -> Self {
+        Self { replicas: 1, service_type: "LoadBalancer".into(), image: None }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AwsSettings {
+    pub region: String,
+    /// `Auto`, `HTTP` or `REST`.
+    pub api_type: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vpc_link_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role_arn: Option<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AzureSettings {
+    pub subscription_id: String,
+    pub resource_group: String,
+    pub service_name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    pub credential: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum ListenerProtocol {
+    #[serde(rename = "HTTP")]
+    Http,
+    #[serde(rename = "HTTPS")]
+    Https,
+}
+
+/// One accepted listener.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListenerIr {
+    pub name: String,
+    pub port: u16,
+    pub protocol: ListenerProtocol,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// The Gateway's first requested IP address, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// Certificates for HTTPS listeners; the first is the default when SNI picks none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub certificates: Vec<CertificateIr>,
+}
+
+/// A TLS certificate chain and key from a Secret of type kubernetes.io/tls.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CertificateIr {
+    /// `namespace/name` of the Secret.
+    pub secret: String,
+    pub cert_chain_pem: SecretBytes,
+    pub private_key_pem: SecretBytes,
+}
+
+/// Identifies one match of one rule of one HTTPRoute.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteId {
+    pub namespace: String,
+    pub name: String,
+    pub rule: usize,
+    #[serde(rename = "match")]
+    pub match_index: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule_name: Option<String>,
+}
+
+impl RouteId {
+    /// `namespace/name` of the HTTPRoute.
+    pub fn route(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+}
+
+/// One (route, rule, match) entry.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteIr {
+    pub id: RouteId,
+    /// The listeners the route is attached to, with the hostnames it serves on each.
+    pub attachments: Vec<AttachmentIr>,
+    #[serde(rename = "match")]
+    pub matcher: MatchIr,
+    #[serde(skip_serializing_if = "FiltersIr::is_empty")]
+    pub filters: FiltersIr,
+    pub action: ActionIr,
+    #[serde(skip_serializing_if = "TimeoutsIr::is_empty")]
+    pub timeouts: TimeoutsIr,
+    /// `namespace/name` of the QuotaPolicy guarding this entry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AttachmentIr {
+    pub listener: String,
+    /// Hostnames served on this listener (the route's ∩ the listener's); empty means any host.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub hostnames: Vec<String>,
+}
+
+/// All conditions must hold for a request to match.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MatchIr {
+    pub path: PathMatch,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<KeyValueMatch>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub query_params: Vec<KeyValueMatch>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum PathMatch {
+    Exact(String),
+    /// Segment-aware prefix: `/a` matches `/a` and `/a/b`, not `/ab`.
+    Prefix(String),
+    Regex(String),
+}
+
+/// A header (name case-insensitive, stored lower case) or query parameter (case-sensitive) match.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyValueMatch {
+    pub name: String,
+    pub value: StringMatch,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum StringMatch {
+    Exact(String),
+    Regex(String),
+}
+
+/// Filters that modify the request or response on their way through.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FiltersIr {
+    #[serde(skip_serializing_if = "HeaderModifier::is_empty")]
+    pub request_headers: HeaderModifier,
+    #[serde(skip_serializing_if = "HeaderModifier::is_empty")]
+    pub response_headers: HeaderModifier,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url_rewrite: Option<UrlRewrite>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub mirrors: Vec<MirrorIr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cors: Option<CorsIr>,
+}
+
+impl FiltersIr {
+    pub fn is_empty(&self) -> bool {
+        self == &Self::default()
+    }
+}
+
+/// Header names are lower case.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HeaderModifier {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub set: Vec<(String, String)>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub add: Vec<(String, String)>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub remove: Vec<String>,
+}
+
+impl HeaderModifier {
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum PathModifier {
+    /// Replace the whole path.
+    Full(String),
+    /// Replace the matched prefix (the rule's PathPrefix value) with this one.
+    Prefix { matched: String, replacement: String },
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UrlRewrite {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathModifier>,
+}
+
+/// A copy of the request sent to another backend; its answer is ignored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MirrorIr {
+    pub backend: BackendIr,
+    /// Share of requests mirrored, as numerator/denominator.
+    pub numerator: u32,
+    pub denominator: u32,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CorsIr {
+    pub allow_origins: Vec<String>,
+    pub allow_credentials: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allow_methods: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allow_headers: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub expose_headers: Vec<String>,
+    pub max_age_seconds: u32,
+}
+
+/// What the gateway does with a matched request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ActionIr {
+    /// Proxy to one of the backends, chosen by weight.
+    Forward { backends: Vec<BackendIr> },
+    Redirect(RedirectIr),
+    /// Answer directly with a status code (e.g. 500 when a rule has no usable backend).
+    Respond { status: u16 },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RedirectIr {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathModifier>,
+    pub status: u16,
+}
+
+/// One weighted backend.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendIr {
+    /// `namespace/service:port`.
+    pub name: String,
+    pub weight: u32,
+    pub target: BackendTarget,
+    #[serde(skip_serializing_if = "HeaderModifier::is_empty")]
+    pub request_headers: HeaderModifier,
+    #[serde(skip_serializing_if = "HeaderModifier::is_empty")]
+    pub response_headers: HeaderModifier,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum BackendTarget {
+    /// Ready endpoints of a Service; empty means 503.
+    Endpoints(Vec<Endpoint>),
+    /// A URL outside the cluster (ExternalName Service or the backend-url annotation).
+    Url(String),
+    /// The reference is invalid; its share of traffic gets 500.
+    Invalid(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Endpoint {
+    pub address: String,
+    pub port: u16,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TimeoutsIr {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend_request_ms: Option<u64>,
+}
+
+impl TimeoutsIr {
+    pub fn is_empty(&self) -> bool {
+        self.request_ms.is_none() && self.backend_request_ms.is_none()
+    }
+}
+
+/// An accepted QuotaPolicy and its keys.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QuotaPolicyIr {
+    /// `namespace/name`.
+    pub id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<ApiKeySettingsIr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimitIr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quota: Option<QuotaIr>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<ApiKeyIr>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKeySettingsIr {
+    pub required: bool,
+    /// Lower-case header carrying the key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub query_param: Option<String>,
+    /// Lower-case header the consumer name is forwarded in.
+    pub consumer_header: String,
+}
+
+/// `requests` per `period_seconds`, with bursts up to `burst`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimitIr {
+    pub requests: u32,
+    pub period_seconds: u64,
+    pub burst: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum QuotaPeriod {
+    Day,
+    Week,
+    Month,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QuotaIr {
+    pub requests: u64,
+    pub period: QuotaPeriod,
+}
+
+/// An accepted ApiKey: found by the SHA-256 of its value.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKeyIr {
+    /// `namespace/name` of the ApiKey object.
+    pub id: String,
+    pub consumer: String,
+    /// Lower-case hex SHA-256 of the key value.
+    pub sha256: String,
+    /// The key itself, for clouds that must be told it.
+    pub value: SecretString,
+    pub disabled: bool,
+    /// Seconds since the Unix epoch after which the key is refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
+}
+
+impl ApiKeyIr {
+    /// The public key id: the first 8 hex digits of the SHA-256.
+    pub fn key_id(&self) -> &str {
+        &self.sha256[..8.min(self.sha256.len())]
+    }
+}

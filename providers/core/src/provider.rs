@@ -1,0 +1,62 @@
+//! The contract between the operator and a provider.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+use crate::{Capabilities, GatewayIr, GatewayKey};
+
+/// Applies gateways to one place (the local proxy, an AWS account, an APIM service).
+#[async_trait]
+pub trait Provider: Send + Sync {
+    fn capabilities(&self) -> &Capabilities;
+    /// Makes the provider match `gateway`; calling it again with the same IR changes nothing.
+    async fn apply(&self, gateway: &GatewayIr) -> Result<Provisioned, ProviderError>;
+    /// Removes everything the provider created for the gateway; deleting twice is not an error.
+    async fn delete(&self, key: &GatewayKey) -> Result<(), ProviderError>;
+}
+
+/// What a provider reports after applying a gateway.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Provisioned {
+    /// Addresses clients use (IPs or hostnames), for Gateway `status.addresses`.
+    pub addresses: Vec<String>,
+    /// Listeners that could not be programmed, with the reason.
+    pub failed_listeners: BTreeMap<String, String>,
+    /// Provider ids of what was created (API id, usage plan ids, ...), for events and debugging.
+    pub resource_ids: BTreeMap<String, String>,
+}
+
+/// Why a provider call failed. The variant decides retry behaviour and the metric label.
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    /// Worth retrying with backoff (throttling, 5xx, timeouts).
+    #[error("transient provider error: {0}")]
+    Transient(String),
+    /// The gateway cannot be provisioned as asked; retrying will not help until it changes.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+    /// The provider refused our credentials or permissions.
+    #[error("not authorized: {0}")]
+    Unauthorized(String),
+    /// Anything else.
+    #[error("provider error: {0}")]
+    Other(String),
+}
+
+impl ProviderError {
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Self::Transient(_) => "transient",
+            Self::Invalid(_) => "invalid",
+            Self::Unauthorized(_) => "unauthorized",
+            Self::Other(_) => "other",
+        }
+    }
+
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Transient(_) | Self::Other(_))
+    }
+}
