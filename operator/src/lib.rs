@@ -3,3 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod crds;
+pub mod snapshot;
+pub mod source;
+pub mod translate;

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 use tollbridge_provider::{
-    AwsSettings, AzureSettings, Capabilities, LocalSettings, ProviderSettings,
+    AwsSettings, AzureSettings, LocalSettings, ProviderSettings,
 };
 
 use super::conditions::{reason, Stamp, ACCEPTED};

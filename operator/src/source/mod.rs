@@ -1,0 +1,4 @@
+//! Where snapshots come from: YAML files (standalone mode, `check`, `plan`) or, in-cluster, the
+//! API server.
+
+pub mod files;
