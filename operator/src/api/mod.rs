@@ -2,3 +2,6 @@
 
 pub mod gateway;
 pub mod tollbridge;
+
+/// The API group of tollbridge's own kinds.
+pub const GROUP: &str = "tollbridge.dev";
