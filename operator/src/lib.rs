@@ -3,7 +3,9 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod cli;
 pub mod crds;
+pub mod providers;
 pub mod snapshot;
 pub mod source;
 pub mod translate;

@@ -82,9 +82,92 @@ pub struct GatewaySpec {
     pub addresses: Vec<GatewaySpecAddress>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub infrastructure: Option<GatewayInfrastructure>,
+    /// Which ListenerSets may attach to this Gateway (none when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_listeners: Option<AllowedListeners>,
     /// Gateway-level TLS settings (backend client certificate, frontend validation).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tls: Option<serde_json::Value>,
+    pub tls: Option<GatewayTLSConfig>,
+}
+
+/// Which namespaces ListenerSets may attach to a Gateway from.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AllowedListeners {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespaces: Option<ListenerNamespaces>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ListenerNamespaces {
+    /// `None` (default), `Same`, `All` or `Selector`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<FromNamespaces>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<LabelSelector>,
+}
+
+/// Gateway-wide TLS configuration.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayTLSConfig {
+    /// Client certificate presented to backends that request one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<GatewayBackendTLS>,
+    /// Client certificate validation for connections accepted by the Gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frontend: Option<FrontendTLSConfig>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayBackendTLS {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_certificate_ref: Option<SecretObjectReference>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct FrontendTLSConfig {
+    /// Applies to every HTTPS listener port without a `perPort` entry.
+    pub default: TLSConfig,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub per_port: Vec<TLSPortConfig>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct TLSConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation: Option<FrontendTLSValidation>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct TLSPortConfig {
+    pub port: i32,
+    pub tls: TLSConfig,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct FrontendTLSValidation {
+    pub ca_certificate_refs: Vec<ObjectReference>,
+    /// `AllowValidOnly` (default) or `AllowInsecureFallback`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+}
+
+/// A reference to an object of any group and kind, possibly in another namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectReference {
+    pub group: String,
+    pub kind: String,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -92,7 +175,8 @@ pub struct GatewaySpec {
 pub struct GatewaySpecAddress {
     #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
     pub type_: Option<String>,
-    #[serde(default)]
+    /// Empty asks the implementation to assign an address of the requested type.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub value: String,
 }
 
@@ -181,7 +265,7 @@ pub enum FromNamespaces {
     #[default]
     Same,
     Selector,
-    /// Experimental `None` and any future value: no namespace is allowed.
+    /// `None` (ListenerSet attachment only) and any future value: no namespace is allowed.
     #[serde(other)]
     None,
 }
@@ -203,6 +287,9 @@ pub struct GatewayStatus {
     pub conditions: Vec<Condition>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub listeners: Vec<ListenerStatus>,
+    /// Number of ListenerSets attached to this Gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attached_listener_sets: Option<i32>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
@@ -217,6 +304,8 @@ pub struct GatewayStatusAddress {
 #[serde(rename_all = "camelCase")]
 pub struct ListenerStatus {
     pub name: String,
+    /// Optional upstream (`omitzero`); always written, as an empty list means no valid kind.
+    #[serde(default)]
     pub supported_kinds: Vec<RouteGroupKind>,
     pub attached_routes: i32,
     pub conditions: Vec<Condition>,
@@ -304,7 +393,10 @@ pub struct HTTPPathMatch {
 
 impl Default for HTTPPathMatch {
     fn default() -> Self {
-        Self { type_: PathMatchType::PathPrefix, value: root_path() }
+        Self {
+            type_: PathMatchType::PathPrefix,
+            value: root_path(),
+        }
     }
 }
 
