@@ -70,7 +70,7 @@ pub fn run(cli: Cli) -> ExitCode {
 struct CheckOutput<'a> {
     #[serde(flatten)]
     statuses: &'a Statuses,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "ir", skip_serializing_if = "Option::is_none")]
     gateways_ir: Option<&'a [tollbridge_provider::GatewayIr]>,
 }
 

@@ -34,7 +34,7 @@ pub fn resolve(
         Err(problem) => Some(problem.clone()),
         Ok(_) => None,
     };
-    let target = target.unwrap_or_else(|p| BackendTarget::Invalid(p.message));
+    let target = target.unwrap_or_else(|p| BackendTarget::Invalid { reason: p.message });
     let ir = BackendIr {
         name,
         weight,
@@ -80,19 +80,19 @@ fn target(
         });
     };
     if let Some(url) = annotation_url(service) {
-        return Ok(BackendTarget::Url(url));
+        return Ok(BackendTarget::Url { url });
     }
     let spec = service.spec.clone().unwrap_or_default();
     let service_port = spec.ports.iter().flatten().find(|p| p.port == port);
     if spec.type_.as_deref() == Some("ExternalName") {
         let host = spec.external_name.clone().unwrap_or_default();
-        return Ok(BackendTarget::Url(external_url(&host, port, service_port)));
+        return Ok(BackendTarget::Url { url: external_url(&host, port, service_port) });
     }
     let service_port = service_port.ok_or_else(|| RefProblem {
         reason: reason::BACKEND_NOT_FOUND,
         message: format!("Service {id} has no port {port}"),
     })?;
-    Ok(BackendTarget::Endpoints(ready_endpoints(index, namespace, &backend.name, service_port)))
+    Ok(BackendTarget::Endpoints { endpoints: ready_endpoints(index, namespace, &backend.name, service_port) })
 }
 
 fn annotation_url(service: &Service) -> Option<String> {

@@ -1,7 +1,7 @@
 //! HTTPRoute rules → IR entries, checked against the provider's capabilities.
 
 use tollbridge_provider::{
-    ActionIr, BackendIr, BackendTarget, Capabilities, CorsIr, Feature, FiltersIr, HeaderModifier,
+    ActionIr, BackendIr, BackendTarget, Capabilities, CorsIr, Feature, FiltersIr, HeaderModifier, HeaderValue,
     KeyValueMatch, MatchIr, MirrorIr, PathMatch, PathModifier, RedirectIr, RouteId, RouteIr,
     StringMatch, TimeoutsIr, UrlRewrite,
 };
@@ -319,7 +319,7 @@ impl RuleContext<'_, '_> {
 
     fn path_modifier(&mut self, path: &HTTPPathModifier, matched_prefix: Option<&str>) -> Option<PathModifier> {
         match path.type_ {
-            PathModifierType::ReplaceFullPath => Some(PathModifier::Full(path.replace_full_path.clone().unwrap_or_else(|| "/".into()))),
+            PathModifierType::ReplaceFullPath => Some(PathModifier::Full { path: path.replace_full_path.clone().unwrap_or_else(|| "/".into()) }),
             PathModifierType::ReplacePrefixMatch => match matched_prefix {
                 Some(matched) => Some(PathModifier::Prefix {
                     matched: matched.to_string(),
@@ -409,7 +409,7 @@ impl RuleContext<'_, '_> {
 
 /// Forward to the backends; 500 when there are none or none is valid.
 fn forward_or_500(backends: &[BackendIr]) -> ActionIr {
-    let any_valid = backends.iter().any(|b| !matches!(b.target, BackendTarget::Invalid(_)));
+    let any_valid = backends.iter().any(|b| !matches!(b.target, BackendTarget::Invalid { .. }));
     if any_valid {
         ActionIr::Forward { backends: backends.to_vec() }
     } else {
@@ -420,7 +420,7 @@ fn forward_or_500(backends: &[BackendIr]) -> ActionIr {
 fn header_modifier(filter: Option<&HTTPHeaderFilter>) -> HeaderModifier {
     let Some(filter) = filter else { return HeaderModifier::default() };
     let pairs = |list: &[crate::api::gateway::HTTPHeader]| {
-        list.iter().map(|h| (h.name.to_ascii_lowercase(), h.value.clone())).collect()
+        list.iter().map(|h| HeaderValue { name: h.name.to_ascii_lowercase(), value: h.value.clone() }).collect()
     };
     HeaderModifier {
         set: pairs(&filter.set),

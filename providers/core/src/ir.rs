@@ -200,7 +200,7 @@ pub struct MatchIr {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(tag = "type", content = "value")]
 pub enum PathMatch {
     Exact(String),
     /// Segment-aware prefix: `/a` matches `/a` and `/a/b`, not `/ab`.
@@ -217,7 +217,7 @@ pub struct KeyValueMatch {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(tag = "type", content = "value")]
 pub enum StringMatch {
     Exact(String),
     Regex(String),
@@ -250,9 +250,9 @@ impl FiltersIr {
 #[serde(rename_all = "camelCase")]
 pub struct HeaderModifier {
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub set: Vec<(String, String)>,
+    pub set: Vec<HeaderValue>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub add: Vec<(String, String)>,
+    pub add: Vec<HeaderValue>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub remove: Vec<String>,
 }
@@ -263,11 +263,18 @@ impl HeaderModifier {
     }
 }
 
+/// A header name (lower case) and value.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
+pub struct HeaderValue {
+    pub name: String,
+    pub value: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
 pub enum PathModifier {
     /// Replace the whole path.
-    Full(String),
+    Full { path: String },
     /// Replace the matched prefix (the rule's PathPrefix value) with this one.
     Prefix { matched: String, replacement: String },
 }
@@ -307,7 +314,7 @@ pub struct CorsIr {
 
 /// What the gateway does with a matched request.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(tag = "type", rename_all = "camelCase")]
 pub enum ActionIr {
     /// Proxy to one of the backends, chosen by weight.
     Forward { backends: Vec<BackendIr> },
@@ -345,14 +352,14 @@ pub struct BackendIr {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(tag = "type", rename_all = "camelCase")]
 pub enum BackendTarget {
     /// Ready endpoints of a Service; empty means 503.
-    Endpoints(Vec<Endpoint>),
+    Endpoints { endpoints: Vec<Endpoint> },
     /// A URL outside the cluster (ExternalName Service or the backend-url annotation).
-    Url(String),
+    Url { url: String },
     /// The reference is invalid; its share of traffic gets 500.
-    Invalid(String),
+    Invalid { reason: String },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
