@@ -58,7 +58,8 @@ fn aws_rest_api() -> Capabilities {
 }
 
 fn azure_api_management() -> Capabilities {
-    let unsupported = [Feature::GatewayStaticAddresses, Feature::HTTPRouteParentRefPort, Feature::GatewayPort8080];
+    let unsupported =
+        [Feature::GatewayStaticAddresses, Feature::HTTPRouteParentRefPort, Feature::GatewayPort8080];
     Capabilities::with(
         "Azure API Management",
         Feature::ALL.iter().copied().filter(|f| !unsupported.contains(f)),

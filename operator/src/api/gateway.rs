@@ -335,9 +335,7 @@ pub struct HTTPRouteSpec {
 }
 
 /// A reference from a Route to its parent (a Gateway, optionally one listener of it).
-#[derive(
-    Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema,
-)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ParentReference {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -393,10 +391,7 @@ pub struct HTTPPathMatch {
 
 impl Default for HTTPPathMatch {
     fn default() -> Self {
-        Self {
-            type_: PathMatchType::PathPrefix,
-            value: root_path(),
-        }
+        Self { type_: PathMatchType::PathPrefix, value: root_path() }
     }
 }
 

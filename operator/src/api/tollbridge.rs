@@ -37,11 +37,7 @@ pub const VERSION: &str = "v1alpha1";
     derive = "PartialEq",
     derive = "Default",
     printcolumn(name = "Provider", type_ = "string", json_path = ".spec.provider"),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[x_kube(
     validation = Rule::new("self.provider != 'AWS' || has(self.aws)")
@@ -71,18 +67,7 @@ pub struct ProviderConfigSpec {
 
 /// The provider that runs a GatewayClass's Gateways.
 #[derive(
-    Serialize,
-    Deserialize,
-    Clone,
-    Copy,
-    Debug,
-    Default,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    JsonSchema,
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema,
 )]
 pub enum ProviderKind {
     /// The built-in proxy: standalone, or one Deployment per Gateway in the cluster.
@@ -152,11 +137,7 @@ pub struct AwsProviderSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_type: Option<AwsApiType>,
     /// Overrides the API Gateway endpoint (for testing against an emulator).
-    #[serde(
-        default,
-        rename = "endpointURL",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, rename = "endpointURL", skip_serializing_if = "Option::is_none")]
     pub endpoint_url: Option<String>,
     /// VPC link used by integrations that reach private backends.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -266,11 +247,7 @@ pub struct ProviderConfigStatus {
         json_path = ".spec.quota.requests"
     ),
     printcolumn(name = "Period", type_ = "string", json_path = ".spec.quota.period"),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[x_kube(validation = Rule::new("has(self.apiKey) || has(self.rateLimit) || has(self.quota)")
     .message("at least one of apiKey, rateLimit or quota must be set")
@@ -293,9 +270,7 @@ pub struct QuotaPolicySpec {
 
 /// A Gateway API object in the policy's namespace, optionally one section of it (a listener of a
 /// Gateway, a named rule of an HTTPRoute).
-#[derive(
-    Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema,
-)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PolicyTargetReference {
     /// API group of the target: gateway.networking.k8s.io.
@@ -346,12 +321,7 @@ fn default_true() -> bool {
 
 impl Default for ApiKeySettings {
     fn default() -> Self {
-        Self {
-            required: true,
-            header: None,
-            query_param: None,
-            forward_consumer_header: None,
-        }
+        Self { required: true, header: None, query_param: None, forward_consumer_header: None }
     }
 }
 
@@ -408,9 +378,7 @@ pub struct RateLimit {
 }
 
 /// The unit of time of a rate limit.
-#[derive(
-    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema,
-)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema)]
 pub enum RateLimitUnit {
     Second,
     Minute,
@@ -440,9 +408,7 @@ pub struct Quota {
 }
 
 /// A calendar window in UTC: a day, an ISO week (from Monday) or a month.
-#[derive(
-    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema,
-)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema)]
 pub enum QuotaPeriod {
     Day,
     Week,
@@ -498,11 +464,7 @@ pub struct PolicyAncestorStatus {
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].status"
     ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ApiKeySpec {
@@ -511,10 +473,7 @@ pub struct ApiKeySpec {
     /// Name of the key's owner, forwarded upstream in the policy's consumer header (default:
     /// the ApiKey's name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(
-        length(min = 1, max = 253),
-        regex(pattern = r"^[\x21-\x7E]([\x20-\x7E]*[\x21-\x7E])?$")
-    )]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[\x21-\x7E]([\x20-\x7E]*[\x21-\x7E])?$"))]
     pub consumer: Option<String>,
     /// The Secret (same namespace) holding the key; in a cluster a missing Secret is generated.
     pub secret_ref: SecretKeyRef,
@@ -534,16 +493,12 @@ fn is_false(value: &bool) -> bool {
 impl ApiKey {
     /// The consumer name forwarded upstream: `spec.consumer`, or the ApiKey's name.
     pub fn consumer_name(&self) -> &str {
-        non_empty(&self.spec.consumer)
-            .or(self.metadata.name.as_deref())
-            .unwrap_or_default()
+        non_empty(&self.spec.consumer).or(self.metadata.name.as_deref()).unwrap_or_default()
     }
 }
 
 /// A reference to a QuotaPolicy in the same namespace.
-#[derive(
-    Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema,
-)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PolicyReference {
     /// Name of the QuotaPolicy.
@@ -552,9 +507,7 @@ pub struct PolicyReference {
 }
 
 /// A key of a Secret in the same namespace.
-#[derive(
-    Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema,
-)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretKeyRef {
     /// Name of the Secret.
@@ -618,9 +571,7 @@ mod tests {
 
     /// The node at `pointer` (a JSON pointer) of `value`, which must exist.
     fn at<'a>(value: &'a Value, pointer: &str) -> &'a Value {
-        value
-            .pointer(pointer)
-            .unwrap_or_else(|| panic!("no {pointer} in schema"))
+        value.pointer(pointer).unwrap_or_else(|| panic!("no {pointer} in schema"))
     }
 
     /// The CEL rules attached to the schema node at `pointer`.
@@ -730,10 +681,7 @@ status:
         assert_eq!(aws.api_type, Some(AwsApiType::Rest));
         assert_eq!(aws.endpoint_url.as_deref(), Some("http://127.0.0.1:5000"));
         assert_eq!(aws.vpc_link_id.as_deref(), Some("vl-123"));
-        assert_eq!(
-            aws.role_arn.as_deref(),
-            Some("arn:aws:iam::123456789012:role/tollbridge")
-        );
+        assert_eq!(aws.role_arn.as_deref(), Some("arn:aws:iam::123456789012:role/tollbridge"));
         assert_eq!(aws.tags["team"], "payments");
         assert_eq!(config.status.unwrap().conditions[0].type_, "Accepted");
     }
@@ -759,10 +707,7 @@ spec:
         );
         let azure = config.spec.azure.unwrap();
         assert_eq!(config.spec.provider, ProviderKind::Azure);
-        assert_eq!(
-            azure.subscription_id,
-            "00000000-0000-0000-0000-000000000001"
-        );
+        assert_eq!(azure.subscription_id, "00000000-0000-0000-0000-000000000001");
         assert_eq!(azure.resource_group, "rg-apis");
         assert_eq!(azure.service_name, "apim-prod");
         assert_eq!(azure.credential, Some(AzureCredential::ClientSecret));
@@ -780,10 +725,7 @@ spec:
         assert_eq!(local.replicas_or_default(), 1);
         assert_eq!(local.service_type_or_default(), ServiceType::LoadBalancer);
         assert_eq!(AwsApiType::default(), AwsApiType::Auto);
-        assert_eq!(
-            AzureCredential::default(),
-            AzureCredential::WorkloadIdentity
-        );
+        assert_eq!(AzureCredential::default(), AzureCredential::WorkloadIdentity);
     }
 
     #[test]
@@ -842,18 +784,12 @@ status:
         assert_eq!(api_key.query_param_name(), Some("key"));
         assert_eq!(api_key.consumer_header(), "x-consumer");
         let rate = spec.rate_limit.as_ref().unwrap();
-        assert_eq!(
-            (rate.requests, rate.unit, rate.burst),
-            (10, RateLimitUnit::Second, Some(20))
-        );
+        assert_eq!((rate.requests, rate.unit, rate.burst), (10, RateLimitUnit::Second, Some(20)));
         let quota = spec.quota.as_ref().unwrap();
         assert_eq!((quota.requests, quota.period), (1000, QuotaPeriod::Month));
         let status = policy.status.unwrap();
         assert_eq!(status.ancestors[0].ancestor_ref.name, "public");
-        assert_eq!(
-            status.ancestors[0].controller_name,
-            "tollbridge.dev/gateway-controller"
-        );
+        assert_eq!(status.ancestors[0].controller_name, "tollbridge.dev/gateway-controller");
     }
 
     #[test]
@@ -887,17 +823,12 @@ spec:
         assert_eq!(settings(None, None).header_name(), Some("x-api-key"));
         assert_eq!(settings(None, Some("key")).header_name(), None);
         assert_eq!(settings(Some(""), Some("key")).header_name(), None);
-        assert_eq!(
-            settings(Some("x-k"), Some("key")).header_name(),
-            Some("x-k")
-        );
+        assert_eq!(settings(Some("x-k"), Some("key")).header_name(), Some("x-k"));
         assert_eq!(settings(Some("x-k"), None).header_name(), Some("x-k"));
         assert_eq!(settings(None, Some("")).header_name(), Some("x-api-key"));
         assert_eq!(settings(None, Some("")).query_param_name(), None);
-        let empty_consumer = ApiKeySettings {
-            forward_consumer_header: Some(String::new()),
-            ..ApiKeySettings::default()
-        };
+        let empty_consumer =
+            ApiKeySettings { forward_consumer_header: Some(String::new()), ..ApiKeySettings::default() };
         assert_eq!(empty_consumer.consumer_header(), "x-tollbridge-consumer");
     }
 
@@ -961,10 +892,7 @@ spec:
         assert_eq!(key.spec.secret_ref.key_or_default(), "api-key");
         assert!(!key.spec.disabled);
         // `disabled: false` is the default and is left out when writing.
-        assert!(serde_json::to_value(&key.spec)
-            .unwrap()
-            .get("disabled")
-            .is_none());
+        assert!(serde_json::to_value(&key.spec).unwrap().get("disabled").is_none());
     }
 
     // -- generated schema -----------------------------------------------------------------------
@@ -972,15 +900,9 @@ spec:
     #[test]
     fn crd_names_scopes_and_subresources() {
         let [provider, policy, key] = crds();
-        assert_eq!(
-            provider.metadata.name.as_deref(),
-            Some("providerconfigs.tollbridge.dev")
-        );
+        assert_eq!(provider.metadata.name.as_deref(), Some("providerconfigs.tollbridge.dev"));
         assert_eq!(provider.spec.scope, "Cluster");
-        assert_eq!(
-            policy.metadata.name.as_deref(),
-            Some("quotapolicies.tollbridge.dev")
-        );
+        assert_eq!(policy.metadata.name.as_deref(), Some("quotapolicies.tollbridge.dev"));
         assert_eq!(policy.spec.scope, "Namespaced");
         assert_eq!(key.metadata.name.as_deref(), Some("apikeys.tollbridge.dev"));
         assert_eq!(key.spec.scope, "Namespaced");
@@ -989,10 +911,7 @@ spec:
             let version = &crd.spec.versions[0];
             assert_eq!(version.name, VERSION);
             assert!(version.subresources.as_ref().unwrap().status.is_some());
-            assert_eq!(
-                crd.spec.names.categories.as_deref(),
-                Some(&["tollbridge".to_owned()][..])
-            );
+            assert_eq!(crd.spec.names.categories.as_deref(), Some(&["tollbridge".to_owned()][..]));
         }
     }
 
@@ -1015,32 +934,18 @@ spec:
                 ("Age".to_owned(), ".metadata.creationTimestamp".to_owned()),
             ]
         );
-        let names = |crd| {
-            columns(crd)
-                .into_iter()
-                .map(|(name, _)| name)
-                .collect::<Vec<_>>()
-        };
+        let names = |crd| columns(crd).into_iter().map(|(name, _)| name).collect::<Vec<_>>();
         assert_eq!(names(&policy), ["Rate", "Per", "Quota", "Period", "Age"]);
         assert_eq!(names(&key), ["Policy", "Consumer", "KeyID", "Ready", "Age"]);
-        assert_eq!(
-            columns(&key)[3].1,
-            r#".status.conditions[?(@.type=="Ready")].status"#
-        );
+        assert_eq!(columns(&key)[3].1, r#".status.conditions[?(@.type=="Ready")].status"#);
     }
 
     #[test]
     fn provider_config_schema() {
         let s = schema(&ProviderConfig::crd());
         let spec = "/properties/spec";
-        assert_eq!(
-            at(&s, &format!("{spec}/properties/provider/enum")),
-            &json!(["Local", "AWS", "Azure"])
-        );
-        assert_eq!(
-            at(&s, &format!("{spec}/properties/provider/default")),
-            "Local"
-        );
+        assert_eq!(at(&s, &format!("{spec}/properties/provider/enum")), &json!(["Local", "AWS", "Azure"]));
+        assert_eq!(at(&s, &format!("{spec}/properties/provider/default")), "Local");
         let local = format!("{spec}/properties/local/properties");
         assert_eq!(at(&s, &format!("{local}/replicas/minimum")), 1.0);
         assert_eq!(
@@ -1049,18 +954,8 @@ spec:
         );
         let aws = format!("{spec}/properties/aws");
         assert_eq!(at(&s, &format!("{aws}/required")), &json!(["region"]));
-        assert_eq!(
-            at(&s, &format!("{aws}/properties/apiType/enum")),
-            &json!(["Auto", "HTTP", "REST"])
-        );
-        for field in [
-            "region",
-            "apiType",
-            "endpointURL",
-            "vpcLinkId",
-            "roleARN",
-            "tags",
-        ] {
+        assert_eq!(at(&s, &format!("{aws}/properties/apiType/enum")), &json!(["Auto", "HTTP", "REST"]));
+        for field in ["region", "apiType", "endpointURL", "vpcLinkId", "roleARN", "tags"] {
             at(&s, &format!("{aws}/properties/{field}"));
         }
         let azure = format!("{spec}/properties/azure");
@@ -1070,25 +965,14 @@ spec:
         );
         assert_eq!(
             at(&s, &format!("{azure}/properties/credential/enum")),
-            &json!([
-                "WorkloadIdentity",
-                "ManagedIdentity",
-                "ClientSecret",
-                "AzureCli"
-            ])
+            &json!(["WorkloadIdentity", "ManagedIdentity", "ClientSecret", "AzureCli"])
         );
         assert_eq!(
             rules_at(&s, spec),
-            [
-                "self.provider != 'AWS' || has(self.aws)",
-                "self.provider != 'Azure' || has(self.azure)",
-            ]
+            ["self.provider != 'AWS' || has(self.aws)", "self.provider != 'Azure' || has(self.azure)",]
         );
         assert_eq!(
-            at(
-                &s,
-                "/properties/status/properties/conditions/x-kubernetes-list-map-keys"
-            ),
+            at(&s, "/properties/status/properties/conditions/x-kubernetes-list-map-keys"),
             &json!(["type"])
         );
     }
@@ -1102,100 +986,43 @@ spec:
         assert_eq!(at(&s, &format!("{refs}/minItems")), 1);
         assert_eq!(at(&s, &format!("{refs}/maxItems")), 16);
         let target = format!("{refs}/items");
-        assert_eq!(
-            at(&s, &format!("{target}/required")),
-            &json!(["group", "kind", "name"])
-        );
-        assert_eq!(
-            at(&s, &format!("{target}/properties/group/enum")),
-            &json!(["gateway.networking.k8s.io"])
-        );
-        assert_eq!(
-            at(&s, &format!("{target}/properties/kind/enum")),
-            &json!(["HTTPRoute", "Gateway"])
-        );
+        assert_eq!(at(&s, &format!("{target}/required")), &json!(["group", "kind", "name"]));
+        assert_eq!(at(&s, &format!("{target}/properties/group/enum")), &json!(["gateway.networking.k8s.io"]));
+        assert_eq!(at(&s, &format!("{target}/properties/kind/enum")), &json!(["HTTPRoute", "Gateway"]));
         let api_key = format!("{spec}/properties/apiKey");
-        assert_eq!(
-            at(&s, &format!("{api_key}/properties/required/default")),
-            true
-        );
+        assert_eq!(at(&s, &format!("{api_key}/properties/required/default")), true);
         let rate = format!("{spec}/properties/rateLimit");
-        assert_eq!(
-            at(&s, &format!("{rate}/required")),
-            &json!(["requests", "unit"])
-        );
+        assert_eq!(at(&s, &format!("{rate}/required")), &json!(["requests", "unit"]));
         assert_eq!(at(&s, &format!("{rate}/properties/requests/minimum")), 1.0);
         assert_eq!(at(&s, &format!("{rate}/properties/burst/minimum")), 1.0);
-        assert_eq!(
-            at(&s, &format!("{rate}/properties/unit/enum")),
-            &json!(["Second", "Minute", "Hour"])
-        );
+        assert_eq!(at(&s, &format!("{rate}/properties/unit/enum")), &json!(["Second", "Minute", "Hour"]));
         let quota = format!("{spec}/properties/quota");
-        assert_eq!(
-            at(&s, &format!("{quota}/required")),
-            &json!(["period", "requests"])
-        );
+        assert_eq!(at(&s, &format!("{quota}/required")), &json!(["period", "requests"]));
         assert_eq!(at(&s, &format!("{quota}/properties/requests/minimum")), 1.0);
-        assert_eq!(
-            at(&s, &format!("{quota}/properties/period/enum")),
-            &json!(["Day", "Week", "Month"])
-        );
-        assert_eq!(
-            rules_at(&s, spec),
-            ["has(self.apiKey) || has(self.rateLimit) || has(self.quota)"]
-        );
-        assert_eq!(
-            rules_at(&s, &rate),
-            ["!has(self.burst) || self.burst >= self.requests"]
-        );
+        assert_eq!(at(&s, &format!("{quota}/properties/period/enum")), &json!(["Day", "Week", "Month"]));
+        assert_eq!(rules_at(&s, spec), ["has(self.apiKey) || has(self.rateLimit) || has(self.quota)"]);
+        assert_eq!(rules_at(&s, &rate), ["!has(self.burst) || self.burst >= self.requests"]);
         assert_eq!(
             rules_at(&s, &api_key),
             ["!has(self.header) || self.header != '' || (has(self.queryParam) && self.queryParam != '')"]
         );
         let ancestor = "/properties/status/properties/ancestors/items";
-        assert_eq!(
-            at(&s, &format!("{ancestor}/required")),
-            &json!(["ancestorRef", "controllerName"])
-        );
-        assert_eq!(
-            at(
-                &s,
-                &format!("{ancestor}/properties/conditions/x-kubernetes-list-type")
-            ),
-            "map"
-        );
+        assert_eq!(at(&s, &format!("{ancestor}/required")), &json!(["ancestorRef", "controllerName"]));
+        assert_eq!(at(&s, &format!("{ancestor}/properties/conditions/x-kubernetes-list-type")), "map");
     }
 
     #[test]
     fn api_key_schema() {
         let s = schema(&ApiKey::crd());
         let spec = "/properties/spec";
-        assert_eq!(
-            at(&s, &format!("{spec}/required")),
-            &json!(["policyRef", "secretRef"])
-        );
-        assert_eq!(
-            at(&s, &format!("{spec}/properties/policyRef/required")),
-            &json!(["name"])
-        );
-        assert_eq!(
-            at(&s, &format!("{spec}/properties/secretRef/required")),
-            &json!(["name"])
-        );
-        assert_eq!(
-            at(&s, &format!("{spec}/properties/expiresAt/format")),
-            "date-time"
-        );
-        assert_eq!(
-            at(&s, &format!("{spec}/properties/disabled/type")),
-            "boolean"
-        );
+        assert_eq!(at(&s, &format!("{spec}/required")), &json!(["policyRef", "secretRef"]));
+        assert_eq!(at(&s, &format!("{spec}/properties/policyRef/required")), &json!(["name"]));
+        assert_eq!(at(&s, &format!("{spec}/properties/secretRef/required")), &json!(["name"]));
+        assert_eq!(at(&s, &format!("{spec}/properties/expiresAt/format")), "date-time");
+        assert_eq!(at(&s, &format!("{spec}/properties/disabled/type")), "boolean");
         at(&s, "/properties/status/properties/keyId");
         assert_eq!(
-            at(
-                &s,
-                "/properties/status/properties/conditions/x-kubernetes-list-map-keys"
-            ),
+            at(&s, "/properties/status/properties/conditions/x-kubernetes-list-map-keys"),
             &json!(["type"])
         );
     }
@@ -1254,10 +1081,7 @@ spec:
             format!("{{apiVersion: tollbridge.dev/v1alpha1, kind: ProviderConfig, metadata: {{name: x}}, spec: {spec}}}")
         };
         assert_eq!(cel_failures(&crd, &object("{}")), Vec::<String>::new());
-        assert_eq!(
-            cel_failures(&crd, &object("{provider: Local}")),
-            Vec::<String>::new()
-        );
+        assert_eq!(cel_failures(&crd, &object("{provider: Local}")), Vec::<String>::new());
         assert_eq!(
             cel_failures(&crd, &object("{provider: AWS}")),
             ["spec.aws: aws is required when provider is AWS"]
@@ -1294,45 +1118,18 @@ spec:
             ["spec: at least one of apiKey, rateLimit or quota must be set"]
         );
         assert_eq!(cel_failures(&crd, &object(", apiKey: {}")), ok);
+        assert_eq!(cel_failures(&crd, &object(", quota: {requests: 5, period: Day}")), ok);
+        assert_eq!(cel_failures(&crd, &object(", rateLimit: {requests: 5, unit: Second}")), ok);
+        assert_eq!(cel_failures(&crd, &object(", rateLimit: {requests: 5, unit: Second, burst: 5}")), ok);
         assert_eq!(
-            cel_failures(&crd, &object(", quota: {requests: 5, period: Day}")),
-            ok
-        );
-        assert_eq!(
-            cel_failures(&crd, &object(", rateLimit: {requests: 5, unit: Second}")),
-            ok
-        );
-        assert_eq!(
-            cel_failures(
-                &crd,
-                &object(", rateLimit: {requests: 5, unit: Second, burst: 5}")
-            ),
-            ok
-        );
-        assert_eq!(
-            cel_failures(
-                &crd,
-                &object(", rateLimit: {requests: 5, unit: Second, burst: 4}")
-            ),
+            cel_failures(&crd, &object(", rateLimit: {requests: 5, unit: Second, burst: 4}")),
             ["spec.rateLimit.burst: burst must be at least requests"]
         );
         let empty_location =
             "spec.apiKey: header and queryParam must not both be empty: the key has to be read from somewhere";
-        assert_eq!(
-            cel_failures(&crd, &object(", apiKey: {header: '', queryParam: ''}")),
-            [empty_location]
-        );
-        assert_eq!(
-            cel_failures(&crd, &object(", apiKey: {header: ''}")),
-            [empty_location]
-        );
-        assert_eq!(
-            cel_failures(&crd, &object(", apiKey: {header: '', queryParam: key}")),
-            ok
-        );
-        assert_eq!(
-            cel_failures(&crd, &object(", apiKey: {queryParam: ''}")),
-            ok
-        );
+        assert_eq!(cel_failures(&crd, &object(", apiKey: {header: '', queryParam: ''}")), [empty_location]);
+        assert_eq!(cel_failures(&crd, &object(", apiKey: {header: ''}")), [empty_location]);
+        assert_eq!(cel_failures(&crd, &object(", apiKey: {header: '', queryParam: key}")), ok);
+        assert_eq!(cel_failures(&crd, &object(", apiKey: {queryParam: ''}")), ok);
     }
 }

@@ -233,7 +233,11 @@ fn push<T: DeserializeOwned + HasMeta>(
     let mut object: T = serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        if path == "." { inner.to_string() } else { format!("field `{path}`: {inner}") }
+        if path == "." {
+            inner.to_string()
+        } else {
+            format!("field `{path}`: {inner}")
+        }
     })?;
     let meta = object.meta_mut();
     let name = meta.name.clone().filter(|n| !n.is_empty()).ok_or("missing metadata.name")?;
@@ -295,6 +299,9 @@ mod tests {
         let err = load("kind: [unclosed\n").unwrap_err();
         assert!(err.to_string().contains("invalid YAML"), "{err}");
         assert!(load("- a\n- b\n").is_err());
-        assert!(load("apiVersion: v1\nkind: Service\nmetadata: {}\n").unwrap_err().to_string().contains("metadata.name"));
+        assert!(load("apiVersion: v1\nkind: Service\nmetadata: {}\n")
+            .unwrap_err()
+            .to_string()
+            .contains("metadata.name"));
     }
 }

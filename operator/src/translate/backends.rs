@@ -54,11 +54,13 @@ fn target(
     let group = backend.group.as_deref().unwrap_or("");
     let kind = backend.kind.as_deref().unwrap_or("Service");
     let id = format!("{namespace}/{}", backend.name);
-    if group != "" || kind != "Service" {
+    if !group.is_empty() || kind != "Service" {
         let shown = if group.is_empty() { kind.to_string() } else { format!("{group}/{kind}") };
         return Err(RefProblem {
             reason: reason::INVALID_KIND,
-            message: format!("backendRef {id} has unsupported kind {shown}; only core Services are supported"),
+            message: format!(
+                "backendRef {id} has unsupported kind {shown}; only core Services are supported"
+            ),
         });
     }
     let from = RefEnd { group: GATEWAY_GROUP, kind: "HTTPRoute", namespace: route_namespace };
@@ -66,7 +68,9 @@ fn target(
     if !index.reference_allowed(from, to, &backend.name) {
         return Err(RefProblem {
             reason: reason::REF_NOT_PERMITTED,
-            message: format!("backendRef to Service {id} is not permitted by any ReferenceGrant in namespace {namespace}"),
+            message: format!(
+                "backendRef to Service {id} is not permitted by any ReferenceGrant in namespace {namespace}"
+            ),
         });
     }
     let service = index.service(namespace, &backend.name).ok_or_else(|| RefProblem {

@@ -43,6 +43,9 @@ pub mod reason {
     pub const EXPIRED: &str = "Expired";
 }
 
+/// A condition reason and a message explaining it.
+pub type Problem = (&'static str, String);
+
 /// Stamps conditions of one object with its generation and the snapshot's time.
 #[derive(Clone, Copy, Debug)]
 pub struct Stamp {

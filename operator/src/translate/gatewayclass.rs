@@ -1,9 +1,7 @@
 //! GatewayClass acceptance: is the class ours, and does its ProviderConfig resolve?
 
 use serde::Serialize;
-use tollbridge_provider::{
-    AwsSettings, AzureSettings, LocalSettings, ProviderSettings,
-};
+use tollbridge_provider::{AwsSettings, AzureSettings, LocalSettings, ProviderSettings};
 
 use super::conditions::{reason, Stamp, ACCEPTED};
 use super::index::Index;
@@ -56,10 +54,7 @@ pub fn resolve(
 }
 
 /// Resolves a `parametersRef` to a ProviderConfig and converts it to provider settings.
-pub fn provider_config(
-    params: &ParametersReference,
-    index: &Index<'_>,
-) -> Result<ProviderSettings, String> {
+pub fn provider_config(params: &ParametersReference, index: &Index<'_>) -> Result<ProviderSettings, String> {
     if params.group != OUR_GROUP || params.kind != "ProviderConfig" {
         return Err(format!(
             "parametersRef must point to a ProviderConfig of group {OUR_GROUP}, not {}/{}",
@@ -80,18 +75,15 @@ pub fn settings_from_spec(name: &str, spec: &ProviderConfigSpec) -> Result<Provi
             let defaults = LocalSettings::default();
             Ok(ProviderSettings::Local(LocalSettings {
                 replicas: local.replicas.unwrap_or(defaults.replicas),
-                service_type: local
-                    .service_type
-                    .as_ref()
-                    .map(wire_name)
-                    .unwrap_or(defaults.service_type),
+                service_type: local.service_type.as_ref().map(wire_name).unwrap_or(defaults.service_type),
                 image: local.image,
             }))
         }
         ProviderKind::Aws => {
-            let aws = spec.aws.as_ref().ok_or_else(|| {
-                format!("ProviderConfig {name:?} has provider AWS but no `aws` section")
-            })?;
+            let aws = spec
+                .aws
+                .as_ref()
+                .ok_or_else(|| format!("ProviderConfig {name:?} has provider AWS but no `aws` section"))?;
             Ok(ProviderSettings::Aws(AwsSettings {
                 region: aws.region.clone(),
                 api_type: aws.api_type.as_ref().map(wire_name).unwrap_or_else(|| "Auto".into()),

@@ -8,7 +8,7 @@ use tollbridge_provider::{
     Capabilities, Feature, GatewayIr, GatewayKey, ListenerIr, ProviderSettings, QuotaPolicyIr, RouteIr,
 };
 
-use super::conditions::{reason, Stamp, ACCEPTED, PROGRAMMED};
+use super::conditions::{reason, Problem, Stamp, ACCEPTED, PROGRAMMED};
 use super::gatewayclass::{self, ClassInfo};
 use super::index::Index;
 use super::listeners::{self, ListenerState};
@@ -24,7 +24,7 @@ pub struct GatewayState<'a> {
     pub settings: Option<ProviderSettings>,
     pub capabilities: Option<Capabilities>,
     /// Why the Gateway as a whole is not accepted (reason, message).
-    pub rejected: Option<(&'static str, String)>,
+    pub rejected: Option<Problem>,
     pub listeners: Vec<ListenerState>,
     /// Per listener, the routes attached to it (for `attachedRoutes`).
     pub attached: Vec<BTreeSet<String>>,
@@ -199,7 +199,7 @@ fn gateway_parameters(gateway: &Gateway) -> Option<ParametersReference> {
 }
 
 /// Requested addresses must be IP addresses the provider can bind.
-fn address_problem(gateway: &Gateway, caps: &Capabilities) -> Option<(&'static str, String)> {
+fn address_problem(gateway: &Gateway, caps: &Capabilities) -> Option<Problem> {
     let addresses = &gateway.spec.addresses;
     if addresses.is_empty() {
         return None;

@@ -82,7 +82,10 @@ mod tests {
         assert_eq!(intersect(l, &hosts(&["example.com"])), None);
         assert_eq!(intersect(l, &hosts(&["*.foo.example.com"])), Some(hosts(&["*.foo.example.com"])));
         assert_eq!(intersect(l, &hosts(&["*.com"])), Some(hosts(&["*.example.com"])));
-        assert_eq!(intersect(Some("foo.example.com"), &hosts(&["*.example.com"])), Some(hosts(&["foo.example.com"])));
+        assert_eq!(
+            intersect(Some("foo.example.com"), &hosts(&["*.example.com"])),
+            Some(hosts(&["foo.example.com"]))
+        );
         assert_eq!(intersect(Some("example.com"), &hosts(&["*.example.com"])), None);
         assert_eq!(intersect(l, &hosts(&["*.example.com"])), Some(hosts(&["*.example.com"])));
     }

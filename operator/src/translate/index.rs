@@ -38,9 +38,7 @@ impl<'a> Index<'a> {
     pub fn new(snap: &'a Snapshot) -> Self {
         let mut slices: HashMap<Key, Vec<&'a EndpointSlice>> = HashMap::new();
         for slice in &snap.endpoint_slices {
-            if let Some(service) =
-                slice.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL))
-            {
+            if let Some(service) = slice.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)) {
                 slices.entry(join(namespace_of(&slice.metadata), service)).or_default().push(slice);
             }
         }
@@ -58,17 +56,8 @@ impl<'a> Index<'a> {
             slices,
             secrets: snap.secrets.iter().map(|s| (key(&s.metadata), s)).collect(),
             grants,
-            provider_configs: snap
-                .provider_configs
-                .iter()
-                .map(|p| (name_of(&p.metadata), p))
-                .collect(),
-            routes: snap
-                .http_routes
-                .iter()
-                .enumerate()
-                .map(|(i, r)| (key(&r.metadata), (i, r)))
-                .collect(),
+            provider_configs: snap.provider_configs.iter().map(|p| (name_of(&p.metadata), p)).collect(),
+            routes: snap.http_routes.iter().enumerate().map(|(i, r)| (key(&r.metadata), (i, r))).collect(),
             policies: snap
                 .quota_policies
                 .iter()
@@ -116,13 +105,16 @@ impl<'a> Index<'a> {
             return true;
         }
         self.grants.get(to.namespace).into_iter().flatten().any(|grant| {
-            grant.spec.from.iter().any(|f| {
-                f.group == from.group && f.kind == from.kind && f.namespace == from.namespace
-            }) && grant.spec.to.iter().any(|t| {
-                t.group == to.group
-                    && t.kind == to.kind
-                    && t.name.as_deref().is_none_or(|n| n.is_empty() || n == to_name)
-            })
+            grant
+                .spec
+                .from
+                .iter()
+                .any(|f| f.group == from.group && f.kind == from.kind && f.namespace == from.namespace)
+                && grant.spec.to.iter().any(|t| {
+                    t.group == to.group
+                        && t.kind == to.kind
+                        && t.name.as_deref().is_none_or(|n| n.is_empty() || n == to_name)
+                })
         })
     }
 }
@@ -137,11 +129,7 @@ fn join(namespace: &str, name: &str) -> Key {
 
 /// Kubernetes label selector semantics: all `matchLabels` and all `matchExpressions` hold.
 pub fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
-    let labels_ok = selector
-        .match_labels
-        .iter()
-        .flatten()
-        .all(|(k, v)| labels.get(k) == Some(v));
+    let labels_ok = selector.match_labels.iter().flatten().all(|(k, v)| labels.get(k) == Some(v));
     let expressions_ok = selector.match_expressions.iter().flatten().all(|expr| {
         let value = labels.get(&expr.key);
         let values = expr.values.as_deref().unwrap_or_default();

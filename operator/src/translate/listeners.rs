@@ -6,7 +6,7 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use tollbridge_provider::{CertificateIr, ListenerProtocol, SecretBytes};
 
-use super::conditions::{reason, Stamp, ACCEPTED, CONFLICTED, PROGRAMMED, RESOLVED_REFS};
+use super::conditions::{reason, Problem, Stamp, ACCEPTED, CONFLICTED, PROGRAMMED, RESOLVED_REFS};
 use super::index::{Index, RefEnd};
 use crate::api::gateway::{
     AllowedRoutes, FromNamespaces, Gateway, Listener, RouteGroupKind, GROUP as GATEWAY_GROUP,
@@ -31,16 +31,20 @@ pub struct ListenerState {
 
 impl ListenerState {
     /// Whether an HTTPRoute from `route_namespace` may attach, per `allowedRoutes`.
-    pub fn allows_route_from(&self, gateway_namespace: &str, route_namespace: &str, index: &Index<'_>) -> bool {
+    pub fn allows_route_from(
+        &self,
+        gateway_namespace: &str,
+        route_namespace: &str,
+        index: &Index<'_>,
+    ) -> bool {
         let http_route_supported = self.supported_kinds.iter().any(|k| k.kind == "HTTPRoute");
         let namespaces = self.allowed_routes.namespaces.clone().unwrap_or_default();
         let namespace_ok = match namespaces.from.unwrap_or_default() {
             FromNamespaces::All => true,
             FromNamespaces::Same => gateway_namespace == route_namespace,
-            FromNamespaces::Selector => namespaces
-                .selector
-                .as_ref()
-                .is_some_and(|s| index.namespace_matches(route_namespace, s)),
+            FromNamespaces::Selector => {
+                namespaces.selector.as_ref().is_some_and(|s| index.namespace_matches(route_namespace, s))
+            }
             FromNamespaces::None => false,
         };
         http_route_supported && namespace_ok
@@ -168,7 +172,7 @@ fn conflicts(listeners: &[Listener]) -> BTreeMap<&str, &'static str> {
 }
 
 /// The route kinds the listener supports, and a problem when it asks for unsupported ones.
-fn route_kinds(listener: &Listener, http_like: bool) -> (Vec<RouteGroupKind>, Option<(&'static str, String)>) {
+fn route_kinds(listener: &Listener, http_like: bool) -> (Vec<RouteGroupKind>, Option<Problem>) {
     let http_route = || RouteGroupKind { group: Some(GATEWAY_GROUP.to_string()), kind: "HTTPRoute".into() };
     let requested = listener.allowed_routes.as_ref().map(|a| a.kinds.as_slice()).unwrap_or_default();
     if requested.is_empty() {
@@ -186,9 +190,8 @@ fn route_kinds(listener: &Listener, http_like: bool) -> (Vec<RouteGroupKind>, Op
             invalid.push(format!("{group}/{}", kind.kind));
         }
     }
-    let problem = (!invalid.is_empty()).then(|| {
-        (reason::INVALID_ROUTE_KINDS, format!("unsupported route kinds: {}", invalid.join(", ")))
-    });
+    let problem = (!invalid.is_empty())
+        .then(|| (reason::INVALID_ROUTE_KINDS, format!("unsupported route kinds: {}", invalid.join(", "))));
     (supported, problem)
 }
 
@@ -197,7 +200,7 @@ fn certificates(
     listener: &Listener,
     gateway_namespace: &str,
     index: &Index<'_>,
-) -> (Vec<CertificateIr>, Option<(&'static str, String)>) {
+) -> (Vec<CertificateIr>, Option<Problem>) {
     let refs = listener.tls.as_ref().map(|t| t.certificate_refs.as_slice()).unwrap_or_default();
     if refs.is_empty() {
         return (
@@ -217,10 +220,13 @@ fn certificates(
         let kind = cert_ref.kind.as_deref().unwrap_or("Secret");
         let namespace = cert_ref.namespace.as_deref().unwrap_or(gateway_namespace);
         let id = format!("{namespace}/{}", cert_ref.name);
-        if group != "" || kind != "Secret" {
+        if !group.is_empty() || kind != "Secret" {
             return (
                 Vec::new(),
-                Some((reason::INVALID_CERTIFICATE_REF, format!("certificateRef {group}/{kind} {id} is not a Secret"))),
+                Some((
+                    reason::INVALID_CERTIFICATE_REF,
+                    format!("certificateRef {group}/{kind} {id} is not a Secret"),
+                )),
             );
         }
         let from = RefEnd { group: GATEWAY_GROUP, kind: "Gateway", namespace: gateway_namespace };
@@ -244,7 +250,10 @@ fn certificates(
                 return (Vec::new(), Some((reason::INVALID_CERTIFICATE_REF, format!("Secret {id}: {why}"))))
             }
             None => {
-                return (Vec::new(), Some((reason::INVALID_CERTIFICATE_REF, format!("Secret {id} not found"))))
+                return (
+                    Vec::new(),
+                    Some((reason::INVALID_CERTIFICATE_REF, format!("Secret {id} not found"))),
+                )
             }
         }
     }

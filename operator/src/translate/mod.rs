@@ -4,8 +4,8 @@
 mod backends;
 pub mod conditions;
 mod duration;
-mod gateways;
 mod gatewayclass;
+mod gateways;
 mod hostnames;
 mod index;
 mod listeners;

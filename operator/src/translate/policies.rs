@@ -1,8 +1,8 @@
 //! QuotaPolicy attachment and conflict resolution, ApiKey resolution, and their statuses.
 //!
 //! The most specific target wins for a request (HTTPRoute rule > HTTPRoute > Gateway listener
-//! > Gateway); among policies with the same target the oldest wins and the others are
-//! `Conflicted`.
+//! then Gateway); among policies with the same target the oldest wins and the others
+//! are `Conflicted`.
 
 use std::collections::BTreeMap;
 
@@ -24,6 +24,13 @@ use crate::api::tollbridge::{
 };
 use crate::snapshot::{age_key, name_of, namespace_of, object_id, Snapshot};
 
+/// A policy target: (namespace, kind, name, sectionName).
+type TargetKey = (String, String, String, Option<String>);
+/// Creation time and load order: smaller is older.
+type Age = (jiff::Timestamp, usize);
+/// An ApiKey that cannot be used: the condition it fails, the reason and a message.
+type KeyError = (&'static str, &'static str, String);
+
 /// Where an accepted policy applies on one Gateway (by gateway index).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Scope {
@@ -36,7 +43,7 @@ enum Scope {
 /// What one targetRef of a policy resolved to.
 struct Target {
     /// Conflict key: (kind, name, sectionName) in the policy's namespace.
-    key: (String, String, String, Option<String>),
+    key: TargetKey,
     /// (ancestor ref, scope on that ancestor) for every Gateway it reaches.
     reach: Vec<(ParentReference, Scope)>,
     /// Why it reaches nothing.
@@ -52,16 +59,15 @@ pub fn resolve(
 ) {
     // 1. Resolve targets and find the oldest policy per target.
     let mut targets: Vec<(usize, Vec<Target>)> = Vec::new();
-    let mut owners: BTreeMap<(String, String, String, Option<String>), (jiff::Timestamp, usize, usize)> =
-        BTreeMap::new();
+    let mut owners: BTreeMap<TargetKey, (Age, usize)> = BTreeMap::new();
     for (i, policy) in snapshot.quota_policies.iter().enumerate() {
         let resolved: Vec<Target> =
             policy.spec.target_refs.iter().map(|t| target(policy, t, index, gateways, attachments)).collect();
         let age = age_key(&policy.metadata, i);
         for t in resolved.iter().filter(|t| t.not_found.is_none()) {
-            let entry = owners.entry(t.key.clone()).or_insert((age.0, age.1, i));
-            if (age.0, age.1) < (entry.0, entry.1) {
-                *entry = (age.0, age.1, i);
+            let entry = owners.entry(t.key.clone()).or_insert((age, i));
+            if age < entry.0 {
+                *entry = (age, i);
             }
         }
         targets.push((i, resolved));
@@ -85,7 +91,7 @@ pub fn resolve(
                 add(ancestor.clone(), stamp.no(ACCEPTED, reason::TARGET_NOT_FOUND, message.clone()));
                 continue;
             }
-            let owner = owners[&t.key].2;
+            let owner = owners[&t.key].1;
             for (ancestor, scope) in &t.reach {
                 if owner != *i {
                     let winner = object_id(&snapshot.quota_policies[owner].metadata);
@@ -94,7 +100,10 @@ pub fn resolve(
                         stamp.no(
                             ACCEPTED,
                             reason::CONFLICTED,
-                            format!("QuotaPolicy {winner} is older and targets the same {} {}", t.key.1, t.key.2),
+                            format!(
+                                "QuotaPolicy {winner} is older and targets the same {} {}",
+                                t.key.1, t.key.2
+                            ),
                         ),
                     );
                     continue;
@@ -140,11 +149,8 @@ pub fn resolve(
                 .chain([Scope::Gateway(gw_index)]);
             entry.policy = candidates.into_iter().find_map(|s| applied.get(&s).cloned());
         }
-        let mut on_gateway: Vec<&String> = applied
-            .iter()
-            .filter(|(scope, _)| scope_gateway(scope) == gw_index)
-            .map(|(_, id)| id)
-            .collect();
+        let mut on_gateway: Vec<&String> =
+            applied.iter().filter(|(scope, _)| scope_gateway(scope) == gw_index).map(|(_, id)| id).collect();
         on_gateway.sort();
         on_gateway.dedup();
         gateway.policies = on_gateway
@@ -188,25 +194,41 @@ fn target(
         section_name: target.section_name.clone(),
         port: None,
     };
-    let missing = |message: String| Target { key: key.clone(), reach: Vec::new(), not_found: Some((self_ref.clone(), message)) };
+    let missing = |message: String| Target {
+        key: key.clone(),
+        reach: Vec::new(),
+        not_found: Some((self_ref.clone(), message)),
+    };
     if target.group != GROUP {
         return missing(format!("target group {:?} is not {GROUP}", target.group));
     }
     match target.kind.as_str() {
         "Gateway" => {
-            let Some(gw) = gateways.iter().position(|g| g.namespace() == namespace && g.name() == target.name) else {
-                return missing(format!("Gateway {namespace}/{} of a tollbridge class not found", target.name));
+            let Some(gw) =
+                gateways.iter().position(|g| g.namespace() == namespace && g.name() == target.name)
+            else {
+                return missing(format!(
+                    "Gateway {namespace}/{} of a tollbridge class not found",
+                    target.name
+                ));
             };
             let scope = match &target.section_name {
                 None => Scope::Gateway(gw),
                 Some(section) => {
                     if !gateways[gw].listeners.iter().any(|l| &l.name == section) {
-                        return missing(format!("Gateway {namespace}/{} has no listener {section:?}", target.name));
+                        return missing(format!(
+                            "Gateway {namespace}/{} has no listener {section:?}",
+                            target.name
+                        ));
                     }
                     Scope::Listener(gw, section.clone())
                 }
             };
-            Target { key, reach: vec![(gateway_ref(&gateways[gw], target.section_name.clone()), scope)], not_found: None }
+            Target {
+                key,
+                reach: vec![(gateway_ref(&gateways[gw], target.section_name.clone()), scope)],
+                not_found: None,
+            }
         }
         "HTTPRoute" => {
             let Some((_, route)) = index.route(namespace, &target.name) else {
@@ -214,7 +236,10 @@ fn target(
             };
             if let Some(section) = &target.section_name {
                 if !route.spec.rules.iter().any(|r| r.name.as_deref() == Some(section)) {
-                    return missing(format!("HTTPRoute {namespace}/{} has no rule named {section:?}", target.name));
+                    return missing(format!(
+                        "HTTPRoute {namespace}/{} has no rule named {section:?}",
+                        target.name
+                    ));
                 }
             }
             let route_id = object_id(&route.metadata);
@@ -288,15 +313,15 @@ fn api_keys(
     statuses: &mut Statuses,
 ) -> BTreeMap<String, Vec<ApiKeyIr>> {
     let mut out: BTreeMap<String, Vec<ApiKeyIr>> = BTreeMap::new();
-    let mut owners_by_hash: BTreeMap<String, (jiff::Timestamp, usize, String)> = BTreeMap::new();
-    let mut resolved: Vec<(usize, Result<ResolvedKey, (&'static str, &'static str, String)>)> = Vec::new();
+    let mut owners_by_hash: BTreeMap<String, (Age, String)> = BTreeMap::new();
+    let mut resolved: Vec<(usize, Result<ResolvedKey, KeyError>)> = Vec::new();
     for (i, key) in snapshot.api_keys.iter().enumerate() {
         let result = resolve_key(key, index, snapshot.now);
         if let Ok(k) = &result {
             let age = age_key(&key.metadata, i);
-            let entry = owners_by_hash.entry(k.ir.sha256.clone()).or_insert((age.0, age.1, k.ir.id.clone()));
-            if (age.0, age.1) < (entry.0, entry.1) {
-                *entry = (age.0, age.1, k.ir.id.clone());
+            let entry = owners_by_hash.entry(k.ir.sha256.clone()).or_insert((age, k.ir.id.clone()));
+            if age < entry.0 {
+                *entry = (age, k.ir.id.clone());
             }
         }
         resolved.push((i, result));
@@ -318,7 +343,7 @@ fn api_keys(
             }
             Ok(k) => {
                 status.key_id = Some(k.ir.key_id().to_string());
-                let owner = &owners_by_hash[&k.ir.sha256].2;
+                let owner = &owners_by_hash[&k.ir.sha256].1;
                 if owner != &id {
                     let message = format!("ApiKey {owner} is older and has the same key value");
                     status.conditions.push(stamp.no(ACCEPTED, reason::CONFLICTED, message.clone()));
@@ -330,7 +355,11 @@ fn api_keys(
                     } else if k.expired {
                         stamp.no(READY, reason::EXPIRED, "ApiKey has expired")
                     } else if !accepted_policies.contains_key(&k.policy) {
-                        stamp.no(READY, reason::PENDING, format!("QuotaPolicy {} is not accepted on any Gateway", k.policy))
+                        stamp.no(
+                            READY,
+                            reason::PENDING,
+                            format!("QuotaPolicy {} is not accepted on any Gateway", k.policy),
+                        )
                     } else {
                         stamp.yes(READY, reason::READY, "ApiKey is usable")
                     };
@@ -355,15 +384,15 @@ struct ResolvedKey {
 
 /// Resolves one ApiKey: its policy, its Secret and its expiry. An error names the condition it
 /// fails (`Accepted` or `Ready`), the reason and a message.
-fn resolve_key(
-    key: &ApiKey,
-    index: &Index<'_>,
-    now: jiff::Timestamp,
-) -> Result<ResolvedKey, (&'static str, &'static str, String)> {
+fn resolve_key(key: &ApiKey, index: &Index<'_>, now: jiff::Timestamp) -> Result<ResolvedKey, KeyError> {
     let namespace = namespace_of(&key.metadata);
     let policy_name = &key.spec.policy_ref.name;
     let Some((_, policy)) = index.policy(namespace, policy_name) else {
-        return Err((ACCEPTED, reason::POLICY_NOT_FOUND, format!("QuotaPolicy {namespace}/{policy_name} not found")));
+        return Err((
+            ACCEPTED,
+            reason::POLICY_NOT_FOUND,
+            format!("QuotaPolicy {namespace}/{policy_name} not found"),
+        ));
     };
     if policy.spec.api_key.is_none() {
         return Err((
@@ -376,7 +405,13 @@ fn resolve_key(
         None => None,
         Some(text) => match text.parse::<jiff::Timestamp>() {
             Ok(t) => Some(t),
-            Err(e) => return Err((ACCEPTED, reason::INVALID, format!("expiresAt {text:?} is not an RFC 3339 time: {e}"))),
+            Err(e) => {
+                return Err((
+                    ACCEPTED,
+                    reason::INVALID,
+                    format!("expiresAt {text:?} is not an RFC 3339 time: {e}"),
+                ))
+            }
         },
     };
     let secret_name = &key.spec.secret_ref.name;
@@ -401,7 +436,12 @@ fn resolve_key(
         expired: expires_at.is_some_and(|t| t <= now),
         ir: ApiKeyIr {
             id: object_id(&key.metadata),
-            consumer: key.spec.consumer.clone().filter(|c| !c.is_empty()).unwrap_or_else(|| name_of(&key.metadata).to_string()),
+            consumer: key
+                .spec
+                .consumer
+                .clone()
+                .filter(|c| !c.is_empty())
+                .unwrap_or_else(|| name_of(&key.metadata).to_string()),
             sha256,
             value: SecretString::new(value),
             disabled: key.spec.disabled,

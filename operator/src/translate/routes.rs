@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use tollbridge_provider::{AttachmentIr, Feature};
 
-use super::conditions::{reason, Stamp, ACCEPTED, PARTIALLY_INVALID, RESOLVED_REFS};
+use super::conditions::{reason, Problem, Stamp, ACCEPTED, PARTIALLY_INVALID, RESOLVED_REFS};
 use super::gateways::GatewayState;
 use super::hostnames;
 use super::index::Index;
@@ -112,7 +112,8 @@ fn attach_one(
     }
 
     let route_id = object_id(&route.metadata);
-    let listener_names: Vec<String> = selected.iter().map(|(i, _)| gateway.listeners[*i].name.clone()).collect();
+    let listener_names: Vec<String> =
+        selected.iter().map(|(i, _)| gateway.listeners[*i].name.clone()).collect();
     for (listener, _) in &selected {
         gateway.attached[*listener].insert(route_id.clone());
     }
@@ -150,7 +151,7 @@ fn select_listeners(
     gateway: &GatewayState<'_>,
     index: &Index<'_>,
     caps: &tollbridge_provider::Capabilities,
-) -> Result<Vec<(usize, Vec<String>)>, (&'static str, String)> {
+) -> Result<Vec<(usize, Vec<String>)>, Problem> {
     if gateway.rejected.is_some() || !gateway.accepts_routes() {
         return Err((reason::NO_MATCHING_PARENT, format!("Gateway {} is not accepted", gateway.id)));
     }

@@ -1,8 +1,8 @@
 //! HTTPRoute rules → IR entries, checked against the provider's capabilities.
 
 use tollbridge_provider::{
-    ActionIr, BackendIr, BackendTarget, Capabilities, CorsIr, Feature, FiltersIr, HeaderModifier, HeaderValue,
-    KeyValueMatch, MatchIr, MirrorIr, PathMatch, PathModifier, RedirectIr, RouteId, RouteIr,
+    ActionIr, BackendIr, BackendTarget, Capabilities, CorsIr, Feature, FiltersIr, HeaderModifier,
+    HeaderValue, KeyValueMatch, MatchIr, MirrorIr, PathMatch, PathModifier, RedirectIr, RouteId, RouteIr,
     StringMatch, TimeoutsIr, UrlRewrite,
 };
 
@@ -11,8 +11,8 @@ use super::conditions::reason;
 use super::duration;
 use super::index::Index;
 use crate::api::gateway::{
-    HTTPHeaderFilter, HTTPPathModifier, HTTPRoute, HTTPRouteFilter, HTTPRouteFilterType,
-    HTTPRouteMatch, HTTPRouteRule, PathMatchType, PathModifierType, StringMatchType,
+    HTTPHeaderFilter, HTTPPathModifier, HTTPRoute, HTTPRouteFilter, HTTPRouteFilterType, HTTPRouteMatch,
+    HTTPRouteRule, PathMatchType, PathModifierType, StringMatchType,
 };
 use crate::snapshot::{name_of, namespace_of};
 
@@ -42,7 +42,15 @@ pub fn translate(route: &HTTPRoute, index: &Index<'_>, caps: &Capabilities) -> R
         .iter()
         .enumerate()
         .map(|(i, rule)| {
-            let mut ctx = RuleContext { route, index, caps, rule_index: i, needs: Vec::new(), invalid: Vec::new(), ref_problem: None };
+            let mut ctx = RuleContext {
+                route,
+                index,
+                caps,
+                rule_index: i,
+                needs: Vec::new(),
+                invalid: Vec::new(),
+                ref_problem: None,
+            };
             let entries = ctx.entries(rule);
             if ref_problem.is_none() {
                 ref_problem = ctx.ref_problem.take();
@@ -103,13 +111,18 @@ impl RuleContext<'_, '_> {
         let matches = if rule.matches.is_empty() { &default_match[..] } else { &rule.matches[..] };
         let namespace = namespace_of(&self.route.metadata).to_string();
         let name = name_of(&self.route.metadata).to_string();
-        let redirect = rule.filters.iter().find_map(|f| f.request_redirect.as_ref().filter(|_| f.type_ == HTTPRouteFilterType::RequestRedirect));
+        let redirect = rule.filters.iter().find_map(|f| {
+            f.request_redirect.as_ref().filter(|_| f.type_ == HTTPRouteFilterType::RequestRedirect)
+        });
         let unresolvable_filter = rule
             .filters
             .iter()
             .any(|f| matches!(f.type_, HTTPRouteFilterType::ExtensionRef | HTTPRouteFilterType::Unknown));
         let url_rewrite_path = rule.filters.iter().find_map(|f| {
-            f.url_rewrite.as_ref().filter(|_| f.type_ == HTTPRouteFilterType::URLRewrite).and_then(|r| r.path.clone())
+            f.url_rewrite
+                .as_ref()
+                .filter(|_| f.type_ == HTTPRouteFilterType::URLRewrite)
+                .and_then(|r| r.path.clone())
         });
 
         matches
@@ -133,7 +146,10 @@ impl RuleContext<'_, '_> {
                         scheme: redirect.scheme.clone(),
                         hostname: redirect.hostname.clone(),
                         port: redirect.port.and_then(|p| u16::try_from(p).ok()),
-                        path: redirect.path.as_ref().and_then(|p| self.path_modifier(p, matched_prefix.as_deref())),
+                        path: redirect
+                            .path
+                            .as_ref()
+                            .and_then(|p| self.path_modifier(p, matched_prefix.as_deref())),
                         status: redirect.status_code.and_then(|s| u16::try_from(s).ok()).unwrap_or(302),
                     })
                 } else {
@@ -190,7 +206,10 @@ impl RuleContext<'_, '_> {
         let mut query_params: Vec<KeyValueMatch> = Vec::new();
         for q in &m.query_params {
             if query_params.iter().all(|x| x.name != q.name) {
-                query_params.push(KeyValueMatch { name: q.name.clone(), value: self.string_match(q.type_, &q.value) });
+                query_params.push(KeyValueMatch {
+                    name: q.name.clone(),
+                    value: self.string_match(q.type_, &q.value),
+                });
             }
         }
         MatchIr { path, method, headers, query_params }
@@ -209,7 +228,8 @@ impl RuleContext<'_, '_> {
 
     fn check_regex(&mut self, pattern: &str) {
         if let Err(e) = regex::Regex::new(pattern) {
-            self.invalid.push(format!("invalid regular expression {pattern:?}: {}", first_line(&e.to_string())));
+            self.invalid
+                .push(format!("invalid regular expression {pattern:?}: {}", first_line(&e.to_string())));
         }
     }
 
@@ -242,7 +262,9 @@ impl RuleContext<'_, '_> {
                             Some(307) => self.need(Feature::HTTPRoute307RedirectStatusCode),
                             Some(308) => self.need(Feature::HTTPRoute308RedirectStatusCode),
                             None | Some(301) | Some(302) => {}
-                            Some(other) => self.invalid.push(format!("redirect status code {other} is not allowed")),
+                            Some(other) => {
+                                self.invalid.push(format!("redirect status code {other} is not allowed"))
+                            }
                         }
                     }
                 }
@@ -314,12 +336,18 @@ impl RuleContext<'_, '_> {
         let (backend, problem) = backends::resolve(&mirror.backend_ref, 1, namespace, self.index);
         let resolved = problem.is_none();
         self.refs(problem);
-        resolved.then(|| MirrorIr { backend, numerator: numerator as u32, denominator: denominator as u32 })
+        resolved.then_some(MirrorIr { backend, numerator: numerator as u32, denominator: denominator as u32 })
     }
 
-    fn path_modifier(&mut self, path: &HTTPPathModifier, matched_prefix: Option<&str>) -> Option<PathModifier> {
+    fn path_modifier(
+        &mut self,
+        path: &HTTPPathModifier,
+        matched_prefix: Option<&str>,
+    ) -> Option<PathModifier> {
         match path.type_ {
-            PathModifierType::ReplaceFullPath => Some(PathModifier::Full { path: path.replace_full_path.clone().unwrap_or_else(|| "/".into()) }),
+            PathModifierType::ReplaceFullPath => Some(PathModifier::Full {
+                path: path.replace_full_path.clone().unwrap_or_else(|| "/".into()),
+            }),
             PathModifierType::ReplacePrefixMatch => match matched_prefix {
                 Some(matched) => Some(PathModifier::Prefix {
                     matched: matched.to_string(),
@@ -420,7 +448,9 @@ fn forward_or_500(backends: &[BackendIr]) -> ActionIr {
 fn header_modifier(filter: Option<&HTTPHeaderFilter>) -> HeaderModifier {
     let Some(filter) = filter else { return HeaderModifier::default() };
     let pairs = |list: &[crate::api::gateway::HTTPHeader]| {
-        list.iter().map(|h| HeaderValue { name: h.name.to_ascii_lowercase(), value: h.value.clone() }).collect()
+        list.iter()
+            .map(|h| HeaderValue { name: h.name.to_ascii_lowercase(), value: h.value.clone() })
+            .collect()
     };
     HeaderModifier {
         set: pairs(&filter.set),
@@ -432,7 +462,11 @@ fn header_modifier(filter: Option<&HTTPHeaderFilter>) -> HeaderModifier {
 /// `/a/` and `/a` match the same requests; keep one form (the root stays `/`).
 fn normalize_prefix(prefix: &str) -> String {
     let trimmed = prefix.trim_end_matches('/');
-    if trimmed.is_empty() { "/".to_string() } else { trimmed.to_string() }
+    if trimmed.is_empty() {
+        "/".to_string()
+    } else {
+        trimmed.to_string()
+    }
 }
 
 fn first_line(text: &str) -> &str {

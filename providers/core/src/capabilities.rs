@@ -102,8 +102,7 @@ impl Capabilities {
 
     /// The sorted upstream feature names, as GatewayClass `status.supportedFeatures` lists them.
     pub fn supported_feature_names(&self) -> Vec<&'static str> {
-        let mut names: Vec<_> =
-            self.features.iter().filter(|f| f.is_upstream()).map(|f| f.name()).collect();
+        let mut names: Vec<_> = self.features.iter().filter(|f| f.is_upstream()).map(|f| f.name()).collect();
         names.sort_unstable();
         names
     }

@@ -317,10 +317,14 @@ pub struct CorsIr {
 #[serde(tag = "type", rename_all = "camelCase")]
 pub enum ActionIr {
     /// Proxy to one of the backends, chosen by weight.
-    Forward { backends: Vec<BackendIr> },
+    Forward {
+        backends: Vec<BackendIr>,
+    },
     Redirect(RedirectIr),
     /// Answer directly with a status code (e.g. 500 when a rule has no usable backend).
-    Respond { status: u16 },
+    Respond {
+        status: u16,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
