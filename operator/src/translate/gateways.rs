@@ -29,6 +29,8 @@ pub struct GatewayState<'a> {
     /// Per listener, the routes attached to it (for `attachedRoutes`).
     pub attached: Vec<BTreeSet<String>>,
     pub entries: Vec<(SortKey, RouteIr)>,
+    /// Routes that already contributed entries (a route may list this Gateway twice).
+    pub routes_seen: BTreeSet<String>,
     pub policies: Vec<QuotaPolicyIr>,
 }
 
@@ -53,6 +55,7 @@ impl<'a> GatewayState<'a> {
             listeners,
             attached,
             entries: Vec::new(),
+            routes_seen: BTreeSet::new(),
             policies: Vec::new(),
         };
         let settings = match (&class.settings, gateway_parameters(gateway)) {

@@ -121,10 +121,16 @@ fn attach_one(
         .into_iter()
         .map(|(i, hostnames)| AttachmentIr { listener: gateway.listeners[i].name.clone(), hostnames })
         .collect();
+    // A route listed twice under one Gateway (two parentRefs) merges its attachments.
+    let seen_before = !gateway.routes_seen.insert(route_id.clone());
     for rule in outcome.rules {
         for mut entry in rule.entries {
-            // A route listed twice under one Gateway (two parentRefs) merges its attachments.
-            if let Some((_, existing)) = gateway.entries.iter_mut().find(|(_, e)| e.id == entry.id) {
+            let existing = if seen_before {
+                gateway.entries.iter_mut().find(|(_, e)| e.id == entry.id)
+            } else {
+                None
+            };
+            if let Some((_, existing)) = existing {
                 for a in &attachments {
                     if !existing.attachments.iter().any(|x| x.listener == a.listener) {
                         existing.attachments.push(a.clone());
