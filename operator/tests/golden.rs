@@ -7,9 +7,9 @@
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
+use tollbridge::providers;
 use tollbridge::source::files;
 use tollbridge::translate::{self, Statuses};
-use tollbridge::providers;
 use tollbridge_provider::GatewayIr;
 
 /// The fixed instant of every golden translation.

@@ -41,10 +41,7 @@ const EXPERIMENTAL_FIELDS: &[(&str, &str)] = &[
     ("HTTPRoute", "spec.rules[].retry"),
     ("HTTPRoute", "spec.rules[].sessionPersistence"),
     ("HTTPRoute", "spec.rules[].filters[].externalAuth"),
-    (
-        "HTTPRoute",
-        "spec.rules[].backendRefs[].filters[].externalAuth",
-    ),
+    ("HTTPRoute", "spec.rules[].backendRefs[].filters[].externalAuth"),
 ];
 
 #[test]
@@ -54,12 +51,7 @@ fn standard_examples_round_trip() {
     let report = round_trip_tree(&gateway_api.join("examples/standard"), &crds);
     report.finish(
         "examples/standard",
-        &[
-            ("GatewayClass", 4),
-            ("Gateway", 22),
-            ("HTTPRoute", 48),
-            ("ReferenceGrant", 3),
-        ],
+        &[("GatewayClass", 4), ("Gateway", 22), ("HTTPRoute", 48), ("ReferenceGrant", 3)],
     );
 }
 
@@ -71,12 +63,7 @@ fn conformance_manifests_round_trip() {
     let report = round_trip_tree(&conformance.join("tests"), &crds);
     report.finish(
         "conformance tests",
-        &[
-            ("GatewayClass", 1),
-            ("Gateway", 92),
-            ("HTTPRoute", 141),
-            ("ReferenceGrant", 30),
-        ],
+        &[("GatewayClass", 1), ("Gateway", 92), ("HTTPRoute", 141), ("ReferenceGrant", 30)],
     );
 }
 
@@ -89,16 +76,8 @@ fn experimental_field_list_matches_crds() {
     for (kind, _) in KINDS {
         let mut std_paths = BTreeSet::new();
         let mut exp_paths = BTreeSet::new();
-        field_paths(
-            Some(standard.schema(kind, "v1").expect("v1 schema")),
-            "",
-            &mut std_paths,
-        );
-        field_paths(
-            Some(experimental.schema(kind, "v1").expect("v1 schema")),
-            "",
-            &mut exp_paths,
-        );
+        field_paths(Some(standard.schema(kind, "v1").expect("v1 schema")), "", &mut std_paths);
+        field_paths(Some(experimental.schema(kind, "v1").expect("v1 schema")), "", &mut exp_paths);
         for path in exp_paths.difference(&std_paths) {
             // Keep only the outermost experimental field; its children are implied.
             let parent_is_standard = match path.rfind('.') {
@@ -110,14 +89,9 @@ fn experimental_field_list_matches_crds() {
             }
         }
     }
-    let listed: BTreeSet<_> = EXPERIMENTAL_FIELDS
-        .iter()
-        .map(|(k, p)| (k.to_string(), p.to_string()))
-        .collect();
-    assert_eq!(
-        listed, derived,
-        "EXPERIMENTAL_FIELDS differs from the experimental-only CRD fields"
-    );
+    let listed: BTreeSet<_> =
+        EXPERIMENTAL_FIELDS.iter().map(|(k, p)| (k.to_string(), p.to_string())).collect();
+    assert_eq!(listed, derived, "EXPERIMENTAL_FIELDS differs from the experimental-only CRD fields");
 }
 
 /// The comparison itself must not be vacuous: lost, changed and added fields are problems, and a
@@ -129,15 +103,7 @@ fn comparison_reports_differences() {
     let back = json!({"spec": {"y": "t", "a": 2, "b": 3}});
     let mut problems = Vec::new();
     let mut normalised = BTreeMap::new();
-    compare(
-        &original,
-        &back,
-        "",
-        "",
-        Some(&schema),
-        &mut problems,
-        &mut normalised,
-    );
+    compare(&original, &back, "", "", Some(&schema), &mut problems, &mut normalised);
     problems.sort();
     assert_eq!(
         problems,
@@ -159,15 +125,7 @@ fn comparison_reports_differences() {
     let doc: serde_yaml::Value = serde_json::from_value(route.clone()).expect("YAML value");
     let back = round_trip::<HTTPRoute>(&doc, &route).expect("round trip");
     let mut problems = Vec::new();
-    compare(
-        &route,
-        &back,
-        "",
-        "",
-        None,
-        &mut problems,
-        &mut BTreeMap::new(),
-    );
+    compare(&route, &back, "", "", None, &mut problems, &mut BTreeMap::new());
     assert_eq!(problems, [r#"spec.rules[0].retry: lost {"attempts":2}"#]);
 }
 
@@ -179,27 +137,18 @@ fn comparison_reports_differences() {
 fn module_dir(module: &str, env_var: &str) -> PathBuf {
     static DIRS: Mutex<BTreeMap<String, PathBuf>> = Mutex::new(BTreeMap::new());
     let mut dirs = DIRS.lock().unwrap_or_else(PoisonError::into_inner);
-    dirs.entry(module.to_string())
-        .or_insert_with(|| locate_module(module, env_var))
-        .clone()
+    dirs.entry(module.to_string()).or_insert_with(|| locate_module(module, env_var)).clone()
 }
 
 fn locate_module(module: &str, env_var: &str) -> PathBuf {
     if let Some(dir) = std::env::var_os(env_var) {
         let dir = PathBuf::from(dir);
-        assert!(
-            dir.is_dir(),
-            "{env_var}={} is not a directory",
-            dir.display()
-        );
+        assert!(dir.is_dir(), "{env_var}={} is not a directory", dir.display());
         return dir;
     }
     let cache = go(&["env", "GOMODCACHE"], None, &[]);
     let cache = cache.trim();
-    assert!(
-        !cache.is_empty(),
-        "`go env GOMODCACHE` printed nothing; set {env_var}"
-    );
+    assert!(!cache.is_empty(), "`go env GOMODCACHE` printed nothing; set {env_var}");
     // Module paths with upper-case letters would need Go's `!` escaping; these have none.
     let dir = Path::new(cache).join(format!("{module}@{VERSION}"));
     if dir.is_dir() {
@@ -224,29 +173,15 @@ fn download(module: &str) -> PathBuf {
         module.replace('/', "_")
     )));
     std::fs::create_dir_all(&scratch.0).expect("create scratch directory");
-    std::fs::write(
-        scratch.0.join("go.mod"),
-        "module tollbridge.invalid/upstream\n\ngo 1.22\n",
-    )
-    .expect("write scratch go.mod");
+    std::fs::write(scratch.0.join("go.mod"), "module tollbridge.invalid/upstream\n\ngo 1.22\n")
+        .expect("write scratch go.mod");
     let target = format!("{module}@{VERSION}");
-    let out = go(
-        &["mod", "download", "-json", &target],
-        Some(&scratch.0),
-        &[("GOFLAGS", "-mod=mod")],
-    );
-    let info: Value = serde_json::from_str(&out).unwrap_or_else(|e| {
-        panic!("`go mod download -json {target}` printed invalid JSON ({e}): {out}")
-    });
-    let dir = info["Dir"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no Dir for {target}: {out}"));
+    let out = go(&["mod", "download", "-json", &target], Some(&scratch.0), &[("GOFLAGS", "-mod=mod")]);
+    let info: Value = serde_json::from_str(&out)
+        .unwrap_or_else(|e| panic!("`go mod download -json {target}` printed invalid JSON ({e}): {out}"));
+    let dir = info["Dir"].as_str().unwrap_or_else(|| panic!("no Dir for {target}: {out}"));
     let dir = PathBuf::from(dir);
-    assert!(
-        dir.is_dir(),
-        "`go mod download {target}` reported missing {}",
-        dir.display()
-    );
+    assert!(dir.is_dir(), "`go mod download {target}` reported missing {}", dir.display());
     dir
 }
 
@@ -288,13 +223,12 @@ impl Crds {
         let by_kind = KINDS
             .iter()
             .map(|(kind, stem)| {
-                let path = gateway_api.join(format!(
-                    "config/crd/{channel}/gateway.networking.k8s.io_{stem}.yaml"
-                ));
-                let text = std::fs::read_to_string(&path)
-                    .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-                let crd: Value = serde_yaml::from_str(&text)
-                    .unwrap_or_else(|e| panic!("parse {}: {e}", path.display()));
+                let path =
+                    gateway_api.join(format!("config/crd/{channel}/gateway.networking.k8s.io_{stem}.yaml"));
+                let text =
+                    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+                let crd: Value =
+                    serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("parse {}: {e}", path.display()));
                 (kind.to_string(), crd)
             })
             .collect();
@@ -372,10 +306,7 @@ impl Report {
             let _ = writeln!(summary, "  round-tripped {kind}: {count}");
         }
         let skipped: usize = self.skipped.values().map(Vec::len).sum();
-        let _ = writeln!(
-            summary,
-            "  skipped documents (experimental-only fields): {skipped}"
-        );
+        let _ = writeln!(summary, "  skipped documents (experimental-only fields): {skipped}");
         for (fields, docs) in &self.skipped {
             let _ = writeln!(summary, "    setting {fields}: {}", docs.len());
             for doc in docs {
@@ -396,17 +327,13 @@ impl Report {
         );
         for (kind, min) in minimum {
             let got = self.parsed.get(*kind).copied().unwrap_or(0);
-            assert!(
-                got >= *min,
-                "{source}: only {got} {kind} documents round-tripped, want >= {min}"
-            );
+            assert!(got >= *min, "{source}: only {got} {kind} documents round-tripped, want >= {min}");
         }
     }
 }
 
 fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let entries =
-        std::fs::read_dir(dir).unwrap_or_else(|e| panic!("read directory {}: {e}", dir.display()));
+    let entries = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("read directory {}: {e}", dir.display()));
     for entry in entries {
         let path = entry.expect("directory entry").path();
         if path.is_dir() {
@@ -421,18 +348,10 @@ fn round_trip_tree(root: &Path, crds: &Crds) -> Report {
     let mut files = Vec::new();
     yaml_files(root, &mut files);
     files.sort();
-    let mut report = Report {
-        files: files.len(),
-        ..Report::default()
-    };
+    let mut report = Report { files: files.len(), ..Report::default() };
     for file in &files {
-        let text = std::fs::read_to_string(file)
-            .unwrap_or_else(|e| panic!("read {}: {e}", file.display()));
-        let name = file
-            .strip_prefix(root)
-            .unwrap_or(file)
-            .display()
-            .to_string();
+        let text = std::fs::read_to_string(file).unwrap_or_else(|e| panic!("read {}: {e}", file.display()));
+        let name = file.strip_prefix(root).unwrap_or(file).display().to_string();
         for (index, document) in serde_yaml::Deserializer::from_str(&text).enumerate() {
             let doc: serde_yaml::Value = serde::Deserialize::deserialize(document)
                 .unwrap_or_else(|e| panic!("{name}: document {index}: invalid YAML: {e}"));
@@ -443,44 +362,28 @@ fn round_trip_tree(root: &Path, crds: &Crds) -> Report {
 }
 
 fn round_trip_document(at: &str, doc: serde_yaml::Value, crds: &Crds, report: &mut Report) {
-    let api_version = doc
-        .get("apiVersion")
-        .and_then(serde_yaml::Value::as_str)
-        .unwrap_or("");
+    let api_version = doc.get("apiVersion").and_then(serde_yaml::Value::as_str).unwrap_or("");
     let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
-    let kind = doc
-        .get("kind")
-        .and_then(serde_yaml::Value::as_str)
-        .unwrap_or("")
-        .to_string();
+    let kind = doc.get("kind").and_then(serde_yaml::Value::as_str).unwrap_or("").to_string();
     if group != GROUP || !KINDS.iter().any(|(k, _)| *k == kind) {
         return;
     }
-    let name = doc
-        .get("metadata")
-        .and_then(|m| m.get("name"))
-        .and_then(serde_yaml::Value::as_str)
-        .unwrap_or("?");
+    let name =
+        doc.get("metadata").and_then(|m| m.get("name")).and_then(serde_yaml::Value::as_str).unwrap_or("?");
     let at = format!("{at} {kind} {name}");
-    let original: Value = serde_json::to_value(&doc)
-        .unwrap_or_else(|e| panic!("{at}: not representable as JSON: {e}"));
+    let original: Value =
+        serde_json::to_value(&doc).unwrap_or_else(|e| panic!("{at}: not representable as JSON: {e}"));
 
     let mut experimental = BTreeSet::new();
     experimental_fields(&kind, &original, "", &mut experimental);
     if !experimental.is_empty() {
         let fields = experimental.into_iter().collect::<Vec<_>>().join(", ");
-        report
-            .skipped
-            .entry(format!("{kind} {fields}"))
-            .or_default()
-            .push(at);
+        report.skipped.entry(format!("{kind} {fields}")).or_default().push(at);
         return;
     }
 
     let Some(schema) = crds.schema(&kind, version) else {
-        report.failures.push(format!(
-            "{at}: {api_version} is not served by the standard CRD"
-        ));
+        report.failures.push(format!("{at}: {api_version} is not served by the standard CRD"));
         return;
     };
     let round_tripped = match kind.as_str() {
@@ -499,21 +402,11 @@ fn round_trip_document(at: &str, doc: serde_yaml::Value, crds: &Crds, report: &m
     };
 
     let mut problems = Vec::new();
-    compare(
-        &original,
-        &round_tripped,
-        "",
-        "",
-        Some(schema),
-        &mut problems,
-        &mut report.normalised,
-    );
+    compare(&original, &round_tripped, "", "", Some(schema), &mut problems, &mut report.normalised);
     if problems.is_empty() {
         *report.parsed.entry(kind).or_default() += 1;
     } else {
-        report
-            .failures
-            .push(format!("{at}:\n  {}", problems.join("\n  ")));
+        report.failures.push(format!("{at}:\n  {}", problems.join("\n  ")));
     }
 }
 
@@ -525,14 +418,12 @@ fn round_trip<T: DeserializeOwned + Serialize>(
 ) -> Result<Value, String> {
     let from_yaml: T =
         serde_yaml::from_value(doc.clone()).map_err(|e| format!("YAML deserialization: {e}"))?;
-    let from_json: T = serde_json::from_value(original.clone())
-        .map_err(|e| format!("JSON deserialization: {e}"))?;
+    let from_json: T =
+        serde_json::from_value(original.clone()).map_err(|e| format!("JSON deserialization: {e}"))?;
     let from_yaml = serde_json::to_value(&from_yaml).map_err(|e| format!("serialization: {e}"))?;
     let from_json = serde_json::to_value(&from_json).map_err(|e| format!("serialization: {e}"))?;
     if from_yaml != from_json {
-        return Err(format!(
-            "YAML and JSON parses differ:\n{from_yaml:#}\n{from_json:#}"
-        ));
+        return Err(format!("YAML and JSON parses differ:\n{from_yaml:#}\n{from_json:#}"));
     }
     Ok(from_json)
 }
@@ -543,10 +434,7 @@ fn experimental_fields(kind: &str, value: &Value, path: &str, out: &mut BTreeSet
         Value::Object(map) => {
             for (key, sub) in map {
                 let path = join(path, key);
-                if EXPERIMENTAL_FIELDS
-                    .iter()
-                    .any(|(k, p)| *k == kind && *p == path)
-                {
+                if EXPERIMENTAL_FIELDS.iter().any(|(k, p)| *k == kind && *p == path) {
                     out.insert(path.clone());
                 }
                 experimental_fields(kind, sub, &path, out);
@@ -592,15 +480,7 @@ fn compare(
             let items = schema_items(schema);
             for (i, (o, b)) in orig.iter().zip(back).enumerate() {
                 let path = format!("{path}[{i}]");
-                compare(
-                    o,
-                    b,
-                    &path,
-                    &format!("{pattern}[]"),
-                    items,
-                    problems,
-                    normalised,
-                );
+                compare(o, b, &path, &format!("{pattern}[]"), items, problems, normalised);
             }
         }
         _ if original == round_tripped => {}
@@ -623,31 +503,17 @@ fn compare_maps(
         let sub_schema = schema_property(schema, key);
         match (o, back.get(key)) {
             (Value::Null, None) => {
-                *normalised
-                    .entry(format!("null dropped: {sub_pattern}"))
-                    .or_default() += 1;
+                *normalised.entry(format!("null dropped: {sub_pattern}")).or_default() += 1;
             }
             (Value::Array(a), None) if a.is_empty() => {
-                *normalised
-                    .entry(format!("empty list dropped: {sub_pattern}"))
-                    .or_default() += 1;
+                *normalised.entry(format!("empty list dropped: {sub_pattern}")).or_default() += 1;
             }
             (Value::Object(m), None) if m.is_empty() => {
-                *normalised
-                    .entry(format!("empty map dropped: {sub_pattern}"))
-                    .or_default() += 1;
+                *normalised.entry(format!("empty map dropped: {sub_pattern}")).or_default() += 1;
             }
             (_, None) => problems.push(format!("{sub_path}: lost {o}")),
             (_, Some(b)) => {
-                compare(
-                    o,
-                    b,
-                    &sub_path,
-                    &sub_pattern,
-                    sub_schema,
-                    problems,
-                    normalised,
-                );
+                compare(o, b, &sub_path, &sub_pattern, sub_schema, problems, normalised);
             }
         }
     }
