@@ -40,9 +40,12 @@ pub fn name_of(meta: &ObjectMeta) -> &str {
     meta.name.as_deref().unwrap_or("")
 }
 
-/// A sort key that orders objects from oldest to newest: creation time, then load order.
-/// Objects without a creation time count as older than any that have one.
+/// A sort key that orders objects from oldest to newest by creation time. Objects without one
+/// (loaded from files) count as older than any that have one, in load order; objects created
+/// in the same instant compare equal, so callers break the tie by `namespace/name`.
 pub fn age_key(meta: &ObjectMeta, load_index: usize) -> (Timestamp, usize) {
-    let created = meta.creation_timestamp.as_ref().map(|t| t.0).unwrap_or(Timestamp::UNIX_EPOCH);
-    (created, load_index)
+    match &meta.creation_timestamp {
+        Some(created) => (created.0, 0),
+        None => (Timestamp::UNIX_EPOCH, load_index),
+    }
 }

@@ -113,11 +113,11 @@ fn filter() -> impl Strategy<Value = HTTPRouteFilter> {
 fn backend() -> impl Strategy<Value = HTTPBackendRef> {
     ("svc-[0-3]", proptest::option::of(0..3i32), proptest::option::of(Just(80))).prop_map(
         |(name, weight, port)| HTTPBackendRef {
-            backend_ref: BackendRef {
-                object: BackendObjectReference { name, port, ..Default::default() },
-                weight,
-            },
+            name,
+            port,
+            weight,
             filters: Vec::new(),
+            ..Default::default()
         },
     )
 }

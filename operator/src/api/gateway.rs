@@ -579,19 +579,34 @@ pub struct HTTPCORSFilter {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct HTTPBackendRef {
-    #[serde(flatten)]
-    pub backend_ref: BackendRef,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<i32>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub filters: Vec<HTTPRouteFilter>,
 }
 
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct BackendRef {
-    #[serde(flatten)]
-    pub object: BackendObjectReference,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub weight: Option<i32>,
+// The fields are spelled out rather than flattened from BackendObjectReference: serde's flatten
+// would hide the field path in load errors (`backendRefs[0].port`).
+impl HTTPBackendRef {
+    /// The object this backend refers to.
+    pub fn object(&self) -> BackendObjectReference {
+        BackendObjectReference {
+            group: self.group.clone(),
+            kind: self.kind.clone(),
+            name: self.name.clone(),
+            namespace: self.namespace.clone(),
+            port: self.port,
+        }
+    }
 }
 
 /// A reference to a backend (a Service by default), possibly in another namespace.

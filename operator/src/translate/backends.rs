@@ -28,7 +28,12 @@ pub fn resolve(
 ) -> (BackendIr, Option<RefProblem>) {
     let namespace = backend.namespace.as_deref().unwrap_or(route_namespace);
     let port = backend.port.unwrap_or(0);
-    let name = format!("{namespace}/{}:{port}", backend.name);
+    let name = match backend.kind.as_deref() {
+        None | Some("Service") if backend.group.as_deref().unwrap_or("").is_empty() => {
+            format!("{namespace}/{}:{port}", backend.name)
+        }
+        _ => format!("{namespace}/{}/{}:{port}", backend.kind.as_deref().unwrap_or("Service"), backend.name),
+    };
     let target = target(backend, namespace, route_namespace, index);
     let problem = match &target {
         Err(problem) => Some(problem.clone()),
@@ -54,22 +59,22 @@ fn target(
     let group = backend.group.as_deref().unwrap_or("");
     let kind = backend.kind.as_deref().unwrap_or("Service");
     let id = format!("{namespace}/{}", backend.name);
-    if !group.is_empty() || kind != "Service" {
-        let shown = if group.is_empty() { kind.to_string() } else { format!("{group}/{kind}") };
-        return Err(RefProblem {
-            reason: reason::INVALID_KIND,
-            message: format!(
-                "backendRef {id} has unsupported kind {shown}; only core Services are supported"
-            ),
-        });
-    }
+    let shown = if group.is_empty() { kind.to_string() } else { format!("{group}/{kind}") };
     let from = RefEnd { group: GATEWAY_GROUP, kind: "HTTPRoute", namespace: route_namespace };
-    let to = RefEnd { group: "", kind: "Service", namespace };
+    let to = RefEnd { group, kind, namespace };
     if !index.reference_allowed(from, to, &backend.name) {
         return Err(RefProblem {
             reason: reason::REF_NOT_PERMITTED,
             message: format!(
-                "backendRef to Service {id} is not permitted by any ReferenceGrant in namespace {namespace}"
+                "backendRef to {shown} {id} is not permitted by any ReferenceGrant in namespace {namespace}"
+            ),
+        });
+    }
+    if !group.is_empty() || kind != "Service" {
+        return Err(RefProblem {
+            reason: reason::INVALID_KIND,
+            message: format!(
+                "backendRef {id} has unsupported kind {shown}; only core Services are supported"
             ),
         });
     }

@@ -115,6 +115,13 @@ impl<'a> GatewayState<'a> {
                 format!("No listener is valid: {}", invalid.join(", ")),
             ),
         };
+        if !accepted {
+            for listener in &mut self.listeners {
+                for c in listener.conditions.iter_mut().filter(|c| c.type_ == PROGRAMMED) {
+                    *c = stamp.no(PROGRAMMED, reason::INVALID, "Gateway is not accepted");
+                }
+            }
+        }
         let programmed = if accepted {
             stamp.no(PROGRAMMED, reason::PENDING, "Waiting for the provider to program the Gateway")
         } else {
@@ -144,7 +151,8 @@ impl<'a> GatewayState<'a> {
     }
 
     fn ir(mut self, provider: ProviderSettings) -> GatewayIr {
-        let address = self.gateway.spec.addresses.first().map(|a| a.value.clone());
+        let address =
+            self.gateway.spec.addresses.iter().find(|a| !a.value.is_empty()).map(|a| a.value.clone());
         let usable: BTreeSet<String> =
             self.listeners.iter().filter(|l| l.usable).map(|l| l.name.clone()).collect();
         let listeners = self
@@ -213,7 +221,8 @@ fn address_problem(gateway: &Gateway, caps: &Capabilities) -> Option<Problem> {
             format!("spec.addresses are not supported by {}", caps.provider),
         ));
     }
-    for address in addresses {
+    // An address without a value asks the implementation to pick one: the default bind address.
+    for address in addresses.iter().filter(|a| !a.value.is_empty()) {
         let type_ = address.type_.as_deref().unwrap_or("IPAddress");
         if type_ != "IPAddress" {
             return Some((

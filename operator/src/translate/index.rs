@@ -12,6 +12,8 @@ use crate::snapshot::{name_of, namespace_of, Snapshot};
 
 /// The label an EndpointSlice carries naming its Service.
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+/// The label the API server sets on every Namespace.
+const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 
 /// `namespace/name`.
 type Key = String;
@@ -92,10 +94,11 @@ impl<'a> Index<'a> {
     }
 
     /// Whether the labels of `namespace` satisfy `selector`.
+    /// Like the API server, every namespace carries `kubernetes.io/metadata.name: <name>`.
     pub fn namespace_matches(&self, namespace: &str, selector: &LabelSelector) -> bool {
-        let empty = BTreeMap::new();
-        let labels = self.namespace_labels.get(namespace).copied().unwrap_or(&empty);
-        selector_matches(selector, labels)
+        let mut labels = self.namespace_labels.get(namespace).map(|l| (*l).clone()).unwrap_or_default();
+        labels.insert(NAMESPACE_NAME_LABEL.to_string(), namespace.to_string());
+        selector_matches(selector, &labels)
     }
 
     /// Whether a ReferenceGrant in the target namespace allows `from` to refer to the named

@@ -115,14 +115,16 @@ fn validate_one(
     } else {
         (Vec::new(), None)
     };
+    // Certificates decide whether the listener can be served; unsupported route kinds are
+    // reported but the supported ones still work.
+    let certificates_ok = cert_problem.is_none();
     let ref_problem = cert_problem.or(kinds_problem);
-    let resolved = ref_problem.is_none();
     conditions.push(match ref_problem {
         None => stamp.yes(RESOLVED_REFS, reason::RESOLVED_REFS, "All references resolved"),
         Some((why, message)) => stamp.no(RESOLVED_REFS, why, message),
     });
 
-    let usable = accepted && resolved;
+    let usable = accepted && certificates_ok && !supported_kinds.is_empty();
     conditions.push(if usable {
         stamp.no(PROGRAMMED, reason::PENDING, "Waiting for the provider to program the listener")
     } else {
@@ -156,8 +158,10 @@ fn conflict_message(conflict: &str) -> &'static str {
 /// protocol and hostname. All of them are conflicted; none wins.
 fn conflicts(listeners: &[Listener]) -> BTreeMap<&str, &'static str> {
     let mut out = BTreeMap::new();
-    for (i, a) in listeners.iter().enumerate() {
-        for (j, b) in listeners.iter().enumerate() {
+    // Listeners of protocols we do not support are rejected on their own and conflict with none.
+    let supported = |l: &Listener| l.protocol == HTTP || l.protocol == HTTPS;
+    for (i, a) in listeners.iter().enumerate().filter(|(_, l)| supported(l)) {
+        for (j, b) in listeners.iter().enumerate().filter(|(_, l)| supported(l)) {
             if i == j || a.port != b.port {
                 continue;
             }
@@ -220,23 +224,24 @@ fn certificates(
         let kind = cert_ref.kind.as_deref().unwrap_or("Secret");
         let namespace = cert_ref.namespace.as_deref().unwrap_or(gateway_namespace);
         let id = format!("{namespace}/{}", cert_ref.name);
-        if !group.is_empty() || kind != "Secret" {
-            return (
-                Vec::new(),
-                Some((
-                    reason::INVALID_CERTIFICATE_REF,
-                    format!("certificateRef {group}/{kind} {id} is not a Secret"),
-                )),
-            );
-        }
+        let shown_kind = if group.is_empty() { kind.to_string() } else { format!("{group}/{kind}") };
         let from = RefEnd { group: GATEWAY_GROUP, kind: "Gateway", namespace: gateway_namespace };
-        let to = RefEnd { group: "", kind: "Secret", namespace };
+        let to = RefEnd { group, kind, namespace };
         if !index.reference_allowed(from, to, &cert_ref.name) {
             return (
                 Vec::new(),
                 Some((
                     reason::REF_NOT_PERMITTED,
-                    format!("certificateRef to Secret {id} is not permitted by any ReferenceGrant"),
+                    format!("certificateRef to {shown_kind} {id} is not permitted by any ReferenceGrant"),
+                )),
+            );
+        }
+        if !group.is_empty() || kind != "Secret" {
+            return (
+                Vec::new(),
+                Some((
+                    reason::INVALID_CERTIFICATE_REF,
+                    format!("certificateRef {shown_kind} {id} is not a core Secret"),
                 )),
             );
         }

@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use sha2::{Digest, Sha256};
 use tollbridge_provider::{
-    ApiKeyIr, ApiKeySettingsIr, Feature, QuotaIr, QuotaPolicyIr, RateLimitIr, SecretString,
+    ActionIr, ApiKeyIr, ApiKeySettingsIr, AttachmentIr, Feature, QuotaIr, QuotaPolicyIr, RateLimitIr,
+    RouteIr, SecretString,
 };
 
 use super::conditions::{reason, Stamp, ACCEPTED, READY};
@@ -59,39 +60,41 @@ pub fn resolve(
 ) {
     // 1. Resolve targets and find the oldest policy per target.
     let mut targets: Vec<(usize, Vec<Target>)> = Vec::new();
-    let mut owners: BTreeMap<TargetKey, (Age, usize)> = BTreeMap::new();
+    let mut owners: BTreeMap<TargetKey, (Age, String, usize)> = BTreeMap::new();
     for (i, policy) in snapshot.quota_policies.iter().enumerate() {
         let resolved: Vec<Target> =
             policy.spec.target_refs.iter().map(|t| target(policy, t, index, gateways, attachments)).collect();
-        let age = age_key(&policy.metadata, i);
+        let rank = (age_key(&policy.metadata, i), object_id(&policy.metadata));
         for t in resolved.iter().filter(|t| t.not_found.is_none()) {
-            let entry = owners.entry(t.key.clone()).or_insert((age, i));
-            if age < entry.0 {
-                *entry = (age, i);
+            let entry = owners.entry(t.key.clone()).or_insert((rank.0, rank.1.clone(), i));
+            if (&rank.0, &rank.1) < (&entry.0, &entry.1) {
+                *entry = (rank.0, rank.1.clone(), i);
             }
         }
         targets.push((i, resolved));
     }
 
     // 2. Ancestor conditions, and where each accepted policy applies.
-    let mut applied: BTreeMap<Scope, String> = BTreeMap::new();
+    let mut applied: BTreeMap<Scope, Applied> = BTreeMap::new();
     let mut accepted_policies: BTreeMap<String, usize> = BTreeMap::new();
     for (i, resolved) in &targets {
         let policy = &snapshot.quota_policies[*i];
         let policy_id = object_id(&policy.metadata);
         let stamp = Stamp::new(policy.metadata.generation, snapshot.now);
-        let mut ancestors: Vec<(ParentReference, Condition)> = Vec::new();
-        let mut add = |ancestor: ParentReference, condition: Condition| {
-            if !ancestors.iter().any(|(a, _)| a == &ancestor) {
-                ancestors.push((ancestor, condition));
-            }
+        let mut ancestors: Vec<(ParentReference, Vec<Condition>)> = Vec::new();
+        let mut add = |ancestor: ParentReference, condition: Condition| match ancestors
+            .iter_mut()
+            .find(|(a, _)| a == &ancestor)
+        {
+            Some((_, outcomes)) => outcomes.push(condition),
+            None => ancestors.push((ancestor, vec![condition])),
         };
         for t in resolved {
             if let Some((ancestor, message)) = &t.not_found {
                 add(ancestor.clone(), stamp.no(ACCEPTED, reason::TARGET_NOT_FOUND, message.clone()));
                 continue;
             }
-            let owner = owners[&t.key].1;
+            let owner = owners[&t.key].2;
             for (ancestor, scope) in &t.reach {
                 if owner != *i {
                     let winner = object_id(&snapshot.quota_policies[owner].metadata);
@@ -101,7 +104,7 @@ pub fn resolve(
                             ACCEPTED,
                             reason::CONFLICTED,
                             format!(
-                                "QuotaPolicy {winner} is older and targets the same {} {}",
+                                "QuotaPolicy {winner} is older (or first by name) and targets the same {} {}",
                                 t.key.1, t.key.2
                             ),
                         ),
@@ -109,10 +112,14 @@ pub fn resolve(
                     continue;
                 }
                 match unsupported(policy, &gateways[scope_gateway(scope)]) {
-                    Some(message) => add(ancestor.clone(), stamp.no(ACCEPTED, reason::INVALID, message)),
+                    Some(message) => {
+                        add(ancestor.clone(), stamp.no(ACCEPTED, reason::INVALID, message));
+                        // Fail closed: what the policy guards is not served without it.
+                        applied.insert(scope.clone(), Applied::Unenforceable);
+                    }
                     None => {
                         add(ancestor.clone(), stamp.yes(ACCEPTED, reason::ACCEPTED, "Policy is accepted"));
-                        applied.insert(scope.clone(), policy_id.clone());
+                        applied.insert(scope.clone(), Applied::Policy(policy_id.clone()));
                         accepted_policies.insert(policy_id.clone(), *i);
                     }
                 }
@@ -123,10 +130,10 @@ pub fn resolve(
             PolicyStatus {
                 ancestors: ancestors
                     .into_iter()
-                    .map(|(ancestor_ref, condition)| PolicyAncestorStatus {
+                    .map(|(ancestor_ref, outcomes)| PolicyAncestorStatus {
                         ancestor_ref,
                         controller_name: CONTROLLER_NAME.to_string(),
-                        conditions: vec![condition],
+                        conditions: vec![merge_outcomes(stamp, outcomes)],
                     })
                     .collect(),
             },
@@ -138,25 +145,87 @@ pub fn resolve(
 
     // 4. Policy IR per Gateway, and the policy guarding each route entry.
     for (gw_index, gateway) in gateways.iter_mut().enumerate() {
-        for (_, entry) in gateway.entries.iter_mut() {
-            let route = entry.id.route();
-            let rule = entry.id.rule_name.clone();
-            let candidates = rule
-                .map(|r| Scope::RouteRule(gw_index, route.clone(), r))
-                .into_iter()
-                .chain([Scope::Route(gw_index, route.clone())])
-                .chain(entry.attachments.iter().map(|a| Scope::Listener(gw_index, a.listener.clone())))
-                .chain([Scope::Gateway(gw_index)]);
-            entry.policy = candidates.into_iter().find_map(|s| applied.get(&s).cloned());
+        let entries = std::mem::take(&mut gateway.entries);
+        for (key, entry) in entries {
+            for (applied_here, attachments) in split_by_policy(gw_index, &entry, &applied) {
+                let mut entry = entry.clone();
+                entry.attachments = attachments;
+                match applied_here {
+                    Some(Applied::Policy(id)) => entry.policy = Some(id),
+                    Some(Applied::Unenforceable) => entry.action = ActionIr::Respond { status: 500 },
+                    None => {}
+                }
+                gateway.entries.push((key.clone(), entry));
+            }
         }
-        let mut on_gateway: Vec<&String> =
-            applied.iter().filter(|(scope, _)| scope_gateway(scope) == gw_index).map(|(_, id)| id).collect();
+        let mut on_gateway: Vec<&String> = applied
+            .iter()
+            .filter(|(scope, _)| scope_gateway(scope) == gw_index)
+            .filter_map(|(_, applied)| match applied {
+                Applied::Policy(id) => Some(id),
+                Applied::Unenforceable => None,
+            })
+            .collect();
         on_gateway.sort();
         on_gateway.dedup();
         gateway.policies = on_gateway
             .into_iter()
             .map(|id| policy_ir(&snapshot.quota_policies[accepted_policies[id]], keys.get(id)))
             .collect();
+    }
+}
+
+/// What applies in a scope: an accepted policy, or one the provider cannot enforce.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Applied {
+    Policy(String),
+    Unenforceable,
+}
+
+/// Groups the entry's attachments by the policy that applies on each (the most specific one:
+/// rule, route, listener, Gateway); most entries give one group.
+fn split_by_policy(
+    gw_index: usize,
+    entry: &RouteIr,
+    applied: &BTreeMap<Scope, Applied>,
+) -> Vec<(Option<Applied>, Vec<AttachmentIr>)> {
+    let route = entry.id.route();
+    let mut groups: Vec<(Option<Applied>, Vec<AttachmentIr>)> = Vec::new();
+    for attachment in &entry.attachments {
+        let scopes = entry
+            .id
+            .rule_name
+            .clone()
+            .map(|r| Scope::RouteRule(gw_index, route.clone(), r))
+            .into_iter()
+            .chain([
+                Scope::Route(gw_index, route.clone()),
+                Scope::Listener(gw_index, attachment.listener.clone()),
+                Scope::Gateway(gw_index),
+            ]);
+        let here = scopes.into_iter().find_map(|s| applied.get(&s).cloned());
+        match groups.iter_mut().find(|(a, _)| a == &here) {
+            Some((_, list)) => list.push(attachment.clone()),
+            None => groups.push((here, vec![attachment.clone()])),
+        }
+    }
+    groups
+}
+
+/// One condition per ancestor: accepted when the policy applies to any target there.
+fn merge_outcomes(stamp: Stamp, outcomes: Vec<Condition>) -> Condition {
+    let (accepted, refused): (Vec<_>, Vec<_>) = outcomes.into_iter().partition(|c| c.status == "True");
+    match accepted.into_iter().next() {
+        Some(mut condition) if !refused.is_empty() => {
+            let notes: Vec<&str> = refused.iter().map(|c| c.message.as_str()).collect();
+            condition.message = format!("Policy is accepted; not applied where: {}", notes.join("; "));
+            condition
+        }
+        Some(condition) => condition,
+        None => refused
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| stamp.no(ACCEPTED, reason::INVALID, "Policy has no target")),
     }
 }
 
@@ -320,7 +389,7 @@ fn api_keys(
         if let Ok(k) = &result {
             let age = age_key(&key.metadata, i);
             let entry = owners_by_hash.entry(k.ir.sha256.clone()).or_insert((age, k.ir.id.clone()));
-            if age < entry.0 {
+            if (age, &k.ir.id) < (entry.0, &entry.1) {
                 *entry = (age, k.ir.id.clone());
             }
         }

@@ -75,16 +75,12 @@ fn attach_one(
     stamp: Stamp,
     age: (jiff::Timestamp, usize),
 ) -> (Vec<Condition>, Vec<String>) {
-    let Some(caps) = gateway.capabilities.clone() else {
-        let message = format!("Gateway {} is not accepted", gateway.id);
-        return (
-            vec![
-                stamp.no(ACCEPTED, reason::NO_MATCHING_PARENT, message.clone()),
-                stamp.no(RESOLVED_REFS, reason::RESOLVED_REFS, message),
-            ],
-            Vec::new(),
-        );
-    };
+    // Without a resolved provider the route is not accepted, but its references are still
+    // checked so ResolvedRefs tells the truth.
+    let caps = gateway
+        .capabilities
+        .clone()
+        .unwrap_or_else(|| tollbridge_provider::Capabilities::everything("an unresolved provider"));
     let outcome = rules::translate(route, index, &caps);
     let resolved = match &outcome.ref_problem {
         None => stamp.yes(RESOLVED_REFS, reason::RESOLVED_REFS, "All references resolved"),
@@ -125,11 +121,8 @@ fn attach_one(
     let seen_before = !gateway.routes_seen.insert(route_id.clone());
     for rule in outcome.rules {
         for mut entry in rule.entries {
-            let existing = if seen_before {
-                gateway.entries.iter_mut().find(|(_, e)| e.id == entry.id)
-            } else {
-                None
-            };
+            let existing =
+                if seen_before { gateway.entries.iter_mut().find(|(_, e)| e.id == entry.id) } else { None };
             if let Some((_, existing)) = existing {
                 for a in &attachments {
                     if !existing.attachments.iter().any(|x| x.listener == a.listener) {

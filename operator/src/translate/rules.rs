@@ -114,10 +114,7 @@ impl RuleContext<'_, '_> {
         let redirect = rule.filters.iter().find_map(|f| {
             f.request_redirect.as_ref().filter(|_| f.type_ == HTTPRouteFilterType::RequestRedirect)
         });
-        let unresolvable_filter = rule
-            .filters
-            .iter()
-            .any(|f| matches!(f.type_, HTTPRouteFilterType::ExtensionRef | HTTPRouteFilterType::Unknown));
+        let unresolvable_filter = rule.filters.iter().any(|f| f.type_ == HTTPRouteFilterType::ExtensionRef);
         let url_rewrite_path = rule.filters.iter().find_map(|f| {
             f.url_rewrite
                 .as_ref()
@@ -229,7 +226,7 @@ impl RuleContext<'_, '_> {
     fn check_regex(&mut self, pattern: &str) {
         if let Err(e) = regex::Regex::new(pattern) {
             self.invalid
-                .push(format!("invalid regular expression {pattern:?}: {}", first_line(&e.to_string())));
+                .push(format!("invalid regular expression {pattern:?}: {}", last_line(&e.to_string())));
         }
     }
 
@@ -300,16 +297,19 @@ impl RuleContext<'_, '_> {
                         });
                     }
                 }
-                HTTPRouteFilterType::ExtensionRef | HTTPRouteFilterType::Unknown => {
+                HTTPRouteFilterType::ExtensionRef => {
                     let what = filter
                         .extension_ref
                         .as_ref()
                         .map(|e| format!("ExtensionRef {}/{} {}", e.group, e.kind, e.name))
-                        .unwrap_or_else(|| "filter of an unknown type".into());
+                        .unwrap_or_else(|| "ExtensionRef".into());
                     self.refs(Some(RefProblem {
                         reason: reason::INVALID_KIND,
                         message: format!("{what} is not supported; matching requests get 500"),
                     }));
+                }
+                HTTPRouteFilterType::Unknown => {
+                    self.invalid.push("filter type is not a Gateway API standard filter".into());
                 }
             }
         }
@@ -403,9 +403,9 @@ impl RuleContext<'_, '_> {
         let namespace = namespace_of(&self.route.metadata).to_string();
         let mut out = Vec::new();
         for backend_ref in &rule.backend_refs {
-            let weight = backend_ref.backend_ref.weight.unwrap_or(1).max(0) as u32;
+            let weight = backend_ref.weight.unwrap_or(1).max(0) as u32;
             let (mut backend, problem) =
-                backends::resolve(&backend_ref.backend_ref.object, weight, &namespace, self.index);
+                backends::resolve(&backend_ref.object(), weight, &namespace, self.index);
             self.refs(problem);
             for filter in &backend_ref.filters {
                 match filter.type_ {
@@ -469,6 +469,7 @@ fn normalize_prefix(prefix: &str) -> String {
     }
 }
 
-fn first_line(text: &str) -> &str {
+/// The last line of a (possibly multi-line) error message: the part that says what is wrong.
+fn last_line(text: &str) -> &str {
     text.lines().last().unwrap_or(text).trim()
 }
