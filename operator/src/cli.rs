@@ -4,11 +4,15 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 
 use crate::source::files;
 use crate::translate::{self, Statuses};
+use crate::standalone::{self, RunOptions};
 use crate::{crds, providers};
 
 /// Gateway API objects, API keys and quotas on Amazon API Gateway, Azure API Management or a
@@ -33,10 +37,64 @@ pub enum Command {
         #[arg(long)]
         ir: bool,
     },
+    /// Serve Gateways from YAML files with the built-in proxy; reload when the files change.
+    Run(RunArgs),
+    /// Run a small echo backend that answers every request with JSON describing it.
+    Echo {
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        listen: SocketAddr,
+        /// The name it reports as `backend`.
+        #[arg(long, default_value = "echo")]
+        name: String,
+    },
     /// Print tollbridge's CustomResourceDefinitions.
     Crds,
     /// Print the version and the Gateway API release it implements.
     Version,
+}
+
+/// Options of `tollbridge run`.
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// A YAML file or a directory of them (repeatable).
+    #[arg(short = 'f', long = "filename", required = true)]
+    paths: Vec<PathBuf>,
+    /// Address listeners bind to when their Gateway names no `spec.addresses`.
+    #[arg(long, default_value = "127.0.0.1")]
+    bind_address: IpAddr,
+    /// Address of /healthz, /readyz, /metrics, /status and /config.
+    #[arg(long, default_value = "127.0.0.1:9901")]
+    admin_address: SocketAddr,
+    /// Keep quota counters here so they survive a restart.
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Print one JSON line per request on stdout.
+    #[arg(long)]
+    access_log: bool,
+    /// Client connections served at once; more are closed on accept.
+    #[arg(long, default_value_t = 10_000)]
+    max_connections: usize,
+    /// Seconds a client may take to send a request head (also the keep-alive idle limit).
+    #[arg(long, default_value_t = 30)]
+    header_timeout: u64,
+    /// Largest request head, in bytes.
+    #[arg(long, default_value_t = 64 * 1024)]
+    max_header_bytes: usize,
+    /// Seconds in-flight requests get to finish after SIGTERM.
+    #[arg(long, default_value_t = 30)]
+    drain_timeout: u64,
+    /// How often the files are checked for changes, in milliseconds.
+    #[arg(long, default_value_t = 500)]
+    poll_interval_ms: u64,
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -51,6 +109,8 @@ pub const GATEWAY_API_VERSION: &str = "v1.6.3";
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Check { paths, output, ir } => check(&paths, output, ir),
+        Command::Run(args) => run_standalone(args),
+        Command::Echo { listen, name } => echo(listen, name),
         Command::Crds => {
             let docs: Vec<String> = crds::all().iter().map(crds::to_yaml).collect();
             print!("{}", docs.join("---\n"));
@@ -116,4 +176,72 @@ fn check(paths: &[PathBuf], format: Format, with_ir: bool) -> ExitCode {
         }
         ExitCode::FAILURE
     }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            None
+        }
+    }
+}
+
+fn run_standalone(args: RunArgs) -> ExitCode {
+    init_logging(args.log_format);
+    let options = RunOptions {
+        paths: args.paths,
+        admin_address: args.admin_address,
+        state_dir: args.state_dir,
+        poll_interval: Duration::from_millis(args.poll_interval_ms.max(50)),
+        drain_timeout: Duration::from_secs(args.drain_timeout),
+        server: tollbridge_local::ServerSettings {
+            bind_address: args.bind_address,
+            max_connections: args.max_connections.max(1),
+            header_read_timeout: Duration::from_secs(args.header_timeout.max(1)),
+            max_header_bytes: args.max_header_bytes,
+            access_log: args.access_log,
+            ..Default::default()
+        },
+    };
+    let Some(rt) = runtime() else { return ExitCode::FAILURE };
+    match rt.block_on(standalone::run(options)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn echo(listen: SocketAddr, name: String) -> ExitCode {
+    let Some(rt) = runtime() else { return ExitCode::FAILURE };
+    rt.block_on(async move {
+        match tokio::net::TcpListener::bind(listen).await {
+            Ok(listener) => {
+                eprintln!("echo backend {name:?} listening on {listen}");
+                tokio::select! {
+                    _ = tollbridge_local::echo::serve(listener, name) => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: cannot listen on {listen}: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
 }

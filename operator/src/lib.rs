@@ -8,4 +8,5 @@ pub mod crds;
 pub mod providers;
 pub mod snapshot;
 pub mod source;
+pub mod standalone;
 pub mod translate;

@@ -84,7 +84,7 @@ pub fn load_str(origin: &Path, text: &str) -> Result<Loaded, LoadErrors> {
 }
 
 /// The YAML files a path names: itself, or every `.yaml`/`.yml` below it, sorted.
-fn yaml_files(path: &Path) -> Result<Vec<PathBuf>, String> {
+pub fn yaml_files(path: &Path) -> Result<Vec<PathBuf>, String> {
     let meta = std::fs::metadata(path).map_err(|e| format!("cannot open: {e}"))?;
     if meta.is_file() {
         return Ok(vec![path.to_path_buf()]);

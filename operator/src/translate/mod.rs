@@ -11,6 +11,7 @@ mod index;
 mod listeners;
 mod policies;
 mod precedence;
+pub mod programmed;
 mod routes;
 mod rules;
 

@@ -1,6 +1,24 @@
 //! The tollbridge data plane: serves the routes of a [`GatewayIr`] with hyper, enforcing API
 //! keys, rate limits and quotas.
+//!
+//! [`GatewayIr`]: tollbridge_provider::GatewayIr
 #![forbid(unsafe_code)]
 
+pub mod admin;
+mod body;
+pub mod echo;
+mod hostmatch;
+pub mod metrics;
 pub mod policy;
+mod provider;
+mod proxy;
 pub mod router;
+mod runtime;
+mod server;
+mod tls;
+mod upstream;
+
+pub use admin::AdminDocs;
+pub use provider::LocalProvider;
+pub use server::ServerSettings;
+pub use upstream::UpstreamSettings;

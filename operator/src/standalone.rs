@@ -1,0 +1,205 @@
+//! Standalone mode (`tollbridge run`): YAML files → translator → the local data plane, with
+//! the admin endpoint and live reload. A bad edit keeps the last good configuration serving.
+
+use std::collections::BTreeSet;
+use std::hash::{Hash, Hasher};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tollbridge_local::policy::PolicyState;
+use tollbridge_local::{AdminDocs, LocalProvider, ServerSettings};
+use tollbridge_provider::{GatewayIr, GatewayKey, Provider, ProviderSettings};
+
+use crate::source::files;
+use crate::translate::{self, programmed, Statuses};
+use crate::providers;
+
+/// Options of `tollbridge run`.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    pub paths: Vec<PathBuf>,
+    pub admin_address: SocketAddr,
+    pub state_dir: Option<PathBuf>,
+    pub poll_interval: Duration,
+    pub drain_timeout: Duration,
+    pub server: ServerSettings,
+}
+
+impl RunOptions {
+    pub fn bind_address(&self) -> IpAddr {
+        self.server.bind_address
+    }
+}
+
+/// What `/status` serves: the statuses of the last good configuration, plus load errors of
+/// the files as they are now (empty when they load).
+#[derive(Serialize)]
+struct StatusDoc<'a> {
+    #[serde(flatten)]
+    statuses: &'a Statuses,
+    errors: &'a [String],
+}
+
+struct Standalone {
+    options: RunOptions,
+    provider: Arc<LocalProvider>,
+    docs: Arc<ArcSwap<AdminDocs>>,
+    applied: BTreeSet<GatewayKey>,
+    statuses: Statuses,
+    config: Vec<GatewayIr>,
+}
+
+/// Runs until SIGTERM or Ctrl-C, then drains. Returns an error only for startup failures.
+pub async fn run(options: RunOptions) -> Result<(), String> {
+    let state = match &options.state_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).map_err(|e| format!("cannot create state dir {}: {e}", dir.display()))?;
+            PolicyState::load(dir).map_err(|e| e.to_string())?
+        }
+        None => PolicyState::new(),
+    };
+    let provider = Arc::new(LocalProvider::new(options.server.clone(), Arc::new(state)));
+    let docs = Arc::new(ArcSwap::from_pointee(AdminDocs::default()));
+    let admin = TcpListener::bind(options.admin_address)
+        .await
+        .map_err(|e| format!("cannot bind admin address {}: {e}", options.admin_address))?;
+    let (stop_admin, admin_stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(tollbridge_local::admin::serve(admin, provider.clone(), docs.clone(), admin_stopped));
+    tracing::info!(address = %options.admin_address, "admin endpoint listening");
+
+    let mut standalone = Standalone {
+        options,
+        provider,
+        docs,
+        applied: BTreeSet::new(),
+        statuses: Statuses::default(),
+        config: Vec::new(),
+    };
+    if let Err(errors) = standalone.reload().await {
+        return Err(format!("cannot load the configuration:\n{}", errors.join("\n")));
+    }
+
+    let mut fingerprint = standalone.fingerprint();
+    let mut poll = tokio::time::interval(standalone.options.poll_interval);
+    let mut save = tokio::time::interval(Duration::from_secs(10));
+    let mut terminate = signal(tokio::signal::unix::SignalKind::terminate())?;
+    loop {
+        tokio::select! {
+            _ = poll.tick() => {
+                let now = standalone.fingerprint();
+                if now != fingerprint {
+                    fingerprint = now;
+                    let _ = standalone.reload().await;
+                }
+            }
+            _ = save.tick() => standalone.save_state(),
+            _ = terminate.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    tracing::info!(deadline = ?standalone.options.drain_timeout, "draining");
+    let left = standalone.provider.drain(standalone.options.drain_timeout).await;
+    if left > 0 {
+        tracing::warn!(connections = left, "drain deadline passed with connections still open");
+    }
+    standalone.save_state();
+    let _ = stop_admin.send(true);
+    Ok(())
+}
+
+fn signal(kind: tokio::signal::unix::SignalKind) -> Result<tokio::signal::unix::Signal, String> {
+    tokio::signal::unix::signal(kind).map_err(|e| format!("cannot install signal handler: {e}"))
+}
+
+impl Standalone {
+    /// Loads, translates and applies the files. On load errors the last good configuration
+    /// keeps serving and the errors are published on `/status`.
+    async fn reload(&mut self) -> Result<(), Vec<String>> {
+        let loaded = match files::load_paths(&self.options.paths) {
+            Ok(loaded) => loaded,
+            Err(errors) => {
+                let errors: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
+                for e in &errors {
+                    tracing::error!(error = %e, "configuration not applied; the last good one keeps serving");
+                }
+                self.publish(&errors);
+                return Err(errors);
+            }
+        };
+        for warning in &loaded.warnings {
+            tracing::warn!("{warning}");
+        }
+        let mut snapshot = loaded.snapshot;
+        snapshot.now = jiff::Timestamp::now();
+        let translation = translate::translate(&snapshot, &providers::capabilities);
+        let mut statuses = translation.statuses;
+        let mut served = BTreeSet::new();
+        let mut config = Vec::new();
+        for gateway in translation.gateways {
+            let id = gateway.key.id();
+            let Some(status) = statuses.gateways.get_mut(&id) else { continue };
+            if !matches!(gateway.provider, ProviderSettings::Local(_)) {
+                tracing::warn!(gateway = %id, provider = gateway.provider.kind_name(), "skipped: `tollbridge run` serves Local Gateways only");
+                continue;
+            }
+            let result = self.provider.apply(&gateway).await;
+            programmed::mark(status, result.as_ref(), Some(gateway.key.generation), snapshot.now);
+            match result {
+                Ok(_) => {
+                    served.insert(gateway.key.clone());
+                    config.push(gateway);
+                }
+                Err(e) => tracing::error!(gateway = %id, error = %e, "gateway not applied"),
+            }
+        }
+        for gone in self.applied.difference(&served) {
+            if let Err(e) = self.provider.delete(gone).await {
+                tracing::error!(gateway = %gone.id(), error = %e, "cannot remove gateway");
+            }
+        }
+        self.applied = served;
+        for problem in statuses.problems() {
+            tracing::warn!("{problem}");
+        }
+        self.statuses = statuses;
+        self.config = config;
+        self.publish(&[]);
+        tracing::info!(gateways = self.applied.len(), "configuration applied");
+        Ok(())
+    }
+
+    fn publish(&self, errors: &[String]) {
+        let status = serde_json::to_vec_pretty(&StatusDoc { statuses: &self.statuses, errors }).unwrap_or_default();
+        let config = serde_json::to_vec_pretty(&self.config).unwrap_or_default();
+        let configured = self.docs.load().configured || errors.is_empty();
+        self.docs.store(Arc::new(AdminDocs { status: status.into(), config: config.into(), configured }));
+    }
+
+    fn save_state(&self) {
+        if let Some(dir) = &self.options.state_dir {
+            if let Err(e) = self.provider.shared().state.save(dir) {
+                tracing::error!(error = %e, "cannot save quota counters");
+            }
+        }
+    }
+
+    /// Changes when any watched file is added, removed, or modified.
+    fn fingerprint(&self) -> u64 {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        for path in &self.options.paths {
+            for file in files::yaml_files(path).unwrap_or_default() {
+                file.hash(&mut hasher);
+                if let Ok(meta) = std::fs::metadata(&file) {
+                    meta.len().hash(&mut hasher);
+                    meta.modified().unwrap_or(SystemTime::UNIX_EPOCH).hash(&mut hasher);
+                }
+            }
+        }
+        hasher.finish()
+    }
+}

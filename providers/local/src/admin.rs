@@ -1,0 +1,96 @@
+//! The admin endpoint: `/healthz`, `/readyz`, `/metrics`, `/status`, `/config`.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::body::{self, Body};
+use crate::provider::LocalProvider;
+
+/// Documents the admin endpoint serves, published by whoever drives the provider.
+#[derive(Clone, Debug, Default)]
+pub struct AdminDocs {
+    /// JSON for `/status`.
+    pub status: Bytes,
+    /// JSON for `/config` (secrets already redacted).
+    pub config: Bytes,
+    /// Whether a configuration has been applied at least once.
+    pub configured: bool,
+}
+
+pub async fn serve(
+    listener: TcpListener,
+    provider: Arc<LocalProvider>,
+    docs: Arc<ArcSwap<AdminDocs>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(_) => continue,
+            },
+            _ = stop.changed() => return,
+        };
+        let provider = provider.clone();
+        let docs = docs.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let provider = provider.clone();
+                let docs = docs.clone();
+                async move { Ok::<_, Infallible>(route(req, &provider, &docs).await) }
+            });
+            let _ = auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service).await;
+        });
+    }
+}
+
+async fn route(req: Request<Incoming>, provider: &LocalProvider, docs: &ArcSwap<AdminDocs>) -> Response<Body> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n");
+    }
+    let docs = docs.load();
+    match req.uri().path() {
+        "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/readyz" => {
+            if docs.configured && provider.ready().await && !provider.shared().is_draining() {
+                text(StatusCode::OK, "ready\n")
+            } else {
+                text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+            }
+        }
+        "/metrics" => {
+            let mut response = text(StatusCode::OK, provider.shared().metrics.encode());
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+            );
+            response
+        }
+        "/status" => json(docs.status.clone()),
+        "/config" => json(docs.config.clone()),
+        _ => text(StatusCode::NOT_FOUND, "not found: try /healthz /readyz /metrics /status /config\n"),
+    }
+}
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    let mut response = Response::new(body::full(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response
+}
+
+fn json(body: Bytes) -> Response<Body> {
+    let mut response = Response::new(body::full(body));
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}

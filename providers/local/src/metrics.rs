@@ -1,0 +1,108 @@
+//! Prometheus metrics of the data plane.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub gateway: String,
+    /// `namespace/name` of the HTTPRoute, or empty when no route matched.
+    pub route: String,
+    pub code: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub gateway: String,
+    pub route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamErrorLabels {
+    pub gateway: String,
+    pub backend: String,
+    /// `connect`, `timeout`, `invalid_backend`, `no_endpoints` or `protocol`.
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyLabels {
+    pub gateway: String,
+    pub policy: String,
+    /// The HTTP status the policy answered with (401, 403, 429).
+    pub code: u16,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_25, 2.0, 16))
+}
+
+/// Every metric of the data plane, registered in one registry.
+pub struct Metrics {
+    pub registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    pub upstream_errors: Family<UpstreamErrorLabels, Counter>,
+    pub policy_rejections: Family<PolicyLabels, Counter>,
+    pub connections: Gauge,
+    pub connections_refused: Counter,
+    pub config_reloads: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("tollbridge");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let latency = Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        let upstream_errors = Family::<UpstreamErrorLabels, Counter>::default();
+        let policy_rejections = Family::<PolicyLabels, Counter>::default();
+        let connections = Gauge::default();
+        let connections_refused = Counter::default();
+        let config_reloads = Counter::default();
+        registry.register("http_requests", "Requests served, by route and status code", requests.clone());
+        registry.register(
+            "http_request_duration_seconds",
+            "Time from request received to response headers sent, by route",
+            latency.clone(),
+        );
+        registry.register("upstream_errors", "Requests that failed upstream, by kind", upstream_errors.clone());
+        registry.register(
+            "policy_rejections",
+            "Requests refused by API key, rate limit or quota checks",
+            policy_rejections.clone(),
+        );
+        registry.register("open_connections", "Client connections open now", connections.clone());
+        registry.register(
+            "connections_refused",
+            "Client connections closed at once because the connection limit was reached",
+            connections_refused.clone(),
+        );
+        registry.register("config_reloads", "Configurations applied", config_reloads.clone());
+        Self {
+            registry,
+            requests,
+            latency,
+            upstream_errors,
+            policy_rejections,
+            connections,
+            connections_refused,
+            config_reloads,
+        }
+    }
+}
+
+impl Metrics {
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

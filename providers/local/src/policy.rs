@@ -1,1 +1,0 @@
-//! API keys, rate limits and quotas.

@@ -1,0 +1,187 @@
+//! Response headers and direct answers.
+//!
+//! Header formats (draft-ietf-httpapi-ratelimit-headers-09 plus the common `X-RateLimit-*` trio):
+//!
+//! ```text
+//! RateLimit-Policy: "rate";q=<burst>;w=<seconds to refill from empty>, "quota";q=<requests>;w=<window seconds>
+//! RateLimit: "rate";r=<requests possible now>;t=<seconds until full>, "quota";r=<left>;t=<seconds to window end>
+//! X-RateLimit-Limit / -Remaining / -Reset: q, r and t of the tightest limit
+//! ```
+//!
+//! The rate limit is described as the token bucket it is: `q` is the bucket size (`burst`) and
+//! `w` the time an empty bucket takes to fill (`burst × period ÷ requests`, rounded up), so `r`
+//! never exceeds `q` and `t` never exceeds `w`. When `burst` equals `requests` this reads exactly
+//! as the configured `requests` per `period`. The tightest limit is the one with the fewest
+//! remaining requests; on a tie, the one that takes longer to reset; on a 429 the one that refused.
+
+use std::fmt::Write as _;
+
+use http::header::{HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::{HeaderMap, StatusCode};
+
+use super::Decision;
+
+pub(crate) const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+pub(crate) const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+pub(crate) const X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+pub(crate) const X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+pub(crate) const X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+
+/// The `WWW-Authenticate` challenge of a 401.
+pub(crate) const CHALLENGE: &str = "ApiKey realm=\"tollbridge\"";
+
+/// The state of one limit as advertised to the client.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct LimitStatus {
+    /// Policy name in the headers: `rate` or `quota`.
+    pub(crate) name: &'static str,
+    /// Quota units of the policy (`q`).
+    pub(crate) limit: u64,
+    /// Window of the policy in seconds (`w`).
+    pub(crate) window: u64,
+    /// Requests left (`r`).
+    pub(crate) remaining: u64,
+    /// Seconds until the limit is fully restored (`t`).
+    pub(crate) reset: u64,
+}
+
+/// Writes the rate-limit headers for `limits`; `refused` names the limit that caused a 429.
+pub(crate) fn write_limits(headers: &mut HeaderMap, limits: &[LimitStatus], refused: Option<&str>) {
+    let tightest = limits
+        .iter()
+        .filter(|l| refused.is_none_or(|name| l.name == name))
+        .min_by_key(|l| (l.remaining, std::cmp::Reverse(l.reset)));
+    let Some(tightest) = tightest else { return };
+    let mut policy = String::new();
+    let mut current = String::new();
+    for (i, l) in limits.iter().enumerate() {
+        let separator = if i == 0 { "" } else { ", " };
+        let _ = write!(policy, "{separator}\"{}\";q={};w={}", l.name, l.limit, l.window);
+        let _ = write!(current, "{separator}\"{}\";r={};t={}", l.name, l.remaining, l.reset);
+    }
+    for (name, value) in [(RATELIMIT_POLICY, policy), (RATELIMIT, current)] {
+        if let Ok(value) = HeaderValue::try_from(value) {
+            headers.insert(name, value);
+        }
+    }
+    headers.insert(X_RATELIMIT_LIMIT, tightest.limit.into());
+    headers.insert(X_RATELIMIT_REMAINING, tightest.remaining.into());
+    headers.insert(X_RATELIMIT_RESET, tightest.reset.into());
+}
+
+/// A direct answer with a JSON body `{"error": code, "message": message}`.
+pub(crate) fn deny(status: StatusCode, mut headers: HeaderMap, code: &str, message: &str) -> Decision {
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let body = serde_json::json!({ "error": code, "message": message }).to_string();
+    Decision::Deny { status, headers, body }
+}
+
+/// 401 with the API-key challenge.
+pub(crate) fn unauthorized(code: &str, message: &str) -> Decision {
+    let mut headers = HeaderMap::new();
+    headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static(CHALLENGE));
+    deny(StatusCode::UNAUTHORIZED, headers, code, message)
+}
+
+/// 429 with `Retry-After` (whole seconds, at least 1) and the rate-limit headers.
+pub(crate) fn too_many(limits: &[LimitStatus], refused: &'static str, retry_after: u64) -> Decision {
+    let mut headers = HeaderMap::new();
+    let retry_after = retry_after.max(1);
+    headers.insert(RETRY_AFTER, retry_after.into());
+    write_limits(&mut headers, limits, Some(refused));
+    let (code, message) = if refused == "quota" {
+        ("quota_exceeded", format!("quota exceeded; it resets in {retry_after} seconds"))
+    } else {
+        ("rate_limited", format!("rate limit exceeded; retry in {retry_after} seconds"))
+    };
+    deny(StatusCode::TOO_MANY_REQUESTS, headers, code, &message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(name: &'static str, limit: u64, window: u64, remaining: u64, reset: u64) -> LimitStatus {
+        LimitStatus { name, limit, window, remaining, reset }
+    }
+
+    fn rendered(limits: &[LimitStatus], refused: Option<&str>) -> Vec<(String, String)> {
+        let mut headers = HeaderMap::new();
+        write_limits(&mut headers, limits, refused);
+        headers.iter().map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_owned())).collect()
+    }
+
+    fn pairs(expected: &[(&str, &str)]) -> Vec<(String, String)> {
+        expected.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn one_limit() {
+        assert_eq!(
+            rendered(&[status("rate", 10, 1, 7, 1)], None),
+            pairs(&[
+                ("ratelimit-policy", "\"rate\";q=10;w=1"),
+                ("ratelimit", "\"rate\";r=7;t=1"),
+                ("x-ratelimit-limit", "10"),
+                ("x-ratelimit-remaining", "7"),
+                ("x-ratelimit-reset", "1"),
+            ])
+        );
+        assert!(rendered(&[], None).is_empty());
+    }
+
+    #[test]
+    fn both_limits_and_the_tightest() {
+        let rate = status("rate", 20, 2, 19, 1);
+        let quota = status("quota", 1000, 86_400, 5, 3600);
+        let both = rendered(&[rate, quota], None);
+        assert_eq!(
+            both[..2],
+            pairs(&[
+                ("ratelimit-policy", "\"rate\";q=20;w=2, \"quota\";q=1000;w=86400"),
+                ("ratelimit", "\"rate\";r=19;t=1, \"quota\";r=5;t=3600"),
+            ])
+        );
+        assert_eq!(
+            both[2..],
+            pairs(&[
+                ("x-ratelimit-limit", "1000"),
+                ("x-ratelimit-remaining", "5"),
+                ("x-ratelimit-reset", "3600")
+            ])
+        );
+        // A tie on remaining picks the longer reset.
+        let tie = rendered(&[status("rate", 2, 1, 0, 1), status("quota", 9, 86_400, 0, 50)], None);
+        assert_eq!(tie[2].1, "9");
+        // On a 429 the refusing limit is reported.
+        let refused =
+            rendered(&[status("rate", 2, 1, 0, 1), status("quota", 9, 86_400, 0, 50)], Some("rate"));
+        assert_eq!(
+            refused[2..],
+            pairs(&[("x-ratelimit-limit", "2"), ("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", "1")])
+        );
+    }
+
+    #[test]
+    fn denials_carry_json_and_challenge() {
+        let Decision::Deny { status, headers, body } = unauthorized("missing_api_key", "say \"hi\"") else {
+            panic!("not a denial")
+        };
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(headers[WWW_AUTHENTICATE], CHALLENGE);
+        assert_eq!(headers[CONTENT_TYPE], "application/json");
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(json, serde_json::json!({"error": "missing_api_key", "message": "say \"hi\""}));
+
+        let Decision::Deny { status, headers, body } = too_many(&[status_zero()], "rate", 0) else {
+            panic!("not a denial")
+        };
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(headers[RETRY_AFTER], "1", "never below one second");
+        assert!(body.contains("rate_limited"), "{body}");
+    }
+
+    fn status_zero() -> LimitStatus {
+        status("rate", 1, 1, 0, 1)
+    }
+}

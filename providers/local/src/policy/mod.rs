@@ -1,0 +1,369 @@
+//! API keys, rate limits and quotas: the per-request decision of the data plane.
+//!
+//! [`Policies`] is compiled from the QuotaPolicies of one Gateway on every reload; the counters
+//! live in a [`PolicyState`] that outlives reloads, keyed by (policy id, key hash), so a reload
+//! (even one that changes the limits) keeps them.
+//!
+//! A request guarded by a policy goes through three steps:
+//! 1. Identify: find the key (header first, then query parameter), hash it, look the hash up among
+//!    the keys of all policies of the Gateway. Missing, unknown, disabled or expired → 401; a key
+//!    of another policy → 403. No key on a policy that does not require one → anonymous.
+//! 2. Limit: rate (GCRA) first, then quota, in one critical section on the bucket of
+//!    (policy, key or anonymous). A request refused by the rate limit does not count against the
+//!    quota, and a request refused by the quota does not take a rate token.
+//! 3. Rewrite: remove the key header and query parameter, set the consumer header (after removing
+//!    whatever the client sent in it).
+//!
+//! Plain keys are never stored: only their SHA-256 is, and Debug output shows key ids only.
+
+mod headers;
+mod keys;
+mod quota;
+mod rate;
+mod state;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use http::header::{HeaderName, HeaderValue};
+use http::{HeaderMap, StatusCode};
+use jiff::Timestamp;
+use tollbridge_provider::QuotaPolicyIr;
+
+use self::headers::LimitStatus;
+use self::keys::{KeyHash, KeyLocation};
+use self::quota::{Period, Window};
+use self::rate::{seconds_ceil, Gcra, NANOS_PER_SECOND};
+use self::state::{BucketKey, Counters, QuotaCount, Subject};
+pub use self::state::{PolicyState, StateError, COUNTERS_FILE};
+
+/// What to do with a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Forward. `response_headers` (RateLimit-Policy, RateLimit, X-RateLimit-*) go on the
+    /// upstream's response.
+    Allow { response_headers: HeaderMap },
+    /// Answer directly: 401, 403, 429 (or 500 for a policy id the Gateway does not have), with
+    /// headers and a small JSON body `{"error": "...", "message": "..."}`.
+    Deny { status: StatusCode, headers: HeaderMap, body: String },
+}
+
+impl Decision {
+    pub fn is_allowed(&self) -> bool {
+        matches!(self, Self::Allow { .. })
+    }
+}
+
+/// The compiled policies of one Gateway (rebuilt on every reload; cheap).
+#[derive(Debug, Default)]
+pub struct Policies {
+    policies: Vec<CompiledPolicy>,
+    by_id: HashMap<Arc<str>, usize>,
+    /// Every key of every policy, by hash. A hash may (rarely) belong to keys of several policies.
+    keys: HashMap<KeyHash, Vec<CompiledKey>>,
+}
+
+#[derive(Debug)]
+struct CompiledPolicy {
+    id: Arc<str>,
+    api_key: Option<KeySettings>,
+    rate: Option<Gcra>,
+    quota: Option<(u64, Period)>,
+}
+
+#[derive(Debug)]
+struct KeySettings {
+    required: bool,
+    location: KeyLocation,
+    /// `None` when the configured name is not a valid header name.
+    consumer_header: Option<HeaderName>,
+}
+
+struct CompiledKey {
+    /// Index into `Policies::policies`.
+    policy: usize,
+    hash: KeyHash,
+    /// `None` when the consumer name cannot be a header value.
+    consumer: Option<HeaderValue>,
+    disabled: bool,
+    expires_at: Option<i64>,
+}
+
+impl fmt::Debug for CompiledKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CompiledKey")
+            .field("policy", &self.policy)
+            .field("key_id", &self.hash.key_id())
+            .field("consumer", &self.consumer)
+            .field("disabled", &self.disabled)
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
+fn header_name(name: &str, policy: &str, what: &str) -> Option<HeaderName> {
+    let parsed = HeaderName::from_bytes(name.as_bytes()).ok();
+    if parsed.is_none() {
+        tracing::warn!(policy, header = name, "ignoring invalid {what} header name");
+    }
+    parsed
+}
+
+impl Policies {
+    pub fn compile(policies: &[QuotaPolicyIr]) -> Self {
+        let mut compiled = Self::default();
+        for ir in policies {
+            if compiled.by_id.contains_key(ir.id.as_str()) {
+                tracing::warn!(policy = %ir.id, "duplicate QuotaPolicy id; keeping the first");
+                continue;
+            }
+            let index = compiled.policies.len();
+            let id: Arc<str> = ir.id.as_str().into();
+            let api_key = ir.api_key.as_ref().map(|settings| KeySettings {
+                required: settings.required,
+                location: KeyLocation {
+                    header: settings.header.as_deref().and_then(|h| header_name(h, &ir.id, "API key")),
+                    query_param: settings.query_param.clone().filter(|p| !p.is_empty()),
+                },
+                consumer_header: header_name(&settings.consumer_header, &ir.id, "consumer"),
+            });
+            for key in &ir.keys {
+                let Some(hash) = KeyHash::from_hex(&key.sha256) else {
+                    tracing::warn!(policy = %ir.id, api_key = %key.id, "ignoring ApiKey without a valid SHA-256");
+                    continue;
+                };
+                let consumer = HeaderValue::from_str(&key.consumer).ok();
+                if consumer.is_none() {
+                    tracing::warn!(api_key = %key.id, "consumer name cannot be sent in a header; not forwarding it");
+                }
+                compiled.keys.entry(hash).or_default().push(CompiledKey {
+                    policy: index,
+                    hash,
+                    consumer,
+                    disabled: key.disabled,
+                    expires_at: key.expires_at,
+                });
+            }
+            compiled.by_id.insert(id.clone(), index);
+            compiled.policies.push(CompiledPolicy {
+                id,
+                api_key,
+                rate: ir.rate_limit.as_ref().map(Gcra::new),
+                quota: ir.quota.map(|q| (q.requests, q.period.into())),
+            });
+        }
+        compiled
+    }
+
+    /// Whether the Gateway has a policy with this id.
+    pub fn contains(&self, policy_id: &str) -> bool {
+        self.by_id.contains_key(policy_id)
+    }
+
+    /// Decides a request guarded by policy `policy_id` (from RouteIr.policy). On `Allow` the key
+    /// has been removed from `req` and the consumer header set.
+    pub fn check(
+        &self,
+        state: &PolicyState,
+        policy_id: &str,
+        req: &mut http::request::Parts,
+        now: Timestamp,
+    ) -> Decision {
+        let Some(&index) = self.by_id.get(policy_id) else {
+            // The route points at a policy this Gateway does not have: fail closed.
+            tracing::error!(policy = policy_id, "route guarded by an unknown QuotaPolicy");
+            return headers::deny(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                HeaderMap::new(),
+                "policy_unavailable",
+                "the policy guarding this route is not available",
+            );
+        };
+        let policy = &self.policies[index];
+        let (subject, consumer) = match self.identify(index, policy, req, now) {
+            Ok(identity) => identity,
+            Err(denied) => return denied,
+        };
+        // Computed before counting so that a request we could not rewrite uses no quota.
+        let stripped_uri = match &policy.api_key {
+            Some(settings) => match settings.location.uri_without_key(&req.uri) {
+                Ok(uri) => uri,
+                Err(_) => {
+                    return headers::deny(
+                        StatusCode::BAD_REQUEST,
+                        HeaderMap::new(),
+                        "bad_request",
+                        "the request URI cannot be rewritten",
+                    )
+                }
+            },
+            None => None,
+        };
+
+        let mut response_headers = HeaderMap::new();
+        if policy.rate.is_some() || policy.quota.is_some() {
+            let bucket = BucketKey { policy: policy.id.clone(), subject };
+            let now_nanos = now.as_nanosecond();
+            let outcome =
+                state.with_bucket(&bucket, now_nanos, |counters| limit(policy, counters, now_nanos));
+            match outcome {
+                Limited::Allowed(limits) => {
+                    headers::write_limits(&mut response_headers, limits.as_slice(), None)
+                }
+                Limited::Refused { limits, by, retry_after } => {
+                    tracing::debug!(policy = %policy.id, subject = ?subject, by, "request over limit");
+                    return headers::too_many(limits.as_slice(), by, retry_after);
+                }
+            }
+        }
+
+        if let Some(settings) = &policy.api_key {
+            settings.location.strip_header(req);
+            if let Some(uri) = stripped_uri {
+                req.uri = uri;
+            }
+            if let Some(name) = &settings.consumer_header {
+                req.headers.remove(name);
+                if let Some(consumer) = consumer {
+                    req.headers.insert(name.clone(), consumer.clone());
+                }
+            }
+        }
+        Decision::Allow { response_headers }
+    }
+
+    /// Who is calling: the bucket subject and the consumer to forward, or the refusal.
+    fn identify(
+        &self,
+        index: usize,
+        policy: &CompiledPolicy,
+        req: &http::request::Parts,
+        now: Timestamp,
+    ) -> Result<(Subject, Option<&HeaderValue>), Decision> {
+        let Some(settings) = &policy.api_key else { return Ok((Subject::Anonymous, None)) };
+        let Some(hash) = settings.location.find(req) else {
+            if !settings.required {
+                return Ok((Subject::Anonymous, None));
+            }
+            return Err(headers::unauthorized("missing_api_key", &missing_message(&settings.location)));
+        };
+        let Some(candidates) = self.keys.get(&hash) else {
+            tracing::debug!(policy = %policy.id, "unknown API key");
+            return Err(headers::unauthorized("invalid_api_key", "the API key is not valid"));
+        };
+        let Some(key) = candidates.iter().find(|k| k.policy == index) else {
+            tracing::debug!(policy = %policy.id, key_id = %hash.key_id(), "API key of another policy");
+            return Err(headers::deny(
+                StatusCode::FORBIDDEN,
+                HeaderMap::new(),
+                "forbidden",
+                "the API key is not allowed on this route",
+            ));
+        };
+        if key.disabled {
+            tracing::debug!(policy = %policy.id, key_id = %hash.key_id(), "disabled API key");
+            return Err(headers::unauthorized("invalid_api_key", "the API key is disabled"));
+        }
+        if key.expires_at.is_some_and(|at| at <= now.as_second()) {
+            tracing::debug!(policy = %policy.id, key_id = %hash.key_id(), "expired API key");
+            return Err(headers::unauthorized("invalid_api_key", "the API key has expired"));
+        }
+        Ok((Subject::Key(key.hash), key.consumer.as_ref()))
+    }
+}
+
+fn missing_message(location: &KeyLocation) -> String {
+    match (&location.header, &location.query_param) {
+        (Some(header), Some(param)) => {
+            format!("an API key is required in header {header} or query parameter {param}")
+        }
+        (Some(header), None) => format!("an API key is required in header {header}"),
+        (None, Some(param)) => format!("an API key is required in query parameter {param}"),
+        (None, None) => "an API key is required".to_owned(),
+    }
+}
+
+/// At most two limits (rate, quota), without allocating.
+#[derive(Default)]
+struct Limits {
+    items: [LimitStatus; 2],
+    len: usize,
+}
+
+impl Limits {
+    fn push(&mut self, status: LimitStatus) {
+        self.items[self.len] = status;
+        self.len += 1;
+    }
+
+    fn as_slice(&self) -> &[LimitStatus] {
+        &self.items[..self.len]
+    }
+}
+
+enum Limited {
+    Allowed(Limits),
+    Refused { limits: Limits, by: &'static str, retry_after: u64 },
+}
+
+/// Rate, then quota, on one locked bucket. Commits nothing unless both allow.
+fn limit(policy: &CompiledPolicy, counters: &mut Counters, now: i128) -> Limited {
+    let rate = policy.rate.map(|gcra| (gcra, gcra.decide(counters.tat, now)));
+    let rate_refusal = rate.filter(|(_, outcome)| !outcome.allowed).map(|(_, outcome)| outcome.retry_in);
+
+    let mut quota_status = None;
+    let mut quota_refusal = None;
+    if let Some((requests, period)) = policy.quota {
+        let second = i64::try_from(now.div_euclid(NANOS_PER_SECOND)).unwrap_or(i64::MAX);
+        let current = counters
+            .quota
+            .filter(|q| q.period == period && second < q.window.end)
+            .unwrap_or_else(|| QuotaCount { period, window: Window::containing(period, second), count: 0 });
+        let over = current.count >= requests;
+        let counted = if over || rate_refusal.is_some() { current.count } else { current.count + 1 };
+        let reset = seconds_ceil(i128::from(current.window.end) * NANOS_PER_SECOND - now);
+        quota_status = Some(LimitStatus {
+            name: "quota",
+            limit: requests,
+            window: current.window.seconds(),
+            remaining: requests.saturating_sub(counted),
+            reset,
+        });
+        if over && rate_refusal.is_none() {
+            quota_refusal = Some(reset);
+        }
+        counters.quota = Some(QuotaCount { count: counted, ..current });
+    }
+
+    let mut limits = Limits::default();
+    if let Some((gcra, outcome)) = rate {
+        // When the quota refuses, the rate token is not taken: report the bucket as it stays.
+        let (remaining, full_in) = match quota_refusal {
+            Some(_) => gcra.current(counters.tat, now),
+            None => (outcome.remaining, outcome.full_in),
+        };
+        limits.push(LimitStatus {
+            name: "rate",
+            limit: u64::from(gcra.burst()),
+            window: gcra.window_seconds(),
+            remaining,
+            reset: seconds_ceil(full_in),
+        });
+        if quota_refusal.is_none() && rate_refusal.is_none() {
+            counters.tat = outcome.new_tat;
+        }
+    }
+    if let Some(status) = quota_status {
+        limits.push(status);
+    }
+
+    match (rate_refusal, quota_refusal) {
+        (Some(retry_in), _) => Limited::Refused { limits, by: "rate", retry_after: seconds_ceil(retry_in) },
+        (None, Some(reset)) => Limited::Refused { limits, by: "quota", retry_after: reset },
+        (None, None) => Limited::Allowed(limits),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,141 @@
+//! [`LocalProvider`]: applies Gateways to this process's data plane.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Mutex};
+use tollbridge_provider::{Capabilities, GatewayIr, GatewayKey, Provider, ProviderError, Provisioned};
+
+use crate::metrics::Metrics;
+use crate::policy::PolicyState;
+use crate::runtime::{CompiledGateway, Table};
+use crate::server::{self, ServerSettings, Shared};
+
+/// The built-in data plane as a provider: `apply` compiles the Gateway off the request path,
+/// binds any new sockets and swaps the routing table in one step.
+pub struct LocalProvider {
+    shared: Arc<Shared>,
+    capabilities: Capabilities,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    gateways: BTreeMap<String, Arc<CompiledGateway>>,
+    /// Bound sockets and the switch that stops their accept loop.
+    sockets: HashMap<SocketAddr, watch::Sender<bool>>,
+    /// Sockets that could not be bound, with the reason.
+    failed: BTreeMap<SocketAddr, String>,
+}
+
+impl LocalProvider {
+    pub fn new(settings: ServerSettings, state: Arc<PolicyState>) -> Self {
+        Self {
+            shared: Shared::new(settings, state, Arc::new(Metrics::default())),
+            capabilities: Capabilities::everything("the tollbridge local proxy"),
+            inner: Mutex::new(Inner::default()),
+        }
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Whether every socket the current Gateways need is bound.
+    pub async fn ready(&self) -> bool {
+        self.inner.lock().await.failed.is_empty()
+    }
+
+    /// The sockets being served.
+    pub async fn bound_sockets(&self) -> Vec<SocketAddr> {
+        let mut out: Vec<_> = self.inner.lock().await.sockets.keys().copied().collect();
+        out.sort();
+        out
+    }
+
+    /// Graceful shutdown: stop accepting, let in-flight requests finish within `deadline`.
+    pub async fn drain(&self, deadline: Duration) -> usize {
+        self.shared.drain(deadline).await
+    }
+
+    /// Makes the table match `gateways`: binds new sockets, swaps, stops unused sockets.
+    async fn install(&self, inner: &mut Inner, gateways: BTreeMap<String, Arc<CompiledGateway>>) -> Result<(), String> {
+        let table = Table::build(&gateways)?;
+        let wanted: BTreeSet<SocketAddr> = table.sockets.keys().copied().collect();
+        inner.failed.retain(|socket, _| wanted.contains(socket));
+        for socket in &wanted {
+            if inner.sockets.contains_key(socket) {
+                continue;
+            }
+            match TcpListener::bind(socket).await {
+                Ok(listener) => {
+                    let (stop, stopped) = watch::channel(false);
+                    tokio::spawn(server::accept_loop(self.shared.clone(), listener, stopped));
+                    inner.sockets.insert(*socket, stop);
+                    inner.failed.remove(socket);
+                    tracing::info!(%socket, "listening");
+                }
+                Err(e) => {
+                    tracing::error!(%socket, error = %e, "cannot bind listener");
+                    inner.failed.insert(*socket, e.to_string());
+                }
+            }
+        }
+        self.shared.table.store(Arc::new(table));
+        self.shared.metrics.config_reloads.inc();
+        inner.sockets.retain(|socket, stop| {
+            let keep = wanted.contains(socket);
+            if !keep {
+                stop.send_replace(true);
+                tracing::info!(%socket, "stopped listening");
+            }
+            keep
+        });
+        inner.gateways = gateways;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Provider for LocalProvider {
+    fn capabilities(&self) -> &Capabilities {
+        &self.capabilities
+    }
+
+    async fn apply(&self, gateway: &GatewayIr) -> Result<Provisioned, ProviderError> {
+        let compiled = CompiledGateway::compile(gateway.clone(), self.shared.settings.bind_address)
+            .map_err(|e| ProviderError::Invalid(format!("Gateway {}: {e}", gateway.key.id())))?;
+        let compiled = Arc::new(compiled);
+        let mut inner = self.inner.lock().await;
+        let mut gateways = inner.gateways.clone();
+        gateways.insert(compiled.id.clone(), compiled.clone());
+        self.install(&mut inner, gateways).await.map_err(ProviderError::Invalid)?;
+
+        let mut provisioned = Provisioned::default();
+        for (socket, config) in &compiled.sockets {
+            if let Some(why) = inner.failed.get(socket) {
+                for listener in config.router.listeners() {
+                    provisioned.failed_listeners.insert(listener.clone(), format!("cannot bind {socket}: {why}"));
+                }
+            }
+            let address = socket.ip().to_string();
+            if !provisioned.addresses.contains(&address) {
+                provisioned.addresses.push(address);
+            }
+        }
+        Ok(provisioned)
+    }
+
+    async fn delete(&self, key: &GatewayKey) -> Result<(), ProviderError> {
+        let mut inner = self.inner.lock().await;
+        let mut gateways = inner.gateways.clone();
+        if gateways.remove(&key.id()).is_none() {
+            return Ok(());
+        }
+        self.install(&mut inner, gateways).await.map_err(ProviderError::Invalid)
+    }
+}

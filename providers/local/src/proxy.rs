@@ -1,0 +1,565 @@
+//! The request handler: route lookup, policies, filters, and forwarding upstream.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use rand::Rng;
+use tokio::sync::mpsc;
+use tollbridge_provider::{
+    ActionIr, BackendIr, BackendTarget, CorsIr, HeaderModifier, MirrorIr, PathModifier, RedirectIr, RouteIr,
+};
+
+use crate::body::{self, Body, ChannelBody, TeeBody};
+use crate::hostmatch::strip_port;
+use crate::metrics::{PolicyLabels, RequestLabels, RouteLabels, UpstreamErrorLabels};
+use crate::policy::Decision;
+use crate::router::RequestView;
+use crate::runtime::CompiledGateway;
+use crate::server::Shared;
+
+/// What a connection knows about itself.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnInfo {
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub tls: bool,
+}
+
+/// Headers that describe one hop and are never forwarded.
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+const MIRROR_CHANNEL_CHUNKS: usize = 16;
+
+pub async fn handle(shared: Arc<Shared>, conn: ConnInfo, req: Request<Incoming>) -> Response<Body> {
+    let started = Instant::now();
+    let table = shared.table.load();
+    let Some(gateway) = table.sockets.get(&conn.local).cloned() else {
+        return plain(StatusCode::SERVICE_UNAVAILABLE, "listener is being removed");
+    };
+    drop(table);
+    let (response, route_id) = serve(&shared, &gateway, conn, req).await;
+    let code = response.status().as_u16();
+    let route = route_id.unwrap_or_default();
+    shared
+        .metrics
+        .requests
+        .get_or_create(&RequestLabels { gateway: gateway.id.clone(), route: route.clone(), code })
+        .inc();
+    shared
+        .metrics
+        .latency
+        .get_or_create(&RouteLabels { gateway: gateway.id.clone(), route: route.clone() })
+        .observe(started.elapsed().as_secs_f64());
+    if shared.settings.access_log {
+        access_log(&gateway.id, &route, conn, code, started.elapsed());
+    }
+    response
+}
+
+fn access_log(gateway: &str, route: &str, conn: ConnInfo, code: u16, elapsed: Duration) {
+    let line = serde_json::json!({
+        "gateway": gateway,
+        "route": route,
+        "client": conn.remote.to_string(),
+        "status": code,
+        "duration_ms": elapsed.as_secs_f64() * 1000.0,
+    });
+    println!("{line}");
+}
+
+/// Serves one request; returns the response and the `namespace/name` of the route that matched.
+async fn serve(
+    shared: &Shared,
+    gateway: &Arc<CompiledGateway>,
+    conn: ConnInfo,
+    req: Request<Incoming>,
+) -> (Response<Body>, Option<String>) {
+    let Some(socket) = gateway.sockets.get(&conn.local) else {
+        return (plain(StatusCode::NOT_FOUND, "no route"), None);
+    };
+    let host = request_host(&req).to_ascii_lowercase();
+    let index = {
+        let view = RequestView {
+            host: &host,
+            path: req.uri().path(),
+            query: req.uri().query(),
+            method: req.method(),
+            headers: req.headers(),
+        };
+        socket.router.lookup(&view)
+    };
+    let Some(index) = index else {
+        return (plain(StatusCode::NOT_FOUND, "no route matches this request"), None);
+    };
+    let route = &gateway.ir.routes[index];
+    let route_id = route.id.route();
+
+    let origin = req.headers().get(header::ORIGIN).cloned();
+    let cors = route.filters.cors.as_ref();
+    if let (Some(cors), Some(origin)) = (cors, &origin) {
+        if is_preflight(&req) {
+            return (preflight(cors, origin), Some(route_id));
+        }
+    }
+
+    let (mut parts, incoming) = req.into_parts();
+    let mut policy_headers = HeaderMap::new();
+    if let Some(policy) = &route.policy {
+        match gateway.policies.check(&shared.state, policy, &mut parts, jiff::Timestamp::now()) {
+            Decision::Allow { response_headers } => policy_headers = response_headers,
+            Decision::Deny { status, headers, body } => {
+                shared
+                    .metrics
+                    .policy_rejections
+                    .get_or_create(&PolicyLabels {
+                        gateway: gateway.id.clone(),
+                        policy: policy.clone(),
+                        code: status.as_u16(),
+                    })
+                    .inc();
+                let mut response = Response::new(body::full(body));
+                *response.status_mut() = status;
+                response.headers_mut().extend(headers);
+                response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                return (response, Some(route_id));
+            }
+        }
+    }
+
+    let mut response = match &route.action {
+        ActionIr::Respond { status } => plain(StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), ""),
+        ActionIr::Redirect(redirect) => redirect_response(redirect, &parts, &host, conn),
+        ActionIr::Forward { backends } => {
+            forward(shared, gateway, index, route, backends, conn, &host, parts, incoming).await
+        }
+    };
+    if let (Some(cors), Some(origin)) = (cors, &origin) {
+        add_cors_headers(cors, origin, response.headers_mut());
+    }
+    response.headers_mut().extend(policy_headers);
+    (response, Some(route_id))
+}
+
+fn request_host(req: &Request<Incoming>) -> &str {
+    let host = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| req.headers().get(header::HOST).and_then(|h| h.to_str().ok()))
+        .unwrap_or("");
+    strip_port(host)
+}
+
+fn plain(status: StatusCode, message: &str) -> Response<Body> {
+    let mut response = Response::new(if message.is_empty() { body::empty() } else { body::full(format!("{message}\n")) });
+    *response.status_mut() = status;
+    if !message.is_empty() {
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    }
+    response
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn forward(
+    shared: &Shared,
+    gateway: &Arc<CompiledGateway>,
+    index: usize,
+    route: &RouteIr,
+    backends: &[BackendIr],
+    conn: ConnInfo,
+    host: &str,
+    mut parts: http::request::Parts,
+    incoming: Incoming,
+) -> Response<Body> {
+    let Some(chosen) = pick_backend(backends) else {
+        return plain(StatusCode::INTERNAL_SERVER_ERROR, "no backend");
+    };
+    let backend = &backends[chosen];
+    let upstream_error = |kind: &str| {
+        shared
+            .metrics
+            .upstream_errors
+            .get_or_create(&UpstreamErrorLabels {
+                gateway: gateway.id.clone(),
+                backend: backend.name.clone(),
+                kind: kind.to_string(),
+            })
+            .inc();
+    };
+    let authority = match &backend.target {
+        BackendTarget::Invalid { .. } => {
+            upstream_error("invalid_backend");
+            return plain(StatusCode::INTERNAL_SERVER_ERROR, "backend is invalid");
+        }
+        BackendTarget::Endpoints { endpoints } if endpoints.is_empty() => {
+            upstream_error("no_endpoints");
+            return plain(StatusCode::SERVICE_UNAVAILABLE, "no ready endpoints");
+        }
+        BackendTarget::Endpoints { endpoints } => {
+            let endpoint = &endpoints[gateway.next_endpoint(index, chosen, endpoints.len())];
+            endpoint_authority(&endpoint.address, endpoint.port)
+        }
+        BackendTarget::Url { url } => match url.parse::<Uri>() {
+            Ok(uri) if uri.scheme_str() == Some("http") && uri.authority().is_some() => {
+                uri.authority().map(|a| a.to_string()).unwrap_or_default()
+            }
+            _ => {
+                upstream_error("protocol");
+                return plain(StatusCode::BAD_GATEWAY, "only http:// backend URLs are supported by the local proxy");
+            }
+        },
+    };
+
+    // Request transformations, in the order the spec lists them.
+    strip_hop_by_hop(&mut parts.headers);
+    add_forwarded(&mut parts.headers, conn, host);
+    apply_header_modifier(&route.filters.request_headers, &mut parts.headers);
+    apply_header_modifier(&backend.request_headers, &mut parts.headers);
+    let original_host = parts.headers.get(header::HOST).cloned();
+    let mut path_and_query =
+        parts.uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".to_string());
+    if let Some(rewrite) = &route.filters.url_rewrite {
+        if let Some(hostname) = &rewrite.hostname {
+            if let Ok(value) = HeaderValue::from_str(hostname) {
+                parts.headers.insert(header::HOST, value);
+            }
+        }
+        if let Some(path) = &rewrite.path {
+            path_and_query = rewrite_path(path, parts.uri.path(), parts.uri.query());
+        }
+    }
+    if !parts.headers.contains_key(header::HOST) {
+        if let Some(h) = original_host.or_else(|| HeaderValue::from_str(host).ok()) {
+            parts.headers.insert(header::HOST, h);
+        }
+    }
+    let Ok(uri) = format!("http://{authority}{path_and_query}").parse::<Uri>() else {
+        return plain(StatusCode::BAD_REQUEST, "request path cannot be forwarded");
+    };
+    parts.uri = uri;
+    parts.version = http::Version::HTTP_11;
+
+    let taps = start_mirrors(shared, gateway, &route.filters.mirrors, &parts, &path_and_query);
+    let upstream_request = Request::from_parts(parts, TeeBody::new(incoming, taps).boxed());
+
+    let timeout = [route.timeouts.request_ms, route.timeouts.backend_request_ms].into_iter().flatten().min();
+    let call = shared.client.request(upstream_request);
+    let result = match timeout {
+        Some(ms) => match tokio::time::timeout(Duration::from_millis(ms), call).await {
+            Ok(result) => result,
+            Err(_) => {
+                upstream_error("timeout");
+                return plain(StatusCode::GATEWAY_TIMEOUT, "upstream timed out");
+            }
+        },
+        None => call.await,
+    };
+    let upstream = match result {
+        Ok(response) => response,
+        Err(e) => {
+            upstream_error(if e.is_connect() { "connect" } else { "protocol" });
+            tracing::debug!(gateway = %gateway.id, backend = %backend.name, error = %e, "upstream request failed");
+            return plain(StatusCode::BAD_GATEWAY, "upstream unavailable");
+        }
+    };
+    let (mut head, body) = upstream.into_parts();
+    strip_hop_by_hop(&mut head.headers);
+    apply_header_modifier(&backend.response_headers, &mut head.headers);
+    apply_header_modifier(&route.filters.response_headers, &mut head.headers);
+    Response::from_parts(head, body.map_err(Into::into).boxed())
+}
+
+fn endpoint_authority(address: &str, port: u16) -> String {
+    if address.contains(':') { format!("[{address}]:{port}") } else { format!("{address}:{port}") }
+}
+
+/// Chooses a backend at random in proportion to the weights; `None` when all weights are 0.
+fn pick_backend(backends: &[BackendIr]) -> Option<usize> {
+    let total: u64 = backends.iter().map(|b| u64::from(b.weight)).sum();
+    if total == 0 {
+        return None;
+    }
+    if backends.len() == 1 {
+        return Some(0);
+    }
+    let mut point = rand::rng().random_range(0..total);
+    for (i, backend) in backends.iter().enumerate() {
+        let weight = u64::from(backend.weight);
+        if point < weight {
+            return Some(i);
+        }
+        point -= weight;
+    }
+    None
+}
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if let Some(listed) = headers.get(header::CONNECTION).and_then(|v| v.to_str().ok()).map(str::to_string) {
+        for name in listed.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            headers.remove(name);
+        }
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+fn add_forwarded(headers: &mut HeaderMap, conn: ConnInfo, host: &str) {
+    let client = conn.remote.ip().to_string();
+    let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(previous) => format!("{previous}, {client}"),
+        None => client,
+    };
+    if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
+        headers.insert("x-forwarded-for", v);
+    }
+    headers.insert("x-forwarded-proto", HeaderValue::from_static(if conn.tls { "https" } else { "http" }));
+    if let Ok(v) = HeaderValue::from_str(host) {
+        headers.entry("x-forwarded-host").or_insert(v);
+    }
+}
+
+/// Applies set, add and remove (in that order, as Gateway API describes them).
+pub fn apply_header_modifier(modifier: &HeaderModifier, headers: &mut HeaderMap) {
+    for h in &modifier.set {
+        if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(h.name.as_bytes()), HeaderValue::from_str(&h.value)) {
+            headers.insert(name, value);
+        }
+    }
+    for h in &modifier.add {
+        if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(h.name.as_bytes()), HeaderValue::from_str(&h.value)) {
+            headers.append(name, value);
+        }
+    }
+    for name in &modifier.remove {
+        headers.remove(name.as_str());
+    }
+}
+
+/// The new path (and the original query) after a path modifier.
+pub fn rewrite_path(modifier: &PathModifier, path: &str, query: Option<&str>) -> String {
+    let new_path = match modifier {
+        PathModifier::Full { path } => path.clone(),
+        PathModifier::Prefix { matched, replacement } => replace_prefix(path, matched, replacement),
+    };
+    match query {
+        Some(q) => format!("{new_path}?{q}"),
+        None => new_path,
+    }
+}
+
+/// Replaces the matched prefix (segment-aware) by `replacement`, avoiding doubled or lost `/`.
+fn replace_prefix(path: &str, matched: &str, replacement: &str) -> String {
+    let rest = if matched == "/" { path } else { path.strip_prefix(matched).unwrap_or(path) };
+    let rest = rest.trim_start_matches('/');
+    let base = replacement.trim_end_matches('/');
+    if rest.is_empty() {
+        if base.is_empty() { "/".to_string() } else { base.to_string() }
+    } else {
+        format!("{base}/{rest}")
+    }
+}
+
+fn redirect_response(
+    redirect: &RedirectIr,
+    parts: &http::request::Parts,
+    host: &str,
+    conn: ConnInfo,
+) -> Response<Body> {
+    let request_scheme = if conn.tls { "https" } else { "http" };
+    let scheme = redirect.scheme.as_deref().unwrap_or(request_scheme);
+    let hostname = redirect.hostname.as_deref().unwrap_or(host);
+    let port = match (redirect.port, &redirect.scheme) {
+        (Some(port), _) => Some(port),
+        (None, Some(_)) => None,
+        (None, None) => Some(conn.local.port()),
+    };
+    let port = port.filter(|p| !matches!((scheme, *p), ("http", 80) | ("https", 443)));
+    let path_and_query = match &redirect.path {
+        Some(modifier) => rewrite_path(modifier, parts.uri.path(), parts.uri.query()),
+        None => parts.uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into()),
+    };
+    let location = match port {
+        Some(port) => format!("{scheme}://{hostname}:{port}{path_and_query}"),
+        None => format!("{scheme}://{hostname}{path_and_query}"),
+    };
+    let mut response = Response::new(body::empty());
+    *response.status_mut() = StatusCode::from_u16(redirect.status).unwrap_or(StatusCode::FOUND);
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    response
+}
+
+/// Starts the mirror requests for this request and returns the taps feeding their bodies.
+fn start_mirrors(
+    shared: &Shared,
+    gateway: &Arc<CompiledGateway>,
+    mirrors: &[MirrorIr],
+    parts: &http::request::Parts,
+    path_and_query: &str,
+) -> Vec<mpsc::Sender<Bytes>> {
+    let mut taps = Vec::new();
+    for mirror in mirrors {
+        if mirror.numerator < mirror.denominator
+            && rand::rng().random_range(0..mirror.denominator) >= mirror.numerator
+        {
+            continue;
+        }
+        let BackendTarget::Endpoints { endpoints } = &mirror.backend.target else { continue };
+        let Some(endpoint) = endpoints.get(rand::rng().random_range(0..endpoints.len().max(1))) else {
+            continue;
+        };
+        let Ok(uri) = format!("http://{}{path_and_query}", endpoint_authority(&endpoint.address, endpoint.port))
+            .parse::<Uri>()
+        else {
+            continue;
+        };
+        let (tx, rx) = mpsc::channel(MIRROR_CHANNEL_CHUNKS);
+        let mut request = Request::new(ChannelBody::new(rx).boxed());
+        *request.method_mut() = parts.method.clone();
+        *request.uri_mut() = uri;
+        *request.headers_mut() = parts.headers.clone();
+        let client = shared.client.clone();
+        let metrics = shared.metrics.clone();
+        let labels = UpstreamErrorLabels {
+            gateway: gateway.id.clone(),
+            backend: mirror.backend.name.clone(),
+            kind: "mirror".to_string(),
+        };
+        tokio::spawn(async move {
+            match tokio::time::timeout(Duration::from_secs(30), client.request(request)).await {
+                Ok(Ok(response)) => {
+                    // Drain the answer so the connection returns to the pool.
+                    let _ = response.into_body().collect().await;
+                }
+                _ => {
+                    metrics.upstream_errors.get_or_create(&labels).inc();
+                }
+            }
+        });
+        taps.push(tx);
+    }
+    taps
+}
+
+fn is_preflight(req: &Request<Incoming>) -> bool {
+    req.method() == Method::OPTIONS && req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+}
+
+/// Whether `origin` is allowed: `*`, an exact origin, or a wildcard host (`https://*.a.com`).
+fn origin_allowed(cors: &CorsIr, origin: &str) -> bool {
+    cors.allow_origins.iter().any(|allowed| {
+        if allowed == "*" || allowed.eq_ignore_ascii_case(origin) {
+            return true;
+        }
+        match allowed.split_once("://*") {
+            Some((scheme, suffix)) => origin
+                .split_once("://")
+                .is_some_and(|(s, host)| s.eq_ignore_ascii_case(scheme) && host.len() > suffix.len() && host.ends_with(suffix)),
+            None => false,
+        }
+    })
+}
+
+fn allow_origin_value(cors: &CorsIr, origin: &HeaderValue) -> HeaderValue {
+    if cors.allow_origins.iter().any(|o| o == "*") && !cors.allow_credentials {
+        HeaderValue::from_static("*")
+    } else {
+        origin.clone()
+    }
+}
+
+fn preflight(cors: &CorsIr, origin: &HeaderValue) -> Response<Body> {
+    let mut response = Response::new(body::empty());
+    *response.status_mut() = StatusCode::OK;
+    if !origin.to_str().is_ok_and(|o| origin_allowed(cors, o)) {
+        return response;
+    }
+    let headers = response.headers_mut();
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allow_origin_value(cors, origin));
+    if cors.allow_credentials {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+    }
+    let join = |list: &[String]| HeaderValue::from_str(&list.join(", ")).ok();
+    if let Some(methods) = join(&cors.allow_methods).filter(|_| !cors.allow_methods.is_empty()) {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_METHODS, methods);
+    }
+    if let Some(allowed) = join(&cors.allow_headers).filter(|_| !cors.allow_headers.is_empty()) {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, allowed);
+    }
+    headers.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from(cors.max_age_seconds));
+    headers.append(header::VARY, HeaderValue::from_static("Origin"));
+    response
+}
+
+fn add_cors_headers(cors: &CorsIr, origin: &HeaderValue, headers: &mut HeaderMap) {
+    if !origin.to_str().is_ok_and(|o| origin_allowed(cors, o)) {
+        return;
+    }
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allow_origin_value(cors, origin));
+    if cors.allow_credentials {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+    }
+    if !cors.expose_headers.is_empty() {
+        if let Ok(v) = HeaderValue::from_str(&cors.expose_headers.join(", ")) {
+            headers.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, v);
+        }
+    }
+    headers.append(header::VARY, HeaderValue::from_static("Origin"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_replacement_keeps_single_slashes() {
+        assert_eq!(replace_prefix("/api/v1/users", "/api", "/"), "/v1/users");
+        assert_eq!(replace_prefix("/api", "/api", "/"), "/");
+        assert_eq!(replace_prefix("/api/", "/api", "/new"), "/new");
+        assert_eq!(replace_prefix("/api/x", "/api", "/new/"), "/new/x");
+        assert_eq!(replace_prefix("/x/y", "/", "/pre"), "/pre/x/y");
+    }
+
+    #[test]
+    fn origins_match_exact_wildcard_and_star() {
+        let cors = CorsIr {
+            allow_origins: vec!["https://a.com".into(), "https://*.b.com".into()],
+            ..Default::default()
+        };
+        assert!(origin_allowed(&cors, "https://a.com"));
+        assert!(origin_allowed(&cors, "https://x.b.com"));
+        assert!(!origin_allowed(&cors, "https://b.com"));
+        assert!(!origin_allowed(&cors, "http://x.b.com"));
+        let star = CorsIr { allow_origins: vec!["*".into()], ..Default::default() };
+        assert!(origin_allowed(&star, "https://anything.example"));
+    }
+
+    #[test]
+    fn weights_zero_pick_nothing() {
+        let backend = |weight| BackendIr {
+            name: "b".into(),
+            weight,
+            target: BackendTarget::Url { url: "http://x".into() },
+            request_headers: HeaderModifier::default(),
+            response_headers: HeaderModifier::default(),
+        };
+        assert_eq!(pick_backend(&[backend(0), backend(0)]), None);
+        assert_eq!(pick_backend(&[backend(0), backend(3)]), Some(1));
+    }
+}

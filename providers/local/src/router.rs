@@ -1,1 +1,0 @@
-//! Route lookup.

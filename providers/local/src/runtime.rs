@@ -1,0 +1,105 @@
+//! A Gateway compiled for serving, and the table mapping each bound socket to its Gateway.
+//!
+//! Compilation happens off the request path; the result is swapped in atomically.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use rustls::ServerConfig;
+use tollbridge_provider::{ActionIr, GatewayIr};
+
+use crate::policy::Policies;
+use crate::router::PortRouter;
+use crate::tls;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    #[error("listener {listener}: address {address:?} is not an IP address")]
+    Address { listener: String, address: String },
+    #[error("routes on port {port}: {message}")]
+    Routes { port: u16, message: String },
+    #[error("TLS on port {port}: {source}")]
+    Tls { port: u16, source: tls::TlsError },
+}
+
+/// One Gateway ready to serve.
+pub struct CompiledGateway {
+    /// `namespace/name`.
+    pub id: String,
+    pub ir: GatewayIr,
+    /// Per socket: the route table and, for HTTPS, the TLS configuration.
+    pub sockets: BTreeMap<SocketAddr, SocketConfig>,
+    pub policies: Policies,
+    /// Round-robin position per (route entry, backend).
+    round_robin: Vec<Vec<AtomicUsize>>,
+}
+
+pub struct SocketConfig {
+    pub port: u16,
+    pub router: PortRouter,
+    pub tls: Option<Arc<ServerConfig>>,
+}
+
+impl CompiledGateway {
+    pub fn compile(ir: GatewayIr, default_bind: IpAddr) -> Result<Self, CompileError> {
+        let mut by_socket: BTreeMap<SocketAddr, Vec<usize>> = BTreeMap::new();
+        for (i, listener) in ir.listeners.iter().enumerate() {
+            let ip = match &listener.address {
+                Some(address) => address.parse::<IpAddr>().map_err(|_| CompileError::Address {
+                    listener: listener.name.clone(),
+                    address: address.clone(),
+                })?,
+                None => default_bind,
+            };
+            by_socket.entry(SocketAddr::new(ip, listener.port)).or_default().push(i);
+        }
+        let mut sockets = BTreeMap::new();
+        for (socket, listeners) in by_socket {
+            let port = socket.port();
+            let router = PortRouter::compile(&ir, port)
+                .map_err(|e| CompileError::Routes { port, message: e.to_string() })?;
+            let listener_refs: Vec<_> = listeners.iter().map(|i| &ir.listeners[*i]).collect();
+            let tls = tls::server_config(&listener_refs).map_err(|source| CompileError::Tls { port, source })?;
+            sockets.insert(socket, SocketConfig { port, router, tls });
+        }
+        let round_robin = ir
+            .routes
+            .iter()
+            .map(|r| match &r.action {
+                ActionIr::Forward { backends } => backends.iter().map(|_| AtomicUsize::new(0)).collect(),
+                _ => Vec::new(),
+            })
+            .collect();
+        Ok(Self { id: ir.key.id(), policies: Policies::compile(&ir.policies), ir, sockets, round_robin })
+    }
+
+    /// The next endpoint index of a backend, round robin over `count` endpoints.
+    pub fn next_endpoint(&self, route: usize, backend: usize, count: usize) -> usize {
+        let counter = &self.round_robin[route][backend];
+        counter.fetch_add(1, Ordering::Relaxed) % count.max(1)
+    }
+}
+
+/// Which Gateway serves each bound socket.
+#[derive(Default)]
+pub struct Table {
+    pub sockets: HashMap<SocketAddr, Arc<CompiledGateway>>,
+}
+
+impl Table {
+    /// Builds the table from every Gateway, or names the socket two Gateways both want.
+    pub fn build(gateways: &BTreeMap<String, Arc<CompiledGateway>>) -> Result<Self, String> {
+        let mut sockets: HashMap<SocketAddr, Arc<CompiledGateway>> = HashMap::new();
+        for gateway in gateways.values() {
+            for socket in gateway.sockets.keys() {
+                if let Some(other) = sockets.get(socket) {
+                    return Err(format!("{socket} is used by both Gateway {} and Gateway {}", other.id, gateway.id));
+                }
+                sockets.insert(*socket, gateway.clone());
+            }
+        }
+        Ok(Self { sockets })
+    }
+}

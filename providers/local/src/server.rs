@@ -1,0 +1,219 @@
+//! Client-facing sockets: accept loops, TLS, HTTP/1.1 + HTTP/2 (ALPN and h2c), connection
+//! limits, and graceful drain.
+
+use std::convert::Infallible;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio_rustls::TlsAcceptor;
+
+use crate::metrics::Metrics;
+use crate::policy::PolicyState;
+use crate::proxy::{self, ConnInfo};
+use crate::runtime::Table;
+use crate::upstream::{self, UpstreamClient, UpstreamSettings};
+
+/// Limits and options of the data plane.
+#[derive(Clone, Debug)]
+pub struct ServerSettings {
+    /// Where listeners bind when their Gateway names no address.
+    pub bind_address: IpAddr,
+    pub max_connections: usize,
+    /// Time allowed to send a request head; also how long an idle keep-alive connection stays.
+    pub header_read_timeout: Duration,
+    pub tls_handshake_timeout: Duration,
+    /// Largest request head (HTTP/1.1 buffer, HTTP/2 header list), in bytes.
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    /// Print one JSON line per request to stdout.
+    pub access_log: bool,
+    pub upstream: UpstreamSettings,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            bind_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            max_connections: 10_000,
+            header_read_timeout: Duration::from_secs(30),
+            tls_handshake_timeout: Duration::from_secs(10),
+            max_header_bytes: 64 * 1024,
+            max_headers: 100,
+            access_log: false,
+            upstream: UpstreamSettings::default(),
+        }
+    }
+}
+
+/// State shared by every socket and request.
+pub struct Shared {
+    pub settings: ServerSettings,
+    pub table: ArcSwap<Table>,
+    pub state: Arc<PolicyState>,
+    pub client: UpstreamClient,
+    pub metrics: Arc<Metrics>,
+    connection_slots: Arc<Semaphore>,
+    shutdown: watch::Sender<bool>,
+    open: AtomicUsize,
+    drained: Notify,
+}
+
+impl Shared {
+    pub fn new(settings: ServerSettings, state: Arc<PolicyState>, metrics: Arc<Metrics>) -> Arc<Self> {
+        Arc::new(Self {
+            client: upstream::client(&settings.upstream),
+            connection_slots: Arc::new(Semaphore::new(settings.max_connections)),
+            settings,
+            table: ArcSwap::from_pointee(Table::default()),
+            state,
+            metrics,
+            shutdown: watch::channel(false).0,
+            open: AtomicUsize::new(0),
+            drained: Notify::new(),
+        })
+    }
+
+    /// Stops accepting, asks every connection to finish its requests, and waits until all are
+    /// closed or `deadline` passes. Returns the number of connections still open.
+    pub async fn drain(&self, deadline: Duration) -> usize {
+        self.shutdown.send_replace(true);
+        let wait = async {
+            while self.open.load(Ordering::SeqCst) > 0 {
+                let notified = self.drained.notified();
+                if self.open.load(Ordering::SeqCst) == 0 {
+                    break;
+                }
+                notified.await;
+            }
+        };
+        let _ = tokio::time::timeout(deadline, wait).await;
+        self.open.load(Ordering::SeqCst)
+    }
+
+    pub fn is_draining(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+}
+
+/// Accepts connections on `listener` until `stop` fires or the server drains.
+pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
+    let local = match listener.local_addr() {
+        Ok(addr) => addr,
+        Err(_) => return,
+    };
+    let mut shutdown = shared.shutdown.subscribe();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, remote) = match accepted {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        // Out of file descriptors and similar: back off instead of spinning.
+                        tracing::warn!(%local, error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let Ok(permit) = shared.connection_slots.clone().try_acquire_owned() else {
+                    shared.metrics.connections_refused.inc();
+                    drop(stream);
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    serve_connection(shared, stream, ConnInfo { local, remote, tls: false }, permit).await;
+                });
+            }
+            _ = stop.changed() => break,
+            _ = shutdown.changed() => break,
+        }
+    }
+}
+
+async fn serve_connection(shared: Arc<Shared>, stream: TcpStream, mut info: ConnInfo, permit: OwnedSemaphorePermit) {
+    shared.open.fetch_add(1, Ordering::SeqCst);
+    shared.metrics.connections.inc();
+    let tls = shared
+        .table
+        .load()
+        .sockets
+        .get(&info.local)
+        .and_then(|g| g.sockets.get(&info.local))
+        .and_then(|s| s.tls.clone());
+    match tls {
+        Some(config) => {
+            let accept = TlsAcceptor::from(config).accept(stream);
+            match tokio::time::timeout(shared.settings.tls_handshake_timeout, accept).await {
+                Ok(Ok(tls_stream)) => {
+                    info.tls = true;
+                    serve_http(&shared, tls_stream, info).await;
+                }
+                Ok(Err(e)) => tracing::debug!(remote = %info.remote, error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!(remote = %info.remote, "TLS handshake timed out"),
+            }
+        }
+        None => serve_http(&shared, stream, info).await,
+    }
+    drop(permit);
+    shared.metrics.connections.dec();
+    if shared.open.fetch_sub(1, Ordering::SeqCst) == 1 {
+        shared.drained.notify_waiters();
+    }
+}
+
+async fn serve_http<IO>(shared: &Arc<Shared>, io: IO, info: ConnInfo)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(shared.settings.header_read_timeout)
+        .max_buf_size(shared.settings.max_header_bytes.max(8192))
+        .max_headers(shared.settings.max_headers);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(shared.settings.max_header_bytes).unwrap_or(u32::MAX))
+        .keep_alive_interval(Some(shared.settings.header_read_timeout))
+        .max_concurrent_streams(256);
+    let request_shared = shared.clone();
+    let service = service_fn(move |req| {
+        let shared = request_shared.clone();
+        async move { Ok::<_, Infallible>(proxy::handle(shared, info, req).await) }
+    });
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let mut shutdown = shared.shutdown.subscribe();
+    let mut draining = *shutdown.borrow();
+    if draining {
+        conn.as_mut().graceful_shutdown();
+    }
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(remote = %info.remote, error = %e, "connection ended with an error");
+                }
+                break;
+            }
+            changed = shutdown.changed(), if !draining => {
+                draining = true;
+                if changed.is_ok() {
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+}
