@@ -15,9 +15,9 @@ use tollbridge_local::policy::PolicyState;
 use tollbridge_local::{AdminDocs, LocalProvider, ServerSettings};
 use tollbridge_provider::{GatewayIr, GatewayKey, Provider, ProviderSettings};
 
+use crate::providers;
 use crate::source::files;
 use crate::translate::{self, programmed, Statuses};
-use crate::providers;
 
 /// Options of `tollbridge run`.
 #[derive(Clone, Debug)]
@@ -58,7 +58,8 @@ struct Standalone {
 pub async fn run(options: RunOptions) -> Result<(), String> {
     let state = match &options.state_dir {
         Some(dir) => {
-            std::fs::create_dir_all(dir).map_err(|e| format!("cannot create state dir {}: {e}", dir.display()))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create state dir {}: {e}", dir.display()))?;
             PolicyState::load(dir).map_err(|e| e.to_string())?
         }
         None => PolicyState::new(),
@@ -92,7 +93,9 @@ pub async fn run(options: RunOptions) -> Result<(), String> {
         tokio::select! {
             _ = poll.tick() => {
                 let now = standalone.fingerprint();
-                if now != fingerprint {
+                let rebound = !standalone.provider.ready().await
+                    && standalone.provider.retry_failed_binds().await;
+                if now != fingerprint || rebound {
                     fingerprint = now;
                     let _ = standalone.reload().await;
                 }
@@ -174,7 +177,8 @@ impl Standalone {
     }
 
     fn publish(&self, errors: &[String]) {
-        let status = serde_json::to_vec_pretty(&StatusDoc { statuses: &self.statuses, errors }).unwrap_or_default();
+        let status =
+            serde_json::to_vec_pretty(&StatusDoc { statuses: &self.statuses, errors }).unwrap_or_default();
         let config = serde_json::to_vec_pretty(&self.config).unwrap_or_default();
         let configured = self.docs.load().configured || errors.is_empty();
         self.docs.store(Arc::new(AdminDocs { status: status.into(), config: config.into(), configured }));

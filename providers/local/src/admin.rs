@@ -49,12 +49,18 @@ pub async fn serve(
                 let docs = docs.clone();
                 async move { Ok::<_, Infallible>(route(req, &provider, &docs).await) }
             });
-            let _ = auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service).await;
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
         });
     }
 }
 
-async fn route(req: Request<Incoming>, provider: &LocalProvider, docs: &ArcSwap<AdminDocs>) -> Response<Body> {
+async fn route(
+    req: Request<Incoming>,
+    provider: &LocalProvider,
+    docs: &ArcSwap<AdminDocs>,
+) -> Response<Body> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n");
     }
@@ -85,7 +91,9 @@ async fn route(req: Request<Incoming>, provider: &LocalProvider, docs: &ArcSwap<
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
     let mut response = Response::new(body::full(body));
     *response.status_mut() = status;
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     response
 }
 

@@ -41,7 +41,9 @@ pub async fn serve(listener: TcpListener, name: String) {
         let Ok((stream, _)) = listener.accept().await else { continue };
         tokio::spawn(async move {
             let service = service_fn(move |req| async move { Ok::<_, Infallible>(answer(name, req).await) });
-            let _ = auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service).await;
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
         });
     }
 }
@@ -57,7 +59,9 @@ pub async fn spawn(addr: SocketAddr, name: &str) -> std::io::Result<SocketAddr> 
 async fn answer(name: &str, req: Request<Incoming>) -> Response<Body> {
     let header = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
     let delay = header("x-echo-delay-ms").and_then(|v| v.parse::<u64>().ok()).map(Duration::from_millis);
-    let status = header("x-echo-status").and_then(|v| v.parse::<u16>().ok()).and_then(|s| StatusCode::from_u16(s).ok());
+    let status = header("x-echo-status")
+        .and_then(|v| v.parse::<u16>().ok())
+        .and_then(|s| StatusCode::from_u16(s).ok());
     let mut echo = Echo {
         backend: name,
         method: req.method().to_string(),

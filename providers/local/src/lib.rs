@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod policy;
 mod provider;
 mod proxy;
+mod request_check;
 pub mod router;
 mod runtime;
 mod server;

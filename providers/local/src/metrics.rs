@@ -71,7 +71,11 @@ impl Default for Metrics {
             "Time from request received to response headers sent, by route",
             latency.clone(),
         );
-        registry.register("upstream_errors", "Requests that failed upstream, by kind", upstream_errors.clone());
+        registry.register(
+            "upstream_errors",
+            "Requests that failed upstream, by kind",
+            upstream_errors.clone(),
+        );
         registry.register(
             "policy_rejections",
             "Requests refused by API key, rate limit or quota checks",

@@ -57,13 +57,36 @@ impl LocalProvider {
         out
     }
 
+    /// Tries again to bind sockets that could not be bound (e.g. the port was busy). Returns
+    /// whether any became bound, so callers can refresh statuses.
+    pub async fn retry_failed_binds(&self) -> bool {
+        let mut inner = self.inner.lock().await;
+        let failed: Vec<SocketAddr> = inner.failed.keys().copied().collect();
+        let mut recovered = false;
+        for socket in failed {
+            if let Ok(listener) = TcpListener::bind(socket).await {
+                let (stop, stopped) = watch::channel(false);
+                tokio::spawn(server::accept_loop(self.shared.clone(), listener, stopped));
+                inner.sockets.insert(socket, stop);
+                inner.failed.remove(&socket);
+                tracing::info!(%socket, "listening (bound on retry)");
+                recovered = true;
+            }
+        }
+        recovered
+    }
+
     /// Graceful shutdown: stop accepting, let in-flight requests finish within `deadline`.
     pub async fn drain(&self, deadline: Duration) -> usize {
         self.shared.drain(deadline).await
     }
 
     /// Makes the table match `gateways`: binds new sockets, swaps, stops unused sockets.
-    async fn install(&self, inner: &mut Inner, gateways: BTreeMap<String, Arc<CompiledGateway>>) -> Result<(), String> {
+    async fn install(
+        &self,
+        inner: &mut Inner,
+        gateways: BTreeMap<String, Arc<CompiledGateway>>,
+    ) -> Result<(), String> {
         let table = Table::build(&gateways)?;
         let wanted: BTreeSet<SocketAddr> = table.sockets.keys().copied().collect();
         inner.failed.retain(|socket, _| wanted.contains(socket));
@@ -119,7 +142,9 @@ impl Provider for LocalProvider {
         for (socket, config) in &compiled.sockets {
             if let Some(why) = inner.failed.get(socket) {
                 for listener in config.router.listeners() {
-                    provisioned.failed_listeners.insert(listener.clone(), format!("cannot bind {socket}: {why}"));
+                    provisioned
+                        .failed_listeners
+                        .insert(listener.clone(), format!("cannot bind {socket}: {why}"));
                 }
             }
             let address = socket.ip().to_string();

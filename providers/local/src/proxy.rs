@@ -1,5 +1,6 @@
 //! The request handler: route lookup, policies, filters, and forwarding upstream.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,6 +20,7 @@ use crate::body::{self, Body, ChannelBody, TeeBody};
 use crate::hostmatch::strip_port;
 use crate::metrics::{PolicyLabels, RequestLabels, RouteLabels, UpstreamErrorLabels};
 use crate::policy::Decision;
+use crate::request_check;
 use crate::router::RequestView;
 use crate::runtime::CompiledGateway;
 use crate::server::Shared;
@@ -86,15 +88,25 @@ async fn serve(
     shared: &Shared,
     gateway: &Arc<CompiledGateway>,
     conn: ConnInfo,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> (Response<Body>, Option<String>) {
     let Some(socket) = gateway.sockets.get(&conn.local) else {
         return (plain(StatusCode::NOT_FOUND, "no route"), None);
     };
-    let host = request_host(&req).to_ascii_lowercase();
+    if let Err(rejection) = request_check::check(&req) {
+        return (plain(rejection.status, rejection.message), None);
+    }
+    // Route on the normalized path and forward that same path, so `/public/../admin` can never
+    // reach `/admin` past the policy guarding it.
+    if let Cow::Owned(path) = request_check::normalize_path(req.uri().path()) {
+        match with_path(req.uri(), &path) {
+            Some(uri) => *req.uri_mut() = uri,
+            None => return (plain(StatusCode::BAD_REQUEST, "invalid request path"), None),
+        }
+    }
     let index = {
         let view = RequestView {
-            host: &host,
+            host: raw_authority(req.uri(), req.headers()).unwrap_or(""),
             path: req.uri().path(),
             query: req.uri().query(),
             method: req.method(),
@@ -134,17 +146,25 @@ async fn serve(
                 let mut response = Response::new(body::full(body));
                 *response.status_mut() = status;
                 response.headers_mut().extend(headers);
-                response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                response
+                    .headers_mut()
+                    .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                // Browsers can read the refusal only with the CORS headers.
+                if let (Some(cors), Some(origin)) = (cors, &origin) {
+                    add_cors_headers(cors, origin, response.headers_mut());
+                }
                 return (response, Some(route_id));
             }
         }
     }
 
     let mut response = match &route.action {
-        ActionIr::Respond { status } => plain(StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), ""),
-        ActionIr::Redirect(redirect) => redirect_response(redirect, &parts, &host, conn),
+        ActionIr::Respond { status } => {
+            plain(StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), "")
+        }
+        ActionIr::Redirect(redirect) => redirect_response(redirect, &parts, conn),
         ActionIr::Forward { backends } => {
-            forward(shared, gateway, index, route, backends, conn, &host, parts, incoming).await
+            forward(shared, gateway, index, route, backends, conn, parts, incoming).await
         }
     };
     if let (Some(cors), Some(origin)) = (cors, &origin) {
@@ -154,21 +174,30 @@ async fn serve(
     (response, Some(route_id))
 }
 
-fn request_host(req: &Request<Incoming>) -> &str {
-    let host = req
-        .uri()
-        .authority()
-        .map(|a| a.as_str())
-        .or_else(|| req.headers().get(header::HOST).and_then(|h| h.to_str().ok()))
-        .unwrap_or("");
-    strip_port(host)
+/// The request's authority as sent (`:authority` or Host), port and case included.
+fn raw_authority<'a>(uri: &'a Uri, headers: &'a HeaderMap) -> Option<&'a str> {
+    uri.authority().map(|a| a.as_str()).or_else(|| headers.get(header::HOST).and_then(|h| h.to_str().ok()))
+}
+
+/// `uri` with its path replaced, keeping the query.
+fn with_path(uri: &Uri, path: &str) -> Option<Uri> {
+    let path_and_query = match uri.query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path.to_string(),
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(path_and_query.parse().ok()?);
+    Uri::from_parts(parts).ok()
 }
 
 fn plain(status: StatusCode, message: &str) -> Response<Body> {
-    let mut response = Response::new(if message.is_empty() { body::empty() } else { body::full(format!("{message}\n")) });
+    let mut response =
+        Response::new(if message.is_empty() { body::empty() } else { body::full(format!("{message}\n")) });
     *response.status_mut() = status;
     if !message.is_empty() {
-        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     }
     response
 }
@@ -181,7 +210,6 @@ async fn forward(
     route: &RouteIr,
     backends: &[BackendIr],
     conn: ConnInfo,
-    host: &str,
     mut parts: http::request::Parts,
     incoming: Incoming,
 ) -> Response<Body> {
@@ -219,14 +247,19 @@ async fn forward(
             }
             _ => {
                 upstream_error("protocol");
-                return plain(StatusCode::BAD_GATEWAY, "only http:// backend URLs are supported by the local proxy");
+                return plain(
+                    StatusCode::BAD_GATEWAY,
+                    "only http:// backend URLs are supported by the local proxy",
+                );
             }
         },
     };
 
     // Request transformations, in the order the spec lists them.
+    let client_authority =
+        raw_authority(&parts.uri, &parts.headers).and_then(|a| HeaderValue::from_str(a).ok());
     strip_hop_by_hop(&mut parts.headers);
-    add_forwarded(&mut parts.headers, conn, host);
+    add_forwarded(&mut parts.headers, conn, client_authority.as_ref());
     apply_header_modifier(&route.filters.request_headers, &mut parts.headers);
     apply_header_modifier(&backend.request_headers, &mut parts.headers);
     let original_host = parts.headers.get(header::HOST).cloned();
@@ -243,7 +276,8 @@ async fn forward(
         }
     }
     if !parts.headers.contains_key(header::HOST) {
-        if let Some(h) = original_host.or_else(|| HeaderValue::from_str(host).ok()) {
+        // HTTP/2 requests carry `:authority` instead; HTTP/1.1 upstreams need it as Host.
+        if let Some(h) = original_host.or(client_authority) {
             parts.headers.insert(header::HOST, h);
         }
     }
@@ -284,7 +318,11 @@ async fn forward(
 }
 
 fn endpoint_authority(address: &str, port: u16) -> String {
-    if address.contains(':') { format!("[{address}]:{port}") } else { format!("{address}:{port}") }
+    if address.contains(':') {
+        format!("[{address}]:{port}")
+    } else {
+        format!("{address}:{port}")
+    }
 }
 
 /// Chooses a backend at random in proportion to the weights; `None` when all weights are 0.
@@ -318,7 +356,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-fn add_forwarded(headers: &mut HeaderMap, conn: ConnInfo, host: &str) {
+fn add_forwarded(headers: &mut HeaderMap, conn: ConnInfo, authority: Option<&HeaderValue>) {
     let client = conn.remote.ip().to_string();
     let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
         Some(previous) => format!("{previous}, {client}"),
@@ -328,20 +366,24 @@ fn add_forwarded(headers: &mut HeaderMap, conn: ConnInfo, host: &str) {
         headers.insert("x-forwarded-for", v);
     }
     headers.insert("x-forwarded-proto", HeaderValue::from_static(if conn.tls { "https" } else { "http" }));
-    if let Ok(v) = HeaderValue::from_str(host) {
-        headers.entry("x-forwarded-host").or_insert(v);
+    if let Some(authority) = authority {
+        headers.entry("x-forwarded-host").or_insert_with(|| authority.clone());
     }
 }
 
 /// Applies set, add and remove (in that order, as Gateway API describes them).
 pub fn apply_header_modifier(modifier: &HeaderModifier, headers: &mut HeaderMap) {
     for h in &modifier.set {
-        if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(h.name.as_bytes()), HeaderValue::from_str(&h.value)) {
+        if let (Ok(name), Ok(value)) =
+            (HeaderName::from_bytes(h.name.as_bytes()), HeaderValue::from_str(&h.value))
+        {
             headers.insert(name, value);
         }
     }
     for h in &modifier.add {
-        if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(h.name.as_bytes()), HeaderValue::from_str(&h.value)) {
+        if let (Ok(name), Ok(value)) =
+            (HeaderName::from_bytes(h.name.as_bytes()), HeaderValue::from_str(&h.value))
+        {
             headers.append(name, value);
         }
     }
@@ -368,21 +410,21 @@ fn replace_prefix(path: &str, matched: &str, replacement: &str) -> String {
     let rest = rest.trim_start_matches('/');
     let base = replacement.trim_end_matches('/');
     if rest.is_empty() {
-        if base.is_empty() { "/".to_string() } else { base.to_string() }
+        if base.is_empty() {
+            "/".to_string()
+        } else {
+            base.to_string()
+        }
     } else {
         format!("{base}/{rest}")
     }
 }
 
-fn redirect_response(
-    redirect: &RedirectIr,
-    parts: &http::request::Parts,
-    host: &str,
-    conn: ConnInfo,
-) -> Response<Body> {
+fn redirect_response(redirect: &RedirectIr, parts: &http::request::Parts, conn: ConnInfo) -> Response<Body> {
+    let host = strip_port(raw_authority(&parts.uri, &parts.headers).unwrap_or("")).to_ascii_lowercase();
     let request_scheme = if conn.tls { "https" } else { "http" };
     let scheme = redirect.scheme.as_deref().unwrap_or(request_scheme);
-    let hostname = redirect.hostname.as_deref().unwrap_or(host);
+    let hostname = redirect.hostname.as_deref().unwrap_or(&host);
     let port = match (redirect.port, &redirect.scheme) {
         (Some(port), _) => Some(port),
         (None, Some(_)) => None,
@@ -424,8 +466,9 @@ fn start_mirrors(
         let Some(endpoint) = endpoints.get(rand::rng().random_range(0..endpoints.len().max(1))) else {
             continue;
         };
-        let Ok(uri) = format!("http://{}{path_and_query}", endpoint_authority(&endpoint.address, endpoint.port))
-            .parse::<Uri>()
+        let Ok(uri) =
+            format!("http://{}{path_and_query}", endpoint_authority(&endpoint.address, endpoint.port))
+                .parse::<Uri>()
         else {
             continue;
         };
@@ -468,9 +511,9 @@ fn origin_allowed(cors: &CorsIr, origin: &str) -> bool {
             return true;
         }
         match allowed.split_once("://*") {
-            Some((scheme, suffix)) => origin
-                .split_once("://")
-                .is_some_and(|(s, host)| s.eq_ignore_ascii_case(scheme) && host.len() > suffix.len() && host.ends_with(suffix)),
+            Some((scheme, suffix)) => origin.split_once("://").is_some_and(|(s, host)| {
+                s.eq_ignore_ascii_case(scheme) && host.len() > suffix.len() && host.ends_with(suffix)
+            }),
             None => false,
         }
     })

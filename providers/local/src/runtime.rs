@@ -61,7 +61,8 @@ impl CompiledGateway {
             let router = PortRouter::compile(&ir, port)
                 .map_err(|e| CompileError::Routes { port, message: e.to_string() })?;
             let listener_refs: Vec<_> = listeners.iter().map(|i| &ir.listeners[*i]).collect();
-            let tls = tls::server_config(&listener_refs).map_err(|source| CompileError::Tls { port, source })?;
+            let tls =
+                tls::server_config(&listener_refs).map_err(|source| CompileError::Tls { port, source })?;
             sockets.insert(socket, SocketConfig { port, router, tls });
         }
         let round_robin = ir
@@ -95,7 +96,10 @@ impl Table {
         for gateway in gateways.values() {
             for socket in gateway.sockets.keys() {
                 if let Some(other) = sockets.get(socket) {
-                    return Err(format!("{socket} is used by both Gateway {} and Gateway {}", other.id, gateway.id));
+                    return Err(format!(
+                        "{socket} is used by both Gateway {} and Gateway {}",
+                        other.id, gateway.id
+                    ));
                 }
                 sockets.insert(*socket, gateway.clone());
             }

@@ -3,7 +3,7 @@
 
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -140,7 +140,12 @@ pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, mut stop: w
     }
 }
 
-async fn serve_connection(shared: Arc<Shared>, stream: TcpStream, mut info: ConnInfo, permit: OwnedSemaphorePermit) {
+async fn serve_connection(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    mut info: ConnInfo,
+    permit: OwnedSemaphorePermit,
+) {
     shared.open.fetch_add(1, Ordering::SeqCst);
     shared.metrics.connections.inc();
     let tls = shared
@@ -189,10 +194,18 @@ where
         .keep_alive_interval(Some(shared.settings.header_read_timeout))
         .max_concurrent_streams(256);
     let request_shared = shared.clone();
+    // hyper's header timeout starts only once a request head is being parsed; a client that
+    // never sends one (or stalls inside the protocol preface) is closed by this deadline.
+    let first_request = Arc::new(AtomicBool::new(false));
+    let seen = first_request.clone();
     let service = service_fn(move |req| {
+        seen.store(true, Ordering::Relaxed);
         let shared = request_shared.clone();
         async move { Ok::<_, Infallible>(proxy::handle(shared, info, req).await) }
     });
+    let first_request_deadline = tokio::time::sleep(shared.settings.header_read_timeout);
+    tokio::pin!(first_request_deadline);
+    let mut waiting_for_first = true;
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
     let mut shutdown = shared.shutdown.subscribe();
@@ -207,6 +220,13 @@ where
                     tracing::debug!(remote = %info.remote, error = %e, "connection ended with an error");
                 }
                 break;
+            }
+            _ = &mut first_request_deadline, if waiting_for_first => {
+                waiting_for_first = false;
+                if !first_request.load(Ordering::Relaxed) {
+                    tracing::debug!(remote = %info.remote, "no request within the header timeout; closing");
+                    break;
+                }
             }
             changed = shutdown.changed(), if !draining => {
                 draining = true;

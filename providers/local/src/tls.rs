@@ -15,7 +15,7 @@ use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 use tollbridge_provider::{CertificateIr, ListenerIr};
 
-use crate::hostmatch::{listener_rank, host_matches};
+use crate::hostmatch::{host_matches, listener_rank};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {

@@ -68,8 +68,9 @@ impl Conditions {
         };
         let mut headers: Vec<(HeaderName, ValueMatch)> = Vec::with_capacity(matcher.headers.len());
         for KeyValueMatch { name, value: want } in &matcher.headers {
-            let name = HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| CompileError::InvalidHeaderName { route: route_name(route), name: name.clone() })?;
+            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                CompileError::InvalidHeaderName { route: route_name(route), name: name.clone() }
+            })?;
             // The spec: among matches of one (case-insensitive) name, only the first counts.
             if headers.iter().all(|(seen, _)| *seen != name) {
                 headers.push((name, value(want)?));
@@ -91,12 +92,13 @@ impl Conditions {
 
     /// Whether the request meets every condition; `path` is the request path (`/` when empty).
     pub(super) fn matches(&self, path: &str, req: &RequestView<'_>) -> bool {
+        // Cheapest first; the path expression usually costs the most.
         self.method.as_deref().is_none_or(|m| m == req.method.as_str())
-            && self.path_regex.as_ref().is_none_or(|r| r.is_match(path))
             && self.headers.iter().all(|(name, want)| header_matches(req.headers, name, want))
             && self.query_params.iter().all(|(name, want)| {
                 req.query.and_then(|q| first_query_value(q, name)).is_some_and(|v| want.matches(v.as_bytes()))
             })
+            && self.path_regex.as_ref().is_none_or(|r| r.is_match(path))
     }
 }
 

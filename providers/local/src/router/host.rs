@@ -1,7 +1,7 @@
 //! Hostnames: the request's host made comparable, and an index from hostname patterns to values
 //! that yields the patterns matching a host from the most to the least specific.
 
-use std::collections::HashMap;
+use super::hash::FastMap;
 
 /// A listener or route hostname, lower case.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -31,15 +31,15 @@ impl HostPattern {
 /// Values keyed by hostname pattern.
 #[derive(Debug)]
 pub(super) struct HostIndex<T> {
-    exact: HashMap<Box<str>, T>,
+    exact: FastMap<Box<str>, T>,
     /// Keyed by the suffix after `*`, leading dot included.
-    wildcard: HashMap<Box<str>, T>,
+    wildcard: FastMap<Box<str>, T>,
     any: Option<T>,
 }
 
 impl<T> Default for HostIndex<T> {
     fn default() -> Self {
-        Self { exact: HashMap::new(), wildcard: HashMap::new(), any: None }
+        Self { exact: FastMap::default(), wildcard: FastMap::default(), any: None }
     }
 }
 

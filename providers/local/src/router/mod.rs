@@ -11,9 +11,18 @@
 //!    translator sorts by Gateway API precedence) whose path, method, headers and query
 //!    parameters all match.
 //!
-//! Compiled once per configuration; a lookup does not allocate for ordinary requests.
+//! Matching details: paths are compared as received (no decoding, `%2F` is not `/`), an empty
+//! path is `/`; a PathPrefix matches whole segments and ignores its trailing `/`; regular
+//! expressions must match the whole path or value; header names are case-insensitive and a
+//! repeated header is matched on its values joined with `,`; query parameter names are
+//! case-sensitive, compared percent-decoded, on the first value of the name.
+//!
+//! Compiled once per configuration; a lookup does not allocate for ordinary requests (an
+//! upper-case host longer than a DNS name, a repeated matched header or a percent-encoded query
+//! parameter costs one small allocation).
 
 mod conditions;
+mod hash;
 mod host;
 mod path;
 #[cfg(test)]

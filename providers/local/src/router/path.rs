@@ -6,16 +6,16 @@
 //! whatever order the IR's precedence puts exact, regex and prefix entries in; the IR's order
 //! (exact, regex, longest prefix) only makes the search stop early.
 
-use std::collections::HashMap;
-
 use tollbridge_provider::PathMatch;
+
+use super::hash::FastMap;
 
 /// No candidate found yet; higher than every rank.
 const NONE: u32 = u32::MAX;
 
 #[derive(Debug)]
 pub(super) struct PathIndex {
-    exact: HashMap<Box<str>, Vec<u32>>,
+    exact: FastMap<Box<str>, Vec<u32>>,
     /// `nodes[0]` is the root, the prefix `/`.
     nodes: Vec<Node>,
     /// The lowest rank stored in the trie: an exact match below it ends the search.
@@ -25,14 +25,16 @@ pub(super) struct PathIndex {
 /// A trie node: the path segments leading to it are fixed.
 #[derive(Debug, Default)]
 struct Node {
-    children: HashMap<Box<str>, u32>,
+    /// The node one segment up; the root's is itself.
+    parent: usize,
+    children: FastMap<Box<str>, usize>,
     /// Prefixes ending here, and regular expressions whose literal start ends here; by rank.
     candidates: Vec<u32>,
 }
 
 impl Default for PathIndex {
     fn default() -> Self {
-        Self { exact: HashMap::new(), nodes: vec![Node::default()], trie_min_rank: NONE }
+        Self { exact: FastMap::default(), nodes: vec![Node::default()], trie_min_rank: NONE }
     }
 }
 
@@ -70,24 +72,39 @@ impl PathIndex {
         if best < self.trie_min_rank {
             return Some(best);
         }
-        self.walk(0, path.strip_prefix('/'), &mut best, accept);
+        self.walk(path.strip_prefix('/'), &mut best, accept);
         (best != NONE).then_some(best)
     }
 
-    /// Visits the nodes along `rest` deepest first (their candidates rank lowest), lowering
-    /// `best` to the first accepted candidate below it at each node.
-    fn walk(&self, node: usize, rest: Option<&str>, best: &mut u32, accept: &impl Fn(u32) -> bool) {
-        let here = &self.nodes[node];
-        if let Some(rest) = rest.filter(|_| !here.children.is_empty()) {
-            let (segment, next) = match rest.split_once('/') {
-                Some((segment, next)) => (segment, Some(next)),
-                None => (rest, None),
-            };
-            if let Some(&child) = here.children.get(segment) {
-                self.walk(child as usize, next, best, accept);
+    /// Visits the nodes along the path deepest first (their candidates rank lowest), lowering
+    /// `best` to the first accepted candidate below it at each node. `rest` is the path after
+    /// its leading `/`; `None` (a path that is not absolute) reaches the root only.
+    fn walk(&self, mut rest: Option<&str>, best: &mut u32, accept: &impl Fn(u32) -> bool) {
+        let mut node = 0;
+        while let Some(path) = rest {
+            let children = &self.nodes[node].children;
+            if children.is_empty() {
+                break;
             }
+            let (segment, next) = match path.split_once('/') {
+                Some((segment, next)) => (segment, Some(next)),
+                None => (path, None),
+            };
+            match children.get(segment) {
+                Some(&child) => node = child,
+                None => break,
+            }
+            rest = next;
         }
-        first_accepted(&here.candidates, best, accept);
+        // Back up through the parents: no recursion, however deep the trie.
+        loop {
+            let here = &self.nodes[node];
+            first_accepted(&here.candidates, best, accept);
+            if node == 0 {
+                return;
+            }
+            node = here.parent;
+        }
     }
 
     /// The node reached by `segments` from the root, created as needed.
@@ -95,13 +112,11 @@ impl PathIndex {
         let mut node = 0;
         for segment in segments {
             node = match self.nodes[node].children.get(segment) {
-                Some(&child) => child as usize,
+                Some(&child) => child,
                 None => {
                     let child = self.nodes.len();
-                    self.nodes.push(Node::default());
-                    // Fewer nodes than routes times segments; routes are checked to fit in u32.
-                    let id = u32::try_from(child).unwrap_or(NONE);
-                    self.nodes[node].children.insert(segment.into(), id);
+                    self.nodes.push(Node { parent: node, ..Node::default() });
+                    self.nodes[node].children.insert(segment.into(), child);
                     child
                 }
             };
@@ -209,5 +224,16 @@ mod tests {
         assert_eq!(index.lookup("/a/b", &|r| r > 2), Some(3));
         assert_eq!(index.lookup("/a/b", &|r| r > 3), None);
         assert_eq!(index.lookup("/ab", &all), None);
+    }
+
+    #[test]
+    fn deep_tries_do_not_recurse() {
+        let deep = "/a".repeat(200_000);
+        let mut index = PathIndex::default();
+        index.insert(0, &PathMatch::Prefix(deep.clone()));
+        index.insert(1, &PathMatch::Prefix("/".into()));
+        assert_eq!(index.lookup(&format!("{deep}/b"), &|_| true), Some(0));
+        assert_eq!(index.lookup(&format!("{deep}/b"), &|r| r == 1), Some(1));
+        assert_eq!(index.lookup(&deep[..deep.len() - 2], &|_| true), Some(1));
     }
 }

@@ -8,8 +8,8 @@ use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{Rng, SeedableRng};
 use regex::Regex;
 use tollbridge_provider::{
-    ActionIr, AttachmentIr, GatewayIr, GatewayKey, KeyValueMatch, ListenerIr, ListenerProtocol, LocalSettings,
-    MatchIr, PathMatch, ProviderSettings, RouteId, RouteIr, StringMatch,
+    ActionIr, AttachmentIr, GatewayIr, GatewayKey, KeyValueMatch, ListenerIr, ListenerProtocol,
+    LocalSettings, MatchIr, PathMatch, ProviderSettings, RouteId, RouteIr, StringMatch,
 };
 
 use super::conditions::first_query_value;
@@ -216,7 +216,10 @@ fn no_matching_listener_is_no_match() {
 #[test]
 fn deeper_wildcard_listener_wins() {
     let t = Table::new(
-        vec![listener("wild", PORT, Some("*.example.com")), listener("deep", PORT, Some("*.foo.example.com"))],
+        vec![
+            listener("wild", PORT, Some("*.example.com")),
+            listener("deep", PORT, Some("*.foo.example.com")),
+        ],
         vec![route("wild", prefix("/")).on("wild", &[]), route("deep", prefix("/")).on("deep", &[])],
     );
     assert_eq!(t.at(get("a.foo.example.com", "/")), Some("deep"));
@@ -256,6 +259,27 @@ fn entries_on_other_ports_are_not_served() {
     let on_443 = PortRouter::compile(&t.gw, 443).unwrap();
     assert_eq!(on_443.listeners(), ["tls"]);
     assert_eq!(on_443.lookup(&get("foo.example.com", "/").view()), Some(0));
+}
+
+#[test]
+fn listeners_sharing_a_hostname_share_routes() {
+    let t = Table::new(
+        vec![
+            listener("one", PORT, Some("a.com")),
+            listener("two", PORT, Some("A.com")),
+            listener("rest", PORT, None),
+        ],
+        vec![
+            route("one", exact("/one")).on("one", &["a.com"]),
+            route("two", exact("/two")).on("two", &["a.com"]),
+            route("rest", prefix("/")).on("rest", &[]),
+        ],
+    );
+    assert_eq!(t.router.listeners(), ["one", "two", "rest"]);
+    assert_eq!(t.at(get("a.com", "/one")), Some("one"));
+    assert_eq!(t.at(get("a.com", "/two")), Some("two"));
+    assert_eq!(t.at(get("a.com", "/three")), None);
+    assert_eq!(t.at(get("b.com", "/one")), Some("rest"));
 }
 
 #[test]
@@ -554,7 +578,10 @@ fn reference_value(want: &StringMatch, value: &str) -> bool {
     match want {
         StringMatch::Exact(v) => v == value,
         StringMatch::Regex(r) => REFERENCE_REGEXES.with_borrow_mut(|cache| {
-            cache.entry(r.clone()).or_insert_with(|| Regex::new(&format!("^(?:{r})$")).unwrap()).is_match(value)
+            cache
+                .entry(r.clone())
+                .or_insert_with(|| Regex::new(&format!("^(?:{r})$")).unwrap())
+                .is_match(value)
         }),
     }
 }
@@ -577,7 +604,8 @@ fn reference_entry(entry: &RouteIr, path: &str, req: &Req) -> bool {
             return true;
         }
         seen_headers.push(name.clone());
-        let values: Vec<&str> = req.headers.get_all(name.as_str()).iter().map(|v| v.to_str().unwrap()).collect();
+        let values: Vec<&str> =
+            req.headers.get_all(name.as_str()).iter().map(|v| v.to_str().unwrap()).collect();
         !values.is_empty() && reference_value(&h.value, &values.join(","))
     });
     let mut seen_params = Vec::new();

@@ -1,0 +1,1360 @@
+//! End-to-end tests of `tollbridge run`: the real binary serving YAML files, real backends on
+//! 127.0.0.1, real clients. Each test starts its own process on its own free ports.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode, Version};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use support::client::{raw_exchange, read_status, Client, RawOutcome, Resp};
+use support::eventually;
+use support::process::{free_port, ConfigDir, Tollbridge};
+use support::recorder::Recorder;
+use support::tls::{self, TestCert};
+use support::yaml::{self, docs};
+
+/// Starts an echo backend named `name` on a free port of 127.0.0.1.
+async fn echo(name: &str) -> SocketAddr {
+    tollbridge_local::echo::spawn(SocketAddr::from(([127, 0, 0, 1], 0)), name)
+        .await
+        .expect("start echo backend")
+}
+
+/// A header of the request as the echo backend received it.
+fn echoed_header(resp: &Resp, name: &str) -> Option<String> {
+    resp.json()["headers"][name].as_str().map(str::to_string)
+}
+
+/// The status of condition `type_` in a list of Kubernetes conditions.
+fn condition(conditions: &serde_json::Value, type_: &str) -> Option<String> {
+    conditions
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+        .and_then(|c| c["status"].as_str())
+        .map(str::to_string)
+}
+
+/// A routing case: method, path, Host, an extra header, the backend expected (None: 404).
+type Case = (Method, &'static str, &'static str, Option<(&'static str, &'static str)>, Option<&'static str>);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routing_matches_hostnames_and_precedence() {
+    let mut backends = Vec::new();
+    for name in ["exact", "prefix", "deeper", "regex", "header", "plain", "query", "method", "host-a", "api"]
+    {
+        backends.push(yaml::backend(name, echo(name).await));
+    }
+    let port = free_port();
+    let dir = ConfigDir::new();
+    dir.write(
+        "gateway.yaml",
+        &docs(&[
+            yaml::gateway_class(),
+            yaml::gateway(
+                "gw",
+                &[
+                    yaml::http_listener("http", port, None),
+                    yaml::http_listener("api", port, Some("*.api.test")),
+                ],
+            ),
+        ]),
+    );
+    dir.write("backends.yaml", &docs(&backends));
+    let main_rules = "  - matches:
+    - path: {type: Exact, value: /exact}
+    - path: {type: Exact, value: /pre/x}
+    backendRefs: [{name: exact, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /pre}}]
+    backendRefs: [{name: prefix, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /pre/deeper/}}]
+    backendRefs: [{name: deeper, port: 80}]
+  - matches: [{path: {type: RegularExpression, value: \"/items/[0-9]+\"}}]
+    backendRefs: [{name: regex, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /h}}]
+    backendRefs: [{name: plain, port: 80}]
+  - matches:
+    - path: {type: PathPrefix, value: /h}
+      headers: [{name: x-tier, value: gold}]
+    - path: {type: PathPrefix, value: /h}
+      headers: [{type: RegularExpression, name: x-tier, value: \"plat.*\"}]
+    backendRefs: [{name: header, port: 80}]
+  - matches:
+    - path: {type: PathPrefix, value: /q}
+      queryParams: [{name: v, value: \"2\"}]
+    backendRefs: [{name: query, port: 80}]
+  - matches:
+    - path: {type: PathPrefix, value: /m}
+      method: POST
+    backendRefs: [{name: method, port: 80}]
+";
+    dir.write(
+        "routes.yaml",
+        &docs(&[
+            yaml::route("main", Some("http"), &[], main_rules),
+            yaml::route("host-a", Some("http"), &["a.test"], &yaml::prefix_rule("/", "host-a")),
+            yaml::route("api", Some("api"), &[], &yaml::prefix_rule("/", "api")),
+        ]),
+    );
+    let _tollbridge = Tollbridge::start(&dir, &[]).await;
+    let client = Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+
+    let cases: &[Case] = &[
+        // Exact matches only the exact path.
+        (Method::GET, "/exact", "web.test", None, Some("exact")),
+        (Method::GET, "/exact/", "web.test", None, None),
+        (Method::GET, "/exact/more", "web.test", None, None),
+        // Prefixes match on segment boundaries; the longest prefix wins; Exact beats a prefix.
+        (Method::GET, "/pre", "web.test", None, Some("prefix")),
+        (Method::GET, "/pre/", "web.test", None, Some("prefix")),
+        (Method::GET, "/pre/a/b", "web.test", None, Some("prefix")),
+        (Method::GET, "/prefix", "web.test", None, None),
+        (Method::GET, "/pre/x", "web.test", None, Some("exact")),
+        (Method::GET, "/pre/deeper", "web.test", None, Some("deeper")),
+        (Method::GET, "/pre/deeper/1", "web.test", None, Some("deeper")),
+        (Method::GET, "/pre/deeperx", "web.test", None, Some("prefix")),
+        // Regular expressions.
+        (Method::GET, "/items/42", "web.test", None, Some("regex")),
+        (Method::GET, "/items/abc", "web.test", None, None),
+        // Header matches (exact and regex) beat the same path without them.
+        (Method::GET, "/h", "web.test", Some(("x-tier", "gold")), Some("header")),
+        (Method::GET, "/h/x", "web.test", Some(("x-tier", "platinum")), Some("header")),
+        (Method::GET, "/h", "web.test", Some(("x-tier", "silver")), Some("plain")),
+        (Method::GET, "/h", "web.test", None, Some("plain")),
+        // Query parameter matches.
+        (Method::GET, "/q?v=2", "web.test", None, Some("query")),
+        (Method::GET, "/q?a=1&v=2", "web.test", None, Some("query")),
+        (Method::GET, "/q?v=3", "web.test", None, None),
+        (Method::GET, "/q", "web.test", None, None),
+        // Method matches.
+        (Method::POST, "/m", "web.test", None, Some("method")),
+        (Method::GET, "/m", "web.test", None, None),
+        // A route's hostname beats routes for any host, whatever the path; the Host header is
+        // matched without port and case.
+        (Method::GET, "/exact", "a.test", None, Some("host-a")),
+        (Method::GET, "/anything", "A.TEST:8080", None, Some("host-a")),
+        (Method::GET, "/anything", "b.test", None, None),
+        // The listener with hostname *.api.test takes its hosts (listener isolation); its
+        // wildcard does not match the parent domain.
+        (Method::GET, "/exact", "x.api.test", None, Some("api")),
+        (Method::GET, "/whatever", "deep.x.api.test", None, Some("api")),
+        (Method::GET, "/exact", "api.test", None, Some("exact")),
+    ];
+    for (method, path, host, extra, expected) in cases {
+        let mut headers = vec![("host", *host)];
+        headers.extend(extra.iter().copied());
+        let resp = client.request(method.clone(), &format!("{base}{path}"), &headers, "").await;
+        let what = format!("{method} {path} (Host {host}, {extra:?})");
+        match expected {
+            Some(backend) => {
+                assert_eq!(resp.status, StatusCode::OK, "{what}: {}", resp.text());
+                assert_eq!(resp.backend(), *backend, "{what}");
+                let echoed = resp.json();
+                let (want_path, want_query) =
+                    path.split_once('?').map_or((*path, None), |(p, q)| (p, Some(q)));
+                assert_eq!(echoed["path"], want_path, "{what}: path forwarded unchanged");
+                assert_eq!(echoed["query"].as_str(), want_query, "{what}: query forwarded unchanged");
+                assert_eq!(echoed["method"], method.as_str(), "{what}");
+                assert_eq!(echoed["host"].as_str(), Some(*host), "{what}: Host forwarded unchanged");
+            }
+            None => assert_eq!(resp.status, StatusCode::NOT_FOUND, "{what}: {}", resp.text()),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filters_modify_headers_and_rewrite_urls() {
+    let recorder = Recorder::spawn("rec").await;
+    let port = free_port();
+    let dir = ConfigDir::new();
+    dir.write("gateway.yaml", &yaml::simple_gateway(port));
+    dir.write("backends.yaml", &yaml::backend("rec", recorder.addr));
+    let rules = "  - matches: [{path: {type: PathPrefix, value: /hdr}}]
+    filters:
+    - type: RequestHeaderModifier
+      requestHeaderModifier:
+        set: [{name: x-set, value: from-gateway}]
+        add: [{name: x-add, value: added}]
+        remove: [x-remove]
+    - type: ResponseHeaderModifier
+      responseHeaderModifier:
+        set: [{name: x-recorder, value: replaced}]
+        add: [{name: x-resp-add, value: one}]
+        remove: [x-remove-me]
+    backendRefs: [{name: rec, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /rw-full}}]
+    filters:
+    - type: URLRewrite
+      urlRewrite:
+        hostname: rewritten.test
+        path: {type: ReplaceFullPath, replaceFullPath: /full}
+    backendRefs: [{name: rec, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /rw-prefix}}]
+    filters:
+    - type: URLRewrite
+      urlRewrite:
+        path: {type: ReplacePrefixMatch, replacePrefixMatch: /new}
+    backendRefs: [{name: rec, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /rw-root}}]
+    filters:
+    - type: URLRewrite
+      urlRewrite:
+        path: {type: ReplacePrefixMatch, replacePrefixMatch: /}
+    backendRefs: [{name: rec, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /per-backend}}]
+    backendRefs:
+    - name: rec
+      port: 80
+      filters:
+      - type: RequestHeaderModifier
+        requestHeaderModifier:
+          set: [{name: x-backend, value: rec}]
+      - type: ResponseHeaderModifier
+        responseHeaderModifier:
+          add: [{name: x-backend-response, value: rec}]
+";
+    dir.write("routes.yaml", &yaml::route("filters", None, &[], rules));
+    let _tollbridge = Tollbridge::start(&dir, &[]).await;
+    let client = Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+
+    // Request headers: set replaces, add appends, remove removes; response headers likewise.
+    let resp = client
+        .get(
+            &format!("{base}/hdr"),
+            &[
+                ("x-set", "from-client"),
+                ("x-add", "from-client"),
+                ("x-remove", "gone"),
+                ("x-keep", "kept"),
+                ("connection", "x-hop"),
+                ("x-hop", "one hop only"),
+            ],
+        )
+        .await;
+    assert_eq!(resp.status, StatusCode::OK);
+    let seen = recorder.last();
+    assert_eq!(seen.path, "/hdr");
+    assert_eq!(seen.header_all("x-set"), ["from-gateway"]);
+    assert_eq!(seen.header_all("x-add"), ["from-client", "added"]);
+    assert!(seen.header_all("x-remove").is_empty(), "x-remove was forwarded");
+    assert_eq!(seen.header_all("x-keep"), ["kept"]);
+    assert!(seen.header_all("x-hop").is_empty(), "a header named in Connection was forwarded");
+    assert_eq!(seen.header_all("x-forwarded-for"), ["127.0.0.1"]);
+    assert_eq!(seen.header_all("x-forwarded-proto"), ["http"]);
+    assert_eq!(resp.header_all("x-recorder"), ["replaced"]);
+    assert_eq!(resp.header_all("x-resp-add"), ["one"]);
+    assert!(resp.header("x-remove-me").is_none(), "response header not removed");
+
+    // URLRewrite: hostname and full path (the query stays).
+    let resp = client.get(&format!("{base}/rw-full/a/b?x=1"), &[("host", "original.test")]).await;
+    assert_eq!(resp.status, StatusCode::OK);
+    let seen = recorder.last();
+    assert_eq!(seen.path, "/full");
+    assert_eq!(seen.query.as_deref(), Some("x=1"));
+    assert_eq!(seen.header_all("host"), ["rewritten.test"]);
+    assert_eq!(seen.header_all("x-forwarded-host"), ["original.test"]);
+
+    // URLRewrite: prefix replacement, segment by segment.
+    for (path, expected) in [
+        ("/rw-prefix/a/b?x=1", "/new/a/b?x=1"),
+        ("/rw-prefix", "/new"),
+        ("/rw-prefix/", "/new/"),
+        ("/rw-root/a", "/a"),
+        ("/rw-root", "/"),
+    ] {
+        let resp = client.get(&format!("{base}{path}"), &[("host", "original.test")]).await;
+        assert_eq!(resp.status, StatusCode::OK, "{path}");
+        let seen = recorder.last();
+        let got = match &seen.query {
+            Some(q) => format!("{}?{q}", seen.path),
+            None => seen.path.clone(),
+        };
+        // A trailing slash after the prefix may be kept or folded; every other case is exact.
+        if path == "/rw-prefix/" {
+            assert!(got == "/new/" || got == "/new", "{path} was forwarded as {got}");
+        } else {
+            assert_eq!(got, expected, "{path}");
+        }
+        assert_eq!(seen.header_all("host"), ["original.test"], "{path}: host unchanged");
+    }
+
+    // Per-backend header modifiers.
+    let resp = client.get(&format!("{base}/per-backend"), &[("x-backend", "client")]).await;
+    assert_eq!(resp.status, StatusCode::OK);
+    assert_eq!(recorder.last().header_all("x-backend"), ["rec"]);
+    assert_eq!(resp.header_all("x-backend-response"), ["rec"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filters_redirect_with_exact_locations() {
+    let port = free_port();
+    let dir = ConfigDir::new();
+    dir.write("gateway.yaml", &yaml::simple_gateway(port));
+    let redirect = |prefix: &str, spec: &str| {
+        format!(
+            "  - matches: [{{path: {{type: PathPrefix, value: {prefix}}}}}]\n    filters:\n    - type: \
+             RequestRedirect\n      requestRedirect: {spec}\n"
+        )
+    };
+    let rules = [
+        redirect("/r301", "{scheme: https, statusCode: 301}"),
+        redirect("/r302", "{hostname: other.test, statusCode: 302}"),
+        redirect("/r303", "{port: 8443, statusCode: 303}"),
+        redirect("/r307", "{path: {type: ReplaceFullPath, replaceFullPath: /elsewhere}, statusCode: 307}"),
+        redirect(
+            "/r308",
+            "{scheme: https, port: 8443, path: {type: ReplacePrefixMatch, replacePrefixMatch: /v2}, statusCode: 308}",
+        ),
+        redirect("/default", "{hostname: default.test}"),
+        redirect("/tls-default-port", "{scheme: https, port: 443}"),
+        redirect("/http-default-port", "{port: 80}"),
+    ]
+    .concat();
+    dir.write("routes.yaml", &yaml::route("redirects", None, &[], &rules));
+    let _tollbridge = Tollbridge::start(&dir, &[]).await;
+    let client = Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let host = format!("example.test:{port}");
+
+    let cases = [
+        ("/r301/a?q=1", 301, "https://example.test/r301/a?q=1".to_string()),
+        ("/r302", 302, format!("http://other.test:{port}/r302")),
+        ("/r303/x", 303, "http://example.test:8443/r303/x".to_string()),
+        ("/r307/a/b", 307, format!("http://example.test:{port}/elsewhere")),
+        ("/r308/a/b?k=v", 308, "https://example.test:8443/v2/a/b?k=v".to_string()),
+        ("/r308", 308, "https://example.test:8443/v2".to_string()),
+        ("/default", 302, format!("http://default.test:{port}/default")),
+        ("/tls-default-port/p", 302, "https://example.test/tls-default-port/p".to_string()),
+        ("/http-default-port", 302, "http://example.test/http-default-port".to_string()),
+    ];
+    for (path, status, location) in cases {
+        let resp = client.get(&format!("{base}{path}"), &[("host", &host)]).await;
+        assert_eq!(resp.status.as_u16(), status, "{path}");
+        assert_eq!(resp.header("location"), Some(location.as_str()), "{path}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filters_cors_preflight_and_simple_requests() {
+    let recorder = Recorder::spawn("rec").await;
+    let port = free_port();
+    let dir = ConfigDir::new();
+    dir.write("gateway.yaml", &yaml::simple_gateway(port));
+    dir.write("backends.yaml", &yaml::backend("rec", recorder.addr));
+    let rules = "  - matches: [{path: {type: PathPrefix, value: /cors}}]
+    filters:
+    - type: CORS
+      cors:
+        allowOrigins: [\"https://app.test\", \"https://*.wild.test\"]
+        allowMethods: [GET, POST]
+        allowHeaders: [x-custom]
+        exposeHeaders: [x-recorder]
+        allowCredentials: true
+        maxAge: 600
+    backendRefs: [{name: rec, port: 80}]
+";
+    dir.write("routes.yaml", &yaml::route("cors", None, &[], rules));
+    let _tollbridge = Tollbridge::start(&dir, &[]).await;
+    let client = Client::new();
+    let url = format!("http://127.0.0.1:{port}/cors");
+
+    // Preflight from an allowed origin: answered by the gateway, not the backend.
+    let preflight = |origin: &'static str| {
+        let client = client.clone();
+        let url = url.clone();
+        async move {
+            client
+                .request(
+                    Method::OPTIONS,
+                    &url,
+                    &[
+                        ("origin", origin),
+                        ("access-control-request-method", "POST"),
+                        ("access-control-request-headers", "x-custom"),
+                    ],
+                    "",
+                )
+                .await
+        }
+    };
+    let resp = preflight("https://app.test").await;
+    assert!(resp.status.is_success(), "preflight: {}", resp.status);
+    assert_eq!(resp.header("access-control-allow-origin"), Some("https://app.test"));
+    assert_eq!(resp.header("access-control-allow-credentials"), Some("true"));
+    let methods = resp.header("access-control-allow-methods").unwrap_or_default().to_string();
+    assert!(methods.contains("GET") && methods.contains("POST"), "allow-methods {methods:?}");
+    assert!(
+        resp.header("access-control-allow-headers")
+            .unwrap_or_default()
+            .to_ascii_lowercase()
+            .contains("x-custom"),
+        "allow-headers {:?}",
+        resp.header("access-control-allow-headers")
+    );
+    assert_eq!(resp.header("access-control-max-age"), Some("600"));
+    assert!(resp.header_all("vary").iter().any(|v| v.to_ascii_lowercase().contains("origin")));
+    let resp = preflight("https://x.wild.test").await;
+    assert_eq!(resp.header("access-control-allow-origin"), Some("https://x.wild.test"));
+    assert_eq!(recorder.count(), 0, "a preflight reached the backend");
+
+    // Preflight from another origin: no permission granted.
+    let resp = preflight("https://evil.test").await;
+    assert!(resp.header("access-control-allow-origin").is_none(), "evil origin allowed: {:?}", resp.headers);
+    assert!(resp.header("access-control-allow-methods").is_none());
+    assert!(resp.header("access-control-allow-credentials").is_none());
+
+    // Simple requests go to the backend; only allowed origins get the CORS headers.
+    let resp = client.get(&url, &[("origin", "https://app.test")]).await;
+    assert_eq!(resp.status, StatusCode::OK);
+    assert_eq!(resp.header("access-control-allow-origin"), Some("https://app.test"));
+    assert_eq!(resp.header("access-control-allow-credentials"), Some("true"));
+    assert_eq!(resp.header("access-control-expose-headers"), Some("x-recorder"));
+    assert!(resp.header_all("vary").iter().any(|v| v.to_ascii_lowercase().contains("origin")));
+    let resp = client.get(&url, &[("origin", "https://evil.test")]).await;
+    assert_eq!(resp.status, StatusCode::OK);
+    assert!(resp.header("access-control-allow-origin").is_none());
+    assert!(resp.header("access-control-expose-headers").is_none());
+    assert_eq!(recorder.count(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backends_weights_and_failures() {
+    let a = echo("a").await;
+    let b = echo("b").await;
+    let refused = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let port = free_port();
+    let dir = ConfigDir::new();
+    dir.write("gateway.yaml", &yaml::simple_gateway(port));
+    dir.write(
+        "backends.yaml",
+        &docs(&[
+            yaml::backend("a", a),
+            yaml::backend("b", b),
+            yaml::service("empty"),
+            yaml::backend("refused", refused),
+        ]),
+    );
+    let rules = "  - matches: [{path: {type: PathPrefix, value: /weighted}}]
+    backendRefs: [{name: a, port: 80, weight: 3}, {name: b, port: 80, weight: 1}]
+  - matches: [{path: {type: PathPrefix, value: /half-invalid}}]
+    backendRefs: [{name: a, port: 80, weight: 1}, {name: missing, port: 80, weight: 1}]
+  - matches: [{path: {type: PathPrefix, value: /invalid}}]
+    backendRefs: [{name: missing, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /no-endpoints}}]
+    backendRefs: [{name: empty, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /refused}}]
+    backendRefs: [{name: refused, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /zero}}]
+    backendRefs: [{name: a, port: 80, weight: 0}]
+";
+    dir.write("routes.yaml", &yaml::route("backends", None, &[], rules));
+    let tollbridge = Tollbridge::start(&dir, &[]).await;
+    let client = Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+
+    // 3:1 over 400 requests: a gets 300 on average (σ ≈ 8.7); accept ±50.
+    let mut to_a = 0;
+    for _ in 0..400 {
+        let resp = client.get(&format!("{base}/weighted"), &[]).await;
+        assert_eq!(resp.status, StatusCode::OK);
+        match resp.backend().as_str() {
+            "a" => to_a += 1,
+            "b" => {}
+            other => panic!("unexpected backend {other}"),
+        }
+    }
+    assert!((250..=350).contains(&to_a), "{to_a} of 400 requests went to the weight-3 backend");
+    eprintln!("weights 3:1: {to_a} of 400 requests to the weight-3 backend");
+
+    // A large body streams through whole.
+    let body = "x".repeat(8 << 20);
+    let resp = client.request(Method::POST, &format!("{base}/weighted"), &[], &body).await;
+    assert_eq!(resp.status, StatusCode::OK);
+    assert_eq!(resp.json()["body_bytes"], 8 << 20);
+
+    // An invalid backend keeps its share of traffic, answered with 500.
+    let (mut ok, mut errors) = (0, 0);
+    for _ in 0..60 {
+        match client.get(&format!("{base}/half-invalid"), &[]).await.status {
+            StatusCode::OK => ok += 1,
+            StatusCode::INTERNAL_SERVER_ERROR => errors += 1,
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert!(ok > 0 && errors > 0, "{ok} answered, {errors} errors");
+
+    assert_eq!(client.get(&format!("{base}/invalid"), &[]).await.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(
+        client.get(&format!("{base}/no-endpoints"), &[]).await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(client.get(&format!("{base}/refused"), &[]).await.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(client.get(&format!("{base}/zero"), &[]).await.status, StatusCode::INTERNAL_SERVER_ERROR);
+
+    // The route status says why.
+    let status = tollbridge.status().await;
+    let parents = &status["httproutes"]["default/backends"]["parents"];
+    assert_eq!(condition(&parents[0]["conditions"], "ResolvedRefs").as_deref(), Some("False"), "{status:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backends_mirror_whole_and_percentage() {
+    let main = echo("main").await;
+    let full = Recorder::spawn("mirror-full").await;
+    let half = Recorder::spawn("mirror-half").await;
+    let port = free_port();
+    let dir = ConfigDir::new();
+    dir.write("gateway.yaml", &yaml::simple_gateway(port));
+    dir.write(
+        "backends.yaml",
+        &docs(&[
+            yaml::backend("main", main),
+            yaml::backend("full", full.addr),
+            yaml::backend("half", half.addr),
+        ]),
+    );
+    let rules = "  - matches: [{path: {type: PathPrefix, value: /mirror}}]
+    filters:
+    - type: RequestMirror
+      requestMirror: {backendRef: {name: full, port: 80}}
+    backendRefs: [{name: main, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /sampled}}]
+    filters:
+    - type: RequestMirror
+      requestMirror: {backendRef: {name: half, port: 80}, percent: 50}
+    backendRefs: [{name: main, port: 80}]
+";
+    dir.write("routes.yaml", &yaml::route("mirror", None, &[], rules));
+    let _tollbridge = Tollbridge::start(&dir, &[]).await;
+    let client = Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+
+    for i in 0..10 {
+        let resp = client
+            .request(Method::POST, &format!("{base}/mirror/{i}?n={i}"), &[("x-trace", "t")], "hello")
+            .await;
+        assert_eq!(resp.status, StatusCode::OK);
+        assert_eq!(resp.backend(), "main", "the mirror's answer must not be returned");
+        assert_eq!(resp.json()["body_bytes"], 5);
+    }
+    eventually("10 mirrored requests", Duration::from_secs(5), || {
+        let full = full.clone();
+        async move { full.count() >= 10 }
+    })
+    .await;
+    let seen = full.seen();
+    assert_eq!(seen.len(), 10);
+    let mut paths: Vec<String> = seen.iter().map(|s| s.path.clone()).collect();
+    paths.sort();
+    assert_eq!(paths, (0..10).map(|i| format!("/mirror/{i}")).collect::<Vec<_>>());
+    for s in &seen {
+        assert_eq!(s.method, "POST");
+        assert_eq!(s.body_bytes, 5, "mirrored body");
+        assert_eq!(s.header_all("x-trace"), ["t"]);
+        assert!(s.query.as_deref().is_some_and(|q| q.starts_with("n=")));
+    }
+
+    // percent: 50 over 200 requests: 100 on average (σ ≈ 7); accept 60..=140.
+    for _ in 0..200 {
+        assert_eq!(client.get(&format!("{base}/sampled"), &[]).await.status, StatusCode::OK);
+    }
+    // Mirrors are sent in the background: wait until the count stops changing.
+    let mut last = usize::MAX;
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let now = half.count();
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    let sampled = half.count();
+    assert!((60..=140).contains(&sampled), "{sampled} of 200 requests mirrored at 50%");
+    eprintln!("mirror percent 50: {sampled} of 200 requests mirrored");
+    assert_eq!(full.count(), 10, "the other route's mirror got extra requests");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeouts_answer_504() {
+    let backend = echo("slow").await;
+    let port = free_port();
+    let dir = ConfigDir::new();
+    dir.write("gateway.yaml", &yaml::simple_gateway(port));
+    dir.write("backends.yaml", &yaml::backend("slow", backend));
+    let rules = "  - matches: [{path: {type: PathPrefix, value: /request}}]
+    timeouts: {request: 500ms}
+    backendRefs: [{name: slow, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /backend}}]
+    timeouts: {request: 5s, backendRequest: 300ms}
+    backendRefs: [{name: slow, port: 80}]
+";
+    dir.write("routes.yaml", &yaml::route("timeouts", None, &[], rules));
+    let _tollbridge = Tollbridge::start(&dir, &[]).await;
+    let client = Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+
+    for (path, limit) in [("/request", Duration::from_millis(500)), ("/backend", Duration::from_millis(300))]
+    {
+        let started = Instant::now();
+        let resp = client.get(&format!("{base}{path}"), &[("x-echo-delay-ms", "3000")]).await;
+        let took = started.elapsed();
+        assert_eq!(resp.status, StatusCode::GATEWAY_TIMEOUT, "{path}");
+        assert!(took >= limit && took < limit + Duration::from_millis(1500), "{path}: 504 after {took:?}");
+
+        let resp = client.get(&format!("{base}{path}"), &[("x-echo-delay-ms", "50")]).await;
+        assert_eq!(resp.status, StatusCode::OK, "{path}: a fast answer passes");
+    }
+    // The upstream's own status passes through unchanged.
+    let resp = client.get(&format!("{base}/request"), &[("x-echo-status", "418")]).await;
+    assert_eq!(resp.status.as_u16(), 418);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_sni_picks_the_certificate_and_alpn_gives_http2() {
+    let cert_a = TestCert::self_signed("a.example.test");
+    let cert_b = TestCert::self_signed("b.example.test");
+    let backend_a = echo("a").await;
+    let backend_b = echo("b").await;
+    let plain = echo("plain").await;
+    let https_port = free_port();
+    let http_port = free_port();
+    let dir = ConfigDir::new();
+    dir.write(
+        "gateway.yaml",
+        &docs(&[
+            yaml::gateway_class(),
+            yaml::gateway(
+                "gw",
+                &[
+                    yaml::https_listener("https-a", https_port, "a.example.test", "cert-a"),
+                    yaml::https_listener("https-b", https_port, "b.example.test", "cert-b"),
+                    yaml::http_listener("http", http_port, None),
+                ],
+            ),
+            cert_a.secret_yaml("cert-a"),
+            cert_b.secret_yaml("cert-b"),
+        ]),
+    );
+    dir.write(
+        "backends.yaml",
+        &docs(&[yaml::backend("a", backend_a), yaml::backend("b", backend_b), yaml::backend("plain", plain)]),
+    );
+    dir.write(
+        "routes.yaml",
+        &docs(&[
+            yaml::route("ra", Some("https-a"), &[], &yaml::prefix_rule("/", "a")),
+            yaml::route("rb", Some("https-b"), &[], &yaml::prefix_rule("/", "b")),
+            yaml::route("rplain", Some("http"), &[], &yaml::prefix_rule("/", "plain")),
+        ]),
+    );
+    let _tollbridge = Tollbridge::start(&dir, &[]).await;
+
+    // Each SNI name gets its own certificate, and the listener of that name.
+    let config = tls::client_config(&[&cert_a, &cert_b], &[b"http/1.1"]);
+    for (cert, backend) in [(&cert_a, "a"), (&cert_b, "b")] {
+        let stream = tls::connect(https_port, &cert.name, config.clone()).await.expect("TLS handshake");
+        assert_eq!(tls::presented(&stream), cert.der, "certificate presented for SNI {}", cert.name);
+        assert_eq!(tls::alpn(&stream).as_deref(), Some(&b"http/1.1"[..]));
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("HTTP/1.1 handshake");
+        tokio::spawn(conn);
+        let req = Request::get("/hello").header("host", &cert.name).body(Empty::<Bytes>::new()).unwrap();
+        let resp = sender.send_request(req).await.expect("request over TLS");
+        assert_eq!(resp.status(), StatusCode::OK);
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let echoed: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(echoed["backend"], backend);
+        assert_eq!(echoed["headers"]["x-forwarded-proto"], "https");
+    }
+    // A client trusting only a's certificate refuses the server when it asks for b.
+    let only_a = tls::client_config(&[&cert_a], &[]);
+    assert!(tls::connect(https_port, "b.example.test", only_a).await.is_err(), "b served a's certificate?");
+
+    // HTTP/2 over TLS, chosen by ALPN.
+    let h2 = tls::client_config(&[&cert_a, &cert_b], &[b"h2", b"http/1.1"]);
+    let stream = tls::connect(https_port, "b.example.test", h2).await.expect("TLS handshake");
+    assert_eq!(tls::alpn(&stream).as_deref(), Some(&b"h2"[..]), "ALPN did not choose h2");
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("HTTP/2 handshake");
+    tokio::spawn(conn);
+    for i in 0..3 {
+        let req = Request::get(format!("https://b.example.test/h2/{i}")).body(Empty::<Bytes>::new()).unwrap();
+        let resp = sender.send_request(req).await.expect("HTTP/2 request");
+        assert_eq!(resp.version(), Version::HTTP_2);
+        assert_eq!(resp.status(), StatusCode::OK);
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let echoed: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(echoed["backend"], "b");
+        assert_eq!(echoed["path"], format!("/h2/{i}"));
+    }
+
+    // h2c with prior knowledge on the plain listener.
+    let resp = Client::h2c().get(&format!("http://127.0.0.1:{http_port}/h2c"), &[]).await;
+    assert_eq!(resp.version, Version::HTTP_2);
+    assert_eq!(resp.status, StatusCode::OK);
+    assert_eq!(resp.backend(), "plain");
+    assert_eq!(resp.json()["path"], "/h2c");
+}
+
+/// Gateway, backends and routes shared by the API key and limit tests.
+fn policy_setup(port: u16, backend: SocketAddr) -> ConfigDir {
+    let dir = ConfigDir::new();
+    dir.write("gateway.yaml", &yaml::simple_gateway(port));
+    dir.write("backends.yaml", &yaml::backend("echo", backend));
+    dir.write(
+        "routes.yaml",
+        &docs(&[
+            yaml::route("gold", None, &[], &yaml::prefix_rule("/gold", "echo")),
+            yaml::route("silver", None, &[], &yaml::prefix_rule("/silver", "echo")),
+            yaml::route("rate", None, &[], &yaml::prefix_rule("/rate", "echo")),
+            yaml::route("quota", None, &[], &yaml::prefix_rule("/quota", "echo")),
+        ]),
+    );
+    dir.write(
+        "policies.yaml",
+        &docs(&[
+            yaml::quota_policy(
+                "gold",
+                "gold",
+                "  apiKey: {required: true, header: x-api-key, queryParam: api_key, forwardConsumerHeader: x-consumer}\n",
+            ),
+            yaml::quota_policy("silver", "silver", "  apiKey: {required: true}\n"),
+            yaml::quota_policy("rate", "rate", "  rateLimit: {requests: 2, unit: Minute, burst: 2}\n"),
+            yaml::quota_policy("quota", "quota", "  apiKey: {required: true}\n  quota: {requests: 3, period: Day}\n"),
+            yaml::api_key("acme", "gold", "gold-key-acme-0001", "  consumer: acme\n"),
+            yaml::api_key("off", "gold", "gold-key-disabled-0002", "  disabled: true\n"),
+            yaml::api_key("old", "gold", "gold-key-expired-0003", "  expiresAt: \"2020-01-01T00:00:00Z\"\n"),
+            yaml::api_key("silver-one", "silver", "silver-key-0004", ""),
+            yaml::api_key("counted", "quota", "quota-key-0005", ""),
+        ]),
+    );
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_keys_authenticate_and_are_not_forwarded() {
+    let port = free_port();
+    let dir = policy_setup(port, echo("echo").await);
+    let _tollbridge = Tollbridge::start(&dir, &[]).await;
+    let client = Client::new();
+    let gold = format!("http://127.0.0.1:{port}/gold");
+
+    let refused = [
+        (None, 401, "missing_api_key"),
+        (Some("not-a-known-key"), 401, "invalid_api_key"),
+        (Some("gold-key-disabled-0002"), 401, "invalid_api_key"),
+        (Some("gold-key-expired-0003"), 401, "invalid_api_key"),
+        (Some("silver-key-0004"), 403, "forbidden"),
+    ];
+    for (key, status, error) in refused {
+        let headers: Vec<(&str, &str)> = key.map(|k| ("x-api-key", k)).into_iter().collect();
+        let resp = client.get(&gold, &headers).await;
+        assert_eq!(resp.status.as_u16(), status, "key {key:?}: {}", resp.text());
+        assert_eq!(resp.json()["error"], error, "key {key:?}");
+        if status == 401 {
+            assert!(resp.header("www-authenticate").is_some(), "401 without WWW-Authenticate");
+        }
+        let body = resp.text();
+        assert!(key.is_none_or(|k| !body.contains(k)), "the key is echoed in the refusal");
+    }
+
+    // A good key in the header: the key is removed, the consumer forwarded, and a consumer
+    // header sent by the client is replaced.
+    let resp = client.get(&gold, &[("x-api-key", "gold-key-acme-0001"), ("x-consumer", "mallory")]).await;
+    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    assert_eq!(echoed_header(&resp, "x-api-key"), None, "key forwarded upstream");
+    assert_eq!(echoed_header(&resp, "x-consumer").as_deref(), Some("acme"));
+
+    // A good key in the query parameter: removed from the query, other parameters kept.
+    let resp = client.get(&format!("{gold}/x?keep=1&api_key=gold-key-acme-0001&also=2"), &[]).await;
+    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    let echoed = resp.json();
+    assert_eq!(echoed["path"], "/gold/x");
+    assert_eq!(echoed["query"], "keep=1&also=2");
+    assert_eq!(echoed_header(&resp, "x-consumer").as_deref(), Some("acme"));
+    let resp = client.get(&format!("{gold}?api_key=gold-key-acme-0001"), &[]).await;
+    assert_eq!(resp.status, StatusCode::OK);
+    assert!(resp.json()["query"].as_str().is_none_or(str::is_empty), "query {}", resp.json()["query"]);
+
+    // A key of another policy is refused in the query too.
+    let resp = client.get(&format!("{gold}?api_key=silver-key-0004"), &[]).await;
+    assert_eq!(resp.status, StatusCode::FORBIDDEN);
+
+    // The default consumer header carries the ApiKey's name when no consumer is set.
+    let resp = client
+        .get(
+            &format!("http://127.0.0.1:{port}/silver"),
+            &[("x-api-key", "silver-key-0004"), ("x-tollbridge-consumer", "spoofed")],
+        )
+        .await;
+    assert_eq!(resp.status, StatusCode::OK);
+    assert_eq!(echoed_header(&resp, "x-tollbridge-consumer").as_deref(), Some("silver-one"));
+    assert_eq!(echoed_header(&resp, "x-api-key"), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_and_quotas_answer_429() {
+    let port = free_port();
+    let dir = policy_setup(port, echo("echo").await);
+    let _tollbridge = Tollbridge::start(&dir, &[]).await;
+    let client = Client::new();
+
+    // 2 requests a minute, burst 2, without keys: one bucket for the route.
+    let rate = format!("http://127.0.0.1:{port}/rate");
+    for remaining in ["1", "0"] {
+        let resp = client.get(&rate, &[]).await;
+        assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+        assert_eq!(resp.header("x-ratelimit-limit"), Some("2"));
+        assert_eq!(resp.header("x-ratelimit-remaining"), Some(remaining));
+        assert_eq!(resp.header("ratelimit-policy"), Some("\"rate\";q=2;w=60"));
+        assert!(resp
+            .header("ratelimit")
+            .is_some_and(|v| v.starts_with(&format!("\"rate\";r={remaining};t="))));
+    }
+    let resp = client.get(&rate, &[]).await;
+    assert_eq!(resp.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(resp.json()["error"], "rate_limited");
+    let retry: u64 =
+        resp.header("retry-after").expect("Retry-After").parse().expect("Retry-After in seconds");
+    assert!((1..=60).contains(&retry), "Retry-After {retry}");
+    assert_eq!(resp.header("x-ratelimit-remaining"), Some("0"));
+    assert_eq!(resp.header("x-ratelimit-limit"), Some("2"));
+    assert!(resp.header("ratelimit").is_some());
+
+    // A quota of 3 a day per key.
+    let quota = format!("http://127.0.0.1:{port}/quota");
+    for remaining in ["2", "1", "0"] {
+        let resp = client.get(&quota, &[("x-api-key", "quota-key-0005")]).await;
+        assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+        assert_eq!(resp.header("x-ratelimit-remaining"), Some(remaining));
+        assert_eq!(resp.header("x-ratelimit-limit"), Some("3"));
+    }
+    let resp = client.get(&quota, &[("x-api-key", "quota-key-0005")]).await;
+    assert_eq!(resp.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(resp.json()["error"], "quota_exceeded");
+    let retry: u64 =
+        resp.header("retry-after").expect("Retry-After").parse().expect("Retry-After in seconds");
+    assert!((1..=86_400).contains(&retry), "Retry-After {retry}");
+    assert!(resp.header("ratelimit-policy").is_some_and(|v| v.contains("\"quota\";q=3;w=86400")));
+    // A refused request does not count: still refused, remaining still 0; missing keys are 401
+    // before any limit.
+    let resp = client.get(&quota, &[("x-api-key", "quota-key-0005")]).await;
+    assert_eq!(resp.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(client.get(&quota, &[]).await.status, StatusCode::UNAUTHORIZED);
+}
+
+/// The routes of the reload test at `version`: `/load` answers with `x-version: <version>`,
+/// and `/new-2` … `/new-<version>` exist.
+fn reload_routes(version: usize) -> String {
+    let mut rules = format!(
+        "  - matches: [{{path: {{type: PathPrefix, value: /load}}}}]\n    filters:\n    - type: \
+         ResponseHeaderModifier\n      responseHeaderModifier: {{set: [{{name: x-version, value: \"{version}\"}}]}}\n    \
+         backendRefs: [{{name: echo, port: 80}}]\n"
+    );
+    for v in 2..=version {
+        rules.push_str(&yaml::prefix_rule(&format!("/new-{v}"), "echo"));
+    }
+    yaml::route("load", None, &[], &rules)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_under_load_fails_no_request() {
+    let backend = echo("echo").await;
+    let port = free_port();
+    let dir = ConfigDir::new();
+    dir.write("gateway.yaml", &yaml::simple_gateway(port));
+    dir.write("backends.yaml", &yaml::backend("echo", backend));
+    dir.write("routes.yaml", &reload_routes(1));
+    let _tollbridge = Tollbridge::start(&dir, &[]).await;
+    let url = format!("http://127.0.0.1:{port}/load");
+
+    // 4 tasks, each at most 4000 requests and at most 12 s, until told to stop.
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let served = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let (stop, failures, served, url) = (stop.clone(), failures.clone(), served.clone(), url.clone());
+        tasks.push(tokio::spawn(async move {
+            let client = Client::new();
+            let deadline = Instant::now() + Duration::from_secs(12);
+            for _ in 0..4000 {
+                if stop.load(Ordering::SeqCst) || Instant::now() > deadline {
+                    break;
+                }
+                match client.try_get(&url, &[]).await {
+                    Ok(resp) if resp.status == StatusCode::OK && resp.header("x-version").is_some() => {
+                        served.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(resp) => {
+                        failures.lock().unwrap().push(format!("status {}: {}", resp.status, resp.text()))
+                    }
+                    Err(e) => failures.lock().unwrap().push(e),
+                }
+            }
+        }));
+    }
+
+    let client = Client::new();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for version in 2..=6 {
+        dir.write("routes.yaml", &reload_routes(version));
+        let new_route = format!("http://127.0.0.1:{port}/new-{version}");
+        eventually(&format!("route /new-{version}"), Duration::from_secs(5), || {
+            let (client, new_route) = (client.clone(), new_route.clone());
+            async move { client.get(&new_route, &[]).await.status == StatusCode::OK }
+        })
+        .await;
+        let resp = client.get(&url, &[]).await;
+        assert_eq!(resp.header("x-version"), Some(version.to_string().as_str()));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    for task in tasks {
+        task.await.expect("load task");
+    }
+    let failures = failures.lock().unwrap().clone();
+    let served = served.load(Ordering::SeqCst);
+    assert!(
+        failures.is_empty(),
+        "{} of {} requests failed during reloads: {:?}",
+        failures.len(),
+        served,
+        &failures[..failures.len().min(5)]
+    );
+    assert!(served > 100, "only {served} requests served under load");
+    eprintln!("reload under load: {served} requests served across 5 reloads, none failed");
+    // Every earlier route is still there.
+    for v in 2..=6 {
+        assert_eq!(client.get(&format!("http://127.0.0.1:{port}/new-{v}"), &[]).await.status, StatusCode::OK);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_bad_edit_keeps_the_last_good_config() {
+    let backend = echo("echo").await;
+    let port = free_port();
+    let dir = ConfigDir::new();
+    dir.write("gateway.yaml", &yaml::simple_gateway(port));
+    dir.write("backends.yaml", &yaml::backend("echo", backend));
+    dir.write("routes.yaml", &reload_routes(1));
+    let tollbridge = Tollbridge::start(&dir, &[]).await;
+    let client = Client::new();
+    let url = format!("http://127.0.0.1:{port}/load");
+    assert_eq!(tollbridge.status().await["errors"], serde_json::json!([]));
+
+    // A YAML syntax error: the old routes keep serving and /status names the file.
+    dir.write(
+        "routes.yaml",
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: [oops\n",
+    );
+    eventually("the load error on /status", Duration::from_secs(5), || async {
+        tollbridge.status().await["errors"].as_array().is_some_and(|e| !e.is_empty())
+    })
+    .await;
+    let errors = tollbridge.status().await["errors"].clone();
+    assert!(errors.to_string().contains("routes.yaml"), "errors do not name the file: {errors}");
+    for _ in 0..20 {
+        let resp = client.get(&url, &[]).await;
+        assert_eq!(resp.status, StatusCode::OK);
+        assert_eq!(resp.header("x-version"), Some("1"));
+    }
+    assert_eq!(tollbridge.admin_get("/readyz").await.status, StatusCode::OK, "not ready after a bad edit");
+
+    // The fixed file applies and the error list clears. A route that loads but refers to a
+    // missing Service is applied too: its status says what is wrong and it answers 500.
+    dir.write("broken-ref.yaml", &yaml::route("broken", None, &[], &yaml::prefix_rule("/broken", "missing")));
+    dir.write("routes.yaml", &reload_routes(2));
+    eventually("version 2", Duration::from_secs(5), || {
+        let (client, url) = (client.clone(), url.clone());
+        async move { client.get(&url, &[]).await.header("x-version") == Some("2") }
+    })
+    .await;
+    let status = tollbridge.status().await;
+    assert_eq!(status["errors"], serde_json::json!([]));
+    let parent = &status["httproutes"]["default/broken"]["parents"][0];
+    assert_eq!(condition(&parent["conditions"], "ResolvedRefs").as_deref(), Some("False"), "{parent:#}");
+    let resp = client.get(&format!("http://127.0.0.1:{port}/broken"), &[]).await;
+    assert_eq!(resp.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(client.get(&url, &[]).await.status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_with_state_dir_keeps_quota_counters() {
+    let backend = echo("echo").await;
+    let port = free_port();
+    let dir = ConfigDir::new();
+    dir.write("gateway.yaml", &yaml::simple_gateway(port));
+    dir.write("backends.yaml", &yaml::backend("echo", backend));
+    dir.write(
+        "routes.yaml",
+        &docs(&[
+            yaml::route("metered", None, &[], &yaml::prefix_rule("/", "echo")),
+            yaml::route("open", None, &[], &yaml::prefix_rule("/open", "echo")),
+        ]),
+    );
+    dir.write(
+        "policies.yaml",
+        &docs(&[
+            yaml::quota_policy(
+                "metered",
+                "metered",
+                "  apiKey: {required: true}\n  quota: {requests: 5, period: Day}\n",
+            ),
+            yaml::api_key("acme", "metered", "metered-key-0001", ""),
+        ]),
+    );
+    let state = dir.state();
+    let state_arg = state.to_str().expect("state dir path");
+    let url = format!("http://127.0.0.1:{port}/x");
+    let key = [("x-api-key", "metered-key-0001")];
+
+    let mut first = Tollbridge::start(&dir, &["--state-dir", state_arg, "--drain-timeout", "5"]).await;
+    for remaining in ["4", "3", "2"] {
+        let resp = Client::new().get(&url, &key).await;
+        assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+        assert_eq!(resp.header("x-ratelimit-remaining"), Some(remaining));
+    }
+    // SIGTERM while a request is in flight: it completes, then the process exits cleanly.
+    let slow_url = format!("http://127.0.0.1:{port}/open");
+    let in_flight =
+        tokio::spawn(async move { Client::new().try_get(&slow_url, &[("x-echo-delay-ms", "1000")]).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let exit = first.terminate(Duration::from_secs(10)).await;
+    assert!(exit.success(), "SIGTERM exit: {exit}; log:\n{}", first.log());
+    let in_flight = in_flight.await.expect("in-flight task");
+    assert_eq!(in_flight.map(|r| r.status), Ok(StatusCode::OK), "the in-flight request was cut by SIGTERM");
+    assert!(state.join(tollbridge_local::policy::COUNTERS_FILE).exists(), "no counter file after SIGTERM");
+    drop(first);
+
+    let _second = Tollbridge::start(&dir, &["--state-dir", state_arg]).await;
+    let client = Client::new();
+    for remaining in ["1", "0"] {
+        let resp = client.get(&url, &key).await;
+        assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+        assert_eq!(resp.header("x-ratelimit-remaining"), Some(remaining), "the quota restarted from zero");
+    }
+    let resp = client.get(&url, &key).await;
+    assert_eq!(resp.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(resp.json()["error"], "quota_exceeded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_endpoints_report_health_metrics_status_and_redacted_config() {
+    const SECRET: &str = "admin-test-secret-value-7f3a9c";
+    let backend = echo("echo").await;
+    let port = free_port();
+    let dir = ConfigDir::new();
+    dir.write("gateway.yaml", &yaml::simple_gateway(port));
+    dir.write("backends.yaml", &yaml::backend("echo", backend));
+    dir.write(
+        "routes.yaml",
+        &docs(&[
+            yaml::route("open", None, &[], &yaml::prefix_rule("/open", "echo")),
+            yaml::route("guarded", None, &[], &yaml::prefix_rule("/guarded", "echo")),
+        ]),
+    );
+    dir.write(
+        "policies.yaml",
+        &docs(&[
+            yaml::quota_policy("keys", "guarded", "  apiKey: {required: true}\n"),
+            yaml::api_key("acme", "keys", SECRET, ""),
+        ]),
+    );
+    let tollbridge = Tollbridge::start(&dir, &[]).await;
+    let client = Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    for _ in 0..3 {
+        assert_eq!(client.get(&format!("{base}/open"), &[]).await.status, StatusCode::OK);
+    }
+    assert_eq!(client.get(&format!("{base}/guarded"), &[("x-api-key", SECRET)]).await.status, StatusCode::OK);
+    assert_eq!(client.get(&format!("{base}/guarded"), &[]).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(client.get(&format!("{base}/nowhere"), &[]).await.status, StatusCode::NOT_FOUND);
+
+    assert_eq!(tollbridge.admin_get("/healthz").await.status, StatusCode::OK);
+    assert_eq!(tollbridge.admin_get("/readyz").await.status, StatusCode::OK);
+    assert_eq!(tollbridge.admin_get("/nope").await.status, StatusCode::NOT_FOUND);
+    let post = client.request(Method::POST, &format!("http://{}/healthz", tollbridge.admin), &[], "").await;
+    assert_eq!(post.status, StatusCode::METHOD_NOT_ALLOWED);
+
+    let metrics = tollbridge.admin_get("/metrics").await;
+    assert_eq!(metrics.status, StatusCode::OK);
+    let text = metrics.text();
+    let has = |needle: &str| text.lines().any(|l| l.starts_with("tollbridge_") && l.contains(needle));
+    let requests_line = |route: &str, code: &str| {
+        text.lines().find(|l| {
+            l.starts_with("tollbridge_http_requests_total{")
+                && l.contains(&format!("route=\"{route}\""))
+                && l.contains(&format!("code=\"{code}\""))
+        })
+    };
+    let open = requests_line("default/open", "200").unwrap_or_else(|| panic!("no /open counter in:\n{text}"));
+    assert!(open.ends_with(" 3"), "{open}");
+    assert!(requests_line("default/guarded", "401").is_some(), "no 401 counter in:\n{text}");
+    assert!(requests_line("", "404").is_some(), "no 404 counter in:\n{text}");
+    assert!(
+        text.lines().any(|l| l.starts_with("tollbridge_policy_rejections_total{")
+            && l.contains("policy=\"default/keys\"")
+            && l.contains("code=\"401\"")),
+        "no policy rejection counter in:\n{text}"
+    );
+    assert!(has("http_request_duration_seconds"), "no latency histogram");
+
+    let status = tollbridge.status().await;
+    let gateway = &status["gateways"]["default/gw"];
+    assert_eq!(condition(&gateway["conditions"], "Programmed").as_deref(), Some("True"), "{gateway:#}");
+    assert_eq!(condition(&gateway["conditions"], "Accepted").as_deref(), Some("True"), "{gateway:#}");
+    for route in ["default/open", "default/guarded"] {
+        let parent = &status["httproutes"][route]["parents"][0];
+        assert_eq!(
+            condition(&parent["conditions"], "Accepted").as_deref(),
+            Some("True"),
+            "{route}: {parent:#}"
+        );
+        assert_eq!(condition(&parent["conditions"], "ResolvedRefs").as_deref(), Some("True"), "{route}");
+    }
+    assert!(status["quotapolicies"]["default/keys"].is_object(), "{status:#}");
+    assert!(status["apikeys"]["default/acme"]["keyId"].is_string(), "{status:#}");
+    assert_eq!(status["errors"], serde_json::json!([]));
+
+    let config = tollbridge.admin_get("/config").await;
+    assert_eq!(config.status, StatusCode::OK);
+    let _: serde_json::Value = config.json();
+    assert!(!config.text().contains(SECRET), "/config shows the API key");
+    assert!(!status.to_string().contains(SECRET), "/status shows the API key");
+    assert!(!text.contains(SECRET), "/metrics shows the API key");
+    assert!(!tollbridge.log().contains(SECRET), "the log shows the API key");
+}
+
+/// A Gateway with one route to an echo backend on `port`; returns its config dir.
+async fn abuse_setup(port: u16) -> ConfigDir {
+    let backend = echo("echo").await;
+    let dir = ConfigDir::new();
+    dir.write("gateway.yaml", &yaml::simple_gateway(port));
+    dir.write("backends.yaml", &yaml::backend("echo", backend));
+    dir.write("routes.yaml", &yaml::route("ok", None, &[], &yaml::prefix_rule("/", "echo")));
+    dir
+}
+
+async fn still_serves(tollbridge: &mut Tollbridge, port: u16) {
+    assert!(tollbridge.is_running(), "tollbridge exited; log:\n{}", tollbridge.log());
+    let resp = Client::new().get(&format!("http://127.0.0.1:{port}/ok"), &[]).await;
+    assert_eq!(resp.status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abuse_oversized_and_malformed_requests_are_refused() {
+    let port = free_port();
+    let dir = abuse_setup(port).await;
+    let mut tollbridge = Tollbridge::start(&dir, &[]).await;
+    let timeout = Duration::from_secs(5);
+
+    // A header larger than 64 KiB.
+    let big = format!("GET /ok HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(70 * 1024));
+    let outcome = raw_exchange(port, big.as_bytes(), timeout).await;
+    assert!(matches!(outcome, RawOutcome::Status(431) | RawOutcome::Closed), "oversized header: {outcome:?}");
+    still_serves(&mut tollbridge, port).await;
+
+    // Many headers, each small.
+    let mut many = String::from("GET /ok HTTP/1.1\r\nHost: x\r\n");
+    for i in 0..500 {
+        many.push_str(&format!("X-H-{i}: v\r\n"));
+    }
+    many.push_str("\r\n");
+    let outcome = raw_exchange(port, many.as_bytes(), timeout).await;
+    assert!(matches!(outcome, RawOutcome::Status(431) | RawOutcome::Closed), "too many headers: {outcome:?}");
+    still_serves(&mut tollbridge, port).await;
+
+    // Malformed request lines.
+    for garbage in ["GARBAGE\r\n\r\n", "GET /ok HTTP/1.1 extra\r\nHost: x\r\n\r\n", "GET\r\n\r\n"] {
+        let outcome = raw_exchange(port, garbage.as_bytes(), timeout).await;
+        assert_eq!(outcome, RawOutcome::Status(400), "{garbage:?}");
+    }
+    // A header line without a colon.
+    let outcome = raw_exchange(port, b"GET /ok HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n", timeout).await;
+    assert_eq!(outcome, RawOutcome::Status(400));
+    // A sane raw request still works on a raw connection.
+    let outcome =
+        raw_exchange(port, b"GET /ok HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", timeout).await;
+    assert_eq!(outcome, RawOutcome::Status(200));
+    still_serves(&mut tollbridge, port).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abuse_slowloris_is_cut_off_by_the_header_timeout() {
+    let port = free_port();
+    let dir = abuse_setup(port).await;
+    let mut tollbridge = Tollbridge::start(&dir, &["--header-timeout", "1"]).await;
+
+    // A request head sent a few bytes every 300 ms never completes: the server must close the
+    // connection soon after the 1 s header timeout, while serving others.
+    let mut slow = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+    slow.write_all(b"GET /ok HTTP/1.1\r\nHost: x\r\n").await.expect("write head start");
+    let started = Instant::now();
+    let mut closed_after = None;
+    for i in 0..30 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if slow.write_all(format!("X-Slow-{i}: v\r\n").as_bytes()).await.is_err() {
+            closed_after = Some(started.elapsed());
+            break;
+        }
+        // Peek whether the server has answered or closed.
+        let mut buf = [0u8; 256];
+        match tokio::time::timeout(Duration::from_millis(10), slow.peek(&mut buf)).await {
+            Ok(Ok(_)) | Ok(Err(_)) => {
+                closed_after = Some(started.elapsed());
+                break;
+            }
+            Err(_) => {}
+        }
+        if i % 3 == 0 {
+            still_serves(&mut tollbridge, port).await;
+        }
+    }
+    let closed_after = closed_after.expect("the slow connection was still open after 9 s");
+    eprintln!("slowloris: connection closed {closed_after:?} after the head started");
+    assert!(closed_after < Duration::from_secs(4), "closed only after {closed_after:?}");
+    // Whatever it answered (408 or nothing), the connection ends.
+    let outcome = tokio::time::timeout(Duration::from_secs(3), read_status(&mut slow)).await;
+    assert!(outcome.is_ok(), "the connection did not end");
+    still_serves(&mut tollbridge, port).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abuse_bad_yaml_at_startup_exits_naming_the_file() {
+    let port = free_port();
+    let dir = ConfigDir::new();
+    dir.write("gateway.yaml", &yaml::simple_gateway(port));
+    dir.write("broken.yaml", "apiVersion: v1\nkind: Service\nmetadata: {name: [unclosed\n");
+    let mut tollbridge = Tollbridge::spawn(&dir, &[]);
+    let exit = tollbridge.wait_exit(Duration::from_secs(10)).await;
+    assert!(!exit.success(), "exit {exit} with a broken file");
+    let log = tollbridge.log();
+    assert!(log.contains("broken.yaml"), "the error does not name the file:\n{log}");
+
+    // A wrong field type names the file, the document and the field.
+    let dir = ConfigDir::new();
+    dir.write(
+        "gateway.yaml",
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: gw}\nspec:\n  gatewayClassName: \
+         tollbridge\n  listeners:\n  - {name: http, protocol: HTTP, port: eighty}\n",
+    );
+    let mut tollbridge = Tollbridge::spawn(&dir, &[]);
+    let exit = tollbridge.wait_exit(Duration::from_secs(10)).await;
+    assert!(!exit.success(), "exit {exit} with a wrong field type");
+    let log = tollbridge.log();
+    assert!(log.contains("gateway.yaml") && log.contains("port"), "unclear error:\n{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_readyz_is_503_while_a_listener_port_is_taken() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("address").port();
+    let dir = abuse_setup(port).await;
+    let mut tollbridge = Tollbridge::spawn(&dir, &[]);
+    // The admin endpoint comes up before the listeners are bound: wait for the first status.
+    let client = Client::new();
+    let status_url = format!("http://{}/status", tollbridge.admin);
+    let mut listener = serde_json::Value::Null;
+    for _ in 0..200 {
+        if let Ok(resp) = client.try_get(&status_url, &[]).await {
+            if let Ok(status) = serde_json::from_slice::<serde_json::Value>(&resp.body) {
+                listener = status["gateways"]["default/gw"]["listeners"][0].clone();
+                if listener.is_object() {
+                    break;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(listener.is_object(), "no listener status after 10 s; log:\n{}", tollbridge.log());
+    assert!(tollbridge.is_running(), "a busy port must not stop the process; log:\n{}", tollbridge.log());
+    assert_eq!(tollbridge.admin_get("/readyz").await.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(tollbridge.admin_get("/healthz").await.status, StatusCode::OK);
+    assert_eq!(condition(&listener["conditions"], "Programmed").as_deref(), Some("False"), "{listener:#}");
+    assert!(listener.to_string().contains("PortUnavailable"), "{listener:#}");
+    drop(taken);
+}
+
+// Known product bugs, reported; these tests pass once they are fixed.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abuse_silent_connections_are_closed_by_the_header_timeout() {
+    let port = free_port();
+    let dir = abuse_setup(port).await;
+    let mut tollbridge = Tollbridge::start(&dir, &["--header-timeout", "1", "--max-connections", "3"]).await;
+
+    // Three connections that never send a byte (or only the start of the HTTP/2 preface)
+    // must not hold every connection slot for longer than the header timeout.
+    let mut silent = Vec::new();
+    for first_bytes in [&b""[..], b"", b"PRI * HTTP/2"] {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+        stream.write_all(first_bytes).await.expect("write");
+        silent.push(stream);
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for stream in &mut silent {
+        let outcome = tokio::time::timeout(Duration::from_secs(1), read_status(stream)).await;
+        assert!(outcome.is_ok(), "a silent connection is still open 3 s after a 1 s header timeout");
+    }
+    still_serves(&mut tollbridge, port).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_readyz_recovers_when_the_port_frees_up() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("address").port();
+    let dir = abuse_setup(port).await;
+    let mut tollbridge = Tollbridge::spawn(&dir, &[]);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    drop(taken);
+    tollbridge.wait_ready(Duration::from_secs(10)).await;
+    still_serves(&mut tollbridge, port).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routing_dot_segments_do_not_bypass_a_policy() {
+    let port = free_port();
+    let dir = abuse_setup(port).await;
+    dir.write(
+        "routes.yaml",
+        &docs(&[
+            yaml::route("public", None, &[], &yaml::prefix_rule("/public", "echo")),
+            yaml::route("admin", None, &[], &yaml::prefix_rule("/admin", "echo")),
+        ]),
+    );
+    dir.write(
+        "policies.yaml",
+        &docs(&[
+            yaml::quota_policy("admin", "admin", "  apiKey: {required: true}\n"),
+            yaml::api_key("ops", "admin", "admin-key-0001", ""),
+        ]),
+    );
+    let _tollbridge = Tollbridge::start(&dir, &[]).await;
+    for path in ["/public/../admin", "/public/%2e%2e/admin", "/public/./../admin/users"] {
+        let outcome = raw_exchange(
+            port,
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+            Duration::from_secs(5),
+        )
+        .await;
+        // Either refused as malformed, or normalized to /admin… and asked for a key.
+        assert!(
+            matches!(outcome, RawOutcome::Status(400 | 401 | 404)),
+            "{path} reached a backend without the /admin API key: {outcome:?}"
+        );
+    }
+}
