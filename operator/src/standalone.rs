@@ -123,6 +123,7 @@ impl Standalone {
     /// Loads, translates and applies the files. On load errors the last good configuration
     /// keeps serving and the errors are published on `/status`.
     async fn reload(&mut self) -> Result<(), Vec<String>> {
+        let started = std::time::Instant::now();
         let loaded = match files::load_paths(&self.options.paths) {
             Ok(loaded) => loaded,
             Err(errors) => {
@@ -139,7 +140,9 @@ impl Standalone {
         }
         let mut snapshot = loaded.snapshot;
         snapshot.now = jiff::Timestamp::now();
+        let loaded_at = started.elapsed();
         let translation = translate::translate(&snapshot, &providers::capabilities);
+        let translated_at = started.elapsed();
         let mut statuses = translation.statuses;
         let mut served = BTreeSet::new();
         let mut config = Vec::new();
@@ -172,7 +175,14 @@ impl Standalone {
         self.statuses = statuses;
         self.config = config;
         self.publish(&[]);
-        tracing::info!(gateways = self.applied.len(), "configuration applied");
+        tracing::info!(
+            gateways = self.applied.len(),
+            routes = self.config.iter().map(|g| g.routes.len()).sum::<usize>(),
+            load_ms = loaded_at.as_millis() as u64,
+            translate_ms = (translated_at - loaded_at).as_millis() as u64,
+            apply_ms = (started.elapsed() - translated_at).as_millis() as u64,
+            "configuration applied"
+        );
         Ok(())
     }
 
