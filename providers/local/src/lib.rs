@@ -9,6 +9,7 @@ mod body;
 pub mod echo;
 mod hostmatch;
 pub mod metrics;
+mod percent;
 pub mod policy;
 mod provider;
 mod proxy;

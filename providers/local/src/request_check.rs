@@ -5,6 +5,8 @@ use std::borrow::Cow;
 
 use http::{header, Method, Request, StatusCode, Version};
 
+use crate::percent;
+
 /// Why a request is refused before routing.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Rejection {
@@ -40,15 +42,6 @@ fn is_unreserved(byte: u8) -> bool {
     byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~')
 }
 
-fn hex(byte: u8) -> Option<u8> {
-    match byte {
-        b'0'..=b'9' => Some(byte - b'0'),
-        b'a'..=b'f' => Some(byte - b'a' + 10),
-        b'A'..=b'F' => Some(byte - b'A' + 10),
-        _ => None,
-    }
-}
-
 /// Normalizes a request path: percent-encoded unreserved characters are decoded, `.` and `..`
 /// segments removed (RFC 3986 §5.2.4), and repeated slashes merged. Encoded reserved characters
 /// such as `%2F` stay encoded. Borrowed when nothing changes (the common case).
@@ -64,20 +57,17 @@ pub fn normalize_path(path: &str) -> Cow<'_, str> {
     let mut decoded = String::with_capacity(path.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                let value = h * 16 + l;
-                if is_unreserved(value) {
-                    decoded.push(value as char);
-                } else {
-                    // Keep reserved and non-ASCII escapes as they are, upper-cased.
-                    decoded.push('%');
-                    decoded.push(bytes[i + 1].to_ascii_uppercase() as char);
-                    decoded.push(bytes[i + 2].to_ascii_uppercase() as char);
-                }
-                i += 3;
-                continue;
+        if let Some(value) = percent::escape_at(bytes, i) {
+            if is_unreserved(value) {
+                decoded.push(value as char);
+            } else {
+                // Keep reserved and non-ASCII escapes as they are, upper-cased.
+                decoded.push('%');
+                decoded.push(bytes[i + 1].to_ascii_uppercase() as char);
+                decoded.push(bytes[i + 2].to_ascii_uppercase() as char);
             }
+            i += 3;
+            continue;
         }
         decoded.push(bytes[i] as char);
         i += 1;

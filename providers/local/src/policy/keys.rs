@@ -8,6 +8,8 @@ use http::request::Parts;
 use http::uri::{PathAndQuery, Uri};
 use sha2::{Digest, Sha256};
 
+use crate::percent;
+
 /// The SHA-256 of an API key: the only form a key takes in memory.
 ///
 /// Debug prints the public key id (the first 8 hex digits) only.
@@ -97,7 +99,7 @@ impl KeyLocation {
 fn query_value<'q>(query: &'q str, name: &str) -> Option<Cow<'q, [u8]>> {
     query.split('&').find_map(|pair| {
         let (key, value) = pair.split_once('=')?;
-        (!value.is_empty() && *percent_decode(key) == *name.as_bytes()).then(|| percent_decode(value))
+        (!value.is_empty() && *percent::decode(key) == *name.as_bytes()).then(|| percent::decode(value))
     })
 }
 
@@ -108,7 +110,7 @@ fn query_without(query: &str, name: &str) -> Option<String> {
     let mut removed = false;
     for pair in query.split('&') {
         let key = pair.split_once('=').map_or(pair, |(key, _)| key);
-        if *percent_decode(key) == *name.as_bytes() {
+        if *percent::decode(key) == *name.as_bytes() {
             removed = true;
             continue;
         }
@@ -118,41 +120,6 @@ fn query_without(query: &str, name: &str) -> Option<String> {
         kept.push_str(pair);
     }
     removed.then_some(kept)
-}
-
-/// Decodes `%XX` escapes; malformed escapes are kept literally.
-fn percent_decode(text: &str) -> Cow<'_, [u8]> {
-    let bytes = text.as_bytes();
-    if !bytes.contains(&b'%') {
-        return Cow::Borrowed(bytes);
-    }
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let escaped = (bytes[i] == b'%')
-            .then(|| Some((hex_digit(*bytes.get(i + 1)?)? << 4) | hex_digit(*bytes.get(i + 2)?)?))
-            .flatten();
-        match escaped {
-            Some(byte) => {
-                out.push(byte);
-                i += 3;
-            }
-            None => {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
-    }
-    Cow::Owned(out)
-}
-
-fn hex_digit(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
 }
 
 #[cfg(test)]

@@ -11,6 +11,8 @@ use tollbridge_provider::{KeyValueMatch, PathMatch, RouteIr, StringMatch};
 
 use super::{CompileError, RequestView};
 
+use crate::percent;
+
 /// Everything an entry requires of a request, compiled.
 #[derive(Debug)]
 pub(super) struct Conditions {
@@ -129,38 +131,8 @@ fn header_matches(headers: &HeaderMap, name: &HeaderName, want: &ValueMatch) -> 
 pub(super) fn first_query_value<'q>(query: &'q str, name: &str) -> Option<Cow<'q, str>> {
     query.split('&').find_map(|pair| {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        (percent_decode(key) == name).then(|| percent_decode(value))
+        (percent::decode_str(key) == name).then(|| percent::decode_str(value))
     })
-}
-
-/// Decodes `%XY` escapes; malformed escapes stay as they are, invalid UTF-8 becomes U+FFFD.
-fn percent_decode(raw: &str) -> Cow<'_, str> {
-    if !raw.contains('%') {
-        return Cow::Borrowed(raw);
-    }
-    let bytes = raw.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let escaped = (bytes[i] == b'%')
-            .then(|| Some((hex_digit(*bytes.get(i + 1)?)? << 4) | hex_digit(*bytes.get(i + 2)?)?))
-            .flatten();
-        match escaped {
-            Some(byte) => {
-                out.push(byte);
-                i += 3;
-            }
-            None => {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
-    }
-    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
-}
-
-fn hex_digit(b: u8) -> Option<u8> {
-    char::from(b).to_digit(16).and_then(|d| u8::try_from(d).ok())
 }
 
 #[cfg(test)]
