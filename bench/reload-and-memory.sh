@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Memory and reload time of `tollbridge run` with many routes (default 10,000), plus a check that
+# reloads under load fail no request.
+#
+# usage: bench/reload-and-memory.sh   (env: ROUTES=10000 RELOADS=5)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROUTES=${ROUTES:-10000}
+RELOADS=${RELOADS:-5}
+PORT=18182
+BACKEND_PORT=18180
+ADMIN_PORT=18190
+
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target/bench}
+cargo build --release -q -p tollbridge
+bin=$CARGO_TARGET_DIR/release/tollbridge
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+"$bin" echo --listen "127.0.0.1:$BACKEND_PORT" 2>/dev/null & pids+=($!)
+python3 bench/gen-routes.py "$work/config" "$PORT" "$BACKEND_PORT" "$ROUTES" --keys
+"$bin" run -f "$work/config" --admin-address "127.0.0.1:$ADMIN_PORT" --poll-interval-ms 100 \
+  --log-format json 2>"$work/log" & pid=$!; pids+=($pid)
+for _ in $(seq 1 300); do curl -fs -o /dev/null "http://127.0.0.1:$ADMIN_PORT/readyz" && break; sleep 0.1; done
+
+rss_kib=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
+echo "routes: $ROUTES"
+echo "RSS after load: $((rss_kib / 1024)) MiB"
+
+# Reloads under load: wrk hits one route while the file is rewritten RELOADS times.
+url="http://127.0.0.1:$PORT/svc$((ROUTES / 2))/x"
+wrk -t1 -c16 -d$((RELOADS * 2 + 2))s -H 'x-api-key: bench-key-0123456789' "$url" >"$work/wrk" &
+wrk_pid=$!
+sleep 1
+for i in $(seq 1 "$RELOADS"); do
+  sed -i "s/hello-[0-9]*/hello-$i/; s/^  - {name: http, protocol: HTTP, port: $PORT}$/  - {name: http, protocol: HTTP, port: $PORT}\n# edit $i/" "$work/config/bench.yaml"
+  echo "# reload $i" >> "$work/config/bench.yaml"
+  sleep 2
+done
+wait "$wrk_pid"
+echo "load during reloads: $(awk '/Requests\/sec/ {print $2}' "$work/wrk") req/s; $(grep -E 'requests in' "$work/wrk" | xargs)"
+grep -E "Non-2xx|Socket errors" "$work/wrk" || echo "failed requests during reloads: 0"
+echo "reload timings (ms), first = startup:"
+grep '"configuration applied"' "$work/log" | python3 -c '
+import json, sys
+for line in sys.stdin:
+    f = json.loads(line)["fields"]
+    print(f"  load {f[\"load_ms\"]:>5}  translate {f[\"translate_ms\"]:>5}  apply {f[\"apply_ms\"]:>5}  routes {f[\"routes\"]}")'
+rss_kib=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
+echo "RSS after reloads: $((rss_kib / 1024)) MiB"
