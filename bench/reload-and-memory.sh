@@ -36,7 +36,6 @@ wrk -t1 -c16 -d$((RELOADS * 2 + 2))s -H 'x-api-key: bench-key-0123456789' "$url"
 wrk_pid=$!
 sleep 1
 for i in $(seq 1 "$RELOADS"); do
-  sed -i "s/hello-[0-9]*/hello-$i/; s/^  - {name: http, protocol: HTTP, port: $PORT}$/  - {name: http, protocol: HTTP, port: $PORT}\n# edit $i/" "$work/config/bench.yaml"
   echo "# reload $i" >> "$work/config/bench.yaml"
   sleep 2
 done
