@@ -1,5 +1,7 @@
 //! Prometheus metrics of the data plane.
 
+use std::sync::Arc;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -7,18 +9,21 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+/// A label value shared by reference: per-request labels cost no allocation.
+pub type Label = Arc<String>;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    pub gateway: String,
+    pub gateway: Label,
     /// `namespace/name` of the HTTPRoute, or empty when no route matched.
-    pub route: String,
+    pub route: Label,
     pub code: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
-    pub gateway: String,
-    pub route: String,
+    pub gateway: Label,
+    pub route: Label,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -53,18 +53,19 @@ pub async fn handle(shared: Arc<Shared>, conn: ConnInfo, req: Request<Incoming>)
         return plain(StatusCode::SERVICE_UNAVAILABLE, "listener is being removed");
     };
     drop(table);
-    let (response, route_id) = serve(&shared, &gateway, conn, req).await;
+    let (response, route_index) = serve(&shared, &gateway, conn, req).await;
     let code = response.status().as_u16();
-    let route = route_id.unwrap_or_default();
+    let route =
+        route_index.map(|i| gateway.route_labels[i].clone()).unwrap_or_else(|| shared.no_route_label.clone());
     shared
         .metrics
         .requests
-        .get_or_create(&RequestLabels { gateway: gateway.id.clone(), route: route.clone(), code })
+        .get_or_create(&RequestLabels { gateway: gateway.id_label.clone(), route: route.clone(), code })
         .inc();
     shared
         .metrics
         .latency
-        .get_or_create(&RouteLabels { gateway: gateway.id.clone(), route: route.clone() })
+        .get_or_create(&RouteLabels { gateway: gateway.id_label.clone(), route: route.clone() })
         .observe(started.elapsed().as_secs_f64());
     if shared.settings.access_log {
         access_log(&gateway.id, &route, conn, code, started.elapsed());
@@ -83,13 +84,13 @@ fn access_log(gateway: &str, route: &str, conn: ConnInfo, code: u16, elapsed: Du
     println!("{line}");
 }
 
-/// Serves one request; returns the response and the `namespace/name` of the route that matched.
+/// Serves one request; returns the response and the index of the route entry that matched.
 async fn serve(
     shared: &Shared,
     gateway: &Arc<CompiledGateway>,
     conn: ConnInfo,
     mut req: Request<Incoming>,
-) -> (Response<Body>, Option<String>) {
+) -> (Response<Body>, Option<usize>) {
     let Some(socket) = gateway.sockets.get(&conn.local) else {
         return (plain(StatusCode::NOT_FOUND, "no route"), None);
     };
@@ -118,7 +119,7 @@ async fn serve(
         return (plain(StatusCode::NOT_FOUND, "no route matches this request"), None);
     };
     let route = &gateway.ir.routes[index];
-    let route_id = route.id.route();
+    let route_id = index;
 
     let origin = req.headers().get(header::ORIGIN).cloned();
     let cors = route.filters.cors.as_ref();

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use rustls::ServerConfig;
 use tollbridge_provider::{ActionIr, GatewayIr};
 
+use crate::metrics::Label;
 use crate::policy::Policies;
 use crate::router::PortRouter;
 use crate::tls;
@@ -28,6 +29,10 @@ pub enum CompileError {
 pub struct CompiledGateway {
     /// `namespace/name`.
     pub id: String,
+    /// `id` as a metric label.
+    pub id_label: Label,
+    /// Per route entry: its HTTPRoute's `namespace/name` as a metric label.
+    pub route_labels: Vec<Label>,
     pub ir: GatewayIr,
     /// Per socket: the route table and, for HTTPS, the TLS configuration.
     pub sockets: BTreeMap<SocketAddr, SocketConfig>,
@@ -73,7 +78,16 @@ impl CompiledGateway {
                 _ => Vec::new(),
             })
             .collect();
-        Ok(Self { id: ir.key.id(), policies: Policies::compile(&ir.policies), ir, sockets, round_robin })
+        let route_labels = ir.routes.iter().map(|r| Arc::new(r.id.route())).collect();
+        Ok(Self {
+            id: ir.key.id(),
+            id_label: Arc::new(ir.key.id()),
+            route_labels,
+            policies: Policies::compile(&ir.policies),
+            ir,
+            sockets,
+            round_robin,
+        })
     }
 
     /// The next endpoint index of a backend, round robin over `count` endpoints.

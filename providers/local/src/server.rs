@@ -61,6 +61,8 @@ pub struct Shared {
     pub state: Arc<PolicyState>,
     pub client: UpstreamClient,
     pub metrics: Arc<Metrics>,
+    /// The route label of requests no route matched.
+    pub no_route_label: crate::metrics::Label,
     connection_slots: Arc<Semaphore>,
     shutdown: watch::Sender<bool>,
     open: AtomicUsize,
@@ -76,6 +78,7 @@ impl Shared {
             table: ArcSwap::from_pointee(Table::default()),
             state,
             metrics,
+            no_route_label: Arc::new(String::new()),
             shutdown: watch::channel(false).0,
             open: AtomicUsize::new(0),
             drained: Notify::new(),
