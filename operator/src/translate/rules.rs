@@ -194,6 +194,9 @@ impl RuleContext<'_, '_> {
         }
         let mut headers: Vec<KeyValueMatch> = Vec::new();
         for h in &m.headers {
+            if !self.check_header_name(&h.name) {
+                continue;
+            }
             let name = h.name.to_ascii_lowercase();
             // The spec: among matches with the same (case-insensitive) name, the first wins.
             if headers.iter().all(|x| x.name != name) {
@@ -223,6 +226,45 @@ impl RuleContext<'_, '_> {
         }
     }
 
+    /// Header names must be HTTP tokens (the CRD enforces this in a cluster; files are not
+    /// checked against the CRD schema).
+    fn check_header_name(&mut self, name: &str) -> bool {
+        let valid = !name.is_empty()
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        if !valid {
+            self.invalid.push(format!("invalid header name {name:?}"));
+        }
+        valid
+    }
+
+    fn header_modifier(&mut self, filter: Option<&HTTPHeaderFilter>) -> HeaderModifier {
+        let Some(filter) = filter else { return HeaderModifier::default() };
+        let pairs = |ctx: &mut Self, list: &[crate::api::gateway::HTTPHeader]| {
+            list.iter()
+                .filter(|h| ctx.check_header_name(&h.name) && ctx.check_header_value(&h.value))
+                .map(|h| HeaderValue { name: h.name.to_ascii_lowercase(), value: h.value.clone() })
+                .collect()
+        };
+        let set = pairs(self, &filter.set);
+        let add = pairs(self, &filter.add);
+        let remove = filter
+            .remove
+            .iter()
+            .filter(|n| self.check_header_name(n))
+            .map(|n| n.to_ascii_lowercase())
+            .collect();
+        HeaderModifier { set, add, remove }
+    }
+
+    /// Header values may not hold control characters (CR and LF above all).
+    fn check_header_value(&mut self, value: &str) -> bool {
+        let valid = value.bytes().all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f));
+        if !valid {
+            self.invalid.push(format!("invalid header value {value:?}"));
+        }
+        valid
+    }
+
     fn check_regex(&mut self, pattern: &str) {
         if let Err(e) = regex::Regex::new(pattern) {
             self.invalid
@@ -236,11 +278,11 @@ impl RuleContext<'_, '_> {
             match filter.type_ {
                 HTTPRouteFilterType::RequestHeaderModifier => {
                     self.need(Feature::RequestHeaderModification);
-                    out.request_headers = header_modifier(filter.request_header_modifier.as_ref());
+                    out.request_headers = self.header_modifier(filter.request_header_modifier.as_ref());
                 }
                 HTTPRouteFilterType::ResponseHeaderModifier => {
                     self.need(Feature::HTTPRouteResponseHeaderModification);
-                    out.response_headers = header_modifier(filter.response_header_modifier.as_ref());
+                    out.response_headers = self.header_modifier(filter.response_header_modifier.as_ref());
                 }
                 HTTPRouteFilterType::RequestRedirect => {
                     self.need(Feature::RequestRedirect);
@@ -411,12 +453,14 @@ impl RuleContext<'_, '_> {
                 match filter.type_ {
                     HTTPRouteFilterType::RequestHeaderModifier => {
                         self.need(Feature::HTTPRouteBackendRequestHeaderModification);
-                        backend.request_headers = header_modifier(filter.request_header_modifier.as_ref());
+                        backend.request_headers =
+                            self.header_modifier(filter.request_header_modifier.as_ref());
                     }
                     HTTPRouteFilterType::ResponseHeaderModifier => {
                         self.need(Feature::HTTPRouteBackendRequestHeaderModification);
                         self.need(Feature::HTTPRouteResponseHeaderModification);
-                        backend.response_headers = header_modifier(filter.response_header_modifier.as_ref());
+                        backend.response_headers =
+                            self.header_modifier(filter.response_header_modifier.as_ref());
                     }
                     ref other => self.invalid.push(format!(
                         "backendRef {} filter {other:?} is not supported; only header modifiers are",
@@ -442,20 +486,6 @@ fn forward_or_500(backends: &[BackendIr]) -> ActionIr {
         ActionIr::Forward { backends: backends.to_vec() }
     } else {
         ActionIr::Respond { status: 500 }
-    }
-}
-
-fn header_modifier(filter: Option<&HTTPHeaderFilter>) -> HeaderModifier {
-    let Some(filter) = filter else { return HeaderModifier::default() };
-    let pairs = |list: &[crate::api::gateway::HTTPHeader]| {
-        list.iter()
-            .map(|h| HeaderValue { name: h.name.to_ascii_lowercase(), value: h.value.clone() })
-            .collect()
-    };
-    HeaderModifier {
-        set: pairs(&filter.set),
-        add: pairs(&filter.add),
-        remove: filter.remove.iter().map(|n| n.to_ascii_lowercase()).collect(),
     }
 }
 
