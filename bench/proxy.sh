@@ -84,7 +84,7 @@ results+=("nginx trivial|$(measure "http://127.0.0.1:$NGINX_PORT/")")
 kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
 
 run_tollbridge() { # config dir
-  TOKIO_WORKER_THREADS=1 taskset -c 0 "$bin" run -f "$1" --admin-address "127.0.0.1:$ADMIN_PORT" \
+  taskset -c 0 "$bin" run -f "$1" --admin-address "127.0.0.1:$ADMIN_PORT" --worker-threads 1 \
     --max-connections 20000 2>"$work/tollbridge.log" & pids+=($!)
   wait_http "http://127.0.0.1:$ADMIN_PORT/readyz"
 }

@@ -89,6 +89,9 @@ pub struct RunArgs {
     /// Log format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Threads serving traffic (default: one per core); 1 runs everything on one thread.
+    #[arg(long)]
+    worker_threads: Option<usize>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -190,8 +193,15 @@ fn init_logging(format: LogFormat) {
     };
 }
 
-fn runtime() -> Option<tokio::runtime::Runtime> {
-    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+/// A tokio runtime: one thread per core by default; with one worker, a single-threaded runtime
+/// (no cross-thread wakeups, the cheapest when the process is pinned to one core).
+fn runtime(worker_threads: Option<usize>) -> Option<tokio::runtime::Runtime> {
+    let built = match worker_threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+        Some(n) => tokio::runtime::Builder::new_multi_thread().worker_threads(n).enable_all().build(),
+        None => tokio::runtime::Builder::new_multi_thread().enable_all().build(),
+    };
+    match built {
         Ok(rt) => Some(rt),
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -217,7 +227,7 @@ fn run_standalone(args: RunArgs) -> ExitCode {
             ..Default::default()
         },
     };
-    let Some(rt) = runtime() else { return ExitCode::FAILURE };
+    let Some(rt) = runtime(args.worker_threads) else { return ExitCode::FAILURE };
     match rt.block_on(standalone::run(options)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -228,7 +238,7 @@ fn run_standalone(args: RunArgs) -> ExitCode {
 }
 
 fn echo(listen: SocketAddr, name: String) -> ExitCode {
-    let Some(rt) = runtime() else { return ExitCode::FAILURE };
+    let Some(rt) = runtime(None) else { return ExitCode::FAILURE };
     rt.block_on(async move {
         match tokio::net::TcpListener::bind(listen).await {
             Ok(listener) => {

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -22,15 +23,25 @@ use crate::metrics::{PolicyLabels, RequestLabels, RouteLabels, UpstreamErrorLabe
 use crate::policy::Decision;
 use crate::request_check;
 use crate::router::RequestView;
-use crate::runtime::CompiledGateway;
+use crate::runtime::{socket_address, CompiledGateway};
 use crate::server::Shared;
 
 /// What a connection knows about itself.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct ConnInfo {
     pub local: SocketAddr,
     pub remote: SocketAddr,
     pub tls: bool,
+    /// The client's IP as a header value, for `x-forwarded-for` (built once per connection).
+    pub client_ip: HeaderValue,
+}
+
+impl ConnInfo {
+    pub fn new(local: SocketAddr, remote: SocketAddr) -> Self {
+        let client_ip =
+            HeaderValue::from_str(&remote.ip().to_string()).unwrap_or(HeaderValue::from_static(""));
+        Self { local, remote, tls: false, client_ip }
+    }
 }
 
 /// Headers that describe one hop and are never forwarded.
@@ -53,7 +64,7 @@ pub async fn handle(shared: Arc<Shared>, conn: ConnInfo, req: Request<Incoming>)
         return plain(StatusCode::SERVICE_UNAVAILABLE, "listener is being removed");
     };
     drop(table);
-    let (response, route_index) = serve(&shared, &gateway, conn, req).await;
+    let (response, route_index) = serve(&shared, &gateway, &conn, req).await;
     let code = response.status().as_u16();
     let route =
         route_index.map(|i| gateway.route_labels[i].clone()).unwrap_or_else(|| shared.no_route_label.clone());
@@ -68,12 +79,12 @@ pub async fn handle(shared: Arc<Shared>, conn: ConnInfo, req: Request<Incoming>)
         .get_or_create(&RouteLabels { gateway: gateway.id_label.clone(), route: route.clone() })
         .observe(started.elapsed().as_secs_f64());
     if shared.settings.access_log {
-        access_log(&gateway.id, &route, conn, code, started.elapsed());
+        access_log(&gateway.id, &route, &conn, code, started.elapsed());
     }
     response
 }
 
-fn access_log(gateway: &str, route: &str, conn: ConnInfo, code: u16, elapsed: Duration) {
+fn access_log(gateway: &str, route: &str, conn: &ConnInfo, code: u16, elapsed: Duration) {
     let line = serde_json::json!({
         "gateway": gateway,
         "route": route,
@@ -88,7 +99,7 @@ fn access_log(gateway: &str, route: &str, conn: ConnInfo, code: u16, elapsed: Du
 async fn serve(
     shared: &Shared,
     gateway: &Arc<CompiledGateway>,
-    conn: ConnInfo,
+    conn: &ConnInfo,
     mut req: Request<Incoming>,
 ) -> (Response<Body>, Option<usize>) {
     let Some(socket) = gateway.sockets.get(&conn.local) else {
@@ -210,7 +221,7 @@ async fn forward(
     index: usize,
     route: &RouteIr,
     backends: &[BackendIr],
-    conn: ConnInfo,
+    conn: &ConnInfo,
     mut parts: http::request::Parts,
     incoming: Incoming,
 ) -> Response<Body> {
@@ -238,13 +249,18 @@ async fn forward(
             upstream_error("no_endpoints");
             return plain(StatusCode::SERVICE_UNAVAILABLE, "no ready endpoints");
         }
-        BackendTarget::Endpoints { endpoints } => {
-            let endpoint = &endpoints[gateway.next_endpoint(index, chosen, endpoints.len())];
-            endpoint_authority(&endpoint.address, endpoint.port)
-        }
+        BackendTarget::Endpoints { .. } => match gateway.next_endpoint(index, chosen) {
+            Some(address) => address.clone(),
+            None => return plain(StatusCode::SERVICE_UNAVAILABLE, "no ready endpoints"),
+        },
         BackendTarget::Url { url } => match url.parse::<Uri>() {
             Ok(uri) if uri.scheme_str() == Some("http") && uri.authority().is_some() => {
-                uri.authority().map(|a| a.to_string()).unwrap_or_default()
+                let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
+                if authority.contains(':') {
+                    Arc::from(authority)
+                } else {
+                    Arc::from(format!("{authority}:80"))
+                }
             }
             _ => {
                 upstream_error("protocol");
@@ -264,8 +280,7 @@ async fn forward(
     apply_header_modifier(&route.filters.request_headers, &mut parts.headers);
     apply_header_modifier(&backend.request_headers, &mut parts.headers);
     let original_host = parts.headers.get(header::HOST).cloned();
-    let mut path_and_query =
-        parts.uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".to_string());
+    let mut rewritten: Option<String> = None;
     if let Some(rewrite) = &route.filters.url_rewrite {
         if let Some(hostname) = &rewrite.hostname {
             if let Ok(value) = HeaderValue::from_str(hostname) {
@@ -273,7 +288,7 @@ async fn forward(
             }
         }
         if let Some(path) = &rewrite.path {
-            path_and_query = rewrite_path(path, parts.uri.path(), parts.uri.query());
+            rewritten = Some(rewrite_path(path, parts.uri.path(), parts.uri.query()));
         }
     }
     if !parts.headers.contains_key(header::HOST) {
@@ -282,17 +297,22 @@ async fn forward(
             parts.headers.insert(header::HOST, h);
         }
     }
-    let Ok(uri) = format!("http://{authority}{path_and_query}").parse::<Uri>() else {
-        return plain(StatusCode::BAD_REQUEST, "request path cannot be forwarded");
+    // Origin-form, as HTTP/1.1 sends it to an origin server; the Host header names the site.
+    let path_and_query = match rewritten {
+        Some(text) => match text.parse::<PathAndQuery>() {
+            Ok(pq) => pq,
+            Err(_) => return plain(StatusCode::BAD_REQUEST, "rewritten path cannot be forwarded"),
+        },
+        None => parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")),
     };
-    parts.uri = uri;
+    parts.uri = Uri::from(path_and_query.clone());
     parts.version = http::Version::HTTP_11;
 
     let taps = start_mirrors(shared, gateway, &route.filters.mirrors, &parts, &path_and_query);
     let upstream_request = Request::from_parts(parts, TeeBody::new(incoming, taps).boxed());
 
     let timeout = [route.timeouts.request_ms, route.timeouts.backend_request_ms].into_iter().flatten().min();
-    let call = shared.client.request(upstream_request);
+    let call = shared.client.send(&authority, upstream_request);
     let result = match timeout {
         Some(ms) => match tokio::time::timeout(Duration::from_millis(ms), call).await {
             Ok(result) => result,
@@ -315,15 +335,7 @@ async fn forward(
     strip_hop_by_hop(&mut head.headers);
     apply_header_modifier(&backend.response_headers, &mut head.headers);
     apply_header_modifier(&route.filters.response_headers, &mut head.headers);
-    Response::from_parts(head, body.map_err(Into::into).boxed())
-}
-
-fn endpoint_authority(address: &str, port: u16) -> String {
-    if address.contains(':') {
-        format!("[{address}]:{port}")
-    } else {
-        format!("{address}:{port}")
-    }
+    Response::from_parts(head, body)
 }
 
 /// Chooses a backend at random in proportion to the weights; `None` when all weights are 0.
@@ -357,13 +369,15 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-fn add_forwarded(headers: &mut HeaderMap, conn: ConnInfo, authority: Option<&HeaderValue>) {
-    let client = conn.remote.ip().to_string();
+fn add_forwarded(headers: &mut HeaderMap, conn: &ConnInfo, authority: Option<&HeaderValue>) {
     let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(previous) => format!("{previous}, {client}"),
-        None => client,
+        Some(previous) => {
+            let client = conn.client_ip.to_str().unwrap_or_default();
+            HeaderValue::from_str(&format!("{previous}, {client}")).ok()
+        }
+        None => Some(conn.client_ip.clone()),
     };
-    if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
+    if let Some(v) = forwarded_for {
         headers.insert("x-forwarded-for", v);
     }
     headers.insert("x-forwarded-proto", HeaderValue::from_static(if conn.tls { "https" } else { "http" }));
@@ -421,7 +435,7 @@ fn replace_prefix(path: &str, matched: &str, replacement: &str) -> String {
     }
 }
 
-fn redirect_response(redirect: &RedirectIr, parts: &http::request::Parts, conn: ConnInfo) -> Response<Body> {
+fn redirect_response(redirect: &RedirectIr, parts: &http::request::Parts, conn: &ConnInfo) -> Response<Body> {
     let host = strip_port(raw_authority(&parts.uri, &parts.headers).unwrap_or("")).to_ascii_lowercase();
     let request_scheme = if conn.tls { "https" } else { "http" };
     let scheme = redirect.scheme.as_deref().unwrap_or(request_scheme);
@@ -454,7 +468,7 @@ fn start_mirrors(
     gateway: &Arc<CompiledGateway>,
     mirrors: &[MirrorIr],
     parts: &http::request::Parts,
-    path_and_query: &str,
+    path_and_query: &PathAndQuery,
 ) -> Vec<mpsc::Sender<Bytes>> {
     let mut taps = Vec::new();
     for mirror in mirrors {
@@ -467,12 +481,8 @@ fn start_mirrors(
         let Some(endpoint) = endpoints.get(rand::rng().random_range(0..endpoints.len().max(1))) else {
             continue;
         };
-        let Ok(uri) =
-            format!("http://{}{path_and_query}", endpoint_authority(&endpoint.address, endpoint.port))
-                .parse::<Uri>()
-        else {
-            continue;
-        };
+        let address: Arc<str> = Arc::from(socket_address(&endpoint.address, endpoint.port));
+        let uri = Uri::from(path_and_query.clone());
         let (tx, rx) = mpsc::channel(MIRROR_CHANNEL_CHUNKS);
         let mut request = Request::new(ChannelBody::new(rx).boxed());
         *request.method_mut() = parts.method.clone();
@@ -486,7 +496,7 @@ fn start_mirrors(
             kind: "mirror".to_string(),
         };
         tokio::spawn(async move {
-            match tokio::time::timeout(Duration::from_secs(30), client.request(request)).await {
+            match tokio::time::timeout(Duration::from_secs(30), client.send(&address, request)).await {
                 Ok(Ok(response)) => {
                     // Drain the answer so the connection returns to the pool.
                     let _ = response.into_body().collect().await;

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use rustls::ServerConfig;
-use tollbridge_provider::{ActionIr, GatewayIr};
+use tollbridge_provider::{ActionIr, BackendTarget, GatewayIr};
 
 use crate::metrics::Label;
 use crate::policy::Policies;
@@ -39,6 +39,8 @@ pub struct CompiledGateway {
     pub policies: Policies,
     /// Round-robin position per (route entry, backend).
     round_robin: Vec<Vec<AtomicUsize>>,
+    /// `address:port` of every endpoint, per (route entry, backend), built once.
+    endpoint_addresses: Vec<Vec<Vec<Arc<str>>>>,
 }
 
 pub struct SocketConfig {
@@ -79,6 +81,22 @@ impl CompiledGateway {
             })
             .collect();
         let route_labels = ir.routes.iter().map(|r| Arc::new(r.id.route())).collect();
+        let endpoint_addresses = ir
+            .routes
+            .iter()
+            .map(|r| match &r.action {
+                ActionIr::Forward { backends } => backends
+                    .iter()
+                    .map(|b| match &b.target {
+                        BackendTarget::Endpoints { endpoints } => {
+                            endpoints.iter().map(|e| Arc::from(socket_address(&e.address, e.port))).collect()
+                        }
+                        _ => Vec::new(),
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            })
+            .collect();
         Ok(Self {
             id: ir.key.id(),
             id_label: Arc::new(ir.key.id()),
@@ -87,13 +105,15 @@ impl CompiledGateway {
             ir,
             sockets,
             round_robin,
+            endpoint_addresses,
         })
     }
 
-    /// The next endpoint index of a backend, round robin over `count` endpoints.
-    pub fn next_endpoint(&self, route: usize, backend: usize, count: usize) -> usize {
+    /// The `address:port` of the next endpoint of a backend, round robin.
+    pub fn next_endpoint(&self, route: usize, backend: usize) -> Option<&Arc<str>> {
+        let addresses = &self.endpoint_addresses[route][backend];
         let counter = &self.round_robin[route][backend];
-        counter.fetch_add(1, Ordering::Relaxed) % count.max(1)
+        addresses.get(counter.fetch_add(1, Ordering::Relaxed) % addresses.len().max(1))
     }
 }
 
@@ -119,5 +139,14 @@ impl Table {
             }
         }
         Ok(Self { sockets })
+    }
+}
+
+/// `address:port`, with brackets around IPv6 addresses.
+pub fn socket_address(address: &str, port: u16) -> String {
+    if address.contains(':') {
+        format!("[{address}]:{port}")
+    } else {
+        format!("{address}:{port}")
     }
 }

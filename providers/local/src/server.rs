@@ -134,7 +134,7 @@ pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, mut stop: w
                 let _ = stream.set_nodelay(true);
                 let shared = shared.clone();
                 tokio::spawn(async move {
-                    serve_connection(shared, stream, ConnInfo { local, remote, tls: false }, permit).await;
+                    serve_connection(shared, stream, ConnInfo::new(local, remote), permit).await;
                 });
             }
             _ = stop.changed() => break,
@@ -201,9 +201,11 @@ where
     // never sends one (or stalls inside the protocol preface) is closed by this deadline.
     let first_request = Arc::new(AtomicBool::new(false));
     let seen = first_request.clone();
+    let remote = info.remote;
     let service = service_fn(move |req| {
         seen.store(true, Ordering::Relaxed);
         let shared = request_shared.clone();
+        let info = info.clone();
         async move { Ok::<_, Infallible>(proxy::handle(shared, info, req).await) }
     });
     let first_request_deadline = tokio::time::sleep(shared.settings.header_read_timeout);
@@ -220,14 +222,14 @@ where
         tokio::select! {
             result = conn.as_mut() => {
                 if let Err(e) = result {
-                    tracing::debug!(remote = %info.remote, error = %e, "connection ended with an error");
+                    tracing::debug!(%remote, error = %e, "connection ended with an error");
                 }
                 break;
             }
             _ = &mut first_request_deadline, if waiting_for_first => {
                 waiting_for_first = false;
                 if !first_request.load(Ordering::Relaxed) {
-                    tracing::debug!(remote = %info.remote, "no request within the header timeout; closing");
+                    tracing::debug!(%remote, "no request within the header timeout; closing");
                     break;
                 }
             }

@@ -1,14 +1,22 @@
-//! The upstream HTTP client: one keep-alive pool shared by every route.
+//! Upstream connections: a keep-alive pool over hyper's HTTP/1.1 client connections.
+//!
+//! A connection goes back to the pool when its response body has been read to the end, so a
+//! pooled connection is always ready for the next request. Idle connections expire.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use bytes::Bytes;
+use http::{Request, Response};
+use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
 
-use crate::body::Body;
-
-pub type UpstreamClient = Client<HttpConnector, Body>;
+use crate::body::{Body, BoxError};
 
 /// Settings of the upstream connection pool.
 #[derive(Clone, Debug)]
@@ -28,15 +36,141 @@ impl Default for UpstreamSettings {
     }
 }
 
+/// Why an upstream request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("connect to {0}: {1}")]
+    Connect(String, std::io::Error),
+    #[error("connect to {0}: timed out")]
+    ConnectTimeout(String),
+    #[error("upstream protocol error: {0}")]
+    Protocol(#[from] hyper::Error),
+}
+
+impl UpstreamError {
+    pub fn is_connect(&self) -> bool {
+        matches!(self, Self::Connect(..) | Self::ConnectTimeout(_))
+    }
+}
+
+struct Idle {
+    sender: SendRequest<Body>,
+    since: Instant,
+}
+
+/// Keep-alive connections per upstream address (`host:port`).
+pub struct UpstreamPool {
+    settings: UpstreamSettings,
+    idle: Mutex<HashMap<Arc<str>, Vec<Idle>>>,
+}
+
+pub type UpstreamClient = Arc<UpstreamPool>;
+
 pub fn client(settings: &UpstreamSettings) -> UpstreamClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(settings.connect_timeout));
-    connector.enforce_http(true);
-    Client::builder(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(settings.pool_idle_timeout)
-        .pool_max_idle_per_host(settings.pool_max_idle_per_host)
-        .build(connector)
+    Arc::new(UpstreamPool { settings: settings.clone(), idle: Mutex::new(HashMap::new()) })
+}
+
+impl UpstreamPool {
+    /// Sends `req` to `address` (`host:port`), reusing an idle connection when there is one.
+    pub async fn send(
+        self: &Arc<Self>,
+        address: &Arc<str>,
+        req: Request<Body>,
+    ) -> Result<Response<Body>, UpstreamError> {
+        let mut sender = match self.checkout(address).await {
+            Some(sender) => sender,
+            None => self.connect(address).await?,
+        };
+        let response = sender.send_request(req).await?;
+        let (head, body) = response.into_parts();
+        let body = PooledBody { inner: body, give_back: Some((self.clone(), address.clone(), sender)) };
+        Ok(Response::from_parts(head, http_body_util::BodyExt::boxed(body)))
+    }
+
+    /// An idle connection to `address` that is ready for a request, if there is one.
+    async fn checkout(&self, address: &str) -> Option<SendRequest<Body>> {
+        loop {
+            let entry = {
+                let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+                idle.get_mut(address)?.pop()?
+            };
+            if entry.since.elapsed() >= self.settings.pool_idle_timeout || entry.sender.is_closed() {
+                continue;
+            }
+            let mut sender = entry.sender;
+            // A connection handed back at the end of a body becomes ready a moment later.
+            if sender.ready().await.is_ok() {
+                return Some(sender);
+            }
+        }
+    }
+
+    fn give_back(&self, address: Arc<str>, sender: SendRequest<Body>) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let list = idle.entry(address).or_default();
+        if list.len() < self.settings.pool_max_idle_per_host {
+            list.push(Idle { sender, since: Instant::now() });
+        }
+    }
+
+    async fn connect(&self, address: &str) -> Result<SendRequest<Body>, UpstreamError> {
+        let stream =
+            match tokio::time::timeout(self.settings.connect_timeout, TcpStream::connect(address)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => return Err(UpstreamError::Connect(address.to_string(), e)),
+                Err(_) => return Err(UpstreamError::ConnectTimeout(address.to_string())),
+            };
+        let _ = stream.set_nodelay(true);
+        let (sender, connection) = http1::Builder::new().handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "upstream connection ended with an error");
+            }
+        });
+        Ok(sender)
+    }
+}
+
+/// A response body that returns its connection to the pool once read to the end.
+struct PooledBody {
+    inner: Incoming,
+    give_back: Option<(Arc<UpstreamPool>, Arc<str>, SendRequest<Body>)>,
+}
+
+impl PooledBody {
+    fn release(&mut self) {
+        if let Some((pool, address, sender)) = self.give_back.take() {
+            pool.give_back(address, sender);
+        }
+    }
+}
+
+impl HttpBody for PooledBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => self.release(),
+            Poll::Ready(Some(Err(_))) => self.give_back = None,
+            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.release(),
+            _ => {}
+        }
+        polled.map(|frame| frame.map(|r| r.map_err(Into::into)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
