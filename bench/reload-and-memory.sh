@@ -47,6 +47,6 @@ grep '"configuration applied"' "$work/log" | python3 -c '
 import json, sys
 for line in sys.stdin:
     f = json.loads(line)["fields"]
-    print(f"  load {f[\"load_ms\"]:>5}  translate {f[\"translate_ms\"]:>5}  apply {f[\"apply_ms\"]:>5}  routes {f[\"routes\"]}")'
+    print("  load %5d  translate %5d  apply %5d  routes %d" % (f["load_ms"], f["translate_ms"], f["apply_ms"], f["routes"]))'
 rss_kib=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
 echo "RSS after reloads: $((rss_kib / 1024)) MiB"
