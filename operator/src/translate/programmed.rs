@@ -78,3 +78,78 @@ pub fn mark(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::api::gateway::ListenerStatus;
+
+    fn pending_status(listeners: &[&str]) -> GatewayStatus {
+        let stamp = Stamp::new(Some(2), Timestamp::UNIX_EPOCH);
+        let pending = || stamp.no(PROGRAMMED, reason::PENDING, "waiting");
+        GatewayStatus {
+            conditions: vec![stamp.yes(ACCEPTED, reason::ACCEPTED, "ok"), pending()],
+            listeners: listeners
+                .iter()
+                .map(|name| ListenerStatus {
+                    name: name.to_string(),
+                    supported_kinds: Vec::new(),
+                    attached_routes: 0,
+                    conditions: vec![stamp.yes(ACCEPTED, reason::ACCEPTED, "ok"), pending()],
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    fn condition<'a>(
+        conditions: &'a [k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+        type_: &str,
+    ) -> &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+        conditions.iter().find(|c| c.type_ == type_).expect("condition present")
+    }
+
+    #[test]
+    fn success_programs_gateway_listeners_and_addresses() {
+        let mut status = pending_status(&["http", "https"]);
+        let provisioned = Provisioned {
+            addresses: vec!["127.0.0.1".into(), "gw.example.com".into()],
+            failed_listeners: BTreeMap::from([("https".to_string(), "cannot bind".to_string())]),
+            ..Default::default()
+        };
+        mark(&mut status, Ok(&provisioned), Some(3), Timestamp::UNIX_EPOCH);
+        assert_eq!(condition(&status.conditions, PROGRAMMED).status, "True");
+        assert_eq!(condition(&status.conditions, PROGRAMMED).observed_generation, Some(3));
+        assert_eq!(status.addresses[0].type_.as_deref(), Some("IPAddress"));
+        assert_eq!(status.addresses[1].type_.as_deref(), Some("Hostname"));
+        assert_eq!(condition(&status.listeners[0].conditions, PROGRAMMED).reason, reason::PROGRAMMED);
+        let https = &status.listeners[1].conditions;
+        assert_eq!(condition(https, ACCEPTED).reason, reason::PORT_UNAVAILABLE);
+        assert_eq!(condition(https, PROGRAMMED).status, "False");
+    }
+
+    #[test]
+    fn all_listeners_failing_leaves_the_gateway_unprogrammed() {
+        let mut status = pending_status(&["http"]);
+        let provisioned = Provisioned {
+            failed_listeners: BTreeMap::from([("http".to_string(), "busy".to_string())]),
+            ..Default::default()
+        };
+        mark(&mut status, Ok(&provisioned), Some(1), Timestamp::UNIX_EPOCH);
+        assert_eq!(condition(&status.conditions, PROGRAMMED).status, "False");
+    }
+
+    #[test]
+    fn provider_errors_say_why() {
+        let mut status = pending_status(&["http"]);
+        mark(&mut status, Err(&ProviderError::Transient("throttled".into())), Some(1), Timestamp::UNIX_EPOCH);
+        let programmed = condition(&status.conditions, PROGRAMMED);
+        assert_eq!((programmed.status.as_str(), programmed.reason.as_str()), ("False", reason::PENDING));
+        assert!(programmed.message.contains("throttled"));
+        let mut status = pending_status(&["http"]);
+        mark(&mut status, Err(&ProviderError::Invalid("bad".into())), Some(1), Timestamp::UNIX_EPOCH);
+        assert_eq!(condition(&status.conditions, PROGRAMMED).reason, reason::INVALID);
+    }
+}

@@ -22,5 +22,5 @@ mod upstream;
 
 pub use admin::AdminDocs;
 pub use provider::LocalProvider;
-pub use server::ServerSettings;
+pub use server::{ServerSettings, Shared};
 pub use upstream::UpstreamSettings;
