@@ -77,6 +77,9 @@ pub struct RunArgs {
     /// Seconds a client may take to send a request head (also the keep-alive idle limit).
     #[arg(long, default_value_t = 30)]
     header_timeout: u64,
+    /// Seconds an upstream may take to answer when the route sets no timeout (0: no limit).
+    #[arg(long, default_value_t = 60)]
+    request_timeout: u64,
     /// Largest request head, in bytes.
     #[arg(long, default_value_t = 64 * 1024)]
     max_header_bytes: usize,
@@ -224,6 +227,8 @@ fn run_standalone(args: RunArgs) -> ExitCode {
             header_read_timeout: Duration::from_secs(args.header_timeout.max(1)),
             max_header_bytes: args.max_header_bytes,
             access_log: args.access_log,
+            default_request_timeout: (args.request_timeout > 0)
+                .then(|| Duration::from_secs(args.request_timeout)),
             ..Default::default()
         },
     };

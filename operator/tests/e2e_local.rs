@@ -621,6 +621,26 @@ async fn timeouts_answer_504() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_without_timeouts_get_the_default_request_timeout() {
+    let backend = echo("slow").await;
+    let port = free_port();
+    let dir = ConfigDir::new();
+    dir.write("gateway.yaml", &yaml::simple_gateway(port));
+    dir.write("backends.yaml", &yaml::backend("slow", backend));
+    let rules = "  - backendRefs: [{name: slow, port: 80}]\n";
+    dir.write("routes.yaml", &yaml::route("no-timeout", None, &[], rules));
+    let _tollbridge = Tollbridge::start(&dir, &["--request-timeout", "1"]).await;
+    let client = Client::new();
+    let started = Instant::now();
+    let resp = client.get(&format!("http://127.0.0.1:{port}/"), &[("x-echo-delay-ms", "4000")]).await;
+    let took = started.elapsed();
+    assert_eq!(resp.status, StatusCode::GATEWAY_TIMEOUT);
+    assert!(took >= Duration::from_secs(1) && took < Duration::from_millis(2500), "504 after {took:?}");
+    let resp = client.get(&format!("http://127.0.0.1:{port}/"), &[("x-echo-delay-ms", "50")]).await;
+    assert_eq!(resp.status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_sni_picks_the_certificate_and_alpn_gives_http2() {
     let cert_a = TestCert::self_signed("a.example.test");
     let cert_b = TestCert::self_signed("b.example.test");

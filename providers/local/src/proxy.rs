@@ -311,10 +311,15 @@ async fn forward(
     let taps = start_mirrors(shared, gateway, &route.filters.mirrors, &parts, &path_and_query);
     let upstream_request = Request::from_parts(parts, TeeBody::new(incoming, taps).boxed());
 
-    let timeout = [route.timeouts.request_ms, route.timeouts.backend_request_ms].into_iter().flatten().min();
+    let timeout = [route.timeouts.request_ms, route.timeouts.backend_request_ms]
+        .into_iter()
+        .flatten()
+        .min()
+        .map(Duration::from_millis)
+        .or(shared.settings.default_request_timeout);
     let call = shared.client.send(&authority, upstream_request);
     let result = match timeout {
-        Some(ms) => match tokio::time::timeout(Duration::from_millis(ms), call).await {
+        Some(limit) => match tokio::time::timeout(limit, call).await {
             Ok(result) => result,
             Err(_) => {
                 upstream_error("timeout");

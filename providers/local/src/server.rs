@@ -36,6 +36,8 @@ pub struct ServerSettings {
     pub max_headers: usize,
     /// Print one JSON line per request to stdout.
     pub access_log: bool,
+    /// Time allowed for an upstream answer (response headers) when the route sets no timeout.
+    pub default_request_timeout: Option<Duration>,
     pub upstream: UpstreamSettings,
 }
 
@@ -49,6 +51,7 @@ impl Default for ServerSettings {
             max_header_bytes: 64 * 1024,
             max_headers: 100,
             access_log: false,
+            default_request_timeout: Some(Duration::from_secs(60)),
             upstream: UpstreamSettings::default(),
         }
     }
