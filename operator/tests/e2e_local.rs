@@ -641,6 +641,28 @@ async fn routes_without_timeouts_get_the_default_request_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_url_annotation_routes_below_its_path() {
+    let backend = echo("external").await;
+    let port = free_port();
+    let dir = ConfigDir::new();
+    dir.write("gateway.yaml", &yaml::simple_gateway(port));
+    dir.write(
+        "backends.yaml",
+        &format!(
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: external\n  annotations:\n    \
+             tollbridge.dev/backend-url: http://{backend}/base/\nspec:\n  ports:\n  - name: http\n    port: 80\n"
+        ),
+    );
+    let rules = "  - backendRefs: [{name: external, port: 80}]\n";
+    dir.write("routes.yaml", &yaml::route("external", None, &[], rules));
+    let _tollbridge = Tollbridge::start(&dir, &[]).await;
+    let resp = Client::new().get(&format!("http://127.0.0.1:{port}/items/7?x=1"), &[]).await;
+    assert_eq!(resp.status, StatusCode::OK);
+    assert_eq!(resp.json()["path"], "/base/items/7");
+    assert_eq!(resp.json()["query"], "x=1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_sni_picks_the_certificate_and_alpn_gives_http2() {
     let cert_a = TestCert::self_signed("a.example.test");
     let cert_b = TestCert::self_signed("b.example.test");

@@ -240,6 +240,8 @@ async fn forward(
             })
             .inc();
     };
+    // A backend URL may carry a path prefix (`http://host:8080/api`): requests go below it.
+    let mut url_prefix: Option<String> = None;
     let authority = match &backend.target {
         BackendTarget::Invalid { .. } => {
             upstream_error("invalid_backend");
@@ -255,6 +257,10 @@ async fn forward(
         },
         BackendTarget::Url { url } => match url.parse::<Uri>() {
             Ok(uri) if uri.scheme_str() == Some("http") && uri.authority().is_some() => {
+                let prefix = uri.path().trim_end_matches('/');
+                if !prefix.is_empty() {
+                    url_prefix = Some(prefix.to_string());
+                }
                 let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
                 if authority.contains(':') {
                     Arc::from(authority)
@@ -296,6 +302,10 @@ async fn forward(
         if let Some(h) = original_host.or(client_authority) {
             parts.headers.insert(header::HOST, h);
         }
+    }
+    if let Some(prefix) = url_prefix {
+        let current = rewritten.as_deref().or(parts.uri.path_and_query().map(|p| p.as_str())).unwrap_or("/");
+        rewritten = Some(format!("{prefix}{current}"));
     }
     // Origin-form, as HTTP/1.1 sends it to an origin server; the Host header names the site.
     let path_and_query = match rewritten {
