@@ -24,15 +24,7 @@ ADMIN_PORT=18090
 for tool in nginx wrk taskset python3 curl; do
   command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install nginx-light wrk util-linux)"; exit 1; }
 done
-# A target dir of its own, so a benchmark build never waits on a debug build's lock.
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target/bench}
-cargo build --release -q -p tollbridge
-bin=$CARGO_TARGET_DIR/release/tollbridge
-
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
+source bench/lib.sh
 
 nginx_conf() { # name, body
   mkdir -p "$work/$1"
@@ -56,7 +48,6 @@ nginx_conf proxy "upstream backend { server 127.0.0.1:$BACKEND_PORT; keepalive 2
 
 taskset -c 1 nginx -c "$work/backend/nginx.conf" -p "$work/backend" & pids+=($!)
 
-wait_http() { for _ in $(seq 1 100); do curl -fs -o /dev/null "$1" && return 0; sleep 0.1; done; echo "no answer from $1"; exit 1; }
 wait_http "http://127.0.0.1:$BACKEND_PORT/"
 
 # run_wrk LABEL URL [HEADER] -> prints "rps p99_ms fixed_p50_ms fixed_p99_ms"

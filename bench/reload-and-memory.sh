@@ -12,19 +12,13 @@ PORT=18182
 BACKEND_PORT=18180
 ADMIN_PORT=18190
 
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target/bench}
-cargo build --release -q -p tollbridge
-bin=$CARGO_TARGET_DIR/release/tollbridge
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
+source bench/lib.sh
 
 "$bin" echo --listen "127.0.0.1:$BACKEND_PORT" 2>/dev/null & pids+=($!)
 python3 bench/gen-routes.py "$work/config" "$PORT" "$BACKEND_PORT" "$ROUTES" --keys
 "$bin" run -f "$work/config" --admin-address "127.0.0.1:$ADMIN_PORT" --poll-interval-ms 100 \
   --log-format json 2>"$work/log" & pid=$!; pids+=($pid)
-for _ in $(seq 1 300); do curl -fs -o /dev/null "http://127.0.0.1:$ADMIN_PORT/readyz" && break; sleep 0.1; done
+wait_http "http://127.0.0.1:$ADMIN_PORT/readyz"
 
 rss_kib=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
 echo "routes: $ROUTES"

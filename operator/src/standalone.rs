@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::hash::{Hash, Hasher};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -28,12 +28,6 @@ pub struct RunOptions {
     pub poll_interval: Duration,
     pub drain_timeout: Duration,
     pub server: ServerSettings,
-}
-
-impl RunOptions {
-    pub fn bind_address(&self) -> IpAddr {
-        self.server.bind_address
-    }
 }
 
 /// What `/status` serves: the statuses of the last good configuration, plus load errors of

@@ -50,13 +50,6 @@ impl LocalProvider {
         self.inner.lock().await.failed.is_empty()
     }
 
-    /// The sockets being served.
-    pub async fn bound_sockets(&self) -> Vec<SocketAddr> {
-        let mut out: Vec<_> = self.inner.lock().await.sockets.keys().copied().collect();
-        out.sort();
-        out
-    }
-
     /// Tries again to bind sockets that could not be bound (e.g. the port was busy). Returns
     /// whether any became bound, so callers can refresh statuses.
     pub async fn retry_failed_binds(&self) -> bool {

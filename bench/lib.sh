@@ -1,0 +1,15 @@
+# Shared setup of the benchmark scripts (sourced, not run): a release build in its own target
+# dir, a work dir, and cleanup of every process started with `pids+=($!)`.
+
+# A target dir of its own, so a benchmark build never waits on a debug build's lock.
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target/bench}
+cargo build --release -q -p tollbridge
+bin=$CARGO_TARGET_DIR/release/tollbridge
+
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+# wait_http URL: waits (at most 30 s) until URL answers 2xx.
+wait_http() { for _ in $(seq 1 300); do curl -fs -o /dev/null "$1" && return 0; sleep 0.1; done; echo "no answer from $1"; exit 1; }
