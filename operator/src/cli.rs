@@ -10,8 +10,11 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 
+use crate::controller::leader::LeaseSettings;
+use crate::controller::OperatorOptions;
+use crate::source::cluster::Scope;
 use crate::source::files;
-use crate::standalone::{self, RunOptions};
+use crate::standalone::{self, ConfigSource, RunOptions};
 use crate::translate::{self, Statuses};
 use crate::{crds, providers};
 
@@ -39,6 +42,12 @@ pub enum Command {
     },
     /// Serve Gateways from YAML files with the built-in proxy; reload when the files change.
     Run(RunArgs),
+    /// Run the Kubernetes operator: watch Gateway API objects and our CRDs, provision them,
+    /// write their status.
+    Operator(OperatorArgs),
+    /// Serve one Gateway with the built-in proxy, configured by the Secret the operator writes
+    /// for it (in-cluster, or from outside with a kubeconfig).
+    Proxy(ProxyArgs),
     /// Run a small echo backend that answers every request with JSON describing it.
     Echo {
         #[arg(long, default_value = "127.0.0.1:9090")]
@@ -59,6 +68,76 @@ pub struct RunArgs {
     /// A YAML file or a directory of them (repeatable).
     #[arg(short = 'f', long = "filename", required = true)]
     paths: Vec<PathBuf>,
+    /// How often the files are checked for changes, in milliseconds.
+    #[arg(long, default_value_t = 500)]
+    poll_interval_ms: u64,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+/// Options of `tollbridge proxy`.
+#[derive(Args, Debug)]
+pub struct ProxyArgs {
+    /// The Gateway to serve, as NAMESPACE/NAME.
+    #[arg(long, value_parser = parse_gateway_id)]
+    gateway: (String, String),
+    /// The Secret (in the Gateway's namespace) holding the configuration; default: the name the
+    /// operator gives it.
+    #[arg(long)]
+    config_secret: Option<String>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+fn parse_gateway_id(text: &str) -> Result<(String, String), String> {
+    match text.split_once('/') {
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+            Ok((ns.to_string(), name.to_string()))
+        }
+        _ => Err(format!("expected NAMESPACE/NAME, got {text:?}")),
+    }
+}
+
+/// Options of `tollbridge operator`.
+#[derive(Args, Debug)]
+pub struct OperatorArgs {
+    /// Watch only this namespace (cluster-scoped kinds are always watched); default: all.
+    #[arg(long, env = "TOLLBRIDGE_WATCH_NAMESPACE")]
+    namespace: Option<String>,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    metrics_address: SocketAddr,
+    /// Elect a leader among replicas with a Lease; only the leader writes.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    leader_elect: bool,
+    /// Namespace of the Lease (default: the pod's namespace, else `default`).
+    #[arg(long, env = "POD_NAMESPACE")]
+    lease_namespace: Option<String>,
+    #[arg(long, default_value = "tollbridge-operator")]
+    lease_name: String,
+    /// This replica's name in the Lease (default: the pod name or host name, plus the pid).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Seconds a lease stays valid without renewal; failover takes at most this long.
+    #[arg(long, default_value_t = 15)]
+    lease_duration_seconds: u64,
+    /// Image of the in-cluster proxies when a ProviderConfig names none.
+    #[arg(long, env = "TOLLBRIDGE_PROXY_IMAGE", default_value = concat!("ghcr.io/tollbridge-dev/tollbridge:", env!("CARGO_PKG_VERSION")))]
+    proxy_image: String,
+    /// Milliseconds of quiet after a change before a pass starts.
+    #[arg(long, default_value_t = 100)]
+    debounce_ms: u64,
+    /// Seconds between full passes without any change.
+    #[arg(long, default_value_t = 300)]
+    resync_seconds: u64,
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+/// Data-plane options shared by `run` and `proxy`.
+#[derive(Args, Debug)]
+pub struct ServeArgs {
     /// Address listeners bind to when their Gateway names no `spec.addresses`.
     #[arg(long, default_value = "127.0.0.1")]
     bind_address: IpAddr,
@@ -86,9 +165,6 @@ pub struct RunArgs {
     /// Seconds in-flight requests get to finish after SIGTERM.
     #[arg(long, default_value_t = 30)]
     drain_timeout: u64,
-    /// How often the files are checked for changes, in milliseconds.
-    #[arg(long, default_value_t = 500)]
-    poll_interval_ms: u64,
     /// Log format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -115,7 +191,18 @@ pub const GATEWAY_API_VERSION: &str = "v1.6.3";
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Check { paths, output, ir } => check(&paths, output, ir),
-        Command::Run(args) => run_standalone(args),
+        Command::Run(args) => {
+            let poll = Duration::from_millis(args.poll_interval_ms.max(50));
+            serve(args.serve, ConfigSource::Files(args.paths), None, poll)
+        }
+        Command::Proxy(args) => {
+            let (namespace, name) = args.gateway;
+            let secret =
+                args.config_secret.unwrap_or_else(|| crate::controller::infra::config_secret_name(&name));
+            let only = Some(format!("{namespace}/{name}"));
+            serve(args.serve, ConfigSource::Secret { namespace, name: secret }, only, Duration::from_secs(1))
+        }
+        Command::Operator(args) => operator(args),
         Command::Echo { listen, name } => echo(listen, name),
         Command::Crds => {
             let docs: Vec<String> = crds::all().iter().map(crds::to_yaml).collect();
@@ -213,13 +300,14 @@ fn runtime(worker_threads: Option<usize>) -> Option<tokio::runtime::Runtime> {
     }
 }
 
-fn run_standalone(args: RunArgs) -> ExitCode {
+fn serve(args: ServeArgs, source: ConfigSource, only_gateway: Option<String>, poll: Duration) -> ExitCode {
     init_logging(args.log_format);
     let options = RunOptions {
-        paths: args.paths,
+        source,
+        only_gateway,
         admin_address: args.admin_address,
         state_dir: args.state_dir,
-        poll_interval: Duration::from_millis(args.poll_interval_ms.max(50)),
+        poll_interval: poll,
         drain_timeout: Duration::from_secs(args.drain_timeout),
         server: tollbridge_local::ServerSettings {
             bind_address: args.bind_address,
@@ -234,6 +322,39 @@ fn run_standalone(args: RunArgs) -> ExitCode {
     };
     let Some(rt) = runtime(args.worker_threads) else { return ExitCode::FAILURE };
     match rt.block_on(standalone::run(options)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn operator(args: OperatorArgs) -> ExitCode {
+    init_logging(args.log_format);
+    let identity = args.identity.unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        format!("{}-{}", host.trim(), std::process::id())
+    });
+    let lease_namespace =
+        args.lease_namespace.or_else(|| args.namespace.clone()).unwrap_or_else(|| "default".into());
+    let options = OperatorOptions {
+        scope: Scope { namespace: args.namespace },
+        metrics_address: args.metrics_address,
+        lease: args.leader_elect.then(|| {
+            LeaseSettings::from_duration(
+                lease_namespace,
+                args.lease_name,
+                identity,
+                Duration::from_secs(args.lease_duration_seconds.max(2)),
+            )
+        }),
+        proxy_image: args.proxy_image,
+        debounce: Duration::from_millis(args.debounce_ms),
+        resync: Duration::from_secs(args.resync_seconds.max(1)),
+    };
+    let Some(rt) = runtime(None) else { return ExitCode::FAILURE };
+    match rt.block_on(crate::controller::run(options)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

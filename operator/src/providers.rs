@@ -65,3 +65,40 @@ fn azure_api_management() -> Capabilities {
         Feature::ALL.iter().copied().filter(|f| !unsupported.contains(f)),
     )
 }
+
+/// Stands in for a cloud provider this build does not include: every apply fails with a
+/// message saying so (not retried); delete succeeds, as nothing was ever provisioned.
+pub struct Unavailable {
+    name: &'static str,
+    capabilities: Capabilities,
+}
+
+impl Unavailable {
+    pub fn new(settings: &ProviderSettings) -> Self {
+        Self { name: settings.kind_name(), capabilities: capabilities(settings) }
+    }
+}
+
+#[async_trait::async_trait]
+impl tollbridge_provider::Provider for Unavailable {
+    fn capabilities(&self) -> &Capabilities {
+        &self.capabilities
+    }
+
+    async fn apply(
+        &self,
+        _: &tollbridge_provider::GatewayIr,
+    ) -> Result<tollbridge_provider::Provisioned, tollbridge_provider::ProviderError> {
+        Err(tollbridge_provider::ProviderError::Invalid(format!(
+            "the {} provider is not part of this tollbridge build yet",
+            self.name
+        )))
+    }
+
+    async fn delete(
+        &self,
+        _: &tollbridge_provider::GatewayKey,
+    ) -> Result<(), tollbridge_provider::ProviderError> {
+        Ok(())
+    }
+}

@@ -1,5 +1,6 @@
-//! Standalone mode (`tollbridge run`): YAML files → translator → the local data plane, with
-//! the admin endpoint and live reload. A bad edit keeps the last good configuration serving.
+//! The local data plane with its admin endpoint and live reload, fed by YAML files
+//! (`tollbridge run`) or by a Gateway's config Secret (`tollbridge proxy`). Either way the
+//! translator runs here; a bad edit keeps the last good configuration serving.
 
 use std::collections::BTreeSet;
 use std::hash::{Hash, Hasher};
@@ -11,18 +12,30 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwap;
 use serde::Serialize;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tollbridge_local::policy::PolicyState;
 use tollbridge_local::{AdminDocs, LocalProvider, ServerSettings};
 use tollbridge_provider::{GatewayIr, GatewayKey, Provider, ProviderSettings};
 
 use crate::providers;
-use crate::source::files;
+use crate::source::{config_secret, files};
 use crate::translate::{self, programmed, Statuses};
 
-/// Options of `tollbridge run`.
+/// Where the configuration comes from.
+#[derive(Clone, Debug)]
+pub enum ConfigSource {
+    /// YAML files and directories, polled for changes.
+    Files(Vec<PathBuf>),
+    /// The config Secret the operator writes for one Gateway, watched through the API server.
+    Secret { namespace: String, name: String },
+}
+
+/// Options of `tollbridge run` and `tollbridge proxy`.
 #[derive(Clone, Debug)]
 pub struct RunOptions {
-    pub paths: Vec<PathBuf>,
+    pub source: ConfigSource,
+    /// Serve only this Gateway (`namespace/name`).
+    pub only_gateway: Option<String>,
     pub admin_address: SocketAddr,
     pub state_dir: Option<PathBuf>,
     pub poll_interval: Duration,
@@ -46,6 +59,8 @@ struct Standalone {
     applied: BTreeSet<GatewayKey>,
     statuses: Statuses,
     config: Vec<GatewayIr>,
+    /// The latest text of the config Secret (Secret source only).
+    secret: Option<watch::Receiver<Option<Result<String, String>>>>,
 }
 
 /// Runs until SIGTERM or Ctrl-C, then drains. Returns an error only for startup failures.
@@ -74,10 +89,25 @@ pub async fn run(options: RunOptions) -> Result<(), String> {
         applied: BTreeSet::new(),
         statuses: Statuses::default(),
         config: Vec::new(),
+        secret: None,
     };
-    if let Err(errors) = standalone.reload().await {
-        return Err(format!("cannot load the configuration:\n{}", errors.join("\n")));
-    }
+    let mut secret_changes = match &standalone.options.source {
+        ConfigSource::Files(_) => {
+            if let Err(errors) = standalone.reload().await {
+                return Err(format!("cannot load the configuration:\n{}", errors.join("\n")));
+            }
+            None
+        }
+        ConfigSource::Secret { namespace, name } => {
+            let client = kube::Client::try_default()
+                .await
+                .map_err(|e| format!("cannot configure a Kubernetes client: {e}"))?;
+            tracing::info!(secret = %format!("{namespace}/{name}"), "waiting for the configuration Secret");
+            let receiver = config_secret::watch(client, namespace, name);
+            standalone.secret = Some(receiver.clone());
+            Some(receiver)
+        }
+    };
 
     let mut fingerprint = standalone.fingerprint();
     let mut poll = tokio::time::interval(standalone.options.poll_interval);
@@ -85,6 +115,9 @@ pub async fn run(options: RunOptions) -> Result<(), String> {
     let mut terminate = signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
         tokio::select! {
+            Some(()) = next_change(&mut secret_changes) => {
+                let _ = standalone.reload().await;
+            }
             _ = poll.tick() => {
                 let now = standalone.fingerprint();
                 let rebound = !standalone.provider.ready().await
@@ -109,6 +142,14 @@ pub async fn run(options: RunOptions) -> Result<(), String> {
     Ok(())
 }
 
+/// Resolves when the config Secret changed; never when there is none (or its watch ended).
+async fn next_change(changes: &mut Option<watch::Receiver<Option<Result<String, String>>>>) -> Option<()> {
+    match changes {
+        Some(receiver) => receiver.changed().await.ok(),
+        None => std::future::pending().await,
+    }
+}
+
 fn signal(kind: tokio::signal::unix::SignalKind) -> Result<tokio::signal::unix::Signal, String> {
     tokio::signal::unix::signal(kind).map_err(|e| format!("cannot install signal handler: {e}"))
 }
@@ -118,7 +159,7 @@ impl Standalone {
     /// keeps serving and the errors are published on `/status`.
     async fn reload(&mut self) -> Result<(), Vec<String>> {
         let started = std::time::Instant::now();
-        let loaded = match files::load_paths(&self.options.paths) {
+        let loaded = match self.load() {
             Ok(loaded) => loaded,
             Err(errors) => {
                 let errors: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
@@ -142,6 +183,9 @@ impl Standalone {
         let mut config = Vec::new();
         for gateway in translation.gateways {
             let id = gateway.key.id();
+            if self.options.only_gateway.as_ref().is_some_and(|only| *only != id) {
+                continue;
+            }
             let Some(status) = statuses.gateways.get_mut(&id) else { continue };
             if !matches!(gateway.provider, ProviderSettings::Local(_)) {
                 tracing::warn!(gateway = %id, provider = gateway.provider.kind_name(), "skipped: `tollbridge run` serves Local Gateways only");
@@ -180,6 +224,29 @@ impl Standalone {
         Ok(())
     }
 
+    fn load(&self) -> Result<files::Loaded, files::LoadErrors> {
+        match (&self.options.source, &self.secret) {
+            (ConfigSource::Files(paths), _) => files::load_paths(paths),
+            (ConfigSource::Secret { namespace, name }, Some(receiver)) => {
+                let origin = PathBuf::from(format!("Secret {namespace}/{name}"));
+                match &*receiver.borrow() {
+                    Some(Ok(text)) => files::load_str(&origin, text),
+                    Some(Err(message)) => Err(files::LoadErrors(vec![files::LoadError {
+                        file: origin,
+                        document: 0,
+                        message: message.clone(),
+                    }])),
+                    None => Err(files::LoadErrors(vec![files::LoadError {
+                        file: origin,
+                        document: 0,
+                        message: "not read yet".into(),
+                    }])),
+                }
+            }
+            (ConfigSource::Secret { .. }, None) => Ok(files::Loaded::default()),
+        }
+    }
+
     fn publish(&self, errors: &[String]) {
         let status =
             serde_json::to_vec_pretty(&StatusDoc { statuses: &self.statuses, errors }).unwrap_or_default();
@@ -199,7 +266,8 @@ impl Standalone {
     /// Changes when any watched file is added, removed, or modified.
     fn fingerprint(&self) -> u64 {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        for path in &self.options.paths {
+        let ConfigSource::Files(paths) = &self.options.source else { return 0 };
+        for path in paths {
             for file in files::yaml_files(path).unwrap_or_default() {
                 file.hash(&mut hasher);
                 if let Ok(meta) = std::fs::metadata(&file) {

@@ -1,5 +1,7 @@
 //! Every object the translator may read, gathered from the API server or from YAML files.
 
+pub mod subset;
+
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;

@@ -1,0 +1,444 @@
+//! In-cluster infrastructure of a Local Gateway: the proxy's ServiceAccount, a Role that can
+//! read only the Gateway's config Secret, its RoleBinding, the config Secret itself, the proxy
+//! Deployment and its Service. All owned by the Gateway, so deleting it removes them.
+//!
+//! [`desired`] is pure; [`InCluster`] applies the objects by server-side apply, which also
+//! repairs hand edits of the fields we own.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{
+    Capabilities as LinuxCapabilities, Container, ContainerPort, HTTPGetAction, PodSecurityContext, PodSpec,
+    PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, Secret, SecurityContext, Service,
+    ServiceAccount, ServicePort, ServiceSpec, Sysctl,
+};
+use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use k8s_openapi::ByteString;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::Client;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use tollbridge_provider::{
+    GatewayIr, GatewayKey, LocalSettings, ProviderError, ProviderSettings, Provisioned,
+};
+
+use super::status::FIELD_MANAGER;
+
+/// The key of the config Secret that holds the gzipped YAML of the Gateway's objects.
+pub const CONFIG_KEY: &str = "config.yaml.gz";
+/// The port of the proxy's admin endpoint (health, readiness, metrics) inside the pod.
+pub const ADMIN_PORT: u16 = 19001;
+/// Label on every object we create.
+pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "tollbridge");
+/// Label naming the Gateway an object belongs to.
+pub const GATEWAY_LABEL: &str = "tollbridge.dev/gateway";
+
+/// The objects of one Local Gateway.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Infra {
+    pub service_account: ServiceAccount,
+    pub role: Role,
+    pub role_binding: RoleBinding,
+    pub config: Secret,
+    pub deployment: Deployment,
+    pub service: Service,
+}
+
+/// The name of a Gateway's objects: `tollbridge-<gateway>`, shortened with a hash when the
+/// result would not be a valid DNS label.
+pub fn infra_name(gateway: &str) -> String {
+    dns_label(&format!("tollbridge-{gateway}"))
+}
+
+/// The name of a Gateway's config Secret.
+pub fn config_secret_name(gateway: &str) -> String {
+    dns_label(&format!("tollbridge-{gateway}-config"))
+}
+
+fn dns_label(name: &str) -> String {
+    if name.len() <= 63 {
+        return name.to_string();
+    }
+    let hash = hex::encode(&Sha256::digest(name.as_bytes())[..4]);
+    format!("{}-{hash}", name[..54].trim_end_matches('-'))
+}
+
+/// The objects that serve `ir` with the config `config` (gzipped YAML), running `image`.
+pub fn desired(ir: &GatewayIr, settings: &LocalSettings, image: &str, config: Vec<u8>) -> Infra {
+    let key = &ir.key;
+    let name = infra_name(&key.name);
+    let secret_name = config_secret_name(&key.name);
+    let labels: BTreeMap<String, String> = [
+        ("app.kubernetes.io/name", "tollbridge-proxy".to_string()),
+        ("app.kubernetes.io/instance", name.clone()),
+        (MANAGED_BY.0, MANAGED_BY.1.to_string()),
+        (GATEWAY_LABEL, dns_label(&key.name)),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let selector: BTreeMap<String, String> =
+        [("app.kubernetes.io/instance".to_string(), name.clone())].into();
+    let meta = |name: &str| ObjectMeta {
+        name: Some(name.to_string()),
+        namespace: Some(key.namespace.clone()),
+        labels: Some(labels.clone()),
+        owner_references: Some(vec![owner(key)]),
+        ..ObjectMeta::default()
+    };
+    let mut ports: Vec<u16> = ir.listeners.iter().map(|l| l.port).collect();
+    ports.sort_unstable();
+    ports.dedup();
+
+    Infra {
+        service_account: ServiceAccount {
+            metadata: meta(&name),
+            automount_service_account_token: Some(true),
+            ..ServiceAccount::default()
+        },
+        role: Role {
+            metadata: meta(&name),
+            rules: Some(vec![PolicyRule {
+                api_groups: Some(vec![String::new()]),
+                resources: Some(vec!["secrets".into()]),
+                resource_names: Some(vec![secret_name.clone()]),
+                verbs: vec!["get".into(), "list".into(), "watch".into()],
+                ..PolicyRule::default()
+            }]),
+        },
+        role_binding: RoleBinding {
+            metadata: meta(&name),
+            role_ref: RoleRef {
+                api_group: "rbac.authorization.k8s.io".into(),
+                kind: "Role".into(),
+                name: name.clone(),
+            },
+            subjects: Some(vec![Subject {
+                kind: "ServiceAccount".into(),
+                name: name.clone(),
+                namespace: Some(key.namespace.clone()),
+                ..Subject::default()
+            }]),
+        },
+        config: Secret {
+            metadata: meta(&secret_name),
+            type_: Some("Opaque".into()),
+            data: Some([(CONFIG_KEY.to_string(), ByteString(config))].into()),
+            ..Secret::default()
+        },
+        deployment: Deployment {
+            metadata: meta(&name),
+            spec: Some(DeploymentSpec {
+                replicas: Some(settings.replicas),
+                selector: LabelSelector { match_labels: Some(selector.clone()), ..LabelSelector::default() },
+                template: PodTemplateSpec {
+                    metadata: Some(ObjectMeta { labels: Some(labels.clone()), ..ObjectMeta::default() }),
+                    spec: Some(pod_spec(key, &name, &secret_name, image, &ports)),
+                },
+                ..DeploymentSpec::default()
+            }),
+            ..Deployment::default()
+        },
+        service: Service {
+            metadata: meta(&name),
+            spec: Some(ServiceSpec {
+                type_: Some(settings.service_type.clone()),
+                selector: Some(selector),
+                ports: Some(
+                    ports
+                        .iter()
+                        .map(|&port| ServicePort {
+                            name: Some(format!("port-{port}")),
+                            port: port.into(),
+                            target_port: Some(IntOrString::Int(port.into())),
+                            protocol: Some("TCP".into()),
+                            ..ServicePort::default()
+                        })
+                        .collect(),
+                ),
+                ..ServiceSpec::default()
+            }),
+            ..Service::default()
+        },
+    }
+}
+
+fn owner(key: &GatewayKey) -> OwnerReference {
+    OwnerReference {
+        api_version: "gateway.networking.k8s.io/v1".into(),
+        kind: "Gateway".into(),
+        name: key.name.clone(),
+        uid: key.uid.clone(),
+        controller: Some(true),
+        block_owner_deletion: None,
+    }
+}
+
+fn pod_spec(key: &GatewayKey, name: &str, secret: &str, image: &str, ports: &[u16]) -> PodSpec {
+    let probe = |path: &str| Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::Int(ADMIN_PORT.into()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(5),
+        ..Probe::default()
+    };
+    let quantity = |q: &str| Quantity(q.into());
+    let mut container_ports: Vec<ContainerPort> = ports
+        .iter()
+        .map(|&p| ContainerPort {
+            container_port: p.into(),
+            protocol: Some("TCP".into()),
+            ..ContainerPort::default()
+        })
+        .collect();
+    container_ports.push(ContainerPort {
+        name: Some("admin".into()),
+        container_port: ADMIN_PORT.into(),
+        protocol: Some("TCP".into()),
+        ..ContainerPort::default()
+    });
+    PodSpec {
+        service_account_name: Some(name.into()),
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(65532),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                ..SeccompProfile::default()
+            }),
+            // Lets the non-root proxy bind the listener ports below 1024 (a namespaced, safe sysctl).
+            sysctls: Some(vec![Sysctl {
+                name: "net.ipv4.ip_unprivileged_port_start".into(),
+                value: "0".into(),
+            }]),
+            ..PodSecurityContext::default()
+        }),
+        containers: vec![Container {
+            name: "proxy".into(),
+            image: Some(image.into()),
+            args: Some(
+                [
+                    "proxy",
+                    "--gateway",
+                    &key.id(),
+                    "--config-secret",
+                    secret,
+                    "--bind-address",
+                    "0.0.0.0",
+                    "--admin-address",
+                    &format!("0.0.0.0:{ADMIN_PORT}"),
+                ]
+                .map(String::from)
+                .to_vec(),
+            ),
+            ports: Some(container_ports),
+            readiness_probe: Some(probe("/readyz")),
+            liveness_probe: Some(probe("/healthz")),
+            resources: Some(ResourceRequirements {
+                requests: Some(
+                    [("cpu".into(), quantity("100m")), ("memory".into(), quantity("64Mi"))].into(),
+                ),
+                limits: Some([("memory".into(), quantity("512Mi"))].into()),
+                ..ResourceRequirements::default()
+            }),
+            security_context: Some(SecurityContext {
+                allow_privilege_escalation: Some(false),
+                read_only_root_filesystem: Some(true),
+                capabilities: Some(LinuxCapabilities {
+                    drop: Some(vec!["ALL".into()]),
+                    ..LinuxCapabilities::default()
+                }),
+                ..SecurityContext::default()
+            }),
+            ..Container::default()
+        }],
+        ..PodSpec::default()
+    }
+}
+
+/// The addresses clients use: the load balancer's, else the cluster IP.
+pub fn service_addresses(service: &Service) -> Vec<String> {
+    let ingress =
+        service.status.as_ref().and_then(|s| s.load_balancer.as_ref()).and_then(|lb| lb.ingress.as_ref());
+    let mut out: Vec<String> =
+        ingress.into_iter().flatten().filter_map(|i| i.ip.clone().or_else(|| i.hostname.clone())).collect();
+    if out.is_empty() {
+        let cluster_ip = service.spec.as_ref().and_then(|s| s.cluster_ip.clone());
+        out.extend(cluster_ip.filter(|ip| !ip.is_empty() && ip != "None"));
+    }
+    out
+}
+
+/// Applies and deletes the infrastructure of Local Gateways.
+pub struct InCluster {
+    client: Client,
+    /// The proxy image when the ProviderConfig names none.
+    default_image: String,
+}
+
+impl InCluster {
+    pub fn new(client: Client, default_image: String) -> Self {
+        Self { client, default_image }
+    }
+
+    /// Makes the Gateway's objects match `ir` and `config`; returns the Service's addresses.
+    pub async fn apply(&self, ir: &GatewayIr, config: Vec<u8>) -> Result<Provisioned, ProviderError> {
+        let ProviderSettings::Local(settings) = &ir.provider else {
+            return Err(ProviderError::Invalid("not a Local gateway".into()));
+        };
+        let image = settings.image.as_deref().unwrap_or(&self.default_image);
+        let infra = desired(ir, settings, image, config);
+        let ns = &ir.key.namespace;
+        apply(&self.client, ns, &infra.service_account).await?;
+        apply(&self.client, ns, &infra.role).await?;
+        apply(&self.client, ns, &infra.role_binding).await?;
+        apply(&self.client, ns, &infra.config).await?;
+        apply(&self.client, ns, &infra.deployment).await?;
+        let service = apply(&self.client, ns, &infra.service).await?;
+        let mut provisioned =
+            Provisioned { addresses: service_addresses(&service), ..Provisioned::default() };
+        provisioned.resource_ids.insert("deployment".into(), format!("{ns}/{}", infra_name(&ir.key.name)));
+        Ok(provisioned)
+    }
+
+    /// Deletes the Gateway's objects (when its class stops being Local; a deleted Gateway's
+    /// objects go by owner reference).
+    pub async fn delete(&self, key: &GatewayKey) -> Result<(), ProviderError> {
+        let ns = &key.namespace;
+        let name = infra_name(&key.name);
+        delete::<Deployment>(&self.client, ns, &name).await?;
+        delete::<Service>(&self.client, ns, &name).await?;
+        delete::<Secret>(&self.client, ns, &config_secret_name(&key.name)).await?;
+        delete::<RoleBinding>(&self.client, ns, &name).await?;
+        delete::<Role>(&self.client, ns, &name).await?;
+        delete::<ServiceAccount>(&self.client, ns, &name).await
+    }
+}
+
+async fn apply<K>(client: &Client, namespace: &str, object: &K) -> Result<K, ProviderError>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Serialize
+        + serde::de::DeserializeOwned
+        + Clone
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let name = object.meta().name.clone().unwrap_or_default();
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    api.patch(&name, &params, &Patch::Apply(object)).await.map_err(|e| kube_error(K::kind(&()), &name, e))
+}
+
+async fn delete<K>(client: &Client, namespace: &str, name: &str) -> Result<(), ProviderError>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + serde::de::DeserializeOwned
+        + Clone
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    match api.delete(name, &DeleteParams::background()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(kube_error(K::kind(&()), name, e)),
+    }
+}
+
+fn kube_error(kind: std::borrow::Cow<'_, str>, name: &str, error: kube::Error) -> ProviderError {
+    let message = format!("{kind} {name}: {error}");
+    match &error {
+        kube::Error::Api(s) if s.code == 401 || s.code == 403 => ProviderError::Unauthorized(message),
+        kube::Error::Api(s) if s.code == 422 || s.code == 400 => ProviderError::Invalid(message),
+        _ => ProviderError::Transient(message),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tollbridge_provider::{ListenerIr, ListenerProtocol};
+
+    use super::*;
+
+    fn ir(name: &str, ports: &[u16]) -> GatewayIr {
+        GatewayIr {
+            key: GatewayKey {
+                namespace: "apps".into(),
+                name: name.into(),
+                uid: "uid-1".into(),
+                generation: 1,
+            },
+            provider: ProviderSettings::Local(LocalSettings::default()),
+            listeners: ports
+                .iter()
+                .enumerate()
+                .map(|(i, &port)| ListenerIr {
+                    name: format!("l{i}"),
+                    port,
+                    protocol: ListenerProtocol::Http,
+                    hostname: None,
+                    address: None,
+                    certificates: Vec::new(),
+                })
+                .collect(),
+            routes: Vec::new(),
+            policies: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn objects_are_owned_by_the_gateway_and_named_after_it() {
+        let infra = desired(&ir("web", &[80, 443, 80]), &LocalSettings::default(), "img:1", vec![1, 2]);
+        assert_eq!(infra.deployment.metadata.name.as_deref(), Some("tollbridge-web"));
+        assert_eq!(infra.config.metadata.name.as_deref(), Some("tollbridge-web-config"));
+        for meta in [&infra.service_account.metadata, &infra.role.metadata, &infra.service.metadata] {
+            let owner = &meta.owner_references.as_ref().unwrap()[0];
+            assert_eq!(
+                (owner.kind.as_str(), owner.uid.as_str(), owner.controller),
+                ("Gateway", "uid-1", Some(true))
+            );
+            assert_eq!(meta.namespace.as_deref(), Some("apps"));
+        }
+        let ports: Vec<i32> =
+            infra.service.spec.as_ref().unwrap().ports.as_ref().unwrap().iter().map(|p| p.port).collect();
+        assert_eq!(ports, [80, 443]);
+        assert_eq!(infra.service.spec.as_ref().unwrap().type_.as_deref(), Some("LoadBalancer"));
+    }
+
+    #[test]
+    fn the_role_reads_only_the_config_secret() {
+        let infra = desired(&ir("web", &[80]), &LocalSettings::default(), "img:1", Vec::new());
+        let rules = infra.role.rules.unwrap();
+        assert_eq!(rules.len(), 1);
+        assert_eq!(rules[0].resources.as_deref(), Some(&["secrets".to_string()][..]));
+        assert_eq!(rules[0].resource_names.as_deref(), Some(&["tollbridge-web-config".to_string()][..]));
+        assert_eq!(rules[0].verbs, ["get", "list", "watch"]);
+    }
+
+    #[test]
+    fn the_proxy_runs_non_root_for_this_gateway() {
+        let settings = LocalSettings { replicas: 3, service_type: "ClusterIP".into(), image: None };
+        let infra = desired(&ir("web", &[80]), &settings, "img:1", Vec::new());
+        let spec = infra.deployment.spec.unwrap();
+        assert_eq!(spec.replicas, Some(3));
+        let pod = spec.template.spec.unwrap();
+        assert_eq!(pod.security_context.unwrap().run_as_non_root, Some(true));
+        let args = pod.containers[0].args.clone().unwrap();
+        assert_eq!(&args[..3], ["proxy", "--gateway", "apps/web"]);
+        assert_eq!(pod.containers[0].image.as_deref(), Some("img:1"));
+    }
+
+    #[test]
+    fn long_names_stay_valid_labels() {
+        let long = "g".repeat(80);
+        let name = infra_name(&long);
+        assert!(name.len() <= 63, "{name}");
+        assert_ne!(infra_name(&format!("{long}x")), name);
+        assert!(config_secret_name(&long).len() <= 63);
+    }
+}

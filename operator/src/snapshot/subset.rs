@@ -1,0 +1,197 @@
+//! The part of a snapshot one Gateway depends on, and its YAML form.
+//!
+//! The operator hands each in-cluster proxy only this subset (in a Secret), and the proxy runs
+//! the same translator over it. A test checks that the subset translates to the same IR as the
+//! whole snapshot.
+
+use std::collections::BTreeSet;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::{name_of, namespace_of, Snapshot};
+use crate::api::gateway::Gateway;
+use crate::source::cluster::referenced_secret_ids;
+
+const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
+const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// The objects the Gateway `namespace/name` depends on: itself, its class, every
+/// ProviderConfig, ReferenceGrant and Namespace, the HTTPRoutes whose parentRefs name it, the
+/// Services and EndpointSlices those routes send to, the QuotaPolicies in the namespaces of the
+/// Gateway and its routes, their ApiKeys, and the Secrets of its listeners and keys.
+pub fn for_gateway(snapshot: &Snapshot, namespace: &str, name: &str) -> Option<Snapshot> {
+    let gateway = snapshot
+        .gateways
+        .iter()
+        .find(|g| namespace_of(&g.metadata) == namespace && name_of(&g.metadata) == name)?;
+    let http_routes: Vec<_> =
+        snapshot.http_routes.iter().filter(|r| names_gateway(r, gateway)).cloned().collect();
+
+    let mut backends = BTreeSet::new();
+    for route in &http_routes {
+        let spec = serde_json::to_value(&route.spec).unwrap_or_default();
+        collect_backends(&spec, namespace_of(&route.metadata), &mut backends);
+    }
+    let mut policy_namespaces: BTreeSet<&str> = [namespace].into();
+    policy_namespaces.extend(http_routes.iter().map(|r| namespace_of(&r.metadata)));
+    let quota_policies: Vec<_> = snapshot
+        .quota_policies
+        .iter()
+        .filter(|p| policy_namespaces.contains(namespace_of(&p.metadata)))
+        .cloned()
+        .collect();
+    let policies: BTreeSet<(&str, &str)> =
+        quota_policies.iter().map(|p| (namespace_of(&p.metadata), name_of(&p.metadata))).collect();
+    let api_keys: Vec<_> = snapshot
+        .api_keys
+        .iter()
+        .filter(|k| policies.contains(&(namespace_of(&k.metadata), k.spec.policy_ref.name.as_str())))
+        .cloned()
+        .collect();
+    let class = &gateway.spec.gateway_class_name;
+
+    let mut subset = Snapshot {
+        now: snapshot.now,
+        gateway_classes: snapshot
+            .gateway_classes
+            .iter()
+            .filter(|c| name_of(&c.metadata) == class)
+            .cloned()
+            .collect(),
+        gateways: vec![gateway.clone()],
+        http_routes,
+        reference_grants: snapshot.reference_grants.clone(),
+        namespaces: snapshot.namespaces.clone(),
+        services: snapshot
+            .services
+            .iter()
+            .filter(|s| {
+                backends.contains(&(namespace_of(&s.metadata).to_string(), name_of(&s.metadata).to_string()))
+            })
+            .cloned()
+            .collect(),
+        endpoint_slices: snapshot
+            .endpoint_slices
+            .iter()
+            .filter(|s| {
+                let service = s.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL));
+                service.is_some_and(|svc| {
+                    backends.contains(&(namespace_of(&s.metadata).to_string(), svc.clone()))
+                })
+            })
+            .cloned()
+            .collect(),
+        secrets: Vec::new(),
+        provider_configs: snapshot.provider_configs.clone(),
+        quota_policies,
+        api_keys,
+    };
+    let secrets = referenced_secret_ids(&subset);
+    subset.secrets = snapshot
+        .secrets
+        .iter()
+        .filter(|s| {
+            secrets.contains(&(namespace_of(&s.metadata).to_string(), name_of(&s.metadata).to_string()))
+        })
+        .cloned()
+        .collect();
+    Some(subset)
+}
+
+/// Whether one of the route's parentRefs names the Gateway.
+fn names_gateway(route: &crate::api::gateway::HTTPRoute, gateway: &Gateway) -> bool {
+    let route_ns = namespace_of(&route.metadata);
+    route.spec.parent_refs.iter().any(|p| {
+        p.group.as_deref().unwrap_or(GATEWAY_GROUP) == GATEWAY_GROUP
+            && p.kind.as_deref().unwrap_or("Gateway") == "Gateway"
+            && p.name == name_of(&gateway.metadata)
+            && p.namespace.as_deref().unwrap_or(route_ns) == namespace_of(&gateway.metadata)
+    })
+}
+
+/// Adds `(namespace, name)` of every core Service named by a `backendRef(s)` anywhere in a
+/// route spec: rules, mirrors, and filters of backends alike.
+fn collect_backends(value: &Value, route_ns: &str, out: &mut BTreeSet<(String, String)>) {
+    match value {
+        Value::Object(map) => {
+            for (key, child) in map {
+                match (key.as_str(), child) {
+                    ("backendRefs", Value::Array(refs)) => {
+                        refs.iter().for_each(|r| add_backend(r, route_ns, out));
+                    }
+                    ("backendRef", r @ Value::Object(_)) => add_backend(r, route_ns, out),
+                    _ => {}
+                }
+                collect_backends(child, route_ns, out);
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| collect_backends(v, route_ns, out)),
+        _ => {}
+    }
+}
+
+fn add_backend(reference: &Value, route_ns: &str, out: &mut BTreeSet<(String, String)>) {
+    let text = |key: &str| reference.get(key).and_then(Value::as_str);
+    let core = text("group").unwrap_or("").is_empty() && text("kind").unwrap_or("Service") == "Service";
+    if let (true, Some(name)) = (core, text("name")) {
+        out.insert((text("namespace").unwrap_or(route_ns).to_string(), name.to_string()));
+    }
+}
+
+/// The snapshot as multi-document YAML that [`crate::source::files::load_str`] reads back.
+pub fn to_yaml(snapshot: &Snapshot) -> Result<String, serde_yaml::Error> {
+    let mut out = String::new();
+    let mut push = |object: &dyn erased::Object| -> Result<(), serde_yaml::Error> {
+        out.push_str("---\n");
+        out.push_str(&object.yaml()?);
+        Ok(())
+    };
+    for o in &snapshot.namespaces {
+        push(o)?;
+    }
+    for o in &snapshot.gateway_classes {
+        push(o)?;
+    }
+    for o in &snapshot.provider_configs {
+        push(o)?;
+    }
+    for o in &snapshot.gateways {
+        push(o)?;
+    }
+    for o in &snapshot.http_routes {
+        push(o)?;
+    }
+    for o in &snapshot.reference_grants {
+        push(o)?;
+    }
+    for o in &snapshot.services {
+        push(o)?;
+    }
+    for o in &snapshot.endpoint_slices {
+        push(o)?;
+    }
+    for o in &snapshot.secrets {
+        push(o)?;
+    }
+    for o in &snapshot.quota_policies {
+        push(o)?;
+    }
+    for o in &snapshot.api_keys {
+        push(o)?;
+    }
+    Ok(out)
+}
+
+mod erased {
+    /// Any serializable object, so `to_yaml` can walk lists of different kinds.
+    pub trait Object {
+        fn yaml(&self) -> Result<String, serde_yaml::Error>;
+    }
+
+    impl<T: super::Serialize> Object for T {
+        fn yaml(&self) -> Result<String, serde_yaml::Error> {
+            serde_yaml::to_string(self)
+        }
+    }
+}

@@ -1,0 +1,301 @@
+//! Snapshots from the API server: one reflector per kind the translator reads, a change signal
+//! for whoever builds snapshots, and Secrets fetched only when something references them.
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::hash::Hash;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, PartialObjectMeta};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use crate::api::gateway::{Gateway, GatewayClass, HTTPRoute, ReferenceGrant};
+use crate::api::tollbridge::{ApiKey, ProviderConfig, QuotaPolicy};
+use crate::snapshot::{name_of, namespace_of, Snapshot};
+
+/// Which namespaces to read: all of them, or one (namespaced kinds only).
+#[derive(Clone, Debug, Default)]
+pub struct Scope {
+    pub namespace: Option<String>,
+}
+
+impl Scope {
+    pub fn api<K>(&self, client: &Client) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        K::DynamicType: Default,
+    {
+        match &self.namespace {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
+}
+
+/// Watches run in the background and end when this is dropped.
+#[derive(Default)]
+pub struct Watches {
+    changed: Arc<Notify>,
+    synced: Vec<(&'static str, Arc<AtomicBool>)>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Watches {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl Watches {
+    /// Signalled after any watched object changes.
+    pub fn changed(&self) -> Arc<Notify> {
+        self.changed.clone()
+    }
+
+    /// Kinds whose first listing has not completed (their CRD may be missing).
+    pub fn unsynced(&self) -> Vec<&'static str> {
+        self.synced.iter().filter(|(_, done)| !done.load(Ordering::Relaxed)).map(|(kind, _)| *kind).collect()
+    }
+
+    /// Starts a reflector of `api` and returns its store. Errors (a missing CRD, a lost
+    /// connection) are logged and retried with backoff; they never end the watch.
+    pub fn watch<K>(&mut self, kind: &'static str, api: Api<K>, config: watcher::Config) -> Store<K>
+    where
+        K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+        K::DynamicType: Default + Eq + Hash + Clone,
+    {
+        let (store, writer) = reflector::store();
+        let stream = watcher(api, config)
+            .default_backoff()
+            .modify(|object: &mut K| object.managed_fields_mut().clear())
+            .reflect(writer);
+        self.spawn(kind, store.clone(), stream);
+        store
+    }
+
+    /// Like [`Watches::watch`] for object metadata only.
+    pub fn watch_metadata<K>(
+        &mut self,
+        kind: &'static str,
+        api: Api<PartialObjectMeta<K>>,
+        config: watcher::Config,
+    ) -> Store<PartialObjectMeta<K>>
+    where
+        K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+        K::DynamicType: Default + Eq + Hash + Clone,
+    {
+        self.watch(kind, api, config)
+    }
+
+    fn spawn<K, S>(&mut self, kind: &'static str, store: Store<K>, stream: S)
+    where
+        K: Resource + Clone + Send + Sync + 'static,
+        K::DynamicType: Default + Eq + Hash + Clone,
+        S: futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+    {
+        let synced = Arc::new(AtomicBool::new(false));
+        self.synced.push((kind, synced.clone()));
+        let changed = self.changed.clone();
+        self.tasks.push(tokio::spawn(async move {
+            if store.wait_until_ready().await.is_ok() {
+                synced.store(true, Ordering::Relaxed);
+                tracing::debug!(kind, "watch synced");
+                changed.notify_one();
+            }
+        }));
+        let changed = self.changed.clone();
+        self.tasks.push(tokio::spawn(async move {
+            let mut stream = std::pin::pin!(stream);
+            let mut failing = false;
+            while let Some(event) = stream.next().await {
+                match event {
+                    Ok(watcher::Event::InitApply(_) | watcher::Event::Init) => {}
+                    Ok(_) => {
+                        if std::mem::take(&mut failing) {
+                            tracing::info!(kind, "watch recovered");
+                        }
+                        changed.notify_one();
+                    }
+                    Err(error) => {
+                        if !std::mem::replace(&mut failing, true) {
+                            tracing::warn!(kind, %error, "cannot watch (is its CRD installed and readable?); retrying");
+                        }
+                    }
+                }
+            }
+        }));
+    }
+}
+
+/// The reflectors of every kind the translator reads.
+pub struct ClusterSource {
+    client: Client,
+    watches: Watches,
+    gateway_classes: Store<GatewayClass>,
+    gateways: Store<Gateway>,
+    http_routes: Store<HTTPRoute>,
+    reference_grants: Store<ReferenceGrant>,
+    namespaces: Store<Namespace>,
+    services: Store<Service>,
+    endpoint_slices: Store<EndpointSlice>,
+    secret_metadata: Store<PartialObjectMeta<Secret>>,
+    provider_configs: Store<ProviderConfig>,
+    quota_policies: Store<QuotaPolicy>,
+    api_keys: Store<ApiKey>,
+    /// Referenced Secrets fetched so far, by `namespace/name`, checked against the metadata
+    /// watch's resourceVersion before use.
+    secrets: Mutex<HashMap<String, Secret>>,
+}
+
+impl ClusterSource {
+    /// Starts the watches. Secrets are watched by metadata only; their data is read on demand.
+    pub fn start(client: Client, scope: &Scope) -> Self {
+        let mut w = Watches::default();
+        let all = watcher::Config::default();
+        Self {
+            gateway_classes: w.watch("GatewayClass", Api::all(client.clone()), all.clone()),
+            gateways: w.watch("Gateway", scope.api(&client), all.clone()),
+            http_routes: w.watch("HTTPRoute", scope.api(&client), all.clone()),
+            reference_grants: w.watch("ReferenceGrant", scope.api(&client), all.clone()),
+            namespaces: w.watch("Namespace", Api::all(client.clone()), all.clone()),
+            services: w.watch("Service", scope.api(&client), all.clone()),
+            endpoint_slices: w.watch("EndpointSlice", scope.api(&client), all.clone()),
+            secret_metadata: w.watch_metadata::<Secret>("Secret", scope.api(&client), all.clone()),
+            provider_configs: w.watch("ProviderConfig", Api::all(client.clone()), all.clone()),
+            quota_policies: w.watch("QuotaPolicy", scope.api(&client), all.clone()),
+            api_keys: w.watch("ApiKey", scope.api(&client), all),
+            secrets: Mutex::default(),
+            watches: w,
+            client,
+        }
+    }
+
+    pub fn watches(&mut self) -> &mut Watches {
+        &mut self.watches
+    }
+
+    pub fn changed(&self) -> Arc<Notify> {
+        self.watches.changed()
+    }
+
+    pub fn unsynced(&self) -> Vec<&'static str> {
+        self.watches.unsynced()
+    }
+
+    /// Whether a Secret exists (as far as the watch knows).
+    pub fn secret_exists(&self, namespace: &str, name: &str) -> bool {
+        self.secret_metadata.get(&ObjectRef::new(name).within(namespace)).is_some()
+    }
+
+    pub fn gateways(&self) -> Vec<Arc<Gateway>> {
+        self.gateways.state()
+    }
+
+    pub fn services(&self) -> &Store<Service> {
+        &self.services
+    }
+
+    pub fn secret_metadata(&self) -> &Store<PartialObjectMeta<Secret>> {
+        &self.secret_metadata
+    }
+
+    /// Every watched object as of now, sorted by namespace and name; Secrets are those referenced
+    /// by a Gateway listener or an ApiKey.
+    pub async fn snapshot(&self) -> Snapshot {
+        let mut snapshot = Snapshot {
+            now: jiff::Timestamp::now(),
+            gateway_classes: sorted(&self.gateway_classes),
+            gateways: sorted(&self.gateways),
+            http_routes: sorted(&self.http_routes),
+            reference_grants: sorted(&self.reference_grants),
+            namespaces: sorted(&self.namespaces),
+            services: sorted(&self.services),
+            endpoint_slices: sorted(&self.endpoint_slices),
+            secrets: Vec::new(),
+            provider_configs: sorted(&self.provider_configs),
+            quota_policies: sorted(&self.quota_policies),
+            api_keys: sorted(&self.api_keys),
+        };
+        snapshot.secrets = self.referenced_secrets(&snapshot).await;
+        snapshot
+    }
+
+    async fn referenced_secrets(&self, snapshot: &Snapshot) -> Vec<Secret> {
+        let mut out = Vec::new();
+        for (namespace, name) in referenced_secret_ids(snapshot) {
+            let Some(meta) = self.secret_metadata.get(&ObjectRef::new(&name).within(&namespace)) else {
+                continue;
+            };
+            let id = format!("{namespace}/{name}");
+            let cached = self.secrets.lock().ok().and_then(|c| c.get(&id).cloned());
+            if let Some(secret) =
+                cached.filter(|s| s.metadata.resource_version == meta.metadata.resource_version)
+            {
+                out.push(secret);
+                continue;
+            }
+            let api: Api<Secret> = Api::namespaced(self.client.clone(), &namespace);
+            match api.get_opt(&name).await {
+                Ok(Some(mut secret)) => {
+                    secret.metadata.managed_fields = None;
+                    if let Ok(mut cache) = self.secrets.lock() {
+                        cache.insert(id, secret.clone());
+                    }
+                    out.push(secret);
+                }
+                Ok(None) => {}
+                Err(error) => tracing::warn!(secret = %id, %error, "cannot read referenced Secret"),
+            }
+        }
+        if let Ok(mut cache) = self.secrets.lock() {
+            let keep: std::collections::HashSet<String> =
+                out.iter().map(|s| crate::snapshot::object_id(&s.metadata)).collect();
+            cache.retain(|id, _| keep.contains(id));
+        }
+        out
+    }
+}
+
+/// `(namespace, name)` of every Secret a Gateway listener or an ApiKey refers to, sorted.
+pub fn referenced_secret_ids(snapshot: &Snapshot) -> std::collections::BTreeSet<(String, String)> {
+    let mut ids = std::collections::BTreeSet::new();
+    for gateway in &snapshot.gateways {
+        let namespace = namespace_of(&gateway.metadata);
+        for listener in &gateway.spec.listeners {
+            for cert in listener.tls.iter().flat_map(|t| &t.certificate_refs) {
+                let core = cert.group.as_deref().unwrap_or("").is_empty();
+                if core && cert.kind.as_deref().unwrap_or("Secret") == "Secret" {
+                    let ns = cert.namespace.as_deref().unwrap_or(namespace);
+                    ids.insert((ns.to_string(), cert.name.clone()));
+                }
+            }
+        }
+    }
+    for key in &snapshot.api_keys {
+        ids.insert((namespace_of(&key.metadata).to_string(), key.spec.secret_ref.name.clone()));
+    }
+    ids
+}
+
+fn sorted<K>(store: &Store<K>) -> Vec<K>
+where
+    K: Resource + Clone + 'static,
+    K::DynamicType: Default + Eq + Hash + Clone,
+{
+    let mut items: Vec<K> = store.state().iter().map(|o| (**o).clone()).collect();
+    items.sort_by(|a, b| {
+        (namespace_of(a.meta()), name_of(a.meta())).cmp(&(namespace_of(b.meta()), name_of(b.meta())))
+    });
+    items
+}
