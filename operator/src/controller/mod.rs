@@ -210,6 +210,9 @@ impl Controller {
                         (Err(_), None) => continue,
                     };
                     programmed::mark(status, result, Some(ir.key.generation), snapshot.now);
+                    if let (Ok(_), Some(why)) = (&outcome.result, self.proxy_not_available(&ir)) {
+                        programmed::waiting(status, &why, Some(ir.key.generation), snapshot.now);
+                    }
                 }
             }
         }
@@ -282,6 +285,23 @@ impl Controller {
             };
         let observed = self.observe_owned(&ir.key);
         Some(Job { ir, config: Some(config), observed, object })
+    }
+
+    /// Why a Local Gateway's proxy cannot serve yet: no replica of its Deployment is available.
+    fn proxy_not_available(&self, ir: &GatewayIr) -> Option<String> {
+        if !matches!(ir.provider, ProviderSettings::Local(_)) {
+            return None;
+        }
+        let name = infra::infra_name(&ir.key.name);
+        let deployment = self.owned.deployments.get(&ObjectRef::new(&name).within(&ir.key.namespace));
+        let status = deployment.as_ref().and_then(|d| d.status.clone()).unwrap_or_default();
+        let available = status.available_replicas.unwrap_or(0);
+        (available < 1).then(|| {
+            format!(
+                "Waiting for the proxy: Deployment {name} has {available} of {} replicas available",
+                status.replicas.unwrap_or(0)
+            )
+        })
     }
 
     /// A fingerprint of the live objects we created for a Local Gateway.

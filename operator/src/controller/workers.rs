@@ -260,7 +260,7 @@ impl Task {
     ) -> String {
         let outcome = Outcome {
             generation: job.ir.key.generation,
-            result: result.as_ref().map(Clone::clone).map_err(|e| OutcomeError {
+            result: result.as_ref().cloned().map_err(|e| OutcomeError {
                 invalid: matches!(e, ProviderError::Invalid(_)),
                 message: e.to_string(),
             }),

@@ -79,6 +79,17 @@ pub fn mark(
     }
 }
 
+/// Marks a Gateway the provider has configured as not yet `Programmed` because what serves it
+/// is not running yet (an in-cluster proxy without available replicas).
+pub fn waiting(status: &mut GatewayStatus, why: &str, generation: Option<i64>, now: Timestamp) {
+    let stamp = Stamp::new(generation, now);
+    let condition = stamp.no(PROGRAMMED, reason::PENDING, why.to_string());
+    match status.conditions.iter_mut().find(|c| c.type_ == PROGRAMMED) {
+        Some(existing) => *existing = condition,
+        None => status.conditions.push(condition),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;

@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod client;
+pub mod cluster;
 pub mod process;
 pub mod recorder;
 pub mod tls;

@@ -1,0 +1,451 @@
+//! `tollbridge operator` and `tollbridge proxy` against the real API server of the test cluster
+//! (tests/support/cluster.rs). Each test scopes its operator to its own namespace and holds the
+//! cluster lock, because GatewayClasses and ProviderConfigs are cluster-wide.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use support::cluster::{exclusive, unique_name, Cluster, Operator, Proxy, TestNamespace, CONTROLLER_NAME};
+use support::eventually;
+use support::process::free_port;
+
+const CONVERGE: Duration = Duration::from_secs(30);
+
+/// Starts an operator for `ns` with a short lease; returns it and its metrics port.
+async fn operator(ns: &TestNamespace<'_>, identity: &str) -> (Operator, u16) {
+    let port = free_port();
+    let metrics = format!("127.0.0.1:{port}");
+    let mut op = Operator::spawn(
+        ns.cluster(),
+        &[
+            "--namespace",
+            ns.name(),
+            "--lease-namespace",
+            ns.name(),
+            "--metrics-address",
+            &metrics,
+            "--identity",
+            identity,
+            "--lease-duration-seconds",
+            "3",
+            "--resync-seconds",
+            "2",
+            "--proxy-image",
+            "example.test/tollbridge:dev",
+        ],
+    );
+    op.wait_for_log("metrics and health endpoint listening", Duration::from_secs(20)).await;
+    (op, port)
+}
+
+async fn metrics(port: u16) -> String {
+    let client = support::client::Client::new();
+    client
+        .try_get(&format!("http://127.0.0.1:{port}/metrics"), &[])
+        .await
+        .map(|r| r.text())
+        .unwrap_or_default()
+}
+
+/// The value of a metric line `name{labels} value` (0 when absent).
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines().find_map(|l| l.strip_prefix(series).and_then(|rest| rest.trim().parse().ok())).unwrap_or(0.0)
+}
+
+/// The status of condition `type_` in `conditions` ("" when absent).
+fn condition<'a>(conditions: &'a Value, type_: &str) -> (&'a str, &'a str) {
+    conditions
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == type_))
+        .map(|c| (c["status"].as_str().unwrap_or(""), c["reason"].as_str().unwrap_or("")))
+        .unwrap_or(("", ""))
+}
+
+fn class_yaml(name: &str) -> String {
+    format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {{name: {name}}}\n\
+         spec: {{controllerName: {CONTROLLER_NAME}}}\n"
+    )
+}
+
+fn gateway_yaml(class: &str, port: u16) -> String {
+    format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: gw}}\n\
+         spec:\n  gatewayClassName: {class}\n  listeners: [{{name: http, port: {port}, protocol: HTTP}}]\n"
+    )
+}
+
+fn backend_yaml(name: &str, port: u16) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  annotations: {{tollbridge.dev/backend-url: \
+         \"http://127.0.0.1:{port}\"}}\nspec: {{ports: [{{port: 80}}]}}\n"
+    )
+}
+
+fn route_yaml(name: &str, prefix: &str, backend: &str) -> String {
+    format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {name}}}\nspec:\n  \
+         parentRefs: [{{name: gw}}]\n  rules:\n  - matches: [{{path: {{type: PathPrefix, value: {prefix}}}}}]\n    \
+         backendRefs: [{{name: {backend}, port: 80}}]\n"
+    )
+}
+
+/// Marks the proxy's pod Ready, as a kubelet would (the test cluster has none), so its
+/// Deployment reports an available replica.
+async fn make_proxy_available(ns: &TestNamespace<'_>) {
+    let selector = "app.kubernetes.io/instance=tollbridge-gw";
+    let mut pod = String::new();
+    eventually("the proxy pod", CONVERGE, || {
+        pod = ns
+            .kubectl_ok(&["get", "pods", "-l", selector, "-o", "name"], None)
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_string();
+        let found = !pod.is_empty();
+        async move { found }
+    })
+    .await;
+    let now = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let patch = format!(
+        r#"{{"status":{{"phase":"Running","conditions":[{{"type":"Ready","status":"True","lastTransitionTime":"{now}"}}]}}}}"#
+    );
+    ns.kubectl_ok(&["patch", &pod, "--subresource=status", "--type=merge", "-p", &patch], None);
+}
+
+fn resource_version(ns: &TestNamespace<'_>, kind: &str, name: &str) -> String {
+    ns.get_json(kind, name)["metadata"]["resourceVersion"].as_str().unwrap_or_default().to_string()
+}
+
+#[tokio::test]
+async fn a_local_gateway_gets_statuses_events_and_its_proxy_objects() {
+    let _lock = exclusive().await;
+    let cluster = Cluster::shared();
+    let ns = cluster.namespace("local-gw");
+    let class = cluster.delete_on_drop("gatewayclass", &unique_name("local"));
+    cluster.apply_cluster_scoped(&class_yaml(class.name()));
+    ns.apply(&gateway_yaml(class.name(), 18080));
+    ns.apply(&backend_yaml("echo", 19999));
+    ns.apply(&route_yaml("orders", "/orders", "echo"));
+    let (_op, port) = operator(&ns, "solo").await;
+
+    eventually("GatewayClass Accepted", CONVERGE, || async {
+        let class = cluster.get_cluster_scoped_json("gatewayclass", class.name());
+        let features = class["status"]["supportedFeatures"].as_array().map_or(0, Vec::len);
+        condition(&class["status"]["conditions"], "Accepted").0 == "True" && features > 10
+    })
+    .await;
+    eventually("Gateway accepted, waiting for its proxy, with an address", CONVERGE, || async {
+        let gw = ns.get_json("gateway", "gw");
+        condition(&gw["status"]["conditions"], "Accepted") == ("True", "Accepted")
+            && condition(&gw["status"]["conditions"], "Programmed") == ("False", "Pending")
+            && gw["status"]["addresses"][0]["value"].as_str().is_some_and(|a| a.starts_with("10.0.0."))
+            && gw["status"]["listeners"][0]["attachedRoutes"] == 1
+    })
+    .await;
+    let route = ns.get_json("httproute", "orders");
+    let parent = &route["status"]["parents"][0];
+    assert_eq!(parent["controllerName"], CONTROLLER_NAME);
+    assert_eq!(condition(&parent["conditions"], "Accepted").0, "True");
+    assert_eq!(condition(&parent["conditions"], "ResolvedRefs").0, "True");
+    assert_eq!(parent["conditions"][0]["observedGeneration"], 1);
+
+    // The proxy's objects, owned by the Gateway, with a Role that reads only the config Secret.
+    let gw_uid = ns.get_json("gateway", "gw")["metadata"]["uid"].clone();
+    for kind in ["serviceaccount", "role", "rolebinding", "deployment", "service", "secret"] {
+        let name = if kind == "secret" { "tollbridge-gw-config" } else { "tollbridge-gw" };
+        let object = ns.get_json(kind, name);
+        assert_eq!(object["metadata"]["ownerReferences"][0]["uid"], gw_uid, "{kind} {name}");
+    }
+    let role = ns.get_json("role", "tollbridge-gw");
+    assert_eq!(role["rules"][0]["resourceNames"][0], "tollbridge-gw-config");
+    assert_eq!(role["rules"][0]["verbs"], serde_json::json!(["get", "list", "watch"]));
+    let deployment = ns.get_json("deployment", "tollbridge-gw");
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["image"], "example.test/tollbridge:dev");
+    assert_eq!(container["args"][2], format!("{}/gw", ns.name()));
+    assert_eq!(ns.get_json("service", "tollbridge-gw")["spec"]["type"], "LoadBalancer");
+
+    // Programmed once a replica is available.
+    make_proxy_available(&ns).await;
+    eventually("Gateway Programmed", CONVERGE, || async {
+        condition(&ns.get_json("gateway", "gw")["status"]["conditions"], "Programmed").0 == "True"
+    })
+    .await;
+    let events = ns.kubectl_ok(&["get", "events", "-o", "json"], None);
+    assert!(events.contains("Programmed by the Local provider"), "{events}");
+
+    // Hand edits of what we own are repaired.
+    ns.kubectl_ok(&["scale", "deployment", "tollbridge-gw", "--replicas=5"], None);
+    ns.kubectl_ok(
+        &[
+            "patch",
+            "role",
+            "tollbridge-gw",
+            "--type=json",
+            "-p",
+            r#"[{"op":"replace","path":"/rules/0/resources","value":["secrets","configmaps"]}]"#,
+        ],
+        None,
+    );
+    eventually("Deployment and Role repaired", CONVERGE, || async {
+        ns.get_json("deployment", "tollbridge-gw")["spec"]["replicas"] == 1
+            && ns.get_json("role", "tollbridge-gw")["rules"][0]["resources"] == serde_json::json!(["secrets"])
+    })
+    .await;
+
+    // A changed route: the parent status follows the new generation.
+    ns.apply(&route_yaml("orders", "/v2/orders", "echo"));
+    eventually("route generation 2 observed", CONVERGE, || async {
+        let route = ns.get_json("httproute", "orders");
+        route["status"]["parents"][0]["conditions"][0]["observedGeneration"] == 2
+    })
+    .await;
+    // A deleted route: no longer attached.
+    ns.delete("httproute", "orders");
+    eventually("no attached routes", CONVERGE, || async {
+        ns.get_json("gateway", "gw")["status"]["listeners"][0]["attachedRoutes"] == 0
+    })
+    .await;
+
+    // Nothing changes: nothing is written.
+    let before = (
+        resource_version(&ns, "gateway", "gw"),
+        metric(&metrics(port).await, "tollbridge_operator_status_writes_total{kind=\"Gateway\"}"),
+    );
+    tokio::time::sleep(Duration::from_secs(5)).await; // two resyncs
+    let after = (
+        resource_version(&ns, "gateway", "gw"),
+        metric(&metrics(port).await, "tollbridge_operator_status_writes_total{kind=\"Gateway\"}"),
+    );
+    assert_eq!(before, after, "a pass without changes wrote the Gateway");
+    assert!(metric(&metrics(port).await, "tollbridge_operator_reconciles_total") >= 2.0);
+
+    // Deleting the Gateway removes its objects (garbage collection by owner reference).
+    ns.delete("gateway", "gw");
+    ns.wait_deleted("deployment", "tollbridge-gw", CONVERGE);
+    ns.wait_deleted("secret", "tollbridge-gw-config", CONVERGE);
+}
+
+#[tokio::test]
+async fn api_keys_get_generated_secrets_and_quota_policies_get_status() {
+    let _lock = exclusive().await;
+    let cluster = Cluster::shared();
+    let ns = cluster.namespace("keys");
+    let class = cluster.delete_on_drop("gatewayclass", &unique_name("keys"));
+    cluster.apply_cluster_scoped(&class_yaml(class.name()));
+    ns.apply(&gateway_yaml(class.name(), 18081));
+    ns.apply(&backend_yaml("echo", 19999));
+    ns.apply(&route_yaml("orders", "/orders", "echo"));
+    ns.apply(
+        "apiVersion: tollbridge.dev/v1alpha1\nkind: QuotaPolicy\nmetadata: {name: gold}\nspec:\n  \
+         targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: orders}]\n  \
+         apiKey: {required: true, header: X-Api-Key}\n  quota: {requests: 1000, period: Day}\n---\n\
+         apiVersion: tollbridge.dev/v1alpha1\nkind: ApiKey\nmetadata: {name: alice}\nspec:\n  \
+         policyRef: {name: gold}\n  secretRef: {name: alice-key}\n",
+    );
+    let (op, _) = operator(&ns, "solo").await;
+
+    eventually("the ApiKey's Secret", CONVERGE, || async {
+        ns.try_get_json("secret", "alice-key").is_some()
+    })
+    .await;
+    let secret = ns.get_json("secret", "alice-key");
+    assert_eq!(secret["metadata"]["ownerReferences"][0]["kind"], "ApiKey");
+    let encoded = secret["data"]["api-key"].as_str().expect("data.api-key");
+    let key = String::from_utf8(base64_decode(encoded)).expect("utf-8 key");
+    assert_eq!(key.len(), 43, "32 random bytes, base64url");
+    let key_id = hex::encode(&Sha256::digest(key.as_bytes())[..4]);
+
+    eventually("ApiKey Ready with its key id", CONVERGE, || async {
+        let api_key = ns.get_json("apikey", "alice");
+        condition(&api_key["status"]["conditions"], "Ready").0 == "True"
+            && api_key["status"]["keyId"] == key_id
+    })
+    .await;
+    eventually("QuotaPolicy accepted for the route", CONVERGE, || async {
+        let policy = ns.get_json("quotapolicy", "gold");
+        let ancestor = &policy["status"]["ancestors"][0];
+        ancestor["controllerName"] == CONTROLLER_NAME
+            && condition(&ancestor["conditions"], "Accepted").0 == "True"
+    })
+    .await;
+    let events = ns.kubectl_ok(&["get", "events", "-o", "json"], None);
+    assert!(events.contains(&format!("Generated a key (id {key_id})")), "{events}");
+    for text in [op.log(), events, ns.kubectl_ok(&["get", "apikey", "alice", "-o", "yaml"], None)] {
+        assert!(!text.contains(&key), "the key leaked");
+    }
+    // The config Secret of the proxy carries the key (its only reader is that proxy).
+    assert!(ns.try_get_json("secret", "tollbridge-gw-config").is_some());
+}
+
+fn base64_decode(text: &str) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.decode(text).expect("base64")
+}
+
+#[tokio::test]
+async fn a_cloud_gateway_holds_a_finalizer_until_cleaned_up() {
+    let _lock = exclusive().await;
+    let cluster = Cluster::shared();
+    let ns = cluster.namespace("cloud");
+    let config = cluster.delete_on_drop("providerconfig", &unique_name("aws"));
+    let class = cluster.delete_on_drop("gatewayclass", &unique_name("aws"));
+    cluster.apply_cluster_scoped(&format!(
+        "apiVersion: tollbridge.dev/v1alpha1\nkind: ProviderConfig\nmetadata: {{name: {}}}\n\
+         spec: {{provider: AWS, aws: {{region: us-east-1, apiType: HTTP}}}}\n---\n\
+         apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {{name: {}}}\n\
+         spec:\n  controllerName: {CONTROLLER_NAME}\n  parametersRef: {{group: tollbridge.dev, kind: ProviderConfig, name: {}}}\n",
+        config.name(),
+        class.name(),
+        config.name()
+    ));
+    ns.apply(&gateway_yaml(class.name(), 80));
+    let (_op, _) = operator(&ns, "solo").await;
+
+    eventually("finalizer and an honest Programmed=False", CONVERGE, || async {
+        let gw = ns.get_json("gateway", "gw");
+        let finalizers = gw["metadata"]["finalizers"].as_array().cloned().unwrap_or_default();
+        let programmed = gw["status"]["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["type"] == "Programmed").cloned())
+            .unwrap_or_default();
+        finalizers.contains(&Value::from("tollbridge.dev/cleanup"))
+            && programmed["status"] == "False"
+            && programmed["message"].as_str().is_some_and(|m| m.contains("AWS provider"))
+    })
+    .await;
+    ns.delete("gateway", "gw");
+    ns.wait_deleted("gateway", "gw", CONVERGE);
+}
+
+#[tokio::test]
+async fn a_restart_mid_reconcile_converges_without_duplicates() {
+    let _lock = exclusive().await;
+    let cluster = Cluster::shared();
+    let ns = cluster.namespace("restart");
+    let class = cluster.delete_on_drop("gatewayclass", &unique_name("restart"));
+    cluster.apply_cluster_scoped(&class_yaml(class.name()));
+    ns.apply(&gateway_yaml(class.name(), 18082));
+    ns.apply(&backend_yaml("echo", 19999));
+    let routes: String =
+        (0..30).map(|i| route_yaml(&format!("r{i}"), &format!("/r{i}"), "echo") + "---\n").collect();
+    ns.apply(&routes);
+
+    let (mut first, _) = operator(&ns, "first").await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    first.kill();
+    let (_second, _) = operator(&ns, "second").await;
+    eventually("every route accepted", Duration::from_secs(60), || async {
+        let list: Value = serde_json::from_str(&ns.kubectl_ok(&["get", "httproutes", "-o", "json"], None))
+            .unwrap_or_default();
+        let items = list["items"].as_array().cloned().unwrap_or_default();
+        items.len() == 30
+            && items.iter().all(|r| {
+                let parents = r["status"]["parents"].as_array().map_or(0, Vec::len);
+                parents == 1 && condition(&r["status"]["parents"][0]["conditions"], "Accepted").0 == "True"
+            })
+    })
+    .await;
+    let gw = ns.get_json("gateway", "gw");
+    assert_eq!(gw["status"]["listeners"][0]["attachedRoutes"], 30);
+    let count = |kind: &str| {
+        let list: Value =
+            serde_json::from_str(&ns.kubectl_ok(
+                &["get", kind, "-l", "app.kubernetes.io/managed-by=tollbridge", "-o", "json"],
+                None,
+            ))
+            .unwrap_or_default();
+        list["items"].as_array().map_or(0, Vec::len)
+    };
+    for kind in ["deployments", "services", "serviceaccounts", "roles", "rolebindings", "secrets"] {
+        assert_eq!(count(kind), 1, "{kind}");
+    }
+    let conditions = gw["status"]["conditions"].as_array().map_or(0, Vec::len);
+    assert_eq!(conditions, 2, "one Accepted and one Programmed condition: {gw:#}");
+}
+
+#[tokio::test]
+async fn two_operators_elect_one_leader_and_fail_over() {
+    let _lock = exclusive().await;
+    let cluster = Cluster::shared();
+    let ns = cluster.namespace("leader");
+    let class = cluster.delete_on_drop("gatewayclass", &unique_name("leader"));
+    cluster.apply_cluster_scoped(&class_yaml(class.name()));
+    ns.apply(&gateway_yaml(class.name(), 18083));
+    ns.apply(&backend_yaml("echo", 19999));
+
+    let (mut a, a_port) = operator(&ns, "replica-a").await;
+    a.wait_for_log("acquired leadership", Duration::from_secs(20)).await;
+    let (b, b_port) = operator(&ns, "replica-b").await;
+    let holder = |ns: &TestNamespace<'_>| {
+        ns.get_json("lease", "tollbridge-operator")["spec"]["holderIdentity"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+    assert_eq!(holder(&ns), "replica-a");
+    ns.apply(&route_yaml("one", "/one", "echo"));
+    eventually("route accepted by the leader", CONVERGE, || async {
+        ns.get_json("httproute", "one")["status"]["parents"].as_array().is_some_and(|p| !p.is_empty())
+    })
+    .await;
+    eventually("metrics show who leads", Duration::from_secs(10), || async {
+        metric(&metrics(a_port).await, "tollbridge_operator_leader") == 1.0
+            && metric(&metrics(b_port).await, "tollbridge_operator_leader") == 0.0
+    })
+    .await;
+    assert!(!b.log().contains("leading: reconciling"), "the follower reconciled:\n{}", b.log());
+
+    // The leader dies without releasing: the follower takes over after the lease expires.
+    let killed = Instant::now();
+    a.kill();
+    eventually("replica-b holds the lease", Duration::from_secs(20), || async { holder(&ns) == "replica-b" })
+        .await;
+    let failover = killed.elapsed();
+    ns.apply(&route_yaml("two", "/two", "echo"));
+    eventually("route accepted by the new leader", CONVERGE, || async {
+        ns.get_json("httproute", "two")["status"]["parents"].as_array().is_some_and(|p| !p.is_empty())
+    })
+    .await;
+    eprintln!("failover took {failover:?} (lease duration 3 s)");
+    assert!(failover < Duration::from_secs(10), "failover took {failover:?}");
+}
+
+#[tokio::test]
+async fn the_proxy_serves_a_new_route_within_two_seconds_of_kubectl_apply() {
+    let _lock = exclusive().await;
+    let cluster = Cluster::shared();
+    let ns = cluster.namespace("proxy");
+    let class = cluster.delete_on_drop("gatewayclass", &unique_name("proxy"));
+    let backend = support::recorder::Recorder::spawn("echo").await;
+    let listener_port = free_port();
+    cluster.apply_cluster_scoped(&class_yaml(class.name()));
+    ns.apply(&gateway_yaml(class.name(), listener_port));
+    ns.apply(&backend_yaml("echo", backend.addr.port()));
+    ns.apply(&route_yaml("first", "/first", "echo"));
+    let (_op, _) = operator(&ns, "solo").await;
+    let admin = format!("127.0.0.1:{}", free_port());
+    let gateway = format!("{}/gw", ns.name());
+    let _proxy = Proxy::spawn(cluster, &["--gateway", &gateway, "--admin-address", &admin]);
+
+    let client = support::client::Client::new();
+    let url = |path: &str| format!("http://127.0.0.1:{listener_port}{path}");
+    eventually("the first route is served", CONVERGE, || async {
+        client.try_get(&url("/first"), &[]).await.is_ok_and(|r| r.status == 200)
+    })
+    .await;
+    assert_eq!(client.get(&url("/second"), &[]).await.status, 404);
+
+    ns.apply(&route_yaml("second", "/second", "echo"));
+    let applied = Instant::now();
+    eventually("the new route is served", Duration::from_secs(2), || async {
+        client.try_get(&url("/second"), &[]).await.is_ok_and(|r| r.status == 200)
+    })
+    .await;
+    eprintln!("new HTTPRoute served {:?} after kubectl apply returned", applied.elapsed());
+    assert!(backend.count() >= 2);
+}
