@@ -449,3 +449,58 @@ async fn the_proxy_serves_a_new_route_within_two_seconds_of_kubectl_apply() {
     eprintln!("new HTTPRoute served {:?} after kubectl apply returned", applied.elapsed());
     assert!(backend.count() >= 2);
 }
+
+/// Puts a CRD back from `crds/` when dropped, even when the test fails.
+struct RestoreCrd<'c>(&'c Cluster, &'static str);
+
+impl Drop for RestoreCrd<'_> {
+    fn drop(&mut self) {
+        let path = format!("{}/../crds/{}", env!("CARGO_MANIFEST_DIR"), self.1);
+        let _ = self.0.kubectl(
+            &[
+                "apply",
+                "--server-side",
+                "--force-conflicts",
+                "--field-manager=tollbridge-test-harness",
+                "-f",
+                &path,
+            ],
+            None,
+        );
+        let _ = self.0.kubectl(
+            &["wait", "--for", "condition=Established", "--timeout=60s", "crd/apikeys.tollbridge.dev"],
+            None,
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_missing_crd_is_reported_and_waited_for() {
+    let _lock = exclusive().await;
+    let cluster = Cluster::shared();
+    let ns = cluster.namespace("no-crd");
+    let class = cluster.delete_on_drop("gatewayclass", &unique_name("nocrd"));
+    cluster.apply_cluster_scoped(&class_yaml(class.name()));
+    ns.apply(&gateway_yaml(class.name(), 18084));
+    let restore = RestoreCrd(cluster, "tollbridge.dev_apikeys.yaml");
+    cluster.kubectl_ok(&["delete", "crd", "apikeys.tollbridge.dev", "--wait=true", "--timeout=60s"], None);
+
+    let (mut op, port) = operator(&ns, "solo").await;
+    op.wait_for_log("waiting for watches to sync", Duration::from_secs(20)).await;
+    assert!(op.log().contains("ApiKey"), "the log names the missing kind:\n{}", op.log());
+    let client = support::client::Client::new();
+    let readyz = client.get(&format!("http://127.0.0.1:{port}/readyz"), &[]).await;
+    assert_eq!(readyz.status, 503);
+    assert!(ns.get_json("gateway", "gw")["status"]["conditions"][0]["reason"] != "Accepted");
+
+    drop(restore);
+    eventually("ready once the CRD is back", Duration::from_secs(60), || async {
+        client.try_get(&format!("http://127.0.0.1:{port}/readyz"), &[]).await.is_ok_and(|r| r.status == 200)
+    })
+    .await;
+    eventually("the Gateway accepted", CONVERGE, || async {
+        condition(&ns.get_json("gateway", "gw")["status"]["conditions"], "Accepted").0 == "True"
+    })
+    .await;
+    assert!(op.is_running());
+}
