@@ -5,7 +5,9 @@
 //! [`desired`] is pure; [`InCluster`] applies the objects by server-side apply, which also
 //! repairs hand edits of the fields we own.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
@@ -275,41 +277,130 @@ pub fn service_addresses(service: &Service) -> Vec<String> {
     out
 }
 
+/// Resource versions this operator wrote, per object, to tell its own writes from hand edits.
+#[derive(Default)]
+pub struct Written(Mutex<HashMap<String, VecDeque<String>>>);
+
+impl Written {
+    /// Versions remembered per object: enough for the watch to lag a few writes behind.
+    const KEEP: usize = 4;
+
+    fn record(&self, kind: &str, namespace: &str, name: &str, version: Option<String>) {
+        let (Some(version), Ok(mut all)) = (version, self.0.lock()) else { return };
+        let versions = all.entry(format!("{kind}/{namespace}/{name}")).or_default();
+        versions.push_back(version);
+        if versions.len() > Self::KEEP {
+            versions.pop_front();
+        }
+    }
+
+    /// Whether the object as last seen (`None`: absent) is as this operator left it.
+    pub fn is_ours(&self, kind: &str, namespace: &str, name: &str, version: Option<&str>) -> bool {
+        let Ok(all) = self.0.lock() else { return true };
+        match (all.get(&format!("{kind}/{namespace}/{name}")), version) {
+            (Some(versions), Some(v)) => versions.iter().any(|w| w == v),
+            (Some(_), None) => false,
+            (None, _) => true,
+        }
+    }
+}
+
+/// What was last applied for a Gateway (by uid), so unchanged objects are not sent again.
+#[derive(Clone, Debug, Default)]
+struct Applied {
+    infra: u64,
+    config: u64,
+    /// The hand-edit token last repaired.
+    repaired: u64,
+    addresses: Vec<String>,
+}
+
 /// Applies and deletes the infrastructure of Local Gateways.
 pub struct InCluster {
     client: Client,
     /// The proxy image when the ProviderConfig names none.
     default_image: String,
+    written: Arc<Written>,
+    applied: Mutex<HashMap<String, Applied>>,
 }
 
 impl InCluster {
     pub fn new(client: Client, default_image: String) -> Self {
-        Self { client, default_image }
+        Self { client, default_image, written: Arc::default(), applied: Mutex::default() }
+    }
+
+    pub fn written(&self) -> Arc<Written> {
+        self.written.clone()
     }
 
     /// Makes the Gateway's objects match `ir` and `config`; returns the Service's addresses.
-    pub async fn apply(&self, ir: &GatewayIr, config: Vec<u8>) -> Result<Provisioned, ProviderError> {
+    /// Sends only what changed since the last apply, everything when `edited` is a new
+    /// hand-edit token (non-zero).
+    pub async fn apply(
+        &self,
+        ir: &GatewayIr,
+        config: Vec<u8>,
+        edited: u64,
+    ) -> Result<Provisioned, ProviderError> {
         let ProviderSettings::Local(settings) = &ir.provider else {
             return Err(ProviderError::Invalid("not a Local gateway".into()));
         };
         let image = settings.image.as_deref().unwrap_or(&self.default_image);
         let infra = desired(ir, settings, image, config);
+        let memo_key = format!("{}/{}", ir.key.id(), ir.key.uid);
+        let last = self.applied.lock().ok().and_then(|a| a.get(&memo_key).cloned());
+        let repair = edited != 0 && last.as_ref().is_none_or(|l| l.repaired != edited);
+        let infra_hash = hash_json(&(
+            &infra.service_account,
+            &infra.role,
+            &infra.role_binding,
+            &infra.deployment,
+            &infra.service,
+        ));
+        let config_hash = hash_json(&infra.config);
         let ns = &ir.key.namespace;
-        apply(&self.client, ns, &infra.service_account).await?;
-        apply(&self.client, ns, &infra.role).await?;
-        apply(&self.client, ns, &infra.role_binding).await?;
-        apply(&self.client, ns, &infra.config).await?;
-        apply(&self.client, ns, &infra.deployment).await?;
-        let service = apply(&self.client, ns, &infra.service).await?;
-        let mut provisioned =
-            Provisioned { addresses: service_addresses(&service), ..Provisioned::default() };
+        let mut addresses = last.as_ref().map(|l| l.addresses.clone()).unwrap_or_default();
+        if repair || last.as_ref().is_none_or(|l| l.infra != infra_hash) {
+            self.apply_one(ns, &infra.service_account).await?;
+            self.apply_one(ns, &infra.role).await?;
+            self.apply_one(ns, &infra.role_binding).await?;
+            self.apply_one(ns, &infra.deployment).await?;
+            addresses = service_addresses(&self.apply_one(ns, &infra.service).await?);
+        }
+        if repair || last.as_ref().is_none_or(|l| l.config != config_hash) {
+            self.apply_one(ns, &infra.config).await?;
+        }
+        let repaired = if edited != 0 { edited } else { last.map_or(0, |l| l.repaired) };
+        if let Ok(mut applied) = self.applied.lock() {
+            let memo =
+                Applied { infra: infra_hash, config: config_hash, repaired, addresses: addresses.clone() };
+            applied.insert(memo_key, memo);
+        }
+        let mut provisioned = Provisioned { addresses, ..Provisioned::default() };
         provisioned.resource_ids.insert("deployment".into(), format!("{ns}/{}", infra_name(&ir.key.name)));
         Ok(provisioned)
+    }
+
+    async fn apply_one<K>(&self, namespace: &str, object: &K) -> Result<K, ProviderError>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Serialize
+            + serde::de::DeserializeOwned
+            + Clone
+            + std::fmt::Debug,
+    {
+        let live = apply(&self.client, namespace, object).await?;
+        let name = live.meta().name.clone().unwrap_or_default();
+        self.written.record(&K::kind(&()), namespace, &name, edit_version(&K::kind(&()), live.meta()));
+        Ok(live)
     }
 
     /// Deletes the Gateway's objects (when its class stops being Local; a deleted Gateway's
     /// objects go by owner reference).
     pub async fn delete(&self, key: &GatewayKey) -> Result<(), ProviderError> {
+        if let Ok(mut applied) = self.applied.lock() {
+            applied.retain(|k, _| !k.starts_with(&format!("{}/", key.id())));
+        }
         let ns = &key.namespace;
         let name = infra_name(&key.name);
         delete::<Deployment>(&self.client, ns, &name).await?;
@@ -319,6 +410,21 @@ impl InCluster {
         delete::<Role>(&self.client, ns, &name).await?;
         delete::<ServiceAccount>(&self.client, ns, &name).await
     }
+}
+
+/// The version of an object that changes with edits: the generation for Deployments (whose
+/// status the cluster rewrites all the time), the resourceVersion for the rest.
+pub fn edit_version(kind: &str, meta: &ObjectMeta) -> Option<String> {
+    match kind {
+        "Deployment" => meta.generation.map(|g| format!("generation {g}")),
+        _ => meta.resource_version.clone(),
+    }
+}
+
+fn hash_json<T: Serialize>(value: &T) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_vec(value).unwrap_or_default().hash(&mut hasher);
+    hasher.finish()
 }
 
 async fn apply<K>(client: &Client, namespace: &str, object: &K) -> Result<K, ProviderError>

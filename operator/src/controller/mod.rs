@@ -136,6 +136,8 @@ struct Controller {
     owned: OwnedStores,
     workers: Workers,
     local: Arc<dyn Deployer>,
+    /// Versions of the Local Gateways' objects that we wrote ourselves.
+    written: Arc<infra::Written>,
     recorder: Recorder,
     metrics: Arc<Metrics>,
     /// Gateways being cleaned up (finalizer still present), by `namespace/name`.
@@ -172,8 +174,10 @@ impl Controller {
         };
         let recorder = Recorder::new(client.clone(), reporter);
         let workers = Workers::new(source.changed(), recorder.clone(), metrics.clone());
-        let local = Arc::new(infra::InCluster::new(client.clone(), options.proxy_image.clone()));
-        Self { client, source, owned, workers, local, recorder, metrics, cleaning: Arc::default() }
+        let local = infra::InCluster::new(client.clone(), options.proxy_image.clone());
+        let written = local.written();
+        let local = Arc::new(local);
+        Self { client, source, owned, workers, local, written, recorder, metrics, cleaning: Arc::default() }
     }
 
     /// One pass: snapshot, keys, translate, hand Gateways to their tasks, write statuses.
@@ -271,7 +275,7 @@ impl Controller {
                     return None;
                 }
             }
-            return Some(Job { ir, config: None, observed: 0, object });
+            return Some(Job { ir, config: None, edited: 0, object });
         }
         let subset = snapshot::subset::for_gateway(snapshot, &ir.key.namespace, &ir.key.name)?;
         let config =
@@ -283,8 +287,8 @@ impl Controller {
                     return None;
                 }
             };
-        let observed = self.observe_owned(&ir.key);
-        Some(Job { ir, config: Some(config), observed, object })
+        let edited = self.edited_token(&ir.key);
+        Some(Job { ir, config: Some(config), edited, object })
     }
 
     /// Why a Local Gateway's proxy cannot serve yet: no replica of its Deployment is available.
@@ -304,36 +308,51 @@ impl Controller {
         })
     }
 
-    /// A fingerprint of the live objects we created for a Local Gateway.
-    fn observe_owned(&self, key: &GatewayKey) -> u64 {
+    /// Zero when every object we created for a Local Gateway is as we left it; otherwise a
+    /// fingerprint of the versions someone else wrote (or of their absence).
+    fn edited_token(&self, key: &GatewayKey) -> u64 {
         let name = infra::infra_name(&key.name);
-        let secret = ObjectRef::new(&infra::config_secret_name(&key.name)).within(&key.namespace);
-        let versions = [
-            self.owned
-                .deployments
-                .get(&ObjectRef::new(&name).within(&key.namespace))
-                .and_then(|o| o.resource_version()),
-            self.owned
-                .service_accounts
-                .get(&ObjectRef::new(&name).within(&key.namespace))
-                .and_then(|o| o.resource_version()),
-            self.owned
-                .roles
-                .get(&ObjectRef::new(&name).within(&key.namespace))
-                .and_then(|o| o.resource_version()),
-            self.owned
-                .role_bindings
-                .get(&ObjectRef::new(&name).within(&key.namespace))
-                .and_then(|o| o.resource_version()),
-            self.source
-                .services()
-                .get(&ObjectRef::new(&name).within(&key.namespace))
-                .and_then(|o| o.resource_version()),
-            self.source.secret_metadata().get(&secret).and_then(|o| o.resource_version()),
+        let secret_name = infra::config_secret_name(&key.name);
+        let ns = key.namespace.as_str();
+        let seen = [
+            (
+                "Deployment",
+                name.as_str(),
+                self.owned
+                    .deployments
+                    .get(&at(ns, &name))
+                    .and_then(|o| infra::edit_version("Deployment", o.meta())),
+            ),
+            (
+                "ServiceAccount",
+                &name,
+                self.owned.service_accounts.get(&at(ns, &name)).and_then(|o| o.resource_version()),
+            ),
+            ("Role", &name, self.owned.roles.get(&at(ns, &name)).and_then(|o| o.resource_version())),
+            (
+                "RoleBinding",
+                &name,
+                self.owned.role_bindings.get(&at(ns, &name)).and_then(|o| o.resource_version()),
+            ),
+            ("Service", &name, self.source.services().get(&at(ns, &name)).and_then(|o| o.resource_version())),
+            (
+                "Secret",
+                &secret_name,
+                self.source.secret_metadata().get(&at(ns, &secret_name)).and_then(|o| o.resource_version()),
+            ),
         ];
+        let foreign: Vec<_> = seen
+            .iter()
+            .filter(|(kind, name, version)| {
+                !self.written.is_ours(kind, &key.namespace, name, version.as_deref())
+            })
+            .collect();
+        if foreign.is_empty() {
+            return 0;
+        }
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        versions.hash(&mut hasher);
-        hasher.finish()
+        foreign.hash(&mut hasher);
+        hasher.finish().max(1)
     }
 
     /// Starts the cleanup of a deleted cloud Gateway: provider delete, then finalizer off.
@@ -436,6 +455,11 @@ impl Controller {
             }
         }
     }
+}
+
+/// The reference of object `namespace/name` in a store.
+fn at<K: Resource<DynamicType = ()>>(namespace: &str, name: &str) -> ObjectRef<K> {
+    ObjectRef::new(name).within(namespace)
 }
 
 /// Adds or removes our finalizer by server-side apply under its own field manager.

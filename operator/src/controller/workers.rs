@@ -22,8 +22,9 @@ pub struct Job {
     pub ir: GatewayIr,
     /// Local Gateways: the gzipped YAML their proxies read.
     pub config: Option<Vec<u8>>,
-    /// Changes when an object we created for the Gateway changed, so edits are repaired.
-    pub observed: u64,
+    /// Non-zero when an object we created for the Gateway was changed by someone else; a new
+    /// value asks for a repair.
+    pub edited: u64,
     pub object: ObjectReference,
 }
 
@@ -64,7 +65,7 @@ impl Deployer for InCluster {
         "Local"
     }
     async fn apply(&self, job: &Job) -> Result<Provisioned, ProviderError> {
-        InCluster::apply(self, &job.ir, job.config.clone().unwrap_or_default()).await
+        InCluster::apply(self, &job.ir, job.config.clone().unwrap_or_default(), job.edited).await
     }
     async fn delete(&self, key: &GatewayKey) -> Result<(), ProviderError> {
         InCluster::delete(self, key).await

@@ -140,6 +140,8 @@ fn add_backend(reference: &Value, route_ns: &str, out: &mut BTreeSet<(String, St
 }
 
 /// The snapshot as multi-document YAML that [`crate::source::files::load_str`] reads back.
+/// Fields the translator does not read and that change on every write (status,
+/// resourceVersion, managedFields) are left out, so a status write does not change it.
 pub fn to_yaml(snapshot: &Snapshot) -> Result<String, serde_yaml::Error> {
     let mut out = String::new();
     let mut push = |object: &dyn erased::Object| -> Result<(), serde_yaml::Error> {
@@ -191,7 +193,16 @@ mod erased {
 
     impl<T: super::Serialize> Object for T {
         fn yaml(&self) -> Result<String, serde_yaml::Error> {
-            serde_yaml::to_string(self)
+            let mut value =
+                serde_json::to_value(self).map_err(<serde_yaml::Error as serde::ser::Error>::custom)?;
+            if let Some(object) = value.as_object_mut() {
+                object.remove("status");
+                if let Some(meta) = object.get_mut("metadata").and_then(|m| m.as_object_mut()) {
+                    meta.remove("resourceVersion");
+                    meta.remove("managedFields");
+                }
+            }
+            serde_yaml::to_string(&value)
         }
     }
 }
