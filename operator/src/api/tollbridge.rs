@@ -145,6 +145,9 @@ pub struct AwsProviderSpec {
     /// IAM role assumed for all API Gateway calls (default: the ambient credentials).
     #[serde(default, rename = "roleARN", skip_serializing_if = "Option::is_none")]
     pub role_arn: Option<String>,
+    /// ACM certificate of the custom domains made for HTTPS listeners with a hostname.
+    #[serde(default, rename = "certificateARN", skip_serializing_if = "Option::is_none")]
+    pub certificate_arn: Option<String>,
     /// Extra tags on every resource created; the ownership tag is always added.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tags: BTreeMap<String, String>,

@@ -90,6 +90,7 @@ pub fn settings_from_spec(name: &str, spec: &ProviderConfigSpec) -> Result<Provi
                 endpoint_url: non_empty(&aws.endpoint_url),
                 vpc_link_id: non_empty(&aws.vpc_link_id),
                 role_arn: non_empty(&aws.role_arn),
+                certificate_arn: non_empty(&aws.certificate_arn),
                 tags: aws.tags.clone(),
             }))
         }

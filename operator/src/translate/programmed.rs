@@ -36,7 +36,7 @@ pub fn mark(
                         "No listener could be programmed; see the listeners",
                     )
                 } else {
-                    stamp.yes(PROGRAMMED, reason::PROGRAMMED, "Gateway is programmed")
+                    stamp.yes(PROGRAMMED, reason::PROGRAMMED, programmed_message(&provisioned.unprovisioned))
                 },
             );
             status.addresses = provisioned
@@ -77,6 +77,14 @@ pub fn mark(
             set(&mut status.conditions, stamp.no(PROGRAMMED, why, error.to_string()));
         }
     }
+}
+
+/// "Gateway is programmed", followed by what the provider had to leave out.
+fn programmed_message(left_out: &[String]) -> String {
+    if left_out.is_empty() {
+        return "Gateway is programmed".into();
+    }
+    format!("Gateway is programmed, except: {}", left_out.join("; "))
 }
 
 /// Marks a Gateway the provider has configured as not yet `Programmed` because what serves it

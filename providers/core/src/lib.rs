@@ -5,6 +5,7 @@
 pub mod capabilities;
 pub mod ir;
 pub mod provider;
+pub mod ratelimit;
 pub mod secret;
 
 pub use capabilities::{Capabilities, Feature};

@@ -27,6 +27,9 @@ pub struct Provisioned {
     pub failed_listeners: BTreeMap<String, String>,
     /// Provider ids of what was created (API id, usage plan ids, ...), for events and debugging.
     pub resource_ids: BTreeMap<String, String>,
+    /// Parts of the Gateway the provider could not express, each with the reason.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unprovisioned: Vec<String>,
 }
 
 /// Why a provider call failed. The variant decides retry behaviour and the metric label.

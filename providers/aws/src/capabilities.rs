@@ -1,0 +1,39 @@
+//! What Amazon API Gateway can express, per API type (DESIGN §5), as far as this provider
+//! provisions it.
+
+use std::time::Duration;
+
+use tollbridge_provider::{Capabilities, Feature};
+
+/// Features of both API types.
+const BASE: &[Feature] = &[
+    Feature::Gateway,
+    Feature::HTTPRoute,
+    Feature::ReferenceGrant,
+    Feature::HTTPRouteMethodMatching,
+    Feature::HTTPRouteNamedRouteRule,
+    Feature::RequestHeaderModification,
+    Feature::HTTPRoutePathRewrite,
+    Feature::HTTPRouteRequestTimeout,
+    Feature::HTTPRouteBackendTimeout,
+];
+
+/// HTTP APIs (API Gateway v2): route throttling, no keys or quotas.
+pub fn http_api() -> Capabilities {
+    Capabilities {
+        max_timeout: Some(Duration::from_secs(30)),
+        ..Capabilities::with(
+            "Amazon API Gateway (HTTP API)",
+            BASE.iter().copied().chain([Feature::RateLimits]),
+        )
+    }
+}
+
+/// REST APIs (API Gateway v1), also used for `apiType: Auto`: keys, usage plans.
+pub fn rest_api() -> Capabilities {
+    let extra = [Feature::ApiKeys, Feature::Quotas, Feature::RateLimits];
+    Capabilities {
+        max_timeout: Some(Duration::from_secs(29)),
+        ..Capabilities::with("Amazon API Gateway (REST API)", BASE.iter().copied().chain(extra))
+    }
+}

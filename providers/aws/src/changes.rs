@@ -1,0 +1,301 @@
+//! The resources a Gateway needs, the ones found in the account, and the ordered change list
+//! between them. Pure: no SDK types, no IO.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use tollbridge_provider::SecretString;
+
+/// Resource kinds, in creation order: a kind may refer only to kinds before it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    // HTTP APIs (API Gateway v2)
+    Api,
+    Integration,
+    Route,
+    Stage,
+    // REST APIs (API Gateway v1)
+    RestApi,
+    Resource,
+    Method,
+    /// A deployment of a REST API to its stage; "created" whenever the API changed.
+    Deployment,
+    UsagePlan,
+    ApiKey,
+    UsagePlanKey,
+    // Both
+    DomainName,
+    ApiMapping,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Api => "api",
+            Kind::Integration => "integration",
+            Kind::Route => "route",
+            Kind::Stage => "stage",
+            Kind::RestApi => "rest-api",
+            Kind::Resource => "resource",
+            Kind::Method => "method",
+            Kind::Deployment => "deployment",
+            Kind::UsagePlan => "usage-plan",
+            Kind::ApiKey => "api-key",
+            Kind::UsagePlanKey => "usage-plan-key",
+            Kind::DomainName => "domain-name",
+            Kind::ApiMapping => "api-mapping",
+        }
+    }
+}
+
+/// Identifies a resource within one Gateway: its kind and a key of ours (a route key, a path,
+/// a policy id).
+pub type ResourceKey = (Kind, String);
+
+/// Throttling of a route or a usage plan. Unset fields are omitted (0 would block traffic).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Throttle {
+    pub rate: f64,
+    pub burst: i32,
+}
+
+/// The desired or observed content of one resource.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Spec {
+    /// An HTTP or REST API.
+    Api {
+        name: String,
+        tags: BTreeMap<String, String>,
+    },
+    /// An HTTP_PROXY integration of an HTTP API.
+    Integration {
+        uri: String,
+        vpc_link: Option<String>,
+        timeout_ms: i32,
+        parameters: BTreeMap<String, String>,
+    },
+    /// An HTTP API route (`ANY /a/{proxy+}`) and the key of its integration.
+    Route {
+        integration: String,
+    },
+    /// The `$default` stage (auto-deploy) with per-route throttling.
+    Stage {
+        throttles: BTreeMap<String, Throttle>,
+        tags: BTreeMap<String, String>,
+    },
+    /// A REST resource: its path (its parent is the path without the last segment).
+    Resource,
+    /// A REST method (`GET /a`) with its HTTP_PROXY integration.
+    Method {
+        api_key_required: bool,
+        uri: String,
+        vpc_link: Option<String>,
+        timeout_ms: i32,
+        parameters: BTreeMap<String, String>,
+    },
+    /// A REST deployment to the stage; `digest` identifies what it deployed.
+    Deployment {
+        stage: String,
+        digest: String,
+    },
+    UsagePlan {
+        name: String,
+        throttle: Option<Throttle>,
+        quota: Option<(i32, String)>,
+        tags: BTreeMap<String, String>,
+    },
+    ApiKey {
+        name: String,
+        value: SecretString,
+        enabled: bool,
+        tags: BTreeMap<String, String>,
+    },
+    /// Links the ApiKey (key) to the UsagePlan (plan) by our keys.
+    UsagePlanKey {
+        plan: String,
+        key: String,
+    },
+    DomainName {
+        certificate_arn: String,
+        tags: BTreeMap<String, String>,
+    },
+    ApiMapping {
+        stage: String,
+    },
+}
+
+impl Spec {
+    /// Whether the observed resource `live` is as this desired spec asks. Tags added by
+    /// others are ignored; ours must be there.
+    pub fn satisfied_by(&self, live: &Spec) -> bool {
+        let tags_kept = |want: &BTreeMap<String, String>, have: &BTreeMap<String, String>| {
+            want.iter().all(|(k, v)| have.get(k) == Some(v))
+        };
+        match (self, live) {
+            (Spec::Api { name, tags }, Spec::Api { name: n, tags: t }) => name == n && tags_kept(tags, t),
+            (Spec::Stage { throttles, tags }, Spec::Stage { throttles: th, tags: t }) => {
+                throttles == th && tags_kept(tags, t)
+            }
+            (
+                Spec::UsagePlan { name, throttle, quota, tags },
+                Spec::UsagePlan { name: n, throttle: th, quota: q, tags: t },
+            ) => name == n && throttle == th && quota == q && tags_kept(tags, t),
+            (
+                Spec::ApiKey { name, value, enabled, tags },
+                Spec::ApiKey { name: n, value: v, enabled: e, tags: t },
+            ) => name == n && value == v && enabled == e && tags_kept(tags, t),
+            (
+                Spec::DomainName { certificate_arn, tags },
+                Spec::DomainName { certificate_arn: c, tags: t },
+            ) => certificate_arn == c && tags_kept(tags, t),
+            (want, have) => want == have,
+        }
+    }
+}
+
+/// Everything a Gateway needs (or everything found for it), by resource key.
+pub type Resources = BTreeMap<ResourceKey, Spec>;
+
+/// Observed resources also carry their provider id.
+pub type Observed = BTreeMap<ResourceKey, (String, Spec)>;
+
+/// One step of a plan.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Change {
+    Create { key: ResourceKey, spec: Spec },
+    Update { key: ResourceKey, id: String, spec: Spec },
+    Delete { key: ResourceKey, id: String },
+}
+
+impl Change {
+    pub fn key(&self) -> &ResourceKey {
+        match self {
+            Change::Create { key, .. } | Change::Update { key, .. } | Change::Delete { key, .. } => key,
+        }
+    }
+}
+
+impl fmt::Display for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Change::Create { key: (kind, key), .. } => write!(f, "+ create {} {key}", kind.name()),
+            Change::Update { key: (kind, key), id, .. } => write!(f, "~ update {} {key} ({id})", kind.name()),
+            Change::Delete { key: (kind, key), id } => write!(f, "- delete {} {key} ({id})", kind.name()),
+        }
+    }
+}
+
+/// The changes that turn `observed` into `desired`: creates and updates in kind order (parents
+/// first), then deletes in reverse kind order (children first). A REST deployment is created
+/// whenever its digest changed.
+pub fn diff(desired: &Resources, observed: &Observed) -> Vec<Change> {
+    let mut changes = Vec::new();
+    for (key, spec) in desired {
+        match observed.get(key) {
+            None => changes.push(Change::Create { key: key.clone(), spec: spec.clone() }),
+            Some((_, live)) if key.0 == Kind::Deployment && !spec.satisfied_by(live) => {
+                changes.push(Change::Create { key: key.clone(), spec: spec.clone() })
+            }
+            Some((id, live)) if !spec.satisfied_by(live) => {
+                changes.push(Change::Update { key: key.clone(), id: id.clone(), spec: spec.clone() })
+            }
+            Some(_) => {}
+        }
+    }
+    let mut deletes: Vec<Change> = observed
+        .iter()
+        .filter(|(key, _)| !desired.contains_key(*key))
+        .map(|(key, (id, _))| Change::Delete { key: key.clone(), id: id.clone() })
+        .collect();
+    deletes.sort_by(|a, b| b.key().0.cmp(&a.key().0).then_with(|| a.key().1.cmp(&b.key().1)));
+    changes.extend(deletes);
+    changes
+}
+
+/// Whether a change writes to the account (every change does; kept for plan summaries).
+pub fn summary(changes: &[Change]) -> String {
+    let count = |f: fn(&Change) -> bool| changes.iter().filter(|c| f(c)).count();
+    format!(
+        "{} to create, {} to update, {} to delete",
+        count(|c| matches!(c, Change::Create { .. })),
+        count(|c| matches!(c, Change::Update { .. })),
+        count(|c| matches!(c, Change::Delete { .. }))
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(integration: &str) -> Spec {
+        Spec::Route { integration: integration.into() }
+    }
+
+    fn integration(uri: &str) -> Spec {
+        Spec::Integration { uri: uri.into(), vpc_link: None, timeout_ms: 30_000, parameters: BTreeMap::new() }
+    }
+
+    #[test]
+    fn creates_parents_first_and_deletes_children_first() {
+        let desired: Resources = [
+            ((Kind::Route, "ANY /b".into()), route("i2")),
+            ((Kind::Integration, "i2".into()), integration("https://b")),
+            ((Kind::Api, "api".into()), Spec::Api { name: "gw".into(), tags: BTreeMap::new() }),
+        ]
+        .into();
+        let observed: Observed = [
+            (
+                (Kind::Api, "api".into()),
+                ("a1".into(), Spec::Api { name: "gw".into(), tags: BTreeMap::new() }),
+            ),
+            ((Kind::Integration, "i1".into()), ("x1".into(), integration("https://a"))),
+            ((Kind::Route, "ANY /a".into()), ("r1".into(), route("i1"))),
+        ]
+        .into();
+        let plan: Vec<String> = diff(&desired, &observed).iter().map(ToString::to_string).collect();
+        assert_eq!(
+            plan,
+            [
+                "+ create integration i2",
+                "+ create route ANY /b",
+                "- delete route ANY /a (r1)",
+                "- delete integration i1 (x1)"
+            ]
+        );
+    }
+
+    #[test]
+    fn nothing_to_do_when_all_is_as_desired() {
+        let mut tags = BTreeMap::from([("tollbridge.dev/owner".to_string(), "c/ns/gw".to_string())]);
+        let desired: Resources =
+            [((Kind::Api, "api".into()), Spec::Api { name: "gw".into(), tags: tags.clone() })].into();
+        tags.insert("team".into(), "added-by-hand".into());
+        let observed: Observed =
+            [((Kind::Api, "api".into()), ("a1".into(), Spec::Api { name: "gw".into(), tags }))].into();
+        assert_eq!(diff(&desired, &observed), vec![]);
+    }
+
+    #[test]
+    fn a_changed_spec_is_updated_in_place() {
+        let desired: Resources = [((Kind::Integration, "i1".into()), integration("https://new"))].into();
+        let observed: Observed =
+            [((Kind::Integration, "i1".into()), ("x1".into(), integration("https://old")))].into();
+        assert_eq!(
+            diff(&desired, &observed),
+            vec![Change::Update {
+                key: (Kind::Integration, "i1".into()),
+                id: "x1".into(),
+                spec: integration("https://new")
+            }]
+        );
+    }
+
+    #[test]
+    fn a_new_deployment_when_the_rest_api_changed() {
+        let deployment = |digest: &str| Spec::Deployment { stage: "live".into(), digest: digest.into() };
+        let desired: Resources = [((Kind::Deployment, "live".into()), deployment("d2"))].into();
+        let observed: Observed =
+            [((Kind::Deployment, "live".into()), ("dep1".into(), deployment("d1")))].into();
+        assert!(matches!(diff(&desired, &observed)[..], [Change::Create { .. }]));
+    }
+}

@@ -1,0 +1,52 @@
+//! SDK errors as [`ProviderError`]s: throttling, 5xx and transport errors are transient;
+//! 401/403 are authorization errors; other 4xx mean the request cannot work as asked.
+
+use std::error::Error;
+
+use aws_sdk_apigatewayv2::error::{ProvideErrorMetadata, SdkError};
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use tollbridge_provider::ProviderError;
+
+/// Classifies a failed call of `operation`.
+pub fn classify<E>(operation: &str, error: SdkError<E, HttpResponse>) -> ProviderError
+where
+    E: ProvideErrorMetadata + Error + Send + Sync + 'static,
+{
+    let status = error.raw_response().map(|r| r.status().as_u16());
+    let code = error.code().unwrap_or_default().to_string();
+    let message = match error.message() {
+        Some(m) => format!("{operation}: {code}: {m}"),
+        None => format!("{operation}: {}", aws_smithy_types::error::display::DisplayErrorContext(&error)),
+    };
+    match (status, code.as_str()) {
+        (_, "TooManyRequestsException" | "ThrottlingException" | "LimitExceededException") => {
+            ProviderError::Transient(message)
+        }
+        (Some(401 | 403), _) | (_, "AccessDeniedException" | "UnauthorizedException") => {
+            ProviderError::Unauthorized(message)
+        }
+        (Some(429), _) | (Some(500..=599), _) | (None, _) => ProviderError::Transient(message),
+        (Some(409), _) => ProviderError::Transient(message),
+        _ => ProviderError::Invalid(message),
+    }
+}
+
+/// A delete whose target is already gone succeeded.
+pub fn gone_ok<T, E>(
+    operation: &str,
+    result: Result<T, SdkError<E, HttpResponse>>,
+) -> Result<(), ProviderError>
+where
+    E: ProvideErrorMetadata + Error + Send + Sync + 'static,
+{
+    match result {
+        Ok(_) => Ok(()),
+        Err(e)
+            if e.code() == Some("NotFoundException")
+                || e.raw_response().is_some_and(|r| r.status().as_u16() == 404) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(classify(operation, e)),
+    }
+}

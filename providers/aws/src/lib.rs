@@ -1,0 +1,188 @@
+//! Amazon API Gateway provider: a Gateway becomes an HTTP API (API Gateway v2) or a REST API
+//! (v1, when API keys or quotas need usage plans), its QuotaPolicies usage plans, its ApiKeys
+//! API keys.
+//!
+//! Built as observe → diff → execute: [`AwsProvider::plan`] reads only resources tagged with
+//! the Gateway's owner tag and computes the change list with the pure [`changes::diff`];
+//! [`AwsProvider::execute`] sends it through the account's call limiter. Untagged resources are
+//! never read into a plan, so they are never adopted or deleted.
+
+pub mod capabilities;
+pub mod changes;
+mod client;
+pub mod desired;
+mod error;
+mod http_api;
+mod rest_api;
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use tollbridge_provider::ratelimit::Limits;
+use tollbridge_provider::{
+    AwsSettings, Capabilities, GatewayIr, GatewayKey, Provider, ProviderError, Provisioned,
+};
+
+use changes::{Change, Kind, Observed, Resources};
+pub use client::{account_limits, CallCounter};
+use desired::{ApiType, API_KEY};
+
+/// One AWS account and region, as a ProviderConfig describes it.
+pub struct AwsProvider {
+    settings: AwsSettings,
+    cluster_id: String,
+    clients: client::Clients,
+    capabilities: Capabilities,
+}
+
+/// What [`AwsProvider::plan`] found and would do.
+#[derive(Debug)]
+pub struct Plan {
+    pub owner: String,
+    pub api_type: ApiType,
+    pub changes: Vec<Change>,
+    pub unprovisioned: Vec<String>,
+    observed: Observed,
+}
+
+impl AwsProvider {
+    /// Clients for `settings`; `cluster_id` goes into the ownership tag of everything created.
+    pub async fn new(settings: &AwsSettings, cluster_id: &str, limits: Limits) -> Self {
+        let capabilities = match settings.api_type.as_str() {
+            "HTTP" => capabilities::http_api(),
+            _ => capabilities::rest_api(),
+        };
+        Self {
+            settings: settings.clone(),
+            cluster_id: cluster_id.to_string(),
+            clients: client::Clients::new(settings, limits).await,
+            capabilities,
+        }
+    }
+
+    /// Every call this provider has sent, by operation.
+    pub fn calls(&self) -> &CallCounter {
+        &self.clients.calls
+    }
+
+    /// The changes that make the account match `gateway`.
+    pub async fn plan(&self, gateway: &GatewayIr) -> Result<Plan, ProviderError> {
+        let api_type = desired::api_type(&self.settings, gateway);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let mapping = desired::map(gateway, &self.settings, &self.cluster_id, api_type, now);
+        let owner = desired::owner(&self.cluster_id, &gateway.key);
+        let observed = self.observe(&owner).await?;
+        Ok(Plan {
+            changes: prune(changes::diff(&mapping.resources, &observed)),
+            owner,
+            api_type,
+            unprovisioned: mapping.unprovisioned,
+            observed,
+        })
+    }
+
+    /// The changes that remove everything the Gateway `key` owns.
+    pub async fn plan_delete(&self, key: &GatewayKey) -> Result<Plan, ProviderError> {
+        let owner = desired::owner(&self.cluster_id, key);
+        let observed = self.observe(&owner).await?;
+        Ok(Plan {
+            changes: prune(changes::diff(&Resources::new(), &observed)),
+            owner,
+            api_type: ApiType::Http,
+            unprovisioned: Vec::new(),
+            observed,
+        })
+    }
+
+    async fn observe(&self, owner: &str) -> Result<Observed, ProviderError> {
+        let mut observed = http_api::observe(&self.clients, owner).await?;
+        observed.extend(rest_api::observe(&self.clients, owner).await?);
+        Ok(observed)
+    }
+
+    /// Carries out a plan, in order; stops at the first error (the next apply observes again
+    /// and goes on from where this one stopped).
+    pub async fn execute(&self, plan: &Plan) -> Result<Provisioned, ProviderError> {
+        let mut ids: HashMap<_, _> =
+            plan.observed.iter().map(|(k, (id, _))| (k.clone(), id.clone())).collect();
+        for change in &plan.changes {
+            tracing::debug!(owner = %plan.owner, %change, "executing");
+            match change.key().0 {
+                Kind::Api
+                | Kind::Integration
+                | Kind::Route
+                | Kind::Stage
+                | Kind::DomainName
+                | Kind::ApiMapping => http_api::execute(&self.clients, change, &mut ids).await?,
+                _ => rest_api::execute(&self.clients, change, &mut ids).await?,
+            }
+            if let Change::Delete { key, .. } = change {
+                ids.remove(key);
+            }
+        }
+        let api_kind = match plan.api_type {
+            ApiType::Http => Kind::Api,
+            ApiType::Rest => Kind::RestApi,
+        };
+        let mut provisioned =
+            Provisioned { unprovisioned: plan.unprovisioned.clone(), ..Provisioned::default() };
+        if let Some(id) = ids.get(&(api_kind, API_KEY.to_string())) {
+            provisioned.addresses.push(format!("{id}.execute-api.{}.amazonaws.com", self.settings.region));
+            provisioned.resource_ids.insert("api".into(), id.clone());
+        }
+        provisioned
+            .addresses
+            .extend(ids.keys().filter(|(kind, _)| *kind == Kind::DomainName).map(|(_, d)| d.clone()));
+        Ok(provisioned)
+    }
+}
+
+/// Drops deletes made redundant by deleting their API (its routes, integrations, stage,
+/// resources, methods and deployments go with it).
+fn prune(changes: Vec<Change>) -> Vec<Change> {
+    let api_deleted = |kind: Kind| {
+        changes.iter().any(|c| matches!(c, Change::Delete { key, .. } if key.0 == kind && key.1 == API_KEY))
+    };
+    let (http_gone, rest_gone) = (api_deleted(Kind::Api), api_deleted(Kind::RestApi));
+    changes
+        .into_iter()
+        .filter(|c| match c {
+            Change::Delete { key, .. } => match key.0 {
+                Kind::Integration | Kind::Route | Kind::Stage => !http_gone,
+                Kind::Resource | Kind::Method | Kind::Deployment => !rest_gone,
+                _ => true,
+            },
+            _ => true,
+        })
+        .collect()
+}
+
+#[async_trait]
+impl Provider for AwsProvider {
+    fn capabilities(&self) -> &Capabilities {
+        &self.capabilities
+    }
+
+    async fn apply(&self, gateway: &GatewayIr) -> Result<Provisioned, ProviderError> {
+        let plan = self.plan(gateway).await?;
+        if !plan.changes.is_empty() {
+            tracing::info!(gateway = %gateway.key.id(), changes = %changes::summary(&plan.changes), "applying to API Gateway");
+        }
+        self.execute(&plan).await
+    }
+
+    async fn delete(&self, key: &GatewayKey) -> Result<(), ProviderError> {
+        let plan = self.plan_delete(key).await?;
+        self.execute(&plan).await.map(|_| ())
+    }
+}
+
+/// The capabilities of a ProviderConfig's API type (`Auto` may need REST, so it gets REST's).
+pub fn capabilities_for(settings: &AwsSettings) -> Capabilities {
+    match settings.api_type.as_str() {
+        "HTTP" => capabilities::http_api(),
+        _ => capabilities::rest_api(),
+    }
+}

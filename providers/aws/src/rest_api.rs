@@ -1,0 +1,437 @@
+//! REST APIs (API Gateway v1): resources, methods with HTTP_PROXY integrations, deployments,
+//! usage plans, API keys and their links. Read what a Gateway owns, and carry out changes.
+
+use std::collections::{BTreeMap, HashMap};
+
+use aws_sdk_apigateway::types::{
+    ApiKeySourceType, ApiStage, ConnectionType, EndpointConfiguration, EndpointType, IntegrationType, Op,
+    PatchOperation, QuotaPeriodType, QuotaSettings, ThrottleSettings,
+};
+use tollbridge_provider::{ProviderError, SecretString};
+
+use crate::changes::{Change, Kind, Observed, ResourceKey, Spec, Throttle};
+use crate::client::Clients;
+use crate::desired::{API_KEY, OWNER_TAG, REST_STAGE};
+use crate::error::{classify, gone_ok};
+
+/// Tag naming the resource key of usage plans and API keys (the policy / key id).
+pub const RESOURCE_TAG: &str = "tollbridge.dev/resource";
+
+fn tags(map: Option<&HashMap<String, String>>) -> BTreeMap<String, String> {
+    map.map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default()
+}
+
+fn owned(map: Option<&HashMap<String, String>>, owner: &str) -> bool {
+    map.and_then(|t| t.get(OWNER_TAG)).map(String::as_str) == Some(owner)
+}
+
+/// Everything the Gateway `owner` has on REST APIs.
+pub async fn observe(clients: &Clients, owner: &str) -> Result<Observed, ProviderError> {
+    let v1 = &clients.v1;
+    let mut observed = Observed::new();
+    clients.limiter.acquire("GetRestApis").await;
+    let apis = v1.get_rest_apis().limit(500).send().await.map_err(|e| classify("GetRestApis", e))?;
+    let mut mine: Vec<_> = apis.items().iter().filter(|a| owned(a.tags(), owner)).cloned().collect();
+    mine.sort_by_key(|a| (a.created_date().map(|d| d.secs()), a.id().map(str::to_string)));
+    let mut mine = mine.into_iter();
+    if let Some(api) = mine.next() {
+        let id = api.id().unwrap_or_default().to_string();
+        let spec = Spec::Api { name: api.name().unwrap_or_default().into(), tags: tags(api.tags()) };
+        observed.insert((Kind::RestApi, API_KEY.into()), (id.clone(), spec));
+        observe_api(clients, &id, &mut observed).await?;
+    }
+    for extra in mine {
+        let id = extra.id().unwrap_or_default().to_string();
+        observed.insert(
+            (Kind::RestApi, format!("duplicate {id}")),
+            (id, Spec::Api { name: String::new(), tags: BTreeMap::new() }),
+        );
+    }
+
+    clients.limiter.acquire("GetApiKeys").await;
+    let keys = v1
+        .get_api_keys()
+        .include_values(true)
+        .limit(500)
+        .send()
+        .await
+        .map_err(|e| classify("GetApiKeys", e))?;
+    let mut key_by_id = HashMap::new();
+    for k in keys.items().iter().filter(|k| owned(k.tags(), owner)) {
+        let id = k.id().unwrap_or_default().to_string();
+        let key =
+            k.tags().and_then(|t| t.get(RESOURCE_TAG)).cloned().unwrap_or_else(|| format!("untracked {id}"));
+        key_by_id.insert(id.clone(), key.clone());
+        let spec = Spec::ApiKey {
+            name: k.name().unwrap_or_default().into(),
+            value: SecretString::new(k.value().unwrap_or_default()),
+            enabled: k.enabled(),
+            tags: tags(k.tags()),
+        };
+        observed.insert((Kind::ApiKey, key), (id, spec));
+    }
+    clients.limiter.acquire("GetUsagePlans").await;
+    let plans = v1.get_usage_plans().limit(500).send().await.map_err(|e| classify("GetUsagePlans", e))?;
+    for p in plans.items().iter().filter(|p| owned(p.tags(), owner)) {
+        let id = p.id().unwrap_or_default().to_string();
+        let plan =
+            p.tags().and_then(|t| t.get(RESOURCE_TAG)).cloned().unwrap_or_else(|| format!("untracked {id}"));
+        let spec = Spec::UsagePlan {
+            name: p.name().unwrap_or_default().into(),
+            throttle: p.throttle().map(|t| Throttle { rate: t.rate_limit(), burst: t.burst_limit() }),
+            quota: p
+                .quota()
+                .map(|q| (q.limit(), q.period().map(|p| p.as_str().to_string()).unwrap_or_default())),
+            tags: tags(p.tags()),
+        };
+        observed.insert((Kind::UsagePlan, plan.clone()), (id.clone(), spec));
+        clients.limiter.acquire("GetUsagePlanKeys").await;
+        let links = v1
+            .get_usage_plan_keys()
+            .usage_plan_id(&id)
+            .limit(500)
+            .send()
+            .await
+            .map_err(|e| classify("GetUsagePlanKeys", e))?;
+        for link in links.items() {
+            let key_id = link.id().unwrap_or_default().to_string();
+            let key = key_by_id.get(&key_id).cloned().unwrap_or_else(|| format!("foreign {key_id}"));
+            let spec = Spec::UsagePlanKey { plan: plan.clone(), key: key.clone() };
+            observed.insert((Kind::UsagePlanKey, format!("{plan} {key}")), (format!("{id} {key_id}"), spec));
+        }
+    }
+    Ok(observed)
+}
+
+async fn observe_api(clients: &Clients, api_id: &str, observed: &mut Observed) -> Result<(), ProviderError> {
+    clients.limiter.acquire("GetResources").await;
+    let resources = clients
+        .v1
+        .get_resources()
+        .rest_api_id(api_id)
+        .limit(500)
+        .embed("methods")
+        .send()
+        .await
+        .map_err(|e| classify("GetResources", e))?;
+    for r in resources.items() {
+        let path = r.path().unwrap_or_default().to_string();
+        let id = r.id().unwrap_or_default().to_string();
+        observed.insert((Kind::Resource, path.clone()), (id.clone(), Spec::Resource));
+        for (verb, method) in r.resource_methods().into_iter().flatten() {
+            let integration = method.method_integration();
+            let spec = Spec::Method {
+                api_key_required: method.api_key_required().unwrap_or(false),
+                uri: integration.and_then(|i| i.uri()).unwrap_or_default().into(),
+                vpc_link: integration
+                    .filter(|i| i.connection_type() == Some(&ConnectionType::VpcLink))
+                    .map(|i| i.connection_id().unwrap_or_default().into()),
+                timeout_ms: integration.map_or(29_000, |i| i.timeout_in_millis()),
+                parameters: tags(integration.and_then(|i| i.request_parameters())),
+            };
+            observed.insert((Kind::Method, format!("{verb} {path}")), (format!("{id} {verb}"), spec));
+        }
+    }
+    clients.limiter.acquire("GetStages").await;
+    let stages =
+        clients.v1.get_stages().rest_api_id(api_id).send().await.map_err(|e| classify("GetStages", e))?;
+    if let Some(stage) = stages.item().iter().find(|s| s.stage_name() == Some(REST_STAGE)) {
+        let deployment = stage.deployment_id().unwrap_or_default().to_string();
+        clients.limiter.acquire("GetDeployment").await;
+        let digest =
+            match clients.v1.get_deployment().rest_api_id(api_id).deployment_id(&deployment).send().await {
+                Ok(d) => d.description().unwrap_or_default().to_string(),
+                Err(e) => return Err(classify("GetDeployment", e)),
+            };
+        observed.insert(
+            (Kind::Deployment, REST_STAGE.into()),
+            (deployment, Spec::Deployment { stage: REST_STAGE.into(), digest }),
+        );
+    }
+    Ok(())
+}
+
+/// Carries out one change; `ids` learns the ids of created resources.
+pub async fn execute(
+    clients: &Clients,
+    change: &Change,
+    ids: &mut HashMap<ResourceKey, String>,
+) -> Result<(), ProviderError> {
+    let api = || ids.get(&(Kind::RestApi, API_KEY.to_string())).cloned().unwrap_or_default();
+    let v1 = &clients.v1;
+    match change {
+        Change::Create { key, spec: Spec::Api { name, tags } } => {
+            clients.limiter.acquire("CreateRestApi").await;
+            let out = v1
+                .create_rest_api()
+                .name(name)
+                .api_key_source(ApiKeySourceType::Header)
+                .endpoint_configuration(
+                    EndpointConfiguration::builder().types(EndpointType::Regional).build(),
+                )
+                .set_tags(Some(tags.clone().into_iter().collect()))
+                .send()
+                .await
+                .map_err(|e| classify("CreateRestApi", e))?;
+            let id = out.id().unwrap_or_default().to_string();
+            clients.limiter.acquire("GetResources").await;
+            let root =
+                v1.get_resources().rest_api_id(&id).send().await.map_err(|e| classify("GetResources", e))?;
+            if let Some(root) = root.items().iter().find(|r| r.path() == Some("/")) {
+                ids.insert((Kind::Resource, "/".into()), root.id().unwrap_or_default().into());
+            }
+            ids.insert(key.clone(), id);
+        }
+        Change::Update { id, spec: Spec::Api { name, tags }, .. } => {
+            clients.limiter.acquire("UpdateRestApi").await;
+            v1.update_rest_api()
+                .rest_api_id(id)
+                .patch_operations(replace("/name", name))
+                .send()
+                .await
+                .map_err(|e| classify("UpdateRestApi", e))?;
+            clients.limiter.acquire("TagResource").await;
+            let arn = format!("arn:aws:apigateway:{}::/restapis/{id}", clients.region);
+            v1.tag_resource()
+                .resource_arn(arn)
+                .set_tags(Some(tags.clone().into_iter().collect()))
+                .send()
+                .await
+                .map_err(|e| classify("TagResource", e))?;
+        }
+        Change::Create { key, spec: Spec::Resource } if key.1 == "/" => {} // every API has its root
+        Change::Create { key, spec: Spec::Resource } => {
+            let (parent, part) = key.1.rsplit_once('/').unwrap_or(("", &key.1));
+            let parent = if parent.is_empty() { "/" } else { parent };
+            let parent_id = ids
+                .get(&(Kind::Resource, parent.to_string()))
+                .cloned()
+                .ok_or_else(|| ProviderError::Other(format!("resource {parent} has no id")))?;
+            clients.limiter.acquire("CreateResource").await;
+            let out = v1
+                .create_resource()
+                .rest_api_id(api())
+                .parent_id(parent_id)
+                .path_part(part)
+                .send()
+                .await
+                .map_err(|e| classify("CreateResource", e))?;
+            ids.insert(key.clone(), out.id().unwrap_or_default().into());
+        }
+        Change::Create { key, spec } | Change::Update { key, spec, .. } if key.0 == Kind::Method => {
+            put_method(clients, &api(), key, spec, matches!(change, Change::Update { .. }), ids).await?;
+        }
+        Change::Create { spec: Spec::Deployment { stage, digest }, .. } => {
+            clients.limiter.acquire("CreateDeployment").await;
+            v1.create_deployment()
+                .rest_api_id(api())
+                .stage_name(stage)
+                .description(digest)
+                .send()
+                .await
+                .map_err(|e| classify("CreateDeployment", e))?;
+        }
+        Change::Create { key, spec: Spec::UsagePlan { name, throttle, quota, tags } } => {
+            let mut tags = tags.clone();
+            tags.insert(RESOURCE_TAG.into(), key.1.clone());
+            clients.limiter.acquire("CreateUsagePlan").await;
+            let out = v1
+                .create_usage_plan()
+                .name(name)
+                .api_stages(ApiStage::builder().api_id(api()).stage(REST_STAGE).build())
+                .set_throttle(
+                    throttle
+                        .map(|t| ThrottleSettings::builder().rate_limit(t.rate).burst_limit(t.burst).build()),
+                )
+                .set_quota(quota.as_ref().map(|(limit, period)| {
+                    QuotaSettings::builder()
+                        .limit(*limit)
+                        .period(QuotaPeriodType::from(period.as_str()))
+                        .build()
+                }))
+                .set_tags(Some(tags.into_iter().collect()))
+                .send()
+                .await
+                .map_err(|e| classify("CreateUsagePlan", e))?;
+            ids.insert(key.clone(), out.id().unwrap_or_default().into());
+        }
+        Change::Update { id, spec: Spec::UsagePlan { name, throttle, quota, .. }, .. } => {
+            let mut ops = vec![replace("/name", name)];
+            if let Some(t) = throttle {
+                ops.push(replace("/throttle/rateLimit", &t.rate.to_string()));
+                ops.push(replace("/throttle/burstLimit", &t.burst.to_string()));
+            }
+            if let Some((limit, period)) = quota {
+                ops.push(replace("/quota/limit", &limit.to_string()));
+                ops.push(replace("/quota/period", period));
+            }
+            clients.limiter.acquire("UpdateUsagePlan").await;
+            v1.update_usage_plan()
+                .usage_plan_id(id)
+                .set_patch_operations(Some(ops))
+                .send()
+                .await
+                .map_err(|e| classify("UpdateUsagePlan", e))?;
+        }
+        Change::Create { key, spec: Spec::ApiKey { name, value, enabled, tags } } => {
+            let mut tags = tags.clone();
+            tags.insert(RESOURCE_TAG.into(), key.1.clone());
+            clients.limiter.acquire("CreateApiKey").await;
+            let out = v1
+                .create_api_key()
+                .name(name)
+                .value(value.expose())
+                .enabled(*enabled)
+                .set_tags(Some(tags.into_iter().collect()))
+                .send()
+                .await
+                .map_err(|e| classify("CreateApiKey", e))?;
+            ids.insert(key.clone(), out.id().unwrap_or_default().into());
+        }
+        Change::Update { id, spec: Spec::ApiKey { name, enabled, .. }, .. } => {
+            clients.limiter.acquire("UpdateApiKey").await;
+            v1.update_api_key()
+                .api_key(id)
+                .patch_operations(replace("/name", name))
+                .patch_operations(replace("/enabled", &enabled.to_string()))
+                .send()
+                .await
+                .map_err(|e| classify("UpdateApiKey", e))?;
+        }
+        Change::Create { key, spec: Spec::UsagePlanKey { plan, key: api_key } } => {
+            let plan_id = ids.get(&(Kind::UsagePlan, plan.clone())).cloned().unwrap_or_default();
+            let key_id = ids.get(&(Kind::ApiKey, api_key.clone())).cloned().unwrap_or_default();
+            clients.limiter.acquire("CreateUsagePlanKey").await;
+            v1.create_usage_plan_key()
+                .usage_plan_id(&plan_id)
+                .key_id(&key_id)
+                .key_type("API_KEY")
+                .send()
+                .await
+                .map_err(|e| classify("CreateUsagePlanKey", e))?;
+            ids.insert(key.clone(), format!("{plan_id} {key_id}"));
+        }
+        Change::Delete { key, id } => delete(clients, key, id, &api()).await?,
+        other => return Err(ProviderError::Other(format!("not a REST API change: {other}"))),
+    }
+    Ok(())
+}
+
+fn replace(path: &str, value: &str) -> PatchOperation {
+    PatchOperation::builder().op(Op::Replace).path(path).value(value).build()
+}
+
+/// Creates a method with its integration; an update replaces both.
+async fn put_method(
+    clients: &Clients,
+    api: &str,
+    key: &ResourceKey,
+    spec: &Spec,
+    replacing: bool,
+    ids: &HashMap<ResourceKey, String>,
+) -> Result<(), ProviderError> {
+    let Spec::Method { api_key_required, uri, vpc_link, timeout_ms, parameters } = spec else {
+        return Err(ProviderError::Other(format!("method {} without a method spec", key.1)));
+    };
+    let (verb, path) = key.1.split_once(' ').unwrap_or(("ANY", &key.1));
+    let resource = ids
+        .get(&(Kind::Resource, path.to_string()))
+        .cloned()
+        .ok_or_else(|| ProviderError::Other(format!("resource {path} has no id")))?;
+    let v1 = &clients.v1;
+    if replacing {
+        clients.limiter.acquire("DeleteMethod").await;
+        gone_ok(
+            "DeleteMethod",
+            v1.delete_method().rest_api_id(api).resource_id(&resource).http_method(verb).send().await,
+        )?;
+    }
+    let greedy = path.ends_with("{proxy+}");
+    clients.limiter.acquire("PutMethod").await;
+    v1.put_method()
+        .rest_api_id(api)
+        .resource_id(&resource)
+        .http_method(verb)
+        .authorization_type("NONE")
+        .api_key_required(*api_key_required)
+        .set_request_parameters(
+            greedy.then(|| HashMap::from([("method.request.path.proxy".to_string(), true)])),
+        )
+        .send()
+        .await
+        .map_err(|e| classify("PutMethod", e))?;
+    clients.limiter.acquire("PutIntegration").await;
+    v1.put_integration()
+        .rest_api_id(api)
+        .resource_id(&resource)
+        .http_method(verb)
+        .r#type(IntegrationType::HttpProxy)
+        .integration_http_method("ANY")
+        .uri(uri)
+        .timeout_in_millis(*timeout_ms)
+        .set_request_parameters((!parameters.is_empty()).then(|| parameters.clone().into_iter().collect()))
+        .connection_type(if vpc_link.is_some() { ConnectionType::VpcLink } else { ConnectionType::Internet })
+        .set_connection_id(vpc_link.clone())
+        .send()
+        .await
+        .map_err(|e| classify("PutIntegration", e))?;
+    Ok(())
+}
+
+async fn delete(clients: &Clients, key: &ResourceKey, id: &str, api: &str) -> Result<(), ProviderError> {
+    let v1 = &clients.v1;
+    match key.0 {
+        Kind::RestApi => {
+            clients.limiter.acquire("DeleteRestApi").await;
+            gone_ok("DeleteRestApi", v1.delete_rest_api().rest_api_id(id).send().await)
+        }
+        Kind::Resource => {
+            clients.limiter.acquire("DeleteResource").await;
+            gone_ok("DeleteResource", v1.delete_resource().rest_api_id(api).resource_id(id).send().await)
+        }
+        Kind::Method => {
+            let (resource, verb) = id.split_once(' ').unwrap_or((id, "ANY"));
+            clients.limiter.acquire("DeleteMethod").await;
+            gone_ok(
+                "DeleteMethod",
+                v1.delete_method().rest_api_id(api).resource_id(resource).http_method(verb).send().await,
+            )
+        }
+        // Deployments go with their API; an old one left behind serves nothing new.
+        Kind::Deployment => Ok(()),
+        Kind::UsagePlan => {
+            // A plan still attached to a stage cannot be deleted.
+            clients.limiter.acquire("GetUsagePlan").await;
+            if let Ok(plan) = v1.get_usage_plan().usage_plan_id(id).send().await {
+                for stage in plan.api_stages() {
+                    let value = format!(
+                        "{}:{}",
+                        stage.api_id().unwrap_or_default(),
+                        stage.stage().unwrap_or_default()
+                    );
+                    let op = PatchOperation::builder().op(Op::Remove).path("/apiStages").value(value).build();
+                    clients.limiter.acquire("UpdateUsagePlan").await;
+                    gone_ok(
+                        "UpdateUsagePlan",
+                        v1.update_usage_plan().usage_plan_id(id).patch_operations(op).send().await,
+                    )?;
+                }
+            }
+            clients.limiter.acquire("DeleteUsagePlan").await;
+            gone_ok("DeleteUsagePlan", v1.delete_usage_plan().usage_plan_id(id).send().await)
+        }
+        Kind::ApiKey => {
+            clients.limiter.acquire("DeleteApiKey").await;
+            gone_ok("DeleteApiKey", v1.delete_api_key().api_key(id).send().await)
+        }
+        Kind::UsagePlanKey => {
+            let (plan, key_id) = id.split_once(' ').unwrap_or((id, ""));
+            clients.limiter.acquire("DeleteUsagePlanKey").await;
+            gone_ok(
+                "DeleteUsagePlanKey",
+                v1.delete_usage_plan_key().usage_plan_id(plan).key_id(key_id).send().await,
+            )
+        }
+        other => Err(ProviderError::Other(format!("not a REST API resource: {}", other.name()))),
+    }
+}
