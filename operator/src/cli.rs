@@ -48,6 +48,11 @@ pub enum Command {
     /// Serve one Gateway with the built-in proxy, configured by the Secret the operator writes
     /// for it (in-cluster, or from outside with a kubeconfig).
     Proxy(ProxyArgs),
+    /// Print the changes a cloud provider would make for the Gateways in YAML files, against
+    /// the account as it is now, without making them.
+    Plan(CloudArgs),
+    /// Make the changes `plan` prints (no cluster needed; useful in CI pipelines).
+    Apply(CloudArgs),
     /// Run a small echo backend that answers every request with JSON describing it.
     Echo {
         #[arg(long, default_value = "127.0.0.1:9090")]
@@ -127,12 +132,45 @@ pub struct OperatorArgs {
     /// Milliseconds of quiet after a change before a pass starts.
     #[arg(long, default_value_t = 100)]
     debounce_ms: u64,
-    /// Seconds between full passes without any change.
+    /// Seconds between full passes without any change; each re-reads cloud resources and
+    /// repairs changes made out of band.
     #[arg(long, default_value_t = 300)]
     resync_seconds: u64,
+    /// Identifies this cluster in the ownership tag of cloud resources
+    /// (`tollbridge.dev/owner=<cluster-id>/<namespace>/<name>`); default: the uid of the
+    /// kube-system namespace.
+    #[arg(long, env = "TOLLBRIDGE_CLUSTER_ID")]
+    cluster_id: Option<String>,
+    /// AWS control-plane calls per second (the account limit is 10; burst 40).
+    #[arg(long, default_value_t = 10.0)]
+    aws_call_rate: f64,
     /// Log format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+}
+
+/// Options of `tollbridge plan` and `tollbridge apply`.
+#[derive(Args, Debug)]
+pub struct CloudArgs {
+    /// A YAML file or a directory of them (repeatable).
+    #[arg(short = 'f', long = "filename", required = true)]
+    paths: Vec<PathBuf>,
+    /// Only Gateways of this provider (default: every cloud Gateway).
+    #[arg(long, value_enum)]
+    provider: Option<CloudProvider>,
+    /// Identifies the owner in ownership tags (`<cluster-id>/<namespace>/<name>`); use the
+    /// cluster's id to act on what the operator provisioned.
+    #[arg(long, default_value = "standalone")]
+    cluster_id: String,
+    /// AWS control-plane calls per second (the account limit is 10; burst 40).
+    #[arg(long, default_value_t = 10.0)]
+    aws_call_rate: f64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum CloudProvider {
+    Aws,
+    Azure,
 }
 
 /// Data-plane options shared by `run` and `proxy`.
@@ -203,6 +241,8 @@ pub fn run(cli: Cli) -> ExitCode {
             serve(args.serve, ConfigSource::Secret { namespace, name: secret }, only, Duration::from_secs(1))
         }
         Command::Operator(args) => operator(args),
+        Command::Plan(args) => cloud(args, false),
+        Command::Apply(args) => cloud(args, true),
         Command::Echo { listen, name } => echo(listen, name),
         Command::Crds => {
             let docs: Vec<String> = crds::all().iter().map(crds::to_yaml).collect();
@@ -352,6 +392,8 @@ fn operator(args: OperatorArgs) -> ExitCode {
         proxy_image: args.proxy_image,
         debounce: Duration::from_millis(args.debounce_ms),
         resync: Duration::from_secs(args.resync_seconds.max(1)),
+        cluster_id: args.cluster_id.unwrap_or_default(),
+        aws_limits: aws_limits(args.aws_call_rate),
     };
     let Some(rt) = runtime(None) else { return ExitCode::FAILURE };
     match rt.block_on(crate::controller::run(options)) {
@@ -361,6 +403,92 @@ fn operator(args: OperatorArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `plan` (execute = false) or `apply` for every cloud Gateway in the files.
+fn cloud(args: CloudArgs, execute: bool) -> ExitCode {
+    init_logging(LogFormat::Text);
+    let mut loaded = match files::load_paths(&args.paths) {
+        Ok(loaded) => loaded,
+        Err(errors) => {
+            eprintln!("error: {} problem(s) loading the files:\n{errors}", errors.0.len());
+            return ExitCode::FAILURE;
+        }
+    };
+    loaded.snapshot.now = jiff::Timestamp::now();
+    let translation = translate::translate(&loaded.snapshot, &providers::capabilities);
+    for problem in translation.statuses.problems() {
+        eprintln!("warning: {problem}");
+    }
+    let wanted = |settings: &tollbridge_provider::ProviderSettings| match (settings, args.provider) {
+        (tollbridge_provider::ProviderSettings::Local(_), _) => false,
+        (_, None) => true,
+        (tollbridge_provider::ProviderSettings::Aws(_), Some(p)) => p == CloudProvider::Aws,
+        (tollbridge_provider::ProviderSettings::Azure(_), Some(p)) => p == CloudProvider::Azure,
+    };
+    let gateways: Vec<_> = translation.gateways.iter().filter(|g| wanted(&g.provider)).collect();
+    if gateways.is_empty() {
+        eprintln!(
+            "no cloud Gateway in the files (Gateways of classes whose ProviderConfig says AWS or Azure)"
+        );
+        return ExitCode::FAILURE;
+    }
+    let Some(rt) = runtime(None) else { return ExitCode::FAILURE };
+    let mut failed = false;
+    for gateway in gateways {
+        let result = rt.block_on(plan_one(gateway, &args, execute));
+        if let Err(e) = result {
+            eprintln!("error: Gateway {}: {e}", gateway.key.id());
+            failed = true;
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+async fn plan_one(
+    gateway: &tollbridge_provider::GatewayIr,
+    args: &CloudArgs,
+    execute: bool,
+) -> Result<(), String> {
+    let tollbridge_provider::ProviderSettings::Aws(settings) = &gateway.provider else {
+        return Err(format!("the {} provider is not part of this build yet", gateway.provider.kind_name()));
+    };
+    let provider =
+        tollbridge_aws::AwsProvider::new(settings, &args.cluster_id, aws_limits(args.aws_call_rate)).await;
+    let plan = provider.plan(gateway).await.map_err(|e| e.to_string())?;
+    println!(
+        "Gateway {} → Amazon API Gateway ({} in {}), owner tag {}",
+        gateway.key.id(),
+        plan.api_type,
+        settings.region,
+        plan.owner
+    );
+    for change in &plan.changes {
+        println!("  {change}");
+    }
+    for left_out in &plan.unprovisioned {
+        println!("  ! not provisioned: {left_out}");
+    }
+    println!("  {}", tollbridge_aws::changes::summary(&plan.changes));
+    if execute {
+        let provisioned = provider.execute(&plan).await.map_err(|e| e.to_string())?;
+        println!("  applied; addresses: {}", provisioned.addresses.join(", "));
+    }
+    Ok(())
+}
+
+/// The account's limits, with the overall rate (and burst) scaled to `rate`.
+fn aws_limits(rate: f64) -> tollbridge_provider::ratelimit::Limits {
+    let mut limits = tollbridge_aws::account_limits();
+    if rate > 0.0 && rate.is_finite() {
+        limits.burst *= rate / limits.rate;
+        limits.rate = rate;
+    }
+    limits
 }
 
 fn echo(listen: SocketAddr, name: String) -> ExitCode {

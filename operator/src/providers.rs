@@ -1,59 +1,20 @@
 //! Which provider serves a Gateway, and what it can express.
 //!
-//! The capability tables follow DESIGN §5. They live here until each cloud provider crate
-//! declares its own; the translator only ever sees them through [`capabilities`].
+//! The AWS tables come from the `tollbridge-aws` crate; Azure's (DESIGN §5) live here until its
+//! crate exists. The translator only ever sees them through [`capabilities`].
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::Arc;
 
-use tollbridge_provider::{Capabilities, Feature, ProviderSettings};
+use tollbridge_provider::ratelimit::Limits;
+use tollbridge_provider::{Capabilities, Feature, Provider, ProviderSettings};
 
 /// The capabilities of the provider a resolved ProviderConfig selects.
 pub fn capabilities(settings: &ProviderSettings) -> Capabilities {
     match settings {
         ProviderSettings::Local(_) => Capabilities::everything("the tollbridge local proxy"),
-        ProviderSettings::Aws(aws) if aws.api_type == "HTTP" => aws_http_api(),
-        ProviderSettings::Aws(_) => aws_rest_api(),
+        ProviderSettings::Aws(aws) => tollbridge_aws::capabilities_for(aws),
         ProviderSettings::Azure(_) => azure_api_management(),
-    }
-}
-
-/// Features every provider has.
-const BASE: &[Feature] = &[
-    Feature::Gateway,
-    Feature::HTTPRoute,
-    Feature::ReferenceGrant,
-    Feature::HTTPRouteMethodMatching,
-    Feature::HTTPRouteNamedRouteRule,
-    Feature::RequestHeaderModification,
-    Feature::HTTPRoutePathRewrite,
-    Feature::HTTPRouteRequestTimeout,
-    Feature::HTTPRouteBackendTimeout,
-];
-
-fn aws_http_api() -> Capabilities {
-    let extra = [Feature::HTTPRouteResponseHeaderModification, Feature::RateLimits];
-    Capabilities {
-        max_timeout: Some(Duration::from_secs(30)),
-        ..Capabilities::with("Amazon API Gateway (HTTP API)", BASE.iter().copied().chain(extra))
-    }
-}
-
-/// REST APIs, also used for `apiType: Auto` (REST when keys or quotas are attached).
-fn aws_rest_api() -> Capabilities {
-    let extra = [
-        Feature::HTTPRouteResponseHeaderModification,
-        Feature::RequestRedirect,
-        Feature::HTTPRouteSchemeRedirect,
-        Feature::HTTPRoutePathRedirect,
-        Feature::HTTPRoutePortRedirect,
-        Feature::HTTPRouteHostRewrite,
-        Feature::ApiKeys,
-        Feature::Quotas,
-        Feature::RateLimits,
-    ];
-    Capabilities {
-        max_timeout: Some(Duration::from_secs(29)),
-        ..Capabilities::with("Amazon API Gateway (REST API)", BASE.iter().copied().chain(extra))
     }
 }
 
@@ -64,6 +25,38 @@ fn azure_api_management() -> Capabilities {
         "Azure API Management",
         Feature::ALL.iter().copied().filter(|f| !unsupported.contains(f)),
     )
+}
+
+/// The cloud providers in use, one per distinct ProviderConfig, created on first use and
+/// shared by every Gateway that uses the same settings (and so the same call limiter).
+pub struct Registry {
+    cluster_id: String,
+    aws_limits: Limits,
+    providers: tokio::sync::Mutex<HashMap<String, Arc<dyn Provider>>>,
+}
+
+impl Registry {
+    /// `cluster_id` goes into the ownership tag of every cloud resource.
+    pub fn new(cluster_id: String, aws_limits: Limits) -> Self {
+        Self { cluster_id, aws_limits, providers: Default::default() }
+    }
+
+    /// The provider of cloud `settings` (not Local, which the caller serves itself).
+    pub async fn get(&self, settings: &ProviderSettings) -> Arc<dyn Provider> {
+        let key = serde_json::to_string(settings).unwrap_or_default();
+        let mut providers = self.providers.lock().await;
+        if let Some(provider) = providers.get(&key) {
+            return provider.clone();
+        }
+        let provider: Arc<dyn Provider> = match settings {
+            ProviderSettings::Aws(aws) => Arc::new(
+                tollbridge_aws::AwsProvider::new(aws, &self.cluster_id, self.aws_limits.clone()).await,
+            ),
+            other => Arc::new(Unavailable::new(other)),
+        };
+        providers.insert(key, provider.clone());
+        provider
+    }
 }
 
 /// Stands in for a cloud provider this build does not include: every apply fails with a
@@ -80,7 +73,7 @@ impl Unavailable {
 }
 
 #[async_trait::async_trait]
-impl tollbridge_provider::Provider for Unavailable {
+impl Provider for Unavailable {
     fn capabilities(&self) -> &Capabilities {
         &self.capabilities
     }

@@ -52,14 +52,22 @@ pub struct OperatorOptions {
     pub proxy_image: String,
     /// Quiet time after a change before a snapshot is taken.
     pub debounce: Duration,
-    /// A full pass this often even without changes.
+    /// A full pass this often even without changes (also repairs cloud drift).
     pub resync: Duration,
+    /// Goes into the ownership tag of cloud resources; `None`: the uid of `kube-system`.
+    pub cluster_id: String,
+    /// Client-side limits of AWS control-plane calls.
+    pub aws_limits: tollbridge_provider::ratelimit::Limits,
 }
 
 /// Runs until SIGTERM or Ctrl-C. Errors: no API server, or leadership lost.
-pub async fn run(options: OperatorOptions) -> Result<(), String> {
+pub async fn run(mut options: OperatorOptions) -> Result<(), String> {
     let client =
         Client::try_default().await.map_err(|e| format!("cannot configure a Kubernetes client: {e}"))?;
+    if options.cluster_id.is_empty() {
+        options.cluster_id = cluster_id(&client).await?;
+    }
+    tracing::info!(cluster_id = %options.cluster_id, "cluster identity for cloud ownership tags");
     let metrics = Arc::new(Metrics::default());
     let listener = TcpListener::bind(options.metrics_address)
         .await
@@ -140,6 +148,8 @@ struct Controller {
     written: Arc<infra::Written>,
     recorder: Recorder,
     metrics: Arc<Metrics>,
+    /// The cloud providers, one per ProviderConfig.
+    clouds: Arc<crate::providers::Registry>,
     /// Gateways being cleaned up (finalizer still present), by `namespace/name`.
     cleaning: Arc<std::sync::Mutex<HashSet<String>>>,
 }
@@ -177,7 +187,20 @@ impl Controller {
         let local = infra::InCluster::new(client.clone(), options.proxy_image.clone());
         let written = local.written();
         let local = Arc::new(local);
-        Self { client, source, owned, workers, local, written, recorder, metrics, cleaning: Arc::default() }
+        let clouds =
+            Arc::new(crate::providers::Registry::new(options.cluster_id.clone(), options.aws_limits.clone()));
+        Self {
+            client,
+            source,
+            owned,
+            workers,
+            local,
+            written,
+            recorder,
+            metrics,
+            clouds,
+            cleaning: Arc::default(),
+        }
     }
 
     /// One pass: snapshot, keys, translate, hand Gateways to their tasks, write statuses.
@@ -202,7 +225,7 @@ impl Controller {
             }
             live.insert(id.clone());
             let Some(job) = self.job_for(&snapshot, gateway, ir.clone()).await else { continue };
-            let deployer = self.deployer_for(&ir.provider);
+            let deployer = self.deployer_for(&ir.provider).await;
             self.workers.submit(deployer, job);
             if let (Some(status), Some(outcome)) = (statuses.gateways.get_mut(&id), self.workers.outcome(&id))
             {
@@ -255,10 +278,10 @@ impl Controller {
         }
     }
 
-    fn deployer_for(&self, settings: &ProviderSettings) -> Arc<dyn Deployer> {
+    async fn deployer_for(&self, settings: &ProviderSettings) -> Arc<dyn Deployer> {
         match settings {
             ProviderSettings::Local(_) => self.local.clone(),
-            other => Arc::new(Cloud(other.kind_name(), Arc::new(crate::providers::Unavailable::new(other)))),
+            other => Arc::new(Cloud(other.kind_name(), self.clouds.get(other).await)),
         }
     }
 
@@ -369,6 +392,7 @@ impl Controller {
         let metrics = self.metrics.clone();
         let recorder = self.recorder.clone();
         let cleaning = self.cleaning.clone();
+        let clouds = self.clouds.clone();
         tokio::spawn(async move {
             let key = GatewayKey {
                 namespace: namespace_of(&gateway.metadata).into(),
@@ -376,8 +400,7 @@ impl Controller {
                 uid: gateway.metadata.uid.clone().unwrap_or_default(),
                 generation: gateway.metadata.generation.unwrap_or(1),
             };
-            let deployer =
-                Cloud(settings.kind_name(), Arc::new(crate::providers::Unavailable::new(&settings)));
+            let deployer = Cloud(settings.kind_name(), clouds.get(&settings).await);
             let result = workers::delete_with_retries(&deployer, &key, &metrics, 8).await;
             let (type_, reason, note) = match &result {
                 Ok(()) => (
@@ -453,6 +476,17 @@ impl Controller {
                     tracing::warn!(object = %patch.describe(), error = %e, "cannot write status");
                 }
             }
+        }
+    }
+}
+
+/// The uid of the kube-system namespace: stable for the life of the cluster.
+async fn cluster_id(client: &Client) -> Result<String, String> {
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    match namespaces.get("kube-system").await {
+        Ok(ns) => Ok(ns.metadata.uid.unwrap_or_default()),
+        Err(e) => {
+            Err(format!("cannot read namespace kube-system for the cluster id (or pass --cluster-id): {e}"))
         }
     }
 }

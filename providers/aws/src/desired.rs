@@ -33,6 +33,15 @@ pub enum ApiType {
     Rest,
 }
 
+impl std::fmt::Display for ApiType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ApiType::Http => "HTTP API",
+            ApiType::Rest => "REST API",
+        })
+    }
+}
+
 /// The API type for a Gateway: as configured, or for `Auto`, REST when a policy needs API keys
 /// or quotas (usage plans exist only there), HTTP otherwise.
 pub fn api_type(settings: &AwsSettings, gateway: &GatewayIr) -> ApiType {
