@@ -393,7 +393,7 @@ fn operator(args: OperatorArgs) -> ExitCode {
         debounce: Duration::from_millis(args.debounce_ms),
         resync: Duration::from_secs(args.resync_seconds.max(1)),
         cluster_id: args.cluster_id.unwrap_or_default(),
-        aws_limits: aws_limits(args.aws_call_rate),
+        aws: aws_options(args.aws_call_rate),
     };
     let Some(rt) = runtime(None) else { return ExitCode::FAILURE };
     match rt.block_on(crate::controller::run(options)) {
@@ -458,7 +458,7 @@ async fn plan_one(
         return Err(format!("the {} provider is not part of this build yet", gateway.provider.kind_name()));
     };
     let provider =
-        tollbridge_aws::AwsProvider::new(settings, &args.cluster_id, aws_limits(args.aws_call_rate)).await;
+        tollbridge_aws::AwsProvider::new(settings, &args.cluster_id, aws_options(args.aws_call_rate)).await;
     let plan = provider.plan(gateway).await.map_err(|e| e.to_string())?;
     println!(
         "Gateway {} → Amazon API Gateway ({} in {}), owner tag {}",
@@ -482,13 +482,13 @@ async fn plan_one(
 }
 
 /// The account's limits, with the overall rate (and burst) scaled to `rate`.
-fn aws_limits(rate: f64) -> tollbridge_provider::ratelimit::Limits {
-    let mut limits = tollbridge_aws::account_limits();
+fn aws_options(rate: f64) -> tollbridge_aws::AwsOptions {
+    let mut options = tollbridge_aws::AwsOptions::default();
     if rate > 0.0 && rate.is_finite() {
-        limits.burst *= rate / limits.rate;
-        limits.rate = rate;
+        options.limits.burst *= rate / options.limits.rate;
+        options.limits.rate = rate;
     }
-    limits
+    options
 }
 
 fn echo(listen: SocketAddr, name: String) -> ExitCode {

@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use tollbridge_provider::ratelimit::Limits;
 use tollbridge_provider::{Capabilities, Feature, Provider, ProviderSettings};
 
 /// The capabilities of the provider a resolved ProviderConfig selects.
@@ -31,14 +30,14 @@ fn azure_api_management() -> Capabilities {
 /// shared by every Gateway that uses the same settings (and so the same call limiter).
 pub struct Registry {
     cluster_id: String,
-    aws_limits: Limits,
+    aws: tollbridge_aws::AwsOptions,
     providers: tokio::sync::Mutex<HashMap<String, Arc<dyn Provider>>>,
 }
 
 impl Registry {
     /// `cluster_id` goes into the ownership tag of every cloud resource.
-    pub fn new(cluster_id: String, aws_limits: Limits) -> Self {
-        Self { cluster_id, aws_limits, providers: Default::default() }
+    pub fn new(cluster_id: String, aws: tollbridge_aws::AwsOptions) -> Self {
+        Self { cluster_id, aws, providers: Default::default() }
     }
 
     /// The provider of cloud `settings` (not Local, which the caller serves itself).
@@ -49,9 +48,9 @@ impl Registry {
             return provider.clone();
         }
         let provider: Arc<dyn Provider> = match settings {
-            ProviderSettings::Aws(aws) => Arc::new(
-                tollbridge_aws::AwsProvider::new(aws, &self.cluster_id, self.aws_limits.clone()).await,
-            ),
+            ProviderSettings::Aws(aws) => {
+                Arc::new(tollbridge_aws::AwsProvider::new(aws, &self.cluster_id, self.aws.clone()).await)
+            }
             other => Arc::new(Unavailable::new(other)),
         };
         providers.insert(key, provider.clone());

@@ -56,8 +56,8 @@ pub struct OperatorOptions {
     pub resync: Duration,
     /// Goes into the ownership tag of cloud resources; `None`: the uid of `kube-system`.
     pub cluster_id: String,
-    /// Client-side limits of AWS control-plane calls.
-    pub aws_limits: tollbridge_provider::ratelimit::Limits,
+    /// How the AWS provider talks to its accounts.
+    pub aws: tollbridge_aws::AwsOptions,
 }
 
 /// Runs until SIGTERM or Ctrl-C. Errors: no API server, or leadership lost.
@@ -188,7 +188,7 @@ impl Controller {
         let written = local.written();
         let local = Arc::new(local);
         let clouds =
-            Arc::new(crate::providers::Registry::new(options.cluster_id.clone(), options.aws_limits.clone()));
+            Arc::new(crate::providers::Registry::new(options.cluster_id.clone(), options.aws.clone()));
         Self {
             client,
             source,

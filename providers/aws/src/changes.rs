@@ -159,6 +159,16 @@ pub type Resources = BTreeMap<ResourceKey, Spec>;
 /// Observed resources also carry their provider id.
 pub type Observed = BTreeMap<ResourceKey, (String, Spec)>;
 
+/// Records an observed resource; a second one with the same key (left by a retried create)
+/// is recorded as a duplicate, which no desired resource matches, so it gets deleted.
+pub fn observe(observed: &mut Observed, key: ResourceKey, id: String, spec: Spec) {
+    if observed.contains_key(&key) {
+        observed.insert((key.0, format!("duplicate {id}")), (id, spec));
+    } else {
+        observed.insert(key, (id, spec));
+    }
+}
+
 /// One step of a plan.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Change {
@@ -207,7 +217,8 @@ pub fn diff(desired: &Resources, observed: &Observed) -> Vec<Change> {
         .filter(|(key, _)| !desired.contains_key(*key))
         .map(|(key, (id, _))| Change::Delete { key: key.clone(), id: id.clone() })
         .collect();
-    deletes.sort_by(|a, b| b.key().0.cmp(&a.key().0).then_with(|| a.key().1.cmp(&b.key().1)));
+    // Children first: later kinds before earlier ones, longer keys (deeper paths) before shorter.
+    deletes.sort_by(|a, b| b.key().0.cmp(&a.key().0).then_with(|| b.key().1.cmp(&a.key().1)));
     changes.extend(deletes);
     changes
 }

@@ -32,6 +32,21 @@ pub fn account_limits() -> Limits {
     }
 }
 
+/// How the provider talks to the account.
+#[derive(Clone, Debug)]
+pub struct AwsOptions {
+    /// Client-side limits of control-plane calls (default: the account's).
+    pub limits: Limits,
+    /// How long one attempt of a call may take before it is retried.
+    pub attempt_timeout: Duration,
+}
+
+impl Default for AwsOptions {
+    fn default() -> Self {
+        Self { limits: account_limits(), attempt_timeout: Duration::from_secs(20) }
+    }
+}
+
 /// Every request attempt sent, by operation name (retries count again).
 #[derive(Clone, Debug, Default)]
 pub struct CallCounter(Arc<Mutex<BTreeMap<String, u64>>>);
@@ -79,14 +94,14 @@ pub struct Clients {
 impl Clients {
     /// Builds the clients. Throttling and 5xx answers are retried by the SDK (standard mode,
     /// 5 attempts, backoff with jitter) as a backstop behind the limiter.
-    pub async fn new(settings: &AwsSettings, limits: Limits) -> Self {
+    pub async fn new(settings: &AwsSettings, options: AwsOptions) -> Self {
         let https = aws_smithy_http_client::Builder::new()
             .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring))
             .build_https();
         let region = aws_config::Region::new(settings.region.clone());
         let timeouts = TimeoutConfig::builder()
             .connect_timeout(Duration::from_secs(5))
-            .operation_attempt_timeout(Duration::from_secs(20))
+            .operation_attempt_timeout(options.attempt_timeout)
             .operation_timeout(Duration::from_secs(90))
             .build();
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
@@ -117,7 +132,7 @@ impl Clients {
         Self {
             v2: aws_sdk_apigatewayv2::Client::from_conf(v2),
             v1: aws_sdk_apigateway::Client::from_conf(v1),
-            limiter: CallLimiter::new(limits),
+            limiter: CallLimiter::new(options.limits),
             calls,
             region: settings.region.clone(),
         }

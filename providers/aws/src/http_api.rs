@@ -8,7 +8,7 @@ use aws_sdk_apigatewayv2::types::{
 };
 use tollbridge_provider::ProviderError;
 
-use crate::changes::{Change, Kind, Observed, ResourceKey, Spec, Throttle};
+use crate::changes::{observe as record, Change, Kind, Observed, ResourceKey, Spec, Throttle};
 use crate::client::Clients;
 use crate::desired::{API_KEY, OWNER_TAG};
 use crate::error::{classify, gone_ok};
@@ -85,6 +85,11 @@ async fn observe_api(clients: &Clients, api_id: &str, observed: &mut Observed) -
     for i in integrations.items() {
         let id = i.integration_id().unwrap_or_default().to_string();
         let key = match i.description().and_then(|d| d.strip_prefix(INTEGRATION_PREFIX)) {
+            // A second integration with the same key (a retried create) is a duplicate: routes
+            // pointing at it are moved to the first, then it is deleted.
+            Some(key) if observed.contains_key(&(Kind::Integration, key.to_string())) => {
+                format!("duplicate {id}")
+            }
             Some(key) => key.to_string(),
             None => format!("unnamed {id}"),
         };
@@ -96,7 +101,7 @@ async fn observe_api(clients: &Clients, api_id: &str, observed: &mut Observed) -
             timeout_ms: i.timeout_in_millis().unwrap_or(30_000),
             parameters: tags(i.request_parameters()),
         };
-        observed.insert((Kind::Integration, key), (id, spec));
+        record(observed, (Kind::Integration, key), id, spec);
     }
     clients.limiter.acquire("GetRoutes").await;
     let routes = clients
@@ -112,9 +117,11 @@ async fn observe_api(clients: &Clients, api_id: &str, observed: &mut Observed) -
         let integration =
             integration_keys.get(target).cloned().unwrap_or_else(|| format!("unknown {target}"));
         let id = r.route_id().unwrap_or_default().to_string();
-        observed.insert(
+        record(
+            observed,
             (Kind::Route, r.route_key().unwrap_or_default().into()),
-            (id, Spec::Route { integration }),
+            id,
+            Spec::Route { integration },
         );
     }
     clients.limiter.acquire("GetStages").await;

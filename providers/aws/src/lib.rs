@@ -18,13 +18,12 @@ mod rest_api;
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use tollbridge_provider::ratelimit::Limits;
 use tollbridge_provider::{
     AwsSettings, Capabilities, GatewayIr, GatewayKey, Provider, ProviderError, Provisioned,
 };
 
 use changes::{Change, Kind, Observed, Resources};
-pub use client::{account_limits, CallCounter};
+pub use client::{account_limits, AwsOptions, CallCounter};
 use desired::{ApiType, API_KEY};
 
 /// One AWS account and region, as a ProviderConfig describes it.
@@ -47,7 +46,7 @@ pub struct Plan {
 
 impl AwsProvider {
     /// Clients for `settings`; `cluster_id` goes into the ownership tag of everything created.
-    pub async fn new(settings: &AwsSettings, cluster_id: &str, limits: Limits) -> Self {
+    pub async fn new(settings: &AwsSettings, cluster_id: &str, options: AwsOptions) -> Self {
         let capabilities = match settings.api_type.as_str() {
             "HTTP" => capabilities::http_api(),
             _ => capabilities::rest_api(),
@@ -55,9 +54,14 @@ impl AwsProvider {
         Self {
             settings: settings.clone(),
             cluster_id: cluster_id.to_string(),
-            clients: client::Clients::new(settings, limits).await,
+            clients: client::Clients::new(settings, options).await,
             capabilities,
         }
+    }
+
+    /// The SDK clients (HTTP APIs, REST APIs), for tools and tests that look behind the plan.
+    pub fn sdk(&self) -> (&aws_sdk_apigatewayv2::Client, &aws_sdk_apigateway::Client) {
+        (&self.clients.v2, &self.clients.v1)
     }
 
     /// Every call this provider has sent, by operation.

@@ -9,7 +9,7 @@ use aws_sdk_apigateway::types::{
 };
 use tollbridge_provider::{ProviderError, SecretString};
 
-use crate::changes::{Change, Kind, Observed, ResourceKey, Spec, Throttle};
+use crate::changes::{observe as record, Change, Kind, Observed, ResourceKey, Spec, Throttle};
 use crate::client::Clients;
 use crate::desired::{API_KEY, OWNER_TAG, REST_STAGE};
 use crate::error::{classify, gone_ok};
@@ -68,7 +68,7 @@ pub async fn observe(clients: &Clients, owner: &str) -> Result<Observed, Provide
             enabled: k.enabled(),
             tags: tags(k.tags()),
         };
-        observed.insert((Kind::ApiKey, key), (id, spec));
+        record(&mut observed, (Kind::ApiKey, key), id, spec);
     }
     clients.limiter.acquire("GetUsagePlans").await;
     let plans = v1.get_usage_plans().limit(500).send().await.map_err(|e| classify("GetUsagePlans", e))?;
@@ -84,7 +84,7 @@ pub async fn observe(clients: &Clients, owner: &str) -> Result<Observed, Provide
                 .map(|q| (q.limit(), q.period().map(|p| p.as_str().to_string()).unwrap_or_default())),
             tags: tags(p.tags()),
         };
-        observed.insert((Kind::UsagePlan, plan.clone()), (id.clone(), spec));
+        record(&mut observed, (Kind::UsagePlan, plan.clone()), id.clone(), spec);
         clients.limiter.acquire("GetUsagePlanKeys").await;
         let links = v1
             .get_usage_plan_keys()
@@ -97,7 +97,12 @@ pub async fn observe(clients: &Clients, owner: &str) -> Result<Observed, Provide
             let key_id = link.id().unwrap_or_default().to_string();
             let key = key_by_id.get(&key_id).cloned().unwrap_or_else(|| format!("foreign {key_id}"));
             let spec = Spec::UsagePlanKey { plan: plan.clone(), key: key.clone() };
-            observed.insert((Kind::UsagePlanKey, format!("{plan} {key}")), (format!("{id} {key_id}"), spec));
+            record(
+                &mut observed,
+                (Kind::UsagePlanKey, format!("{plan} {key}")),
+                format!("{id} {key_id}"),
+                spec,
+            );
         }
     }
     Ok(observed)
@@ -117,7 +122,7 @@ async fn observe_api(clients: &Clients, api_id: &str, observed: &mut Observed) -
     for r in resources.items() {
         let path = r.path().unwrap_or_default().to_string();
         let id = r.id().unwrap_or_default().to_string();
-        observed.insert((Kind::Resource, path.clone()), (id.clone(), Spec::Resource));
+        record(observed, (Kind::Resource, path.clone()), id.clone(), Spec::Resource);
         for (verb, method) in r.resource_methods().into_iter().flatten() {
             let integration = method.method_integration();
             let spec = Spec::Method {
@@ -129,7 +134,7 @@ async fn observe_api(clients: &Clients, api_id: &str, observed: &mut Observed) -
                 timeout_ms: integration.map_or(29_000, |i| i.timeout_in_millis()),
                 parameters: tags(integration.and_then(|i| i.request_parameters())),
             };
-            observed.insert((Kind::Method, format!("{verb} {path}")), (format!("{id} {verb}"), spec));
+            record(observed, (Kind::Method, format!("{verb} {path}")), format!("{id} {verb}"), spec);
         }
     }
     clients.limiter.acquire("GetStages").await;
