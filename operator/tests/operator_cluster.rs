@@ -504,3 +504,111 @@ async fn a_missing_crd_is_reported_and_waited_for() {
     .await;
     assert!(op.is_running());
 }
+
+/// moto's server: the one `scripts/test` started, or one started for this test.
+struct MotoServer {
+    url: String,
+    dir: Option<tempfile::TempDir>,
+}
+
+impl MotoServer {
+    fn start() -> MotoServer {
+        if let Ok(url) = std::env::var("TOLLBRIDGE_MOTO_URL") {
+            return MotoServer { url, dir: None };
+        }
+        let dir = tempfile::tempdir().expect("temp dir for moto");
+        let script = format!("{}/../scripts/moto", env!("CARGO_MANIFEST_DIR"));
+        let status = std::process::Command::new(&script)
+            .arg("start")
+            .arg(dir.path())
+            .status()
+            .expect("run scripts/moto");
+        assert!(status.success(), "scripts/moto start failed");
+        let env = std::fs::read_to_string(dir.path().join("env")).expect("moto env");
+        let url = env.trim().trim_start_matches("export TOLLBRIDGE_MOTO_URL=").to_string();
+        MotoServer { url, dir: Some(dir) }
+    }
+
+    /// `GET` an API Gateway path; moto picks the service from the credential scope.
+    async fn get(&self, path: &str) -> Value {
+        let auth = "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/apigateway/aws4_request, \
+                    SignedHeaders=host, Signature=0";
+        let client = support::client::Client::new();
+        client.get(&format!("{}{path}", self.url), &[("authorization", auth)]).await.json()
+    }
+}
+
+impl Drop for MotoServer {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.dir {
+            let script = format!("{}/../scripts/moto", env!("CARGO_MANIFEST_DIR"));
+            let _ = std::process::Command::new(script).arg("stop").arg(dir.path()).status();
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_aws_gateway_is_provisioned_into_moto_and_removed_with_it() {
+    let _lock = exclusive().await;
+    let moto = MotoServer::start();
+    std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
+    let cluster = Cluster::shared();
+    let ns = cluster.namespace("aws");
+    let config = cluster.delete_on_drop("providerconfig", &unique_name("aws"));
+    let class = cluster.delete_on_drop("gatewayclass", &unique_name("aws"));
+    cluster.apply_cluster_scoped(&format!(
+        "apiVersion: tollbridge.dev/v1alpha1\nkind: ProviderConfig\nmetadata: {{name: {config}}}\n\
+         spec: {{provider: AWS, aws: {{region: us-east-1, apiType: HTTP, endpointURL: \"{url}\"}}}}\n---\n\
+         apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {{name: {class}}}\n\
+         spec:\n  controllerName: {CONTROLLER_NAME}\n  parametersRef: {{group: tollbridge.dev, kind: ProviderConfig, name: {config}}}\n",
+        config = config.name(),
+        class = class.name(),
+        url = moto.url,
+    ));
+    ns.apply(&gateway_yaml(class.name(), 80));
+    ns.apply(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: orders}\n\
+         spec: {type: ExternalName, externalName: orders.example.com, ports: [{name: https, port: 443}]}\n",
+    );
+    ns.apply(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: orders}\nspec:\n  \
+         parentRefs: [{name: gw}]\n  rules:\n  - matches: [{path: {type: PathPrefix, value: /orders}}]\n    \
+         backendRefs: [{name: orders, port: 443}]\n",
+    );
+    let (_op, _) = operator(&ns, "solo").await;
+
+    eventually("Gateway programmed on API Gateway", Duration::from_secs(60), || async {
+        let gw = ns.get_json("gateway", "gw");
+        condition(&gw["status"]["conditions"], "Programmed").0 == "True"
+            && gw["status"]["addresses"][0]["value"]
+                .as_str()
+                .is_some_and(|a| a.ends_with(".execute-api.us-east-1.amazonaws.com"))
+    })
+    .await;
+    let gw = ns.get_json("gateway", "gw");
+    assert_eq!(gw["metadata"]["finalizers"][0], "tollbridge.dev/cleanup");
+    let api_id =
+        gw["status"]["addresses"][0]["value"].as_str().unwrap().split('.').next().unwrap().to_string();
+    let kube_system = cluster.get_cluster_scoped_json("namespace", "kube-system")["metadata"]["uid"].clone();
+    let api = moto.get(&format!("/v2/apis/{api_id}")).await;
+    assert_eq!(
+        api["tags"]["tollbridge.dev/owner"],
+        format!("{}/{}/gw", kube_system.as_str().unwrap(), ns.name())
+    );
+    let routes = moto.get(&format!("/v2/apis/{api_id}/routes")).await;
+    let mut keys: Vec<&str> =
+        routes["items"].as_array().unwrap().iter().filter_map(|r| r["routeKey"].as_str()).collect();
+    keys.sort();
+    assert_eq!(keys, ["ANY /orders", "ANY /orders/{proxy+}"]);
+    let events = ns.kubectl_ok(&["get", "events", "-o", "json"], None);
+    assert!(events.contains("Programmed by the AWS provider"), "{events}");
+
+    // Deleting the Gateway removes the API first, then the finalizer lets the object go.
+    ns.delete("gateway", "gw");
+    ns.wait_deleted("gateway", "gw", CONVERGE);
+    let apis = moto.get("/v2/apis").await;
+    let left: Vec<&Value> =
+        apis["items"].as_array().unwrap().iter().filter(|a| a["apiId"] == api_id.as_str()).collect();
+    assert!(left.is_empty(), "API {api_id} left behind: {apis}");
+}
