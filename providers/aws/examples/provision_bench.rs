@@ -16,7 +16,12 @@ fn gateway(settings: &AwsSettings, routes: usize, changed: Option<usize>) -> Gat
             RouteIr {
                 id: RouteId { namespace: "bench".into(), name: format!("r{i}"), ..RouteId::default() },
                 attachments: Vec::new(),
-                matcher: MatchIr { path: PathMatch::Exact(format!("/r{i}")), method: None, headers: Vec::new(), query_params: Vec::new() },
+                matcher: MatchIr {
+                    path: PathMatch::Exact(format!("/r{i}")),
+                    method: None,
+                    headers: Vec::new(),
+                    query_params: Vec::new(),
+                },
                 filters: FiltersIr::default(),
                 action: ActionIr::Forward {
                     backends: vec![BackendIr {
@@ -44,7 +49,8 @@ fn gateway(settings: &AwsSettings, routes: usize, changed: Option<usize>) -> Gat
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let (Some(endpoint), Some(routes)) = (args.get(1), args.get(2).and_then(|n| n.parse::<usize>().ok())) else {
+    let (Some(endpoint), Some(routes)) = (args.get(1), args.get(2).and_then(|n| n.parse::<usize>().ok()))
+    else {
         eprintln!("usage: provision_bench ENDPOINT ROUTES [limited|unlimited]");
         std::process::exit(2);
     };
@@ -58,6 +64,7 @@ async fn main() {
     let options = AwsOptions {
         limits: if limited { tollbridge_aws::account_limits() } else { Limits::unlimited() },
         attempt_timeout: Duration::from_secs(20),
+        http_client: None,
     };
     let aws = AwsProvider::new(&settings, "bench", options).await;
     let label = if limited { "account limits (10 rps, burst 40)" } else { "no client-side limit" };

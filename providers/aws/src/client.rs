@@ -39,11 +39,13 @@ pub struct AwsOptions {
     pub limits: Limits,
     /// How long one attempt of a call may take before it is retried.
     pub attempt_timeout: Duration,
+    /// The HTTP client (default: hyper with rustls); tests plug in the SDK's replay client.
+    pub http_client: Option<aws_smithy_runtime_api::client::http::SharedHttpClient>,
 }
 
 impl Default for AwsOptions {
     fn default() -> Self {
-        Self { limits: account_limits(), attempt_timeout: Duration::from_secs(20) }
+        Self { limits: account_limits(), attempt_timeout: Duration::from_secs(20), http_client: None }
     }
 }
 
@@ -95,9 +97,11 @@ impl Clients {
     /// Builds the clients. Throttling and 5xx answers are retried by the SDK (standard mode,
     /// 5 attempts, backoff with jitter) as a backstop behind the limiter.
     pub async fn new(settings: &AwsSettings, options: AwsOptions) -> Self {
-        let https = aws_smithy_http_client::Builder::new()
-            .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring))
-            .build_https();
+        let https = options.http_client.clone().unwrap_or_else(|| {
+            aws_smithy_http_client::Builder::new()
+                .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring))
+                .build_https()
+        });
         let region = aws_config::Region::new(settings.region.clone());
         let timeouts = TimeoutConfig::builder()
             .connect_timeout(Duration::from_secs(5))

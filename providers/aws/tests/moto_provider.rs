@@ -30,7 +30,11 @@ fn settings(url: &str, api_type: &str) -> AwsSettings {
 }
 
 async fn provider(settings: &AwsSettings) -> AwsProvider {
-    let options = AwsOptions { limits: Limits::unlimited(), attempt_timeout: Duration::from_secs(2) };
+    let options = AwsOptions {
+        limits: Limits::unlimited(),
+        attempt_timeout: Duration::from_secs(2),
+        http_client: None,
+    };
     AwsProvider::new(settings, CLUSTER, options).await
 }
 
