@@ -531,10 +531,14 @@ impl MotoServer {
 
     /// `GET` an API Gateway path; moto picks the service from the credential scope.
     async fn get(&self, path: &str) -> Value {
+        self.call(hyper::Method::GET, path).await.json()
+    }
+
+    async fn call(&self, method: hyper::Method, path: &str) -> support::client::Resp {
         let auth = "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/apigateway/aws4_request, \
                     SignedHeaders=host, Signature=0";
         let client = support::client::Client::new();
-        client.get(&format!("{}{path}", self.url), &[("authorization", auth)]).await.json()
+        client.request(method, &format!("{}{path}", self.url), &[("authorization", auth)], "").await
     }
 }
 
@@ -603,6 +607,20 @@ async fn an_aws_gateway_is_provisioned_into_moto_and_removed_with_it() {
     assert_eq!(keys, ["ANY /orders", "ANY /orders/{proxy+}"]);
     let events = ns.kubectl_ok(&["get", "events", "-o", "json"], None);
     assert!(events.contains("Programmed by the AWS provider"), "{events}");
+
+    // A route deleted out of band is back after the next resync (every 2 s here).
+    let route_id =
+        routes["items"].as_array().unwrap().iter().find(|r| r["routeKey"] == "ANY /orders").unwrap()
+            ["routeId"]
+            .as_str()
+            .unwrap()
+            .to_string();
+    moto.call(hyper::Method::DELETE, &format!("/v2/apis/{api_id}/routes/{route_id}")).await;
+    eventually("the deleted route repaired", Duration::from_secs(20), || async {
+        let routes = moto.get(&format!("/v2/apis/{api_id}/routes")).await;
+        routes["items"].as_array().is_some_and(|rs| rs.iter().any(|r| r["routeKey"] == "ANY /orders"))
+    })
+    .await;
 
     // Deleting the Gateway removes the API first, then the finalizer lets the object go.
     ns.delete("gateway", "gw");

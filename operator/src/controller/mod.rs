@@ -91,7 +91,7 @@ pub async fn run(mut options: OperatorOptions) -> Result<(), String> {
     let outcome = loop {
         tokio::select! {
             _ = changed.notified() => {}
-            _ = resync.tick() => {}
+            _ = resync.tick() => controller.resyncs += 1,
             result = leading.changed() => {
                 if result.is_err() {
                     // The campaign ended: leadership was lost.
@@ -148,6 +148,8 @@ struct Controller {
     written: Arc<infra::Written>,
     recorder: Recorder,
     metrics: Arc<Metrics>,
+    /// Resync periods so far: cloud Gateways are applied again on each.
+    resyncs: u64,
     /// The cloud providers, one per ProviderConfig.
     clouds: Arc<crate::providers::Registry>,
     /// Gateways being cleaned up (finalizer still present), by `namespace/name`.
@@ -198,6 +200,7 @@ impl Controller {
             written,
             recorder,
             metrics,
+            resyncs: 0,
             clouds,
             cleaning: Arc::default(),
         }
@@ -298,7 +301,9 @@ impl Controller {
                     return None;
                 }
             }
-            return Some(Job { ir, config: None, edited: 0, object });
+            // A new resync count makes the task apply again, which observes the account and
+            // repairs changes made out of band (writing nothing when there are none).
+            return Some(Job { ir, config: None, edited: self.resyncs, object });
         }
         let subset = snapshot::subset::for_gateway(snapshot, &ir.key.namespace, &ir.key.name)?;
         let config =

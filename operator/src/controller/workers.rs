@@ -22,8 +22,8 @@ pub struct Job {
     pub ir: GatewayIr,
     /// Local Gateways: the gzipped YAML their proxies read.
     pub config: Option<Vec<u8>>,
-    /// Non-zero when an object we created for the Gateway was changed by someone else; a new
-    /// value asks for a repair.
+    /// Local Gateways: non-zero when an object we created for the Gateway was changed by
+    /// someone else. Cloud Gateways: the resync count. A new value asks for a repair.
     pub edited: u64,
     pub object: ObjectReference,
 }
