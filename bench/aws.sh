@@ -10,7 +10,7 @@ dir=$(mktemp -d)
 trap 'scripts/moto stop "$dir" >/dev/null 2>&1 || true; rm -rf "$dir"' EXIT
 scripts/moto start "$dir" 2>/dev/null
 . "$dir/env"
-export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing
+export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_EC2_METADATA_DISABLED=true
 for routes in 100 300; do
 	for mode in unlimited limited; do
 		curl -fsS -X POST "$TOLLBRIDGE_MOTO_URL/moto-api/reset" >/dev/null

@@ -292,11 +292,12 @@ async fn a_cloud_gateway_holds_a_finalizer_until_cleaned_up() {
     let _lock = exclusive().await;
     let cluster = Cluster::shared();
     let ns = cluster.namespace("cloud");
-    let config = cluster.delete_on_drop("providerconfig", &unique_name("aws"));
-    let class = cluster.delete_on_drop("gatewayclass", &unique_name("aws"));
+    // Azure: a cloud class whose provider is not in this build yet (never reaches a network).
+    let config = cluster.delete_on_drop("providerconfig", &unique_name("azure"));
+    let class = cluster.delete_on_drop("gatewayclass", &unique_name("azure"));
     cluster.apply_cluster_scoped(&format!(
         "apiVersion: tollbridge.dev/v1alpha1\nkind: ProviderConfig\nmetadata: {{name: {}}}\n\
-         spec: {{provider: AWS, aws: {{region: us-east-1, apiType: HTTP}}}}\n---\n\
+         spec: {{provider: Azure, azure: {{subscriptionID: 00000000-0000-0000-0000-000000000000, resourceGroup: rg, serviceName: apim}}}}\n---\n\
          apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {{name: {}}}\n\
          spec:\n  controllerName: {CONTROLLER_NAME}\n  parametersRef: {{group: tollbridge.dev, kind: ProviderConfig, name: {}}}\n",
         config.name(),
@@ -315,7 +316,7 @@ async fn a_cloud_gateway_holds_a_finalizer_until_cleaned_up() {
             .unwrap_or_default();
         finalizers.contains(&Value::from("tollbridge.dev/cleanup"))
             && programmed["status"] == "False"
-            && programmed["message"].as_str().is_some_and(|m| m.contains("AWS provider"))
+            && programmed["message"].as_str().is_some_and(|m| m.contains("Azure provider"))
     })
     .await;
     ns.delete("gateway", "gw");

@@ -496,6 +496,8 @@ impl ClusterProcess {
             .args(args)
             .env("KUBECONFIG", cluster.kubeconfig())
             .env("RUST_LOG", "info,tollbridge=debug")
+            // Never ask an instance metadata service for AWS credentials (no traffic off loopback).
+            .env("AWS_EC2_METADATA_DISABLED", "true")
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr)

@@ -19,6 +19,7 @@ const OWNER: &str = "tollbridge.dev/owner";
 fn settings(url: &str, api_type: &str) -> AwsSettings {
     std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
     std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
+    std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
     AwsSettings {
         region: "us-east-1".into(),
         api_type: api_type.into(),

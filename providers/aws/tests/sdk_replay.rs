@@ -71,6 +71,7 @@ fn gateway(settings: &AwsSettings, rate: u32) -> GatewayIr {
 async fn a_changed_throttle_updates_the_default_stage() {
     std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
     std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
+    std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
     let tags = json!({ "tollbridge.dev/owner": OWNER });
     let script = vec![
         exchange(
