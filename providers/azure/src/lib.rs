@@ -1,0 +1,1 @@
+//! Azure API Management provider.
