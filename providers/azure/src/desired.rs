@@ -1,0 +1,550 @@
+//! What a Gateway becomes in an API Management service: the pure mapping from the IR to the
+//! entities (with the exact request bodies), plus what cannot be expressed.
+//!
+//! Ownership is in the names: every entity id starts with `tb-<10 hex of sha256(owner)>-`, a
+//! prefix no user entity has by accident; only ids with the Gateway's prefix are ever read
+//! into a plan.
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use tollbridge_provider::{
+    ActionIr, AzureSettings, BackendIr, BackendTarget, GatewayIr, GatewayKey, HeaderModifier, KeyValueMatch,
+    PathMatch, PathModifier, QuotaPeriod, QuotaPolicyIr, RouteIr, StringMatch,
+};
+
+use crate::xml::escape;
+
+/// Entity kinds, in creation order (a kind refers only to earlier kinds).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    Backend,
+    PoolBackend,
+    Api,
+    Operation,
+    OperationPolicy,
+    Product,
+    ProductApi,
+    ProductPolicy,
+    Subscription,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Backend => "backend",
+            Kind::PoolBackend => "pool-backend",
+            Kind::Api => "api",
+            Kind::Operation => "operation",
+            Kind::OperationPolicy => "operation-policy",
+            Kind::Product => "product",
+            Kind::ProductApi => "product-api",
+            Kind::ProductPolicy => "product-policy",
+            Kind::Subscription => "subscription",
+        }
+    }
+}
+
+/// An entity: its kind and its path below the service (`apis/tb-…/operations/op-…`).
+pub type EntityKey = (Kind, String);
+
+/// The PUT body of an entity; policies are compared by their canonical XML.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Desired {
+    pub body: Value,
+}
+
+/// The owner of a Gateway's entities.
+pub fn owner(cluster_id: &str, key: &GatewayKey) -> String {
+    format!("{cluster_id}/{}/{}", key.namespace, key.name)
+}
+
+/// The id prefix of a Gateway's entities.
+pub fn prefix(owner: &str) -> String {
+    format!("tb-{}-", &hex::encode(Sha256::digest(owner.as_bytes()))[..10])
+}
+
+fn short(text: &str) -> String {
+    hex::encode(&Sha256::digest(text.as_bytes())[..5])
+}
+
+/// The entities of a Gateway and what could not be expressed.
+#[derive(Clone, Debug, Default)]
+pub struct Mapping {
+    pub entities: BTreeMap<EntityKey, Desired>,
+    pub unprovisioned: Vec<String>,
+}
+
+/// Maps a Gateway onto API Management. `now` (seconds since the epoch) decides which keys have
+/// expired.
+pub fn map(gateway: &GatewayIr, settings: &AzureSettings, cluster_id: &str, now: i64) -> Mapping {
+    let owner = owner(cluster_id, &gateway.key);
+    let prefix = prefix(&owner);
+    let mut m = Mapping::default();
+    let api_id = format!("{prefix}api");
+    let key_settings = gateway.policies.iter().find_map(|p| p.api_key.as_ref().filter(|k| k.required));
+    let mut key_names = serde_json::Map::new();
+    if let Some(k) = key_settings {
+        key_names.insert(
+            "header".into(),
+            json!(k.header.clone().unwrap_or_else(|| "ocp-apim-subscription-key".into())),
+        );
+        key_names.insert(
+            "query".into(),
+            json!(k.query_param.clone().unwrap_or_else(|| "subscription-key".into())),
+        );
+    }
+    let mut api = json!({
+        "properties": {
+            "displayName": format!("{}/{} (tollbridge)", gateway.key.namespace, gateway.key.name),
+            "description": format!("Managed by tollbridge for Gateway {owner}"),
+            "path": format!("{}-{}", gateway.key.namespace, gateway.key.name),
+            "protocols": ["https"],
+            "subscriptionRequired": key_settings.is_some(),
+        }
+    });
+    if !key_names.is_empty() {
+        api["properties"]["subscriptionKeyParameterNames"] = Value::Object(key_names);
+    }
+    m.entities.insert((Kind::Api, format!("apis/{api_id}")), Desired { body: api });
+
+    // Operations: one per method and URL template, each with the rules that land on it.
+    let mut operations: BTreeMap<(String, String), Vec<&RouteIr>> = BTreeMap::new();
+    for route in &gateway.routes {
+        let method = route.matcher.method.clone().unwrap_or_else(|| "*".into());
+        for template in templates(&route.matcher.path) {
+            operations.entry((method.clone(), template)).or_default().push(route);
+        }
+    }
+    let mut backends: BTreeMap<String, String> = BTreeMap::new();
+    for ((method, template), routes) in &operations {
+        let op_id = format!("op-{}", short(&format!("{method} {template}")));
+        let op_path = format!("apis/{api_id}/operations/{op_id}");
+        let body = json!({
+            "properties": {
+                "displayName": format!("{method} {template}"),
+                "method": method,
+                "urlTemplate": template,
+            }
+        });
+        m.entities.insert((Kind::Operation, op_path.clone()), Desired { body });
+        let policy = operation_policy(routes, &prefix, &mut backends, &mut m.unprovisioned);
+        m.entities
+            .insert((Kind::OperationPolicy, format!("{op_path}/policies/policy")), policy_body(&policy));
+    }
+    for (url, id) in &backends {
+        let body = json!({ "properties": { "url": url, "protocol": "http", "description": format!("tollbridge {owner}") } });
+        m.entities.insert((Kind::Backend, format!("backends/{id}")), Desired { body });
+    }
+    for route in &gateway.routes {
+        if let ActionIr::Forward { backends: list } = &route.action {
+            if list.len() > 1 {
+                if let Some((id, body)) = pool(list, &prefix) {
+                    m.entities.insert((Kind::PoolBackend, format!("backends/{id}")), Desired { body });
+                }
+            }
+        }
+    }
+    for policy in &gateway.policies {
+        map_product(gateway, policy, &prefix, &api_id, settings, now, &mut m);
+    }
+    m
+}
+
+/// URL templates of a path match: exact paths as they are, prefixes as the path and the path
+/// with a wildcard below it; regexes on a wildcard operation (checked in the policy).
+fn templates(path: &PathMatch) -> Vec<String> {
+    match path {
+        PathMatch::Exact(p) => vec![p.clone()],
+        PathMatch::Prefix(p) if p == "/" => vec!["/*".into()],
+        PathMatch::Prefix(p) => vec![p.clone(), format!("{}/*", p.trim_end_matches('/'))],
+        PathMatch::Regex(_) => vec!["/*".into()],
+    }
+}
+
+fn policy_body(xml: &str) -> Desired {
+    Desired { body: json!({ "properties": { "format": "rawxml", "value": xml } }) }
+}
+
+/// The id of the backend entity for a URL.
+fn backend_id(prefix: &str, url: &str) -> String {
+    format!("{prefix}be-{}", short(url))
+}
+
+fn pool(list: &[BackendIr], prefix: &str) -> Option<(String, Value)> {
+    let services: Vec<Value> = list
+        .iter()
+        .filter_map(|b| match &b.target {
+            BackendTarget::Url { url } => {
+                Some(json!({ "id": format!("/backends/{}", backend_id(prefix, url)), "weight": b.weight }))
+            }
+            _ => None,
+        })
+        .collect();
+    if services.is_empty() {
+        return None;
+    }
+    let id = format!("{prefix}pool-{}", short(&format!("{services:?}")));
+    Some((
+        id,
+        json!({ "properties": { "type": "Pool", "description": "tollbridge weighted backends", "pool": { "services": services } } }),
+    ))
+}
+
+/// The `<choose>` of an operation: one `<when>` per rule, in precedence order; no match → 404.
+fn operation_policy(
+    routes: &[&RouteIr],
+    prefix: &str,
+    backends: &mut BTreeMap<String, String>,
+    problems: &mut Vec<String>,
+) -> String {
+    let mut inbound = String::new();
+    let mut outbound = String::new();
+    let mut timeout = None;
+    for (rule, route) in routes.iter().enumerate() {
+        let condition = condition(route);
+        inbound.push_str(&format!("<when condition=\"{}\">", escape(&condition)));
+        inbound.push_str(&format!("<set-variable name=\"tb-rule\" value=\"{rule}\" />"));
+        inbound.push_str(&headers(&route.filters.request_headers));
+        if let Some(rewrite) = route.filters.url_rewrite.as_ref().and_then(|r| r.path.as_ref()) {
+            // The path below the API's own path segment, with the matched prefix replaced.
+            let template = match rewrite {
+                PathModifier::Full { path } => path.clone(),
+                PathModifier::Prefix { matched, replacement } => format!(
+                    "@(\"{}\" + context.Request.OriginalUrl.Path.Substring(context.Api.Path.Length + 1 + {}))",
+                    replacement.trim_end_matches('/'),
+                    matched.trim_end_matches('/').len()
+                ),
+            };
+            inbound.push_str(&format!(
+                "<rewrite-uri template=\"{}\" copy-unmatched-params=\"true\" />",
+                escape(&template)
+            ));
+        }
+        for mirror in &route.filters.mirrors {
+            if let BackendTarget::Url { url } = &mirror.backend.target {
+                inbound.push_str(&format!(
+                    "<send-one-way-request mode=\"copy\"><set-url>@(\"{}\" + context.Request.Url.Path)</set-url></send-one-way-request>",
+                    escape(url.trim_end_matches('/'))
+                ));
+            }
+        }
+        match &route.action {
+            ActionIr::Forward { backends: list } => match list.as_slice() {
+                [one] => match &one.target {
+                    BackendTarget::Url { url } => {
+                        let id =
+                            backends.entry(url.clone()).or_insert_with(|| backend_id(prefix, url)).clone();
+                        inbound.push_str(&format!("<set-backend-service backend-id=\"{id}\" />"));
+                        inbound.push_str(&headers(&one.request_headers));
+                    }
+                    other => {
+                        problems.push(unreachable_backend(route, one, other));
+                        inbound.push_str(&respond(500));
+                    }
+                },
+                many => {
+                    for b in many {
+                        if let BackendTarget::Url { url } = &b.target {
+                            backends.entry(url.clone()).or_insert_with(|| backend_id(prefix, url));
+                        } else {
+                            problems.push(unreachable_backend(route, b, &b.target));
+                        }
+                    }
+                    match pool(many, prefix) {
+                        Some((id, _)) => {
+                            inbound.push_str(&format!("<set-backend-service backend-id=\"{id}\" />"))
+                        }
+                        None => inbound.push_str(&respond(500)),
+                    }
+                }
+            },
+            ActionIr::Redirect(redirect) => inbound.push_str(&redirect_response(redirect)),
+            ActionIr::Respond { status } => inbound.push_str(&respond(*status)),
+        }
+        inbound.push_str("</when>");
+        if !route.filters.response_headers.is_empty() {
+            outbound.push_str(&format!(
+                "<when condition=\"{}\">{}</when>",
+                escape(&format!(
+                    "@(context.Variables.GetValueOrDefault<string>(\"tb-rule\", \"\") == \"{rule}\")"
+                )),
+                headers(&route.filters.response_headers)
+            ));
+        }
+        if timeout.is_none() {
+            timeout =
+                [route.timeouts.request_ms, route.timeouts.backend_request_ms].into_iter().flatten().min();
+        }
+    }
+    let forward = match timeout {
+        Some(ms) => format!("<forward-request timeout=\"{}\" />", ms.div_ceil(1000).max(1)),
+        None => "<forward-request />".to_string(),
+    };
+    let outbound = if outbound.is_empty() { String::new() } else { format!("<choose>{outbound}</choose>") };
+    format!(
+        "<policies><inbound><base /><choose>{inbound}<otherwise>{}</otherwise></choose></inbound>\
+         <backend>{forward}</backend><outbound><base />{outbound}</outbound><on-error><base /></on-error></policies>",
+        respond(404)
+    )
+}
+
+fn unreachable_backend(route: &RouteIr, backend: &BackendIr, target: &BackendTarget) -> String {
+    match target {
+        BackendTarget::Invalid { reason } => format!("HTTPRoute {}: backend {}: {reason}", route.id.route(), backend.name),
+        _ => format!(
+            "HTTPRoute {}: backend {} is a cluster Service; API Management reaches an ExternalName Service or a \
+             tollbridge.dev/backend-url annotation",
+            route.id.route(),
+            backend.name
+        ),
+    }
+}
+
+fn respond(status: u16) -> String {
+    format!("<return-response><set-status code=\"{status}\" /></return-response>")
+}
+
+fn redirect_response(redirect: &tollbridge_provider::RedirectIr) -> String {
+    let scheme = redirect
+        .scheme
+        .clone()
+        .map_or("context.Request.OriginalUrl.Scheme".to_string(), |s| format!("\"{s}\""));
+    let host = redirect
+        .hostname
+        .clone()
+        .map_or("context.Request.OriginalUrl.Host".to_string(), |h| format!("\"{h}\""));
+    let port = redirect.port.map_or(String::new(), |p| format!(" + \":{p}\""));
+    let path = match &redirect.path {
+        Some(PathModifier::Full { path }) => format!("\"{path}\""),
+        _ => "context.Request.OriginalUrl.Path".to_string(),
+    };
+    let location = format!("@({scheme} + \"://\" + {host}{port} + {path})");
+    format!(
+        "<return-response><set-status code=\"{}\" /><set-header name=\"Location\" exists-action=\"override\"><value>{}</value></set-header></return-response>",
+        redirect.status,
+        escape(&location)
+    )
+}
+
+fn headers(modifier: &HeaderModifier) -> String {
+    let mut out = String::new();
+    for h in &modifier.set {
+        out.push_str(&format!(
+            "<set-header name=\"{}\" exists-action=\"override\"><value>{}</value></set-header>",
+            escape(&h.name),
+            escape(&h.value)
+        ));
+    }
+    for h in &modifier.add {
+        out.push_str(&format!(
+            "<set-header name=\"{}\" exists-action=\"append\"><value>{}</value></set-header>",
+            escape(&h.name),
+            escape(&h.value)
+        ));
+    }
+    for name in &modifier.remove {
+        out.push_str(&format!("<set-header name=\"{}\" exists-action=\"delete\" />", escape(name)));
+    }
+    out
+}
+
+/// The C# condition selecting a rule: hostnames, path regex, headers and query parameters.
+fn condition(route: &RouteIr) -> String {
+    let mut parts = Vec::new();
+    let hosts: Vec<&String> = route.attachments.iter().flat_map(|a| &a.hostnames).collect();
+    if !hosts.is_empty() {
+        let checks: Vec<String> = hosts
+            .iter()
+            .map(|h| match h.strip_prefix('*') {
+                Some(suffix) => format!("context.Request.OriginalUrl.Host.EndsWith(\"{suffix}\")"),
+                None => format!("context.Request.OriginalUrl.Host == \"{h}\""),
+            })
+            .collect();
+        parts.push(format!("({})", checks.join(" || ")));
+    }
+    if let PathMatch::Regex(re) = &route.matcher.path {
+        parts.push(format!(
+            "System.Text.RegularExpressions.Regex.IsMatch(context.Request.Url.Path, \"^(?:{}))$\")",
+            re.replace('"', "\\\"")
+        ));
+    }
+    let value_check = |source: &str, m: &KeyValueMatch| {
+        match &m.value {
+        StringMatch::Exact(v) => format!("{source}.GetValueOrDefault(\"{}\", \"\") == \"{}\"", m.name, v.replace('"', "\\\"")),
+        StringMatch::Regex(re) => format!(
+            "System.Text.RegularExpressions.Regex.IsMatch({source}.GetValueOrDefault(\"{}\", \"\"), \"^(?:{})$\")",
+            m.name,
+            re.replace('"', "\\\"")
+        ),
+    }
+    };
+    for h in &route.matcher.headers {
+        parts.push(value_check("context.Request.Headers", h));
+    }
+    for q in &route.matcher.query_params {
+        parts.push(value_check("context.Request.Url.Query", q));
+    }
+    if parts.is_empty() {
+        "@(true)".into()
+    } else {
+        format!("@({})", parts.join(" && "))
+    }
+}
+
+fn map_product(
+    gateway: &GatewayIr,
+    policy: &QuotaPolicyIr,
+    prefix: &str,
+    api_id: &str,
+    settings: &AzureSettings,
+    now: i64,
+    m: &mut Mapping,
+) {
+    let keyed = policy.api_key.as_ref().is_some_and(|k| k.required);
+    if !keyed && policy.quota.is_none() && policy.rate_limit.is_none() {
+        return;
+    }
+    let product = format!("{prefix}pr-{}", short(&policy.id));
+    let body = json!({
+        "properties": {
+            "displayName": format!("{} ({}/{})", policy.id, gateway.key.namespace, gateway.key.name),
+            "description": format!("tollbridge QuotaPolicy {}", policy.id),
+            "subscriptionRequired": keyed,
+            "approvalRequired": false,
+            "state": "published",
+        }
+    });
+    m.entities.insert((Kind::Product, format!("products/{product}")), Desired { body });
+    m.entities
+        .insert((Kind::ProductApi, format!("products/{product}/apis/{api_id}")), Desired { body: json!({}) });
+    let mut limits = String::new();
+    if let Some(rate) = policy.rate_limit {
+        let calls = u64::from(rate.requests).max(1);
+        let period = rate.period_seconds.max(1);
+        let tag = if keyed { "rate-limit" } else { "rate-limit-by-key" };
+        let key =
+            if keyed { String::new() } else { " counter-key=\"@(context.Request.IpAddress)\"".to_string() };
+        limits.push_str(&format!("<{tag} calls=\"{calls}\" renewal-period=\"{period}\"{key} />"));
+    }
+    if let Some(quota) = policy.quota {
+        let period = match quota.period {
+            QuotaPeriod::Day => 86_400,
+            QuotaPeriod::Week => 604_800,
+            QuotaPeriod::Month => 2_592_000,
+        };
+        let consumption = settings
+            .tier
+            .as_deref()
+            .is_some_and(|t| t.eq_ignore_ascii_case("Consumption") || t.ends_with("V2"));
+        if keyed || consumption {
+            limits.push_str(&format!("<quota calls=\"{}\" renewal-period=\"{period}\" />", quota.requests));
+        } else {
+            limits.push_str(&format!(
+                "<quota-by-key calls=\"{}\" renewal-period=\"{period}\" counter-key=\"@(context.Request.IpAddress)\" />",
+                quota.requests
+            ));
+        }
+        if quota.period == QuotaPeriod::Month {
+            m.unprovisioned.push(format!(
+                "QuotaPolicy {}: API Management quotas renew every 30 days, not on calendar months",
+                policy.id
+            ));
+        }
+    }
+    let xml = format!(
+        "<policies><inbound><base />{limits}</inbound><backend><base /></backend><outbound><base /></outbound><on-error><base /></on-error></policies>"
+    );
+    m.entities
+        .insert((Kind::ProductPolicy, format!("products/{product}/policies/policy")), policy_body(&xml));
+    for key in &policy.keys {
+        let id = format!("{prefix}sb-{}-{}", short(&key.id), key.key_id());
+        let active = !key.disabled && key.expires_at.is_none_or(|at| at > now);
+        let body = json!({
+            "properties": {
+                "scope": format!("/products/{product}"),
+                "displayName": format!("{} ({})", key.consumer, key.id),
+                "primaryKey": key.value.expose(),
+                "state": if active { "active" } else { "suspended" },
+            }
+        });
+        m.entities.insert((Kind::Subscription, format!("subscriptions/{id}")), Desired { body });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tollbridge_provider::*;
+
+    use super::*;
+
+    fn route(name: &str, path: PathMatch, url: &str) -> RouteIr {
+        RouteIr {
+            id: RouteId { namespace: "shop".into(), name: name.into(), ..RouteId::default() },
+            attachments: vec![AttachmentIr {
+                listener: "https".into(),
+                hostnames: vec!["api.example.com".into()],
+            }],
+            matcher: MatchIr { path, method: None, headers: Vec::new(), query_params: Vec::new() },
+            filters: FiltersIr::default(),
+            action: ActionIr::Forward {
+                backends: vec![BackendIr {
+                    name: "shop/a:443".into(),
+                    weight: 1,
+                    target: BackendTarget::Url { url: url.into() },
+                    request_headers: HeaderModifier::default(),
+                    response_headers: HeaderModifier::default(),
+                }],
+            },
+            timeouts: TimeoutsIr::default(),
+            policy: None,
+        }
+    }
+
+    fn gateway(routes: Vec<RouteIr>) -> GatewayIr {
+        GatewayIr {
+            key: GatewayKey { namespace: "shop".into(), name: "gw".into(), uid: "u".into(), generation: 1 },
+            provider: ProviderSettings::Local(LocalSettings::default()),
+            listeners: Vec::new(),
+            routes,
+            policies: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn every_entity_id_carries_the_owner_prefix() {
+        let m = map(
+            &gateway(vec![route("a", PathMatch::Prefix("/a".into()), "https://a.example.com")]),
+            &AzureSettings::default(),
+            "c",
+            0,
+        );
+        let prefix = prefix("c/shop/gw");
+        for (_, path) in m.entities.keys() {
+            let id = path.split('/').nth(1).unwrap();
+            assert!(id.starts_with(&prefix), "{path}");
+        }
+        let kinds: Vec<Kind> = m.entities.keys().map(|(k, _)| *k).collect();
+        assert!(kinds.contains(&Kind::Backend) && kinds.contains(&Kind::OperationPolicy));
+    }
+
+    #[test]
+    fn rules_sharing_a_path_become_one_operation_with_a_choose() {
+        let mut by_header = route("a", PathMatch::Exact("/a".into()), "https://v2.example.com");
+        by_header
+            .matcher
+            .headers
+            .push(KeyValueMatch { name: "x-version".into(), value: StringMatch::Exact("2".into()) });
+        let plain = route("b", PathMatch::Exact("/a".into()), "https://v1.example.com");
+        let m = map(&gateway(vec![by_header, plain]), &AzureSettings::default(), "c", 0);
+        let policies: Vec<&Desired> =
+            m.entities.iter().filter(|((k, _), _)| *k == Kind::OperationPolicy).map(|(_, d)| d).collect();
+        assert_eq!(policies.len(), 1);
+        let xml = policies[0].body["properties"]["value"].as_str().unwrap();
+        let first = xml.find("x-version").unwrap();
+        let second = xml.rfind("<when ").unwrap();
+        assert!(first < second, "rules keep their precedence: {xml}");
+        assert!(xml.contains("<otherwise><return-response><set-status code=\"404\" />"), "{xml}");
+    }
+}
