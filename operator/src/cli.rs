@@ -454,31 +454,67 @@ async fn plan_one(
     args: &CloudArgs,
     execute: bool,
 ) -> Result<(), String> {
-    let tollbridge_provider::ProviderSettings::Aws(settings) = &gateway.provider else {
-        return Err(format!("the {} provider is not part of this build yet", gateway.provider.kind_name()));
-    };
-    let provider =
-        tollbridge_aws::AwsProvider::new(settings, &args.cluster_id, aws_options(args.aws_call_rate)).await;
-    let plan = provider.plan(gateway).await.map_err(|e| e.to_string())?;
-    println!(
-        "Gateway {} → Amazon API Gateway ({} in {}), owner tag {}",
-        gateway.key.id(),
-        plan.api_type,
-        settings.region,
-        plan.owner
-    );
-    for change in &plan.changes {
-        println!("  {change}");
-    }
-    for left_out in &plan.unprovisioned {
-        println!("  ! not provisioned: {left_out}");
-    }
-    println!("  {}", tollbridge_aws::changes::summary(&plan.changes));
-    if execute {
-        let provisioned = provider.execute(&plan).await.map_err(|e| e.to_string())?;
-        println!("  applied; addresses: {}", provisioned.addresses.join(", "));
+    match &gateway.provider {
+        tollbridge_provider::ProviderSettings::Aws(settings) => {
+            let provider =
+                tollbridge_aws::AwsProvider::new(settings, &args.cluster_id, aws_options(args.aws_call_rate))
+                    .await;
+            let plan = provider.plan(gateway).await.map_err(|e| e.to_string())?;
+            let target = format!("Amazon API Gateway ({} in {})", plan.api_type, settings.region);
+            let lines: Vec<String> = plan.changes.iter().map(ToString::to_string).collect();
+            print_plan(
+                gateway,
+                &target,
+                &plan.owner,
+                &lines,
+                &plan.unprovisioned,
+                &tollbridge_aws::changes::summary(&plan.changes),
+            );
+            if execute {
+                let provisioned = provider.execute(&plan).await.map_err(|e| e.to_string())?;
+                println!("  applied; addresses: {}", provisioned.addresses.join(", "));
+            }
+        }
+        tollbridge_provider::ProviderSettings::Azure(settings) => {
+            let provider = tollbridge_azure::AzureProvider::new(settings, &args.cluster_id, None)
+                .map_err(|e| e.to_string())?;
+            let plan = provider.plan(gateway).await.map_err(|e| e.to_string())?;
+            let target = format!("Azure API Management service {}", settings.service_name);
+            let lines: Vec<String> = plan.changes.iter().map(ToString::to_string).collect();
+            print_plan(
+                gateway,
+                &target,
+                &plan.owner,
+                &lines,
+                &plan.unprovisioned,
+                &tollbridge_azure::summary(&plan.changes),
+            );
+            if execute {
+                let provisioned = provider.execute(&plan).await.map_err(|e| e.to_string())?;
+                println!("  applied; addresses: {}", provisioned.addresses.join(", "));
+            }
+        }
+        tollbridge_provider::ProviderSettings::Local(_) => {}
     }
     Ok(())
+}
+
+fn print_plan(
+    gateway: &tollbridge_provider::GatewayIr,
+    target: &str,
+    owner: &str,
+    changes: &[String],
+    unprovisioned: &[String],
+    summary: &str,
+) {
+    println!("Gateway {} → {target}, owner {owner}", gateway.key.id());
+    for change in changes {
+        println!("  {change}");
+    }
+    for left_out in unprovisioned {
+        println!("  ! not provisioned: {left_out}");
+    }
+    println!("  {summary}");
 }
 
 /// The account's limits, with the overall rate (and burst) scaled to `rate`.

@@ -1,29 +1,20 @@
 //! Which provider serves a Gateway, and what it can express.
 //!
-//! The AWS tables come from the `tollbridge-aws` crate; Azure's (DESIGN §5) live here until its
-//! crate exists. The translator only ever sees them through [`capabilities`].
+//! The tables come from the provider crates; the translator only ever sees them through
+//! [`capabilities`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use tollbridge_provider::{Capabilities, Feature, Provider, ProviderSettings};
+use tollbridge_provider::{Capabilities, Provider, ProviderSettings};
 
 /// The capabilities of the provider a resolved ProviderConfig selects.
 pub fn capabilities(settings: &ProviderSettings) -> Capabilities {
     match settings {
         ProviderSettings::Local(_) => Capabilities::everything("the tollbridge local proxy"),
         ProviderSettings::Aws(aws) => tollbridge_aws::capabilities_for(aws),
-        ProviderSettings::Azure(_) => azure_api_management(),
+        ProviderSettings::Azure(_) => tollbridge_azure::capabilities(),
     }
-}
-
-fn azure_api_management() -> Capabilities {
-    let unsupported =
-        [Feature::GatewayStaticAddresses, Feature::HTTPRouteParentRefPort, Feature::GatewayPort8080];
-    Capabilities::with(
-        "Azure API Management",
-        Feature::ALL.iter().copied().filter(|f| !unsupported.contains(f)),
-    )
 }
 
 /// The cloud providers in use, one per distinct ProviderConfig, created on first use and
@@ -51,6 +42,12 @@ impl Registry {
             ProviderSettings::Aws(aws) => {
                 Arc::new(tollbridge_aws::AwsProvider::new(aws, &self.cluster_id, self.aws.clone()).await)
             }
+            ProviderSettings::Azure(azure) => {
+                match tollbridge_azure::AzureProvider::new(azure, &self.cluster_id, None) {
+                    Ok(provider) => Arc::new(provider),
+                    Err(e) => Arc::new(Unavailable::because(settings, e.to_string())),
+                }
+            }
             other => Arc::new(Unavailable::new(other)),
         };
         providers.insert(key, provider.clone());
@@ -58,16 +55,21 @@ impl Registry {
     }
 }
 
-/// Stands in for a cloud provider this build does not include: every apply fails with a
-/// message saying so (not retried); delete succeeds, as nothing was ever provisioned.
+/// Stands in for a provider that cannot work (it could not be set up, e.g. no credentials):
+/// every apply fails with the reason (not retried); delete succeeds, as nothing was provisioned.
 pub struct Unavailable {
-    name: &'static str,
+    reason: String,
     capabilities: Capabilities,
 }
 
 impl Unavailable {
     pub fn new(settings: &ProviderSettings) -> Self {
-        Self { name: settings.kind_name(), capabilities: capabilities(settings) }
+        let reason = format!("the {} provider is not part of this tollbridge build", settings.kind_name());
+        Self::because(settings, reason)
+    }
+
+    pub fn because(settings: &ProviderSettings, reason: String) -> Self {
+        Self { reason, capabilities: capabilities(settings) }
     }
 }
 
@@ -81,10 +83,7 @@ impl Provider for Unavailable {
         &self,
         _: &tollbridge_provider::GatewayIr,
     ) -> Result<tollbridge_provider::Provisioned, tollbridge_provider::ProviderError> {
-        Err(tollbridge_provider::ProviderError::Invalid(format!(
-            "the {} provider is not part of this tollbridge build yet",
-            self.name
-        )))
+        Err(tollbridge_provider::ProviderError::Invalid(self.reason.clone()))
     }
 
     async fn delete(
