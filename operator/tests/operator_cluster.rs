@@ -10,6 +10,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use support::cluster::{exclusive, unique_name, Cluster, Operator, Proxy, TestNamespace, CONTROLLER_NAME};
 use support::eventually;
+use support::moto::MotoServer;
 use support::process::free_port;
 
 const CONVERGE: Duration = Duration::from_secs(30);
@@ -505,52 +506,6 @@ async fn a_missing_crd_is_reported_and_waited_for() {
     })
     .await;
     assert!(op.is_running());
-}
-
-/// moto's server: the one `scripts/test` started, or one started for this test.
-struct MotoServer {
-    url: String,
-    dir: Option<tempfile::TempDir>,
-}
-
-impl MotoServer {
-    fn start() -> MotoServer {
-        if let Ok(url) = std::env::var("TOLLBRIDGE_MOTO_URL") {
-            return MotoServer { url, dir: None };
-        }
-        let dir = tempfile::tempdir().expect("temp dir for moto");
-        let script = format!("{}/../scripts/moto", env!("CARGO_MANIFEST_DIR"));
-        let status = std::process::Command::new(&script)
-            .arg("start")
-            .arg(dir.path())
-            .status()
-            .expect("run scripts/moto");
-        assert!(status.success(), "scripts/moto start failed");
-        let env = std::fs::read_to_string(dir.path().join("env")).expect("moto env");
-        let url = env.trim().trim_start_matches("export TOLLBRIDGE_MOTO_URL=").to_string();
-        MotoServer { url, dir: Some(dir) }
-    }
-
-    /// `GET` an API Gateway path; moto picks the service from the credential scope.
-    async fn get(&self, path: &str) -> Value {
-        self.call(hyper::Method::GET, path).await.json()
-    }
-
-    async fn call(&self, method: hyper::Method, path: &str) -> support::client::Resp {
-        let auth = "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/apigateway/aws4_request, \
-                    SignedHeaders=host, Signature=0";
-        let client = support::client::Client::new();
-        client.request(method, &format!("{}{path}", self.url), &[("authorization", auth)], "").await
-    }
-}
-
-impl Drop for MotoServer {
-    fn drop(&mut self) {
-        if let Some(dir) = &self.dir {
-            let script = format!("{}/../scripts/moto", env!("CARGO_MANIFEST_DIR"));
-            let _ = std::process::Command::new(script).arg("stop").arg(dir.path()).status();
-        }
-    }
 }
 
 #[tokio::test]

@@ -8,6 +8,7 @@
 
 pub mod client;
 pub mod cluster;
+pub mod moto;
 pub mod process;
 pub mod recorder;
 pub mod tls;
