@@ -127,6 +127,9 @@ impl ArmClient {
             "{endpoint}/subscriptions/{}/resourceGroups/{}/providers/Microsoft.ApiManagement/service/{}",
             settings.subscription_id, settings.resource_group, settings.service_name
         );
+        // The process's TLS provider: ring, as everywhere else in tollbridge (already installed
+        // is fine).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
             .connect_timeout(Duration::from_secs(10))
@@ -172,12 +175,19 @@ impl ArmClient {
         body: &Value,
         if_match: Option<&str>,
     ) -> Result<Entity, ProviderError> {
-        self.send(Method::PUT, path, Some(body), if_match).await.map_err(CallError::into_error)
+        // A `null` body sends none (links such as a product's API take no body).
+        let body = (!body.is_null()).then_some(body);
+        self.send(Method::PUT, path, body, if_match).await.map_err(CallError::into_error)
     }
 
-    /// Deletes an entity (`If-Match: *` unless an ETag is given); one already gone is fine.
+    /// Deletes an entity (`If-Match: *` unless an ETag is given; `""` sends none); one
+    /// already gone is fine.
     pub async fn delete(&self, path: &str, if_match: Option<&str>) -> Result<(), ProviderError> {
-        match self.send(Method::DELETE, path, None, Some(if_match.unwrap_or("*"))).await {
+        let if_match = match if_match {
+            Some("") => None,
+            other => Some(other.unwrap_or("*")),
+        };
+        match self.send(Method::DELETE, path, None, if_match).await {
             Ok(_) | Err(CallError::NotFound) => Ok(()),
             Err(CallError::Failed(e)) => Err(e),
         }

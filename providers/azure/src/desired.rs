@@ -186,10 +186,20 @@ fn pool(list: &[BackendIr], prefix: &str) -> Option<(String, Value)> {
         return None;
     }
     let id = format!("{prefix}pool-{}", short(&format!("{services:?}")));
-    Some((
-        id,
-        json!({ "properties": { "type": "Pool", "description": "tollbridge weighted backends", "pool": { "services": services } } }),
-    ))
+    // The 2024-05-01 description requires `url` and `protocol` on every backend, pools too:
+    // the first member's URL stands in.
+    let url = list.iter().find_map(|b| match &b.target {
+        BackendTarget::Url { url } => Some(url.clone()),
+        _ => None,
+    });
+    let body = json!({ "properties": {
+        "type": "Pool",
+        "url": url,
+        "protocol": "http",
+        "description": "tollbridge weighted backends",
+        "pool": { "services": services },
+    } });
+    Some((id, body))
 }
 
 /// The `<choose>` of an operation: one `<when>` per rule, in precedence order; no match → 404.
@@ -417,8 +427,10 @@ fn map_product(
         }
     });
     m.entities.insert((Kind::Product, format!("products/{product}")), Desired { body });
-    m.entities
-        .insert((Kind::ProductApi, format!("products/{product}/apis/{api_id}")), Desired { body: json!({}) });
+    m.entities.insert(
+        (Kind::ProductApi, format!("products/{product}/apis/{api_id}")),
+        Desired { body: Value::Null },
+    );
     let mut limits = String::new();
     if let Some(rate) = policy.rate_limit {
         let calls = u64::from(rate.requests).max(1);

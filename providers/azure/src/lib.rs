@@ -81,9 +81,11 @@ pub fn summary(changes: &[Change]) -> String {
 const WRITE_ONLY: &[&str] = &["primaryKey", "secondaryKey"];
 
 /// Whether every field of `want` is in `have` with the same value (objects recursively;
-/// other values, arrays included, must be equal).
+/// other values, arrays included, must be equal). A relative reference we wrote (`scope:
+/// /products/p`) comes back as a full resource id ending with it.
 fn contains(want: &Value, have: &Value) -> bool {
     match (want, have) {
+        (Value::String(w), Value::String(h)) if w.starts_with('/') => h == w || h.ends_with(w.as_str()),
         (Value::Object(w), Value::Object(h)) => w
             .iter()
             .filter(|(k, _)| !WRITE_ONLY.contains(&k.as_str()))
@@ -267,7 +269,9 @@ impl AzureProvider {
                         Kind::Product => format!("{}?deleteSubscriptions=true", key.1),
                         _ => key.1.clone(),
                     };
-                    self.client.delete(&path, None).await?;
+                    // The link of an API to a product is deleted without an ETag.
+                    let if_match = if key.0 == Kind::ProductApi { Some("") } else { None };
+                    self.client.delete(&path, if_match).await?;
                 }
             }
         }

@@ -1,0 +1,358 @@
+//! The Azure API Management provider against the fake service (tests/support), every request
+//! validated against Microsoft's API description by Prism: the lifecycle, the mapping rows,
+//! products and subscriptions, long-running operations, ETag conflicts, injected 429/500,
+//! drift repair, no writes on a no-op resync, and nothing left after delete.
+
+mod support;
+
+use std::sync::Arc;
+
+use support::{Apim, Fault, Kind, Lro, Rule};
+use tollbridge_azure::arm::StaticToken;
+use tollbridge_azure::AzureProvider;
+use tollbridge_provider::*;
+
+fn provider(apim: &Apim) -> AzureProvider {
+    let settings = AzureSettings {
+        subscription_id: apim.subscription_id().into(),
+        resource_group: apim.resource_group().into(),
+        service_name: apim.service_name().into(),
+        endpoint: Some(apim.url().into()),
+        credential: "WorkloadIdentity".into(),
+        tier: Some("Developer".into()),
+    };
+    AzureProvider::new(&settings, "cluster", Some(Arc::new(StaticToken(apim.token().into()))))
+        .expect("provider")
+}
+
+fn backend(url: &str, weight: u32) -> BackendIr {
+    BackendIr {
+        name: format!("shop/{url}"),
+        weight,
+        target: BackendTarget::Url { url: url.into() },
+        request_headers: HeaderModifier::default(),
+        response_headers: HeaderModifier::default(),
+    }
+}
+
+fn route(name: &str, path: PathMatch, backends: Vec<BackendIr>) -> RouteIr {
+    RouteIr {
+        id: RouteId { namespace: "shop".into(), name: name.into(), ..RouteId::default() },
+        attachments: vec![AttachmentIr {
+            listener: "https".into(),
+            hostnames: vec!["api.shop.example".into()],
+        }],
+        matcher: MatchIr { path, method: None, headers: Vec::new(), query_params: Vec::new() },
+        filters: FiltersIr::default(),
+        action: ActionIr::Forward { backends },
+        timeouts: TimeoutsIr::default(),
+        policy: None,
+    }
+}
+
+/// Routes covering the mapping rows: exact and prefix paths, method, header/query/regex
+/// matches on one path, weighted backends, header modifiers both ways, rewrite, redirect,
+/// mirror, timeout, and a rule guarded by the keyed policy.
+fn routes() -> Vec<RouteIr> {
+    let mut v2 = route(
+        "orders-v2",
+        PathMatch::Prefix("/orders".into()),
+        vec![backend("https://orders-v2.example.com", 1)],
+    );
+    v2.matcher
+        .headers
+        .push(KeyValueMatch { name: "x-version".into(), value: StringMatch::Exact("2".into()) });
+    v2.matcher
+        .query_params
+        .push(KeyValueMatch { name: "beta".into(), value: StringMatch::Regex("t.*".into()) });
+    let mut orders =
+        route("orders", PathMatch::Prefix("/orders".into()), vec![backend("https://orders.example.com", 1)]);
+    orders
+        .filters
+        .request_headers
+        .set
+        .push(HeaderValue { name: "x-env".into(), value: "prod & \"blue\"".into() });
+    orders.filters.request_headers.remove.push("x-debug".into());
+    orders
+        .filters
+        .response_headers
+        .add
+        .push(HeaderValue { name: "x-served-by".into(), value: "tollbridge".into() });
+    orders.timeouts.request_ms = Some(12_500);
+    orders.policy = Some("shop/gold".into());
+    let mut canary = route(
+        "canary",
+        PathMatch::Exact("/checkout".into()),
+        vec![backend("https://checkout-a.example.com", 90), backend("https://checkout-b.example.com", 10)],
+    );
+    canary.matcher.method = Some("POST".into());
+    let mut legacy =
+        route("legacy", PathMatch::Prefix("/old".into()), vec![backend("https://legacy.example.com", 1)]);
+    legacy.filters.url_rewrite = Some(UrlRewrite {
+        hostname: None,
+        path: Some(PathModifier::Prefix { matched: "/old".into(), replacement: "/new".into() }),
+    });
+    legacy.filters.mirrors.push(MirrorIr {
+        backend: backend("https://shadow.example.com", 1),
+        numerator: 1,
+        denominator: 1,
+    });
+    let mut moved = route("moved", PathMatch::Exact("/moved".into()), Vec::new());
+    moved.action = ActionIr::Redirect(RedirectIr {
+        scheme: Some("https".into()),
+        hostname: Some("www.shop.example".into()),
+        port: None,
+        path: Some(PathModifier::Full { path: "/new-home".into() }),
+        status: 301,
+    });
+    let regex =
+        route("ids", PathMatch::Regex("/items/[0-9]+".into()), vec![backend("https://items.example.com", 1)]);
+    vec![v2, orders, canary, legacy, moved, regex]
+}
+
+fn key(id: &str, value: &str, sha: &str) -> ApiKeyIr {
+    ApiKeyIr {
+        id: id.into(),
+        consumer: id.rsplit('/').next().unwrap_or(id).into(),
+        sha256: sha.repeat(64 / sha.len()),
+        value: SecretString::new(value),
+        disabled: false,
+        expires_at: None,
+    }
+}
+
+fn gateway(keys: Vec<ApiKeyIr>) -> GatewayIr {
+    GatewayIr {
+        key: GatewayKey { namespace: "shop".into(), name: "web".into(), uid: "u".into(), generation: 1 },
+        provider: ProviderSettings::Local(LocalSettings::default()),
+        listeners: Vec::new(),
+        routes: routes(),
+        policies: vec![QuotaPolicyIr {
+            id: "shop/gold".into(),
+            api_key: Some(ApiKeySettingsIr {
+                required: true,
+                header: Some("x-api-key".into()),
+                query_param: None,
+                consumer_header: "x-consumer".into(),
+            }),
+            rate_limit: Some(RateLimitIr { requests: 10, period_seconds: 1, burst: 20 }),
+            quota: Some(QuotaIr { requests: 1000, period: QuotaPeriod::Day }),
+            keys,
+        }],
+    }
+}
+
+fn alice() -> ApiKeyIr {
+    key("shop/alice", "alice-secret-key-0123456789", "a1")
+}
+
+fn policy_of(apim: &Apim, kind: Kind, contains: &str) -> String {
+    apim.paths(kind)
+        .into_iter()
+        .filter_map(|p| apim.policy(&p))
+        .find(|xml| xml.contains(contains))
+        .unwrap_or_else(|| panic!("no {kind:?} policy containing {contains:?}"))
+}
+
+#[tokio::test]
+async fn lifecycle_and_every_mapping_row() {
+    let apim = Apim::start().await;
+    let azure = provider(&apim);
+    let gw = gateway(vec![alice()]);
+
+    let provisioned = azure.apply(&gw).await.expect("apply");
+    assert_eq!(provisioned.addresses, [format!("{}.azure-api.net", apim.service_name())]);
+    let apis = apim.paths(Kind::Api);
+    assert_eq!(apis.len(), 1, "{apis:?}");
+    let api = apim.properties(&apis[0]).unwrap();
+    assert_eq!(api["path"], "shop-web");
+    assert_eq!(api["subscriptionRequired"], true);
+    assert_eq!(api["subscriptionKeyParameterNames"]["header"], "x-api-key");
+
+    let mut operations: Vec<String> = apim
+        .paths(Kind::Operation)
+        .iter()
+        .map(|p| {
+            let props = apim.properties(p).unwrap();
+            format!("{} {}", props["method"].as_str().unwrap(), props["urlTemplate"].as_str().unwrap())
+        })
+        .collect();
+    operations.sort();
+    assert_eq!(
+        operations,
+        ["* /*", "* /moved", "* /old", "* /old/*", "* /orders", "* /orders/*", "POST /checkout"]
+    );
+
+    // Two rules on /orders: one <choose>, the header/query rule first, then the plain one.
+    let orders = policy_of(&apim, Kind::OperationPolicy, "x-version");
+    assert!(orders.find("x-version").unwrap() < orders.find("x-env").unwrap(), "{orders}");
+    assert!(orders.contains("beta"), "{orders}");
+    assert!(orders.contains("exists-action=\"delete\""), "{orders}");
+    assert!(orders.contains("x-served-by"), "response header in <outbound>: {orders}");
+    assert!(orders.contains("timeout=\"13\""), "{orders}");
+    assert!(orders.contains("api.shop.example"), "hostname check: {orders}");
+    let legacy = policy_of(&apim, Kind::OperationPolicy, "rewrite-uri");
+    assert!(legacy.contains("send-one-way-request"), "{legacy}");
+    let moved = policy_of(&apim, Kind::OperationPolicy, "Location");
+    assert!(moved.contains("code=\"301\"") && moved.contains("www.shop.example"), "{moved}");
+    let regex = policy_of(&apim, Kind::OperationPolicy, "Regex.IsMatch(context.Request.Url.Path");
+    assert!(regex.contains("items"), "{regex}");
+
+    // Backends and the weighted pool.
+    let backends: Vec<serde_json::Value> =
+        apim.paths(Kind::Backend).iter().map(|p| apim.properties(p).unwrap()).collect();
+    let pool = backends.iter().find(|b| b["type"] == "Pool").expect("a pool backend");
+    let weights: Vec<u64> =
+        pool["pool"]["services"].as_array().unwrap().iter().map(|s| s["weight"].as_u64().unwrap()).collect();
+    assert_eq!(weights, [90, 10]);
+    assert!(backends.iter().any(|b| b["url"] == "https://orders.example.com"));
+
+    // Product, its API, its policy, the subscription with the Secret's key.
+    let products = apim.paths(Kind::Product);
+    assert_eq!(products.len(), 1);
+    let product = apim.properties(&products[0]).unwrap();
+    assert_eq!(
+        (product["subscriptionRequired"].clone(), product["state"].clone()),
+        (true.into(), "published".into())
+    );
+    assert_eq!(apim.paths(Kind::ProductApi).len(), 1);
+    let limits = policy_of(&apim, Kind::ProductPolicy, "rate-limit");
+    assert!(
+        limits.contains("calls=\"10\"") && limits.contains("<quota calls=\"1000\" renewal-period=\"86400\""),
+        "{limits}"
+    );
+    let subscriptions = apim.names(Kind::Subscription);
+    assert_eq!(subscriptions.len(), 1);
+    let subscription = apim.properties(&format!("subscriptions/{}", subscriptions[0])).unwrap();
+    assert_eq!(subscription["state"], "active");
+    assert_eq!(apim.secrets(&subscriptions[0]).unwrap().0, "alice-secret-key-0123456789");
+
+    // Nothing changed: nothing written (policies compared in canonical form).
+    let left: Vec<String> =
+        azure.plan(&gw).await.expect("plan").changes.iter().map(ToString::to_string).collect();
+    assert!(left.is_empty(), "{left:?}");
+    let writes = apim.writes();
+    azure.apply(&gw).await.expect("no-op apply");
+    assert_eq!(apim.writes() - writes, 0, "{}", apim.log());
+
+    // One (prefix) route changed: a new backend, the policies of its two operations (`/old`,
+    // `/old/*`), the old backend deleted.
+    let mut changed = gw.clone();
+    changed.routes[3].action =
+        ActionIr::Forward { backends: vec![backend("https://legacy-v2.example.com", 1)] };
+    let plan = azure.plan(&changed).await.expect("plan");
+    let steps: Vec<String> = plan.changes.iter().map(ToString::to_string).collect();
+    assert_eq!(steps.len(), 4, "{steps:?}");
+    let writes = apim.writes();
+    azure.execute(&plan).await.expect("execute");
+    // Each update reads the entity's ETag first (a GET), so writes equal the changes.
+    assert_eq!(apim.writes() - writes, 4, "{}", apim.log());
+
+    // Alice disabled: her subscription suspended.
+    let mut disabled = alice();
+    disabled.disabled = true;
+    azure.apply(&gateway(vec![disabled])).await.expect("disable");
+    let subscription = apim.properties(&format!("subscriptions/{}", subscriptions[0])).unwrap();
+    assert_eq!(subscription["state"], "suspended");
+
+    azure.delete(&gw.key).await.expect("delete");
+    assert!(
+        apim.entities().is_empty(),
+        "left behind: {:?}",
+        apim.entities().iter().map(|e| e.path.clone()).collect::<Vec<_>>()
+    );
+    apim.assert_no_refusals();
+}
+
+#[tokio::test]
+async fn long_running_operations_conflicts_and_faults_converge() {
+    let apim = Apim::start().await;
+    let azure = provider(&apim);
+    apim.set_lro(Some(Lro::new(2)));
+    apim.add(Rule::next(3, Fault::Throttle).writes());
+    apim.add(Rule::every(5, Fault::InternalError).writes());
+    let gw = gateway(vec![alice()]);
+    azure.apply(&gw).await.expect("apply through 429s, 500s and long-running operations");
+    assert!(apim.injected() >= 3, "{}", apim.log());
+    apim.clear_rules();
+
+    // Someone edits an operation's policy between our read and our write: the write is
+    // refused (412) and the next pass starts over from what is there.
+    let mut changed = gw.clone();
+    changed.routes[1].filters.request_headers.set[0].value = "staging".into();
+    let plan = azure.plan(&changed).await.expect("plan");
+    let policy = apim
+        .paths(Kind::OperationPolicy)
+        .into_iter()
+        .find(|p| apim.policy(p).is_some_and(|x| x.contains("x-env")))
+        .unwrap();
+    let operation = policy.trim_end_matches("/policies/policy").to_string();
+    apim.mutate(&operation, |props| props["description"] = "edited by hand".into());
+    let first = azure.execute(&plan).await;
+    let converged = match first {
+        Ok(_) => azure.apply(&changed).await,
+        Err(_) => azure.apply(&changed).await,
+    };
+    converged.expect("converges after a conflict");
+    assert!(policy_of(&apim, Kind::OperationPolicy, "x-env").contains("staging"));
+    let writes = apim.writes();
+    azure.apply(&changed).await.expect("no-op");
+    assert_eq!(apim.writes() - writes, 0, "{}", apim.log());
+    azure.delete(&gw.key).await.expect("delete");
+    assert!(apim.entities().is_empty());
+}
+
+#[tokio::test]
+async fn drift_is_repaired_and_look_alikes_are_left_alone() {
+    let apim = Apim::start().await;
+    let azure = provider(&apim);
+    // A user's own entities, one with a name like ours.
+    apim.seed(
+        "apis/orders",
+        serde_json::json!({ "displayName": "Orders", "path": "orders", "protocols": ["https"] }),
+    );
+    apim.seed(
+        "backends/tb-0000000000-be-x",
+        serde_json::json!({ "url": "https://x.example.com", "protocol": "http" }),
+    );
+    let gw = gateway(vec![alice()]);
+    azure.apply(&gw).await.expect("apply");
+
+    // Out-of-band: a policy replaced, a backend's URL changed, an operation deleted.
+    let policy = apim
+        .paths(Kind::OperationPolicy)
+        .into_iter()
+        .find(|p| apim.policy(p).is_some_and(|x| x.contains("rewrite-uri")))
+        .unwrap();
+    apim.put_policy(&policy, "<policies><inbound><base /></inbound><backend><base /></backend><outbound><base /></outbound><on-error><base /></on-error></policies>");
+    let orders = apim
+        .paths(Kind::Backend)
+        .into_iter()
+        .find(|p| apim.properties(p).unwrap()["url"] == "https://orders.example.com")
+        .unwrap();
+    apim.mutate(&orders, |props| props["url"] = "https://evil.example.com".into());
+    let checkout = apim
+        .paths(Kind::Operation)
+        .into_iter()
+        .find(|p| apim.properties(p).unwrap()["urlTemplate"] == "/checkout")
+        .unwrap();
+    apim.remove(&checkout);
+
+    let plan = azure.plan(&gw).await.expect("plan");
+    assert_eq!(
+        plan.changes.len(),
+        4,
+        "{:?}",
+        plan.changes.iter().map(ToString::to_string).collect::<Vec<_>>()
+    );
+    azure.execute(&plan).await.expect("repair");
+    assert_eq!(apim.properties(&orders).unwrap()["url"], "https://orders.example.com");
+    assert!(apim.policy(&policy).unwrap().contains("rewrite-uri"));
+    let writes = apim.writes();
+    azure.apply(&gw).await.expect("converged");
+    assert_eq!(apim.writes() - writes, 0, "{}", apim.log());
+
+    azure.delete(&gw.key).await.expect("delete");
+    let left: Vec<String> = apim.entities().iter().map(|e| e.path.clone()).collect();
+    assert_eq!(left, ["apis/orders", "backends/tb-0000000000-be-x"]);
+}
