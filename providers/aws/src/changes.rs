@@ -23,7 +23,11 @@ pub enum Kind {
     UsagePlan,
     ApiKey,
     UsagePlanKey,
-    // Both
+    /// A custom domain of a REST API (the v1 API's own domain names).
+    RestDomainName,
+    /// Maps a REST custom domain to the API's stage.
+    BasePathMapping,
+    // HTTP APIs' custom domains
     DomainName,
     ApiMapping,
 }
@@ -42,6 +46,8 @@ impl Kind {
             Kind::UsagePlan => "usage-plan",
             Kind::ApiKey => "api-key",
             Kind::UsagePlanKey => "usage-plan-key",
+            Kind::RestDomainName => "rest-domain-name",
+            Kind::BasePathMapping => "base-path-mapping",
             Kind::DomainName => "domain-name",
             Kind::ApiMapping => "api-mapping",
         }

@@ -446,13 +446,6 @@ fn map_domains(
             ));
             continue;
         }
-        if api_type == ApiType::Rest {
-            m.unprovisioned.push(format!(
-                "listener {}: custom domains of REST APIs are not provisioned yet",
-                listener.name
-            ));
-            continue;
-        }
         let Some(certificate_arn) = settings.certificate_arn.clone() else {
             m.unprovisioned.push(format!(
                 "listener {}: custom domain {host} needs aws.certificateARN in the ProviderConfig",
@@ -460,11 +453,12 @@ fn map_domains(
             ));
             continue;
         };
-        m.resources.insert(
-            (Kind::DomainName, host.into()),
-            Spec::DomainName { certificate_arn, tags: tags.clone() },
-        );
-        m.resources.insert((Kind::ApiMapping, host.into()), Spec::ApiMapping { stage: HTTP_STAGE.into() });
+        let (domain, mapping, stage) = match api_type {
+            ApiType::Http => (Kind::DomainName, Kind::ApiMapping, HTTP_STAGE),
+            ApiType::Rest => (Kind::RestDomainName, Kind::BasePathMapping, REST_STAGE),
+        };
+        m.resources.insert((domain, host.into()), Spec::DomainName { certificate_arn, tags: tags.clone() });
+        m.resources.insert((mapping, host.into()), Spec::ApiMapping { stage: stage.into() });
     }
 }
 

@@ -105,6 +105,30 @@ pub async fn observe(clients: &Clients, owner: &str) -> Result<Observed, Provide
             );
         }
     }
+    clients.limiter.acquire("GetDomainNames").await;
+    let domains = v1.get_domain_names().limit(500).send().await.map_err(|e| classify("GetDomainNames", e))?;
+    for d in domains.items().iter().filter(|d| owned(d.tags(), owner)) {
+        let name = d.domain_name().unwrap_or_default().to_string();
+        let spec = Spec::DomainName {
+            certificate_arn: d.regional_certificate_arn().unwrap_or_default().into(),
+            tags: tags(d.tags()),
+        };
+        observed.insert((Kind::RestDomainName, name.clone()), (name.clone(), spec));
+        clients.limiter.acquire("GetBasePathMappings").await;
+        let mappings = v1
+            .get_base_path_mappings()
+            .domain_name(&name)
+            .send()
+            .await
+            .map_err(|e| classify("GetBasePathMappings", e))?;
+        if let Some(m) = mappings.items().first() {
+            let spec = Spec::ApiMapping { stage: m.stage().unwrap_or_default().into() };
+            observed.insert(
+                (Kind::BasePathMapping, name.clone()),
+                (m.base_path().unwrap_or("(none)").into(), spec),
+            );
+        }
+    }
     Ok(observed)
 }
 
@@ -316,6 +340,56 @@ pub async fn execute(
                 .map_err(|e| classify("CreateUsagePlanKey", e))?;
             ids.insert(key.clone(), format!("{plan_id} {key_id}"));
         }
+        Change::Create { key, spec: Spec::DomainName { certificate_arn, tags } }
+            if key.0 == Kind::RestDomainName =>
+        {
+            clients.limiter.acquire("CreateDomainName").await;
+            v1.create_domain_name()
+                .domain_name(&key.1)
+                .regional_certificate_arn(certificate_arn)
+                .endpoint_configuration(
+                    EndpointConfiguration::builder().types(EndpointType::Regional).build(),
+                )
+                .security_policy(aws_sdk_apigateway::types::SecurityPolicy::Tls12)
+                .set_tags(Some(tags.clone().into_iter().collect()))
+                .send()
+                .await
+                .map_err(|e| classify("CreateDomainName", e))?;
+            ids.insert(key.clone(), key.1.clone());
+        }
+        Change::Update { key, spec: Spec::DomainName { certificate_arn, .. }, .. }
+            if key.0 == Kind::RestDomainName =>
+        {
+            clients.limiter.acquire("UpdateDomainName").await;
+            v1.update_domain_name()
+                .domain_name(&key.1)
+                .patch_operations(replace("/regionalCertificateArn", certificate_arn))
+                .send()
+                .await
+                .map_err(|e| classify("UpdateDomainName", e))?;
+        }
+        Change::Create { key, spec: Spec::ApiMapping { stage } } if key.0 == Kind::BasePathMapping => {
+            clients.limiter.acquire("CreateBasePathMapping").await;
+            let out = v1
+                .create_base_path_mapping()
+                .domain_name(&key.1)
+                .rest_api_id(api())
+                .stage(stage)
+                .send()
+                .await
+                .map_err(|e| classify("CreateBasePathMapping", e))?;
+            ids.insert(key.clone(), out.base_path().unwrap_or("(none)").into());
+        }
+        Change::Update { key, id, spec: Spec::ApiMapping { stage } } if key.0 == Kind::BasePathMapping => {
+            clients.limiter.acquire("UpdateBasePathMapping").await;
+            v1.update_base_path_mapping()
+                .domain_name(&key.1)
+                .base_path(id)
+                .patch_operations(replace("/stage", stage))
+                .send()
+                .await
+                .map_err(|e| classify("UpdateBasePathMapping", e))?;
+        }
         Change::Delete { key, id } => delete(clients, key, id, &api()).await?,
         other => return Err(ProviderError::Other(format!("not a REST API change: {other}"))),
     }
@@ -435,6 +509,17 @@ async fn delete(clients: &Clients, key: &ResourceKey, id: &str, api: &str) -> Re
             gone_ok(
                 "DeleteUsagePlanKey",
                 v1.delete_usage_plan_key().usage_plan_id(plan).key_id(key_id).send().await,
+            )
+        }
+        Kind::RestDomainName => {
+            clients.limiter.acquire("DeleteDomainName").await;
+            gone_ok("DeleteDomainName", v1.delete_domain_name().domain_name(id).send().await)
+        }
+        Kind::BasePathMapping => {
+            clients.limiter.acquire("DeleteBasePathMapping").await;
+            gone_ok(
+                "DeleteBasePathMapping",
+                v1.delete_base_path_mapping().domain_name(&key.1).base_path(id).send().await,
             )
         }
         other => Err(ProviderError::Other(format!("not a REST API resource: {}", other.name()))),

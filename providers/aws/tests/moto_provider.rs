@@ -190,6 +190,11 @@ async fn inventory(inspector: &AwsProvider) -> BTreeMap<&'static str, Vec<(Strin
         "usage-plans",
         plans.items().iter().map(|p| (p.id().unwrap_or("").into(), p.name().unwrap_or("").into())).collect(),
     );
+    let rest_domains = v1.get_domain_names().send().await.expect("GetDomainNames (REST)");
+    out.insert(
+        "rest-domain-names",
+        rest_domains.items().iter().map(|d| (d.domain_name().unwrap_or("").into(), String::new())).collect(),
+    );
     let keys = v1.get_api_keys().send().await.expect("GetApiKeys");
     out.insert(
         "api-keys",
@@ -334,10 +339,7 @@ async fn rest_api_with_usage_plans_and_keys() {
     let gw = rest_gateway(&settings, vec![alice.clone(), bob.clone()]);
 
     let provisioned = aws.apply(&gw).await.expect("apply");
-    assert_eq!(
-        provisioned.unprovisioned,
-        ["listener https: custom domains of REST APIs are not provisioned yet"]
-    );
+    assert!(provisioned.unprovisioned.is_empty(), "{:?}", provisioned.unprovisioned);
     let api_id = provisioned.resource_ids["api"].clone();
     let (_, v1) = inspector.sdk();
     let resources = v1.get_resources().rest_api_id(&api_id).send().await.expect("GetResources");
@@ -374,6 +376,18 @@ async fn rest_api_with_usage_plans_and_keys() {
     );
     let stages = v1.get_stages().rest_api_id(&api_id).send().await.expect("GetStages");
     assert_eq!(stages.item()[0].stage_name(), Some("live"));
+    let domain = v1.get_domain_name().domain_name("api.shop.example").send().await.expect("GetDomainName");
+    assert_eq!(domain.regional_certificate_arn(), settings.certificate_arn.as_deref());
+    let mappings = v1
+        .get_base_path_mappings()
+        .domain_name("api.shop.example")
+        .send()
+        .await
+        .expect("GetBasePathMappings");
+    assert_eq!(
+        (mappings.items()[0].rest_api_id(), mappings.items()[0].stage()),
+        (Some(api_id.as_str()), Some("live"))
+    );
 
     let plans = v1.get_usage_plans().send().await.expect("GetUsagePlans");
     let plan = &plans.items()[0];
@@ -449,8 +463,9 @@ async fn switching_auto_from_http_to_rest_replaces_the_api() {
     aws.apply(&with_keys).await.expect("REST API");
     let now = inventory(&inspector).await;
     assert_eq!((now["http-apis"].len(), now["rest-apis"].len(), now["api-keys"].len()), (0, 1, 1), "{now:?}");
-    // The HTTP API had a custom domain; it went with it (REST domains are reported, not made).
+    // The custom domain moved from the HTTP API's domains to the REST API's.
     assert!(now["domain-names"].is_empty(), "{now:?}");
+    assert_eq!(now["rest-domain-names"].len(), 1, "{now:?}");
     aws.delete(&with_keys.key).await.expect("delete");
 }
 
@@ -558,7 +573,8 @@ async fn untagged_and_foreign_look_alikes_are_never_touched() {
     assert_eq!(apis, want);
     assert_eq!(ids("rest-apis"), [rest.id().unwrap()]);
     assert_eq!(ids("api-keys"), [key.id().unwrap()]);
-    assert!(left["usage-plans"].is_empty() && left["domain-names"].is_empty(), "{left:?}");
+    let no_domains = left["domain-names"].is_empty() && left["rest-domain-names"].is_empty();
+    assert!(left["usage-plans"].is_empty() && no_domains, "{left:?}");
 }
 
 fn key_ir() -> ApiKeyIr {
