@@ -480,7 +480,7 @@ pub struct ApiKeySpec {
     pub consumer: Option<String>,
     /// The Secret (same namespace) holding the key; in a cluster a missing Secret is generated.
     pub secret_ref: SecretKeyRef,
-    /// Reject this key (403) without deleting it.
+    /// Refuse this key (401, as an unknown key) without deleting it.
     #[serde(default, skip_serializing_if = "is_false")]
     pub disabled: bool,
     /// When the key stops being accepted (RFC 3339); unset means never.

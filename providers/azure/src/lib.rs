@@ -26,8 +26,15 @@ use desired::{Desired, EntityKey, Kind};
 
 /// What API Management can express, as this provider provisions it (DESIGN §5).
 pub fn capabilities() -> Capabilities {
-    let unsupported =
-        [Feature::GatewayStaticAddresses, Feature::HTTPRouteParentRefPort, Feature::GatewayPort8080];
+    // Not (yet) mapped to policies: CORS, host rewrites, mirroring a share of requests.
+    let unsupported = [
+        Feature::GatewayStaticAddresses,
+        Feature::HTTPRouteParentRefPort,
+        Feature::GatewayPort8080,
+        Feature::HTTPRouteCORS,
+        Feature::HTTPRouteHostRewrite,
+        Feature::HTTPRouteRequestPercentageMirror,
+    ];
     Capabilities::with(
         "Azure API Management",
         Feature::ALL.iter().copied().filter(|f| !unsupported.contains(f)),
