@@ -91,6 +91,7 @@ async fn a_changed_throttle_updates_the_default_stage() {
         exchange("GET", "/restapis", json!({ "item": [] })),
         exchange("GET", "/apikeys", json!({ "item": [] })),
         exchange("GET", "/usageplans", json!({ "item": [] })),
+        exchange("GET", "/domainnames", json!({ "item": [] })),
         exchange("POST", "/v2/apis/api1/integrations", json!({ "integrationId": "int1" })),
         exchange("POST", "/v2/apis/api1/routes", json!({ "routeId": "r1", "routeKey": "ANY /a" })),
         exchange("PATCH", "/v2/apis/api1/stages/%24default", json!({ "stageName": "$default" })),
@@ -117,7 +118,7 @@ async fn a_changed_throttle_updates_the_default_stage() {
         })
         .collect();
     assert_eq!(
-        paths[8..],
+        paths[9..],
         [
             "POST /v2/apis/api1/integrations",
             "POST /v2/apis/api1/routes",
@@ -131,7 +132,7 @@ async fn a_changed_throttle_updates_the_default_stage() {
     assert_eq!(body["routeSettings"]["ANY /a"]["throttlingRateLimit"], 50.0);
     assert_eq!(body["routeSettings"]["ANY /a"]["throttlingBurstLimit"], 100);
     let route: Value =
-        serde_json::from_slice(replay.actual_requests().nth(9).unwrap().body().bytes().unwrap()).unwrap();
+        serde_json::from_slice(replay.actual_requests().nth(10).unwrap().body().bytes().unwrap()).unwrap();
     assert_eq!(route["target"], "integrations/int1");
     assert_eq!(aws.calls().writes(), 3);
 }
