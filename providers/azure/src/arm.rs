@@ -56,6 +56,8 @@ impl TokenSource for IdentityToken {
 /// `ClientSecret` from `AZURE_TENANT_ID`/`AZURE_CLIENT_ID`/`AZURE_CLIENT_SECRET`, `AzureCli`).
 pub fn identity(credential: &str) -> Result<Arc<dyn TokenSource>, ProviderError> {
     use azure_identity::*;
+    // The credentials build HTTP clients of their own.
+    install_tls();
     let fail =
         |e: azure_core::Error| ProviderError::Unauthorized(format!("Azure credential {credential}: {e}"));
     let credential: Arc<dyn azure_core::credentials::TokenCredential> = match credential {
@@ -77,6 +79,12 @@ pub fn identity(credential: &str) -> Result<Arc<dyn TokenSource>, ProviderError>
         _ => WorkloadIdentityCredential::new(None).map_err(fail)?,
     };
     Ok(Arc::new(IdentityToken(credential)))
+}
+
+/// Makes ring the process's TLS provider (reqwest is built without one, so that the whole
+/// binary has a single TLS stack); already installed is fine.
+fn install_tls() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// An entity as read: its ETag and its JSON (`properties` and the rest).
@@ -127,9 +135,7 @@ impl ArmClient {
             "{endpoint}/subscriptions/{}/resourceGroups/{}/providers/Microsoft.ApiManagement/service/{}",
             settings.subscription_id, settings.resource_group, settings.service_name
         );
-        // The process's TLS provider: ring, as everywhere else in tollbridge (already installed
-        // is fine).
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        install_tls();
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
             .connect_timeout(Duration::from_secs(10))
@@ -371,5 +377,21 @@ fn classify(status: StatusCode, method: &Method, path: &str, body: &str) -> Prov
         409 | 412 | 429 => ProviderError::Transient(text),
         500..=599 => ProviderError::Transient(text),
         _ => ProviderError::Invalid(text),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_can_be_built_before_any_client() {
+        // A credential builds its own HTTP client; this must not need a TLS provider installed
+        // by someone else first (building it sends nothing).
+        std::env::set_var("AZURE_TENANT_ID", "00000000-0000-0000-0000-000000000000");
+        std::env::set_var("AZURE_CLIENT_ID", "client");
+        std::env::set_var("AZURE_CLIENT_SECRET", "secret");
+        assert!(identity("ClientSecret").is_ok());
+        assert!(matches!(identity("WorkloadIdentity"), Err(ProviderError::Unauthorized(_)) | Ok(_)));
     }
 }
