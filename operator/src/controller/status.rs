@@ -9,8 +9,7 @@ use kube::{Client, Resource};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::api::gateway::{Gateway, GatewayClass, HTTPRoute, RouteParentStatus};
-use crate::api::tollbridge::{ApiKey, QuotaPolicy};
+use crate::api::gateway::RouteParentStatus;
 use crate::snapshot::{name_of, object_id, Snapshot};
 use crate::translate::{Statuses, CONTROLLER_NAME};
 
@@ -141,17 +140,6 @@ pub async fn write(client: &Client, patch: &StatusPatch) -> Result<(), kube::Err
     });
     let params = PatchParams::apply(FIELD_MANAGER).force();
     api.patch_status(&patch.name, &params, &Patch::Apply(&body)).await.map(|_| ())
-}
-
-/// Kinds whose status we write, for tests and docs.
-pub fn kinds() -> [ApiResource; 5] {
-    [
-        ApiResource::erase::<GatewayClass>(&()),
-        ApiResource::erase::<Gateway>(&()),
-        ApiResource::erase::<HTTPRoute>(&()),
-        ApiResource::erase::<QuotaPolicy>(&()),
-        ApiResource::erase::<ApiKey>(&()),
-    ]
 }
 
 #[cfg(test)]

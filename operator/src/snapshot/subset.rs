@@ -9,12 +9,12 @@ use std::collections::BTreeSet;
 use serde::Serialize;
 use serde_json::Value;
 
+use super::referenced_secret_ids;
 use super::{name_of, namespace_of, Snapshot};
 use crate::api::gateway::Gateway;
-use crate::source::cluster::referenced_secret_ids;
+use crate::translate::SERVICE_NAME_LABEL;
 
 const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
-const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
 /// The objects the Gateway `namespace/name` depends on: itself, its class, every
 /// ProviderConfig, ReferenceGrant and Namespace, the HTTPRoutes whose parentRefs name it, the

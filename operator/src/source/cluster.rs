@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 
 use crate::api::gateway::{Gateway, GatewayClass, HTTPRoute, ReferenceGrant};
 use crate::api::tollbridge::{ApiKey, ProviderConfig, QuotaPolicy};
-use crate::snapshot::{name_of, namespace_of, Snapshot};
+use crate::snapshot::{name_of, namespace_of, referenced_secret_ids, Snapshot};
 
 /// Which namespaces to read: all of them, or one (namespaced kinds only).
 #[derive(Clone, Debug, Default)]
@@ -265,27 +265,6 @@ impl ClusterSource {
         }
         out
     }
-}
-
-/// `(namespace, name)` of every Secret a Gateway listener or an ApiKey refers to, sorted.
-pub fn referenced_secret_ids(snapshot: &Snapshot) -> std::collections::BTreeSet<(String, String)> {
-    let mut ids = std::collections::BTreeSet::new();
-    for gateway in &snapshot.gateways {
-        let namespace = namespace_of(&gateway.metadata);
-        for listener in &gateway.spec.listeners {
-            for cert in listener.tls.iter().flat_map(|t| &t.certificate_refs) {
-                let core = cert.group.as_deref().unwrap_or("").is_empty();
-                if core && cert.kind.as_deref().unwrap_or("Secret") == "Secret" {
-                    let ns = cert.namespace.as_deref().unwrap_or(namespace);
-                    ids.insert((ns.to_string(), cert.name.clone()));
-                }
-            }
-        }
-    }
-    for key in &snapshot.api_keys {
-        ids.insert((namespace_of(&key.metadata).to_string(), key.spec.secret_ref.name.clone()));
-    }
-    ids
 }
 
 fn sorted<K>(store: &Store<K>) -> Vec<K>

@@ -11,7 +11,7 @@ use crate::api::tollbridge::{ProviderConfig, QuotaPolicy};
 use crate::snapshot::{name_of, namespace_of, Snapshot};
 
 /// The label an EndpointSlice carries naming its Service.
-const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+pub(crate) const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 /// The label the API server sets on every Namespace.
 const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 

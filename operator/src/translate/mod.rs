@@ -22,6 +22,7 @@ use tollbridge_provider::{Capabilities, GatewayIr, ProviderSettings};
 
 pub use backends::BACKEND_URL_ANNOTATION;
 pub use gatewayclass::settings_from_spec;
+pub(crate) use index::SERVICE_NAME_LABEL;
 pub use listeners::secret_value;
 
 use crate::api::gateway::{GatewayClassStatus, GatewayStatus, HTTPRouteStatus};

@@ -12,13 +12,10 @@ use crate::changes::{observe as record, Change, Kind, Observed, ResourceKey, Spe
 use crate::client::Clients;
 use crate::desired::{API_KEY, OWNER_TAG};
 use crate::error::{classify, gone_ok};
+use crate::tags;
 
 /// Marks integrations as ours and names them: `tollbridge:<key>`.
 const INTEGRATION_PREFIX: &str = "tollbridge:";
-
-fn tags(map: Option<&HashMap<String, String>>) -> BTreeMap<String, String> {
-    map.map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default()
-}
 
 /// Everything the Gateway `owner` has: its API (the oldest, when a crash left more than one:
 /// the others are observed as extra APIs to delete), the API's integrations, routes and stage,

@@ -143,6 +143,11 @@ impl AwsProvider {
     }
 }
 
+/// The tags of a listed resource, sorted.
+fn tags(map: Option<&HashMap<String, String>>) -> std::collections::BTreeMap<String, String> {
+    map.map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default()
+}
+
 /// Drops deletes made redundant by deleting their API (its routes, integrations, stage,
 /// resources, methods and deployments go with it).
 fn prune(changes: Vec<Change>) -> Vec<Change> {

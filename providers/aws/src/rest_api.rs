@@ -13,13 +13,10 @@ use crate::changes::{observe as record, Change, Kind, Observed, ResourceKey, Spe
 use crate::client::Clients;
 use crate::desired::{API_KEY, OWNER_TAG, REST_STAGE};
 use crate::error::{classify, gone_ok};
+use crate::tags;
 
 /// Tag naming the resource key of usage plans and API keys (the policy / key id).
 pub const RESOURCE_TAG: &str = "tollbridge.dev/resource";
-
-fn tags(map: Option<&HashMap<String, String>>) -> BTreeMap<String, String> {
-    map.map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default()
-}
 
 fn owned(map: Option<&HashMap<String, String>>, owner: &str) -> bool {
     map.and_then(|t| t.get(OWNER_TAG)).map(String::as_str) == Some(owner)

@@ -186,13 +186,10 @@ impl ArmClient {
         self.send(Method::PUT, path, body, if_match).await.map_err(CallError::into_error)
     }
 
-    /// Deletes an entity (`If-Match: *` unless an ETag is given; `""` sends none); one
-    /// already gone is fine.
-    pub async fn delete(&self, path: &str, if_match: Option<&str>) -> Result<(), ProviderError> {
-        let if_match = match if_match {
-            Some("") => None,
-            other => Some(other.unwrap_or("*")),
-        };
+    /// Deletes an entity, with `If-Match: *` when `guarded` (links such as a product's API
+    /// take none); one already gone is fine.
+    pub async fn delete(&self, path: &str, guarded: bool) -> Result<(), ProviderError> {
+        let if_match = guarded.then_some("*");
         match self.send(Method::DELETE, path, None, if_match).await {
             Ok(_) | Err(CallError::NotFound) => Ok(()),
             Err(CallError::Failed(e)) => Err(e),

@@ -277,8 +277,7 @@ impl AzureProvider {
                         _ => key.1.clone(),
                     };
                     // The link of an API to a product is deleted without an ETag.
-                    let if_match = if key.0 == Kind::ProductApi { Some("") } else { None };
-                    self.client.delete(&path, if_match).await?;
+                    self.client.delete(&path, key.0 != Kind::ProductApi).await?;
                 }
             }
         }
