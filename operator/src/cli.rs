@@ -176,7 +176,7 @@ pub enum CloudProvider {
 /// Data-plane options shared by `run` and `proxy`.
 #[derive(Args, Debug)]
 pub struct ServeArgs {
-    /// Address listeners bind to when their Gateway names no `spec.addresses`.
+    /// Address listeners bind to when their Gateway names no `spec.addresses` (`proxy`: always).
     #[arg(long, default_value = "127.0.0.1")]
     bind_address: IpAddr,
     /// Address of /healthz, /readyz, /metrics, /status and /config.
@@ -231,14 +231,16 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Check { paths, output, ir } => check(&paths, output, ir),
         Command::Run(args) => {
             let poll = Duration::from_millis(args.poll_interval_ms.max(50));
-            serve(args.serve, ConfigSource::Files(args.paths), None, poll)
+            serve(args.serve, ConfigSource::Files(args.paths), None, poll, tollbridge_local::Bind::Requested)
         }
         Command::Proxy(args) => {
             let (namespace, name) = args.gateway;
             let secret =
                 args.config_secret.unwrap_or_else(|| crate::controller::infra::config_secret_name(&name));
             let only = Some(format!("{namespace}/{name}"));
-            serve(args.serve, ConfigSource::Secret { namespace, name: secret }, only, Duration::from_secs(1))
+            // In a pod, a Gateway's spec.addresses are its Service's: listeners bind --bind-address.
+            let source = ConfigSource::Secret { namespace, name: secret };
+            serve(args.serve, source, only, Duration::from_secs(1), tollbridge_local::Bind::Default)
         }
         Command::Operator(args) => operator(args),
         Command::Plan(args) => cloud(args, false),
@@ -340,7 +342,13 @@ fn runtime(worker_threads: Option<usize>) -> Option<tokio::runtime::Runtime> {
     }
 }
 
-fn serve(args: ServeArgs, source: ConfigSource, only_gateway: Option<String>, poll: Duration) -> ExitCode {
+fn serve(
+    args: ServeArgs,
+    source: ConfigSource,
+    only_gateway: Option<String>,
+    poll: Duration,
+    bind: tollbridge_local::Bind,
+) -> ExitCode {
     init_logging(args.log_format);
     let options = RunOptions {
         source,
@@ -351,6 +359,7 @@ fn serve(args: ServeArgs, source: ConfigSource, only_gateway: Option<String>, po
         drain_timeout: Duration::from_secs(args.drain_timeout),
         server: tollbridge_local::ServerSettings {
             bind_address: args.bind_address,
+            bind,
             max_connections: args.max_connections.max(1),
             header_read_timeout: Duration::from_secs(args.header_timeout.max(1)),
             max_header_bytes: args.max_header_bytes,

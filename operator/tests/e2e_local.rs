@@ -363,6 +363,11 @@ async fn filters_cors_preflight_and_simple_requests() {
         allowCredentials: true
         maxAge: 600
     backendRefs: [{name: rec, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /any}}]
+    filters:
+    - type: CORS
+      cors: {allowOrigins: [\"*\"], allowMethods: [\"*\"], allowHeaders: [\"*\"], allowCredentials: true}
+    backendRefs: [{name: rec, port: 80}]
 ";
     dir.write("routes.yaml", &yaml::route("cors", None, &[], rules));
     let _tollbridge = Tollbridge::start(&dir, &[]).await;
@@ -403,6 +408,8 @@ async fn filters_cors_preflight_and_simple_requests() {
         resp.header("access-control-allow-headers")
     );
     assert_eq!(resp.header("access-control-max-age"), Some("600"));
+    // As the upstream conformance suite expects: the preflight names the exposed headers too.
+    assert_eq!(resp.header("access-control-expose-headers"), Some("x-recorder"));
     assert!(resp.header_all("vary").iter().any(|v| v.to_ascii_lowercase().contains("origin")));
     let resp = preflight("https://x.wild.test").await;
     assert_eq!(resp.header("access-control-allow-origin"), Some("https://x.wild.test"));
@@ -413,6 +420,7 @@ async fn filters_cors_preflight_and_simple_requests() {
     assert!(resp.header("access-control-allow-origin").is_none(), "evil origin allowed: {:?}", resp.headers);
     assert!(resp.header("access-control-allow-methods").is_none());
     assert!(resp.header("access-control-allow-credentials").is_none());
+    assert!(resp.header("access-control-expose-headers").is_none());
 
     // Simple requests go to the backend; only allowed origins get the CORS headers.
     let resp = client.get(&url, &[("origin", "https://app.test")]).await;
@@ -426,6 +434,19 @@ async fn filters_cors_preflight_and_simple_requests() {
     assert!(resp.header("access-control-allow-origin").is_none());
     assert!(resp.header("access-control-expose-headers").is_none());
     assert_eq!(recorder.count(), 2);
+
+    // Wildcards with credentials: browsers take `*` literally then, so the answer names the
+    // origin, method and headers asked for.
+    let asked = [
+        ("origin", "https://other.test"),
+        ("access-control-request-method", "PUT"),
+        ("access-control-request-headers", "x-a, x-b"),
+    ];
+    let resp = client.request(Method::OPTIONS, &format!("http://127.0.0.1:{port}/any"), &asked, "").await;
+    assert_eq!(resp.header("access-control-allow-origin"), Some("https://other.test"));
+    assert_eq!(resp.header("access-control-allow-methods"), Some("PUT"));
+    assert_eq!(resp.header("access-control-allow-headers"), Some("x-a, x-b"));
+    assert_eq!(resp.header("access-control-allow-credentials"), Some("true"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

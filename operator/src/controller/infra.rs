@@ -47,7 +47,8 @@ pub struct Infra {
     pub role_binding: RoleBinding,
     pub config: Secret,
     pub deployment: Deployment,
-    pub service: Service,
+    /// None when the Gateway has no listener to serve (a Service needs at least one port).
+    pub service: Option<Service>,
 }
 
 /// The name of a Gateway's objects: `tollbridge-<gateway>`, shortened with a hash when the
@@ -92,6 +93,8 @@ pub fn desired(ir: &GatewayIr, settings: &LocalSettings, image: &str, config: Ve
         owner_references: Some(vec![owner(key)]),
         ..ObjectMeta::default()
     };
+    let requested = ir.addresses.first();
+    let load_balancer = settings.service_type == "LoadBalancer";
     let mut ports: Vec<u16> = ir.listeners.iter().map(|l| l.port).collect();
     ports.sort_unstable();
     ports.dedup();
@@ -145,10 +148,13 @@ pub fn desired(ir: &GatewayIr, settings: &LocalSettings, image: &str, config: Ve
             }),
             ..Deployment::default()
         },
-        service: Service {
+        service: (!ports.is_empty()).then(|| Service {
             metadata: meta(&name),
             spec: Some(ServiceSpec {
                 type_: Some(settings.service_type.clone()),
+                // A requested address is the Service's: its cluster IP, or the load balancer's.
+                cluster_ip: requested.filter(|_| !load_balancer).cloned(),
+                load_balancer_ip: requested.filter(|_| load_balancer).cloned(),
                 selector: Some(selector),
                 ports: Some(
                     ports
@@ -165,7 +171,7 @@ pub fn desired(ir: &GatewayIr, settings: &LocalSettings, image: &str, config: Ve
                 ..ServiceSpec::default()
             }),
             ..Service::default()
-        },
+        }),
     }
 }
 
@@ -285,6 +291,13 @@ impl Written {
     /// Versions remembered per object: enough for the watch to lag a few writes behind.
     const KEEP: usize = 4;
 
+    /// Forgets an object this operator deleted, so its absence is not taken for a hand edit.
+    fn forget(&self, kind: &str, namespace: &str, name: &str) {
+        if let Ok(mut all) = self.0.lock() {
+            all.remove(&format!("{kind}/{namespace}/{name}"));
+        }
+    }
+
     fn record(&self, kind: &str, namespace: &str, name: &str, version: Option<String>) {
         let (Some(version), Ok(mut all)) = (version, self.0.lock()) else { return };
         let versions = all.entry(format!("{kind}/{namespace}/{name}")).or_default();
@@ -345,6 +358,12 @@ impl InCluster {
         let ProviderSettings::Local(settings) = &ir.provider else {
             return Err(ProviderError::Invalid("not a Local gateway".into()));
         };
+        if ir.addresses.len() > 1 {
+            return Err(ProviderError::AddressNotUsable(format!(
+                "a Local Gateway in a cluster has one address, its Service's; spec.addresses asks for {}",
+                ir.addresses.join(", ")
+            )));
+        }
         let image = settings.image.as_deref().unwrap_or(&self.default_image);
         let infra = desired(ir, settings, image, config);
         let memo_key = format!("{}/{}", ir.key.id(), ir.key.uid);
@@ -360,15 +379,24 @@ impl InCluster {
         let config_hash = hash_json(&infra.config);
         let ns = &ir.key.namespace;
         let mut addresses = last.as_ref().map(|l| l.addresses.clone()).unwrap_or_default();
+        // The configuration first, so that new proxy pods find it when they start.
+        if repair || last.as_ref().is_none_or(|l| l.config != config_hash) {
+            self.apply_one(ns, &infra.config).await?;
+        }
         if repair || last.as_ref().is_none_or(|l| l.infra != infra_hash) {
             self.apply_one(ns, &infra.service_account).await?;
             self.apply_one(ns, &infra.role).await?;
             self.apply_one(ns, &infra.role_binding).await?;
             self.apply_one(ns, &infra.deployment).await?;
-            addresses = service_addresses(&self.apply_one(ns, &infra.service).await?);
-        }
-        if repair || last.as_ref().is_none_or(|l| l.config != config_hash) {
-            self.apply_one(ns, &infra.config).await?;
+            addresses = match &infra.service {
+                Some(service) => service_addresses(&self.apply_service(ns, service).await?),
+                None => {
+                    let name = infra_name(&ir.key.name);
+                    delete::<Service>(&self.client, ns, &name).await?;
+                    self.written.forget("Service", ns, &name);
+                    Vec::new()
+                }
+            };
         }
         let repaired = if edited != 0 { edited } else { last.map_or(0, |l| l.repaired) };
         if let Ok(mut applied) = self.applied.lock() {
@@ -392,6 +420,42 @@ impl InCluster {
         let live = apply(&self.client, namespace, object).await?;
         let name = live.meta().name.clone().unwrap_or_default();
         self.written.record(&K::kind(&()), namespace, &name, edit_version(&K::kind(&()), live.meta()));
+        Ok(live)
+    }
+
+    /// Applies the Service. A requested address the cluster cannot give (outside the Service
+    /// range, or taken) is `AddressNotUsable`; a changed one replaces the Service, since a
+    /// cluster IP cannot change, but only after a dry run shows the new address is free.
+    async fn apply_service(&self, namespace: &str, service: &Service) -> Result<Service, ProviderError> {
+        let api: Api<Service> = Api::namespaced(self.client.clone(), namespace);
+        let name = service.metadata.name.clone().unwrap_or_default();
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        let live = match api.patch(&name, &params, &Patch::Apply(service)).await {
+            Ok(live) => live,
+            Err(kube::Error::Api(s)) if is_address_refusal(&s) && s.message.contains("may not change") => {
+                let mut probe = service.clone();
+                probe.metadata = ObjectMeta {
+                    name: Some(format!("{}-address-check", &name[..name.len().min(40)])),
+                    ..ObjectMeta::default()
+                };
+                let dry_run = kube::api::PostParams { dry_run: true, ..Default::default() };
+                match api.create(&dry_run, &probe).await {
+                    Err(kube::Error::Api(s)) if is_address_refusal(&s) => {
+                        return Err(ProviderError::AddressNotUsable(s.message.clone()))
+                    }
+                    Err(e) => return Err(kube_error("Service".into(), &name, e)),
+                    Ok(_) => {}
+                }
+                tracing::info!(service = %format!("{namespace}/{name}"), "address changed: replacing the Service");
+                delete::<Service>(&self.client, namespace, &name).await?;
+                apply(&self.client, namespace, service).await?
+            }
+            Err(kube::Error::Api(s)) if is_address_refusal(&s) => {
+                return Err(ProviderError::AddressNotUsable(s.message.clone()))
+            }
+            Err(e) => return Err(kube_error("Service".into(), &name, e)),
+        };
+        self.written.record("Service", namespace, &name, edit_version("Service", &live.metadata));
         Ok(live)
     }
 
@@ -456,8 +520,21 @@ where
     }
 }
 
+/// Whether the API server refused a Service because of its requested cluster IP.
+fn is_address_refusal(status: &kube::core::Status) -> bool {
+    status.code == 422
+        && status
+            .details
+            .as_ref()
+            .is_some_and(|d| d.causes.iter().any(|c| c.field.starts_with("spec.clusterIP")))
+}
+
 fn kube_error(kind: std::borrow::Cow<'_, str>, name: &str, error: kube::Error) -> ProviderError {
-    let message = format!("{kind} {name}: {error}");
+    // The API server's own sentence, not the client's Debug form of the whole Status.
+    let message = match &error {
+        kube::Error::Api(s) => format!("{kind} {name}: {} ({})", s.message, s.code),
+        _ => format!("{kind} {name}: {error}"),
+    };
     match &error {
         kube::Error::Api(s) if s.code == 401 || s.code == 403 => ProviderError::Unauthorized(message),
         kube::Error::Api(s) if s.code == 422 || s.code == 400 => ProviderError::Invalid(message),
@@ -488,10 +565,10 @@ mod tests {
                     port,
                     protocol: ListenerProtocol::Http,
                     hostname: None,
-                    address: None,
                     certificates: Vec::new(),
                 })
                 .collect(),
+            addresses: Vec::new(),
             routes: Vec::new(),
             policies: Vec::new(),
         }
@@ -502,7 +579,8 @@ mod tests {
         let infra = desired(&ir("web", &[80, 443, 80]), &LocalSettings::default(), "img:1", vec![1, 2]);
         assert_eq!(infra.deployment.metadata.name.as_deref(), Some("tollbridge-web"));
         assert_eq!(infra.config.metadata.name.as_deref(), Some("tollbridge-web-config"));
-        for meta in [&infra.service_account.metadata, &infra.role.metadata, &infra.service.metadata] {
+        let service = infra.service.as_ref().expect("a Service for a Gateway with listeners");
+        for meta in [&infra.service_account.metadata, &infra.role.metadata, &service.metadata] {
             let owner = &meta.owner_references.as_ref().unwrap()[0];
             assert_eq!(
                 (owner.kind.as_str(), owner.uid.as_str(), owner.controller),
@@ -511,9 +589,18 @@ mod tests {
             assert_eq!(meta.namespace.as_deref(), Some("apps"));
         }
         let ports: Vec<i32> =
-            infra.service.spec.as_ref().unwrap().ports.as_ref().unwrap().iter().map(|p| p.port).collect();
+            service.spec.as_ref().unwrap().ports.as_ref().unwrap().iter().map(|p| p.port).collect();
         assert_eq!(ports, [80, 443]);
-        assert_eq!(infra.service.spec.as_ref().unwrap().type_.as_deref(), Some("LoadBalancer"));
+        assert_eq!(service.spec.as_ref().unwrap().type_.as_deref(), Some("LoadBalancer"));
+    }
+
+    #[test]
+    fn a_gateway_without_listeners_gets_a_proxy_but_no_service() {
+        // Every listener invalid (e.g. a malformed certificate): a Service needs a port, but the
+        // proxy still runs, so that it serves as soon as a listener is fixed.
+        let infra = desired(&ir("web", &[]), &LocalSettings::default(), "img:1", Vec::new());
+        assert!(infra.service.is_none());
+        assert_eq!(infra.deployment.spec.unwrap().replicas, Some(1));
     }
 
     #[test]

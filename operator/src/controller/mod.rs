@@ -233,13 +233,7 @@ impl Controller {
             if let (Some(status), Some(outcome)) = (statuses.gateways.get_mut(&id), self.workers.outcome(&id))
             {
                 if outcome.generation == ir.key.generation {
-                    let error = outcome.result.as_ref().err().map(|e| e.to_provider_error());
-                    let result = match (&outcome.result, &error) {
-                        (Ok(p), _) => Ok(p),
-                        (Err(_), Some(e)) => Err(e),
-                        (Err(_), None) => continue,
-                    };
-                    programmed::mark(status, result, Some(ir.key.generation), snapshot.now);
+                    programmed::mark(status, outcome.result.as_ref(), Some(ir.key.generation), snapshot.now);
                     if let (Ok(_), Some(why)) = (&outcome.result, self.proxy_not_available(&ir)) {
                         programmed::waiting(status, &why, Some(ir.key.generation), snapshot.now);
                     }

@@ -32,23 +32,7 @@ pub struct Job {
 #[derive(Clone, Debug)]
 pub struct Outcome {
     pub generation: i64,
-    pub result: Result<Provisioned, OutcomeError>,
-}
-
-#[derive(Clone, Debug)]
-pub struct OutcomeError {
-    pub invalid: bool,
-    pub message: String,
-}
-
-impl OutcomeError {
-    pub fn to_provider_error(&self) -> ProviderError {
-        if self.invalid {
-            ProviderError::Invalid(self.message.clone())
-        } else {
-            ProviderError::Transient(self.message.clone())
-        }
-    }
+    pub result: Result<Provisioned, ProviderError>,
 }
 
 /// Where a Gateway's desired state goes.
@@ -259,13 +243,7 @@ impl Task {
         result: &Result<Provisioned, ProviderError>,
         last: &mut Option<String>,
     ) -> String {
-        let outcome = Outcome {
-            generation: job.ir.key.generation,
-            result: result.as_ref().cloned().map_err(|e| OutcomeError {
-                invalid: matches!(e, ProviderError::Invalid(_)),
-                message: e.to_string(),
-            }),
-        };
+        let outcome = Outcome { generation: job.ir.key.generation, result: result.clone() };
         if let Ok(mut outcomes) = self.outcomes.lock() {
             outcomes.insert(self.id.clone(), outcome);
         }

@@ -151,8 +151,14 @@ impl<'a> GatewayState<'a> {
     }
 
     fn ir(mut self, provider: ProviderSettings) -> GatewayIr {
-        let address =
-            self.gateway.spec.addresses.iter().find(|a| !a.value.is_empty()).map(|a| a.value.clone());
+        let addresses = self
+            .gateway
+            .spec
+            .addresses
+            .iter()
+            .filter(|a| !a.value.is_empty())
+            .map(|a| a.value.clone())
+            .collect();
         let usable: BTreeSet<String> =
             self.listeners.iter().filter(|l| l.usable).map(|l| l.name.clone()).collect();
         let listeners = self
@@ -165,7 +171,6 @@ impl<'a> GatewayState<'a> {
                     port: u16::try_from(l.port).ok()?,
                     protocol: l.protocol?,
                     hostname: l.hostname.clone(),
-                    address: address.clone(),
                     certificates: l.certificates.clone(),
                 })
             })
@@ -192,6 +197,7 @@ impl<'a> GatewayState<'a> {
             },
             provider,
             listeners,
+            addresses,
             routes,
             policies,
         }
@@ -212,16 +218,19 @@ fn gateway_parameters(gateway: &Gateway) -> Option<ParametersReference> {
 /// Requested addresses must be IP addresses the provider can bind.
 fn address_problem(gateway: &Gateway, caps: &Capabilities) -> Option<Problem> {
     let addresses = &gateway.spec.addresses;
-    if addresses.is_empty() {
-        return None;
+    // An address without a value asks the provider to pick one (its default).
+    if addresses.iter().any(|a| a.value.is_empty()) && !caps.supports(Feature::GatewayAddressEmpty) {
+        return Some((
+            reason::UNSUPPORTED_ADDRESS,
+            format!("spec.addresses entries without a value are not supported by {}", caps.provider),
+        ));
     }
-    if !caps.supports(Feature::GatewayStaticAddresses) {
+    if addresses.iter().any(|a| !a.value.is_empty()) && !caps.supports(Feature::GatewayStaticAddresses) {
         return Some((
             reason::UNSUPPORTED_ADDRESS,
             format!("spec.addresses are not supported by {}", caps.provider),
         ));
     }
-    // An address without a value asks the implementation to pick one: the default bind address.
     for address in addresses.iter().filter(|a| !a.value.is_empty()) {
         let type_ = address.type_.as_deref().unwrap_or("IPAddress");
         if type_ != "IPAddress" {

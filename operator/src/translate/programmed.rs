@@ -9,6 +9,11 @@ use tollbridge_provider::{ProviderError, Provisioned};
 use super::conditions::{reason, Stamp, ACCEPTED, PROGRAMMED};
 use crate::api::gateway::{GatewayStatus, GatewayStatusAddress};
 
+/// Whether a listener's `Programmed` waits for the provider (the translator found it valid).
+fn is_pending(conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]) -> bool {
+    conditions.iter().any(|c| c.type_ == PROGRAMMED && c.reason == reason::PENDING)
+}
+
 /// Updates `status` (as the translator produced it) with what the provider did.
 pub fn mark(
     status: &mut GatewayStatus,
@@ -25,11 +30,15 @@ pub fn mark(
     };
     match result {
         Ok(provisioned) => {
-            let all_failed = !status.listeners.is_empty()
-                && status.listeners.iter().all(|l| provisioned.failed_listeners.contains_key(&l.name));
+            // A listener the translator found invalid is not Pending; one the provider could not
+            // serve is in `failed_listeners`. Without any other, nothing is served.
+            let serving = status
+                .listeners
+                .iter()
+                .any(|l| is_pending(&l.conditions) && !provisioned.failed_listeners.contains_key(&l.name));
             set(
                 &mut status.conditions,
-                if all_failed {
+                if !serving {
                     stamp.no(
                         PROGRAMMED,
                         reason::INVALID,
@@ -50,9 +59,7 @@ pub fn mark(
                 })
                 .collect();
             for listener in &mut status.listeners {
-                let pending =
-                    listener.conditions.iter().any(|c| c.type_ == PROGRAMMED && c.reason == reason::PENDING);
-                if !pending {
+                if !is_pending(&listener.conditions) {
                     continue;
                 }
                 match provisioned.failed_listeners.get(&listener.name) {
@@ -72,6 +79,7 @@ pub fn mark(
         Err(error) => {
             let why = match error {
                 ProviderError::Invalid(_) => reason::INVALID,
+                ProviderError::AddressNotUsable(_) => reason::ADDRESS_NOT_USABLE,
                 _ => reason::PENDING,
             };
             set(&mut status.conditions, stamp.no(PROGRAMMED, why, error.to_string()));
@@ -158,6 +166,17 @@ mod tests {
         };
         mark(&mut status, Ok(&provisioned), Some(1), Timestamp::UNIX_EPOCH);
         assert_eq!(condition(&status.conditions, PROGRAMMED).status, "False");
+    }
+
+    #[test]
+    fn a_gateway_without_a_valid_listener_is_not_programmed() {
+        let mut status = pending_status(&["https"]);
+        let stamp = Stamp::new(Some(1), Timestamp::UNIX_EPOCH);
+        status.listeners[0].conditions[1] = stamp.no(PROGRAMMED, reason::INVALID, "bad certificate");
+        mark(&mut status, Ok(&Provisioned::default()), Some(1), Timestamp::UNIX_EPOCH);
+        let programmed = condition(&status.conditions, PROGRAMMED);
+        assert_eq!((programmed.status.as_str(), programmed.reason.as_str()), ("False", reason::INVALID));
+        assert_eq!(condition(&status.listeners[0].conditions, PROGRAMMED).message, "bad certificate");
     }
 
     #[test]

@@ -41,6 +41,7 @@ fn gateway(settings: &AwsSettings, routes: usize, changed: Option<usize>) -> Gat
         key: GatewayKey { namespace: "bench".into(), name: "gw".into(), uid: "u".into(), generation: 1 },
         provider: ProviderSettings::Aws(settings.clone()),
         listeners: Vec::new(),
+        addresses: Vec::new(),
         routes,
         policies: Vec::new(),
     }

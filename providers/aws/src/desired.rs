@@ -498,6 +498,7 @@ mod tests {
             key: GatewayKey { namespace: "apps".into(), name: "gw".into(), uid: "u".into(), generation: 1 },
             provider: ProviderSettings::Local(LocalSettings::default()),
             listeners: Vec::new(),
+            addresses: Vec::new(),
             routes,
             policies,
         }

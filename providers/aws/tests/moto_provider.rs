@@ -75,9 +75,9 @@ fn gateway(
             port: 443,
             protocol: ListenerProtocol::Https,
             hostname: Some("api.shop.example".into()),
-            address: None,
             certificates: Vec::new(),
         }],
+        addresses: Vec::new(),
         routes,
         policies,
     }

@@ -35,6 +35,7 @@ fn gateway(settings: &AwsSettings, rate: u32) -> GatewayIr {
         key: GatewayKey { namespace: "shop".into(), name: "web".into(), uid: "u".into(), generation: 2 },
         provider: ProviderSettings::Aws(settings.clone()),
         listeners: Vec::new(),
+        addresses: Vec::new(),
         routes: vec![RouteIr {
             id: RouteId { namespace: "shop".into(), name: "a".into(), ..RouteId::default() },
             attachments: Vec::new(),

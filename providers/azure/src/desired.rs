@@ -519,6 +519,7 @@ mod tests {
             key: GatewayKey { namespace: "shop".into(), name: "gw".into(), uid: "u".into(), generation: 1 },
             provider: ProviderSettings::Local(LocalSettings::default()),
             listeners: Vec::new(),
+            addresses: Vec::new(),
             routes,
             policies: Vec::new(),
         }

@@ -29,6 +29,7 @@ pub fn capabilities() -> Capabilities {
     // Not (yet) mapped to policies: CORS, host rewrites, mirroring a share of requests.
     let unsupported = [
         Feature::GatewayStaticAddresses,
+        Feature::GatewayAddressEmpty,
         Feature::HTTPRouteParentRefPort,
         Feature::GatewayPort8080,
         Feature::HTTPRouteCORS,

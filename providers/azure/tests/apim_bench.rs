@@ -44,6 +44,7 @@ fn gateway(routes: usize, changed: Option<usize>) -> GatewayIr {
         key: GatewayKey { namespace: "bench".into(), name: "gw".into(), uid: "u".into(), generation: 1 },
         provider: ProviderSettings::Local(LocalSettings::default()),
         listeners: Vec::new(),
+        addresses: Vec::new(),
         routes,
         policies: Vec::new(),
     }

@@ -126,6 +126,7 @@ fn gateway(keys: Vec<ApiKeyIr>) -> GatewayIr {
         key: GatewayKey { namespace: "shop".into(), name: "web".into(), uid: "u".into(), generation: 1 },
         provider: ProviderSettings::Local(LocalSettings::default()),
         listeners: Vec::new(),
+        addresses: Vec::new(),
         routes: routes(),
         policies: vec![QuotaPolicyIr {
             id: "shop/gold".into(),

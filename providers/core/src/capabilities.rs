@@ -36,6 +36,8 @@ features! {
     GatewayPort8080 = "GatewayPort8080", upstream = true;
     GatewayHTTPListenerIsolation = "GatewayHTTPListenerIsolation", upstream = true;
     GatewayStaticAddresses = "GatewayStaticAddresses", upstream = true;
+    /// A `spec.addresses` entry without a value: the provider picks the address.
+    GatewayAddressEmpty = "GatewayAddressEmpty", upstream = true;
     ReferenceGrant = "ReferenceGrant", upstream = true;
     HTTPRoute = "HTTPRoute", upstream = true;
     HTTPRouteMethodMatching = "HTTPRouteMethodMatching", upstream = true;

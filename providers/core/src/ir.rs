@@ -33,6 +33,10 @@ pub struct GatewayIr {
     pub key: GatewayKey,
     pub provider: ProviderSettings,
     pub listeners: Vec<ListenerIr>,
+    /// The IP addresses `spec.addresses` asks for, in order: where a standalone proxy binds,
+    /// or the in-cluster Service's address. Empty: the provider's default.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<String>,
     /// Flattened (route, rule, match) entries, sorted by Gateway API precedence.
     pub routes: Vec<RouteIr>,
     pub policies: Vec<QuotaPolicyIr>,
@@ -122,9 +126,6 @@ pub struct ListenerIr {
     pub protocol: ListenerProtocol,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
-    /// The Gateway's first requested IP address, if any.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub address: Option<String>,
     /// Certificates for HTTPS listeners; the first is the default when SNI picks none.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub certificates: Vec<CertificateIr>,

@@ -33,7 +33,7 @@ pub struct Provisioned {
 }
 
 /// Why a provider call failed. The variant decides retry behaviour and the metric label.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum ProviderError {
     /// Worth retrying with backoff (throttling, 5xx, timeouts).
     #[error("transient provider error: {0}")]
@@ -41,6 +41,11 @@ pub enum ProviderError {
     /// The gateway cannot be provisioned as asked; retrying will not help until it changes.
     #[error("invalid configuration: {0}")]
     Invalid(String),
+    /// An address the Gateway asks for cannot be given to it (outside the range the provider
+    /// hands out, taken, or more than it can serve); the Gateway stays unprogrammed until
+    /// `spec.addresses` changes.
+    #[error("address not usable: {0}")]
+    AddressNotUsable(String),
     /// The provider refused our credentials or permissions.
     #[error("not authorized: {0}")]
     Unauthorized(String),
@@ -54,6 +59,7 @@ impl ProviderError {
         match self {
             Self::Transient(_) => "transient",
             Self::Invalid(_) => "invalid",
+            Self::AddressNotUsable(_) => "address_not_usable",
             Self::Unauthorized(_) => "unauthorized",
             Self::Other(_) => "other",
         }

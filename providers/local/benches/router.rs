@@ -21,7 +21,6 @@ fn listener(name: &str, hostname: Option<&str>) -> ListenerIr {
         port: PORT,
         protocol: ListenerProtocol::Http,
         hostname: hostname.map(Into::into),
-        address: None,
         certificates: Vec::new(),
     }
 }
@@ -83,6 +82,7 @@ fn gateway(n: usize) -> GatewayIr {
         key: GatewayKey::default(),
         provider: ProviderSettings::Local(LocalSettings::default()),
         listeners: vec![listener("http", None), listener("admin", Some("admin.example.com"))],
+        addresses: Vec::new(),
         routes,
         policies: Vec::new(),
     }

@@ -22,5 +22,6 @@ mod upstream;
 
 pub use admin::AdminDocs;
 pub use provider::LocalProvider;
+pub use runtime::Bind;
 pub use server::{ServerSettings, Shared};
 pub use upstream::UpstreamSettings;

@@ -123,7 +123,8 @@ impl Provider for LocalProvider {
     }
 
     async fn apply(&self, gateway: &GatewayIr) -> Result<Provisioned, ProviderError> {
-        let compiled = CompiledGateway::compile(gateway.clone(), self.shared.settings.bind_address)
+        let settings = &self.shared.settings;
+        let compiled = CompiledGateway::compile(gateway.clone(), settings.bind_address, settings.bind)
             .map_err(|e| ProviderError::Invalid(format!("Gateway {}: {e}", gateway.key.id())))?;
         let compiled = Arc::new(compiled);
         let mut inner = self.inner.lock().await;

@@ -136,7 +136,7 @@ async fn serve(
     let cors = route.filters.cors.as_ref();
     if let (Some(cors), Some(origin)) = (cors, &origin) {
         if is_preflight(&req) {
-            return (preflight(cors, origin), Some(route_id));
+            return (preflight(cors, origin, req.headers()), Some(route_id));
         }
     }
 
@@ -553,32 +553,39 @@ fn allow_origin_value(cors: &CorsIr, origin: &HeaderValue) -> HeaderValue {
     }
 }
 
-fn preflight(cors: &CorsIr, origin: &HeaderValue) -> Response<Body> {
+/// The answer to a CORS preflight: the headers of an actual response (so clients that read
+/// `access-control-expose-headers` from the preflight see it too) plus what may be sent.
+fn preflight(cors: &CorsIr, origin: &HeaderValue, request: &HeaderMap) -> Response<Body> {
     let mut response = Response::new(body::empty());
     *response.status_mut() = StatusCode::OK;
-    if !origin.to_str().is_ok_and(|o| origin_allowed(cors, o)) {
+    if !add_cors_headers(cors, origin, response.headers_mut()) {
         return response;
     }
     let headers = response.headers_mut();
-    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allow_origin_value(cors, origin));
-    if cors.allow_credentials {
-        headers.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
-    }
-    let join = |list: &[String]| HeaderValue::from_str(&list.join(", ")).ok();
-    if let Some(methods) = join(&cors.allow_methods).filter(|_| !cors.allow_methods.is_empty()) {
+    let allowed = |list: &[String], asked: header::HeaderName| -> Option<HeaderValue> {
+        if list.is_empty() {
+            return None;
+        }
+        // Browsers read `*` literally on credentialed requests: name what was asked for.
+        if cors.allow_credentials && list.iter().any(|m| m == "*") {
+            return request.get(asked).cloned();
+        }
+        HeaderValue::from_str(&list.join(", ")).ok()
+    };
+    if let Some(methods) = allowed(&cors.allow_methods, header::ACCESS_CONTROL_REQUEST_METHOD) {
         headers.insert(header::ACCESS_CONTROL_ALLOW_METHODS, methods);
     }
-    if let Some(allowed) = join(&cors.allow_headers).filter(|_| !cors.allow_headers.is_empty()) {
-        headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, allowed);
+    if let Some(names) = allowed(&cors.allow_headers, header::ACCESS_CONTROL_REQUEST_HEADERS) {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, names);
     }
     headers.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from(cors.max_age_seconds));
-    headers.append(header::VARY, HeaderValue::from_static("Origin"));
     response
 }
 
-fn add_cors_headers(cors: &CorsIr, origin: &HeaderValue, headers: &mut HeaderMap) {
+/// Adds the CORS headers of a response to an allowed `origin`; false when it is not allowed.
+fn add_cors_headers(cors: &CorsIr, origin: &HeaderValue, headers: &mut HeaderMap) -> bool {
     if !origin.to_str().is_ok_and(|o| origin_allowed(cors, o)) {
-        return;
+        return false;
     }
     headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allow_origin_value(cors, origin));
     if cors.allow_credentials {
@@ -590,6 +597,7 @@ fn add_cors_headers(cors: &CorsIr, origin: &HeaderValue, headers: &mut HeaderMap
         }
     }
     headers.append(header::VARY, HeaderValue::from_static("Origin"));
+    true
 }
 
 #[cfg(test)]

@@ -17,12 +17,22 @@ use crate::tls;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CompileError {
-    #[error("listener {listener}: address {address:?} is not an IP address")]
-    Address { listener: String, address: String },
+    #[error("Gateway {gateway}: address {address:?} is not an IP address")]
+    Address { gateway: String, address: String },
     #[error("routes on port {port}: {message}")]
     Routes { port: u16, message: String },
     #[error("TLS on port {port}: {source}")]
     Tls { port: u16, source: tls::TlsError },
+}
+
+/// Where listeners bind.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Bind {
+    /// On the addresses the Gateway asks for (standalone: they are this machine's).
+    #[default]
+    Requested,
+    /// Always on the default address: in a pod, the Gateway's addresses are its Service's.
+    Default,
 }
 
 /// One Gateway ready to serve.
@@ -50,17 +60,26 @@ pub struct SocketConfig {
 }
 
 impl CompiledGateway {
-    pub fn compile(ir: GatewayIr, default_bind: IpAddr) -> Result<Self, CompileError> {
+    /// Groups the listeners by socket: every requested address of the Gateway with
+    /// `bind: Bind::Requested`, else (or when it asks for none) `default_bind`.
+    pub fn compile(ir: GatewayIr, default_bind: IpAddr, bind: Bind) -> Result<Self, CompileError> {
+        let mut ips = Vec::new();
+        if bind == Bind::Requested {
+            for address in &ir.addresses {
+                let ip = address
+                    .parse::<IpAddr>()
+                    .map_err(|_| CompileError::Address { gateway: ir.key.id(), address: address.clone() })?;
+                ips.push(ip);
+            }
+        }
+        if ips.is_empty() {
+            ips.push(default_bind);
+        }
         let mut by_socket: BTreeMap<SocketAddr, Vec<usize>> = BTreeMap::new();
         for (i, listener) in ir.listeners.iter().enumerate() {
-            let ip = match &listener.address {
-                Some(address) => address.parse::<IpAddr>().map_err(|_| CompileError::Address {
-                    listener: listener.name.clone(),
-                    address: address.clone(),
-                })?,
-                None => default_bind,
-            };
-            by_socket.entry(SocketAddr::new(ip, listener.port)).or_default().push(i);
+            for &ip in &ips {
+                by_socket.entry(SocketAddr::new(ip, listener.port)).or_default().push(i);
+            }
         }
         let mut sockets = BTreeMap::new();
         for (socket, listeners) in by_socket {

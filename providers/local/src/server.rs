@@ -19,14 +19,16 @@ use tokio_rustls::TlsAcceptor;
 use crate::metrics::Metrics;
 use crate::policy::PolicyState;
 use crate::proxy::{self, ConnInfo};
-use crate::runtime::Table;
+use crate::runtime::{Bind, Table};
 use crate::upstream::{self, UpstreamClient, UpstreamSettings};
 
 /// Limits and options of the data plane.
 #[derive(Clone, Debug)]
 pub struct ServerSettings {
-    /// Where listeners bind when their Gateway names no address.
+    /// Where listeners bind when their Gateway names no address (or with `Bind::Default`).
     pub bind_address: IpAddr,
+    /// Whether listeners bind the Gateway's `spec.addresses`.
+    pub bind: Bind,
     pub max_connections: usize,
     /// Time allowed to send a request head; also how long an idle keep-alive connection stays.
     pub header_read_timeout: Duration,
@@ -45,6 +47,7 @@ impl Default for ServerSettings {
     fn default() -> Self {
         Self {
             bind_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            bind: Bind::Requested,
             max_connections: 10_000,
             header_read_timeout: Duration::from_secs(30),
             tls_handshake_timeout: Duration::from_secs(10),

@@ -22,6 +22,7 @@ fn gateway(listeners: Vec<ListenerIr>, routes: Vec<RouteIr>) -> GatewayIr {
         key: GatewayKey::default(),
         provider: ProviderSettings::Local(LocalSettings::default()),
         listeners,
+        addresses: Vec::new(),
         routes,
         policies: Vec::new(),
     }
@@ -33,7 +34,6 @@ fn listener(name: &str, port: u16, hostname: Option<&str>) -> ListenerIr {
         port,
         protocol: ListenerProtocol::Http,
         hostname: hostname.map(Into::into),
-        address: None,
         certificates: Vec::new(),
     }
 }
