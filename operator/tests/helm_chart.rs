@@ -16,25 +16,22 @@ mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use serde_json::{json, Value};
-use support::cluster::{exclusive, repo_root, unique_name, Cluster, TestNamespace, CONTROLLER_NAME};
+use support::cluster::{
+    exclusive, repo_root, run_captured, unique_name, Cluster, TestNamespace, CONTROLLER_NAME,
+};
 use support::eventually;
+use support::helm::{chart_dir, helm, helm_err, helm_ok, stderr, stdout};
 use support::process::free_port;
 
-/// Upper bound of `scripts/helm path` (a cold build takes a few minutes; the script also waits
-/// for another build holding its lock).
-const HELM_BUILD_TIMEOUT: Duration = Duration::from_secs(45 * 60);
-/// Upper bound of one helm run (install and uninstall talk to the API server).
-const HELM_TIMEOUT: Duration = Duration::from_secs(180);
 /// Upper bound of one kubectl run of this file (each request is bounded by 30 s).
 const KUBECTL_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long the operator gets to reach each state.
@@ -44,138 +41,12 @@ const CONVERGE: Duration = Duration::from_secs(30);
 // Running helm and other commands with a deadline
 // ---------------------------------------------------------------------------------------------
 
-fn chart_dir() -> PathBuf {
-    repo_root().join("charts/tollbridge")
-}
-
-/// The helm binary of `scripts/helm path`, built on first use.
-fn helm_binary() -> &'static Path {
-    static HELM: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    let found = HELM.get_or_init(|| {
-        let script = repo_root().join("scripts/helm");
-        let out = run(Command::new(&script).arg("path"), None, HELM_BUILD_TIMEOUT);
-        if !out.status.success() {
-            return Err(format!("scripts/helm path failed ({}):\n{}", out.status, stderr(&out)));
-        }
-        let path = PathBuf::from(stdout(&out).trim());
-        if path.is_file() {
-            Ok(path)
-        } else {
-            Err(format!("scripts/helm path printed {path:?}, which is not a file"))
-        }
-    });
-    match found {
-        Ok(path) => path,
-        Err(e) => panic!("no helm: {e}"),
-    }
-}
-
-/// helm's own configuration, cache and data directories, shared by the tests of this binary
-/// (so nothing is written to the home directory).
-fn helm_home() -> &'static Path {
-    static HOME: OnceLock<tempfile::TempDir> = OnceLock::new();
-    HOME.get_or_init(|| tempfile::Builder::new().prefix("tollbridge-helm-").tempdir().expect("helm home"))
-        .path()
-}
-
-/// `helm ARGS…` with [`HELM_TIMEOUT`].
-fn helm(args: &[&str]) -> Output {
-    let home = helm_home();
-    let mut cmd = Command::new(helm_binary());
-    cmd.args(args)
-        .env("HELM_CONFIG_HOME", home.join("config"))
-        .env("HELM_CACHE_HOME", home.join("cache"))
-        .env("HELM_DATA_HOME", home.join("data"))
-        .env_remove("KUBECONFIG");
-    run(&mut cmd, None, HELM_TIMEOUT)
-}
-
-/// `helm ARGS…`, returning stdout; panics with stderr when it fails.
-fn helm_ok(args: &[&str]) -> String {
-    let out = helm(args);
-    assert!(out.status.success(), "helm {} failed ({}):\n{}", args.join(" "), out.status, stderr(&out));
-    stdout(&out)
-}
-
-/// `helm ARGS…` expected to fail: returns stdout and stderr together.
-fn helm_err(args: &[&str]) -> String {
-    let out = helm(args);
-    assert!(
-        !out.status.success(),
-        "helm {} succeeded but was expected to fail:\n{}",
-        args.join(" "),
-        stdout(&out)
-    );
-    format!("{}{}", stdout(&out), stderr(&out))
-}
-
 /// `helm template tollbridge charts/tollbridge --namespace NS ARGS…`.
 fn template(namespace: &str, args: &[&str]) -> String {
     let chart = chart_dir();
     let mut all = vec!["template", "tollbridge", chart.to_str().unwrap(), "--namespace", namespace];
     all.extend_from_slice(args);
     helm_ok(&all)
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// Runs `cmd` with `stdin` fed to it and its output captured; killed after `timeout` (then the
-/// status is a failure and stderr says so).
-fn run(cmd: &mut Command, stdin: Option<&str>, timeout: Duration) -> Output {
-    let what = format!("{cmd:?}");
-    let mut child = cmd
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
-    let writer = match (stdin, child.stdin.take()) {
-        (Some(input), Some(mut pipe)) => {
-            let input = input.to_owned();
-            Some(thread::spawn(move || drop(pipe.write_all(input.as_bytes()))))
-        }
-        _ => None,
-    };
-    let out = reader(child.stdout.take());
-    let err = reader(child.stderr.take());
-    let deadline = Instant::now() + timeout;
-    let mut killed = false;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap_or_else(|e| panic!("poll {what}: {e}")) {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            killed = true;
-            break child.wait().unwrap_or_else(|e| panic!("wait for {what}: {e}"));
-        }
-        thread::sleep(Duration::from_millis(20));
-    };
-    if let Some(writer) = writer {
-        let _ = writer.join();
-    }
-    let stdout = out.join().unwrap_or_default();
-    let mut stderr = err.join().unwrap_or_default();
-    if killed {
-        stderr.extend_from_slice(format!("\n[test] {what}: killed after {timeout:?}\n").as_bytes());
-    }
-    Output { status, stdout, stderr }
-}
-
-fn reader<R: Read + Send + 'static>(pipe: Option<R>) -> thread::JoinHandle<Vec<u8>> {
-    thread::spawn(move || {
-        let mut buf = Vec::new();
-        if let Some(mut pipe) = pipe {
-            let _ = pipe.read_to_end(&mut buf);
-        }
-        buf
-    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -666,7 +537,7 @@ fn service_account_kubeconfig(cluster: &Cluster, namespace: &str, account: &str,
 fn kubectl_as(cluster: &Cluster, kubeconfig: &Path, args: &[&str]) -> Output {
     let mut cmd = Command::new(cluster.kubectl_path());
     cmd.arg("--kubeconfig").arg(kubeconfig).arg("--request-timeout=30s").args(args);
-    run(&mut cmd, None, KUBECTL_TIMEOUT)
+    run_captured(&mut cmd, None, KUBECTL_TIMEOUT, "kubectl")
 }
 
 /// `tollbridge ARGS…` as the chart's ServiceAccount, outside the cluster; killed when dropped
@@ -734,7 +605,8 @@ impl OperatorProcess {
     /// SIGTERM, then waits up to 15 s for the exit (then SIGKILL and panic).
     async fn terminate(&mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
-        let sent = run(Command::new("kill").args(["-TERM", &pid]), None, Duration::from_secs(10));
+        let sent =
+            run_captured(Command::new("kill").args(["-TERM", &pid]), None, Duration::from_secs(10), "kill");
         assert!(sent.status.success(), "kill -TERM {pid}: {}", stderr(&sent));
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {

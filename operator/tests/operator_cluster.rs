@@ -94,8 +94,9 @@ fn route_yaml(name: &str, prefix: &str, backend: &str) -> String {
     )
 }
 
-/// Marks the proxy's pod Ready, as a kubelet would (the test cluster has none), so its
-/// Deployment reports an available replica.
+/// Marks the proxy's pod Running and Ready with an address, as a kubelet would (this test
+/// cluster has none; tests/node_cluster.rs runs real pods), so its Deployment reports an
+/// available replica and its Service a ready endpoint.
 async fn make_proxy_available(ns: &TestNamespace<'_>) {
     let selector = "app.kubernetes.io/instance=tollbridge-gw";
     let mut pod = String::new();
@@ -112,7 +113,7 @@ async fn make_proxy_available(ns: &TestNamespace<'_>) {
     .await;
     let now = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
     let patch = format!(
-        r#"{{"status":{{"phase":"Running","conditions":[{{"type":"Ready","status":"True","lastTransitionTime":"{now}"}}]}}}}"#
+        r#"{{"status":{{"phase":"Running","podIP":"10.99.0.1","podIPs":[{{"ip":"10.99.0.1"}}],"conditions":[{{"type":"Ready","status":"True","lastTransitionTime":"{now}"}}]}}}}"#
     );
     ns.kubectl_ok(&["patch", &pod, "--subresource=status", "--type=merge", "-p", &patch], None);
 }

@@ -322,12 +322,17 @@ impl Controller {
         let deployment = self.owned.deployments.get(&ObjectRef::new(&name).within(&ir.key.namespace));
         let status = deployment.as_ref().and_then(|d| d.status.clone()).unwrap_or_default();
         let available = status.available_replicas.unwrap_or(0);
-        (available < 1).then(|| {
-            format!(
+        if available < 1 {
+            return Some(format!(
                 "Waiting for the proxy: Deployment {name} has {available} of {} replicas available",
                 status.replicas.unwrap_or(0)
-            )
-        })
+            ));
+        }
+        // Traffic reaches a pod through the Service only once it is among its ready endpoints
+        // (a Gateway without a listener has no Service).
+        let has_service = !ir.listeners.is_empty();
+        (has_service && self.source.ready_endpoints(&ir.key.namespace, &name) == 0)
+            .then(|| format!("Waiting for the proxy: Service {name} has no ready endpoint yet"))
     }
 
     /// Zero when every object we created for a Local Gateway is as we left it; otherwise a

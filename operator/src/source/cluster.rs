@@ -21,6 +21,7 @@ use tokio::task::JoinHandle;
 use crate::api::gateway::{Gateway, GatewayClass, HTTPRoute, ReferenceGrant};
 use crate::api::tollbridge::{ApiKey, ProviderConfig, QuotaPolicy};
 use crate::snapshot::{name_of, namespace_of, referenced_secret_ids, Snapshot};
+use crate::translate::SERVICE_NAME_LABEL;
 
 /// Which namespaces to read: all of them, or one (namespaced kinds only).
 #[derive(Clone, Debug, Default)]
@@ -204,6 +205,21 @@ impl ClusterSource {
 
     pub fn services(&self) -> &Store<Service> {
         &self.services
+    }
+
+    /// Ready endpoints of Service `namespace/name`, over its EndpointSlices.
+    pub fn ready_endpoints(&self, namespace: &str, name: &str) -> usize {
+        self.endpoint_slices
+            .state()
+            .iter()
+            .filter(|s| s.metadata.namespace.as_deref() == Some(namespace))
+            .filter(|s| {
+                s.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)).map(String::as_str)
+                    == Some(name)
+            })
+            .flat_map(|s| s.endpoints.iter())
+            .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) != Some(false))
+            .count()
     }
 
     pub fn secret_metadata(&self) -> &Store<PartialObjectMeta<Secret>> {

@@ -25,6 +25,10 @@ use std::time::{Duration, Instant};
 /// Environment variable naming a directory started by `scripts/control-plane start`.
 pub const CLUSTER_ENV: &str = "TOLLBRIDGE_TEST_CLUSTER";
 
+/// Environment variable naming a directory started by `scripts/node start` whose containerd
+/// holds the tollbridge image.
+pub const NODE_CLUSTER_ENV: &str = "TOLLBRIDGE_TEST_NODE_CLUSTER";
+
 /// Field manager of everything the tests apply.
 pub const FIELD_MANAGER: &str = "tollbridge-tests";
 const FIELD_MANAGER_ARG: &str = "--field-manager=tollbridge-tests";
@@ -62,24 +66,36 @@ impl Cluster {
     /// without trying again.
     pub fn shared() -> &'static Cluster {
         static SHARED: OnceLock<Result<Cluster, String>> = OnceLock::new();
-        match SHARED.get_or_init(Self::attach_or_start) {
+        match SHARED.get_or_init(|| Self::attach_or_start(CLUSTER_ENV, Self::start_own)) {
             Ok(cluster) => cluster,
             Err(e) => panic!("no test cluster: {e}"),
         }
     }
 
-    fn attach_or_start() -> Result<Cluster, String> {
-        if let Some(dir) = std::env::var_os(CLUSTER_ENV).filter(|d| !d.is_empty()) {
+    /// The one-node cluster of this test process (`scripts/node`: a kubelet, kube-proxy and a
+    /// scheduler beside the control plane, the tollbridge image in its containerd): the one
+    /// `scripts/test` started (`TOLLBRIDGE_TEST_NODE_CLUSTER`), else one started here (as root),
+    /// stopped by a watchdog once this process has exited. Panics when there is none.
+    pub fn node() -> &'static Cluster {
+        static NODE: OnceLock<Result<Cluster, String>> = OnceLock::new();
+        match NODE.get_or_init(|| Self::attach_or_start(NODE_CLUSTER_ENV, Self::start_own_node)) {
+            Ok(cluster) => cluster,
+            Err(e) => panic!("no one-node test cluster: {e}"),
+        }
+    }
+
+    fn attach_or_start(env: &str, start: fn() -> Result<Cluster, String>) -> Result<Cluster, String> {
+        if let Some(dir) = std::env::var_os(env).filter(|d| !d.is_empty()) {
             let dir = PathBuf::from(dir);
             if dir.join("env").is_file() {
                 return Self::from_env_file(&dir, false);
             }
             eprintln!(
-                "[cluster] {CLUSTER_ENV}={} has no env file: starting a control plane for this process",
+                "[cluster] {env}={} has no env file: starting a cluster for this process",
                 dir.display()
             );
         }
-        Self::start_own()
+        start()
     }
 
     /// Reads `DIR/env` as written by `scripts/control-plane start DIR`.
@@ -129,33 +145,51 @@ impl Cluster {
     /// `scripts/control-plane build`, then `start` in a fresh temporary directory, guarded by a
     /// watchdog that stops it and removes the directory once this process has exited.
     fn start_own() -> Result<Cluster, String> {
-        let script = repo_root().join("scripts/control-plane");
+        Self::start_with("scripts/control-plane", |_| Vec::new())
+    }
+
+    /// `scripts/node start` in a fresh temporary directory (guarded by a watchdog), then the
+    /// tollbridge image built (`scripts/image build`, dev profile) and loaded into its containerd.
+    fn start_own_node() -> Result<Cluster, String> {
+        Self::start_with("scripts/node", |dir| {
+            let archive = repo_root().join("target/image/tollbridge.oci.tar");
+            let mut build = Command::new(repo_root().join("scripts/image"));
+            build.arg("build").arg(&archive).env("IMAGE_PROFILE", "dev");
+            let mut load = Command::new(repo_root().join("scripts/node"));
+            load.arg("load").arg(dir).arg(&archive);
+            vec![(build, "scripts/image build".into()), (load, "scripts/node load".into())]
+        })
+    }
+
+    /// `SCRIPT build`, `SCRIPT start DIR` in a fresh temporary directory, then the commands of
+    /// `then(DIR)`; a watchdog runs `SCRIPT stop DIR` and removes DIR once this process exits.
+    fn start_with(script: &str, then: impl Fn(&Path) -> Vec<(Command, String)>) -> Result<Cluster, String> {
+        let name = script;
+        let script = repo_root().join(script);
         if !script.is_file() {
             return Err(format!("{} not found", script.display()));
         }
         let dir = tempfile::Builder::new()
             .prefix("tollbridge-cluster-")
             .tempdir()
-            .map_err(|e| format!("cannot create a temporary directory for the control plane: {e}"))?
+            .map_err(|e| format!("cannot create a temporary directory for the cluster: {e}"))?
             .keep();
         // The watchdog first, so that even a start interrupted by the end of this process is
         // cleaned up.
         spawn_watchdog(&script, &dir)?;
 
         let build_log = dir.join("harness-build.log");
-        run_logged(
-            Command::new(&script).arg("build"),
-            &build_log,
-            BUILD_TIMEOUT,
-            "scripts/control-plane build",
-        )?;
+        run_logged(Command::new(&script).arg("build"), &build_log, BUILD_TIMEOUT, &format!("{name} build"))?;
         let start_log = dir.join("harness-start.log");
         run_logged(
             Command::new(&script).arg("start").arg(&dir),
             &start_log,
             START_TIMEOUT,
-            &format!("scripts/control-plane start {}", dir.display()),
+            &format!("{name} start {}", dir.display()),
         )?;
+        for (i, (mut command, what)) in then(&dir).into_iter().enumerate() {
+            run_logged(&mut command, &dir.join(format!("harness-step-{i}.log")), BUILD_TIMEOUT, &what)?;
+        }
         Self::from_env_file(&dir, true)
     }
 
@@ -677,7 +711,7 @@ fn run_logged(cmd: &mut Command, log: &Path, timeout: Duration, what: &str) -> R
 
 /// Runs `cmd` with `stdin` fed to it and its output captured; after `timeout` it is killed and
 /// the returned output has a failed status and a stderr saying so.
-fn run_captured(cmd: &mut Command, stdin: Option<&str>, timeout: Duration, what: &str) -> Output {
+pub fn run_captured(cmd: &mut Command, stdin: Option<&str>, timeout: Duration, what: &str) -> Output {
     let mut child = cmd
         .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())

@@ -8,6 +8,7 @@
 
 pub mod client;
 pub mod cluster;
+pub mod helm;
 pub mod moto;
 pub mod process;
 pub mod recorder;

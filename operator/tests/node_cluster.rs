@@ -1,0 +1,309 @@
+//! The user's first hour, on a real one-node cluster (`scripts/node`: kubelet, kube-proxy and
+//! scheduler beside the control plane, containerd running the pods): the chart installed with
+//! helm, the operator and the proxies running as pods of the tollbridge image, examples/kind and
+//! the cluster variant of examples/api-keys-and-quotas applied as their READMEs say, and
+//! requests sent from this machine to the Gateway's address (its Service's cluster IP, which
+//! kube-proxy routes on this machine).
+//!
+//! Nothing here marks a pod Ready or stands in for the kubelet. Every wait is bounded; every
+//! load loop is bounded in time and count.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::client::Client;
+use support::cluster::{repo_root, run_captured, Cluster};
+use support::eventually;
+use support::helm::{chart_dir, helm_ok};
+
+const RELEASE: &str = "tollbridge";
+const RELEASE_NAMESPACE: &str = "tollbridge-system";
+/// How long pods, statuses and rollouts get to converge.
+const CONVERGE: Duration = Duration::from_secs(180);
+
+fn example(path: &str) -> String {
+    repo_root().join("examples").join(path).display().to_string()
+}
+
+fn get_json(cluster: &Cluster, args: &[&str]) -> Value {
+    let mut all = vec!["get"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["-o", "json"]);
+    let text = cluster.kubectl_ok(&all, None);
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("kubectl get {args:?}: {e}"))
+}
+
+fn condition<'a>(object: &'a Value, type_: &str) -> Option<&'a Value> {
+    object["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == type_)
+}
+
+/// The uids of what the operator made for Gateway `web` and the key it generated, by kind/name.
+fn generated(cluster: &Cluster) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let list =
+        get_json(cluster, &["deploy,svc,secret,sa,role,rolebinding", "-l", "tollbridge.dev/gateway=web"]);
+    for item in list["items"].as_array().into_iter().flatten() {
+        let key =
+            format!("{}/{}", item["kind"].as_str().unwrap(), item["metadata"]["name"].as_str().unwrap());
+        out.insert(key, item["metadata"]["uid"].as_str().unwrap().to_string());
+    }
+    let key = get_json(cluster, &["secret", "globex-api-key"]);
+    out.insert("Secret/globex-api-key".into(), key["metadata"]["uid"].as_str().unwrap().to_string());
+    out
+}
+
+/// The holder of the operator's Lease.
+fn leader(cluster: &Cluster) -> String {
+    let lease = get_json(cluster, &["-n", RELEASE_NAMESPACE, "lease", "tollbridge-operator"]);
+    lease["spec"]["holderIdentity"].as_str().unwrap_or_default().to_string()
+}
+
+/// Sends GETs to `url` from `workers` tasks until `stop` (or 60 s, or 20,000 requests):
+/// returns (requests, failures, a few failure descriptions).
+async fn load(
+    client: &Client,
+    url: &str,
+    workers: usize,
+    stop: Arc<AtomicBool>,
+) -> (usize, usize, Vec<String>) {
+    let sent = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..workers {
+        let (client, url, stop, sent) = (client.clone(), url.to_string(), stop.clone(), sent.clone());
+        tasks.push(tokio::spawn(async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let mut failures = Vec::new();
+            while !stop.load(Ordering::Relaxed)
+                && Instant::now() < deadline
+                && sent.fetch_add(1, Ordering::Relaxed) < 20_000
+            {
+                match client.try_get(&url, &[]).await {
+                    Ok(resp) if resp.status == 200 => {}
+                    Ok(resp) => failures.push(format!("{} {}", resp.status, resp.text())),
+                    Err(e) => failures.push(e),
+                }
+            }
+            failures
+        }));
+    }
+    let mut failures = Vec::new();
+    for task in tasks {
+        failures.extend(task.await.expect("load task"));
+    }
+    let count = failures.len();
+    failures.truncate(5);
+    (sent.load(Ordering::Relaxed).min(20_000), count, failures)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kind_example_on_a_real_node() {
+    let cluster = Cluster::node();
+    let kubeconfig = cluster.kubeconfig().display().to_string();
+    let client = Client::new();
+
+    // 1. The operator, as the chart installs it: two replicas, leader election on, the image
+    //    already on the node (never pulled).
+    let chart = chart_dir().display().to_string();
+    helm_ok(&[
+        "upgrade",
+        "--install",
+        RELEASE,
+        &chart,
+        "-n",
+        RELEASE_NAMESPACE,
+        "--create-namespace",
+        "--kubeconfig",
+        &kubeconfig,
+        "--wait",
+        "--timeout",
+        "180s",
+        "--set",
+        "replicaCount=2",
+        "--set",
+        "image.pullPolicy=Never",
+    ]);
+    let pods =
+        get_json(cluster, &["-n", RELEASE_NAMESPACE, "pods", "-l", "app.kubernetes.io/name=tollbridge"]);
+    let pods = pods["items"].as_array().unwrap();
+    assert_eq!(pods.len(), 2, "operator pods: {pods:#?}");
+    for pod in pods {
+        assert_eq!(pod["spec"]["serviceAccountName"], "tollbridge");
+        assert_eq!(condition(pod, "Ready").map(|c| c["status"].clone()), Some("True".into()), "{pod:#}");
+    }
+
+    // 2. examples/kind, as its README does it: check, then apply.
+    let check = run_captured(
+        Command::new(env!("CARGO_BIN_EXE_tollbridge")).args(["check", "-f", &example("kind")]),
+        None,
+        Duration::from_secs(60),
+        "tollbridge check",
+    );
+    let check_out = String::from_utf8_lossy(&check.stderr);
+    assert!(check.status.success() && check_out.contains("ok: every object is valid"), "{check_out}");
+    cluster.kubectl_ok(&["apply", "-f", &example("kind")], None);
+    cluster.kubectl_ok(&["wait", "--for=condition=Programmed", "gateway/web", "--timeout=180s"], None);
+    let class = get_json(cluster, &["gatewayclass", "tollbridge-kind"]);
+    assert_eq!(condition(&class, "Accepted").unwrap()["status"], "True");
+    let route = get_json(cluster, &["httproute", "echo"]);
+    let parent = &route["status"]["parents"][0];
+    for type_ in ["Accepted", "ResolvedRefs"] {
+        let c = parent["conditions"].as_array().unwrap().iter().find(|c| c["type"] == type_).unwrap();
+        assert_eq!(c["status"], "True", "{type_}: {c}");
+    }
+
+    // One address per Gateway, reachable from this machine.
+    let gateway = get_json(cluster, &["gateway", "web"]);
+    let addresses = gateway["status"]["addresses"].as_array().unwrap();
+    assert_eq!(addresses.len(), 1, "{addresses:?}");
+    assert_eq!(addresses[0]["type"], "IPAddress");
+    let address = addresses[0]["value"].as_str().unwrap().to_string();
+    let base = format!("http://{address}");
+    // Programmed waits for a ready endpoint; kube-proxy writes its rules a moment later.
+    eventually("the Gateway's address to answer", Duration::from_secs(10), || async {
+        client.try_get(&format!("{base}/echo/hello"), &[]).await.is_ok()
+    })
+    .await;
+    let resp = client.get(&format!("{base}/echo/hello"), &[]).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let body = resp.json();
+    assert_eq!((body["backend"].as_str(), body["path"].as_str()), (Some("echo"), Some("/hello")));
+    assert_eq!(resp.header("x-served-by"), Some("tollbridge-kind"));
+    assert_eq!(client.get(&format!("{base}/elsewhere"), &[]).await.status, 404);
+
+    // The proxy pod's logs and exec, through the API server and the kubelet.
+    let logs = cluster.kubectl_ok(&["logs", "deploy/tollbridge-web"], None);
+    assert!(logs.contains("admin endpoint listening"), "{logs}");
+    let version =
+        cluster.kubectl_ok(&["exec", "deploy/tollbridge-web", "--", "/tollbridge", "version"], None);
+    assert!(version.starts_with("tollbridge "), "{version}");
+
+    // 3. API keys and a rate limit (examples/api-keys-and-quotas/cluster).
+    cluster.kubectl_ok(&["apply", "-f", &example("api-keys-and-quotas/cluster")], None);
+    cluster.kubectl_ok(
+        &["wait", "--for=condition=Ready", "apikey/acme", "apikey/globex", "--timeout=120s"],
+        None,
+    );
+    let globex = get_json(cluster, &["secret", "globex-api-key"]);
+    let globex_key = String::from_utf8(
+        base64::Engine::decode(
+            &base64::engine::general_purpose::STANDARD,
+            globex["data"]["api-key"].as_str().unwrap(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let orders = format!("{base}/orders/1");
+    eventually("the orders route to ask for a key", CONVERGE, || async {
+        client.try_get(&orders, &[]).await.is_ok_and(|r| r.status == 401)
+    })
+    .await;
+    let acme = [("x-api-key", "acme-example-key-change-me")];
+    let resp = client.get(&orders, &acme).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let headers = &resp.json()["headers"];
+    assert_eq!(headers["x-tollbridge-consumer"], "Acme Corp");
+    assert!(headers.get("x-api-key").is_none(), "the key reached the backend: {headers}");
+    assert_eq!(client.get(&orders, &[("x-api-key", &globex_key)]).await.status, 200);
+    assert_eq!(client.get(&format!("{base}/catalog/1"), &acme).await.status, 403);
+    // 2 a second with bursts of 5: a quick run of 10 is cut off, with the headers that say so.
+    let mut statuses = Vec::new();
+    let mut limited = None;
+    for _ in 0..10 {
+        let resp = client.get(&orders, &[("x-api-key", &globex_key)]).await;
+        statuses.push(resp.status.as_u16());
+        if resp.status == 429 {
+            limited = Some(resp);
+        }
+    }
+    let limited = limited.unwrap_or_else(|| panic!("no 429 in {statuses:?}"));
+    assert!(statuses.iter().filter(|s| **s == 200).count() >= 3, "{statuses:?}");
+    assert!(limited.header("retry-after").is_some(), "{:?}", limited.headers);
+    assert!(limited.header("ratelimit-policy").is_some(), "{:?}", limited.headers);
+
+    // 4. Two proxy replicas.
+    cluster.kubectl_ok(
+        &[
+            "patch",
+            "providerconfig",
+            "kind-local",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"local":{"replicas":2}}}"#,
+        ],
+        None,
+    );
+    eventually("two available proxy replicas behind the Service", CONVERGE, || async {
+        let deploy = get_json(cluster, &["deploy", "tollbridge-web"]);
+        let slices =
+            get_json(cluster, &["endpointslices", "-l", "kubernetes.io/service-name=tollbridge-web"]);
+        let ready = slices["items"][0]["endpoints"]
+            .as_array()
+            .map_or(0, |e| e.iter().filter(|e| e["conditions"]["ready"] == true).count());
+        deploy["status"]["availableReplicas"] == 2 && ready == 2
+    })
+    .await;
+
+    // 5. A route change under load: seen by clients, and not one request fails.
+    let stop = Arc::new(AtomicBool::new(false));
+    let loader = {
+        let (client, url, stop) = (client.clone(), format!("{base}/echo/load"), stop.clone());
+        tokio::spawn(async move { load(&client, &url, 4, stop).await })
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let changed = std::fs::read_to_string(repo_root().join("examples/kind/httproute.yaml"))
+        .unwrap()
+        .replace("value: tollbridge-kind}", "value: tollbridge-kind-v2}");
+    assert!(changed.contains("tollbridge-kind-v2"), "the example's route changed shape");
+    cluster.kubectl_ok(&["apply", "-f", "-"], Some(&changed));
+    eventually("the changed route to answer", CONVERGE, || async {
+        let resp = client.try_get(&format!("{base}/echo/x"), &[]).await;
+        resp.is_ok_and(|r| r.header("x-served-by") == Some("tollbridge-kind-v2"))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (sent, failed, examples) = loader.await.expect("load");
+    eprintln!("[node] route change under load: {sent} requests, {failed} failed");
+    assert!(sent > 100, "only {sent} requests were sent");
+    assert_eq!(failed, 0, "failed requests during the route change: {examples:?}");
+
+    // 6. The leader's pod deleted: the other replica takes over, nothing is made again.
+    let before = generated(cluster);
+    let old_leader = leader(cluster);
+    assert!(!old_leader.is_empty(), "no operator holds the Lease");
+    cluster.kubectl_ok(&["-n", RELEASE_NAMESPACE, "delete", "pod", &old_leader, "--wait=false"], None);
+    eventually("another operator replica to lead", CONVERGE, || async {
+        let now = leader(cluster);
+        !now.is_empty() && now != old_leader
+    })
+    .await;
+    // The new leader works (a change is applied) and made nothing twice.
+    cluster.kubectl_ok(&["apply", "-f", &example("kind/httproute.yaml")], None);
+    eventually("the new leader to apply a change", CONVERGE, || async {
+        let resp = client.try_get(&format!("{base}/echo/x"), &[]).await;
+        resp.is_ok_and(|r| r.header("x-served-by") == Some("tollbridge-kind"))
+    })
+    .await;
+    assert_eq!(generated(cluster), before, "objects were re-created after the failover");
+
+    // 7. The Gateway deleted: everything made for it goes.
+    cluster.kubectl_ok(&["delete", "-f", &example("api-keys-and-quotas/cluster"), "--wait=true"], None);
+    cluster.kubectl_ok(&["delete", "-f", &example("kind"), "--wait=true", "--timeout=120s"], None);
+    eventually("every object made for the Gateway to be gone", CONVERGE, || async {
+        let left = get_json(
+            cluster,
+            &["deploy,rs,pod,svc,secret,sa,role,rolebinding", "-l", "tollbridge.dev/gateway=web"],
+        );
+        let key = cluster.kubectl(&["get", "secret", "globex-api-key"], None);
+        left["items"].as_array().is_some_and(Vec::is_empty) && !key.status.success()
+    })
+    .await;
+
+    helm_ok(&["uninstall", RELEASE, "-n", RELEASE_NAMESPACE, "--kubeconfig", &kubeconfig, "--wait"]);
+}
