@@ -38,6 +38,8 @@ pub const ADMIN_PORT: u16 = 19001;
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "tollbridge");
 /// Label naming the Gateway an object belongs to.
 pub const GATEWAY_LABEL: &str = "tollbridge.dev/gateway";
+/// The Gateway API's own label for what an implementation makes for a Gateway.
+pub const GATEWAY_NAME_LABEL: &str = "gateway.networking.k8s.io/gateway-name";
 
 /// The objects of one Local Gateway.
 #[derive(Clone, Debug, PartialEq)]
@@ -75,21 +77,29 @@ pub fn desired(ir: &GatewayIr, settings: &LocalSettings, image: &str, config: Ve
     let key = &ir.key;
     let name = infra_name(&key.name);
     let secret_name = config_secret_name(&key.name);
-    let labels: BTreeMap<String, String> = [
-        ("app.kubernetes.io/name", "tollbridge-proxy".to_string()),
-        ("app.kubernetes.io/instance", name.clone()),
-        (MANAGED_BY.0, MANAGED_BY.1.to_string()),
-        (GATEWAY_LABEL, dns_label(&key.name)),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
+    // The Gateway's `spec.infrastructure` labels first, so that ours (the selector among
+    // them) win a clash.
+    let mut labels = ir.infrastructure.labels.clone();
+    labels.extend(
+        [
+            ("app.kubernetes.io/name", "tollbridge-proxy".to_string()),
+            ("app.kubernetes.io/instance", name.clone()),
+            (MANAGED_BY.0, MANAGED_BY.1.to_string()),
+            (GATEWAY_LABEL, dns_label(&key.name)),
+            (GATEWAY_NAME_LABEL, dns_label(&key.name)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v)),
+    );
+    let annotations =
+        (!ir.infrastructure.annotations.is_empty()).then(|| ir.infrastructure.annotations.clone());
     let selector: BTreeMap<String, String> =
         [("app.kubernetes.io/instance".to_string(), name.clone())].into();
     let meta = |name: &str| ObjectMeta {
         name: Some(name.to_string()),
         namespace: Some(key.namespace.clone()),
         labels: Some(labels.clone()),
+        annotations: annotations.clone(),
         owner_references: Some(vec![owner(key)]),
         ..ObjectMeta::default()
     };
@@ -141,7 +151,11 @@ pub fn desired(ir: &GatewayIr, settings: &LocalSettings, image: &str, config: Ve
                 replicas: Some(settings.replicas),
                 selector: LabelSelector { match_labels: Some(selector.clone()), ..LabelSelector::default() },
                 template: PodTemplateSpec {
-                    metadata: Some(ObjectMeta { labels: Some(labels.clone()), ..ObjectMeta::default() }),
+                    metadata: Some(ObjectMeta {
+                        labels: Some(labels.clone()),
+                        annotations: annotations.clone(),
+                        ..ObjectMeta::default()
+                    }),
                     spec: Some(pod_spec(key, &name, &secret_name, image, &ports)),
                 },
                 ..DeploymentSpec::default()
@@ -569,6 +583,7 @@ mod tests {
                 })
                 .collect(),
             addresses: Vec::new(),
+            infrastructure: Default::default(),
             routes: Vec::new(),
             policies: Vec::new(),
         }
@@ -601,6 +616,28 @@ mod tests {
         let infra = desired(&ir("web", &[]), &LocalSettings::default(), "img:1", Vec::new());
         assert!(infra.service.is_none());
         assert_eq!(infra.deployment.spec.unwrap().replicas, Some(1));
+    }
+
+    #[test]
+    fn infrastructure_labels_and_annotations_reach_every_object_but_not_the_selector() {
+        let mut gateway = ir("web", &[80]);
+        gateway.infrastructure.labels = [
+            ("team".to_string(), "a".to_string()),
+            ("app.kubernetes.io/instance".to_string(), "x".to_string()),
+        ]
+        .into();
+        gateway.infrastructure.annotations = [("note".to_string(), "b".to_string())].into();
+        let infra = desired(&gateway, &LocalSettings::default(), "img:1", Vec::new());
+        let service = infra.service.unwrap();
+        let pod = infra.deployment.spec.unwrap().template.metadata.unwrap();
+        for meta in [&infra.service_account.metadata, &service.metadata, &pod] {
+            let labels = meta.labels.as_ref().unwrap();
+            assert_eq!(labels["team"], "a");
+            assert_eq!(labels["app.kubernetes.io/instance"], "tollbridge-web");
+            assert_eq!(labels[GATEWAY_NAME_LABEL], "web");
+            assert_eq!(meta.annotations.as_ref().unwrap()["note"], "b");
+        }
+        assert_eq!(service.spec.unwrap().selector.unwrap()["app.kubernetes.io/instance"], "tollbridge-web");
     }
 
     #[test]

@@ -5,7 +5,8 @@ use std::net::IpAddr;
 
 use jiff::Timestamp;
 use tollbridge_provider::{
-    Capabilities, Feature, GatewayIr, GatewayKey, ListenerIr, ProviderSettings, QuotaPolicyIr, RouteIr,
+    Capabilities, Feature, GatewayIr, GatewayKey, InfrastructureMetadata, ListenerIr, ProviderSettings,
+    QuotaPolicyIr, RouteIr,
 };
 
 use super::conditions::{reason, Problem, Stamp, ACCEPTED, PROGRAMMED};
@@ -159,6 +160,13 @@ impl<'a> GatewayState<'a> {
             .filter(|a| !a.value.is_empty())
             .map(|a| a.value.clone())
             .collect();
+        let infrastructure = self
+            .gateway
+            .spec
+            .infrastructure
+            .as_ref()
+            .map(|i| InfrastructureMetadata { labels: i.labels.clone(), annotations: i.annotations.clone() })
+            .unwrap_or_default();
         let usable: BTreeSet<String> =
             self.listeners.iter().filter(|l| l.usable).map(|l| l.name.clone()).collect();
         let listeners = self
@@ -198,6 +206,7 @@ impl<'a> GatewayState<'a> {
             provider,
             listeners,
             addresses,
+            infrastructure,
             routes,
             policies,
         }

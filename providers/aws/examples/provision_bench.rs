@@ -42,6 +42,7 @@ fn gateway(settings: &AwsSettings, routes: usize, changed: Option<usize>) -> Gat
         provider: ProviderSettings::Aws(settings.clone()),
         listeners: Vec::new(),
         addresses: Vec::new(),
+        infrastructure: Default::default(),
         routes,
         policies: Vec::new(),
     }

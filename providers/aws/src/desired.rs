@@ -499,6 +499,7 @@ mod tests {
             provider: ProviderSettings::Local(LocalSettings::default()),
             listeners: Vec::new(),
             addresses: Vec::new(),
+            infrastructure: Default::default(),
             routes,
             policies,
         }

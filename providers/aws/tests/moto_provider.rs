@@ -78,6 +78,7 @@ fn gateway(
             certificates: Vec::new(),
         }],
         addresses: Vec::new(),
+        infrastructure: Default::default(),
         routes,
         policies,
     }

@@ -36,6 +36,7 @@ fn gateway(settings: &AwsSettings, rate: u32) -> GatewayIr {
         provider: ProviderSettings::Aws(settings.clone()),
         listeners: Vec::new(),
         addresses: Vec::new(),
+        infrastructure: Default::default(),
         routes: vec![RouteIr {
             id: RouteId { namespace: "shop".into(), name: "a".into(), ..RouteId::default() },
             attachments: Vec::new(),

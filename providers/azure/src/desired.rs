@@ -520,6 +520,7 @@ mod tests {
             provider: ProviderSettings::Local(LocalSettings::default()),
             listeners: Vec::new(),
             addresses: Vec::new(),
+            infrastructure: Default::default(),
             routes,
             policies: Vec::new(),
         }

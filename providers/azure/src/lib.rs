@@ -30,6 +30,7 @@ pub fn capabilities() -> Capabilities {
     let unsupported = [
         Feature::GatewayStaticAddresses,
         Feature::GatewayAddressEmpty,
+        Feature::GatewayInfrastructure,
         Feature::HTTPRouteParentRefPort,
         Feature::GatewayPort8080,
         Feature::HTTPRouteCORS,

@@ -45,6 +45,7 @@ fn gateway(routes: usize, changed: Option<usize>) -> GatewayIr {
         provider: ProviderSettings::Local(LocalSettings::default()),
         listeners: Vec::new(),
         addresses: Vec::new(),
+        infrastructure: Default::default(),
         routes,
         policies: Vec::new(),
     }

@@ -127,6 +127,7 @@ fn gateway(keys: Vec<ApiKeyIr>) -> GatewayIr {
         provider: ProviderSettings::Local(LocalSettings::default()),
         listeners: Vec::new(),
         addresses: Vec::new(),
+        infrastructure: Default::default(),
         routes: routes(),
         policies: vec![QuotaPolicyIr {
             id: "shop/gold".into(),

@@ -38,6 +38,9 @@ features! {
     GatewayStaticAddresses = "GatewayStaticAddresses", upstream = true;
     /// A `spec.addresses` entry without a value: the provider picks the address.
     GatewayAddressEmpty = "GatewayAddressEmpty", upstream = true;
+    /// `spec.infrastructure`: labels and annotations on what the provider makes, and a
+    /// Gateway-level `parametersRef`.
+    GatewayInfrastructure = "GatewayInfrastructure", upstream = true;
     ReferenceGrant = "ReferenceGrant", upstream = true;
     HTTPRoute = "HTTPRoute", upstream = true;
     HTTPRouteMethodMatching = "HTTPRouteMethodMatching", upstream = true;

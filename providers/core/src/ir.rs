@@ -37,9 +37,29 @@ pub struct GatewayIr {
     /// or the in-cluster Service's address. Empty: the provider's default.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub addresses: Vec<String>,
+    /// What `spec.infrastructure` asks to find on everything made for the Gateway.
+    #[serde(default, skip_serializing_if = "InfrastructureMetadata::is_empty")]
+    pub infrastructure: InfrastructureMetadata,
     /// Flattened (route, rule, match) entries, sorted by Gateway API precedence.
     pub routes: Vec<RouteIr>,
     pub policies: Vec<QuotaPolicyIr>,
+}
+
+/// Labels and annotations for the objects a provider makes for a Gateway (the Local provider's
+/// ServiceAccount, Deployment, pods, Service, ...).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InfrastructureMetadata {
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl InfrastructureMetadata {
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty() && self.annotations.is_empty()
+    }
 }
 
 /// The resolved ProviderConfig of the Gateway's class.

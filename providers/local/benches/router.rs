@@ -83,6 +83,7 @@ fn gateway(n: usize) -> GatewayIr {
         provider: ProviderSettings::Local(LocalSettings::default()),
         listeners: vec![listener("http", None), listener("admin", Some("admin.example.com"))],
         addresses: Vec::new(),
+        infrastructure: Default::default(),
         routes,
         policies: Vec::new(),
     }

@@ -23,6 +23,7 @@ fn gateway(listeners: Vec<ListenerIr>, routes: Vec<RouteIr>) -> GatewayIr {
         provider: ProviderSettings::Local(LocalSettings::default()),
         listeners,
         addresses: Vec::new(),
+        infrastructure: Default::default(),
         routes,
         policies: Vec::new(),
     }
