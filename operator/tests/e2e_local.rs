@@ -763,6 +763,18 @@ async fn tls_sni_picks_the_certificate_and_alpn_gives_http2() {
         assert_eq!(echoed["backend"], "b");
         assert_eq!(echoed["path"], format!("/h2/{i}"));
     }
+    // The same connection (its server name is b's) reused for a: misdirected, so that the
+    // client retries on a connection of its own; a's certificate was never checked here.
+    let req = Request::get("https://a.example.test/coalesced").body(Empty::<Bytes>::new()).unwrap();
+    let resp = sender.send_request(req).await.expect("HTTP/2 request");
+    assert_eq!(resp.status(), StatusCode::MISDIRECTED_REQUEST);
+    // And over HTTP/1.1: server name a, Host b.
+    let stream = tls::connect(https_port, "a.example.test", config.clone()).await.expect("TLS handshake");
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("HTTP/1.1 handshake");
+    tokio::spawn(conn);
+    let req = Request::get("/x").header("host", "b.example.test:443").body(Empty::<Bytes>::new()).unwrap();
+    assert_eq!(sender.send_request(req).await.expect("request").status(), StatusCode::MISDIRECTED_REQUEST);
 
     // h2c with prior knowledge on the plain listener.
     let resp = Client::h2c().get(&format!("http://127.0.0.1:{http_port}/h2c"), &[]).await;

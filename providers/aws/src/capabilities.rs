@@ -1,4 +1,4 @@
-//! What Amazon API Gateway can express, per API type (DESIGN §5), as far as this provider
+//! What Amazon API Gateway can express, per API type (docs/providers.md), as far as this provider
 //! provisions it.
 
 use std::time::Duration;

@@ -24,13 +24,14 @@ use tollbridge_provider::{
 use arm::{ArmClient, TokenSource};
 use desired::{Desired, EntityKey, Kind};
 
-/// What API Management can express, as this provider provisions it (DESIGN §5).
+/// What API Management can express, as this provider provisions it (docs/providers.md).
 pub fn capabilities() -> Capabilities {
     // Not (yet) mapped to policies: CORS, host rewrites, mirroring a share of requests.
     let unsupported = [
         Feature::GatewayStaticAddresses,
         Feature::GatewayAddressEmpty,
         Feature::GatewayInfrastructure,
+        Feature::GatewayHTTPSListenerDetectMisdirectedRequests,
         Feature::HTTPRouteParentRefPort,
         Feature::GatewayPort8080,
         Feature::HTTPRouteCORS,

@@ -35,6 +35,8 @@ features! {
     Gateway = "Gateway", upstream = true;
     GatewayPort8080 = "GatewayPort8080", upstream = true;
     GatewayHTTPListenerIsolation = "GatewayHTTPListenerIsolation", upstream = true;
+    /// 421 for an HTTPS request whose host belongs to another listener than its TLS server name.
+    GatewayHTTPSListenerDetectMisdirectedRequests = "GatewayHTTPSListenerDetectMisdirectedRequests", upstream = true;
     GatewayStaticAddresses = "GatewayStaticAddresses", upstream = true;
     /// A `spec.addresses` entry without a value: the provider picks the address.
     GatewayAddressEmpty = "GatewayAddressEmpty", upstream = true;

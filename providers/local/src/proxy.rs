@@ -34,13 +34,15 @@ pub struct ConnInfo {
     pub tls: bool,
     /// The client's IP as a header value, for `x-forwarded-for` (built once per connection).
     pub client_ip: HeaderValue,
+    /// The TLS server name (SNI) the client asked for.
+    pub server_name: Option<Box<str>>,
 }
 
 impl ConnInfo {
     pub fn new(local: SocketAddr, remote: SocketAddr) -> Self {
         let client_ip =
             HeaderValue::from_str(&remote.ip().to_string()).unwrap_or(HeaderValue::from_static(""));
-        Self { local, remote, tls: false, client_ip }
+        Self { local, remote, tls: false, client_ip, server_name: None }
     }
 }
 
@@ -116,9 +118,25 @@ async fn serve(
             None => return (plain(StatusCode::BAD_REQUEST, "invalid request path"), None),
         }
     }
+    let host = raw_authority(req.uri(), req.headers()).unwrap_or("");
+    // A request for another listener than the one its TLS server name chose (and whose
+    // certificate the client checked) is refused, so that clients reusing a connection for
+    // another host retry on a new one (RFC 9110 §15.5.20).
+    if let Some(server_name) = &conn.server_name {
+        let chosen = socket.router.listener_of(server_name);
+        if chosen.is_some() && socket.router.listener_of(host) != chosen {
+            return (
+                plain(
+                    StatusCode::MISDIRECTED_REQUEST,
+                    "this connection's TLS server name is for another listener",
+                ),
+                None,
+            );
+        }
+    }
     let index = {
         let view = RequestView {
-            host: raw_authority(req.uri(), req.headers()).unwrap_or(""),
+            host,
             path: req.uri().path(),
             query: req.uri().query(),
             method: req.method(),

@@ -170,6 +170,7 @@ async fn serve_connection(
             match tokio::time::timeout(shared.settings.tls_handshake_timeout, accept).await {
                 Ok(Ok(tls_stream)) => {
                     info.tls = true;
+                    info.server_name = tls_stream.get_ref().1.server_name().map(Box::from);
                     serve_http(&shared, tls_stream, info).await;
                 }
                 Ok(Err(e)) => tracing::debug!(remote = %info.remote, error = %e, "TLS handshake failed"),

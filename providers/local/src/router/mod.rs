@@ -40,6 +40,9 @@ use path::PathIndex;
 #[derive(Debug)]
 pub struct PortRouter {
     listeners: Vec<String>,
+    /// Per listener hostname, a number naming that listener (listeners sharing a hostname on
+    /// a port share one), to tell whether two hosts reach the same listener.
+    listener_ids: HostIndex<u32>,
     /// Per listener hostname, that listener's routes per route hostname.
     by_listener: HostIndex<HostIndex<PathIndex>>,
     /// Indexed by rank; `None` for entries not attached to a listener on this port.
@@ -83,9 +86,11 @@ impl PortRouter {
         // Listeners on one port with the same hostname (only possible across protocols) share
         // one set of routes.
         let mut pattern_of: HashMap<&str, HostPattern> = HashMap::new();
-        for listener in gw.listeners.iter().filter(|l| l.port == port) {
+        let mut listener_ids = HostIndex::default();
+        for (id, listener) in (0u32..).zip(gw.listeners.iter().filter(|l| l.port == port)) {
             let pattern = HostPattern::parse(listener.hostname.as_deref());
             by_listener.get_or_insert_with(&pattern, HostIndex::default);
+            listener_ids.get_or_insert_with(&pattern, || id);
             pattern_of.insert(&listener.name, pattern);
             listeners.push(listener.name.clone());
         }
@@ -113,7 +118,7 @@ impl PortRouter {
             }
             conditions.push(if attached { Some(Conditions::compile(route, &mut regexes)?) } else { None });
         }
-        Ok(PortRouter { listeners, by_listener, conditions })
+        Ok(PortRouter { listeners, listener_ids, by_listener, conditions })
     }
 
     /// The index into `gw.routes` of the entry that handles the request, or None (→ 404).
@@ -127,6 +132,12 @@ impl PortRouter {
             routes.matching(host).find_map(|bucket| bucket.lookup(path, &accept))
         })?;
         Some(rank as usize)
+    }
+
+    /// The listener a host (a Host header, `:authority` or TLS server name) selects on this
+    /// port, as a number equal for equal listeners; None when no listener takes it.
+    pub fn listener_of(&self, host: &str) -> Option<u32> {
+        host::with_normalized_host(host, |host| self.listener_ids.matching(host).next().copied())
     }
 
     /// Listener names served on this port (for metrics/debug).

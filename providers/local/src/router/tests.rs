@@ -204,6 +204,20 @@ fn listener_isolation_picks_the_most_specific_listener_only() {
 }
 
 #[test]
+fn hosts_name_their_listener_as_routing_chooses_it() {
+    let t = Table::new(isolated_listeners(), Vec::new());
+    let of = |host| t.router.listener_of(host);
+    assert_eq!(of("foo.example.com"), of("FOO.example.com:8443"));
+    assert_ne!(of("foo.example.com"), of("bar.example.com"));
+    assert_eq!(of("bar.example.com"), of("a.b.example.com"));
+    assert_ne!(of("bar.example.com"), of("example.com"));
+    assert_eq!(of("example.com"), of("other.org"));
+    assert!(of("other.org").is_some());
+    let no_catch_all = Table::new(vec![listener("foo", PORT, Some("foo.example.com"))], Vec::new());
+    assert_eq!(no_catch_all.router.listener_of("other.org"), None);
+}
+
+#[test]
 fn no_matching_listener_is_no_match() {
     let t = Table::new(
         vec![listener("foo", PORT, Some("foo.example.com")), listener("wild", PORT, Some("*.example.com"))],
