@@ -94,9 +94,10 @@ fn route_yaml(name: &str, prefix: &str, backend: &str) -> String {
     )
 }
 
-/// Marks the proxy's pod Running and Ready with an address, as a kubelet would (this test
-/// cluster has none; tests/node_cluster.rs runs real pods), so its Deployment reports an
-/// available replica and its Service a ready endpoint.
+/// Marks the proxy's pod Running and Ready with an address, as a kubelet would, and lists it as
+/// a ready endpoint of its Service, as the EndpointSlice controller would for a pod on a node
+/// (this test cluster has no node; tests/node_cluster.rs runs real pods). The Deployment then
+/// reports an available replica and the Service a ready endpoint.
 async fn make_proxy_available(ns: &TestNamespace<'_>) {
     let selector = "app.kubernetes.io/instance=tollbridge-gw";
     let mut pod = String::new();
@@ -116,6 +117,11 @@ async fn make_proxy_available(ns: &TestNamespace<'_>) {
         r#"{{"status":{{"phase":"Running","podIP":"10.99.0.1","podIPs":[{{"ip":"10.99.0.1"}}],"conditions":[{{"type":"Ready","status":"True","lastTransitionTime":"{now}"}}]}}}}"#
     );
     ns.kubectl_ok(&["patch", &pod, "--subresource=status", "--type=merge", "-p", &patch], None);
+    ns.apply(
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: tollbridge-gw-test\n  \
+         labels: {kubernetes.io/service-name: tollbridge-gw}\naddressType: IPv4\n\
+         endpoints: [{addresses: [10.99.0.1], conditions: {ready: true}}]\nports: [{port: 80, protocol: TCP}]\n",
+    );
 }
 
 fn resource_version(ns: &TestNamespace<'_>, kind: &str, name: &str) -> String {
