@@ -447,6 +447,8 @@ async fn filters_cors_preflight_and_simple_requests() {
     assert_eq!(resp.header("access-control-allow-methods"), Some("PUT"));
     assert_eq!(resp.header("access-control-allow-headers"), Some("x-a, x-b"));
     assert_eq!(resp.header("access-control-allow-credentials"), Some("true"));
+    let vary = resp.header_all("vary").join(", ").to_ascii_lowercase();
+    assert!(vary.contains("access-control-request-method") && vary.contains("origin"), "vary: {vary}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

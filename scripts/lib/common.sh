@@ -30,7 +30,8 @@ spawn() {
 	shift 3
 	mkdir -p "$dir/logs"
 	printf '%q ' "$binary" "$@" >"$dir/logs/$name.cmdline"
-	setsid "$binary" "$@" </dev/null >>"$dir/logs/$name.log" 2>&1 &
+	# fds 8 and 9 carry the scripts' build locks: a daemon must not hold them for its life.
+	setsid "$binary" "$@" </dev/null >>"$dir/logs/$name.log" 2>&1 8>&- 9>&- &
 	echo $! >"$dir/$name.pid"
 }
 

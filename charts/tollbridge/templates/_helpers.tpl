@@ -119,6 +119,11 @@ Server-side apply of an object that does not exist yet is a create: `patch` and 
 - apiGroups: [""]
   resources: ["namespaces"]
   verbs: ["get", "list", "watch"]
+# IPAddresses: before a Local Gateway's Service is re-created for a new requested address,
+# whether another Service holds that address.
+- apiGroups: ["networking.k8s.io"]
+  resources: ["ipaddresses"]
+  verbs: ["get"]
 {{- end -}}
 
 {{/* Namespaced kinds: in the ClusterRole, or in a Role in watchNamespace. */}}

@@ -95,6 +95,12 @@ pub struct LocalProviderSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1))]
     pub image: Option<String>,
+    /// Address ranges (CIDR, e.g. 10.96.0.0/28) from which a Gateway of this class may ask
+    /// for its address in `spec.addresses` (its Service's cluster IP or load balancer IP).
+    /// Default: none, so only the class's owner lets Gateways pick addresses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 16))]
+    pub allowed_addresses: Option<Vec<String>>,
 }
 
 impl LocalProviderSpec {

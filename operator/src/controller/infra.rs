@@ -15,6 +15,7 @@ use k8s_openapi::api::core::v1::{
     PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, Secret, SecurityContext, Service,
     ServiceAccount, ServicePort, ServiceSpec, Sysctl,
 };
+use k8s_openapi::api::networking::v1::IPAddress;
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -70,6 +71,11 @@ fn dns_label(name: &str) -> String {
     }
     let hash = hex::encode(&Sha256::digest(name.as_bytes())[..4]);
     format!("{}-{hash}", name[..54].trim_end_matches('-'))
+}
+
+/// Whether a Gateway's proxy has a Service: it needs a port, so a listener to serve.
+pub fn has_service(ir: &GatewayIr) -> bool {
+    !ir.listeners.is_empty()
 }
 
 /// The objects that serve `ir` with the config `config` (gzipped YAML), running `image`.
@@ -162,7 +168,7 @@ pub fn desired(ir: &GatewayIr, settings: &LocalSettings, image: &str, config: Ve
             }),
             ..Deployment::default()
         },
-        service: (!ports.is_empty()).then(|| Service {
+        service: has_service(ir).then(|| Service {
             metadata: meta(&name),
             spec: Some(ServiceSpec {
                 type_: Some(settings.service_type.clone()),
@@ -372,11 +378,8 @@ impl InCluster {
         let ProviderSettings::Local(settings) = &ir.provider else {
             return Err(ProviderError::Invalid("not a Local gateway".into()));
         };
-        if ir.addresses.len() > 1 {
-            return Err(ProviderError::AddressNotUsable(format!(
-                "a Local Gateway in a cluster has one address, its Service's; spec.addresses asks for {}",
-                ir.addresses.join(", ")
-            )));
+        if let Some(why) = address_problem(ir, settings) {
+            return Err(ProviderError::AddressNotUsable(why));
         }
         let image = settings.image.as_deref().unwrap_or(&self.default_image);
         let infra = desired(ir, settings, image, config);
@@ -438,8 +441,8 @@ impl InCluster {
     }
 
     /// Applies the Service. A requested address the cluster cannot give (outside the Service
-    /// range, or taken) is `AddressNotUsable`; a changed one replaces the Service, since a
-    /// cluster IP cannot change, but only after a dry run shows the new address is free.
+    /// range, or taken) is `AddressNotUsable`; a changed cluster IP replaces the Service (a
+    /// cluster IP cannot change in place), but only once the new address is known to be usable.
     async fn apply_service(&self, namespace: &str, service: &Service) -> Result<Service, ProviderError> {
         let api: Api<Service> = Api::namespaced(self.client.clone(), namespace);
         let name = service.metadata.name.clone().unwrap_or_default();
@@ -447,30 +450,59 @@ impl InCluster {
         let live = match api.patch(&name, &params, &Patch::Apply(service)).await {
             Ok(live) => live,
             Err(kube::Error::Api(s)) if is_address_refusal(&s) && s.message.contains("may not change") => {
-                let mut probe = service.clone();
-                probe.metadata = ObjectMeta {
-                    name: Some(format!("{}-address-check", &name[..name.len().min(40)])),
-                    ..ObjectMeta::default()
-                };
-                let dry_run = kube::api::PostParams { dry_run: true, ..Default::default() };
-                match api.create(&dry_run, &probe).await {
-                    Err(kube::Error::Api(s)) if is_address_refusal(&s) => {
-                        return Err(ProviderError::AddressNotUsable(s.message.clone()))
-                    }
-                    Err(e) => return Err(kube_error("Service".into(), &name, e)),
-                    Ok(_) => {}
-                }
-                tracing::info!(service = %format!("{namespace}/{name}"), "address changed: replacing the Service");
-                delete::<Service>(&self.client, namespace, &name).await?;
-                apply(&self.client, namespace, service).await?
+                self.replace_service(&api, namespace, &name, service).await?
             }
-            Err(kube::Error::Api(s)) if is_address_refusal(&s) => {
-                return Err(ProviderError::AddressNotUsable(s.message.clone()))
-            }
-            Err(e) => return Err(kube_error("Service".into(), &name, e)),
+            Err(e) => return Err(service_error(&name, e)),
         };
         self.written.record("Service", namespace, &name, edit_version("Service", &live.metadata));
         Ok(live)
+    }
+
+    /// Deletes and re-creates a Service for its new cluster IP, after a dry run (the address is
+    /// in the Service range) and a look at the cluster's IPAddress objects (no other Service
+    /// holds it) say the new one will be given. A Gateway whose new address is not usable keeps
+    /// its old Service.
+    async fn replace_service(
+        &self,
+        api: &Api<Service>,
+        namespace: &str,
+        name: &str,
+        service: &Service,
+    ) -> Result<Service, ProviderError> {
+        let mut probe = service.clone();
+        probe.metadata = ObjectMeta {
+            name: Some(format!("{}-address-check", &name[..name.len().min(40)])),
+            ..ObjectMeta::default()
+        };
+        let dry_run = kube::api::PostParams { dry_run: true, ..Default::default() };
+        api.create(&dry_run, &probe).await.map_err(|e| service_error(name, e))?;
+        let address = service.spec.as_ref().and_then(|s| s.cluster_ip.clone()).unwrap_or_default();
+        if let Some(holder) = self.address_holder(&address).await? {
+            return Err(ProviderError::AddressNotUsable(format!(
+                "{address} is already the address of {holder}"
+            )));
+        }
+        tracing::info!(service = %format!("{namespace}/{name}"), %address, "address changed: replacing the Service");
+        self.written.forget("Service", namespace, name);
+        delete::<Service>(&self.client, namespace, name).await?;
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        api.patch(name, &params, &Patch::Apply(service)).await.map_err(|e| service_error(name, e))
+    }
+
+    /// Who holds a cluster IP (`namespace/name` of its Service), as the API server's IPAddress
+    /// object for it says; None when it is free.
+    async fn address_holder(&self, address: &str) -> Result<Option<String>, ProviderError> {
+        let canonical = address.parse::<std::net::IpAddr>().map(|ip| ip.to_string()).unwrap_or_default();
+        let api: Api<IPAddress> = Api::all(self.client.clone());
+        match api.get_opt(&canonical).await {
+            Ok(found) => Ok(found.map(|ip| {
+                let parent = ip.spec.map(|s| s.parent_ref);
+                parent.map_or("another object".into(), |p| {
+                    format!("{} {}/{}", p.resource, p.namespace.unwrap_or_default(), p.name)
+                })
+            })),
+            Err(e) => Err(kube_error("IPAddress".into(), &canonical, e)),
+        }
     }
 
     /// Deletes the Gateway's objects (when its class stops being Local; a deleted Gateway's
@@ -534,13 +566,49 @@ where
     }
 }
 
-/// Whether the API server refused a Service because of its requested cluster IP.
+/// Whether the API server refused a Service because of its requested address.
 fn is_address_refusal(status: &kube::core::Status) -> bool {
     status.code == 422
-        && status
-            .details
-            .as_ref()
-            .is_some_and(|d| d.causes.iter().any(|c| c.field.starts_with("spec.clusterIP")))
+        && status.details.as_ref().is_some_and(|d| {
+            d.causes.iter().any(|c| c.field.starts_with("spec.clusterIP") || c.field == "spec.loadBalancerIP")
+        })
+}
+
+/// A Service write's error: `AddressNotUsable` when its address was refused.
+fn service_error(name: &str, error: kube::Error) -> ProviderError {
+    match error {
+        kube::Error::Api(s) if is_address_refusal(&s) => ProviderError::AddressNotUsable(s.message.clone()),
+        e => kube_error("Service".into(), name, e),
+    }
+}
+
+/// Why the addresses a Gateway asks for cannot be its Service's: more than one, or one outside
+/// what the class's ProviderConfig allows (`local.allowedAddresses`).
+pub fn address_problem(ir: &GatewayIr, settings: &LocalSettings) -> Option<String> {
+    match ir.addresses.as_slice() {
+        [] => None,
+        [address] => {
+            let ip = address.parse::<std::net::IpAddr>().ok()?;
+            let mut allowed =
+                settings.allowed_addresses.iter().filter_map(|c| c.parse::<ipnet::IpNet>().ok());
+            if settings.allowed_addresses.is_empty() {
+                return Some(format!(
+                    "{address}: the class's ProviderConfig lets no Gateway pick its address \
+                     (local.allowedAddresses is empty)"
+                ));
+            }
+            (!allowed.any(|net| net.contains(&ip))).then(|| {
+                format!(
+                    "{address} is not in local.allowedAddresses of the class's ProviderConfig ({})",
+                    settings.allowed_addresses.join(", ")
+                )
+            })
+        }
+        more => Some(format!(
+            "a Local Gateway in a cluster has one address, its Service's; spec.addresses asks for {}",
+            more.join(", ")
+        )),
+    }
 }
 
 fn kube_error(kind: std::borrow::Cow<'_, str>, name: &str, error: kube::Error) -> ProviderError {
@@ -641,6 +709,25 @@ mod tests {
     }
 
     #[test]
+    fn requested_addresses_are_one_and_allowed_by_the_class() {
+        let mut gateway = ir("web", &[80]);
+        let allowing = |cidrs: &[&str]| LocalSettings {
+            allowed_addresses: cidrs.iter().map(|c| c.to_string()).collect(),
+            ..LocalSettings::default()
+        };
+        assert_eq!(address_problem(&gateway, &LocalSettings::default()), None);
+        gateway.addresses = vec!["10.0.0.14".into()];
+        let denied = address_problem(&gateway, &LocalSettings::default()).unwrap();
+        assert!(denied.contains("lets no Gateway pick its address"), "{denied}");
+        assert_eq!(address_problem(&gateway, &allowing(&["10.0.0.0/28"])), None);
+        let outside = address_problem(&gateway, &allowing(&["10.0.0.0/29", "fd00::/64"])).unwrap();
+        assert!(outside.contains("not in local.allowedAddresses"), "{outside}");
+        gateway.addresses.push("10.0.0.15".into());
+        let two = address_problem(&gateway, &allowing(&["10.0.0.0/28"])).unwrap();
+        assert!(two.contains("one address"), "{two}");
+    }
+
+    #[test]
     fn the_role_reads_only_the_config_secret() {
         let infra = desired(&ir("web", &[80]), &LocalSettings::default(), "img:1", Vec::new());
         let rules = infra.role.rules.unwrap();
@@ -652,7 +739,8 @@ mod tests {
 
     #[test]
     fn the_proxy_runs_non_root_for_this_gateway() {
-        let settings = LocalSettings { replicas: 3, service_type: "ClusterIP".into(), image: None };
+        let settings =
+            LocalSettings { replicas: 3, service_type: "ClusterIP".into(), ..LocalSettings::default() };
         let infra = desired(&ir("web", &[80]), &settings, "img:1", Vec::new());
         let spec = infra.deployment.spec.unwrap();
         assert_eq!(spec.replicas, Some(3));

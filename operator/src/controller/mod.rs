@@ -330,8 +330,7 @@ impl Controller {
         }
         // Traffic reaches a pod through the Service only once it is among its ready endpoints
         // (a Gateway without a listener has no Service).
-        let has_service = !ir.listeners.is_empty();
-        (has_service && self.source.ready_endpoints(&ir.key.namespace, &name) == 0)
+        (infra::has_service(ir) && self.source.ready_endpoints(&ir.key.namespace, &name) == 0)
             .then(|| format!("Waiting for the proxy: Service {name} has no ready endpoint yet"))
     }
 

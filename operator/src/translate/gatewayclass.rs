@@ -73,10 +73,18 @@ pub fn settings_from_spec(name: &str, spec: &ProviderConfigSpec) -> Result<Provi
         ProviderKind::Local => {
             let local = spec.local.clone().unwrap_or_default();
             let defaults = LocalSettings::default();
+            let mut allowed_addresses = Vec::new();
+            for (i, cidr) in local.allowed_addresses.iter().flatten().enumerate() {
+                let net: ipnet::IpNet = cidr.trim().parse().map_err(|_| {
+                    format!("ProviderConfig {name:?}: local.allowedAddresses[{i}] {cidr:?} is not a CIDR such as 10.96.0.0/28")
+                })?;
+                allowed_addresses.push(net.trunc().to_string());
+            }
             Ok(ProviderSettings::Local(LocalSettings {
                 replicas: local.replicas.unwrap_or(defaults.replicas),
                 service_type: local.service_type.as_ref().map(wire_name).unwrap_or(defaults.service_type),
                 image: local.image,
+                allowed_addresses,
             }))
         }
         ProviderKind::Aws => {

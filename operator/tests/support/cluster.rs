@@ -670,7 +670,8 @@ pub fn repo_root() -> PathBuf {
 /// Starts `setsid bash -c 'while kill -0 PID; do sleep 1; done; SCRIPT stop DIR; rm -rf DIR'`
 /// for this process, detached from it (own session, no inherited descriptors).
 fn spawn_watchdog(script: &Path, dir: &Path) -> Result<(), String> {
-    const WATCH: &str = r#"while kill -0 "$1" 2>/dev/null; do sleep 1; done; "$2" stop "$3"; rm -rf -- "$3""#;
+    // A directory whose stop failed is kept: it holds what a second stop needs.
+    const WATCH: &str = r#"while kill -0 "$1" 2>/dev/null; do sleep 1; done; "$2" stop "$3" && rm -rf --one-file-system -- "$3""#;
     Command::new("setsid")
         .args(["bash", "-c", WATCH, "tollbridge-cluster-watchdog"])
         .arg(std::process::id().to_string())

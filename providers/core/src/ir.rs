@@ -90,11 +90,14 @@ pub struct LocalSettings {
     pub service_type: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// CIDRs a Gateway's requested address must lie in (in a cluster); empty: none allowed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allowed_addresses: Vec<String>,
 }
 
 impl Default for LocalSettings {
     fn default() -> Self {
-        Self { replicas: 1, service_type: "LoadBalancer".into(), image: None }
+        Self { replicas: 1, service_type: "LoadBalancer".into(), image: None, allowed_addresses: Vec::new() }
     }
 }
 

@@ -596,6 +596,13 @@ fn preflight(cors: &CorsIr, origin: &HeaderValue, request: &HeaderMap) -> Respon
     if let Some(names) = allowed(&cors.allow_headers, header::ACCESS_CONTROL_REQUEST_HEADERS) {
         headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, names);
     }
+    if cors.allow_credentials && cors.allow_methods.iter().chain(&cors.allow_headers).any(|v| v == "*") {
+        // The answer now depends on what was asked: caches must keep them apart.
+        headers.append(
+            header::VARY,
+            HeaderValue::from_static("Access-Control-Request-Method, Access-Control-Request-Headers"),
+        );
+    }
     headers.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from(cors.max_age_seconds));
     response
 }

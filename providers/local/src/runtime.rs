@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use rustls::ServerConfig;
-use tollbridge_provider::{ActionIr, BackendTarget, GatewayIr};
+use tollbridge_provider::{ActionIr, BackendTarget, GatewayIr, ListenerIr};
 
 use crate::metrics::Label;
 use crate::policy::Policies;
@@ -55,7 +55,7 @@ pub struct CompiledGateway {
 
 pub struct SocketConfig {
     pub port: u16,
-    pub router: PortRouter,
+    pub router: Arc<PortRouter>,
     pub tls: Option<Arc<ServerConfig>>,
 }
 
@@ -75,21 +75,23 @@ impl CompiledGateway {
         if ips.is_empty() {
             ips.push(default_bind);
         }
-        let mut by_socket: BTreeMap<SocketAddr, Vec<usize>> = BTreeMap::new();
-        for (i, listener) in ir.listeners.iter().enumerate() {
-            for &ip in &ips {
-                by_socket.entry(SocketAddr::new(ip, listener.port)).or_default().push(i);
-            }
+        ips.sort_unstable();
+        ips.dedup();
+        let mut by_port: BTreeMap<u16, Vec<&ListenerIr>> = BTreeMap::new();
+        for listener in &ir.listeners {
+            by_port.entry(listener.port).or_default().push(listener);
         }
+        // One router and TLS configuration per port, shared by its sockets on every address.
         let mut sockets = BTreeMap::new();
-        for (socket, listeners) in by_socket {
-            let port = socket.port();
+        for (port, listeners) in by_port {
             let router = PortRouter::compile(&ir, port)
                 .map_err(|e| CompileError::Routes { port, message: e.to_string() })?;
-            let listener_refs: Vec<_> = listeners.iter().map(|i| &ir.listeners[*i]).collect();
-            let tls =
-                tls::server_config(&listener_refs).map_err(|source| CompileError::Tls { port, source })?;
-            sockets.insert(socket, SocketConfig { port, router, tls });
+            let router = Arc::new(router);
+            let tls = tls::server_config(&listeners).map_err(|source| CompileError::Tls { port, source })?;
+            for &ip in &ips {
+                let config = SocketConfig { port, router: router.clone(), tls: tls.clone() };
+                sockets.insert(SocketAddr::new(ip, port), config);
+            }
         }
         let round_robin = ir
             .routes
