@@ -189,6 +189,16 @@ impl Change {
             Change::Create { key, .. } | Change::Update { key, .. } | Change::Delete { key, .. } => key,
         }
     }
+
+    /// What the change does, for error messages: `create domain-name api.example.com`.
+    pub fn action(&self) -> String {
+        let (verb, (kind, key)) = match self {
+            Change::Create { key, .. } => ("create", key),
+            Change::Update { key, .. } => ("update", key),
+            Change::Delete { key, .. } => ("delete", key),
+        };
+        format!("{verb} {} {key}", kind.name())
+    }
 }
 
 impl fmt::Display for Change {

@@ -113,15 +113,16 @@ impl AwsProvider {
             plan.observed.iter().map(|(k, (id, _))| (k.clone(), id.clone())).collect();
         for change in &plan.changes {
             tracing::debug!(owner = %plan.owner, %change, "executing");
-            match change.key().0 {
+            let done = match change.key().0 {
                 Kind::Api
                 | Kind::Integration
                 | Kind::Route
                 | Kind::Stage
                 | Kind::DomainName
-                | Kind::ApiMapping => http_api::execute(&self.clients, change, &mut ids).await?,
-                _ => rest_api::execute(&self.clients, change, &mut ids).await?,
-            }
+                | Kind::ApiMapping => http_api::execute(&self.clients, change, &mut ids).await,
+                _ => rest_api::execute(&self.clients, change, &mut ids).await,
+            };
+            done.map_err(|e| error::during(change.action(), e))?;
             if let Change::Delete { key, .. } = change {
                 ids.remove(key);
             }

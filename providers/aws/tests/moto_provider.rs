@@ -578,6 +578,63 @@ async fn untagged_and_foreign_look_alikes_are_never_touched() {
     assert!(left["usage-plans"].is_empty() && no_domains, "{left:?}");
 }
 
+#[tokio::test]
+async fn a_conflict_is_reported_as_invalid_with_the_resource_named() {
+    let _moto = Moto::fresh().await;
+    let settings = settings(Moto::shared().url(), "HTTP");
+    let aws = provider(&settings).await;
+    let inspector = provider(&settings).await;
+    // Someone else's custom domain with the Gateway's hostname: creating ours is a 409.
+    let configuration = aws_sdk_apigatewayv2::types::DomainNameConfiguration::builder()
+        .certificate_arn("arn:aws:acm:us-east-1:123456789012:certificate/theirs")
+        .build();
+    inspector
+        .sdk()
+        .0
+        .create_domain_name()
+        .domain_name("api.shop.example")
+        .domain_name_configurations(configuration)
+        .send()
+        .await
+        .expect("their domain");
+
+    let gw = gateway("web", &settings, http_routes(), vec![throttle_policy()]);
+    let error = aws.apply(&gw).await.expect_err("the hostname is taken");
+    assert!(matches!(error, ProviderError::Invalid(_)), "{error:?}");
+    assert!(!error.is_retryable(), "{error:?}");
+    let message = error.to_string();
+    assert!(message.contains("create domain-name api.shop.example"), "{message}");
+    assert!(message.contains("ConflictException"), "{message}");
+    // Not retried by the SDK either: one attempt.
+    assert_eq!(aws.calls().snapshot().get("CreateDomainName"), Some(&1), "{:?}", aws.calls().snapshot());
+
+    aws.delete(&gw.key).await.expect("delete");
+    let left = inventory(&inspector).await;
+    assert_eq!(left["domain-names"], [("api.shop.example".to_string(), String::new())], "theirs stays");
+    assert!(left["http-apis"].is_empty(), "{left:?}");
+}
+
+#[tokio::test]
+async fn an_injected_409_stops_the_apply_after_one_attempt() {
+    let _moto = Moto::fresh().await;
+    let proxy = FaultProxy::start(Moto::shared().url()).await;
+    let settings = settings(&proxy.url(), "HTTP");
+    let aws = provider(&settings).await;
+    proxy.add(
+        Rule::always(Fault::Error { status: 409, error_type: "ConflictException".into() })
+            .method("POST")
+            .path_contains("/routes"),
+    );
+    let gw = gateway("web", &settings, http_routes(), vec![throttle_policy()]);
+    let error = aws.apply(&gw).await.expect_err("every route create conflicts");
+    assert!(matches!(&error, ProviderError::Invalid(m) if m.contains("create route ")), "{error:?}");
+    let route_posts =
+        proxy.seen().iter().filter(|s| s.method == "POST" && s.path.ends_with("/routes")).count();
+    assert_eq!(route_posts, 1, "not retried: {}", proxy.log());
+    proxy.clear_rules();
+    aws.delete(&gw.key).await.expect("delete");
+}
+
 fn key_ir() -> ApiKeyIr {
     key("shop/alice", "alice-0123456789-abcdefghij")
 }
