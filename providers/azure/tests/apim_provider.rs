@@ -6,22 +6,26 @@
 mod support;
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use support::{Apim, Fault, Kind, Lro, Rule};
+use support::{Apim, Fault, Kind, Lro, Recorder, Rule};
 use tollbridge_azure::arm::StaticToken;
 use tollbridge_azure::AzureProvider;
 use tollbridge_provider::*;
 
-fn provider(apim: &Apim) -> AzureProvider {
-    let settings = AzureSettings {
+fn settings(apim: &Apim) -> AzureSettings {
+    AzureSettings {
         subscription_id: apim.subscription_id().into(),
         resource_group: apim.resource_group().into(),
         service_name: apim.service_name().into(),
         endpoint: Some(apim.url().into()),
         credential: "WorkloadIdentity".into(),
         tier: Some("Developer".into()),
-    };
-    AzureProvider::new(&settings, "cluster", Some(Arc::new(StaticToken(apim.token().into()))))
+    }
+}
+
+fn provider(apim: &Apim) -> AzureProvider {
+    AzureProvider::new(&settings(apim), "cluster", Some(Arc::new(StaticToken(apim.token().into()))))
         .expect("provider")
 }
 
@@ -357,4 +361,105 @@ async fn drift_is_repaired_and_look_alikes_are_left_alone() {
     azure.delete(&gw.key).await.expect("delete");
     let left: Vec<String> = apim.entities().iter().map(|e| e.path.clone()).collect();
     assert_eq!(left, ["apis/orders", "backends/tb-0000000000-be-x"]);
+}
+
+/// The waits before each poll of the API's long-running operation: from the 202 to the first
+/// poll, then between polls (arrival times at the fake).
+fn poll_gaps(apim: &Apim) -> Vec<Duration> {
+    let seen = apim.seen();
+    let Some(start) =
+        seen.iter().position(|s| s.method == "PUT" && s.status.is_some_and(|c| c.as_u16() == 202))
+    else {
+        panic!("no long-running PUT: {}", apim.log());
+    };
+    let mut times = vec![seen[start].at];
+    times.extend(seen[start + 1..].iter().filter(|s| s.path.contains("/operationsStatuses/")).map(|s| s.at));
+    times.windows(2).map(|w| w[1] - w[0]).collect()
+}
+
+#[tokio::test]
+async fn long_running_operations_are_polled_as_retry_after_says_in_seconds_and_as_a_date() {
+    // The service's `Retry-After` in seconds (1 s), then on the monitor as an HTTP-date (2 s
+    // ahead in whole seconds: at least 1 s): no poll comes sooner.
+    for lro in [Lro::new(1).retry_after(1), Lro::new(1).retry_after_date(2)] {
+        let apim = Apim::start().await;
+        let azure = provider(&apim);
+        apim.set_lro(Some(lro.clone()));
+        azure.apply(&gateway(vec![alice()])).await.expect("apply");
+        let gaps = poll_gaps(&apim);
+        assert_eq!(gaps.len(), 2, "{lro:?}: {gaps:?}\n{}", apim.log());
+        assert!(gaps.iter().all(|g| *g >= Duration::from_millis(950)), "{lro:?}: {gaps:?}\n{}", apim.log());
+        assert_eq!(apim.pending_operations(), 0);
+    }
+}
+
+#[tokio::test]
+async fn a_next_link_to_another_endpoint_is_refused_and_gets_no_token() {
+    let apim = Apim::start().await;
+    let other = Recorder::start().await;
+    let azure = provider(&apim);
+    let gw = gateway(vec![alice()]);
+    azure.apply(&gw).await.expect("apply");
+    // Every listing now has a second page, and its link leads to another port.
+    apim.set_page_size(1);
+    apim.set_link_base(Some(other.url()));
+    let error = azure.plan(&gw).await.expect_err("a link to another endpoint must not be followed");
+    let text = error.to_string();
+    assert!(text.contains(other.url()) && text.contains("not the configured ARM endpoint"), "{text}");
+    assert!(!text.contains(apim.token()), "{text}");
+    assert!(other.requests().is_empty(), "{:?}", other.requests());
+    // The same listing with its links on the endpoint is followed.
+    apim.set_link_base(None);
+    assert!(azure.plan(&gw).await.expect("plan").changes.is_empty());
+}
+
+#[tokio::test]
+async fn a_redirect_is_not_followed() {
+    let apim = Apim::start().await;
+    let other = Recorder::start().await;
+    // Straight to the fake: Prism, in between, would follow the redirect itself.
+    let settings = AzureSettings { endpoint: Some(apim.fake_url().into()), ..settings(&apim) };
+    let azure = AzureProvider::new(&settings, "cluster", Some(Arc::new(StaticToken(apim.token().into()))))
+        .expect("provider");
+    apim.add(Rule::always(Fault::Redirect(format!("{}/elsewhere", other.url()))).method("GET"));
+    let error = azure.plan(&gateway(vec![alice()])).await.expect_err("a redirect is an error");
+    assert!(error.to_string().contains("307"), "{error}");
+    assert!(other.requests().is_empty(), "{:?}", other.requests());
+}
+
+#[tokio::test]
+async fn an_operation_monitor_on_another_endpoint_is_refused_and_gets_no_token() {
+    for lro in [Lro::new(1).with_location(), Lro::new(1).location_only()] {
+        let apim = Apim::start().await;
+        let other = Recorder::start().await;
+        let azure = provider(&apim);
+        apim.set_lro(Some(lro.clone()));
+        apim.set_link_base(Some(other.url()));
+        let error = azure.apply(&gateway(vec![alice()])).await.expect_err("a monitor elsewhere");
+        let text = error.to_string();
+        assert!(
+            text.contains(other.url()) && text.contains("not the configured ARM endpoint"),
+            "{lro:?}: {text}"
+        );
+        assert!(other.requests().is_empty(), "{lro:?}: {:?}", other.requests());
+    }
+}
+
+#[tokio::test]
+async fn a_404_in_the_middle_of_a_listing_is_an_error_not_its_end() {
+    let apim = Apim::start().await;
+    let azure = provider(&apim);
+    let gw = gateway(vec![alice()]);
+    azure.apply(&gw).await.expect("apply");
+    apim.set_page_size(2);
+    apim.add(
+        Rule::next(1, Fault::Error { status: 404, code: "ResourceNotFound".into() })
+            .method("GET")
+            .path_contains("/operations")
+            .query_contains("$skip"),
+    );
+    let error = azure.plan(&gw).await.expect_err("a listing cut short must not be planned from");
+    assert!(error.to_string().contains("page"), "{error}");
+    assert_eq!(apim.injected(), 1, "{}", apim.log());
+    assert!(azure.plan(&gw).await.expect("plan").changes.is_empty());
 }
