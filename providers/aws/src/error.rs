@@ -58,12 +58,13 @@ where
 {
     match result {
         Ok(_) => Ok(()),
-        Err(e)
-            if e.code() == Some("NotFoundException")
-                || e.raw_response().is_some_and(|r| r.status().as_u16() == 404) =>
-        {
-            Ok(())
-        }
+        Err(e) if not_found(&e) => Ok(()),
         Err(e) => Err(classify(operation, e)),
     }
+}
+
+/// Whether the call failed because its target does not exist.
+pub fn not_found<E: ProvideErrorMetadata>(error: &SdkError<E, HttpResponse>) -> bool {
+    error.code() == Some("NotFoundException")
+        || error.raw_response().is_some_and(|r| r.status().as_u16() == 404)
 }

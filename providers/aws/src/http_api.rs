@@ -25,7 +25,6 @@ pub async fn observe(clients: &Clients, owner: &str) -> Result<Observed, Provide
     let mut apis = Vec::new();
     let mut next = None;
     loop {
-        clients.limiter.acquire("GetApis").await;
         let page = clients
             .v2
             .get_apis()
@@ -69,7 +68,6 @@ pub async fn observe(clients: &Clients, owner: &str) -> Result<Observed, Provide
 }
 
 async fn observe_api(clients: &Clients, api_id: &str, observed: &mut Observed) -> Result<(), ProviderError> {
-    clients.limiter.acquire("GetIntegrations").await;
     let integrations = clients
         .v2
         .get_integrations()
@@ -100,7 +98,6 @@ async fn observe_api(clients: &Clients, api_id: &str, observed: &mut Observed) -
         };
         record(observed, (Kind::Integration, key), id, spec);
     }
-    clients.limiter.acquire("GetRoutes").await;
     let routes = clients
         .v2
         .get_routes()
@@ -121,7 +118,6 @@ async fn observe_api(clients: &Clients, api_id: &str, observed: &mut Observed) -
             Spec::Route { integration },
         );
     }
-    clients.limiter.acquire("GetStages").await;
     let stages = clients.v2.get_stages().api_id(api_id).send().await.map_err(|e| classify("GetStages", e))?;
     for s in stages.items() {
         let name = s.stage_name().unwrap_or_default().to_string();
@@ -150,7 +146,6 @@ async fn observe_domains(
     owner: &str,
     observed: &mut Observed,
 ) -> Result<(), ProviderError> {
-    clients.limiter.acquire("GetDomainNames").await;
     let domains = clients
         .v2
         .get_domain_names()
@@ -173,7 +168,6 @@ async fn observe_domains(
             (Kind::DomainName, name.clone()),
             (name.clone(), Spec::DomainName { certificate_arn, tags: tags(d.tags()) }),
         );
-        clients.limiter.acquire("GetApiMappings").await;
         let mappings = clients
             .v2
             .get_api_mappings()
@@ -203,7 +197,6 @@ pub async fn execute(
     let v2 = &clients.v2;
     match change {
         Change::Create { key, spec: Spec::Api { name, tags } } => {
-            clients.limiter.acquire("CreateApi").await;
             let out = v2
                 .create_api()
                 .name(name)
@@ -215,12 +208,10 @@ pub async fn execute(
             ids.insert(key.clone(), out.api_id().unwrap_or_default().into());
         }
         Change::Update { id, spec: Spec::Api { name, tags }, .. } => {
-            clients.limiter.acquire("UpdateApi").await;
             v2.update_api().api_id(id).name(name).send().await.map_err(|e| classify("UpdateApi", e))?;
             tag(clients, &format!("arn:aws:apigateway:{}::/apis/{id}", clients.region), tags).await?;
         }
         Change::Create { key, spec: Spec::Integration { uri, vpc_link, timeout_ms, parameters } } => {
-            clients.limiter.acquire("CreateIntegration").await;
             let out = v2
                 .create_integration()
                 .api_id(api())
@@ -245,7 +236,6 @@ pub async fn execute(
             ids.insert(key.clone(), out.integration_id().unwrap_or_default().into());
         }
         Change::Update { key, id, spec: Spec::Integration { uri, vpc_link, timeout_ms, parameters } } => {
-            clients.limiter.acquire("UpdateIntegration").await;
             v2.update_integration()
                 .api_id(api())
                 .integration_id(id)
@@ -265,7 +255,6 @@ pub async fn execute(
         }
         Change::Create { key, spec: Spec::Route { integration } } => {
             let target = integration_target(ids, integration)?;
-            clients.limiter.acquire("CreateRoute").await;
             let out = v2
                 .create_route()
                 .api_id(api())
@@ -278,7 +267,6 @@ pub async fn execute(
         }
         Change::Update { id, spec: Spec::Route { integration }, .. } => {
             let target = integration_target(ids, integration)?;
-            clients.limiter.acquire("UpdateRoute").await;
             v2.update_route()
                 .api_id(api())
                 .route_id(id)
@@ -288,7 +276,6 @@ pub async fn execute(
                 .map_err(|e| classify("UpdateRoute", e))?;
         }
         Change::Create { key, spec: Spec::Stage { throttles, tags } } => {
-            clients.limiter.acquire("CreateStage").await;
             v2.create_stage()
                 .api_id(api())
                 .stage_name(&key.1)
@@ -303,7 +290,6 @@ pub async fn execute(
         Change::Update { key, spec: Spec::Stage { throttles, .. }, .. } => {
             // Route settings of routes no longer throttled are removed one by one.
             let api_id = api();
-            clients.limiter.acquire("UpdateStage").await;
             v2.update_stage()
                 .api_id(&api_id)
                 .stage_name(&key.1)
@@ -319,7 +305,6 @@ pub async fn execute(
                 .endpoint_type(EndpointType::Regional)
                 .security_policy(SecurityPolicy::Tls12)
                 .build();
-            clients.limiter.acquire("CreateDomainName").await;
             v2.create_domain_name()
                 .domain_name(&key.1)
                 .domain_name_configurations(configuration)
@@ -335,7 +320,6 @@ pub async fn execute(
                 .endpoint_type(EndpointType::Regional)
                 .security_policy(SecurityPolicy::Tls12)
                 .build();
-            clients.limiter.acquire("UpdateDomainName").await;
             v2.update_domain_name()
                 .domain_name(&key.1)
                 .domain_name_configurations(configuration)
@@ -344,7 +328,6 @@ pub async fn execute(
                 .map_err(|e| classify("UpdateDomainName", e))?;
         }
         Change::Create { key, spec: Spec::ApiMapping { stage } } => {
-            clients.limiter.acquire("CreateApiMapping").await;
             let out = v2
                 .create_api_mapping()
                 .domain_name(&key.1)
@@ -356,7 +339,6 @@ pub async fn execute(
             ids.insert(key.clone(), out.api_mapping_id().unwrap_or_default().into());
         }
         Change::Update { key, id, spec: Spec::ApiMapping { stage } } => {
-            clients.limiter.acquire("UpdateApiMapping").await;
             v2.update_api_mapping()
                 .domain_name(&key.1)
                 .api_mapping_id(id)
@@ -395,7 +377,6 @@ fn route_settings(throttles: &BTreeMap<String, Throttle>) -> HashMap<String, Rou
 }
 
 async fn tag(clients: &Clients, arn: &str, tags: &BTreeMap<String, String>) -> Result<(), ProviderError> {
-    clients.limiter.acquire("TagResource").await;
     clients
         .v2
         .tag_resource()
@@ -419,7 +400,6 @@ async fn delete(clients: &Clients, key: &ResourceKey, id: &str, api: &str) -> Re
         Kind::ApiMapping => "DeleteApiMapping",
         other => return Err(ProviderError::Other(format!("not an HTTP API resource: {}", other.name()))),
     };
-    clients.limiter.acquire(operation).await;
     match key.0 {
         Kind::Api => gone_ok(operation, v2.delete_api().api_id(id).send().await),
         Kind::Integration => {

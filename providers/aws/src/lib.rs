@@ -69,6 +69,11 @@ impl AwsProvider {
         &self.clients.calls
     }
 
+    /// The account's call limiter, which every attempt of every call goes through.
+    pub fn limiter(&self) -> &tollbridge_provider::ratelimit::CallLimiter {
+        &self.clients.limiter
+    }
+
     /// The changes that make the account match `gateway`.
     pub async fn plan(&self, gateway: &GatewayIr) -> Result<Plan, ProviderError> {
         let api_type = desired::api_type(&self.settings, gateway);

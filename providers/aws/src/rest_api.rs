@@ -12,7 +12,7 @@ use tollbridge_provider::{ProviderError, SecretString};
 use crate::changes::{observe as record, Change, Kind, Observed, ResourceKey, Spec, Throttle};
 use crate::client::Clients;
 use crate::desired::{API_KEY, OWNER_TAG, REST_STAGE};
-use crate::error::{classify, gone_ok};
+use crate::error::{classify, gone_ok, not_found};
 use crate::tags;
 
 /// Tag naming the resource key of usage plans and API keys (the policy / key id).
@@ -26,7 +26,6 @@ fn owned(map: Option<&HashMap<String, String>>, owner: &str) -> bool {
 pub async fn observe(clients: &Clients, owner: &str) -> Result<Observed, ProviderError> {
     let v1 = &clients.v1;
     let mut observed = Observed::new();
-    clients.limiter.acquire("GetRestApis").await;
     let apis = v1.get_rest_apis().limit(500).send().await.map_err(|e| classify("GetRestApis", e))?;
     let mut mine: Vec<_> = apis.items().iter().filter(|a| owned(a.tags(), owner)).cloned().collect();
     mine.sort_by_key(|a| (a.created_date().map(|d| d.secs()), a.id().map(str::to_string)));
@@ -45,7 +44,6 @@ pub async fn observe(clients: &Clients, owner: &str) -> Result<Observed, Provide
         );
     }
 
-    clients.limiter.acquire("GetApiKeys").await;
     let keys = v1
         .get_api_keys()
         .include_values(true)
@@ -67,7 +65,6 @@ pub async fn observe(clients: &Clients, owner: &str) -> Result<Observed, Provide
         };
         record(&mut observed, (Kind::ApiKey, key), id, spec);
     }
-    clients.limiter.acquire("GetUsagePlans").await;
     let plans = v1.get_usage_plans().limit(500).send().await.map_err(|e| classify("GetUsagePlans", e))?;
     for p in plans.items().iter().filter(|p| owned(p.tags(), owner)) {
         let id = p.id().unwrap_or_default().to_string();
@@ -82,7 +79,6 @@ pub async fn observe(clients: &Clients, owner: &str) -> Result<Observed, Provide
             tags: tags(p.tags()),
         };
         record(&mut observed, (Kind::UsagePlan, plan.clone()), id.clone(), spec);
-        clients.limiter.acquire("GetUsagePlanKeys").await;
         let links = v1
             .get_usage_plan_keys()
             .usage_plan_id(&id)
@@ -102,7 +98,6 @@ pub async fn observe(clients: &Clients, owner: &str) -> Result<Observed, Provide
             );
         }
     }
-    clients.limiter.acquire("GetDomainNames").await;
     let domains = v1.get_domain_names().limit(500).send().await.map_err(|e| classify("GetDomainNames", e))?;
     for d in domains.items().iter().filter(|d| owned(d.tags(), owner)) {
         let name = d.domain_name().unwrap_or_default().to_string();
@@ -111,7 +106,6 @@ pub async fn observe(clients: &Clients, owner: &str) -> Result<Observed, Provide
             tags: tags(d.tags()),
         };
         observed.insert((Kind::RestDomainName, name.clone()), (name.clone(), spec));
-        clients.limiter.acquire("GetBasePathMappings").await;
         let mappings = v1
             .get_base_path_mappings()
             .domain_name(&name)
@@ -130,7 +124,6 @@ pub async fn observe(clients: &Clients, owner: &str) -> Result<Observed, Provide
 }
 
 async fn observe_api(clients: &Clients, api_id: &str, observed: &mut Observed) -> Result<(), ProviderError> {
-    clients.limiter.acquire("GetResources").await;
     let resources = clients
         .v1
         .get_resources()
@@ -158,12 +151,10 @@ async fn observe_api(clients: &Clients, api_id: &str, observed: &mut Observed) -
             record(observed, (Kind::Method, format!("{verb} {path}")), format!("{id} {verb}"), spec);
         }
     }
-    clients.limiter.acquire("GetStages").await;
     let stages =
         clients.v1.get_stages().rest_api_id(api_id).send().await.map_err(|e| classify("GetStages", e))?;
     if let Some(stage) = stages.item().iter().find(|s| s.stage_name() == Some(REST_STAGE)) {
         let deployment = stage.deployment_id().unwrap_or_default().to_string();
-        clients.limiter.acquire("GetDeployment").await;
         let digest =
             match clients.v1.get_deployment().rest_api_id(api_id).deployment_id(&deployment).send().await {
                 Ok(d) => d.description().unwrap_or_default().to_string(),
@@ -187,7 +178,6 @@ pub async fn execute(
     let v1 = &clients.v1;
     match change {
         Change::Create { key, spec: Spec::Api { name, tags } } => {
-            clients.limiter.acquire("CreateRestApi").await;
             let out = v1
                 .create_rest_api()
                 .name(name)
@@ -200,7 +190,6 @@ pub async fn execute(
                 .await
                 .map_err(|e| classify("CreateRestApi", e))?;
             let id = out.id().unwrap_or_default().to_string();
-            clients.limiter.acquire("GetResources").await;
             let root =
                 v1.get_resources().rest_api_id(&id).send().await.map_err(|e| classify("GetResources", e))?;
             if let Some(root) = root.items().iter().find(|r| r.path() == Some("/")) {
@@ -209,14 +198,12 @@ pub async fn execute(
             ids.insert(key.clone(), id);
         }
         Change::Update { id, spec: Spec::Api { name, tags }, .. } => {
-            clients.limiter.acquire("UpdateRestApi").await;
             v1.update_rest_api()
                 .rest_api_id(id)
                 .patch_operations(replace("/name", name))
                 .send()
                 .await
                 .map_err(|e| classify("UpdateRestApi", e))?;
-            clients.limiter.acquire("TagResource").await;
             let arn = format!("arn:aws:apigateway:{}::/restapis/{id}", clients.region);
             v1.tag_resource()
                 .resource_arn(arn)
@@ -233,7 +220,6 @@ pub async fn execute(
                 .get(&(Kind::Resource, parent.to_string()))
                 .cloned()
                 .ok_or_else(|| ProviderError::Other(format!("resource {parent} has no id")))?;
-            clients.limiter.acquire("CreateResource").await;
             let out = v1
                 .create_resource()
                 .rest_api_id(api())
@@ -248,7 +234,6 @@ pub async fn execute(
             put_method(clients, &api(), key, spec, matches!(change, Change::Update { .. }), ids).await?;
         }
         Change::Create { spec: Spec::Deployment { stage, digest }, .. } => {
-            clients.limiter.acquire("CreateDeployment").await;
             v1.create_deployment()
                 .rest_api_id(api())
                 .stage_name(stage)
@@ -260,7 +245,6 @@ pub async fn execute(
         Change::Create { key, spec: Spec::UsagePlan { name, throttle, quota, tags } } => {
             let mut tags = tags.clone();
             tags.insert(RESOURCE_TAG.into(), key.1.clone());
-            clients.limiter.acquire("CreateUsagePlan").await;
             let out = v1
                 .create_usage_plan()
                 .name(name)
@@ -291,7 +275,6 @@ pub async fn execute(
                 ops.push(replace("/quota/limit", &limit.to_string()));
                 ops.push(replace("/quota/period", period));
             }
-            clients.limiter.acquire("UpdateUsagePlan").await;
             v1.update_usage_plan()
                 .usage_plan_id(id)
                 .set_patch_operations(Some(ops))
@@ -302,7 +285,6 @@ pub async fn execute(
         Change::Create { key, spec: Spec::ApiKey { name, value, enabled, tags } } => {
             let mut tags = tags.clone();
             tags.insert(RESOURCE_TAG.into(), key.1.clone());
-            clients.limiter.acquire("CreateApiKey").await;
             let out = v1
                 .create_api_key()
                 .name(name)
@@ -315,7 +297,6 @@ pub async fn execute(
             ids.insert(key.clone(), out.id().unwrap_or_default().into());
         }
         Change::Update { id, spec: Spec::ApiKey { name, enabled, .. }, .. } => {
-            clients.limiter.acquire("UpdateApiKey").await;
             v1.update_api_key()
                 .api_key(id)
                 .patch_operations(replace("/name", name))
@@ -327,7 +308,6 @@ pub async fn execute(
         Change::Create { key, spec: Spec::UsagePlanKey { plan, key: api_key } } => {
             let plan_id = ids.get(&(Kind::UsagePlan, plan.clone())).cloned().unwrap_or_default();
             let key_id = ids.get(&(Kind::ApiKey, api_key.clone())).cloned().unwrap_or_default();
-            clients.limiter.acquire("CreateUsagePlanKey").await;
             v1.create_usage_plan_key()
                 .usage_plan_id(&plan_id)
                 .key_id(&key_id)
@@ -340,7 +320,6 @@ pub async fn execute(
         Change::Create { key, spec: Spec::DomainName { certificate_arn, tags } }
             if key.0 == Kind::RestDomainName =>
         {
-            clients.limiter.acquire("CreateDomainName").await;
             v1.create_domain_name()
                 .domain_name(&key.1)
                 .regional_certificate_arn(certificate_arn)
@@ -357,7 +336,6 @@ pub async fn execute(
         Change::Update { key, spec: Spec::DomainName { certificate_arn, .. }, .. }
             if key.0 == Kind::RestDomainName =>
         {
-            clients.limiter.acquire("UpdateDomainName").await;
             v1.update_domain_name()
                 .domain_name(&key.1)
                 .patch_operations(replace("/regionalCertificateArn", certificate_arn))
@@ -366,7 +344,6 @@ pub async fn execute(
                 .map_err(|e| classify("UpdateDomainName", e))?;
         }
         Change::Create { key, spec: Spec::ApiMapping { stage } } if key.0 == Kind::BasePathMapping => {
-            clients.limiter.acquire("CreateBasePathMapping").await;
             let out = v1
                 .create_base_path_mapping()
                 .domain_name(&key.1)
@@ -378,7 +355,6 @@ pub async fn execute(
             ids.insert(key.clone(), out.base_path().unwrap_or("(none)").into());
         }
         Change::Update { key, id, spec: Spec::ApiMapping { stage } } if key.0 == Kind::BasePathMapping => {
-            clients.limiter.acquire("UpdateBasePathMapping").await;
             v1.update_base_path_mapping()
                 .domain_name(&key.1)
                 .base_path(id)
@@ -416,14 +392,10 @@ async fn put_method(
         .ok_or_else(|| ProviderError::Other(format!("resource {path} has no id")))?;
     let v1 = &clients.v1;
     if replacing {
-        clients.limiter.acquire("DeleteMethod").await;
-        gone_ok(
-            "DeleteMethod",
-            v1.delete_method().rest_api_id(api).resource_id(&resource).http_method(verb).send().await,
-        )?;
+        let sent = v1.delete_method().rest_api_id(api).resource_id(&resource).http_method(verb).send().await;
+        gone_ok("DeleteMethod", sent)?;
     }
     let greedy = path.ends_with("{proxy+}");
-    clients.limiter.acquire("PutMethod").await;
     v1.put_method()
         .rest_api_id(api)
         .resource_id(&resource)
@@ -436,7 +408,6 @@ async fn put_method(
         .send()
         .await
         .map_err(|e| classify("PutMethod", e))?;
-    clients.limiter.acquire("PutIntegration").await;
     v1.put_integration()
         .rest_api_id(api)
         .resource_id(&resource)
@@ -457,67 +428,48 @@ async fn put_method(
 async fn delete(clients: &Clients, key: &ResourceKey, id: &str, api: &str) -> Result<(), ProviderError> {
     let v1 = &clients.v1;
     match key.0 {
-        Kind::RestApi => {
-            clients.limiter.acquire("DeleteRestApi").await;
-            gone_ok("DeleteRestApi", v1.delete_rest_api().rest_api_id(id).send().await)
-        }
+        Kind::RestApi => gone_ok("DeleteRestApi", v1.delete_rest_api().rest_api_id(id).send().await),
         Kind::Resource => {
-            clients.limiter.acquire("DeleteResource").await;
             gone_ok("DeleteResource", v1.delete_resource().rest_api_id(api).resource_id(id).send().await)
         }
         Kind::Method => {
             let (resource, verb) = id.split_once(' ').unwrap_or((id, "ANY"));
-            clients.limiter.acquire("DeleteMethod").await;
-            gone_ok(
-                "DeleteMethod",
-                v1.delete_method().rest_api_id(api).resource_id(resource).http_method(verb).send().await,
-            )
+            let sent =
+                v1.delete_method().rest_api_id(api).resource_id(resource).http_method(verb).send().await;
+            gone_ok("DeleteMethod", sent)
         }
         // Deployments go with their API; an old one left behind serves nothing new.
         Kind::Deployment => Ok(()),
         Kind::UsagePlan => {
             // A plan still attached to a stage cannot be deleted.
-            clients.limiter.acquire("GetUsagePlan").await;
-            if let Ok(plan) = v1.get_usage_plan().usage_plan_id(id).send().await {
-                for stage in plan.api_stages() {
-                    let value = format!(
-                        "{}:{}",
-                        stage.api_id().unwrap_or_default(),
-                        stage.stage().unwrap_or_default()
-                    );
-                    let op = PatchOperation::builder().op(Op::Remove).path("/apiStages").value(value).build();
-                    clients.limiter.acquire("UpdateUsagePlan").await;
-                    gone_ok(
-                        "UpdateUsagePlan",
-                        v1.update_usage_plan().usage_plan_id(id).patch_operations(op).send().await,
-                    )?;
-                }
+            let plan = match v1.get_usage_plan().usage_plan_id(id).send().await {
+                Ok(plan) => plan,
+                Err(e) if not_found(&e) => return Ok(()),
+                Err(e) => return Err(classify("GetUsagePlan", e)),
+            };
+            for stage in plan.api_stages() {
+                let value =
+                    format!("{}:{}", stage.api_id().unwrap_or_default(), stage.stage().unwrap_or_default());
+                let op = PatchOperation::builder().op(Op::Remove).path("/apiStages").value(value).build();
+                gone_ok(
+                    "UpdateUsagePlan",
+                    v1.update_usage_plan().usage_plan_id(id).patch_operations(op).send().await,
+                )?;
             }
-            clients.limiter.acquire("DeleteUsagePlan").await;
             gone_ok("DeleteUsagePlan", v1.delete_usage_plan().usage_plan_id(id).send().await)
         }
-        Kind::ApiKey => {
-            clients.limiter.acquire("DeleteApiKey").await;
-            gone_ok("DeleteApiKey", v1.delete_api_key().api_key(id).send().await)
-        }
+        Kind::ApiKey => gone_ok("DeleteApiKey", v1.delete_api_key().api_key(id).send().await),
         Kind::UsagePlanKey => {
             let (plan, key_id) = id.split_once(' ').unwrap_or((id, ""));
-            clients.limiter.acquire("DeleteUsagePlanKey").await;
-            gone_ok(
-                "DeleteUsagePlanKey",
-                v1.delete_usage_plan_key().usage_plan_id(plan).key_id(key_id).send().await,
-            )
+            let sent = v1.delete_usage_plan_key().usage_plan_id(plan).key_id(key_id).send().await;
+            gone_ok("DeleteUsagePlanKey", sent)
         }
         Kind::RestDomainName => {
-            clients.limiter.acquire("DeleteDomainName").await;
             gone_ok("DeleteDomainName", v1.delete_domain_name().domain_name(id).send().await)
         }
         Kind::BasePathMapping => {
-            clients.limiter.acquire("DeleteBasePathMapping").await;
-            gone_ok(
-                "DeleteBasePathMapping",
-                v1.delete_base_path_mapping().domain_name(&key.1).base_path(id).send().await,
-            )
+            let sent = v1.delete_base_path_mapping().domain_name(&key.1).base_path(id).send().await;
+            gone_ok("DeleteBasePathMapping", sent)
         }
         other => Err(ProviderError::Other(format!("not a REST API resource: {}", other.name()))),
     }

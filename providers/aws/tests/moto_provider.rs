@@ -31,11 +31,11 @@ fn settings(url: &str, api_type: &str) -> AwsSettings {
 }
 
 async fn provider(settings: &AwsSettings) -> AwsProvider {
-    let options = AwsOptions {
-        limits: Limits::unlimited(),
-        attempt_timeout: Duration::from_secs(2),
-        http_client: None,
-    };
+    limited_provider(settings, Limits::unlimited()).await
+}
+
+async fn limited_provider(settings: &AwsSettings, limits: Limits) -> AwsProvider {
+    let options = AwsOptions { limits, attempt_timeout: Duration::from_secs(2), http_client: None };
     AwsProvider::new(settings, CLUSTER, options).await
 }
 
@@ -633,6 +633,67 @@ async fn an_injected_409_stops_the_apply_after_one_attempt() {
     assert_eq!(route_posts, 1, "not retried: {}", proxy.log());
     proxy.clear_rules();
     aws.delete(&gw.key).await.expect("delete");
+}
+
+#[tokio::test]
+async fn retried_attempts_go_through_the_limiter() {
+    let _moto = Moto::fresh().await;
+    let proxy = FaultProxy::start(Moto::shared().url()).await;
+    let settings = settings(&proxy.url(), "HTTP");
+    let aws = provider(&settings).await;
+    // The first two attempts of CreateApi are throttled; the SDK retries them.
+    proxy.add(Rule::next(2, Fault::Throttle).method("POST").path_contains("/v2/apis"));
+    let gw = gateway(
+        "web",
+        &settings,
+        vec![route("a", PathMatch::Exact("/a".into()), "https://a.example.com")],
+        Vec::new(),
+    );
+    aws.apply(&gw).await.expect("apply through throttling");
+    assert_eq!(proxy.injected(), 2, "{}", proxy.log());
+    assert_eq!(aws.calls().snapshot()["CreateApi"], 3);
+    assert_eq!(aws.limiter().granted("CreateApi"), 3, "every attempt is let through by the limiter");
+    // Every attempt of every operation, reads included.
+    for (operation, attempts) in aws.calls().snapshot() {
+        assert_eq!(aws.limiter().granted(&operation), attempts, "{operation}");
+    }
+    aws.delete(&gw.key).await.expect("delete");
+}
+
+#[tokio::test]
+async fn an_operation_waiting_for_its_interval_does_not_hold_up_others() {
+    let _moto = Moto::fresh().await;
+    let settings = settings(Moto::shared().url(), "HTTP");
+    let interval = Duration::from_secs(4);
+    let limits = Limits {
+        rate: f64::INFINITY,
+        burst: f64::INFINITY,
+        per_operation: std::collections::HashMap::from([("CreateApi", interval)]),
+    };
+    let aws = limited_provider(&settings, limits).await;
+    let one_route = || vec![route("a", PathMatch::Exact("/a".into()), "https://a.example.com")];
+    // No listener hostnames: the two gateways would claim the same custom domain.
+    let bare =
+        |name: &str| GatewayIr { listeners: Vec::new(), ..gateway(name, &settings, one_route(), Vec::new()) };
+    let (first, second) = (bare("first"), bare("second"));
+    let pending = aws.plan(&second).await.expect("plan of the second gateway");
+    assert!(pending.changes[0].action().starts_with("create api"), "{:?}", pending.changes);
+
+    // The first gateway's CreateApi starts the interval: the second's must wait for it.
+    aws.apply(&first).await.expect("first gateway");
+    let started = std::time::Instant::now();
+    let (executed, (planned, creates_when_planned)) = tokio::join!(aws.execute(&pending), async {
+        let plan = aws.plan(&first).await;
+        (plan, aws.calls().snapshot()["CreateApi"])
+    });
+    executed.expect("second gateway");
+    assert!(planned.expect("plan of the first gateway").changes.is_empty());
+    assert_eq!(creates_when_planned, 1, "the plan's reads waited behind the pending CreateApi");
+    assert_eq!(aws.calls().snapshot()["CreateApi"], 2);
+    // The interval still holds for CreateApi itself (bounded from below only).
+    assert!(started.elapsed() >= interval / 2, "{:?}", started.elapsed());
+    aws.delete(&first.key).await.expect("delete first");
+    aws.delete(&second.key).await.expect("delete second");
 }
 
 fn key_ir() -> ApiKeyIr {
