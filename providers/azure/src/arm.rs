@@ -101,6 +101,26 @@ fn install_tls() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// Why a write failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// 412: the entity is no longer the version the `If-Match` ETag named: another writer came
+    /// between our observation and this write, which was not made.
+    #[error("{0}")]
+    Changed(String),
+    #[error(transparent)]
+    Failed(#[from] ProviderError),
+}
+
+impl From<WriteError> for ProviderError {
+    fn from(e: WriteError) -> ProviderError {
+        match e {
+            WriteError::Changed(why) => ProviderError::Transient(why),
+            WriteError::Failed(e) => e,
+        }
+    }
+}
+
 /// An entity as read: its ETag and its JSON (`properties` and the rest).
 #[derive(Clone, Debug)]
 pub struct Entity {
@@ -201,7 +221,7 @@ impl ArmClient {
         match self.send(Method::GET, path, None, None).await {
             Ok(entity) => Ok(Some(entity)),
             Err(CallError::NotFound) => Ok(None),
-            Err(CallError::Failed(e)) => Err(e),
+            Err(e) => Err(e.into_error().into()),
         }
     }
 
@@ -225,7 +245,7 @@ impl ArmClient {
                         "GET {path}: page {pages} of the listing is gone (404); the listing is incomplete"
                     )))
                 }
-                Err(CallError::Failed(e)) => return Err(e),
+                Err(e) => return Err(e.into_error().into()),
             };
             items.extend(page["value"].as_array().cloned().unwrap_or_default());
             if let Some(link) = page["nextLink"].as_str().filter(|l| !l.is_empty()) {
@@ -237,25 +257,20 @@ impl ArmClient {
         Ok(items)
     }
 
-    /// Creates or replaces an entity; `if_match` guards a replace against concurrent changes.
-    pub async fn put(
-        &self,
-        path: &str,
-        body: &Value,
-        if_match: Option<&str>,
-    ) -> Result<Entity, ProviderError> {
+    /// Creates or replaces an entity; `if_match` (the ETag it was read with) makes a replace
+    /// fail with [`WriteError::Changed`] when another writer changed it since.
+    pub async fn put(&self, path: &str, body: &Value, if_match: Option<&str>) -> Result<Entity, WriteError> {
         // A `null` body sends none (links such as a product's API take no body).
         let body = (!body.is_null()).then_some(body);
         self.send(Method::PUT, path, body, if_match).await.map_err(CallError::into_error)
     }
 
-    /// Deletes an entity, with `If-Match: *` when `guarded` (links such as a product's API
-    /// take none); one already gone is fine.
-    pub async fn delete(&self, path: &str, guarded: bool) -> Result<(), ProviderError> {
-        let if_match = guarded.then_some("*");
+    /// Deletes an entity, with `If-Match` when given (links such as a product's API take none);
+    /// one already gone is fine.
+    pub async fn delete(&self, path: &str, if_match: Option<&str>) -> Result<(), WriteError> {
         match self.send(Method::DELETE, path, None, if_match).await {
             Ok(_) | Err(CallError::NotFound) => Ok(()),
-            Err(CallError::Failed(e)) => Err(e),
+            Err(e) => Err(e.into_error()),
         }
     }
 
@@ -372,6 +387,10 @@ impl ArmClient {
                 || Entity { etag: etag.clone(), body: serde_json::from_str(&text).unwrap_or(Value::Null) };
             return match (status, operation) {
                 (StatusCode::NOT_FOUND, _) => Err(CallError::NotFound),
+                (StatusCode::PRECONDITION_FAILED, _) => Err(CallError::Changed(format!(
+                    "{}; changed since it was read, not written",
+                    describe(status, method, path, &text)
+                ))),
                 (StatusCode::ACCEPTED, Some(poll)) => Ok(Reply::Accepted { poll, after: retry_after }),
                 (s, _) if s.is_success() => Ok(Reply::Done(entity())),
                 (s, _) => Err(CallError::Failed(classify(s, method, path, &text))),
@@ -457,14 +476,17 @@ enum Reply {
 
 enum CallError {
     NotFound,
+    /// 412 Precondition Failed.
+    Changed(String),
     Failed(ProviderError),
 }
 
 impl CallError {
-    fn into_error(self) -> ProviderError {
+    fn into_error(self) -> WriteError {
         match self {
-            CallError::NotFound => ProviderError::Invalid("not found".into()),
-            CallError::Failed(e) => e,
+            CallError::NotFound => WriteError::Failed(ProviderError::Invalid("not found".into())),
+            CallError::Changed(why) => WriteError::Changed(why),
+            CallError::Failed(e) => WriteError::Failed(e),
         }
     }
 }
@@ -536,12 +558,17 @@ fn http_date(value: &str) -> Option<SystemTime> {
     Some(UNIX_EPOCH + Duration::from_secs(secs))
 }
 
-/// An ARM error as a [`ProviderError`], with the service's code and message.
-fn classify(status: StatusCode, method: &Method, path: &str, body: &str) -> ProviderError {
+/// An ARM error answer in one line, with the service's code and message.
+fn describe(status: StatusCode, method: &Method, path: &str, body: &str) -> String {
     let parsed: Value = serde_json::from_str(body).unwrap_or(Value::Null);
     let code = parsed["error"]["code"].as_str().unwrap_or("");
     let message = parsed["error"]["message"].as_str().unwrap_or(body);
-    let text = format!("{method} {path}: {status} {code}: {message}");
+    format!("{method} {path}: {status} {code}: {message}")
+}
+
+/// An ARM error as a [`ProviderError`], with the service's code and message.
+fn classify(status: StatusCode, method: &Method, path: &str, body: &str) -> ProviderError {
+    let text = describe(status, method, path, body);
     match status.as_u16() {
         401 | 403 => ProviderError::Unauthorized(text),
         409 | 412 | 429 => ProviderError::Transient(text),

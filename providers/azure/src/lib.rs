@@ -3,9 +3,15 @@
 //! rate-limit and quota policies, its ApiKeys subscriptions to those products.
 //!
 //! Built as observe → diff → execute, like the AWS provider: [`AzureProvider::plan`] reads only
-//! entities whose ids carry the Gateway's prefix, [`changes`] is pure, and
+//! entities whose ids carry the Gateway's prefix, [`diff`] is pure, and
 //! [`AzureProvider::execute`] sends each change through the ARM client (retries, long-running
-//! operations, `If-Match`).
+//! operations).
+//!
+//! Optimistic concurrency: every update and delete carries, as `If-Match`, the ETag of the
+//! read its change was decided from (a listing gives no ETags, so the plan reads each entity
+//! it is about to update or delete, and decides from that read). A write that another writer
+//! came before fails with 412 and is not made; [`Provider::apply`] then observes and plans
+//! again (a few times at most), so a change is never made from a stale comparison.
 
 pub mod arm;
 pub mod desired;
@@ -21,7 +27,7 @@ use tollbridge_provider::{
     AzureSettings, Capabilities, Feature, GatewayIr, GatewayKey, Provider, ProviderError, Provisioned,
 };
 
-use arm::{ArmClient, TokenSource};
+use arm::{ArmClient, TokenSource, WriteError};
 use desired::{Desired, EntityKey, Kind};
 
 /// What API Management can express, as this provider provisions it (docs/providers.md).
@@ -44,24 +50,37 @@ pub fn capabilities() -> Capabilities {
     )
 }
 
-/// An entity as found: its body (ids resolved from the collection listing).
+/// Passes of observe → plan → execute in one apply or delete when a write loses a race with
+/// another writer (412).
+const PASSES: u32 = 3;
+
+/// An entity as found: its body, and the ETag it was read with (a collection listing gives
+/// none; a GET does).
 #[derive(Clone, Debug)]
 pub struct Found {
     pub body: Value,
+    pub etag: Option<String>,
 }
 
-/// One step of a plan.
+impl Found {
+    /// An entity as a listing gives it.
+    pub fn listed(body: Value) -> Found {
+        Found { body, etag: None }
+    }
+}
+
+/// One step of a plan. Updates and deletes carry the ETag of the read they were decided from.
 #[derive(Clone, Debug)]
 pub enum Change {
     Create { key: EntityKey, desired: Desired },
-    Update { key: EntityKey, desired: Desired },
-    Delete { key: EntityKey },
+    Update { key: EntityKey, desired: Desired, etag: Option<String> },
+    Delete { key: EntityKey, etag: Option<String> },
 }
 
 impl Change {
     pub fn key(&self) -> &EntityKey {
         match self {
-            Change::Create { key, .. } | Change::Update { key, .. } | Change::Delete { key } => key,
+            Change::Create { key, .. } | Change::Update { key, .. } | Change::Delete { key, .. } => key,
         }
     }
 }
@@ -71,7 +90,7 @@ impl fmt::Display for Change {
         match self {
             Change::Create { key: (kind, path), .. } => write!(f, "+ create {} {path}", kind.name()),
             Change::Update { key: (kind, path), .. } => write!(f, "~ update {} {path}", kind.name()),
-            Change::Delete { key: (kind, path) } => write!(f, "- delete {} {path}", kind.name()),
+            Change::Delete { key: (kind, path), .. } => write!(f, "- delete {} {path}", kind.name()),
         }
     }
 }
@@ -123,9 +142,11 @@ pub fn diff(desired: &BTreeMap<EntityKey, Desired>, found: &BTreeMap<EntityKey, 
     for (key, want) in desired {
         match found.get(key) {
             None => changes.push(Change::Create { key: key.clone(), desired: want.clone() }),
-            Some(have) if !satisfied(key.0, want, have) => {
-                changes.push(Change::Update { key: key.clone(), desired: want.clone() })
-            }
+            Some(have) if !satisfied(key.0, want, have) => changes.push(Change::Update {
+                key: key.clone(),
+                desired: want.clone(),
+                etag: have.etag.clone(),
+            }),
             Some(_) => {}
         }
     }
@@ -134,8 +155,11 @@ pub fn diff(desired: &BTreeMap<EntityKey, Desired>, found: &BTreeMap<EntityKey, 
         gone.iter()
             .any(|g| matches!(g.0, Kind::Api | Kind::Product) && key.1.starts_with(&format!("{}/", g.1)))
     };
-    let mut deletes: Vec<Change> =
-        gone.iter().filter(|k| !parent_gone(k)).map(|k| Change::Delete { key: (*k).clone() }).collect();
+    let mut deletes: Vec<Change> = gone
+        .iter()
+        .filter(|k| !parent_gone(k))
+        .map(|k| Change::Delete { key: (*k).clone(), etag: found[*k].etag.clone() })
+        .collect();
     deletes.sort_by(|a, b| b.key().0.cmp(&a.key().0).then_with(|| b.key().1.cmp(&a.key().1)));
     changes.extend(deletes);
     changes
@@ -188,14 +212,40 @@ impl AzureProvider {
             .map_or(0, |d| d.as_secs() as i64);
         let mapping = desired::map(gateway, &self.settings, &self.cluster_id, now);
         let owner = desired::owner(&self.cluster_id, &gateway.key);
-        let found = self.observe(&desired::prefix(&owner)).await?;
-        Ok(Plan { changes: diff(&mapping.entities, &found), owner, unprovisioned: mapping.unprovisioned })
+        let mut found = self.observe(&desired::prefix(&owner)).await?;
+        let changes = self.decide(&mapping.entities, &mut found).await?;
+        Ok(Plan { changes, owner, unprovisioned: mapping.unprovisioned })
     }
 
     pub async fn plan_delete(&self, key: &GatewayKey) -> Result<Plan, ProviderError> {
         let owner = desired::owner(&self.cluster_id, key);
-        let found = self.observe(&desired::prefix(&owner)).await?;
-        Ok(Plan { changes: diff(&BTreeMap::new(), &found), owner, unprovisioned: Vec::new() })
+        let mut found = self.observe(&desired::prefix(&owner)).await?;
+        let changes = self.decide(&BTreeMap::new(), &mut found).await?;
+        Ok(Plan { changes, owner, unprovisioned: Vec::new() })
+    }
+
+    /// The changes from `found` to `desired`, each update and delete decided from a read that
+    /// gave its entity's ETag: entities the listings gave (without ETags) that would be updated
+    /// or deleted are read first, and the diff made again from those reads.
+    async fn decide(
+        &self,
+        desired: &BTreeMap<EntityKey, Desired>,
+        found: &mut BTreeMap<EntityKey, Found>,
+    ) -> Result<Vec<Change>, ProviderError> {
+        let unread: Vec<EntityKey> = diff(desired, found)
+            .iter()
+            .filter(|c| !matches!(c, Change::Create { .. }))
+            .map(|c| c.key().clone())
+            // A product's API link has no ETag and no GET.
+            .filter(|key| key.0 != Kind::ProductApi && found.get(key).is_some_and(|f| f.etag.is_none()))
+            .collect();
+        for key in unread {
+            match self.client.get(&read_path(&key)).await? {
+                Some(entity) => found.insert(key, Found { body: entity.body, etag: entity.etag }),
+                None => found.remove(&key),
+            };
+        }
+        Ok(diff(desired, found))
     }
 
     /// Everything whose id carries `prefix`, with the policies of its operations and products.
@@ -207,7 +257,7 @@ impl AzureProvider {
             if id.starts_with(prefix) {
                 let kind =
                     if item["properties"]["type"] == "Pool" { Kind::PoolBackend } else { Kind::Backend };
-                found.insert((kind, format!("backends/{id}")), Found { body: item });
+                found.insert((kind, format!("backends/{id}")), Found::listed(item));
             }
         }
         for item in self.client.list("apis").await? {
@@ -222,12 +272,12 @@ impl AzureProvider {
                 {
                     found.insert(
                         (Kind::OperationPolicy, format!("{op_path}/policies/policy")),
-                        Found { body: policy.body },
+                        Found { body: policy.body, etag: policy.etag },
                     );
                 }
-                found.insert((Kind::Operation, op_path), Found { body: op });
+                found.insert((Kind::Operation, op_path), Found::listed(op));
             }
-            found.insert((Kind::Api, format!("apis/{id}")), Found { body: item });
+            found.insert((Kind::Api, format!("apis/{id}")), Found::listed(item));
         }
         for item in self.client.list("products").await? {
             let id = name(&item);
@@ -237,7 +287,7 @@ impl AzureProvider {
             for api in self.client.list(&format!("products/{id}/apis")).await? {
                 found.insert(
                     (Kind::ProductApi, format!("products/{id}/apis/{}", name(&api))),
-                    Found { body: api },
+                    Found::listed(api),
                 );
             }
             if let Some(policy) =
@@ -245,51 +295,81 @@ impl AzureProvider {
             {
                 found.insert(
                     (Kind::ProductPolicy, format!("products/{id}/policies/policy")),
-                    Found { body: policy.body },
+                    Found { body: policy.body, etag: policy.etag },
                 );
             }
-            found.insert((Kind::Product, format!("products/{id}")), Found { body: item });
+            found.insert((Kind::Product, format!("products/{id}")), Found::listed(item));
         }
         for item in self.client.list("subscriptions").await? {
             let id = name(&item);
             if id.starts_with(prefix) {
-                found.insert((Kind::Subscription, format!("subscriptions/{id}")), Found { body: item });
+                found.insert((Kind::Subscription, format!("subscriptions/{id}")), Found::listed(item));
             }
         }
         Ok(found)
     }
 
-    /// Carries out a plan in order; stops at the first error (the next apply goes on).
+    /// Carries out a plan in order; stops at the first error (the next apply goes on). A write
+    /// another writer came before (412) is not made and is reported as a transient error.
     pub async fn execute(&self, plan: &Plan) -> Result<Provisioned, ProviderError> {
+        self.run(plan).await?;
+        Ok(self.provisioned(plan))
+    }
+
+    async fn run(&self, plan: &Plan) -> Result<(), WriteError> {
         for change in &plan.changes {
             tracing::debug!(owner = %plan.owner, %change, "executing");
             match change {
                 Change::Create { key, desired } => {
                     self.client.put(&key.1, &desired.body, None).await?;
                 }
-                Change::Update { key, desired } => {
-                    // Replace only the version we compared against; a concurrent change makes
-                    // this fail (412) and the next pass starts from what is there then.
-                    let etag = self.client.get(&key.1).await?.and_then(|e| e.etag);
-                    self.client.put(&key.1, &desired.body, Some(etag.as_deref().unwrap_or("*"))).await?;
+                Change::Update { key, desired, etag } => {
+                    // The service gave no ETag with the read (it always does): replace whatever
+                    // is there.
+                    let if_match = etag.as_deref().unwrap_or("*");
+                    self.client.put(&key.1, &desired.body, Some(if_match)).await?;
                 }
-                Change::Delete { key } => {
+                Change::Delete { key, etag } => {
                     let path = match key.0 {
                         Kind::Api => format!("{}?deleteRevisions=true", key.1),
                         Kind::Product => format!("{}?deleteSubscriptions=true", key.1),
                         _ => key.1.clone(),
                     };
                     // The link of an API to a product is deleted without an ETag.
-                    self.client.delete(&path, key.0 != Kind::ProductApi).await?;
+                    let if_match = (key.0 != Kind::ProductApi).then(|| etag.as_deref().unwrap_or("*"));
+                    self.client.delete(&path, if_match).await?;
                 }
             }
         }
-        Ok(Provisioned {
+        Ok(())
+    }
+
+    fn provisioned(&self, plan: &Plan) -> Provisioned {
+        Provisioned {
             addresses: vec![format!("{}.azure-api.net", self.settings.service_name)],
             unprovisioned: plan.unprovisioned.clone(),
             resource_ids: [("service".to_string(), self.settings.service_name.clone())].into(),
             ..Provisioned::default()
-        })
+        }
+    }
+}
+
+/// The path an entity is read at (policies as the raw XML we write).
+fn read_path(key: &EntityKey) -> String {
+    match key.0 {
+        Kind::OperationPolicy | Kind::ProductPolicy => format!("{}?format=rawxml", key.1),
+        _ => key.1.clone(),
+    }
+}
+
+/// Whether a write failed because another writer came first: worth observing again at once.
+fn lost_race(result: &Result<(), WriteError>, pass: u32, owner: &str) -> bool {
+    match result {
+        Err(WriteError::Changed(why)) if pass < PASSES => {
+            tracing::info!(owner, pass, error = %why, "an entity changed since it was read; observing again");
+            true
+        }
+        _ => false,
     }
 }
 
@@ -300,16 +380,32 @@ impl Provider for AzureProvider {
     }
 
     async fn apply(&self, gateway: &GatewayIr) -> Result<Provisioned, ProviderError> {
-        let plan = self.plan(gateway).await?;
-        if !plan.changes.is_empty() {
-            tracing::info!(gateway = %gateway.key.id(), changes = %summary(&plan.changes), "applying to API Management");
+        // Bounded: `lost_race` is false on the last pass.
+        let mut pass = 0;
+        loop {
+            pass += 1;
+            let plan = self.plan(gateway).await?;
+            if !plan.changes.is_empty() {
+                tracing::info!(gateway = %gateway.key.id(), changes = %summary(&plan.changes), "applying to API Management");
+            }
+            let result = self.run(&plan).await;
+            if !lost_race(&result, pass, &plan.owner) {
+                result?;
+                return Ok(self.provisioned(&plan));
+            }
         }
-        self.execute(&plan).await
     }
 
     async fn delete(&self, key: &GatewayKey) -> Result<(), ProviderError> {
-        let plan = self.plan_delete(key).await?;
-        self.execute(&plan).await.map(|_| ())
+        let mut pass = 0;
+        loop {
+            pass += 1;
+            let plan = self.plan_delete(key).await?;
+            let result = self.run(&plan).await;
+            if !lost_race(&result, pass, &plan.owner) {
+                return Ok(result?);
+            }
+        }
     }
 }
 
@@ -324,21 +420,21 @@ mod tests {
         let want = Desired {
             body: json!({ "properties": { "scope": "/products/p", "state": "active", "primaryKey": "k" } }),
         };
-        let have = Found {
-            body: json!({ "name": "s", "properties": { "scope": "/products/p", "state": "active", "createdDate": "2026-01-01" } }),
-        };
+        let have = Found::listed(
+            json!({ "name": "s", "properties": { "scope": "/products/p", "state": "active", "createdDate": "2026-01-01" } }),
+        );
         assert!(satisfied(Kind::Subscription, &want, &have));
         let suspended =
-            Found { body: json!({ "properties": { "scope": "/products/p", "state": "suspended" } }) };
+            Found::listed(json!({ "properties": { "scope": "/products/p", "state": "suspended" } }));
         assert!(!satisfied(Kind::Subscription, &want, &suspended));
     }
 
     #[test]
     fn deletes_skip_children_of_a_deleted_api() {
         let found: BTreeMap<EntityKey, Found> = [
-            ((Kind::Api, "apis/tb-x-api".to_string()), Found { body: json!({}) }),
-            ((Kind::Operation, "apis/tb-x-api/operations/op-1".to_string()), Found { body: json!({}) }),
-            ((Kind::Backend, "backends/tb-x-be-1".to_string()), Found { body: json!({}) }),
+            ((Kind::Api, "apis/tb-x-api".to_string()), Found::listed(json!({}))),
+            ((Kind::Operation, "apis/tb-x-api/operations/op-1".to_string()), Found::listed(json!({}))),
+            ((Kind::Backend, "backends/tb-x-be-1".to_string()), Found::listed(json!({}))),
         ]
         .into();
         let plan: Vec<String> = diff(&BTreeMap::new(), &found).iter().map(ToString::to_string).collect();

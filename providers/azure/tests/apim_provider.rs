@@ -251,7 +251,7 @@ async fn lifecycle_and_every_mapping_row() {
     assert_eq!(steps.len(), 4, "{steps:?}");
     let writes = apim.writes();
     azure.execute(&plan).await.expect("execute");
-    // Each update reads the entity's ETag first (a GET), so writes equal the changes.
+    // The plan read what it updates (its ETags come from those reads): writes equal changes.
     assert_eq!(apim.writes() - writes, 4, "{}", apim.log());
 
     // Alice disabled: her subscription suspended.
@@ -282,8 +282,9 @@ async fn long_running_operations_conflicts_and_faults_converge() {
     assert!(apim.injected() >= 3, "{}", apim.log());
     apim.clear_rules();
 
-    // Someone edits an operation's policy between our read and our write: the write is
-    // refused (412) and the next pass starts over from what is there.
+    // Someone edits an operation between the plan and its execution: whatever the execution
+    // makes of it (a write carrying a stale ETag is refused with 412), the next apply starts
+    // over from what is there and converges.
     let mut changed = gw.clone();
     changed.routes[1].filters.request_headers.set[0].value = "staging".into();
     let plan = azure.plan(&changed).await.expect("plan");
@@ -462,4 +463,60 @@ async fn a_404_in_the_middle_of_a_listing_is_an_error_not_its_end() {
     assert!(error.to_string().contains("page"), "{error}");
     assert_eq!(apim.injected(), 1, "{}", apim.log());
     assert!(azure.plan(&gw).await.expect("plan").changes.is_empty());
+}
+
+/// The path of the operation policy whose XML contains `needle`.
+fn policy_path(apim: &Apim, needle: &str) -> String {
+    apim.paths(Kind::OperationPolicy)
+        .into_iter()
+        .find(|p| apim.policy(p).is_some_and(|x| x.contains(needle)))
+        .unwrap_or_else(|| panic!("no operation policy containing {needle:?}"))
+}
+
+const THEIR_POLICY: &str = "<policies><inbound><base /><set-header name=\"x-other-writer\" exists-action=\"override\"><value>theirs</value></set-header></inbound><backend><base /></backend><outbound><base /></outbound><on-error><base /></on-error></policies>";
+
+#[tokio::test]
+async fn a_change_between_plan_and_execute_gets_412_and_is_not_overwritten() {
+    let apim = Apim::start().await;
+    let azure = provider(&apim);
+    let gw = gateway(vec![alice()]);
+    azure.apply(&gw).await.expect("apply");
+    let policy = policy_path(&apim, "x-env");
+    let observed = apim.etag(&policy).unwrap();
+
+    let mut changed = gw.clone();
+    changed.routes[1].filters.request_headers.set[0].value = "staging".into();
+    let plan = azure.plan(&changed).await.expect("plan");
+    assert!(plan.changes.iter().any(|c| c.to_string() == format!("~ update operation-policy {policy}")));
+    // Another writer replaces the policy after our observation.
+    apim.put_policy(&policy, THEIR_POLICY);
+    apim.clear_seen();
+
+    let error = azure.execute(&plan).await.expect_err("the write must not replace a version it did not see");
+    assert!(error.to_string().contains("412"), "{error}");
+    assert!(apim.policy(&policy).unwrap().contains("x-other-writer"), "overwritten: {}", apim.log());
+    // The write carried the ETag of the observation, not one read just before it.
+    let puts = apim.requests("PUT", &policy);
+    assert_eq!(puts.len(), 1, "{}", apim.log());
+    assert_eq!(puts[0].header("if-match"), Some(observed.as_str()));
+    assert_eq!(puts[0].status.map(|s| s.as_u16()), Some(412));
+}
+
+#[tokio::test]
+async fn apply_plans_again_after_losing_a_race() {
+    let apim = Apim::start().await;
+    let azure = provider(&apim);
+    let gw = gateway(vec![alice()]);
+    azure.apply(&gw).await.expect("apply");
+    let policy = policy_path(&apim, "x-env");
+    let mut changed = gw.clone();
+    changed.routes[1].filters.request_headers.set[0].value = "staging".into();
+    // Another writer writes the policy just before our write arrives.
+    apim.add(Rule::next(1, Fault::ConcurrentWrite).method("PUT").path_contains("/policies/policy"));
+    apim.clear_seen();
+    azure.apply(&changed).await.expect("apply observes again and converges");
+    assert!(apim.policy(&policy).unwrap().contains("staging"));
+    let statuses: Vec<u16> =
+        apim.requests("PUT", &policy).iter().filter_map(|s| s.status.map(|c| c.as_u16())).collect();
+    assert_eq!(statuses, [412, 200], "{}", apim.log());
 }
