@@ -12,6 +12,7 @@ use crate::changes::{observe as record, Change, Kind, Observed, ResourceKey, Spe
 use crate::client::Clients;
 use crate::desired::{API_KEY, OWNER_TAG};
 use crate::error::{classify, gone_ok};
+use crate::pages::{self, HTTP_PAGE};
 use crate::tags;
 
 /// Marks integrations as ours and names them: `tollbridge:<key>`.
@@ -22,27 +23,22 @@ const INTEGRATION_PREFIX: &str = "tollbridge:";
 /// and its tagged domain names with their mappings.
 pub async fn observe(clients: &Clients, owner: &str) -> Result<Observed, ProviderError> {
     let mut observed = Observed::new();
-    let mut apis = Vec::new();
-    let mut next = None;
-    loop {
-        let page = clients
-            .v2
+    let v2 = &clients.v2;
+    let listed = pages::all("GetApis", |token| async move {
+        let page = v2
             .get_apis()
-            .max_results("500")
-            .set_next_token(next)
+            .max_results(HTTP_PAGE)
+            .set_next_token(token)
             .send()
             .await
             .map_err(|e| classify("GetApis", e))?;
-        for api in page.items() {
-            if api.tags().and_then(|t| t.get(OWNER_TAG)).map(String::as_str) == Some(owner) {
-                apis.push(api.clone());
-            }
-        }
-        match page.next_token() {
-            Some(token) if !token.is_empty() => next = Some(token.to_string()),
-            _ => break,
-        }
-    }
+        Ok((page.items.unwrap_or_default(), page.next_token))
+    })
+    .await?;
+    let mut apis: Vec<_> = listed
+        .into_iter()
+        .filter(|api| api.tags().and_then(|t| t.get(OWNER_TAG)).map(String::as_str) == Some(owner))
+        .collect();
     apis.sort_by_key(|a| (a.created_date().map(|d| d.secs()), a.api_id().map(str::to_string)));
     let mut apis = apis.into_iter();
     if let Some(api) = apis.next() {
@@ -68,16 +64,21 @@ pub async fn observe(clients: &Clients, owner: &str) -> Result<Observed, Provide
 }
 
 async fn observe_api(clients: &Clients, api_id: &str, observed: &mut Observed) -> Result<(), ProviderError> {
-    let integrations = clients
-        .v2
-        .get_integrations()
-        .api_id(api_id)
-        .max_results("500")
-        .send()
-        .await
-        .map_err(|e| classify("GetIntegrations", e))?;
+    let v2 = &clients.v2;
+    let integrations = pages::all("GetIntegrations", |token| async move {
+        let page = v2
+            .get_integrations()
+            .api_id(api_id)
+            .max_results(HTTP_PAGE)
+            .set_next_token(token)
+            .send()
+            .await
+            .map_err(|e| classify("GetIntegrations", e))?;
+        Ok((page.items.unwrap_or_default(), page.next_token))
+    })
+    .await?;
     let mut integration_keys = HashMap::new();
-    for i in integrations.items() {
+    for i in &integrations {
         let id = i.integration_id().unwrap_or_default().to_string();
         let key = match i.description().and_then(|d| d.strip_prefix(INTEGRATION_PREFIX)) {
             // A second integration with the same key (a retried create) is a duplicate: routes
@@ -98,15 +99,19 @@ async fn observe_api(clients: &Clients, api_id: &str, observed: &mut Observed) -
         };
         record(observed, (Kind::Integration, key), id, spec);
     }
-    let routes = clients
-        .v2
-        .get_routes()
-        .api_id(api_id)
-        .max_results("500")
-        .send()
-        .await
-        .map_err(|e| classify("GetRoutes", e))?;
-    for r in routes.items() {
+    let routes = pages::all("GetRoutes", |token| async move {
+        let page = v2
+            .get_routes()
+            .api_id(api_id)
+            .max_results(HTTP_PAGE)
+            .set_next_token(token)
+            .send()
+            .await
+            .map_err(|e| classify("GetRoutes", e))?;
+        Ok((page.items.unwrap_or_default(), page.next_token))
+    })
+    .await?;
+    for r in &routes {
         let target = r.target().and_then(|t| t.strip_prefix("integrations/")).unwrap_or_default();
         let integration =
             integration_keys.get(target).cloned().unwrap_or_else(|| format!("unknown {target}"));
@@ -118,8 +123,19 @@ async fn observe_api(clients: &Clients, api_id: &str, observed: &mut Observed) -
             Spec::Route { integration },
         );
     }
-    let stages = clients.v2.get_stages().api_id(api_id).send().await.map_err(|e| classify("GetStages", e))?;
-    for s in stages.items() {
+    let stages = pages::all("GetStages", |token| async move {
+        let page = v2
+            .get_stages()
+            .api_id(api_id)
+            .max_results(HTTP_PAGE)
+            .set_next_token(token)
+            .send()
+            .await
+            .map_err(|e| classify("GetStages", e))?;
+        Ok((page.items.unwrap_or_default(), page.next_token))
+    })
+    .await?;
+    for s in &stages {
         let name = s.stage_name().unwrap_or_default().to_string();
         let throttles = s
             .route_settings()
@@ -146,14 +162,19 @@ async fn observe_domains(
     owner: &str,
     observed: &mut Observed,
 ) -> Result<(), ProviderError> {
-    let domains = clients
-        .v2
-        .get_domain_names()
-        .max_results("500")
-        .send()
-        .await
-        .map_err(|e| classify("GetDomainNames", e))?;
-    for d in domains.items() {
+    let v2 = &clients.v2;
+    let domains = pages::all("GetDomainNames", |token| async move {
+        let page = v2
+            .get_domain_names()
+            .max_results(HTTP_PAGE)
+            .set_next_token(token)
+            .send()
+            .await
+            .map_err(|e| classify("GetDomainNames", e))?;
+        Ok((page.items.unwrap_or_default(), page.next_token))
+    })
+    .await?;
+    for d in &domains {
         if d.tags().and_then(|t| t.get(OWNER_TAG)).map(String::as_str) != Some(owner) {
             continue;
         }
@@ -168,14 +189,20 @@ async fn observe_domains(
             (Kind::DomainName, name.clone()),
             (name.clone(), Spec::DomainName { certificate_arn, tags: tags(d.tags()) }),
         );
-        let mappings = clients
-            .v2
-            .get_api_mappings()
-            .domain_name(&name)
-            .send()
-            .await
-            .map_err(|e| classify("GetApiMappings", e))?;
-        if let Some(m) = mappings.items().first() {
+        let domain = name.as_str();
+        let mappings = pages::all("GetApiMappings", |token| async move {
+            let page = v2
+                .get_api_mappings()
+                .domain_name(domain)
+                .max_results(HTTP_PAGE)
+                .set_next_token(token)
+                .send()
+                .await
+                .map_err(|e| classify("GetApiMappings", e))?;
+            Ok((page.items.unwrap_or_default(), page.next_token))
+        })
+        .await?;
+        if let Some(m) = mappings.first() {
             let spec = Spec::ApiMapping { stage: m.stage().unwrap_or_default().into() };
             observed.insert(
                 (Kind::ApiMapping, name.clone()),

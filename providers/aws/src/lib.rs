@@ -13,6 +13,7 @@ mod client;
 pub mod desired;
 mod error;
 mod http_api;
+mod pages;
 mod rest_api;
 
 use std::collections::HashMap;

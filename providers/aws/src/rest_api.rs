@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use aws_sdk_apigateway::types::{
     ApiKeySourceType, ApiStage, ConnectionType, EndpointConfiguration, EndpointType, IntegrationType, Op,
-    PatchOperation, QuotaPeriodType, QuotaSettings, ThrottleSettings,
+    PatchOperation, QuotaPeriodType, QuotaSettings, Resource, ThrottleSettings,
 };
 use tollbridge_provider::{ProviderError, SecretString};
 
@@ -13,6 +13,7 @@ use crate::changes::{observe as record, Change, Kind, Observed, ResourceKey, Spe
 use crate::client::Clients;
 use crate::desired::{API_KEY, OWNER_TAG, REST_STAGE};
 use crate::error::{classify, gone_ok, not_found};
+use crate::pages::{self, REST_PAGE};
 use crate::tags;
 
 /// Tag naming the resource key of usage plans and API keys (the policy / key id).
@@ -26,8 +27,18 @@ fn owned(map: Option<&HashMap<String, String>>, owner: &str) -> bool {
 pub async fn observe(clients: &Clients, owner: &str) -> Result<Observed, ProviderError> {
     let v1 = &clients.v1;
     let mut observed = Observed::new();
-    let apis = v1.get_rest_apis().limit(500).send().await.map_err(|e| classify("GetRestApis", e))?;
-    let mut mine: Vec<_> = apis.items().iter().filter(|a| owned(a.tags(), owner)).cloned().collect();
+    let apis = pages::all("GetRestApis", |token| async move {
+        let page = v1
+            .get_rest_apis()
+            .limit(REST_PAGE)
+            .set_position(token)
+            .send()
+            .await
+            .map_err(|e| classify("GetRestApis", e))?;
+        Ok((page.items.unwrap_or_default(), page.position))
+    })
+    .await?;
+    let mut mine: Vec<_> = apis.into_iter().filter(|a| owned(a.tags(), owner)).collect();
     mine.sort_by_key(|a| (a.created_date().map(|d| d.secs()), a.id().map(str::to_string)));
     let mut mine = mine.into_iter();
     if let Some(api) = mine.next() {
@@ -44,15 +55,20 @@ pub async fn observe(clients: &Clients, owner: &str) -> Result<Observed, Provide
         );
     }
 
-    let keys = v1
-        .get_api_keys()
-        .include_values(true)
-        .limit(500)
-        .send()
-        .await
-        .map_err(|e| classify("GetApiKeys", e))?;
+    let keys = pages::all("GetApiKeys", |token| async move {
+        let page = v1
+            .get_api_keys()
+            .include_values(true)
+            .limit(REST_PAGE)
+            .set_position(token)
+            .send()
+            .await
+            .map_err(|e| classify("GetApiKeys", e))?;
+        Ok((page.items.unwrap_or_default(), page.position))
+    })
+    .await?;
     let mut key_by_id = HashMap::new();
-    for k in keys.items().iter().filter(|k| owned(k.tags(), owner)) {
+    for k in keys.iter().filter(|k| owned(k.tags(), owner)) {
         let id = k.id().unwrap_or_default().to_string();
         let key =
             k.tags().and_then(|t| t.get(RESOURCE_TAG)).cloned().unwrap_or_else(|| format!("untracked {id}"));
@@ -65,8 +81,18 @@ pub async fn observe(clients: &Clients, owner: &str) -> Result<Observed, Provide
         };
         record(&mut observed, (Kind::ApiKey, key), id, spec);
     }
-    let plans = v1.get_usage_plans().limit(500).send().await.map_err(|e| classify("GetUsagePlans", e))?;
-    for p in plans.items().iter().filter(|p| owned(p.tags(), owner)) {
+    let plans = pages::all("GetUsagePlans", |token| async move {
+        let page = v1
+            .get_usage_plans()
+            .limit(REST_PAGE)
+            .set_position(token)
+            .send()
+            .await
+            .map_err(|e| classify("GetUsagePlans", e))?;
+        Ok((page.items.unwrap_or_default(), page.position))
+    })
+    .await?;
+    for p in plans.iter().filter(|p| owned(p.tags(), owner)) {
         let id = p.id().unwrap_or_default().to_string();
         let plan =
             p.tags().and_then(|t| t.get(RESOURCE_TAG)).cloned().unwrap_or_else(|| format!("untracked {id}"));
@@ -79,14 +105,20 @@ pub async fn observe(clients: &Clients, owner: &str) -> Result<Observed, Provide
             tags: tags(p.tags()),
         };
         record(&mut observed, (Kind::UsagePlan, plan.clone()), id.clone(), spec);
-        let links = v1
-            .get_usage_plan_keys()
-            .usage_plan_id(&id)
-            .limit(500)
-            .send()
-            .await
-            .map_err(|e| classify("GetUsagePlanKeys", e))?;
-        for link in links.items() {
+        let plan_id = id.as_str();
+        let links = pages::all("GetUsagePlanKeys", |token| async move {
+            let page = v1
+                .get_usage_plan_keys()
+                .usage_plan_id(plan_id)
+                .limit(REST_PAGE)
+                .set_position(token)
+                .send()
+                .await
+                .map_err(|e| classify("GetUsagePlanKeys", e))?;
+            Ok((page.items.unwrap_or_default(), page.position))
+        })
+        .await?;
+        for link in &links {
             let key_id = link.id().unwrap_or_default().to_string();
             let key = key_by_id.get(&key_id).cloned().unwrap_or_else(|| format!("foreign {key_id}"));
             let spec = Spec::UsagePlanKey { plan: plan.clone(), key: key.clone() };
@@ -98,21 +130,38 @@ pub async fn observe(clients: &Clients, owner: &str) -> Result<Observed, Provide
             );
         }
     }
-    let domains = v1.get_domain_names().limit(500).send().await.map_err(|e| classify("GetDomainNames", e))?;
-    for d in domains.items().iter().filter(|d| owned(d.tags(), owner)) {
+    let domains = pages::all("GetDomainNames", |token| async move {
+        let page = v1
+            .get_domain_names()
+            .limit(REST_PAGE)
+            .set_position(token)
+            .send()
+            .await
+            .map_err(|e| classify("GetDomainNames", e))?;
+        Ok((page.items.unwrap_or_default(), page.position))
+    })
+    .await?;
+    for d in domains.iter().filter(|d| owned(d.tags(), owner)) {
         let name = d.domain_name().unwrap_or_default().to_string();
         let spec = Spec::DomainName {
             certificate_arn: d.regional_certificate_arn().unwrap_or_default().into(),
             tags: tags(d.tags()),
         };
         observed.insert((Kind::RestDomainName, name.clone()), (name.clone(), spec));
-        let mappings = v1
-            .get_base_path_mappings()
-            .domain_name(&name)
-            .send()
-            .await
-            .map_err(|e| classify("GetBasePathMappings", e))?;
-        if let Some(m) = mappings.items().first() {
+        let domain = name.as_str();
+        let mappings = pages::all("GetBasePathMappings", |token| async move {
+            let page = v1
+                .get_base_path_mappings()
+                .domain_name(domain)
+                .limit(REST_PAGE)
+                .set_position(token)
+                .send()
+                .await
+                .map_err(|e| classify("GetBasePathMappings", e))?;
+            Ok((page.items.unwrap_or_default(), page.position))
+        })
+        .await?;
+        if let Some(m) = mappings.first() {
             let spec = Spec::ApiMapping { stage: m.stage().unwrap_or_default().into() };
             observed.insert(
                 (Kind::BasePathMapping, name.clone()),
@@ -123,17 +172,26 @@ pub async fn observe(clients: &Clients, owner: &str) -> Result<Observed, Provide
     Ok(observed)
 }
 
+/// The resources of the REST API `api_id`, with their methods when `methods`.
+async fn resources(clients: &Clients, api_id: &str, methods: bool) -> Result<Vec<Resource>, ProviderError> {
+    let v1 = &clients.v1;
+    pages::all("GetResources", |token| async move {
+        let page = v1
+            .get_resources()
+            .rest_api_id(api_id)
+            .limit(REST_PAGE)
+            .set_embed(methods.then(|| vec!["methods".to_string()]))
+            .set_position(token)
+            .send()
+            .await
+            .map_err(|e| classify("GetResources", e))?;
+        Ok((page.items.unwrap_or_default(), page.position))
+    })
+    .await
+}
+
 async fn observe_api(clients: &Clients, api_id: &str, observed: &mut Observed) -> Result<(), ProviderError> {
-    let resources = clients
-        .v1
-        .get_resources()
-        .rest_api_id(api_id)
-        .limit(500)
-        .embed("methods")
-        .send()
-        .await
-        .map_err(|e| classify("GetResources", e))?;
-    for r in resources.items() {
+    for r in &resources(clients, api_id, true).await? {
         let path = r.path().unwrap_or_default().to_string();
         let id = r.id().unwrap_or_default().to_string();
         record(observed, (Kind::Resource, path.clone()), id.clone(), Spec::Resource);
@@ -190,9 +248,8 @@ pub async fn execute(
                 .await
                 .map_err(|e| classify("CreateRestApi", e))?;
             let id = out.id().unwrap_or_default().to_string();
-            let root =
-                v1.get_resources().rest_api_id(&id).send().await.map_err(|e| classify("GetResources", e))?;
-            if let Some(root) = root.items().iter().find(|r| r.path() == Some("/")) {
+            let created = resources(clients, &id, false).await?;
+            if let Some(root) = created.iter().find(|r| r.path() == Some("/")) {
                 ids.insert((Kind::Resource, "/".into()), root.id().unwrap_or_default().into());
             }
             ids.insert(key.clone(), id);

@@ -696,6 +696,100 @@ async fn an_operation_waiting_for_its_interval_does_not_hold_up_others() {
     aws.delete(&second.key).await.expect("delete second");
 }
 
+/// `n` resources of someone else of every kind the provider lists (HTTP APIs, domain names,
+/// REST APIs, API keys, usage plans), made before ours so that ours come after them.
+async fn foreign_resources(inspector: &AwsProvider, n: usize) {
+    let (v2, v1) = inspector.sdk();
+    for i in 0..n {
+        v2.create_api()
+            .name(format!("theirs-{i}"))
+            .protocol_type(aws_sdk_apigatewayv2::types::ProtocolType::Http)
+            .send()
+            .await
+            .expect("their HTTP API");
+        let configuration = aws_sdk_apigatewayv2::types::DomainNameConfiguration::builder()
+            .certificate_arn("arn:aws:acm:us-east-1:123456789012:certificate/theirs")
+            .build();
+        v2.create_domain_name()
+            .domain_name(format!("h{i}.theirs.example"))
+            .domain_name_configurations(configuration)
+            .send()
+            .await
+            .expect("their domain");
+        v1.create_rest_api().name(format!("theirs-{i}")).send().await.expect("their REST API");
+        v1.create_api_key()
+            .name(format!("theirs-{i}"))
+            .value(foreign_key_value(i))
+            .enabled(true)
+            .send()
+            .await
+            .expect("their API key");
+        v1.create_usage_plan().name(format!("theirs-{i}")).send().await.expect("their usage plan");
+        v1.create_domain_name()
+            .domain_name(format!("r{i}.theirs.example"))
+            .regional_certificate_arn("arn:aws:acm:us-east-1:123456789012:certificate/theirs")
+            .send()
+            .await
+            .expect("their REST domain");
+    }
+}
+
+/// The value of someone else's API key number `i`.
+fn foreign_key_value(i: usize) -> String {
+    format!("their-secret-{i:02}-0123456789abcdef")
+}
+
+#[tokio::test]
+async fn resources_past_the_first_page_are_found() {
+    let _moto = Moto::fresh().await;
+    let proxy = FaultProxy::start(Moto::shared().url()).await;
+    proxy.page_lists(25);
+    let inspector = provider(&settings(Moto::shared().url(), "HTTP")).await;
+    foreign_resources(&inspector, 30).await;
+    let before = inventory(&inspector).await;
+    let prefix_routes: Vec<RouteIr> = (0..15)
+        .map(|i| {
+            route(&format!("r{i}"), PathMatch::Prefix(format!("/r{i}")), &format!("https://r{i}.example.com"))
+        })
+        .collect();
+    let followed =
+        |param: &str| proxy.seen().iter().any(|s| s.query.as_deref().is_some_and(|q| q.contains(param)));
+
+    // An HTTP API with 30 routes and 30 integrations (a prefix route: its path and the rest).
+    let http_settings = settings(&proxy.url(), "HTTP");
+    let aws = provider(&http_settings).await;
+    let http = gateway("paged", &http_settings, prefix_routes.clone(), Vec::new());
+    aws.apply(&http).await.expect("apply HTTP API");
+    let writes = aws.calls().writes();
+    aws.apply(&http).await.expect("resync HTTP API");
+    assert_eq!(aws.calls().writes() - writes, 0, "{:?}", aws.plan(&http).await.map(|p| p.changes));
+    assert!(followed("nextToken="), "{}", proxy.log());
+    let apis = inspector.sdk().0.get_apis().send().await.expect("GetApis");
+    assert_eq!(owned_http_api(apis.items(), "paged").len(), 1);
+    aws.delete(&http.key).await.expect("delete HTTP API");
+
+    // A REST API with 31 resources and a usage plan with 30 keys.
+    let rest_settings = settings(&proxy.url(), "REST");
+    let aws = provider(&rest_settings).await;
+    let keys =
+        (0..30).map(|i| key(&format!("shop/k{i}"), &format!("key-{i:02}-0123456789-abcdefghij"))).collect();
+    let mut rest = gateway("paged", &rest_settings, prefix_routes, vec![gold_policy(keys)]);
+    rest.routes[0].policy = Some("shop/gold".into());
+    aws.apply(&rest).await.expect("apply REST API");
+    let writes = aws.calls().writes();
+    aws.apply(&rest).await.expect("resync REST API");
+    assert_eq!(aws.calls().writes() - writes, 0, "{:?}", aws.plan(&rest).await.map(|p| p.changes));
+    assert!(followed("position="), "{}", proxy.log());
+    let rest_apis = inspector.sdk().1.get_rest_apis().send().await.expect("GetRestApis");
+    let owner = format!("{CLUSTER}/shop/paged");
+    let ours =
+        rest_apis.items().iter().filter(|a| a.tags().and_then(|t| t.get(OWNER)) == Some(&owner)).count();
+    assert_eq!(ours, 1);
+    aws.delete(&rest.key).await.expect("delete REST API");
+
+    assert_eq!(inventory(&inspector).await, before, "theirs untouched, ours gone");
+}
+
 fn key_ir() -> ApiKeyIr {
     key("shop/alice", "alice-0123456789-abcdefghij")
 }
