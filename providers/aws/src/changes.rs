@@ -110,9 +110,14 @@ pub enum Spec {
         quota: Option<(i32, String)>,
         tags: BTreeMap<String, String>,
     },
+    /// An API key. Its value is set when it is created and never read back (API Gateway
+    /// cannot change it, and reading values would read other people's keys too): the
+    /// resource key, `<ApiKey id> <first 8 hex digits of the value's SHA-256>`, says which
+    /// value it has, so a new value is a new key.
     ApiKey {
         name: String,
-        value: SecretString,
+        /// The value to create the key with; `None` in observed keys.
+        value: Option<SecretString>,
         enabled: bool,
         tags: BTreeMap<String, String>,
     },
@@ -146,10 +151,9 @@ impl Spec {
                 Spec::UsagePlan { name, throttle, quota, tags },
                 Spec::UsagePlan { name: n, throttle: th, quota: q, tags: t },
             ) => name == n && throttle == th && quota == q && tags_kept(tags, t),
-            (
-                Spec::ApiKey { name, value, enabled, tags },
-                Spec::ApiKey { name: n, value: v, enabled: e, tags: t },
-            ) => name == n && value == v && enabled == e && tags_kept(tags, t),
+            (Spec::ApiKey { name, enabled, tags, .. }, Spec::ApiKey { name: n, enabled: e, tags: t, .. }) => {
+                name == n && enabled == e && tags_kept(tags, t)
+            }
             (
                 Spec::DomainName { certificate_arn, tags },
                 Spec::DomainName { certificate_arn: c, tags: t },
@@ -300,6 +304,22 @@ mod tests {
         let observed: Observed =
             [((Kind::Api, "api".into()), ("a1".into(), Spec::Api { name: "gw".into(), tags }))].into();
         assert_eq!(diff(&desired, &observed), vec![]);
+    }
+
+    #[test]
+    fn an_observed_api_key_is_compared_without_its_value() {
+        let key = |value: Option<&str>, enabled: bool| Spec::ApiKey {
+            name: "tollbridge apps/gw apps/alice".into(),
+            value: value.map(SecretString::new),
+            enabled,
+            tags: BTreeMap::new(),
+        };
+        let resource = (Kind::ApiKey, "apps/alice abababab".to_string());
+        let desired: Resources = [(resource.clone(), key(Some("alice-0123456789-abcdefghij"), true))].into();
+        let observed: Observed = [(resource.clone(), ("k1".to_string(), key(None, true)))].into();
+        assert_eq!(diff(&desired, &observed), vec![]);
+        let disabled: Observed = [(resource.clone(), ("k1".to_string(), key(None, false)))].into();
+        assert!(matches!(&diff(&desired, &disabled)[..], [Change::Update { id, .. }] if id == "k1"));
     }
 
     #[test]

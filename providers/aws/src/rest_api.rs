@@ -7,7 +7,7 @@ use aws_sdk_apigateway::types::{
     ApiKeySourceType, ApiStage, ConnectionType, EndpointConfiguration, EndpointType, IntegrationType, Op,
     PatchOperation, QuotaPeriodType, QuotaSettings, Resource, ThrottleSettings,
 };
-use tollbridge_provider::{ProviderError, SecretString};
+use tollbridge_provider::ProviderError;
 
 use crate::changes::{observe as record, Change, Kind, Observed, ResourceKey, Spec, Throttle};
 use crate::client::Clients;
@@ -56,9 +56,9 @@ pub async fn observe(clients: &Clients, owner: &str) -> Result<Observed, Provide
     }
 
     let keys = pages::all("GetApiKeys", |token| async move {
+        // Without values: they are not needed, and the list holds other people's keys.
         let page = v1
             .get_api_keys()
-            .include_values(true)
             .limit(REST_PAGE)
             .set_position(token)
             .send()
@@ -75,7 +75,7 @@ pub async fn observe(clients: &Clients, owner: &str) -> Result<Observed, Provide
         key_by_id.insert(id.clone(), key.clone());
         let spec = Spec::ApiKey {
             name: k.name().unwrap_or_default().into(),
-            value: SecretString::new(k.value().unwrap_or_default()),
+            value: None,
             enabled: k.enabled(),
             tags: tags(k.tags()),
         };
@@ -340,6 +340,9 @@ pub async fn execute(
                 .map_err(|e| classify("UpdateUsagePlan", e))?;
         }
         Change::Create { key, spec: Spec::ApiKey { name, value, enabled, tags } } => {
+            let value = value.as_ref().ok_or_else(|| {
+                ProviderError::Other(format!("API key {} has no value to create it with", key.1))
+            })?;
             let mut tags = tags.clone();
             tags.insert(RESOURCE_TAG.into(), key.1.clone());
             let out = v1

@@ -790,6 +790,62 @@ async fn resources_past_the_first_page_are_found() {
     assert_eq!(inventory(&inspector).await, before, "theirs untouched, ours gone");
 }
 
+#[tokio::test]
+async fn values_of_foreign_api_keys_are_never_read() {
+    let _moto = Moto::fresh().await;
+    let proxy = FaultProxy::start(Moto::shared().url()).await;
+    let inspector = provider(&settings(Moto::shared().url(), "REST")).await;
+    foreign_resources(&inspector, 3).await;
+    // Another cluster's key for a Gateway of the same name: tagged, but not ours.
+    let (_, v1) = inspector.sdk();
+    let other_cluster = "other-cluster-key-0123456789-abcdef";
+    v1.create_api_key()
+        .name("tollbridge shop/rest shop/alice")
+        .value(other_cluster)
+        .enabled(true)
+        .tags(OWNER, "other-cluster/shop/rest")
+        .tags("tollbridge.dev/resource", "shop/alice 00000000")
+        .send()
+        .await
+        .expect("another cluster's key");
+    let foreign: Vec<String> = (0..3).map(foreign_key_value).chain([other_cluster.to_string()]).collect();
+
+    let settings = settings(&proxy.url(), "REST");
+    let aws = provider(&settings).await;
+    let alice = key("shop/alice", "alice-0123456789-abcdefghij");
+    let bob = key("shop/bob", "bob-0123456789-abcdefghijkl");
+    let gw = rest_gateway(&settings, vec![alice.clone(), bob.clone()]);
+    aws.apply(&gw).await.expect("apply");
+    let writes = aws.calls().writes();
+    aws.apply(&gw).await.expect("resync");
+    assert_eq!(aws.calls().writes() - writes, 0, "{:?}", aws.plan(&gw).await.map(|p| p.changes));
+    // Alice's key rotated: a new API key with the new value, the old one deleted.
+    let rotated = key("shop/alice", "alice-rotated-0123456789-xyz");
+    let plan = aws.plan(&rest_gateway(&settings, vec![rotated.clone(), bob.clone()])).await.expect("plan");
+    let shown = format!("{plan:?}");
+    assert!(!shown.contains(rotated.value.expose()) && !shown.contains(bob.value.expose()), "{shown}");
+    aws.execute(&plan).await.expect("rotate");
+    let keys = v1.get_api_keys().include_values(true).send().await.expect("GetApiKeys");
+    let mut values: Vec<&str> = keys.items().iter().filter_map(|k| k.value()).collect();
+    values.sort();
+    let mut want: Vec<&str> = foreign.iter().map(String::as_str).collect();
+    want.extend([rotated.value.expose(), bob.value.expose()]);
+    want.sort();
+    assert_eq!(values, want);
+    aws.delete(&gw.key).await.expect("delete");
+
+    let seen = proxy.seen();
+    assert!(seen.iter().any(|s| s.path == "/apikeys"), "{}", proxy.log());
+    for request in &seen {
+        let query = request.query.as_deref().unwrap_or_default().to_ascii_lowercase();
+        assert!(!query.contains("includevalue"), "values asked for: {request}");
+        let body = String::from_utf8_lossy(request.response_body.as_deref().unwrap_or_default()).into_owned();
+        for value in &foreign {
+            assert!(!body.contains(value.as_str()), "{request} answered a foreign key's value");
+        }
+    }
+}
+
 fn key_ir() -> ApiKeyIr {
     key("shop/alice", "alice-0123456789-abcdefghij")
 }
