@@ -121,11 +121,21 @@ impl From<WriteError> for ProviderError {
     }
 }
 
-/// An entity as read: its ETag and its JSON (`properties` and the rest).
-#[derive(Clone, Debug)]
+/// An entity as read: its ETag and its JSON (`properties` and the rest). Its `Debug` hides
+/// subscription keys (a PUT's answer or `listSecrets` may carry them).
+#[derive(Clone)]
 pub struct Entity {
     pub etag: Option<String>,
     pub body: Value,
+}
+
+impl std::fmt::Debug for Entity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Entity")
+            .field("etag", &self.etag)
+            .field("body", &crate::desired::redacted(&self.body))
+            .finish()
+    }
 }
 
 /// Calls by `METHOD kind` (the first path segment after the service), every attempt counted.

@@ -6,6 +6,7 @@
 //! into a plan.
 
 use std::collections::BTreeMap;
+use std::fmt;
 
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -49,10 +50,42 @@ impl Kind {
 /// An entity: its kind and its path below the service (`apis/tb-…/operations/op-…`).
 pub type EntityKey = (Kind, String);
 
-/// The PUT body of an entity; policies are compared by their canonical XML.
-#[derive(Clone, Debug, PartialEq)]
+/// The PUT body of an entity; policies are compared by their canonical XML. Its `Debug` hides
+/// subscription keys.
+#[derive(Clone, PartialEq)]
 pub struct Desired {
     pub body: Value,
+}
+
+impl fmt::Debug for Desired {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Desired").field("body", &redacted(&self.body)).finish()
+    }
+}
+
+/// Fields that hold secrets: a subscription's keys (written, never given back by a GET).
+pub const SECRET_FIELDS: &[&str] = &["primaryKey", "secondaryKey"];
+
+/// `value` with the value of every [`SECRET_FIELDS`] field, at any depth, replaced: for
+/// `Debug` output and logs, never for what is sent.
+pub fn redacted(value: &Value) -> Value {
+    match value {
+        Value::Object(fields) => Value::Object(
+            fields
+                .iter()
+                .map(|(k, v)| {
+                    let v = if SECRET_FIELDS.contains(&k.as_str()) && !v.is_null() {
+                        Value::String("<redacted>".into())
+                    } else {
+                        redacted(v)
+                    };
+                    (k.clone(), v)
+                })
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(redacted).collect()),
+        other => other.clone(),
+    }
 }
 
 /// The owner of a Gateway's entities.
@@ -541,6 +574,36 @@ mod tests {
         }
         let kinds: Vec<Kind> = m.entities.keys().map(|(k, _)| *k).collect();
         assert!(kinds.contains(&Kind::Backend) && kinds.contains(&Kind::OperationPolicy));
+    }
+
+    #[test]
+    fn a_mapping_shows_no_key_in_debug_output() {
+        let mut gw = gateway(vec![route("a", PathMatch::Prefix("/a".into()), "https://a.example.com")]);
+        gw.policies.push(QuotaPolicyIr {
+            id: "shop/gold".into(),
+            api_key: Some(ApiKeySettingsIr {
+                required: true,
+                header: None,
+                query_param: None,
+                consumer_header: "x-consumer".into(),
+            }),
+            rate_limit: None,
+            quota: None,
+            keys: vec![ApiKeyIr {
+                id: "shop/alice".into(),
+                consumer: "alice".into(),
+                sha256: "ab".repeat(32),
+                value: SecretString::new("alice-plaintext-key-42"),
+                disabled: false,
+                expires_at: None,
+            }],
+        });
+        let m = map(&gw, &AzureSettings::default(), "c", 0);
+        let subscription = m.entities.iter().find(|((k, _), _)| *k == Kind::Subscription).unwrap().1;
+        assert_eq!(subscription.body["properties"]["primaryKey"], "alice-plaintext-key-42");
+        for shown in [format!("{m:?}"), format!("{m:#?}"), format!("{subscription:?}")] {
+            assert!(!shown.contains("alice-plaintext-key-42"), "{shown}");
+        }
     }
 
     #[test]

@@ -55,11 +55,20 @@ pub fn capabilities() -> Capabilities {
 const PASSES: u32 = 3;
 
 /// An entity as found: its body, and the ETag it was read with (a collection listing gives
-/// none; a GET does).
-#[derive(Clone, Debug)]
+/// none; a GET does). Its `Debug` hides subscription keys.
+#[derive(Clone)]
 pub struct Found {
     pub body: Value,
     pub etag: Option<String>,
+}
+
+impl fmt::Debug for Found {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Found")
+            .field("body", &desired::redacted(&self.body))
+            .field("etag", &self.etag)
+            .finish()
+    }
 }
 
 impl Found {
@@ -106,18 +115,16 @@ pub fn summary(changes: &[Change]) -> String {
     )
 }
 
-/// Fields the service never gives back (secrets), left out of comparisons.
-const WRITE_ONLY: &[&str] = &["primaryKey", "secondaryKey"];
-
 /// Whether every field of `want` is in `have` with the same value (objects recursively;
 /// other values, arrays included, must be equal). A relative reference we wrote (`scope:
-/// /products/p`) comes back as a full resource id ending with it.
+/// /products/p`) comes back as a full resource id ending with it. Secrets (never given back)
+/// are left out.
 fn contains(want: &Value, have: &Value) -> bool {
     match (want, have) {
         (Value::String(w), Value::String(h)) if w.starts_with('/') => h == w || h.ends_with(w.as_str()),
         (Value::Object(w), Value::Object(h)) => w
             .iter()
-            .filter(|(k, _)| !WRITE_ONLY.contains(&k.as_str()))
+            .filter(|(k, _)| !desired::SECRET_FIELDS.contains(&k.as_str()))
             .all(|(k, v)| h.get(k).is_some_and(|hv| contains(v, hv))),
         (w, h) => w == h,
     }
@@ -178,6 +185,8 @@ pub struct AzureProvider {
 pub struct Plan {
     pub owner: String,
     pub changes: Vec<Change>,
+    /// What the plan leaves otherwise than asked: what API Management cannot express, and
+    /// what it keeps although the Gateway no longer wants it (a product others subscribed to).
     pub unprovisioned: Vec<String>,
 }
 
@@ -212,27 +221,61 @@ impl AzureProvider {
             .map_or(0, |d| d.as_secs() as i64);
         let mapping = desired::map(gateway, &self.settings, &self.cluster_id, now);
         let owner = desired::owner(&self.cluster_id, &gateway.key);
-        let mut found = self.observe(&desired::prefix(&owner)).await?;
-        let changes = self.decide(&mapping.entities, &mut found).await?;
-        Ok(Plan { changes, owner, unprovisioned: mapping.unprovisioned })
+        let prefix = desired::prefix(&owner);
+        let mut found = self.observe(&prefix).await?;
+        let (changes, kept) = self.decide(mapping.entities, &mut found, &prefix).await?;
+        let mut unprovisioned = mapping.unprovisioned;
+        unprovisioned.extend(kept);
+        Ok(Plan { changes, owner, unprovisioned })
     }
 
     pub async fn plan_delete(&self, key: &GatewayKey) -> Result<Plan, ProviderError> {
         let owner = desired::owner(&self.cluster_id, key);
-        let mut found = self.observe(&desired::prefix(&owner)).await?;
-        let changes = self.decide(&BTreeMap::new(), &mut found).await?;
-        Ok(Plan { changes, owner, unprovisioned: Vec::new() })
+        let prefix = desired::prefix(&owner);
+        let mut found = self.observe(&prefix).await?;
+        let (changes, kept) = self.decide(BTreeMap::new(), &mut found, &prefix).await?;
+        Ok(Plan { changes, owner, unprovisioned: kept })
     }
 
-    /// The changes from `found` to `desired`, each update and delete decided from a read that
-    /// gave its entity's ETag: entities the listings gave (without ETags) that would be updated
-    /// or deleted are read first, and the diff made again from those reads.
+    /// The changes from `found` to `desired`, and what is kept although not desired.
+    ///
+    /// A product to delete that has subscriptions we do not own is kept as it is, with them
+    /// (its API links and policy still go, our subscriptions too); a product is deleted only
+    /// once ours are gone, and never with `deleteSubscriptions`. Each update and delete is
+    /// decided from a read that gave its entity's ETag: entities the listings gave (without
+    /// ETags) that would be updated or deleted are read first, and the diff made again from
+    /// those reads.
     async fn decide(
         &self,
-        desired: &BTreeMap<EntityKey, Desired>,
+        mut desired: BTreeMap<EntityKey, Desired>,
         found: &mut BTreeMap<EntityKey, Found>,
-    ) -> Result<Vec<Change>, ProviderError> {
-        let unread: Vec<EntityKey> = diff(desired, found)
+        prefix: &str,
+    ) -> Result<(Vec<Change>, Vec<String>), ProviderError> {
+        let mut kept = Vec::new();
+        for change in diff(&desired, found) {
+            let Change::Delete { key, .. } = change else { continue };
+            let (Kind::Product, path) = &key else { continue };
+            let theirs: Vec<String> = self
+                .client
+                .list(&format!("{path}/subscriptions"))
+                .await?
+                .iter()
+                .filter_map(|s| s["name"].as_str())
+                .filter(|name| !name.starts_with(prefix))
+                .map(str::to_string)
+                .collect();
+            if theirs.is_empty() {
+                continue;
+            }
+            kept.push(format!(
+                "{path} is kept: it has subscriptions tollbridge does not manage ({}); it goes once they are \
+                 deleted or moved to another product",
+                theirs.join(", ")
+            ));
+            let body = found[&key].body.clone();
+            desired.insert(key, Desired { body });
+        }
+        let unread: Vec<EntityKey> = diff(&desired, found)
             .iter()
             .filter(|c| !matches!(c, Change::Create { .. }))
             .map(|c| c.key().clone())
@@ -245,7 +288,7 @@ impl AzureProvider {
                 None => found.remove(&key),
             };
         }
-        Ok(diff(desired, found))
+        Ok((diff(&desired, found), kept))
     }
 
     /// Everything whose id carries `prefix`, with the policies of its operations and products.
@@ -330,9 +373,10 @@ impl AzureProvider {
                     self.client.put(&key.1, &desired.body, Some(if_match)).await?;
                 }
                 Change::Delete { key, etag } => {
+                    // A product goes without `deleteSubscriptions`: ours went before it (deletes
+                    // run children first), and one made since the plan makes the service refuse.
                     let path = match key.0 {
                         Kind::Api => format!("{}?deleteRevisions=true", key.1),
-                        Kind::Product => format!("{}?deleteSubscriptions=true", key.1),
                         _ => key.1.clone(),
                     };
                     // The link of an API to a product is deleted without an ETag.
@@ -396,6 +440,8 @@ impl Provider for AzureProvider {
         }
     }
 
+    /// Deletes what the Gateway owns; what is kept (a product others subscribed to) is
+    /// reported as an error once everything else is gone.
     async fn delete(&self, key: &GatewayKey) -> Result<(), ProviderError> {
         let mut pass = 0;
         loop {
@@ -403,7 +449,11 @@ impl Provider for AzureProvider {
             let plan = self.plan_delete(key).await?;
             let result = self.run(&plan).await;
             if !lost_race(&result, pass, &plan.owner) {
-                return Ok(result?);
+                result?;
+                if !plan.unprovisioned.is_empty() {
+                    return Err(ProviderError::Invalid(plan.unprovisioned.join("; ")));
+                }
+                return Ok(());
             }
         }
     }
@@ -427,6 +477,45 @@ mod tests {
         let suspended =
             Found::listed(json!({ "properties": { "scope": "/products/p", "state": "suspended" } }));
         assert!(!satisfied(Kind::Subscription, &want, &suspended));
+    }
+
+    #[test]
+    fn debug_output_never_shows_a_subscription_key() {
+        let secret = "sk-0123456789-do-not-print";
+        let desired = Desired {
+            body: json!({ "properties": { "scope": "/products/p", "primaryKey": secret, "secondaryKey": secret } }),
+        };
+        let key = (Kind::Subscription, "subscriptions/tb-x-sb-1".to_string());
+        let create = Change::Create { key: key.clone(), desired: desired.clone() };
+        let update =
+            Change::Update { key: key.clone(), desired: desired.clone(), etag: Some("\"e\"".into()) };
+        let plan = Plan {
+            owner: "c/ns/gw".into(),
+            changes: vec![create.clone(), update],
+            unprovisioned: Vec::new(),
+        };
+        // As the service may give keys back (a PUT's answer, listSecrets).
+        let found = Found::listed(
+            json!({ "properties": { "primaryKey": secret, "nested": [{ "secondaryKey": secret }] } }),
+        );
+        let entity =
+            arm::Entity { etag: None, body: json!({ "primaryKey": secret, "secondaryKey": secret }) };
+        let mapping =
+            desired::Mapping { entities: [(key, desired.clone())].into(), unprovisioned: Vec::new() };
+        for text in [
+            format!("{desired:?}"),
+            format!("{create:?}"),
+            format!("{plan:?}"),
+            format!("{plan:#?}"),
+            format!("{found:?}"),
+            format!("{entity:?}"),
+            format!("{mapping:?}"),
+        ] {
+            assert!(!text.contains(secret), "{text}");
+            assert!(text.contains("primaryKey"), "the field is named, its value hidden: {text}");
+        }
+        // Redaction is for output only: the body sent keeps the key.
+        assert_eq!(desired.body["properties"]["primaryKey"], secret);
     }
 
     #[test]

@@ -520,3 +520,45 @@ async fn apply_plans_again_after_losing_a_race() {
         apim.requests("PUT", &policy).iter().filter_map(|s| s.status.map(|c| c.as_u16())).collect();
     assert_eq!(statuses, [412, 200], "{}", apim.log());
 }
+
+#[tokio::test]
+async fn a_product_with_subscriptions_we_do_not_own_is_kept_with_them_and_reported() {
+    let apim = Apim::start().await;
+    let azure = provider(&apim);
+    let gw = gateway(vec![alice()]);
+    azure.apply(&gw).await.expect("apply");
+    let product = apim.names(Kind::Product).remove(0);
+    let ours = apim.names(Kind::Subscription).remove(0);
+    // Someone subscribes a partner to our product by hand.
+    apim.seed(
+        "subscriptions/partner-key",
+        serde_json::json!({ "displayName": "Partner", "scope": format!("/products/{product}"), "state": "active" }),
+    );
+
+    // The QuotaPolicy goes: our subscription, the product's API link and policy go; the
+    // product stays for the partner's subscription, and the status says so.
+    let mut without = gw.clone();
+    without.policies.clear();
+    without.routes[1].policy = None;
+    let provisioned = azure.apply(&without).await.expect("apply");
+    assert_eq!(apim.names(Kind::Subscription), ["partner-key"], "{}", apim.log());
+    assert!(apim.exists(&format!("products/{product}")));
+    assert!(apim.paths(Kind::ProductApi).is_empty() && apim.paths(Kind::ProductPolicy).is_empty());
+    let report = provisioned.unprovisioned.join("\n");
+    assert!(report.contains(&product) && report.contains("partner-key"), "{report}");
+    assert!(!report.contains(&ours), "{report}");
+
+    // The Gateway goes: everything else goes; delete reports what it left and why.
+    let error = azure.delete(&gw.key).await.expect_err("a product left behind is reported");
+    assert!(error.to_string().contains("partner-key"), "{error}");
+    let left: Vec<String> = apim.entities().iter().map(|e| e.path.clone()).collect();
+    assert_eq!(left, [format!("products/{product}"), "subscriptions/partner-key".to_string()]);
+
+    // Once the partner's subscription is gone, so is the product.
+    apim.remove("subscriptions/partner-key");
+    azure.delete(&gw.key).await.expect("delete");
+    assert!(apim.entities().is_empty(), "{:?}", apim.entities());
+    // Never asked the service to take a product's subscriptions with it.
+    let deletes = apim.requests("DELETE", "/products/");
+    assert!(!deletes.is_empty() && deletes.iter().all(|s| s.query_param("deleteSubscriptions").is_none()));
+}

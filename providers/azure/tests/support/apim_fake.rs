@@ -178,8 +178,8 @@ impl Kind {
     }
 }
 
-/// An entity as stored.
-#[derive(Clone, Debug)]
+/// An entity as stored. Its `Debug` shows whether a subscription has keys, not the keys.
+#[derive(Clone)]
 pub struct Entity {
     pub kind: Kind,
     /// Path under the service, with the names as first written: `apis/Orders/operations/get`.
@@ -194,6 +194,19 @@ pub struct Entity {
     pub properties: Value,
     policy: Option<policy_xml::Element>,
     secrets: Option<(String, String)>,
+}
+
+impl fmt::Debug for Entity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Entity")
+            .field("kind", &self.kind)
+            .field("path", &self.path)
+            .field("etag", &self.etag)
+            .field("properties", &self.properties)
+            .field("policy", &self.policy.is_some())
+            .field("secrets", &self.secrets.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 impl Entity {
