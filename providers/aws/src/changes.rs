@@ -6,6 +6,8 @@ use std::fmt;
 
 use tollbridge_provider::SecretString;
 
+use crate::desired::API_KEY;
+
 /// Resource kinds, in creation order: a kind may refer only to kinds before it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Kind {
@@ -243,6 +245,41 @@ pub fn diff(desired: &Resources, observed: &Observed) -> Vec<Change> {
     changes
 }
 
+/// The Gateway's API of one type deleted because the Gateway now needs the other type
+/// (`apiType: Auto` once a policy starts or stops needing API keys or quotas). Clients of the
+/// old API's default hostname lose it; custom domains are recreated for the new API.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Replacement {
+    /// The kind ([`Kind::Api`] or [`Kind::RestApi`]) and id of the API deleted.
+    pub old: (Kind, String),
+    /// The kind of the API taking its place.
+    pub new: Kind,
+    /// Custom domains deleted with the old API and created again for the new one (their
+    /// regional target, which DNS points at, changes).
+    pub domains: Vec<String>,
+}
+
+/// The replacement a plan from `observed` to `desired` makes, if it makes one.
+pub fn replacement(desired: &Resources, observed: &Observed) -> Option<Replacement> {
+    let api = |kind: Kind| (kind, API_KEY.to_string());
+    [(Kind::Api, Kind::RestApi), (Kind::RestApi, Kind::Api)].into_iter().find_map(|(old, new)| {
+        let (id, _) = observed.get(&api(old))?;
+        if !desired.contains_key(&api(new)) || desired.contains_key(&api(old)) {
+            return None;
+        }
+        let (old_domain, new_domain) = match new {
+            Kind::RestApi => (Kind::DomainName, Kind::RestDomainName),
+            _ => (Kind::RestDomainName, Kind::DomainName),
+        };
+        let domains = desired
+            .keys()
+            .filter(|(kind, host)| *kind == new_domain && observed.contains_key(&(old_domain, host.clone())))
+            .map(|(_, host)| host.clone())
+            .collect();
+        Some(Replacement { old: (old, id.clone()), new, domains })
+    })
+}
+
 /// Whether a change writes to the account (every change does; kept for plan summaries).
 pub fn summary(changes: &[Change]) -> String {
     let count = |f: fn(&Change) -> bool| changes.iter().filter(|c| f(c)).count();
@@ -320,6 +357,34 @@ mod tests {
         assert_eq!(diff(&desired, &observed), vec![]);
         let disabled: Observed = [(resource.clone(), ("k1".to_string(), key(None, false)))].into();
         assert!(matches!(&diff(&desired, &disabled)[..], [Change::Update { id, .. }] if id == "k1"));
+    }
+
+    #[test]
+    fn an_api_of_the_other_type_is_a_replacement() {
+        let api = Spec::Api { name: "gw".into(), tags: BTreeMap::new() };
+        let domain = Spec::DomainName { certificate_arn: "arn".into(), tags: BTreeMap::new() };
+        let observed: Observed = [
+            ((Kind::Api, "api".into()), ("h1".into(), api.clone())),
+            ((Kind::DomainName, "a.example".into()), ("a.example".into(), domain.clone())),
+        ]
+        .into();
+        let rest: Resources = [
+            ((Kind::RestApi, "api".into()), api.clone()),
+            ((Kind::RestDomainName, "a.example".into()), domain.clone()),
+            ((Kind::RestDomainName, "b.example".into()), domain.clone()),
+        ]
+        .into();
+        assert_eq!(
+            replacement(&rest, &observed),
+            Some(Replacement {
+                old: (Kind::Api, "h1".into()),
+                new: Kind::RestApi,
+                domains: vec!["a.example".into()]
+            })
+        );
+        let http: Resources = [((Kind::Api, "api".into()), api)].into();
+        assert_eq!(replacement(&http, &observed), None, "same type");
+        assert_eq!(replacement(&Resources::new(), &observed), None, "a delete replaces nothing");
     }
 
     #[test]

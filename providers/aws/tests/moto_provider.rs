@@ -456,17 +456,43 @@ async fn switching_auto_from_http_to_rest_replaces_the_api() {
         vec![route("a", PathMatch::Prefix("/a".into()), "https://a.example.com")],
         Vec::new(),
     );
-    aws.apply(&without_keys).await.expect("HTTP API");
+    let first = aws.apply(&without_keys).await.expect("HTTP API");
+    assert!(first.replaced.is_empty(), "{first:?}");
+    let http_id = first.resource_ids["api"].clone();
     assert_eq!(inventory(&inspector).await["http-apis"].len(), 1);
     let mut with_keys = without_keys.clone();
     with_keys.routes[0].policy = Some("shop/gold".into());
     with_keys.policies = vec![gold_policy(vec![key("shop/alice", "alice-0123456789-abcdefghij")])];
-    aws.apply(&with_keys).await.expect("REST API");
+    let switched = aws.apply(&with_keys).await.expect("REST API");
     let now = inventory(&inspector).await;
     assert_eq!((now["http-apis"].len(), now["rest-apis"].len(), now["api-keys"].len()), (0, 1, 1), "{now:?}");
     // The custom domain moved from the HTTP API's domains to the REST API's.
     assert!(now["domain-names"].is_empty(), "{now:?}");
     assert_eq!(now["rest-domain-names"].len(), 1, "{now:?}");
+
+    // Said, not done silently: the old and the new hostname, and the recreated domain.
+    let rest_id = switched.resource_ids["api"].clone();
+    let host = |id: &str| format!("{id}.execute-api.us-east-1.amazonaws.com");
+    assert_eq!(switched.replaced.len(), 1, "{switched:?}");
+    let note = &switched.replaced[0];
+    assert!(
+        note.contains(&format!("HTTP API {http_id}")) && note.contains(&format!("REST API {rest_id}")),
+        "{note}"
+    );
+    assert!(note.contains(&host(&http_id)) && note.contains(&host(&rest_id)), "{note}");
+    assert!(note.contains("api.shop.example"), "{note}");
+    assert_eq!(switched.addresses, [host(&rest_id), "api.shop.example".to_string()]);
+    assert!(aws.apply(&with_keys).await.expect("resync").replaced.is_empty(), "said once");
+
+    // And back once no policy needs keys.
+    let back = aws.apply(&without_keys).await.expect("HTTP API again");
+    assert_eq!(back.replaced.len(), 1, "{back:?}");
+    let new_http = back.resource_ids["api"].clone();
+    assert!(back.replaced[0].contains(&format!("REST API {rest_id}")), "{:?}", back.replaced);
+    assert!(back.replaced[0].contains(&host(&new_http)), "{:?}", back.replaced);
+    let plan = aws.plan(&with_keys).await.expect("plan");
+    let replacement = plan.replacement.expect("the plan says it replaces the HTTP API");
+    assert_eq!((replacement.old, replacement.new), ((Kind::Api, new_http), Kind::RestApi));
     aws.delete(&with_keys.key).await.expect("delete");
 }
 
