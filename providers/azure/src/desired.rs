@@ -4,6 +4,10 @@
 //! Ownership is in the names: every entity id starts with `tb-<10 hex of sha256(owner)>-`, a
 //! prefix no user entity has by accident; only ids with the Gateway's prefix are ever read
 //! into a plan.
+//!
+//! Each operation and product carries in its `description` a marker of the policy written
+//! under it ([`policy_marker`]): a plan reads a policy only when its container is not as
+//! desired, or when an audit is due ([`crate::audit`]).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -98,6 +102,13 @@ pub fn prefix(owner: &str) -> String {
     format!("tb-{}-", &hex::encode(Sha256::digest(owner.as_bytes()))[..10])
 }
 
+/// The marker of a policy: a hash of its canonical XML, carried by the operation or product
+/// that holds it.
+pub fn policy_marker(xml: &str) -> String {
+    let hash = Sha256::digest(crate::xml::canonical(xml).as_bytes());
+    format!("tollbridge policy {}", &hex::encode(hash)[..16])
+}
+
 fn short(text: &str) -> String {
     hex::encode(&Sha256::digest(text.as_bytes())[..5])
 }
@@ -154,15 +165,16 @@ pub fn map(gateway: &GatewayIr, settings: &AzureSettings, cluster_id: &str, now:
     for ((method, template), routes) in &operations {
         let op_id = format!("op-{}", short(&format!("{method} {template}")));
         let op_path = format!("apis/{api_id}/operations/{op_id}");
+        let policy = operation_policy(routes, &prefix, &mut backends, &mut m.unprovisioned);
         let body = json!({
             "properties": {
                 "displayName": format!("{method} {template}"),
                 "method": method,
                 "urlTemplate": template,
+                "description": policy_marker(&policy),
             }
         });
         m.entities.insert((Kind::Operation, op_path.clone()), Desired { body });
-        let policy = operation_policy(routes, &prefix, &mut backends, &mut m.unprovisioned);
         m.entities
             .insert((Kind::OperationPolicy, format!("{op_path}/policies/policy")), policy_body(&policy));
     }
@@ -450,16 +462,6 @@ fn map_product(
         return;
     }
     let product = format!("{prefix}pr-{}", short(&policy.id));
-    let body = json!({
-        "properties": {
-            "displayName": format!("{} ({}/{})", policy.id, gateway.key.namespace, gateway.key.name),
-            "description": format!("tollbridge QuotaPolicy {}", policy.id),
-            "subscriptionRequired": keyed,
-            "approvalRequired": false,
-            "state": "published",
-        }
-    });
-    m.entities.insert((Kind::Product, format!("products/{product}")), Desired { body });
     m.entities.insert(
         (Kind::ProductApi, format!("products/{product}/apis/{api_id}")),
         Desired { body: Value::Null },
@@ -501,6 +503,16 @@ fn map_product(
     let xml = format!(
         "<policies><inbound><base />{limits}</inbound><backend><base /></backend><outbound><base /></outbound><on-error><base /></on-error></policies>"
     );
+    let body = json!({
+        "properties": {
+            "displayName": format!("{} ({}/{})", policy.id, gateway.key.namespace, gateway.key.name),
+            "description": format!("tollbridge QuotaPolicy {}; {}", policy.id, policy_marker(&xml)),
+            "subscriptionRequired": keyed,
+            "approvalRequired": false,
+            "state": "published",
+        }
+    });
+    m.entities.insert((Kind::Product, format!("products/{product}")), Desired { body });
     m.entities
         .insert((Kind::ProductPolicy, format!("products/{product}/policies/policy")), policy_body(&xml));
     for key in &policy.keys {

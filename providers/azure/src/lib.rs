@@ -12,14 +12,21 @@
 //! it is about to update or delete, and decides from that read). A write that another writer
 //! came before fails with 412 and is not made; [`Provider::apply`] then observes and plans
 //! again (a few times at most), so a change is never made from a stale comparison.
+//!
+//! Reads: a plan lists each collection (only ids with the Gateway's prefix, where the service
+//! can filter) and reads a policy only when its operation or product is not as desired, since
+//! each of those carries a marker of its policy; every policy is read again on the schedule of
+//! [`audit`] (first plan of the process, after a failed write, every hour).
 
 pub mod arm;
+pub mod audit;
 pub mod desired;
 pub mod xml;
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use serde_json::Value;
@@ -28,6 +35,7 @@ use tollbridge_provider::{
 };
 
 use arm::{ArmClient, TokenSource, WriteError};
+use audit::PolicyAudit;
 use desired::{Desired, EntityKey, Kind};
 
 /// What API Management can express, as this provider provisions it (docs/providers.md).
@@ -55,11 +63,15 @@ pub fn capabilities() -> Capabilities {
 const PASSES: u32 = 3;
 
 /// An entity as found: its body, and the ETag it was read with (a collection listing gives
-/// none; a GET does). Its `Debug` hides subscription keys.
+/// none; a GET does); or a policy not read, vouched for by the marker of its container. Its
+/// `Debug` hides subscription keys.
 #[derive(Clone)]
 pub struct Found {
     pub body: Value,
     pub etag: Option<String>,
+    /// A policy taken to be as desired, unread: its operation or product carries the desired
+    /// policy's marker ([`desired::policy_marker`]).
+    pub vouched: bool,
 }
 
 impl fmt::Debug for Found {
@@ -67,6 +79,7 @@ impl fmt::Debug for Found {
         f.debug_struct("Found")
             .field("body", &desired::redacted(&self.body))
             .field("etag", &self.etag)
+            .field("vouched", &self.vouched)
             .finish()
     }
 }
@@ -74,7 +87,17 @@ impl fmt::Debug for Found {
 impl Found {
     /// An entity as a listing gives it.
     pub fn listed(body: Value) -> Found {
-        Found { body, etag: None }
+        Found { body, etag: None, vouched: false }
+    }
+
+    /// An entity as a GET gives it.
+    pub fn read(entity: arm::Entity) -> Found {
+        Found { body: entity.body, etag: entity.etag, vouched: false }
+    }
+
+    /// A policy its container vouches for.
+    pub fn vouched() -> Found {
+        Found { body: Value::Null, etag: None, vouched: true }
     }
 }
 
@@ -130,8 +153,12 @@ fn contains(want: &Value, have: &Value) -> bool {
     }
 }
 
-/// Whether the entity found is as desired: policies by canonical XML, the rest by fields.
+/// Whether the entity found is as desired: policies by canonical XML (or their container's
+/// marker), the rest by fields.
 pub fn satisfied(kind: Kind, desired: &Desired, found: &Found) -> bool {
+    if found.vouched {
+        return true;
+    }
     match kind {
         Kind::OperationPolicy | Kind::ProductPolicy => {
             let value = |v: &Value| v["properties"]["value"].as_str().map(xml::canonical);
@@ -143,7 +170,7 @@ pub fn satisfied(kind: Kind, desired: &Desired, found: &Found) -> bool {
 }
 
 /// The changes from `found` to `desired`: creates and updates parents first, then deletes
-/// children first; children of a deleted API or product go with it.
+/// children first; children of a deleted API, operation or product go with it.
 pub fn diff(desired: &BTreeMap<EntityKey, Desired>, found: &BTreeMap<EntityKey, Found>) -> Vec<Change> {
     let mut changes = Vec::new();
     for (key, want) in desired {
@@ -159,8 +186,10 @@ pub fn diff(desired: &BTreeMap<EntityKey, Desired>, found: &BTreeMap<EntityKey, 
     }
     let gone: Vec<&EntityKey> = found.keys().filter(|k| !desired.contains_key(*k)).collect();
     let parent_gone = |key: &EntityKey| {
-        gone.iter()
-            .any(|g| matches!(g.0, Kind::Api | Kind::Product) && key.1.starts_with(&format!("{}/", g.1)))
+        gone.iter().any(|g| {
+            matches!(g.0, Kind::Api | Kind::Operation | Kind::Product)
+                && key.1.starts_with(&format!("{}/", g.1))
+        })
     };
     let mut deletes: Vec<Change> = gone
         .iter()
@@ -178,6 +207,7 @@ pub struct AzureProvider {
     cluster_id: String,
     client: ArmClient,
     capabilities: Capabilities,
+    audit: PolicyAudit,
 }
 
 /// What [`AzureProvider::plan`] found and would do.
@@ -207,7 +237,15 @@ impl AzureProvider {
             cluster_id: cluster_id.to_string(),
             client: ArmClient::new(settings, tokens)?,
             capabilities: capabilities(),
+            audit: PolicyAudit::new(audit::EVERY),
         })
+    }
+
+    /// Reads every policy again at least this often (default [`audit::EVERY`]; zero: on every
+    /// plan); see [`audit`].
+    pub fn with_policy_audit(mut self, every: Duration) -> Self {
+        self.audit = PolicyAudit::new(every);
+        self
     }
 
     /// Every call sent, by method and collection.
@@ -222,7 +260,15 @@ impl AzureProvider {
         let mapping = desired::map(gateway, &self.settings, &self.cluster_id, now);
         let owner = desired::owner(&self.cluster_id, &gateway.key);
         let prefix = desired::prefix(&owner);
-        let mut found = self.observe(&prefix).await?;
+        let started = Instant::now();
+        let audit = self.audit.due(&owner, started);
+        if audit {
+            tracing::debug!(%owner, "reading every policy (audit)");
+        }
+        let mut found = self.observe(&prefix, &mapping.entities, audit).await?;
+        if audit {
+            self.audit.audited(&owner, started);
+        }
         let (changes, kept) = self.decide(mapping.entities, &mut found, &prefix).await?;
         let mut unprovisioned = mapping.unprovisioned;
         unprovisioned.extend(kept);
@@ -232,7 +278,7 @@ impl AzureProvider {
     pub async fn plan_delete(&self, key: &GatewayKey) -> Result<Plan, ProviderError> {
         let owner = desired::owner(&self.cluster_id, key);
         let prefix = desired::prefix(&owner);
-        let mut found = self.observe(&prefix).await?;
+        let mut found = self.observe(&prefix, &BTreeMap::new(), false).await?;
         let (changes, kept) = self.decide(BTreeMap::new(), &mut found, &prefix).await?;
         Ok(Plan { changes, owner, unprovisioned: kept })
     }
@@ -272,6 +318,11 @@ impl AzureProvider {
                  deleted or moved to another product",
                 theirs.join(", ")
             ));
+            // Its policy, not desired, was not read (it would have gone with the product).
+            let policy_key = (Kind::ProductPolicy, format!("{path}/policies/policy"));
+            if let Some(policy) = self.client.get(&read_path(&policy_key)).await? {
+                found.insert(policy_key, Found::read(policy));
+            }
             let body = found[&key].body.clone();
             desired.insert(key, Desired { body });
         }
@@ -284,18 +335,28 @@ impl AzureProvider {
             .collect();
         for key in unread {
             match self.client.get(&read_path(&key)).await? {
-                Some(entity) => found.insert(key, Found { body: entity.body, etag: entity.etag }),
+                Some(entity) => found.insert(key, Found::read(entity)),
                 None => found.remove(&key),
             };
         }
         Ok((diff(&desired, found), kept))
     }
 
-    /// Everything whose id carries `prefix`, with the policies of its operations and products.
-    async fn observe(&self, prefix: &str) -> Result<BTreeMap<EntityKey, Found>, ProviderError> {
+    /// Everything whose id carries `prefix`. A policy is read when it is desired and its
+    /// operation or product is not as desired (its marker is not the desired policy's), or on
+    /// an `audit`; otherwise its container vouches for it. Policies not desired are not read:
+    /// they go with their container.
+    async fn observe(
+        &self,
+        prefix: &str,
+        desired: &BTreeMap<EntityKey, Desired>,
+        audit: bool,
+    ) -> Result<BTreeMap<EntityKey, Found>, ProviderError> {
         let mut found = BTreeMap::new();
         let name = |item: &Value| item["name"].as_str().unwrap_or_default().to_string();
-        for item in self.client.list("backends").await? {
+        // Only our ids, where the service filters (it may not: the prefix is checked again).
+        let ours = |collection: &str| format!("{collection}?$filter=startswith(name,'{prefix}')");
+        for item in self.client.list(&ours("backends")).await? {
             let id = name(&item);
             if id.starts_with(prefix) {
                 let kind =
@@ -303,26 +364,23 @@ impl AzureProvider {
                 found.insert((kind, format!("backends/{id}")), Found::listed(item));
             }
         }
-        for item in self.client.list("apis").await? {
+        for item in self.client.list(&ours("apis")).await? {
             let id = name(&item);
             if !id.starts_with(prefix) {
                 continue;
             }
             for op in self.client.list(&format!("apis/{id}/operations")).await? {
-                let op_path = format!("apis/{id}/operations/{}", name(&op));
-                if let Some(policy) =
-                    self.client.get(&format!("{op_path}/policies/policy?format=rawxml")).await?
-                {
-                    found.insert(
-                        (Kind::OperationPolicy, format!("{op_path}/policies/policy")),
-                        Found { body: policy.body, etag: policy.etag },
-                    );
+                let op_key = (Kind::Operation, format!("apis/{id}/operations/{}", name(&op)));
+                let op = Found::listed(op);
+                let policy_key = (Kind::OperationPolicy, format!("{}/policies/policy", op_key.1));
+                if let Some(policy) = self.policy(&policy_key, &op_key, &op, desired, audit).await? {
+                    found.insert(policy_key, policy);
                 }
-                found.insert((Kind::Operation, op_path), Found::listed(op));
+                found.insert(op_key, op);
             }
             found.insert((Kind::Api, format!("apis/{id}")), Found::listed(item));
         }
-        for item in self.client.list("products").await? {
+        for item in self.client.list(&ours("products")).await? {
             let id = name(&item);
             if !id.starts_with(prefix) {
                 continue;
@@ -333,23 +391,42 @@ impl AzureProvider {
                     Found::listed(api),
                 );
             }
-            if let Some(policy) =
-                self.client.get(&format!("products/{id}/policies/policy?format=rawxml")).await?
-            {
-                found.insert(
-                    (Kind::ProductPolicy, format!("products/{id}/policies/policy")),
-                    Found { body: policy.body, etag: policy.etag },
-                );
+            let product_key = (Kind::Product, format!("products/{id}"));
+            let product = Found::listed(item);
+            let policy_key = (Kind::ProductPolicy, format!("products/{id}/policies/policy"));
+            if let Some(policy) = self.policy(&policy_key, &product_key, &product, desired, audit).await? {
+                found.insert(policy_key, policy);
             }
-            found.insert((Kind::Product, format!("products/{id}")), Found::listed(item));
+            found.insert(product_key, product);
         }
-        for item in self.client.list("subscriptions").await? {
+        for item in self.client.list(&ours("subscriptions")).await? {
             let id = name(&item);
             if id.starts_with(prefix) {
                 found.insert((Kind::Subscription, format!("subscriptions/{id}")), Found::listed(item));
             }
         }
         Ok(found)
+    }
+
+    /// The policy under a container as found: read, vouched for by the container, or `None`
+    /// (not there, or not desired and so not read).
+    async fn policy(
+        &self,
+        key: &EntityKey,
+        container_key: &EntityKey,
+        container: &Found,
+        desired: &BTreeMap<EntityKey, Desired>,
+        audit: bool,
+    ) -> Result<Option<Found>, ProviderError> {
+        if !desired.contains_key(key) {
+            return Ok(None);
+        }
+        let container_as_desired =
+            desired.get(container_key).is_some_and(|want| satisfied(container_key.0, want, container));
+        if container_as_desired && !audit {
+            return Ok(Some(Found::vouched()));
+        }
+        Ok(self.client.get(&read_path(key)).await?.map(Found::read))
     }
 
     /// Carries out a plan in order; stops at the first error (the next apply goes on). A write
@@ -360,6 +437,15 @@ impl AzureProvider {
     }
 
     async fn run(&self, plan: &Plan) -> Result<(), WriteError> {
+        let result = self.write(plan).await;
+        if result.is_err() {
+            // What the markers written so far vouch for may not be there.
+            self.audit.write_failed(&plan.owner);
+        }
+        result
+    }
+
+    async fn write(&self, plan: &Plan) -> Result<(), WriteError> {
         for change in &plan.changes {
             tracing::debug!(owner = %plan.owner, %change, "executing");
             match change {
@@ -516,6 +602,29 @@ mod tests {
         }
         // Redaction is for output only: the body sent keeps the key.
         assert_eq!(desired.body["properties"]["primaryKey"], secret);
+    }
+
+    #[test]
+    fn an_operation_deleted_takes_its_policy_and_a_vouched_policy_is_as_desired() {
+        let api = (Kind::Api, "apis/tb-x-api".to_string());
+        let op = (Kind::Operation, "apis/tb-x-api/operations/op-1".to_string());
+        let policy = (Kind::OperationPolicy, "apis/tb-x-api/operations/op-1/policies/policy".to_string());
+        let want = |body: Value| Desired { body };
+        let found: BTreeMap<EntityKey, Found> = [
+            (api.clone(), Found::listed(json!({ "properties": { "path": "p" } }))),
+            (op.clone(), Found::listed(json!({}))),
+            (policy.clone(), Found::read(arm::Entity { etag: Some("\"1\"".into()), body: json!({}) })),
+        ]
+        .into();
+        let desired: BTreeMap<EntityKey, Desired> =
+            [(api.clone(), want(json!({ "properties": { "path": "p" } })))].into();
+        let plan: Vec<String> = diff(&desired, &found).iter().map(ToString::to_string).collect();
+        assert_eq!(plan, ["- delete operation apis/tb-x-api/operations/op-1"]);
+
+        let policy_xml = json!({ "properties": { "format": "rawxml", "value": "<policies />" } });
+        let desired: BTreeMap<EntityKey, Desired> = [(policy.clone(), want(policy_xml))].into();
+        assert!(satisfied(Kind::OperationPolicy, &desired[&policy], &Found::vouched()));
+        assert!(!satisfied(Kind::OperationPolicy, &desired[&policy], &Found::listed(json!({}))));
     }
 
     #[test]

@@ -242,17 +242,27 @@ async fn lifecycle_and_every_mapping_row() {
     assert_eq!(apim.writes() - writes, 0, "{}", apim.log());
 
     // One (prefix) route changed: a new backend, the policies of its two operations (`/old`,
-    // `/old/*`), the old backend deleted.
+    // `/old/*`) and their markers, the old backend deleted.
     let mut changed = gw.clone();
     changed.routes[3].action =
         ActionIr::Forward { backends: vec![backend("https://legacy-v2.example.com", 1)] };
     let plan = azure.plan(&changed).await.expect("plan");
     let steps: Vec<String> = plan.changes.iter().map(ToString::to_string).collect();
-    assert_eq!(steps.len(), 4, "{steps:?}");
+    let count = |what: &str| steps.iter().filter(|s| s.starts_with(what)).count();
+    assert_eq!(
+        [
+            count("+ create backend"),
+            count("~ update operation "),
+            count("~ update operation-policy"),
+            count("- delete backend")
+        ],
+        [1, 2, 2, 1],
+        "{steps:?}"
+    );
     let writes = apim.writes();
     azure.execute(&plan).await.expect("execute");
     // The plan read what it updates (its ETags come from those reads): writes equal changes.
-    assert_eq!(apim.writes() - writes, 4, "{}", apim.log());
+    assert_eq!(apim.writes() - writes, 6, "{}", apim.log());
 
     // Alice disabled: her subscription suspended.
     let mut disabled = alice();
@@ -325,13 +335,14 @@ async fn drift_is_repaired_and_look_alikes_are_left_alone() {
     let gw = gateway(vec![alice()]);
     azure.apply(&gw).await.expect("apply");
 
-    // Out-of-band: a policy replaced, a backend's URL changed, an operation deleted.
-    let policy = apim
-        .paths(Kind::OperationPolicy)
-        .into_iter()
-        .find(|p| apim.policy(p).is_some_and(|x| x.contains("rewrite-uri")))
-        .unwrap();
-    apim.put_policy(&policy, "<policies><inbound><base /></inbound><backend><base /></backend><outbound><base /></outbound><on-error><base /></on-error></policies>");
+    // Out-of-band: a policy replaced under its untouched operation; another policy replaced
+    // and its operation edited; a backend's URL changed; an operation deleted.
+    let empty = "<policies><inbound><base /></inbound><backend><base /></backend><outbound><base /></outbound><on-error><base /></on-error></policies>";
+    let quiet = policy_path(&apim, "rewrite-uri");
+    apim.put_policy(&quiet, empty);
+    let moved = policy_path(&apim, "www.shop.example");
+    apim.put_policy(&moved, empty);
+    apim.mutate(moved.trim_end_matches("/policies/policy"), |props| props["displayName"] = "edited".into());
     let orders = apim
         .paths(Kind::Backend)
         .into_iter()
@@ -345,18 +356,38 @@ async fn drift_is_repaired_and_look_alikes_are_left_alone() {
         .unwrap();
     apim.remove(&checkout);
 
+    // A resync sees every change but the quiet policy: its operation's marker vouches for it
+    // until the next audit. The edited operation's policy is read, found replaced, repaired.
     let plan = azure.plan(&gw).await.expect("plan");
-    assert_eq!(
-        plan.changes.len(),
-        4,
-        "{:?}",
-        plan.changes.iter().map(ToString::to_string).collect::<Vec<_>>()
-    );
+    let steps: Vec<String> = plan.changes.iter().map(ToString::to_string).collect();
+    let moved_op = moved.trim_end_matches("/policies/policy");
+    let mut expected = vec![
+        format!("~ update backend {orders}"),
+        format!("+ create operation {checkout}"),
+        format!("~ update operation {moved_op}"),
+        format!("+ create operation-policy {checkout}/policies/policy"),
+        format!("~ update operation-policy {moved}"),
+    ];
+    expected.sort();
+    let mut sorted = steps.clone();
+    sorted.sort();
+    assert_eq!(sorted, expected, "{steps:?}");
     azure.execute(&plan).await.expect("repair");
     assert_eq!(apim.properties(&orders).unwrap()["url"], "https://orders.example.com");
-    assert!(apim.policy(&policy).unwrap().contains("rewrite-uri"));
+    assert!(apim.policy(&moved).unwrap().contains("www.shop.example"));
+    assert!(!apim.policy(&quiet).unwrap().contains("rewrite-uri"), "not read: not repaired yet");
+
+    // An audit (here: a restarted operator's first pass; otherwise hourly) reads every policy
+    // and repairs the quiet one.
+    let restarted = provider(&apim);
+    let plan = restarted.plan(&gw).await.expect("plan");
+    let steps: Vec<String> = plan.changes.iter().map(ToString::to_string).collect();
+    assert_eq!(steps, [format!("~ update operation-policy {quiet}")]);
+    restarted.execute(&plan).await.expect("repair");
+    assert!(apim.policy(&quiet).unwrap().contains("rewrite-uri"));
     let writes = apim.writes();
     azure.apply(&gw).await.expect("converged");
+    restarted.apply(&gw).await.expect("converged");
     assert_eq!(apim.writes() - writes, 0, "{}", apim.log());
 
     azure.delete(&gw.key).await.expect("delete");
@@ -561,4 +592,73 @@ async fn a_product_with_subscriptions_we_do_not_own_is_kept_with_them_and_report
     // Never asked the service to take a product's subscriptions with it.
     let deletes = apim.requests("DELETE", "/products/");
     assert!(!deletes.is_empty() && deletes.iter().all(|s| s.query_param("deleteSubscriptions").is_none()));
+}
+
+/// Requests by method and kind of path since the record was cleared: `GET policies` counts
+/// policy reads, `GET lists` collection pages.
+fn reads(apim: &Apim) -> (usize, usize, usize) {
+    let seen = apim.seen();
+    let policies = seen.iter().filter(|s| s.method == "GET" && s.path.ends_with("/policies/policy")).count();
+    let writes = seen.iter().filter(|s| s.is_write()).count();
+    (seen.len(), policies, writes)
+}
+
+#[tokio::test]
+async fn a_no_op_resync_reads_no_policy_and_a_changed_route_reads_only_its_own() {
+    let apim = Apim::start().await;
+    let azure = provider(&apim);
+    let gw = gateway(vec![alice()]);
+    azure.apply(&gw).await.expect("apply");
+
+    // No change: one listing each of backends, APIs, the API's operations, products, the
+    // product's APIs and subscriptions; no policy read, nothing written.
+    apim.clear_seen();
+    azure.apply(&gw).await.expect("no-op");
+    assert_eq!(reads(&apim), (6, 0, 0), "{}", apim.log());
+
+    // One prefix route changed (`/old`, `/old/*`): the policies of those two operations are
+    // read, and no other.
+    let mut changed = gw.clone();
+    changed.routes[3]
+        .filters
+        .request_headers
+        .set
+        .push(HeaderValue { name: "x-new".into(), value: "1".into() });
+    apim.clear_seen();
+    azure.apply(&changed).await.expect("apply");
+    let (_, policies, _) = reads(&apim);
+    assert_eq!(policies, 2, "{}", apim.log());
+    assert!(policy_of(&apim, Kind::OperationPolicy, "rewrite-uri").contains("x-new"));
+    apim.clear_seen();
+    azure.apply(&changed).await.expect("no-op");
+    assert_eq!(reads(&apim), (6, 0, 0), "{}", apim.log());
+}
+
+#[tokio::test]
+async fn after_a_failed_write_the_next_pass_reads_every_policy() {
+    let apim = Apim::start().await;
+    let azure = provider(&apim);
+    let gw = gateway(vec![alice()]);
+    azure.apply(&gw).await.expect("apply");
+    let policy = policy_path(&apim, "x-env");
+    let mut changed = gw.clone();
+    changed.routes[1].filters.request_headers.set[0].value = "staging".into();
+    // The operation's new marker is written, then its policy's write fails.
+    apim.add(
+        Rule::next(1, Fault::Error { status: 400, code: "ValidationError".into() })
+            .method("PUT")
+            .path_contains(&policy),
+    );
+    azure.apply(&changed).await.expect_err("the policy write fails");
+    assert!(!apim.policy(&policy).unwrap().contains("staging"));
+    // The marker now vouches for a policy that is not there: the next pass reads them all.
+    apim.clear_seen();
+    azure.apply(&changed).await.expect("apply");
+    assert!(apim.policy(&policy).unwrap().contains("staging"), "{}", apim.log());
+    let (_, policies, _) = reads(&apim);
+    assert_eq!(policies, apim.paths(Kind::OperationPolicy).len() + apim.paths(Kind::ProductPolicy).len());
+    // And the one after is a plain resync again.
+    apim.clear_seen();
+    azure.apply(&changed).await.expect("no-op");
+    assert_eq!(reads(&apim), (6, 0, 0), "{}", apim.log());
 }
