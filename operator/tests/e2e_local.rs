@@ -1435,3 +1435,66 @@ async fn routing_dot_segments_do_not_bypass_a_policy() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_the_backend_sees_is_what_was_authorised() {
+    let port = free_port();
+    let dir = policy_setup(port, echo("echo").await);
+    dir.write(
+        "more-routes.yaml",
+        &docs(&[
+            yaml::route("open", None, &[], &yaml::prefix_rule("/open", "echo")),
+            yaml::route("admin-host", None, &["admin.test"], &yaml::prefix_rule("/", "echo")),
+            yaml::route("any-host", None, &[], &yaml::prefix_rule("/", "echo")),
+            yaml::quota_policy("admin-host", "admin-host", "  apiKey: {required: true}\n"),
+        ]),
+    );
+    let _tollbridge = Tollbridge::start(&dir, &[]).await;
+    let client = Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+
+    // An identity the gateway sets is never the client's, on any route.
+    let claimed = [("x-tollbridge-consumer", "mallory"), ("x-consumer", "mallory")];
+    let resp = client.get(&format!("{base}/open"), &claimed).await;
+    assert_eq!(resp.status, StatusCode::OK);
+    assert_eq!(echoed_header(&resp, "x-tollbridge-consumer"), None);
+    assert_eq!(echoed_header(&resp, "x-consumer"), None);
+    // `Connection` cannot name a header the gateway adds (here the consumer) to have it removed.
+    let resp = client
+        .get(&format!("{base}/gold"), &[("x-api-key", "gold-key-acme-0001"), ("connection", "x-consumer")])
+        .await;
+    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    assert_eq!(echoed_header(&resp, "x-consumer").as_deref(), Some("acme"));
+
+    // Forwarding headers are the gateway's: what the client sent is replaced or removed.
+    let forged = [
+        ("host", "shop.test"),
+        ("x-forwarded-for", "203.0.113.9"),
+        ("x-forwarded-host", "bank.test"),
+        ("x-forwarded-proto", "https"),
+        ("forwarded", "for=203.0.113.9;host=bank.test"),
+    ];
+    let resp = client.get(&format!("{base}/open"), &forged).await;
+    assert_eq!(echoed_header(&resp, "x-forwarded-for").as_deref(), Some("127.0.0.1"));
+    assert_eq!(echoed_header(&resp, "x-forwarded-host").as_deref(), Some("shop.test"));
+    assert_eq!(echoed_header(&resp, "x-forwarded-proto").as_deref(), Some("http"));
+    assert_eq!(echoed_header(&resp, "forwarded"), None);
+
+    // The host routed and authorised is the host forwarded.
+    let raw =
+        |request: String| async move { raw_exchange(port, request.as_bytes(), Duration::from_secs(5)).await };
+    let mismatch =
+        raw("GET http://admin.test/x HTTP/1.1\r\nHost: other.test\r\nConnection: close\r\n\r\n".into());
+    assert!(matches!(mismatch.await, RawOutcome::Status(400)), "absolute-form target and Host differ");
+    // A trailing dot names the same host: the admin route's key is still asked for.
+    let dotted = raw("GET /x HTTP/1.1\r\nHost: admin.test.\r\nConnection: close\r\n\r\n".into());
+    assert!(matches!(dotted.await, RawOutcome::Status(401)), "admin.test. bypassed the admin route's policy");
+    let resp = client.get(&format!("{base}/x"), &[("host", "admin.test.:8080"), ("x-api-key", "nope")]).await;
+    assert_eq!(resp.status, StatusCode::UNAUTHORIZED);
+
+    // Paths some backends read differently are refused.
+    for path in ["/open\\..\\gold", "/open/..;/gold", "/open/%2e%2e;/gold", "/open%5C..%5Cgold"] {
+        let outcome = raw(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")).await;
+        assert!(matches!(outcome, RawOutcome::Status(400)), "{path}: {outcome:?}");
+    }
+}

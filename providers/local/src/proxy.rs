@@ -110,6 +110,13 @@ async fn serve(
     if let Err(rejection) = request_check::check(&req) {
         return (plain(rejection.status, rejection.message), None);
     }
+    // Before anything reads the headers: hop-by-hop headers go (so `Connection: <name>` cannot
+    // later delete a header the gateway adds), and so does any identity the client claims.
+    strip_hop_by_hop(req.headers_mut());
+    for name in &gateway.identity_headers {
+        req.headers_mut().remove(name);
+    }
+    request_check::normalize_authority(&mut req);
     // Route on the normalized path and forward that same path, so `/public/../admin` can never
     // reach `/admin` past the policy guarding it.
     if let Cow::Owned(path) = request_check::normalize_path(req.uri().path()) {
@@ -299,7 +306,6 @@ async fn forward(
     // Request transformations, in the order the spec lists them.
     let client_authority =
         raw_authority(&parts.uri, &parts.headers).and_then(|a| HeaderValue::from_str(a).ok());
-    strip_hop_by_hop(&mut parts.headers);
     add_forwarded(&mut parts.headers, conn, client_authority.as_ref());
     apply_header_modifier(&route.filters.request_headers, &mut parts.headers);
     apply_header_modifier(&backend.request_headers, &mut parts.headers);
@@ -402,21 +408,17 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// The forwarding headers, as an edge proxy sets them: what the client sent is replaced, never
+/// extended, so a backend can trust them (the client's address as the gateway saw it, the
+/// scheme it used, the authority it was routed by). `Forwarded` from the client is removed.
 fn add_forwarded(headers: &mut HeaderMap, conn: &ConnInfo, authority: Option<&HeaderValue>) {
-    let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(previous) => {
-            let client = conn.client_ip.to_str().unwrap_or_default();
-            HeaderValue::from_str(&format!("{previous}, {client}")).ok()
-        }
-        None => Some(conn.client_ip.clone()),
-    };
-    if let Some(v) = forwarded_for {
-        headers.insert("x-forwarded-for", v);
-    }
+    headers.remove(header::FORWARDED);
+    headers.insert("x-forwarded-for", conn.client_ip.clone());
     headers.insert("x-forwarded-proto", HeaderValue::from_static(if conn.tls { "https" } else { "http" }));
-    if let Some(authority) = authority {
-        headers.entry("x-forwarded-host").or_insert_with(|| authority.clone());
-    }
+    match authority {
+        Some(authority) => headers.insert("x-forwarded-host", authority.clone()),
+        None => headers.remove("x-forwarded-host"),
+    };
 }
 
 /// Applies set, add and remove (in that order, as Gateway API describes them).

@@ -25,6 +25,9 @@ pub enum CompileError {
     Tls { port: u16, source: tls::TlsError },
 }
 
+/// The header a QuotaPolicy forwards the consumer in when it names none.
+pub const DEFAULT_CONSUMER_HEADER: &str = "x-tollbridge-consumer";
+
 /// Where listeners bind.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Bind {
@@ -47,6 +50,9 @@ pub struct CompiledGateway {
     /// Per socket: the route table and, for HTTPS, the TLS configuration.
     pub sockets: BTreeMap<SocketAddr, SocketConfig>,
     pub policies: Policies,
+    /// Headers this Gateway sets to say who the caller is (every policy's consumer header, and
+    /// the default one): removed from every client request, on every route.
+    pub identity_headers: Vec<http::HeaderName>,
     /// Round-robin position per (route entry, backend).
     round_robin: Vec<Vec<AtomicUsize>>,
     /// `address:port` of every endpoint, per (route entry, backend), built once.
@@ -118,11 +124,21 @@ impl CompiledGateway {
                 _ => Vec::new(),
             })
             .collect();
+        let mut identity_headers = vec![http::HeaderName::from_static(DEFAULT_CONSUMER_HEADER)];
+        for name in ir.policies.iter().filter_map(|p| p.api_key.as_ref()).map(|k| k.consumer_header.as_str())
+        {
+            if let Ok(name) = http::HeaderName::from_bytes(name.as_bytes()) {
+                if !identity_headers.contains(&name) {
+                    identity_headers.push(name);
+                }
+            }
+        }
         Ok(Self {
             id: ir.key.id(),
             id_label: Arc::new(ir.key.id()),
             route_labels,
             policies: Policies::compile(&ir.policies),
+            identity_headers,
             ir,
             sockets,
             round_robin,
