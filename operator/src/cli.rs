@@ -197,6 +197,20 @@ pub struct ServeArgs {
     /// Seconds an upstream may take to answer when the route sets no timeout (0: no limit).
     #[arg(long, default_value_t = 60)]
     request_timeout: u64,
+    /// Seconds a client may pause while sending a request body before the request gets 408
+    /// (0: no limit).
+    #[arg(long, default_value_t = 30)]
+    body_idle_timeout: u64,
+    /// Requests in flight to one backend endpoint at a time; more wait (see
+    /// --upstream-wait-ms), then get 503.
+    #[arg(long, default_value_t = 1024)]
+    max_connections_per_endpoint: usize,
+    /// Milliseconds a request waits for a free connection to its endpoint.
+    #[arg(long, default_value_t = 5000)]
+    upstream_wait_ms: u64,
+    /// Mirrored requests in flight at a time; beyond it requests are not mirrored.
+    #[arg(long, default_value_t = 256)]
+    max_mirror_requests: usize,
     /// Largest request head, in bytes.
     #[arg(long, default_value_t = 64 * 1024)]
     max_header_bytes: usize,
@@ -366,6 +380,17 @@ fn serve(
             access_log: args.access_log,
             default_request_timeout: (args.request_timeout > 0)
                 .then(|| Duration::from_secs(args.request_timeout)),
+            request_body_idle_timeout: (args.body_idle_timeout > 0)
+                .then(|| Duration::from_secs(args.body_idle_timeout)),
+            max_mirror_requests: args.max_mirror_requests.max(1),
+            // In a pod the admin port is on the pod's address (probes, metrics): the status and
+            // the configuration stay for local clients (kubectl port-forward).
+            remote_debug_endpoints: bind == tollbridge_local::Bind::Requested,
+            upstream: tollbridge_local::UpstreamSettings {
+                max_connections_per_endpoint: args.max_connections_per_endpoint.max(1),
+                connection_wait: Duration::from_millis(args.upstream_wait_ms),
+                ..Default::default()
+            },
             ..Default::default()
         },
     };

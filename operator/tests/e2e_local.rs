@@ -1498,3 +1498,74 @@ async fn what_the_backend_sees_is_what_was_authorised() {
         assert!(matches!(outcome, RawOutcome::Status(400)), "{path}: {outcome:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_stalled_bodies_busy_endpoints_and_mirrors() {
+    let main = echo("main").await;
+    let shadow = echo("shadow").await;
+    let port = free_port();
+    let dir = ConfigDir::new();
+    dir.write("gateway.yaml", &yaml::simple_gateway(port));
+    dir.write("backends.yaml", &docs(&[yaml::backend("main", main), yaml::backend("shadow", shadow)]));
+    let rules = "  - matches: [{path: {type: PathPrefix, value: /mirrored}}]
+    filters:
+    - type: RequestMirror
+      requestMirror: {backendRef: {name: shadow, port: 80}}
+    backendRefs: [{name: main, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /}}]
+    backendRefs: [{name: main, port: 80}]
+";
+    dir.write("routes.yaml", &yaml::route("r", None, &[], rules));
+    let flags = [
+        "--body-idle-timeout",
+        "1",
+        "--max-connections-per-endpoint",
+        "2",
+        "--upstream-wait-ms",
+        "200",
+        "--max-mirror-requests",
+        "1",
+    ];
+    let tollbridge = Tollbridge::start(&dir, &flags).await;
+    let client = Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+
+    // A body that stops half way: 408 once the client has been silent for the idle timeout.
+    let stalled = "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly ten b";
+    let started = Instant::now();
+    let outcome = raw_exchange(port, stalled.as_bytes(), Duration::from_secs(10)).await;
+    assert!(matches!(outcome, RawOutcome::Status(408)), "stalled body: {outcome:?}");
+    assert!(started.elapsed() < Duration::from_secs(5), "cut off after {:?}", started.elapsed());
+
+    // Two requests may be in flight to the endpoint; a third waits 200 ms, then gets 503.
+    let slow = |i: usize| {
+        let (client, url) = (client.clone(), format!("{base}/slow/{i}"));
+        tokio::spawn(async move { client.get(&url, &[("x-echo-delay-ms", "1500")]).await.status })
+    };
+    let (a, b) = (slow(1), slow(2));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let third = client.get(&format!("{base}/fast"), &[]).await;
+    assert_eq!(third.status, StatusCode::SERVICE_UNAVAILABLE, "{}", third.text());
+    assert_eq!((a.await.unwrap(), b.await.unwrap()), (StatusCode::OK, StatusCode::OK));
+    assert_eq!(client.get(&format!("{base}/fast"), &[]).await.status, StatusCode::OK);
+
+    // One mirrored request at a time: of two at once (each held a second by the backend), the
+    // second is not mirrored.
+    let mirrored: Vec<_> = (0..2)
+        .map(|i| {
+            let (client, url) = (client.clone(), format!("{base}/mirrored/{i}"));
+            tokio::spawn(async move { client.get(&url, &[("x-echo-delay-ms", "1000")]).await.status })
+        })
+        .collect();
+    for request in mirrored {
+        assert_eq!(request.await.unwrap(), StatusCode::OK);
+    }
+    let metrics = tollbridge.admin_get("/metrics").await.text();
+    let dropped = metrics
+        .lines()
+        .find(|l| l.starts_with("tollbridge_upstream_errors_total") && l.contains("kind=\"mirror_dropped\""))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or_default();
+    assert!(dropped >= 1.0, "mirrors dropped: {dropped}\n{metrics}");
+}

@@ -6,8 +6,11 @@
 
 use std::collections::BTreeSet;
 
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::ByteString;
 use serde::Serialize;
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 use super::referenced_secret_ids;
 use super::{name_of, namespace_of, Snapshot};
@@ -94,9 +97,50 @@ pub fn for_gateway(snapshot: &Snapshot, namespace: &str, name: &str) -> Option<S
         .filter(|s| {
             secrets.contains(&(namespace_of(&s.metadata).to_string(), name_of(&s.metadata).to_string()))
         })
-        .cloned()
+        .map(|s| hash_key_secret(s, &subset))
         .collect();
     Some(subset)
+}
+
+/// The suffix of a Secret key holding the lower-case hex SHA-256 of an API key instead of the
+/// key itself (`api-key.sha256`); the translator accepts either.
+pub const HASHED_KEY_SUFFIX: &str = ".sha256";
+
+/// A Secret as the proxy may see it: when it holds API keys (and no listener certificate), only
+/// the keys' hashes, so the config Secret (readable in the Gateway's namespace) never carries
+/// the keys of other namespaces.
+fn hash_key_secret(secret: &Secret, subset: &Snapshot) -> Secret {
+    let (ns, name) = (namespace_of(&secret.metadata), name_of(&secret.metadata));
+    let keys: Vec<&str> = subset
+        .api_keys
+        .iter()
+        .filter(|k| namespace_of(&k.metadata) == ns && k.spec.secret_ref.name == name)
+        .map(|k| k.spec.secret_ref.key_or_default())
+        .collect();
+    let certificate = subset.gateways.iter().any(|g| {
+        g.spec
+            .listeners
+            .iter()
+            .flat_map(|l| l.tls.iter().flat_map(|t| &t.certificate_refs))
+            .any(|c| c.name == name && c.namespace.as_deref().unwrap_or(namespace_of(&g.metadata)) == ns)
+    });
+    if keys.is_empty() || certificate {
+        return secret.clone();
+    }
+    let mut data = std::collections::BTreeMap::new();
+    for key in keys {
+        if let Some(value) = crate::translate::secret_value(secret, key) {
+            let value = String::from_utf8_lossy(&value);
+            let digest = hex::encode(Sha256::digest(value.trim().as_bytes()));
+            data.insert(format!("{key}{HASHED_KEY_SUFFIX}"), ByteString(digest.into_bytes()));
+        }
+    }
+    Secret {
+        metadata: secret.metadata.clone(),
+        type_: secret.type_.clone(),
+        data: Some(data),
+        ..Secret::default()
+    }
 }
 
 /// Whether one of the route's parentRefs names the Gateway.

@@ -23,8 +23,9 @@ use crate::metrics::{PolicyLabels, RequestLabels, RouteLabels, UpstreamErrorLabe
 use crate::policy::Decision;
 use crate::request_check;
 use crate::router::RequestView;
-use crate::runtime::{socket_address, CompiledGateway};
+use crate::runtime::{socket_address, url_upstream, CompiledGateway};
 use crate::server::Shared;
+use crate::upstream::UpstreamError;
 
 /// What a connection knows about itself.
 #[derive(Clone, Debug)]
@@ -280,20 +281,12 @@ async fn forward(
             Some(address) => address.clone(),
             None => return plain(StatusCode::SERVICE_UNAVAILABLE, "no ready endpoints"),
         },
-        BackendTarget::Url { url } => match url.parse::<Uri>() {
-            Ok(uri) if uri.scheme_str() == Some("http") && uri.authority().is_some() => {
-                let prefix = uri.path().trim_end_matches('/');
-                if !prefix.is_empty() {
-                    url_prefix = Some(prefix.to_string());
-                }
-                let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
-                if authority.contains(':') {
-                    Arc::from(authority)
-                } else {
-                    Arc::from(format!("{authority}:80"))
-                }
+        BackendTarget::Url { url } => match url_upstream(url) {
+            Some((address, prefix)) => {
+                url_prefix = prefix;
+                Arc::from(address)
             }
-            _ => {
+            None => {
                 upstream_error("protocol");
                 return plain(
                     StatusCode::BAD_GATEWAY,
@@ -343,7 +336,8 @@ async fn forward(
     parts.version = http::Version::HTTP_11;
 
     let taps = start_mirrors(shared, gateway, &route.filters.mirrors, &parts, &path_and_query);
-    let upstream_request = Request::from_parts(parts, TeeBody::new(incoming, taps).boxed());
+    let body = TeeBody::new(incoming, taps, shared.settings.request_body_idle_timeout);
+    let upstream_request = Request::from_parts(parts, body.boxed());
 
     let timeout = [route.timeouts.request_ms, route.timeouts.backend_request_ms]
         .into_iter()
@@ -364,6 +358,17 @@ async fn forward(
     };
     let upstream = match result {
         Ok(response) => response,
+        Err(UpstreamError::Saturated(_)) => {
+            upstream_error("saturated");
+            return plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "upstream busy: every connection it may have is in use",
+            );
+        }
+        Err(e) if body_idle(&e) => {
+            upstream_error("request_body_idle");
+            return plain(StatusCode::REQUEST_TIMEOUT, "request body stalled");
+        }
         Err(e) => {
             upstream_error(if e.is_connect() { "connect" } else { "protocol" });
             tracing::debug!(gateway = %gateway.id, backend = %backend.name, error = %e, "upstream request failed");
@@ -375,6 +380,18 @@ async fn forward(
     apply_header_modifier(&backend.response_headers, &mut head.headers);
     apply_header_modifier(&route.filters.response_headers, &mut head.headers);
     Response::from_parts(head, body)
+}
+
+/// Whether an upstream request failed because the client stopped sending its body.
+fn body_idle(error: &UpstreamError) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if e.is::<crate::body::BodyIdle>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// Chooses a backend at random in proportion to the weights; `None` when all weights are 0.
@@ -516,6 +533,16 @@ fn start_mirrors(
         let Some(endpoint) = endpoints.get(rand::rng().random_range(0..endpoints.len().max(1))) else {
             continue;
         };
+        let labels = |kind: &str| UpstreamErrorLabels {
+            gateway: gateway.id.clone(),
+            backend: mirror.backend.name.clone(),
+            kind: kind.to_string(),
+        };
+        // Mirrors are best effort: past the cap, a request is not mirrored (and that is counted).
+        let Ok(slot) = shared.mirror_slots.clone().try_acquire_owned() else {
+            shared.metrics.upstream_errors.get_or_create(&labels("mirror_dropped")).inc();
+            continue;
+        };
         let address: Arc<str> = Arc::from(socket_address(&endpoint.address, endpoint.port));
         let uri = Uri::from(path_and_query.clone());
         let (tx, rx) = mpsc::channel(MIRROR_CHANNEL_CHUNKS);
@@ -525,20 +552,17 @@ fn start_mirrors(
         *request.headers_mut() = parts.headers.clone();
         let client = shared.client.clone();
         let metrics = shared.metrics.clone();
-        let labels = UpstreamErrorLabels {
-            gateway: gateway.id.clone(),
-            backend: mirror.backend.name.clone(),
-            kind: "mirror".to_string(),
-        };
+        let failed = labels("mirror");
         tokio::spawn(async move {
-            match tokio::time::timeout(Duration::from_secs(30), client.send(&address, request)).await {
-                Ok(Ok(response)) => {
-                    // Drain the answer so the connection returns to the pool.
-                    let _ = response.into_body().collect().await;
-                }
-                _ => {
-                    metrics.upstream_errors.get_or_create(&labels).inc();
-                }
+            let _slot = slot;
+            // The answer is read to the end (so the connection returns to the pool), all
+            // within the mirror's time.
+            let exchange = async {
+                let response = client.send(&address, request).await.map_err(drop)?;
+                response.into_body().collect().await.map(drop).map_err(drop)
+            };
+            if !matches!(tokio::time::timeout(Duration::from_secs(30), exchange).await, Ok(Ok(()))) {
+                metrics.upstream_errors.get_or_create(&failed).inc();
             }
         });
         taps.push(tx);

@@ -146,6 +146,28 @@ impl CompiledGateway {
         })
     }
 
+    /// Every upstream address this Gateway may send to: its backends' and its mirrors'.
+    pub fn upstream_addresses(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for route in &self.ir.routes {
+            let backends = match &route.action {
+                ActionIr::Forward { backends } => backends.as_slice(),
+                _ => &[],
+            };
+            let mirrors = route.filters.mirrors.iter().map(|m| &m.backend);
+            for backend in backends.iter().chain(mirrors) {
+                match &backend.target {
+                    BackendTarget::Endpoints { endpoints } => {
+                        out.extend(endpoints.iter().map(|e| socket_address(&e.address, e.port)))
+                    }
+                    BackendTarget::Url { url } => out.extend(url_upstream(url).map(|(address, _)| address)),
+                    _ => {}
+                }
+            }
+        }
+        out
+    }
+
     /// The `address:port` of the next endpoint of a backend, round robin.
     pub fn next_endpoint(&self, route: usize, backend: usize) -> Option<&Arc<str>> {
         let addresses = &self.endpoint_addresses[route][backend];
@@ -180,6 +202,19 @@ impl Table {
 }
 
 /// `address:port`, with brackets around IPv6 addresses.
+/// The upstream address (`host:port`) and path prefix of an `http://` backend URL; None for any
+/// other URL.
+pub fn url_upstream(url: &str) -> Option<(String, Option<String>)> {
+    let uri = url.parse::<http::Uri>().ok()?;
+    if uri.scheme_str() != Some("http") {
+        return None;
+    }
+    let authority = uri.authority()?.as_str();
+    let address = if authority.contains(':') { authority.to_string() } else { format!("{authority}:80") };
+    let prefix = uri.path().trim_end_matches('/');
+    Some((address, (!prefix.is_empty()).then(|| prefix.to_string())))
+}
+
 pub fn socket_address(address: &str, port: u16) -> String {
     if address.contains(':') {
         format!("[{address}]:{port}")
