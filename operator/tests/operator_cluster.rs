@@ -328,7 +328,31 @@ async fn a_cloud_gateway_holds_a_finalizer_until_cleaned_up() {
             && programmed["message"].as_str().is_some_and(|m| m.contains("Azure"))
     })
     .await;
-    ns.delete("gateway", "gw");
+    // Deleted while its provider cannot act: nothing confirms its API Management entities are
+    // gone, so the finalizer stays, an Event and the status say why, and it is tried again.
+    ns.kubectl_ok(&["delete", "gateway", "gw", "--wait=false"], None);
+    eventually("a DeprovisioningFailed Event and a status saying why", CONVERGE, || async {
+        let events = ns.kubectl_ok(&["get", "events", "-o", "json"], None);
+        let gw = ns.get_json("gateway", "gw");
+        let programmed = gw["status"]["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["type"] == "Programmed").cloned())
+            .unwrap_or_default();
+        events.contains("DeprovisioningFailed")
+            && programmed["message"].as_str().is_some_and(|m| m.contains("Cannot remove"))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let gw = ns.get_json("gateway", "gw");
+    assert_eq!(
+        gw["metadata"]["finalizers"][0], "tollbridge.dev/cleanup",
+        "the finalizer went without a delete"
+    );
+    // The way out the status names: remove the finalizer by hand.
+    ns.kubectl_ok(
+        &["patch", "gateway", "gw", "--type=merge", "-p", r#"{"metadata":{"finalizers":null}}"#],
+        None,
+    );
     ns.wait_deleted("gateway", "gw", CONVERGE);
 }
 
@@ -593,4 +617,197 @@ async fn an_aws_gateway_is_provisioned_into_moto_and_removed_with_it() {
     let left: Vec<&Value> =
         apis["items"].as_array().unwrap().iter().filter(|a| a["apiId"] == api_id.as_str()).collect();
     assert!(left.is_empty(), "API {api_id} left behind: {apis}");
+}
+
+/// An AWS ProviderConfig pointing at moto in `region`, and a class using it.
+fn aws_class_yaml(config: &str, class: &str, region: &str, moto: &MotoServer) -> String {
+    format!(
+        "apiVersion: tollbridge.dev/v1alpha1\nkind: ProviderConfig\nmetadata: {{name: {config}}}\n\
+         spec: {{provider: AWS, aws: {{region: {region}, apiType: HTTP, endpointURL: \"{url}\"}}}}\n---\n\
+         apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {{name: {class}}}\n\
+         spec:\n  controllerName: {CONTROLLER_NAME}\n  parametersRef: {{group: tollbridge.dev, kind: ProviderConfig, name: {config}}}\n",
+        url = moto.url,
+    )
+}
+
+/// The ids of the HTTP APIs in moto's `region` tagged as this namespace's Gateway `gw`.
+async fn apis_of(moto: &MotoServer, region: &str, ns: &TestNamespace<'_>) -> Vec<String> {
+    let apis = moto.get_in(region, "/v2/apis").await;
+    apis["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|a| {
+            a["tags"]["tollbridge.dev/owner"]
+                .as_str()
+                .is_some_and(|o| o.ends_with(&format!("/{}/gw", ns.name())))
+        })
+        .filter_map(|a| a["apiId"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_cloud_gateway_is_deleted_from_where_it_was_provisioned_after_its_settings_are_gone() {
+    let _lock = exclusive().await;
+    let moto = MotoServer::start();
+    std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
+    let cluster = Cluster::shared();
+    let ns = cluster.namespace("orphan");
+    let config = cluster.delete_on_drop("providerconfig", &unique_name("aws"));
+    let class = cluster.delete_on_drop("gatewayclass", &unique_name("aws"));
+    cluster.apply_cluster_scoped(&aws_class_yaml(config.name(), class.name(), "eu-central-1", &moto));
+    ns.apply(&gateway_yaml(class.name(), 80));
+    let (_op, _) = operator(&ns, "solo").await;
+    eventually("the API provisioned", Duration::from_secs(60), || async {
+        apis_of(&moto, "eu-central-1", &ns).await.len() == 1
+    })
+    .await;
+    let record =
+        ns.get_json("gateway", "gw")["metadata"]["annotations"]["tollbridge.dev/provisioned-into"].clone();
+    assert!(record.as_str().is_some_and(|r| r.contains("eu-central-1")), "record: {record}");
+
+    // The ProviderConfig goes first: the Gateway no longer resolves to a provider...
+    cluster.delete_cluster_scoped("providerconfig", config.name());
+    eventually("the Gateway not accepted", CONVERGE, || async {
+        condition(&ns.get_json("gateway", "gw")["status"]["conditions"], "Accepted").0 == "False"
+    })
+    .await;
+    // ...and is still deleted from where it was recorded, before the finalizer lets it go.
+    ns.delete("gateway", "gw");
+    ns.wait_deleted("gateway", "gw", Duration::from_secs(60));
+    assert!(apis_of(&moto, "eu-central-1", &ns).await.is_empty(), "the API was left behind");
+}
+
+#[tokio::test]
+async fn changing_where_a_gateway_goes_cleans_the_old_place_and_provisions_the_new() {
+    let _lock = exclusive().await;
+    let moto = MotoServer::start();
+    std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
+    let cluster = Cluster::shared();
+    let ns = cluster.namespace("switch");
+    let config = cluster.delete_on_drop("providerconfig", &unique_name("aws"));
+    let class = cluster.delete_on_drop("gatewayclass", &unique_name("aws"));
+    let local = cluster.delete_on_drop("gatewayclass", &unique_name("local"));
+    cluster.apply_cluster_scoped(&aws_class_yaml(config.name(), class.name(), "us-west-2", &moto));
+    cluster.apply_cluster_scoped(&class_yaml(local.name()));
+    ns.apply(&gateway_yaml(class.name(), 80));
+    let (_op, _) = operator(&ns, "solo").await;
+    eventually("provisioned in us-west-2", Duration::from_secs(60), || async {
+        apis_of(&moto, "us-west-2", &ns).await.len() == 1
+    })
+    .await;
+
+    // Another region: the API moves (created there, deleted here), the record follows.
+    cluster.apply_cluster_scoped(&aws_class_yaml(config.name(), class.name(), "ap-south-1", &moto));
+    eventually("moved to ap-south-1", Duration::from_secs(60), || async {
+        apis_of(&moto, "ap-south-1", &ns).await.len() == 1
+            && apis_of(&moto, "us-west-2", &ns).await.is_empty()
+    })
+    .await;
+    eventually("the record names ap-south-1 only", CONVERGE, || async {
+        let gw = ns.get_json("gateway", "gw");
+        let record = gw["metadata"]["annotations"]["tollbridge.dev/provisioned-into"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        record.contains("ap-south-1") && !record.contains("us-west-2")
+    })
+    .await;
+
+    // AWS → Local: the API goes, and the finalizer with it; the proxy's objects come.
+    ns.kubectl_ok(
+        &[
+            "patch",
+            "gateway",
+            "gw",
+            "--type=merge",
+            "-p",
+            &format!(r#"{{"spec":{{"gatewayClassName":"{}"}}}}"#, local.name()),
+        ],
+        None,
+    );
+    eventually("Local: API gone, finalizer gone, proxy made", Duration::from_secs(60), || async {
+        let gw = ns.get_json("gateway", "gw");
+        apis_of(&moto, "ap-south-1", &ns).await.is_empty()
+            && gw["metadata"]["finalizers"].as_array().is_none_or(Vec::is_empty)
+            && gw["metadata"]["annotations"]["tollbridge.dev/provisioned-into"].is_null()
+            && ns.try_get_json("deployment", "tollbridge-gw").is_some()
+    })
+    .await;
+
+    // Local → AWS: the proxy's objects go, the API comes back.
+    ns.kubectl_ok(
+        &[
+            "patch",
+            "gateway",
+            "gw",
+            "--type=merge",
+            "-p",
+            &format!(r#"{{"spec":{{"gatewayClassName":"{}"}}}}"#, class.name()),
+        ],
+        None,
+    );
+    eventually("AWS again: API made, proxy gone", Duration::from_secs(60), || async {
+        apis_of(&moto, "ap-south-1", &ns).await.len() == 1
+            && ns.try_get_json("deployment", "tollbridge-gw").is_none()
+    })
+    .await;
+    ns.delete("gateway", "gw");
+    ns.wait_deleted("gateway", "gw", Duration::from_secs(60));
+    assert!(apis_of(&moto, "ap-south-1", &ns).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_local_gateway_that_stops_being_accepted_keeps_serving() {
+    let _lock = exclusive().await;
+    let cluster = Cluster::shared();
+    let ns = cluster.namespace("keep");
+    let config = cluster.delete_on_drop("providerconfig", &unique_name("local"));
+    let class = cluster.delete_on_drop("gatewayclass", &unique_name("local"));
+    let class_with_config = format!(
+        "apiVersion: tollbridge.dev/v1alpha1\nkind: ProviderConfig\nmetadata: {{name: {config}}}\n\
+         spec: {{provider: Local, local: {{serviceType: ClusterIP}}}}\n---\n\
+         apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {{name: {class}}}\n\
+         spec:\n  controllerName: {CONTROLLER_NAME}\n  parametersRef: {{group: tollbridge.dev, kind: ProviderConfig, name: {config}}}\n",
+        config = config.name(),
+        class = class.name(),
+    );
+    cluster.apply_cluster_scoped(&class_with_config);
+    ns.apply(&gateway_yaml(class.name(), 18081));
+    let (_op, _) = operator(&ns, "solo").await;
+    eventually("the proxy's objects", CONVERGE, || async {
+        ns.try_get_json("deployment", "tollbridge-gw").is_some()
+            && ns.try_get_json("service", "tollbridge-gw").is_some()
+    })
+    .await;
+    let secret_version = resource_version(&ns, "secret", "tollbridge-gw-config");
+
+    // Its ProviderConfig deleted: not accepted, but nothing is torn down, and the status says so.
+    cluster.delete_cluster_scoped("providerconfig", config.name());
+    eventually("not accepted, still serving", CONVERGE, || async {
+        let gw = ns.get_json("gateway", "gw");
+        let programmed = gw["status"]["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["type"] == "Programmed").cloned())
+            .unwrap_or_default();
+        condition(&gw["status"]["conditions"], "Accepted").0 == "False"
+            && programmed["message"].as_str().is_some_and(|m| m.contains("keeps serving"))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await; // a resync or two
+    assert!(ns.try_get_json("deployment", "tollbridge-gw").is_some(), "the proxy was deleted");
+    assert!(
+        ns.try_get_json("service", "tollbridge-gw").is_some(),
+        "the Service (and its address) was deleted"
+    );
+    assert_eq!(resource_version(&ns, "secret", "tollbridge-gw-config"), secret_version, "the config changed");
+
+    // Fixed again: accepted and programmed as before, with the same objects.
+    cluster.apply_cluster_scoped(&class_with_config);
+    eventually("accepted again", CONVERGE, || async {
+        condition(&ns.get_json("gateway", "gw")["status"]["conditions"], "Accepted").0 == "True"
+    })
+    .await;
 }

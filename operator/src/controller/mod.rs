@@ -6,6 +6,7 @@ pub mod infra;
 pub mod leader;
 pub mod metrics;
 pub mod status;
+pub mod targets;
 mod workers;
 
 use std::collections::HashSet;
@@ -154,6 +155,8 @@ struct Controller {
     clouds: Arc<crate::providers::Registry>,
     /// Gateways being cleaned up (finalizer still present), by `namespace/name`.
     cleaning: Arc<std::sync::Mutex<HashSet<String>>>,
+    /// Why the last cleanup of a Gateway failed, by `namespace/name`.
+    cleanup_errors: Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>,
 }
 
 /// Stores of the objects we create for Local Gateways, so hand edits are seen and repaired.
@@ -203,6 +206,7 @@ impl Controller {
             resyncs: 0,
             clouds,
             cleaning: Arc::default(),
+            cleanup_errors: Arc::default(),
         }
     }
 
@@ -216,14 +220,14 @@ impl Controller {
         let mut statuses = translation.statuses;
         let mut live = HashSet::new();
         let mut cleaned = HashSet::new();
+        let mut deleting = std::collections::HashMap::new();
         for ir in translation.gateways {
             let id = ir.key.id();
             let Some(gateway) = snapshot.gateways.iter().find(|g| object_id(&g.metadata) == id) else {
                 continue;
             };
             if gateway.metadata.deletion_timestamp.is_some() {
-                cleaned.insert(id);
-                self.clean_up(gateway.clone(), ir.provider);
+                deleting.insert(id, ir.provider);
                 continue;
             }
             live.insert(id.clone());
@@ -240,20 +244,49 @@ impl Controller {
                 }
             }
         }
-        // Deleted Gateways of classes no longer ours: nothing left to clean, let them go.
+        // Deleted Gateways with our finalizer: everything recorded is deleted from where it is,
+        // whether or not the Gateway still resolves to a provider.
         for gateway in snapshot.gateways.iter().filter(|g| g.metadata.deletion_timestamp.is_some()) {
             let id = object_id(&gateway.metadata);
-            if !cleaned.contains(&id) && gateway.finalizers().iter().any(|f| f == FINALIZER) {
-                tracing::warn!(gateway = %id, "deleted gateway no longer resolves to a provider; removing the finalizer");
-                if let Err(e) = set_finalizer(&self.client, gateway, false).await {
-                    tracing::warn!(gateway = %id, error = %e, "cannot remove finalizer");
-                }
+            cleaned.insert(id.clone());
+            self.workers.stop(&id);
+            if gateway.finalizers().iter().any(|f| f == FINALIZER) {
+                self.delete_everywhere(gateway, deleting.get(&id));
+            }
+            if let (Some(status), Some(why)) = (statuses.gateways.get_mut(&id), self.cleanup_error(&id)) {
+                programmed::waiting(status, &why, gateway.metadata.generation, snapshot.now);
+            }
+        }
+        // Gateways of our classes that are not accepted now (a bad edit, a missing
+        // ProviderConfig): a Local one's proxy keeps serving what it last accepted, and says so.
+        let ours: HashSet<String> = snapshot
+            .gateways
+            .iter()
+            .filter(|g| g.metadata.deletion_timestamp.is_none())
+            .filter(|g| {
+                snapshot.gateway_classes.iter().any(|c| {
+                    name_of(&c.metadata) == g.spec.gateway_class_name
+                        && c.spec.controller_name == translate::CONTROLLER_NAME
+                })
+            })
+            .map(|g| object_id(&g.metadata))
+            .collect();
+        for id in ours.iter().filter(|id| !live.contains(*id)) {
+            let (namespace, name) = id.split_once('/').unwrap_or_default();
+            let serving = self.owned.deployments.get(&at(namespace, &infra::infra_name(name))).is_some();
+            if let (true, Some(status)) = (serving, statuses.gateways.get_mut(id)) {
+                let generation = snapshot.gateways.iter().find(|g| object_id(&g.metadata) == *id);
+                programmed::keeps_serving(
+                    status,
+                    generation.and_then(|g| g.metadata.generation),
+                    snapshot.now,
+                );
             }
         }
         for id in self.workers.ids() {
             if !live.contains(&id) {
                 self.workers.stop(&id);
-                if !cleaned.contains(&id) {
+                if !cleaned.contains(&id) && !ours.contains(&id) {
                     self.forget(&id).await;
                 }
             }
@@ -287,13 +320,33 @@ impl Controller {
     async fn job_for(&self, snapshot: &Snapshot, gateway: &Gateway, ir: GatewayIr) -> Option<Job> {
         let object = gateway.object_ref(&());
         let id = ir.key.id();
+        // Where the Gateway was provisioned before: the record is brought up to date (before
+        // anything is provisioned in a new place), and places it left are cleaned up.
+        let recorded = match targets::recorded(gateway) {
+            Ok(recorded) => recorded,
+            Err(e) => {
+                self.metrics.error("record");
+                tracing::warn!(gateway = %id, error = %e, "cannot read where the gateway was provisioned");
+                return None;
+            }
+        };
+        let plan = targets::plan(&recorded, &ir.provider);
+        let has_finalizer = gateway.finalizers().iter().any(|f| f == FINALIZER);
+        if plan.record != recorded || has_finalizer == plan.record.is_empty() {
+            if let Err(e) = set_record(&self.client, gateway, &plan.record, true).await {
+                self.metrics.error("finalizer");
+                tracing::warn!(gateway = %id, error = %e, "cannot record where the gateway is provisioned");
+                return None;
+            }
+        }
+        if !plan.stale.is_empty() {
+            self.clean_targets(gateway.clone(), plan.stale);
+        }
         if !matches!(ir.provider, ProviderSettings::Local(_)) {
-            if !gateway.finalizers().iter().any(|f| f == FINALIZER) {
-                if let Err(e) = set_finalizer(&self.client, gateway, true).await {
-                    self.metrics.error("finalizer");
-                    tracing::warn!(gateway = %id, error = %e, "cannot add finalizer");
-                    return None;
-                }
+            // A proxy left from when the Gateway was Local goes.
+            if self.owned.deployments.get(&at(&ir.key.namespace, &infra::infra_name(&ir.key.name))).is_some()
+            {
+                self.forget(&id).await;
             }
             // A new resync count makes the task apply again, which observes the account and
             // repairs changes made out of band (writing nothing when there are none).
@@ -381,13 +434,52 @@ impl Controller {
         hasher.finish().max(1)
     }
 
-    /// Starts the cleanup of a deleted cloud Gateway: provider delete, then finalizer off.
-    fn clean_up(&mut self, gateway: Gateway, settings: ProviderSettings) {
+    /// Deletes a deleted Gateway from every place it is recorded as provisioned into (or, for a
+    /// Gateway provisioned before records existed, from where it resolves to now); the
+    /// finalizer goes once the record is empty.
+    fn delete_everywhere(&self, gateway: &Gateway, current: Option<&ProviderSettings>) {
         let id = object_id(&gateway.metadata);
-        self.workers.stop(&id);
-        if !gateway.finalizers().iter().any(|f| f == FINALIZER) {
-            return;
+        let targets = match targets::recorded(gateway) {
+            Ok(recorded) if !recorded.is_empty() => recorded,
+            Ok(_) => match current {
+                Some(ProviderSettings::Local(_)) => Vec::new(),
+                Some(cloud) => vec![cloud.clone()],
+                None => {
+                    let why = "no record of where this Gateway was provisioned, and its class no longer \
+                               resolves to a provider: remove the finalizer tollbridge.dev/cleanup by hand \
+                               once its cloud resources are gone";
+                    self.set_cleanup_error(&id, Some(why.to_string()));
+                    return;
+                }
+            },
+            Err(e) => {
+                self.set_cleanup_error(&id, Some(e));
+                return;
+            }
+        };
+        self.clean_targets(gateway.clone(), targets);
+    }
+
+    fn set_cleanup_error(&self, id: &str, error: Option<String>) {
+        if let Ok(mut errors) = self.cleanup_errors.lock() {
+            match error {
+                Some(e) => errors.insert(id.to_string(), e),
+                None => errors.remove(id),
+            };
         }
+    }
+
+    /// Why the cleanup of a Gateway's old or last targets failed, if it did.
+    fn cleanup_error(&self, id: &str) -> Option<String> {
+        self.cleanup_errors.lock().ok().and_then(|e| e.get(id).cloned())
+    }
+
+    /// Deletes the Gateway's resources from each of `stale` in the background, dropping each from
+    /// the record once its provider confirmed; with the record empty, the finalizer goes too. A
+    /// target that cannot be cleaned (its provider fails, or cannot even be set up) stays in the
+    /// record and is tried again at a later pass; an Event and the Gateway's status say why.
+    fn clean_targets(&self, gateway: Gateway, stale: Vec<ProviderSettings>) {
+        let id = object_id(&gateway.metadata);
         if !self.cleaning.lock().map(|mut c| c.insert(id.clone())).unwrap_or(false) {
             return;
         }
@@ -395,6 +487,7 @@ impl Controller {
         let metrics = self.metrics.clone();
         let recorder = self.recorder.clone();
         let cleaning = self.cleaning.clone();
+        let errors = self.cleanup_errors.clone();
         let clouds = self.clouds.clone();
         tokio::spawn(async move {
             let key = GatewayKey {
@@ -403,28 +496,54 @@ impl Controller {
                 uid: gateway.metadata.uid.clone().unwrap_or_default(),
                 generation: gateway.metadata.generation.unwrap_or(1),
             };
-            let deployer = Cloud(settings.kind_name(), clouds.get(&settings).await);
-            let result = workers::delete_with_retries(&deployer, &key, &metrics, 8).await;
-            let (type_, reason, note) = match &result {
-                Ok(()) => (
-                    EventType::Normal,
-                    "Deprovisioned",
-                    "Removed everything provisioned for the gateway".to_string(),
-                ),
-                Err(e) => (EventType::Warning, "DeprovisioningFailed", e.to_string()),
-            };
-            let event = Event {
-                type_,
-                reason: reason.into(),
-                note: Some(note),
-                action: "Delete".into(),
-                secondary: None,
-            };
-            let _ = recorder.publish(&event, &gateway.object_ref(&())).await;
-            if result.is_ok() {
-                if let Err(e) = set_finalizer(&client, &gateway, false).await {
-                    tracing::warn!(gateway = %key.id(), error = %e, "cannot remove finalizer");
+            let object = gateway.object_ref(&());
+            let mut failure = None;
+            for target in &stale {
+                let deployer = Cloud(target.kind_name(), clouds.get(target).await);
+                let result = workers::delete_with_retries(&deployer, &key, &metrics, 4).await;
+                let (type_, reason, note) = match &result {
+                    Ok(()) => (
+                        EventType::Normal,
+                        "Deprovisioned",
+                        format!("Removed everything provisioned for the gateway in {}", describe(target)),
+                    ),
+                    Err(e) => (
+                        EventType::Warning,
+                        "DeprovisioningFailed",
+                        format!("Cannot remove what was provisioned in {}: {e}; retrying", describe(target)),
+                    ),
+                };
+                let event = Event {
+                    type_,
+                    reason: reason.into(),
+                    note: Some(note.clone()),
+                    action: "Delete".into(),
+                    secondary: None,
+                };
+                let _ = recorder.publish(&event, &object).await;
+                if result.is_err() {
+                    failure = Some(note);
+                    break;
                 }
+                if let Err(e) = drop_from_record(&client, &gateway, Some(target)).await {
+                    failure =
+                        Some(format!("cannot update the record of where the gateway is provisioned: {e}"));
+                    break;
+                }
+            }
+            if stale.is_empty() {
+                if let Err(e) = drop_from_record(&client, &gateway, None).await {
+                    failure = Some(format!("cannot remove the finalizer: {e}"));
+                }
+            }
+            if failure.is_some() {
+                metrics.error("cleanup");
+            }
+            if let Ok(mut errors) = errors.lock() {
+                match failure {
+                    Some(why) => errors.insert(key.id(), why),
+                    None => errors.remove(&key.id()),
+                };
             }
             if let Ok(mut c) = cleaning.lock() {
                 c.remove(&key.id());
@@ -499,22 +618,82 @@ fn at<K: Resource<DynamicType = ()>>(namespace: &str, name: &str) -> ObjectRef<K
     ObjectRef::new(name).within(namespace)
 }
 
-/// Adds or removes our finalizer by server-side apply under its own field manager.
-async fn set_finalizer(client: &Client, gateway: &Gateway, present: bool) -> Result<(), kube::Error> {
+/// Writes where a Gateway is provisioned (the annotation of [`targets`]) and the finalizer
+/// that goes with a non-empty record, by server-side apply under its own field manager. The
+/// write is for this Gateway only (its uid) and, with `as_seen`, only if it is unchanged since
+/// it was read (its resourceVersion): concurrent writers of the record never drop an entry.
+async fn set_record(
+    client: &Client,
+    gateway: &Gateway,
+    record: &[ProviderSettings],
+    as_seen: bool,
+) -> Result<(), kube::Error> {
     let api: Api<Gateway> = Api::namespaced(client.clone(), namespace_of(&gateway.metadata));
-    let finalizers: Vec<&str> = if present { vec![FINALIZER] } else { Vec::new() };
+    let finalizers: Vec<&str> = if record.is_empty() { Vec::new() } else { vec![FINALIZER] };
+    let annotations = if record.is_empty() {
+        json!({})
+    } else {
+        json!({ targets::PROVISIONED_INTO: targets::encode(record) })
+    };
+    let mut metadata = json!({
+        "name": name_of(&gateway.metadata),
+        "uid": gateway.metadata.uid,
+        "finalizers": finalizers,
+        "annotations": annotations,
+    });
+    if as_seen {
+        metadata["resourceVersion"] = json!(gateway.metadata.resource_version);
+    }
     let body = json!({
         "apiVersion": Gateway::api_version(&()),
         "kind": Gateway::kind(&()),
-        "metadata": { "name": name_of(&gateway.metadata), "finalizers": finalizers },
+        "metadata": metadata,
     });
     match api
         .patch(name_of(&gateway.metadata), &PatchParams::apply(FINALIZER_MANAGER), &Patch::Apply(&body))
         .await
     {
         Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 && !present => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 && record.is_empty() => Ok(()),
         Err(e) => Err(e),
+    }
+}
+
+/// Drops `cleaned`'s target (or nothing) from the record of the Gateway as it is now: read
+/// afresh and written only if unchanged meanwhile, retried a few times on conflict. A Gateway
+/// that is gone, or was replaced by another of the same name, needs nothing.
+async fn drop_from_record(
+    client: &Client,
+    gateway: &Gateway,
+    cleaned: Option<&ProviderSettings>,
+) -> Result<(), String> {
+    let api: Api<Gateway> = Api::namespaced(client.clone(), namespace_of(&gateway.metadata));
+    let name = name_of(&gateway.metadata);
+    for _ in 0..5 {
+        let live = match api.get_opt(name).await.map_err(|e| e.to_string())? {
+            Some(live) if live.metadata.uid == gateway.metadata.uid => live,
+            _ => return Ok(()),
+        };
+        let recorded = targets::recorded(&live)?;
+        let record = cleaned.map_or(recorded.clone(), |c| targets::without(&recorded, c));
+        match set_record(client, &live, &record, true).await {
+            Ok(()) => return Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 409 => continue,
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Err("the gateway kept changing while its record was updated".into())
+}
+
+/// A provider target in words, for Events and statuses.
+fn describe(target: &ProviderSettings) -> String {
+    match target {
+        ProviderSettings::Local(_) => "the cluster".into(),
+        ProviderSettings::Aws(aws) => format!("AWS region {}", aws.region),
+        ProviderSettings::Azure(azure) => format!(
+            "Azure API Management {}/{}/{}",
+            azure.subscription_id, azure.resource_group, azure.service_name
+        ),
     }
 }
 

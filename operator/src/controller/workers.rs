@@ -39,6 +39,9 @@ pub struct Outcome {
 #[async_trait]
 pub trait Deployer: Send + Sync {
     fn provider(&self) -> &'static str;
+    /// Which provider instance this is: a Gateway whose resolved settings change gets another
+    /// one (another region, account, service, or Local instead of a cloud), and a new task.
+    fn identity(&self) -> usize;
     async fn apply(&self, job: &Job) -> Result<Provisioned, ProviderError>;
     async fn delete(&self, key: &GatewayKey) -> Result<(), ProviderError>;
 }
@@ -47,6 +50,9 @@ pub trait Deployer: Send + Sync {
 impl Deployer for InCluster {
     fn provider(&self) -> &'static str {
         "Local"
+    }
+    fn identity(&self) -> usize {
+        self as *const Self as *const () as usize
     }
     async fn apply(&self, job: &Job) -> Result<Provisioned, ProviderError> {
         InCluster::apply(self, &job.ir, job.config.clone().unwrap_or_default(), job.edited).await
@@ -64,6 +70,9 @@ impl Deployer for Cloud {
     fn provider(&self) -> &'static str {
         self.0
     }
+    fn identity(&self) -> usize {
+        Arc::as_ptr(&self.1) as *const () as usize
+    }
     async fn apply(&self, job: &Job) -> Result<Provisioned, ProviderError> {
         self.1.apply(&job.ir).await
     }
@@ -75,6 +84,8 @@ impl Deployer for Cloud {
 struct Worker {
     jobs: watch::Sender<Option<Job>>,
     task: JoinHandle<()>,
+    /// The deployer's identity (see [`Deployer::identity`]).
+    deployer: usize,
 }
 
 /// The per-Gateway tasks, by `namespace/name`.
@@ -100,9 +111,14 @@ impl Workers {
         }
     }
 
-    /// Hands `job` to the Gateway's task, starting one if needed.
+    /// Hands `job` to the Gateway's task, starting one if needed, or a new one when the
+    /// Gateway now goes to another provider.
     pub fn submit(&mut self, deployer: Arc<dyn Deployer>, job: Job) {
         let id = job.ir.key.id();
+        if self.workers.get(&id).is_some_and(|w| w.deployer != deployer.identity()) {
+            tracing::info!(gateway = %id, provider = deployer.provider(), "provider settings changed: new task");
+            self.stop(&id);
+        }
         if let Some(worker) = self.workers.get(&id) {
             worker.jobs.send_if_modified(|current| {
                 let changed = current.as_ref() != Some(&job);
@@ -114,6 +130,7 @@ impl Workers {
             return;
         }
         let (jobs, receiver) = watch::channel(Some(job));
+        let identity = deployer.identity();
         let task = tokio::spawn(
             Task {
                 id: id.clone(),
@@ -126,7 +143,7 @@ impl Workers {
             }
             .run(receiver),
         );
-        self.workers.insert(id, Worker { jobs, task });
+        self.workers.insert(id, Worker { jobs, task, deployer: identity });
     }
 
     /// The Gateways that have a task.

@@ -95,6 +95,21 @@ fn programmed_message(left_out: &[String]) -> String {
     format!("Gateway is programmed, except: {}", left_out.join("; "))
 }
 
+/// Says, on a Gateway that is not accepted, that its proxy keeps serving the configuration it
+/// last accepted (nothing is torn down by a bad edit).
+pub fn keeps_serving(status: &mut GatewayStatus, generation: Option<i64>, now: Timestamp) {
+    let stamp = Stamp::new(generation, now);
+    let condition = stamp.no(
+        PROGRAMMED,
+        reason::INVALID,
+        "Gateway is not accepted; its proxy keeps serving the configuration it last accepted",
+    );
+    match status.conditions.iter_mut().find(|c| c.type_ == PROGRAMMED) {
+        Some(existing) => *existing = condition,
+        None => status.conditions.push(condition),
+    }
+}
+
 /// Marks a Gateway the provider has configured as not yet `Programmed` because what serves it
 /// is not running yet (an in-cluster proxy without available replicas).
 pub fn waiting(status: &mut GatewayStatus, why: &str, generation: Option<i64>, now: Timestamp) {

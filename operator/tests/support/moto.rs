@@ -32,10 +32,21 @@ impl MotoServer {
     }
 
     pub async fn call(&self, method: hyper::Method, path: &str) -> super::client::Resp {
-        let auth = "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/apigateway/aws4_request, \
-                    SignedHeaders=host, Signature=0";
+        self.call_in("us-east-1", method, path).await
+    }
+
+    /// `GET` an API Gateway path in `region` (moto keeps one state per region).
+    pub async fn get_in(&self, region: &str, path: &str) -> Value {
+        self.call_in(region, hyper::Method::GET, path).await.json()
+    }
+
+    pub async fn call_in(&self, region: &str, method: hyper::Method, path: &str) -> super::client::Resp {
+        let auth = format!(
+            "AWS4-HMAC-SHA256 Credential=testing/20260101/{region}/apigateway/aws4_request, \
+             SignedHeaders=host, Signature=0"
+        );
         let client = super::client::Client::new();
-        client.request(method, &format!("{}{path}", self.url), &[("authorization", auth)], "").await
+        client.request(method, &format!("{}{path}", self.url), &[("authorization", auth.as_str())], "").await
     }
 }
 
