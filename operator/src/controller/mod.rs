@@ -41,6 +41,8 @@ use workers::{Cloud, Deployer, Job, Workers};
 pub const FINALIZER: &str = "tollbridge.dev/cleanup";
 /// The field manager of the finalizer (kept apart from the status manager).
 const FINALIZER_MANAGER: &str = "tollbridge-operator-finalizer";
+/// How soon a pass skipped for want of a Secret is tried again.
+const RETRY_SKIPPED_PASS: Duration = Duration::from_secs(5);
 
 /// Options of `tollbridge operator`.
 #[derive(Clone, Debug)]
@@ -93,6 +95,7 @@ pub async fn run(mut options: OperatorOptions) -> Result<(), String> {
         tokio::select! {
             _ = changed.notified() => {}
             _ = resync.tick() => controller.resyncs += 1,
+            _ = tokio::time::sleep(RETRY_SKIPPED_PASS), if controller.retry_soon => controller.retry_soon = false,
             result = leading.changed() => {
                 if result.is_err() {
                     // The campaign ended: leadership was lost.
@@ -157,6 +160,8 @@ struct Controller {
     cleaning: Arc<std::sync::Mutex<HashSet<String>>>,
     /// Why the last cleanup of a Gateway failed, by `namespace/name`.
     cleanup_errors: Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>,
+    /// The last pass was skipped (a referenced Secret could not be read): try again soon.
+    retry_soon: bool,
 }
 
 /// Stores of the objects we create for Local Gateways, so hand edits are seen and repaired.
@@ -207,13 +212,24 @@ impl Controller {
             clouds,
             cleaning: Arc::default(),
             cleanup_errors: Arc::default(),
+            retry_soon: false,
         }
     }
 
     /// One pass: snapshot, keys, translate, hand Gateways to their tasks, write statuses.
     async fn reconcile(&mut self) {
         self.metrics.reconciles.inc();
-        let snapshot = self.source.snapshot().await;
+        let snapshot = match self.source.snapshot().await {
+            Ok(snapshot) => snapshot,
+            Err(e) => {
+                // Nothing is decided on a partial view; the next pass (a change, the resync, or
+                // the retry below) tries again.
+                self.metrics.error("secret_read");
+                tracing::warn!(error = %e, "pass skipped");
+                self.retry_soon = true;
+                return;
+            }
+        };
         self.generate_missing_keys(&snapshot).await;
 
         let translation = translate::translate(&snapshot, &crate::providers::capabilities);
