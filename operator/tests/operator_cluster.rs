@@ -811,3 +811,61 @@ async fn a_local_gateway_that_stops_being_accepted_keeps_serving() {
     })
     .await;
 }
+
+/// Two controllers write `parents` of one HTTPRoute. Our status is planned from what the cache
+/// held; when the other controller wrote its entry after that, the write must not drop it.
+#[tokio::test]
+async fn route_parents_written_meanwhile_by_another_controller_are_kept() {
+    let cluster = Cluster::shared();
+    let ns = cluster.namespace("parents");
+    let class = cluster.delete_on_drop("gatewayclass", &unique_name("local"));
+    cluster.apply_cluster_scoped(&class_yaml(class.name()));
+    ns.apply(&gateway_yaml(class.name(), 18082));
+    ns.apply(&backend_yaml("echo", 19999));
+    ns.apply(&route_yaml("orders", "/orders", "echo"));
+
+    // What the operator's cache holds: the objects before the other controller's write.
+    let typed = |kind: &str, name: &str| ns.get_json(kind, name);
+    let snapshot = tollbridge::snapshot::Snapshot {
+        now: jiff::Timestamp::now(),
+        gateway_classes: vec![serde_json::from_value(
+            cluster.get_cluster_scoped_json("gatewayclass", class.name()),
+        )
+        .unwrap()],
+        gateways: vec![serde_json::from_value(typed("gateway", "gw")).unwrap()],
+        http_routes: vec![serde_json::from_value(typed("httproute", "orders")).unwrap()],
+        reference_grants: Vec::new(),
+        namespaces: vec![
+            serde_json::from_value(cluster.get_cluster_scoped_json("namespace", ns.name())).unwrap()
+        ],
+        services: vec![serde_json::from_value(typed("service", "echo")).unwrap()],
+        endpoint_slices: Vec::new(),
+        secrets: Vec::new(),
+        provider_configs: Vec::new(),
+        quota_policies: Vec::new(),
+        api_keys: Vec::new(),
+    };
+    // The other controller writes its entry now.
+    let other = r#"{"status":{"parents":[{"parentRef":{"group":"gateway.networking.k8s.io","kind":"Gateway","name":"mesh"},"controllerName":"example.com/other","conditions":[{"type":"Accepted","status":"True","reason":"Accepted","message":"ok","observedGeneration":1,"lastTransitionTime":"2026-01-01T00:00:00Z"}]}]}}"#;
+    ns.kubectl_ok(
+        &["patch", "httproute", "orders", "--subresource=status", "--type=merge", "-p", other],
+        None,
+    );
+
+    let translation = tollbridge::translate::translate(&snapshot, &tollbridge::providers::capabilities);
+    let client = cluster.client().await;
+    let patches = tollbridge::controller::status::plan(&snapshot, &translation.statuses);
+    let route_patch =
+        patches.iter().find(|p| p.resource.kind == "HTTPRoute").expect("a route status to write");
+    tollbridge::controller::status::write(&client, route_patch).await.expect("status written");
+
+    let route = ns.get_json("httproute", "orders");
+    let writers: Vec<&str> = route["status"]["parents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["controllerName"].as_str())
+        .collect();
+    assert!(writers.contains(&CONTROLLER_NAME), "our entry is missing: {writers:?}");
+    assert!(writers.contains(&"example.com/other"), "the other controller's entry was dropped: {writers:?}");
+}
