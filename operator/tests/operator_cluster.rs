@@ -869,3 +869,29 @@ async fn route_parents_written_meanwhile_by_another_controller_are_kept() {
     assert!(writers.contains(&CONTROLLER_NAME), "our entry is missing: {writers:?}");
     assert!(writers.contains(&"example.com/other"), "the other controller's entry was dropped: {writers:?}");
 }
+
+/// The record of where a Gateway is provisioned (and its finalizer) is written only to the
+/// Gateway it was meant for: one deleted and created again under the same name gets neither.
+#[tokio::test]
+async fn the_record_and_finalizer_go_only_to_the_gateway_they_were_meant_for() {
+    let cluster = Cluster::shared();
+    let ns = cluster.namespace("uid");
+    let class = cluster.delete_on_drop("gatewayclass", &unique_name("local"));
+    cluster.apply_cluster_scoped(&class_yaml(class.name()));
+    ns.apply(&gateway_yaml(class.name(), 18083));
+    let old: tollbridge::api::gateway::Gateway =
+        serde_json::from_value(ns.get_json("gateway", "gw")).unwrap();
+    ns.delete("gateway", "gw");
+    ns.wait_deleted("gateway", "gw", CONVERGE);
+    ns.apply(&gateway_yaml(class.name(), 18083));
+    let target = tollbridge_provider::ProviderSettings::Aws(tollbridge_provider::AwsSettings {
+        region: "eu-west-1".into(),
+        ..Default::default()
+    });
+    let client = cluster.client().await;
+    let written = tollbridge::controller::set_record(&client, &old, &[target], false).await;
+    assert!(written.is_err(), "a record was written over another Gateway of the same name");
+    let new = ns.get_json("gateway", "gw");
+    assert!(new["metadata"]["finalizers"].as_array().is_none_or(Vec::is_empty), "{new:#}");
+    assert!(new["metadata"]["annotations"]["tollbridge.dev/provisioned-into"].is_null(), "{new:#}");
+}

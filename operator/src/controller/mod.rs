@@ -85,7 +85,7 @@ pub async fn run(mut options: OperatorOptions) -> Result<(), String> {
         .clone()
         .map(|lease| tokio::spawn(leader::campaign(client.clone(), lease, leading_tx, shutdown.clone())));
 
-    let mut controller = Controller::new(client, &options, metrics.clone());
+    let mut controller = Controller::new(client, &options, metrics.clone(), leading.clone());
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| format!("cannot install signal handler: {e}"))?;
     let changed = controller.source.changed();
@@ -127,9 +127,17 @@ pub async fn run(mut options: OperatorOptions) -> Result<(), String> {
             waiting_logged = false;
         }
         if *leading.borrow() {
-            controller.reconcile().await;
+            // A pass stops as soon as leadership is lost, not at its end.
+            let mut lost = leading.clone();
+            tokio::select! {
+                biased;
+                _ = lost.wait_for(|leading| !leading) => {}
+                () = controller.reconcile() => {}
+            }
         }
     };
+    // Nothing more is written: the providers' tasks and cleanups stop before the lease is let go.
+    controller.stop();
     let _ = shutdown_tx.send(true);
     if let Some(campaign) = campaign {
         match tokio::time::timeout(Duration::from_secs(5), campaign).await {
@@ -162,6 +170,10 @@ struct Controller {
     cleanup_errors: Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>,
     /// The last pass was skipped (a referenced Secret could not be read): try again soon.
     retry_soon: bool,
+    /// Whether this replica leads: checked before every write a background task makes.
+    leading: watch::Receiver<bool>,
+    /// The cleanup tasks running, aborted when leadership is lost.
+    cleanups: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
 }
 
 /// Stores of the objects we create for Local Gateways, so hand edits are seen and repaired.
@@ -173,7 +185,12 @@ struct OwnedStores {
 }
 
 impl Controller {
-    fn new(client: Client, options: &OperatorOptions, metrics: Arc<Metrics>) -> Self {
+    fn new(
+        client: Client,
+        options: &OperatorOptions,
+        metrics: Arc<Metrics>,
+        leading: watch::Receiver<bool>,
+    ) -> Self {
         let mut source = ClusterSource::start(client.clone(), &options.scope);
         let owned_config =
             watcher::Config::default().labels(&format!("{}={}", infra::MANAGED_BY.0, infra::MANAGED_BY.1));
@@ -193,7 +210,7 @@ impl Controller {
             instance: options.lease.as_ref().map(|l| l.identity.clone()),
         };
         let recorder = Recorder::new(client.clone(), reporter);
-        let workers = Workers::new(source.changed(), recorder.clone(), metrics.clone());
+        let workers = Workers::new(source.changed(), recorder.clone(), metrics.clone(), leading.clone());
         let local = infra::InCluster::new(client.clone(), options.proxy_image.clone());
         let written = local.written();
         let local = Arc::new(local);
@@ -213,6 +230,20 @@ impl Controller {
             cleaning: Arc::default(),
             cleanup_errors: Arc::default(),
             retry_soon: false,
+            leading,
+            cleanups: Arc::default(),
+        }
+    }
+
+    /// Stops every provider task and cleanup: after this, this replica writes nothing.
+    fn stop(&mut self) {
+        for id in self.workers.ids() {
+            self.workers.stop(&id);
+        }
+        if let Ok(mut tasks) = self.cleanups.lock() {
+            for task in tasks.drain(..) {
+                task.abort();
+            }
         }
     }
 
@@ -505,7 +536,8 @@ impl Controller {
         let cleaning = self.cleaning.clone();
         let errors = self.cleanup_errors.clone();
         let clouds = self.clouds.clone();
-        tokio::spawn(async move {
+        let leading = self.leading.clone();
+        let task = tokio::spawn(async move {
             let key = GatewayKey {
                 namespace: namespace_of(&gateway.metadata).into(),
                 name: name_of(&gateway.metadata).into(),
@@ -515,6 +547,9 @@ impl Controller {
             let object = gateway.object_ref(&());
             let mut failure = None;
             for target in &stale {
+                if !*leading.borrow() {
+                    break;
+                }
                 let deployer = Cloud(target.kind_name(), clouds.get(target).await);
                 let result = workers::delete_with_retries(&deployer, &key, &metrics, 4).await;
                 let (type_, reason, note) = match &result {
@@ -565,6 +600,10 @@ impl Controller {
                 c.remove(&key.id());
             }
         });
+        if let Ok(mut tasks) = self.cleanups.lock() {
+            tasks.retain(|t| !t.is_finished());
+            tasks.push(task);
+        }
     }
 
     /// Creates the Secret of every ApiKey that names a missing one.
@@ -638,7 +677,7 @@ fn at<K: Resource<DynamicType = ()>>(namespace: &str, name: &str) -> ObjectRef<K
 /// that goes with a non-empty record, by server-side apply under its own field manager. The
 /// write is for this Gateway only (its uid) and, with `as_seen`, only if it is unchanged since
 /// it was read (its resourceVersion): concurrent writers of the record never drop an entry.
-async fn set_record(
+pub async fn set_record(
     client: &Client,
     gateway: &Gateway,
     record: &[ProviderSettings],

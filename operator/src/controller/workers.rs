@@ -97,10 +97,17 @@ pub struct Workers {
     done: Arc<Notify>,
     recorder: Recorder,
     metrics: Arc<Metrics>,
+    /// Whether this replica leads; a task applies nothing while it does not.
+    leading: watch::Receiver<bool>,
 }
 
 impl Workers {
-    pub fn new(done: Arc<Notify>, recorder: Recorder, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        done: Arc<Notify>,
+        recorder: Recorder,
+        metrics: Arc<Metrics>,
+        leading: watch::Receiver<bool>,
+    ) -> Self {
         Self {
             workers: HashMap::new(),
             outcomes: Arc::default(),
@@ -108,6 +115,7 @@ impl Workers {
             done,
             recorder,
             metrics,
+            leading,
         }
     }
 
@@ -140,6 +148,7 @@ impl Workers {
                 done: self.done.clone(),
                 recorder: self.recorder.clone(),
                 metrics: self.metrics.clone(),
+                leading: self.leading.clone(),
             }
             .run(receiver),
         );
@@ -191,6 +200,7 @@ struct Task {
     done: Arc<Notify>,
     recorder: Recorder,
     metrics: Arc<Metrics>,
+    leading: watch::Receiver<bool>,
 }
 
 const FIRST_RETRY: Duration = Duration::from_secs(1);
@@ -209,6 +219,10 @@ impl Task {
                 }
                 continue;
             };
+            // Only the leader writes: a task of a replica that lost the lease applies nothing.
+            if !*self.leading.borrow() {
+                return;
+            }
             self.set_pending(true);
             let started = Instant::now();
             let result = self.deployer.apply(&job).await;
