@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Azure provider benchmark against the API Management fake (providers/azure/tests/support):
-# ARM calls and wall time to provision 100 routes, a no-op resync and a one-route change,
-# directly against the fake and through the Prism spec validator (docs/benchmarks.md).
+# ARM calls and wall time to provision 100 routes, a no-op resync, a one-route change and a
+# no-op resync that reads every policy (a policy audit), directly against the fake and through
+# the Prism spec validator (docs/benchmarks.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target/bench}

@@ -6,6 +6,8 @@ use std::fmt;
 
 use tollbridge_provider::SecretString;
 
+use crate::desired::API_KEY;
+
 /// Resource kinds, in creation order: a kind may refer only to kinds before it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Kind {
@@ -110,9 +112,14 @@ pub enum Spec {
         quota: Option<(i32, String)>,
         tags: BTreeMap<String, String>,
     },
+    /// An API key. Its value is set when it is created and never read back (API Gateway
+    /// cannot change it, and reading values would read other people's keys too): the
+    /// resource key, `<ApiKey id> <first 8 hex digits of the value's SHA-256>`, says which
+    /// value it has, so a new value is a new key.
     ApiKey {
         name: String,
-        value: SecretString,
+        /// The value to create the key with; `None` in observed keys.
+        value: Option<SecretString>,
         enabled: bool,
         tags: BTreeMap<String, String>,
     },
@@ -146,10 +153,9 @@ impl Spec {
                 Spec::UsagePlan { name, throttle, quota, tags },
                 Spec::UsagePlan { name: n, throttle: th, quota: q, tags: t },
             ) => name == n && throttle == th && quota == q && tags_kept(tags, t),
-            (
-                Spec::ApiKey { name, value, enabled, tags },
-                Spec::ApiKey { name: n, value: v, enabled: e, tags: t },
-            ) => name == n && value == v && enabled == e && tags_kept(tags, t),
+            (Spec::ApiKey { name, enabled, tags, .. }, Spec::ApiKey { name: n, enabled: e, tags: t, .. }) => {
+                name == n && enabled == e && tags_kept(tags, t)
+            }
             (
                 Spec::DomainName { certificate_arn, tags },
                 Spec::DomainName { certificate_arn: c, tags: t },
@@ -189,6 +195,16 @@ impl Change {
             Change::Create { key, .. } | Change::Update { key, .. } | Change::Delete { key, .. } => key,
         }
     }
+
+    /// What the change does, for error messages: `create domain-name api.example.com`.
+    pub fn action(&self) -> String {
+        let (verb, (kind, key)) = match self {
+            Change::Create { key, .. } => ("create", key),
+            Change::Update { key, .. } => ("update", key),
+            Change::Delete { key, .. } => ("delete", key),
+        };
+        format!("{verb} {} {key}", kind.name())
+    }
 }
 
 impl fmt::Display for Change {
@@ -227,6 +243,41 @@ pub fn diff(desired: &Resources, observed: &Observed) -> Vec<Change> {
     deletes.sort_by(|a, b| b.key().0.cmp(&a.key().0).then_with(|| b.key().1.cmp(&a.key().1)));
     changes.extend(deletes);
     changes
+}
+
+/// The Gateway's API of one type deleted because the Gateway now needs the other type
+/// (`apiType: Auto` once a policy starts or stops needing API keys or quotas). Clients of the
+/// old API's default hostname lose it; custom domains are recreated for the new API.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Replacement {
+    /// The kind ([`Kind::Api`] or [`Kind::RestApi`]) and id of the API deleted.
+    pub old: (Kind, String),
+    /// The kind of the API taking its place.
+    pub new: Kind,
+    /// Custom domains deleted with the old API and created again for the new one (their
+    /// regional target, which DNS points at, changes).
+    pub domains: Vec<String>,
+}
+
+/// The replacement a plan from `observed` to `desired` makes, if it makes one.
+pub fn replacement(desired: &Resources, observed: &Observed) -> Option<Replacement> {
+    let api = |kind: Kind| (kind, API_KEY.to_string());
+    [(Kind::Api, Kind::RestApi), (Kind::RestApi, Kind::Api)].into_iter().find_map(|(old, new)| {
+        let (id, _) = observed.get(&api(old))?;
+        if !desired.contains_key(&api(new)) || desired.contains_key(&api(old)) {
+            return None;
+        }
+        let (old_domain, new_domain) = match new {
+            Kind::RestApi => (Kind::DomainName, Kind::RestDomainName),
+            _ => (Kind::RestDomainName, Kind::DomainName),
+        };
+        let domains = desired
+            .keys()
+            .filter(|(kind, host)| *kind == new_domain && observed.contains_key(&(old_domain, host.clone())))
+            .map(|(_, host)| host.clone())
+            .collect();
+        Some(Replacement { old: (old, id.clone()), new, domains })
+    })
 }
 
 /// Whether a change writes to the account (every change does; kept for plan summaries).
@@ -290,6 +341,50 @@ mod tests {
         let observed: Observed =
             [((Kind::Api, "api".into()), ("a1".into(), Spec::Api { name: "gw".into(), tags }))].into();
         assert_eq!(diff(&desired, &observed), vec![]);
+    }
+
+    #[test]
+    fn an_observed_api_key_is_compared_without_its_value() {
+        let key = |value: Option<&str>, enabled: bool| Spec::ApiKey {
+            name: "tollbridge apps/gw apps/alice".into(),
+            value: value.map(SecretString::new),
+            enabled,
+            tags: BTreeMap::new(),
+        };
+        let resource = (Kind::ApiKey, "apps/alice abababab".to_string());
+        let desired: Resources = [(resource.clone(), key(Some("alice-0123456789-abcdefghij"), true))].into();
+        let observed: Observed = [(resource.clone(), ("k1".to_string(), key(None, true)))].into();
+        assert_eq!(diff(&desired, &observed), vec![]);
+        let disabled: Observed = [(resource.clone(), ("k1".to_string(), key(None, false)))].into();
+        assert!(matches!(&diff(&desired, &disabled)[..], [Change::Update { id, .. }] if id == "k1"));
+    }
+
+    #[test]
+    fn an_api_of_the_other_type_is_a_replacement() {
+        let api = Spec::Api { name: "gw".into(), tags: BTreeMap::new() };
+        let domain = Spec::DomainName { certificate_arn: "arn".into(), tags: BTreeMap::new() };
+        let observed: Observed = [
+            ((Kind::Api, "api".into()), ("h1".into(), api.clone())),
+            ((Kind::DomainName, "a.example".into()), ("a.example".into(), domain.clone())),
+        ]
+        .into();
+        let rest: Resources = [
+            ((Kind::RestApi, "api".into()), api.clone()),
+            ((Kind::RestDomainName, "a.example".into()), domain.clone()),
+            ((Kind::RestDomainName, "b.example".into()), domain.clone()),
+        ]
+        .into();
+        assert_eq!(
+            replacement(&rest, &observed),
+            Some(Replacement {
+                old: (Kind::Api, "h1".into()),
+                new: Kind::RestApi,
+                domains: vec!["a.example".into()]
+            })
+        );
+        let http: Resources = [((Kind::Api, "api".into()), api)].into();
+        assert_eq!(replacement(&http, &observed), None, "same type");
+        assert_eq!(replacement(&Resources::new(), &observed), None, "a delete replaces nothing");
     }
 
     #[test]

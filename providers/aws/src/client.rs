@@ -1,6 +1,11 @@
 //! The SDK clients of one account and region: credentials from the default chain (IRSA, EKS
 //! Pod Identity, environment, profile), an optional role to assume, an optional endpoint
 //! (emulators, special partitions), the client-side limiter, and a count of every call sent.
+//!
+//! The limiter sits in the HTTP client of the API Gateway clients: every attempt the SDK
+//! transmits (first attempts, its own retries, every page of a list) waits there for the
+//! limiter under its operation's name, so none bypasses it. The attempt timeout starts once
+//! the limiter let the attempt through.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -9,11 +14,18 @@ use std::time::Duration;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::BehaviorVersion;
-use aws_sdk_apigatewayv2::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_apigatewayv2::config::interceptors::BeforeTransmitInterceptorContextMut;
 use aws_sdk_apigatewayv2::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_smithy_http_client::tls;
 use aws_smithy_runtime_api::box_error::BoxError;
-use aws_smithy_runtime_api::client::orchestrator::Metadata;
+use aws_smithy_runtime_api::client::http::{
+    HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpClient,
+    SharedHttpConnector,
+};
+use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, Metadata};
+use aws_smithy_runtime_api::client::result::ConnectorError;
+use aws_smithy_types::body::SdkBody;
+use aws_smithy_types::byte_stream::ByteStream;
 use tollbridge_provider::ratelimit::{CallLimiter, Limits};
 use tollbridge_provider::AwsSettings;
 
@@ -49,7 +61,8 @@ impl Default for AwsOptions {
     }
 }
 
-/// Every request attempt sent, by operation name (retries count again).
+/// Every request attempt sent (let through by the limiter), by operation name (retries count
+/// again).
 #[derive(Clone, Debug, Default)]
 pub struct CallCounter(Arc<Mutex<BTreeMap<String, u64>>>);
 
@@ -62,25 +75,102 @@ impl CallCounter {
     pub fn writes(&self) -> u64 {
         self.snapshot().iter().filter(|(op, _)| !op.starts_with("Get")).map(|(_, n)| n).sum()
     }
+
+    fn record(&self, operation: &str) {
+        if let Ok(mut counts) = self.0.lock() {
+            *counts.entry(operation.to_string()).or_default() += 1;
+        }
+    }
 }
 
-impl Intercept for CallCounter {
+/// The operation name (`CreateApi`) of a request, for the limiter in [`LimitedHttpClient`].
+#[derive(Clone, Debug)]
+struct OperationName(String);
+
+/// Names the operation of every attempt's request (a retried request is rebuilt without it).
+#[derive(Debug)]
+struct NameOperations;
+
+impl Intercept for NameOperations {
     fn name(&self) -> &'static str {
-        "tollbridge-call-counter"
+        "tollbridge-operation-name"
     }
 
-    fn read_before_transmit(
+    fn modify_before_transmit(
         &self,
-        _: &BeforeTransmitInterceptorContextRef<'_>,
+        context: &mut BeforeTransmitInterceptorContextMut<'_>,
         _: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        let operation =
-            cfg.load::<Metadata>().map(|m| m.name().to_string()).unwrap_or_else(|| "unknown".into());
-        if let Ok(mut counts) = self.0.lock() {
-            *counts.entry(operation).or_default() += 1;
+        if let Some(metadata) = cfg.load::<Metadata>() {
+            context.request_mut().add_extension(OperationName(metadata.name().to_string()));
         }
         Ok(())
+    }
+}
+
+/// An HTTP client whose every request first waits for the limiter (under the operation its
+/// [`OperationName`] says; unnamed requests are not limited), is counted, then must be
+/// answered, body included, within the attempt timeout.
+#[derive(Clone)]
+struct LimitedHttpClient {
+    inner: SharedHttpClient,
+    limiter: Arc<CallLimiter>,
+    calls: CallCounter,
+    attempt_timeout: Duration,
+}
+
+impl std::fmt::Debug for LimitedHttpClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LimitedHttpClient").field("attempt_timeout", &self.attempt_timeout).finish()
+    }
+}
+
+impl HttpClient for LimitedHttpClient {
+    fn http_connector(
+        &self,
+        settings: &HttpConnectorSettings,
+        components: &RuntimeComponents,
+    ) -> SharedHttpConnector {
+        SharedHttpConnector::new(LimitedConnector {
+            inner: self.inner.http_connector(settings, components),
+            client: self.clone(),
+        })
+    }
+}
+
+#[derive(Debug)]
+struct LimitedConnector {
+    inner: SharedHttpConnector,
+    client: LimitedHttpClient,
+}
+
+impl HttpConnector for LimitedConnector {
+    fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
+        let inner = self.inner.clone();
+        let LimitedHttpClient { limiter, calls, attempt_timeout, .. } = self.client.clone();
+        HttpConnectorFuture::new(async move {
+            match request.extension::<OperationName>().cloned() {
+                Some(OperationName(operation)) => {
+                    limiter.acquire(&operation).await;
+                    calls.record(&operation);
+                }
+                None => calls.record("unknown"),
+            }
+            let exchange = async {
+                let mut response = inner.call(request).await?;
+                let body = ByteStream::new(response.take_body())
+                    .collect()
+                    .await
+                    .map_err(|e| ConnectorError::io(e.into()))?
+                    .into_bytes();
+                *response.body_mut() = SdkBody::from(body);
+                Ok(response)
+            };
+            tokio::time::timeout(attempt_timeout, exchange).await.unwrap_or_else(|_| {
+                Err(ConnectorError::timeout(format!("no whole answer within {attempt_timeout:?}").into()))
+            })
+        })
     }
 }
 
@@ -88,14 +178,15 @@ impl Intercept for CallCounter {
 pub struct Clients {
     pub v2: aws_sdk_apigatewayv2::Client,
     pub v1: aws_sdk_apigateway::Client,
-    pub limiter: CallLimiter,
+    pub limiter: Arc<CallLimiter>,
     pub calls: CallCounter,
     pub region: String,
 }
 
 impl Clients {
     /// Builds the clients. Throttling and 5xx answers are retried by the SDK (standard mode,
-    /// 5 attempts, backoff with jitter) as a backstop behind the limiter.
+    /// 5 attempts, backoff with jitter) as a backstop; each retry waits for the limiter too.
+    /// The operation timeout bounds a call's whole time, limiter waits included.
     pub async fn new(settings: &AwsSettings, options: AwsOptions) -> Self {
         let https = options.http_client.clone().unwrap_or_else(|| {
             aws_smithy_http_client::Builder::new()
@@ -105,12 +196,11 @@ impl Clients {
         let region = aws_config::Region::new(settings.region.clone());
         let timeouts = TimeoutConfig::builder()
             .connect_timeout(Duration::from_secs(5))
-            .operation_attempt_timeout(options.attempt_timeout)
             .operation_timeout(Duration::from_secs(90))
             .build();
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .region(region.clone())
-            .http_client(https)
+            .http_client(https.clone())
             .retry_config(RetryConfig::standard().with_max_attempts(5))
             .timeout_config(timeouts);
         if let Some(url) = &settings.endpoint_url {
@@ -131,12 +221,26 @@ impl Clients {
                 .build();
         }
         let calls = CallCounter::default();
-        let v2 = aws_sdk_apigatewayv2::config::Builder::from(&config).interceptor(calls.clone()).build();
-        let v1 = aws_sdk_apigateway::config::Builder::from(&config).interceptor(calls.clone()).build();
+        let limiter = Arc::new(CallLimiter::new(options.limits));
+        // Only the API Gateway clients are limited; credentials (STS, IMDS) use `https` as is.
+        let limited = LimitedHttpClient {
+            inner: https,
+            limiter: limiter.clone(),
+            calls: calls.clone(),
+            attempt_timeout: options.attempt_timeout,
+        };
+        let v2 = aws_sdk_apigatewayv2::config::Builder::from(&config)
+            .http_client(limited.clone())
+            .interceptor(NameOperations)
+            .build();
+        let v1 = aws_sdk_apigateway::config::Builder::from(&config)
+            .http_client(limited)
+            .interceptor(NameOperations)
+            .build();
         Self {
             v2: aws_sdk_apigatewayv2::Client::from_conf(v2),
             v1: aws_sdk_apigateway::Client::from_conf(v1),
-            limiter: CallLimiter::new(options.limits),
+            limiter,
             calls,
             region: settings.region.clone(),
         }

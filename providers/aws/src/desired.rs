@@ -419,7 +419,8 @@ fn map_usage_plans(gateway: &GatewayIr, tags: &BTreeMap<String, String>, now: i6
                 continue;
             }
             let enabled = !key.disabled && key.expires_at.is_none_or(|at| at > now);
-            let spec = Spec::ApiKey { name: key_name, value: key.value.clone(), enabled, tags: tags.clone() };
+            let spec =
+                Spec::ApiKey { name: key_name, value: Some(key.value.clone()), enabled, tags: tags.clone() };
             m.resources.insert((Kind::ApiKey, resource.clone()), spec);
             let link = Spec::UsagePlanKey { plan: policy.id.clone(), key: resource.clone() };
             m.resources.insert((Kind::UsagePlanKey, format!("{} {resource}", policy.id)), link);

@@ -1,5 +1,6 @@
 //! SDK errors as [`ProviderError`]s: throttling, 5xx and transport errors are transient;
-//! 401/403 are authorization errors; other 4xx mean the request cannot work as asked.
+//! 401/403 are authorization errors; 409 (a conflict with a resource that exists, often not
+//! ours) and other 4xx mean the request cannot work as asked.
 
 use std::error::Error;
 
@@ -25,9 +26,25 @@ where
         (Some(401 | 403), _) | (_, "AccessDeniedException" | "UnauthorizedException") => {
             ProviderError::Unauthorized(message)
         }
+        // Before the transient statuses: a conflict answered without a status (a replayed or
+        // modeled error) is still a conflict.
+        (Some(409), _) | (_, "ConflictException") => ProviderError::Invalid(format!(
+            "{message} (a conflict with an existing resource: retrying will not help until it is resolved)"
+        )),
         (Some(429), _) | (Some(500..=599), _) | (None, _) => ProviderError::Transient(message),
-        (Some(409), _) => ProviderError::Transient(message),
         _ => ProviderError::Invalid(message),
+    }
+}
+
+/// `error` with what was being done (`create domain-name api.example.com`) in front of its
+/// message; the variant, and so retry behaviour, stays.
+pub fn during(what: impl std::fmt::Display, error: ProviderError) -> ProviderError {
+    match error {
+        ProviderError::Transient(m) => ProviderError::Transient(format!("{what}: {m}")),
+        ProviderError::Invalid(m) => ProviderError::Invalid(format!("{what}: {m}")),
+        ProviderError::AddressNotUsable(m) => ProviderError::AddressNotUsable(format!("{what}: {m}")),
+        ProviderError::Unauthorized(m) => ProviderError::Unauthorized(format!("{what}: {m}")),
+        ProviderError::Other(m) => ProviderError::Other(format!("{what}: {m}")),
     }
 }
 
@@ -41,12 +58,13 @@ where
 {
     match result {
         Ok(_) => Ok(()),
-        Err(e)
-            if e.code() == Some("NotFoundException")
-                || e.raw_response().is_some_and(|r| r.status().as_u16() == 404) =>
-        {
-            Ok(())
-        }
+        Err(e) if not_found(&e) => Ok(()),
         Err(e) => Err(classify(operation, e)),
     }
+}
+
+/// Whether the call failed because its target does not exist.
+pub fn not_found<E: ProvideErrorMetadata>(error: &SdkError<E, HttpResponse>) -> bool {
+    error.code() == Some("NotFoundException")
+        || error.raw_response().is_some_and(|r| r.status().as_u16() == 404)
 }

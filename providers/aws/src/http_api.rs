@@ -12,6 +12,7 @@ use crate::changes::{observe as record, Change, Kind, Observed, ResourceKey, Spe
 use crate::client::Clients;
 use crate::desired::{API_KEY, OWNER_TAG};
 use crate::error::{classify, gone_ok};
+use crate::pages::{self, HTTP_PAGE};
 use crate::tags;
 
 /// Marks integrations as ours and names them: `tollbridge:<key>`.
@@ -22,28 +23,22 @@ const INTEGRATION_PREFIX: &str = "tollbridge:";
 /// and its tagged domain names with their mappings.
 pub async fn observe(clients: &Clients, owner: &str) -> Result<Observed, ProviderError> {
     let mut observed = Observed::new();
-    let mut apis = Vec::new();
-    let mut next = None;
-    loop {
-        clients.limiter.acquire("GetApis").await;
-        let page = clients
-            .v2
+    let v2 = &clients.v2;
+    let listed = pages::all("GetApis", |token| async move {
+        let page = v2
             .get_apis()
-            .max_results("500")
-            .set_next_token(next)
+            .max_results(HTTP_PAGE)
+            .set_next_token(token)
             .send()
             .await
             .map_err(|e| classify("GetApis", e))?;
-        for api in page.items() {
-            if api.tags().and_then(|t| t.get(OWNER_TAG)).map(String::as_str) == Some(owner) {
-                apis.push(api.clone());
-            }
-        }
-        match page.next_token() {
-            Some(token) if !token.is_empty() => next = Some(token.to_string()),
-            _ => break,
-        }
-    }
+        Ok((page.items.unwrap_or_default(), page.next_token))
+    })
+    .await?;
+    let mut apis: Vec<_> = listed
+        .into_iter()
+        .filter(|api| api.tags().and_then(|t| t.get(OWNER_TAG)).map(String::as_str) == Some(owner))
+        .collect();
     apis.sort_by_key(|a| (a.created_date().map(|d| d.secs()), a.api_id().map(str::to_string)));
     let mut apis = apis.into_iter();
     if let Some(api) = apis.next() {
@@ -69,17 +64,21 @@ pub async fn observe(clients: &Clients, owner: &str) -> Result<Observed, Provide
 }
 
 async fn observe_api(clients: &Clients, api_id: &str, observed: &mut Observed) -> Result<(), ProviderError> {
-    clients.limiter.acquire("GetIntegrations").await;
-    let integrations = clients
-        .v2
-        .get_integrations()
-        .api_id(api_id)
-        .max_results("500")
-        .send()
-        .await
-        .map_err(|e| classify("GetIntegrations", e))?;
+    let v2 = &clients.v2;
+    let integrations = pages::all("GetIntegrations", |token| async move {
+        let page = v2
+            .get_integrations()
+            .api_id(api_id)
+            .max_results(HTTP_PAGE)
+            .set_next_token(token)
+            .send()
+            .await
+            .map_err(|e| classify("GetIntegrations", e))?;
+        Ok((page.items.unwrap_or_default(), page.next_token))
+    })
+    .await?;
     let mut integration_keys = HashMap::new();
-    for i in integrations.items() {
+    for i in &integrations {
         let id = i.integration_id().unwrap_or_default().to_string();
         let key = match i.description().and_then(|d| d.strip_prefix(INTEGRATION_PREFIX)) {
             // A second integration with the same key (a retried create) is a duplicate: routes
@@ -100,16 +99,19 @@ async fn observe_api(clients: &Clients, api_id: &str, observed: &mut Observed) -
         };
         record(observed, (Kind::Integration, key), id, spec);
     }
-    clients.limiter.acquire("GetRoutes").await;
-    let routes = clients
-        .v2
-        .get_routes()
-        .api_id(api_id)
-        .max_results("500")
-        .send()
-        .await
-        .map_err(|e| classify("GetRoutes", e))?;
-    for r in routes.items() {
+    let routes = pages::all("GetRoutes", |token| async move {
+        let page = v2
+            .get_routes()
+            .api_id(api_id)
+            .max_results(HTTP_PAGE)
+            .set_next_token(token)
+            .send()
+            .await
+            .map_err(|e| classify("GetRoutes", e))?;
+        Ok((page.items.unwrap_or_default(), page.next_token))
+    })
+    .await?;
+    for r in &routes {
         let target = r.target().and_then(|t| t.strip_prefix("integrations/")).unwrap_or_default();
         let integration =
             integration_keys.get(target).cloned().unwrap_or_else(|| format!("unknown {target}"));
@@ -121,9 +123,19 @@ async fn observe_api(clients: &Clients, api_id: &str, observed: &mut Observed) -
             Spec::Route { integration },
         );
     }
-    clients.limiter.acquire("GetStages").await;
-    let stages = clients.v2.get_stages().api_id(api_id).send().await.map_err(|e| classify("GetStages", e))?;
-    for s in stages.items() {
+    let stages = pages::all("GetStages", |token| async move {
+        let page = v2
+            .get_stages()
+            .api_id(api_id)
+            .max_results(HTTP_PAGE)
+            .set_next_token(token)
+            .send()
+            .await
+            .map_err(|e| classify("GetStages", e))?;
+        Ok((page.items.unwrap_or_default(), page.next_token))
+    })
+    .await?;
+    for s in &stages {
         let name = s.stage_name().unwrap_or_default().to_string();
         let throttles = s
             .route_settings()
@@ -150,15 +162,19 @@ async fn observe_domains(
     owner: &str,
     observed: &mut Observed,
 ) -> Result<(), ProviderError> {
-    clients.limiter.acquire("GetDomainNames").await;
-    let domains = clients
-        .v2
-        .get_domain_names()
-        .max_results("500")
-        .send()
-        .await
-        .map_err(|e| classify("GetDomainNames", e))?;
-    for d in domains.items() {
+    let v2 = &clients.v2;
+    let domains = pages::all("GetDomainNames", |token| async move {
+        let page = v2
+            .get_domain_names()
+            .max_results(HTTP_PAGE)
+            .set_next_token(token)
+            .send()
+            .await
+            .map_err(|e| classify("GetDomainNames", e))?;
+        Ok((page.items.unwrap_or_default(), page.next_token))
+    })
+    .await?;
+    for d in &domains {
         if d.tags().and_then(|t| t.get(OWNER_TAG)).map(String::as_str) != Some(owner) {
             continue;
         }
@@ -173,15 +189,20 @@ async fn observe_domains(
             (Kind::DomainName, name.clone()),
             (name.clone(), Spec::DomainName { certificate_arn, tags: tags(d.tags()) }),
         );
-        clients.limiter.acquire("GetApiMappings").await;
-        let mappings = clients
-            .v2
-            .get_api_mappings()
-            .domain_name(&name)
-            .send()
-            .await
-            .map_err(|e| classify("GetApiMappings", e))?;
-        if let Some(m) = mappings.items().first() {
+        let domain = name.as_str();
+        let mappings = pages::all("GetApiMappings", |token| async move {
+            let page = v2
+                .get_api_mappings()
+                .domain_name(domain)
+                .max_results(HTTP_PAGE)
+                .set_next_token(token)
+                .send()
+                .await
+                .map_err(|e| classify("GetApiMappings", e))?;
+            Ok((page.items.unwrap_or_default(), page.next_token))
+        })
+        .await?;
+        if let Some(m) = mappings.first() {
             let spec = Spec::ApiMapping { stage: m.stage().unwrap_or_default().into() };
             observed.insert(
                 (Kind::ApiMapping, name.clone()),
@@ -203,7 +224,6 @@ pub async fn execute(
     let v2 = &clients.v2;
     match change {
         Change::Create { key, spec: Spec::Api { name, tags } } => {
-            clients.limiter.acquire("CreateApi").await;
             let out = v2
                 .create_api()
                 .name(name)
@@ -215,12 +235,10 @@ pub async fn execute(
             ids.insert(key.clone(), out.api_id().unwrap_or_default().into());
         }
         Change::Update { id, spec: Spec::Api { name, tags }, .. } => {
-            clients.limiter.acquire("UpdateApi").await;
             v2.update_api().api_id(id).name(name).send().await.map_err(|e| classify("UpdateApi", e))?;
             tag(clients, &format!("arn:aws:apigateway:{}::/apis/{id}", clients.region), tags).await?;
         }
         Change::Create { key, spec: Spec::Integration { uri, vpc_link, timeout_ms, parameters } } => {
-            clients.limiter.acquire("CreateIntegration").await;
             let out = v2
                 .create_integration()
                 .api_id(api())
@@ -245,7 +263,6 @@ pub async fn execute(
             ids.insert(key.clone(), out.integration_id().unwrap_or_default().into());
         }
         Change::Update { key, id, spec: Spec::Integration { uri, vpc_link, timeout_ms, parameters } } => {
-            clients.limiter.acquire("UpdateIntegration").await;
             v2.update_integration()
                 .api_id(api())
                 .integration_id(id)
@@ -265,7 +282,6 @@ pub async fn execute(
         }
         Change::Create { key, spec: Spec::Route { integration } } => {
             let target = integration_target(ids, integration)?;
-            clients.limiter.acquire("CreateRoute").await;
             let out = v2
                 .create_route()
                 .api_id(api())
@@ -278,7 +294,6 @@ pub async fn execute(
         }
         Change::Update { id, spec: Spec::Route { integration }, .. } => {
             let target = integration_target(ids, integration)?;
-            clients.limiter.acquire("UpdateRoute").await;
             v2.update_route()
                 .api_id(api())
                 .route_id(id)
@@ -288,7 +303,6 @@ pub async fn execute(
                 .map_err(|e| classify("UpdateRoute", e))?;
         }
         Change::Create { key, spec: Spec::Stage { throttles, tags } } => {
-            clients.limiter.acquire("CreateStage").await;
             v2.create_stage()
                 .api_id(api())
                 .stage_name(&key.1)
@@ -303,7 +317,6 @@ pub async fn execute(
         Change::Update { key, spec: Spec::Stage { throttles, .. }, .. } => {
             // Route settings of routes no longer throttled are removed one by one.
             let api_id = api();
-            clients.limiter.acquire("UpdateStage").await;
             v2.update_stage()
                 .api_id(&api_id)
                 .stage_name(&key.1)
@@ -319,7 +332,6 @@ pub async fn execute(
                 .endpoint_type(EndpointType::Regional)
                 .security_policy(SecurityPolicy::Tls12)
                 .build();
-            clients.limiter.acquire("CreateDomainName").await;
             v2.create_domain_name()
                 .domain_name(&key.1)
                 .domain_name_configurations(configuration)
@@ -335,7 +347,6 @@ pub async fn execute(
                 .endpoint_type(EndpointType::Regional)
                 .security_policy(SecurityPolicy::Tls12)
                 .build();
-            clients.limiter.acquire("UpdateDomainName").await;
             v2.update_domain_name()
                 .domain_name(&key.1)
                 .domain_name_configurations(configuration)
@@ -344,7 +355,6 @@ pub async fn execute(
                 .map_err(|e| classify("UpdateDomainName", e))?;
         }
         Change::Create { key, spec: Spec::ApiMapping { stage } } => {
-            clients.limiter.acquire("CreateApiMapping").await;
             let out = v2
                 .create_api_mapping()
                 .domain_name(&key.1)
@@ -356,7 +366,6 @@ pub async fn execute(
             ids.insert(key.clone(), out.api_mapping_id().unwrap_or_default().into());
         }
         Change::Update { key, id, spec: Spec::ApiMapping { stage } } => {
-            clients.limiter.acquire("UpdateApiMapping").await;
             v2.update_api_mapping()
                 .domain_name(&key.1)
                 .api_mapping_id(id)
@@ -395,7 +404,6 @@ fn route_settings(throttles: &BTreeMap<String, Throttle>) -> HashMap<String, Rou
 }
 
 async fn tag(clients: &Clients, arn: &str, tags: &BTreeMap<String, String>) -> Result<(), ProviderError> {
-    clients.limiter.acquire("TagResource").await;
     clients
         .v2
         .tag_resource()
@@ -419,7 +427,6 @@ async fn delete(clients: &Clients, key: &ResourceKey, id: &str, api: &str) -> Re
         Kind::ApiMapping => "DeleteApiMapping",
         other => return Err(ProviderError::Other(format!("not an HTTP API resource: {}", other.name()))),
     };
-    clients.limiter.acquire(operation).await;
     match key.0 {
         Kind::Api => gone_ok(operation, v2.delete_api().api_id(id).send().await),
         Kind::Integration => {

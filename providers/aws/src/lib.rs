@@ -13,6 +13,7 @@ mod client;
 pub mod desired;
 mod error;
 mod http_api;
+mod pages;
 mod rest_api;
 
 use std::collections::HashMap;
@@ -22,7 +23,7 @@ use tollbridge_provider::{
     AwsSettings, Capabilities, GatewayIr, GatewayKey, Provider, ProviderError, Provisioned,
 };
 
-use changes::{Change, Kind, Observed, Resources};
+use changes::{Change, Kind, Observed, Replacement, Resources};
 pub use client::{account_limits, AwsOptions, CallCounter};
 use desired::{ApiType, API_KEY};
 
@@ -41,6 +42,9 @@ pub struct Plan {
     pub api_type: ApiType,
     pub changes: Vec<Change>,
     pub unprovisioned: Vec<String>,
+    /// The Gateway's API of the other type this plan deletes, and so its default hostname;
+    /// executing the plan reports it in [`Provisioned::replaced`].
+    pub replacement: Option<Replacement>,
     observed: Observed,
 }
 
@@ -69,6 +73,11 @@ impl AwsProvider {
         &self.clients.calls
     }
 
+    /// The account's call limiter, which every attempt of every call goes through.
+    pub fn limiter(&self) -> &tollbridge_provider::ratelimit::CallLimiter {
+        &self.clients.limiter
+    }
+
     /// The changes that make the account match `gateway`.
     pub async fn plan(&self, gateway: &GatewayIr) -> Result<Plan, ProviderError> {
         let api_type = desired::api_type(&self.settings, gateway);
@@ -80,6 +89,7 @@ impl AwsProvider {
         let observed = self.observe(&owner).await?;
         Ok(Plan {
             changes: prune(changes::diff(&mapping.resources, &observed)),
+            replacement: changes::replacement(&mapping.resources, &observed),
             owner,
             api_type,
             unprovisioned: mapping.unprovisioned,
@@ -96,6 +106,7 @@ impl AwsProvider {
             owner,
             api_type: ApiType::Http,
             unprovisioned: Vec::new(),
+            replacement: None,
             observed,
         })
     }
@@ -113,15 +124,16 @@ impl AwsProvider {
             plan.observed.iter().map(|(k, (id, _))| (k.clone(), id.clone())).collect();
         for change in &plan.changes {
             tracing::debug!(owner = %plan.owner, %change, "executing");
-            match change.key().0 {
+            let done = match change.key().0 {
                 Kind::Api
                 | Kind::Integration
                 | Kind::Route
                 | Kind::Stage
                 | Kind::DomainName
-                | Kind::ApiMapping => http_api::execute(&self.clients, change, &mut ids).await?,
-                _ => rest_api::execute(&self.clients, change, &mut ids).await?,
-            }
+                | Kind::ApiMapping => http_api::execute(&self.clients, change, &mut ids).await,
+                _ => rest_api::execute(&self.clients, change, &mut ids).await,
+            };
+            done.map_err(|e| error::during(change.action(), e))?;
             if let Change::Delete { key, .. } = change {
                 ids.remove(key);
             }
@@ -132,14 +144,57 @@ impl AwsProvider {
         };
         let mut provisioned =
             Provisioned { unprovisioned: plan.unprovisioned.clone(), ..Provisioned::default() };
-        if let Some(id) = ids.get(&(api_kind, API_KEY.to_string())) {
-            provisioned.addresses.push(format!("{id}.execute-api.{}.amazonaws.com", self.settings.region));
+        let api_id = ids.get(&(api_kind, API_KEY.to_string()));
+        if let Some(id) = api_id {
+            provisioned.addresses.push(self.hostname(id));
             provisioned.resource_ids.insert("api".into(), id.clone());
         }
-        provisioned
-            .addresses
-            .extend(ids.keys().filter(|(kind, _)| *kind == Kind::DomainName).map(|(_, d)| d.clone()));
+        provisioned.addresses.extend(
+            ids.keys()
+                .filter(|(kind, _)| matches!(kind, Kind::DomainName | Kind::RestDomainName))
+                .map(|(_, d)| d.clone()),
+        );
+        if let Some(replacement) = &plan.replacement {
+            provisioned.replaced.push(self.describe(replacement, api_id.map(String::as_str)));
+        }
         Ok(provisioned)
+    }
+
+    /// The default hostname of the API `id`.
+    fn hostname(&self, id: &str) -> String {
+        format!("{id}.execute-api.{}.amazonaws.com", self.settings.region)
+    }
+
+    /// One sentence for [`Provisioned::replaced`]: what was replaced, why, and what clients
+    /// and DNS records must move to.
+    fn describe(&self, replacement: &Replacement, new_id: Option<&str>) -> String {
+        let (kind, id) = &replacement.old;
+        let type_of = |kind: Kind| if kind == Kind::RestApi { ApiType::Rest } else { ApiType::Http };
+        let new_type = type_of(replacement.new);
+        let why = match (self.settings.api_type.as_str(), new_type) {
+            ("Auto", ApiType::Rest) => {
+                "apiType Auto: a QuotaPolicy needs API keys or quotas, which only REST APIs have"
+            }
+            ("Auto", ApiType::Http) => "apiType Auto: no QuotaPolicy needs API keys or quotas any more",
+            _ => "the ProviderConfig's apiType changed",
+        };
+        let (new_api, new_host) = match new_id {
+            Some(new_id) => (format!("{new_type} {new_id}"), self.hostname(new_id)),
+            None => (new_type.to_string(), "the new API's hostname".to_string()),
+        };
+        let mut sentence = format!(
+            "{} {id} was replaced by {new_api} ({why}): {} no longer answers, clients must use {new_host}",
+            type_of(*kind),
+            self.hostname(id),
+        );
+        if !replacement.domains.is_empty() {
+            sentence.push_str(&format!(
+                "; custom domains {} were created again for the new API: DNS records must point at their new \
+                 regional targets",
+                replacement.domains.join(", ")
+            ));
+        }
+        sentence
     }
 }
 
@@ -176,6 +231,9 @@ impl Provider for AwsProvider {
 
     async fn apply(&self, gateway: &GatewayIr) -> Result<Provisioned, ProviderError> {
         let plan = self.plan(gateway).await?;
+        if let Some(Replacement { old: (kind, id), new, .. }) = &plan.replacement {
+            tracing::warn!(gateway = %gateway.key.id(), old = %id, from = kind.name(), to = new.name(), "replacing the API with one of the other type: its hostname changes");
+        }
         if !plan.changes.is_empty() {
             tracing::info!(gateway = %gateway.key.id(), changes = %changes::summary(&plan.changes), "applying to API Gateway");
         }

@@ -5,14 +5,15 @@ use std::collections::{BTreeMap, HashMap};
 
 use aws_sdk_apigateway::types::{
     ApiKeySourceType, ApiStage, ConnectionType, EndpointConfiguration, EndpointType, IntegrationType, Op,
-    PatchOperation, QuotaPeriodType, QuotaSettings, ThrottleSettings,
+    PatchOperation, QuotaPeriodType, QuotaSettings, Resource, ThrottleSettings,
 };
-use tollbridge_provider::{ProviderError, SecretString};
+use tollbridge_provider::ProviderError;
 
 use crate::changes::{observe as record, Change, Kind, Observed, ResourceKey, Spec, Throttle};
 use crate::client::Clients;
 use crate::desired::{API_KEY, OWNER_TAG, REST_STAGE};
-use crate::error::{classify, gone_ok};
+use crate::error::{classify, gone_ok, not_found};
+use crate::pages::{self, REST_PAGE};
 use crate::tags;
 
 /// Tag naming the resource key of usage plans and API keys (the policy / key id).
@@ -26,9 +27,18 @@ fn owned(map: Option<&HashMap<String, String>>, owner: &str) -> bool {
 pub async fn observe(clients: &Clients, owner: &str) -> Result<Observed, ProviderError> {
     let v1 = &clients.v1;
     let mut observed = Observed::new();
-    clients.limiter.acquire("GetRestApis").await;
-    let apis = v1.get_rest_apis().limit(500).send().await.map_err(|e| classify("GetRestApis", e))?;
-    let mut mine: Vec<_> = apis.items().iter().filter(|a| owned(a.tags(), owner)).cloned().collect();
+    let apis = pages::all("GetRestApis", |token| async move {
+        let page = v1
+            .get_rest_apis()
+            .limit(REST_PAGE)
+            .set_position(token)
+            .send()
+            .await
+            .map_err(|e| classify("GetRestApis", e))?;
+        Ok((page.items.unwrap_or_default(), page.position))
+    })
+    .await?;
+    let mut mine: Vec<_> = apis.into_iter().filter(|a| owned(a.tags(), owner)).collect();
     mine.sort_by_key(|a| (a.created_date().map(|d| d.secs()), a.id().map(str::to_string)));
     let mut mine = mine.into_iter();
     if let Some(api) = mine.next() {
@@ -45,31 +55,44 @@ pub async fn observe(clients: &Clients, owner: &str) -> Result<Observed, Provide
         );
     }
 
-    clients.limiter.acquire("GetApiKeys").await;
-    let keys = v1
-        .get_api_keys()
-        .include_values(true)
-        .limit(500)
-        .send()
-        .await
-        .map_err(|e| classify("GetApiKeys", e))?;
+    let keys = pages::all("GetApiKeys", |token| async move {
+        // Without values: they are not needed, and the list holds other people's keys.
+        let page = v1
+            .get_api_keys()
+            .limit(REST_PAGE)
+            .set_position(token)
+            .send()
+            .await
+            .map_err(|e| classify("GetApiKeys", e))?;
+        Ok((page.items.unwrap_or_default(), page.position))
+    })
+    .await?;
     let mut key_by_id = HashMap::new();
-    for k in keys.items().iter().filter(|k| owned(k.tags(), owner)) {
+    for k in keys.iter().filter(|k| owned(k.tags(), owner)) {
         let id = k.id().unwrap_or_default().to_string();
         let key =
             k.tags().and_then(|t| t.get(RESOURCE_TAG)).cloned().unwrap_or_else(|| format!("untracked {id}"));
         key_by_id.insert(id.clone(), key.clone());
         let spec = Spec::ApiKey {
             name: k.name().unwrap_or_default().into(),
-            value: SecretString::new(k.value().unwrap_or_default()),
+            value: None,
             enabled: k.enabled(),
             tags: tags(k.tags()),
         };
         record(&mut observed, (Kind::ApiKey, key), id, spec);
     }
-    clients.limiter.acquire("GetUsagePlans").await;
-    let plans = v1.get_usage_plans().limit(500).send().await.map_err(|e| classify("GetUsagePlans", e))?;
-    for p in plans.items().iter().filter(|p| owned(p.tags(), owner)) {
+    let plans = pages::all("GetUsagePlans", |token| async move {
+        let page = v1
+            .get_usage_plans()
+            .limit(REST_PAGE)
+            .set_position(token)
+            .send()
+            .await
+            .map_err(|e| classify("GetUsagePlans", e))?;
+        Ok((page.items.unwrap_or_default(), page.position))
+    })
+    .await?;
+    for p in plans.iter().filter(|p| owned(p.tags(), owner)) {
         let id = p.id().unwrap_or_default().to_string();
         let plan =
             p.tags().and_then(|t| t.get(RESOURCE_TAG)).cloned().unwrap_or_else(|| format!("untracked {id}"));
@@ -82,15 +105,20 @@ pub async fn observe(clients: &Clients, owner: &str) -> Result<Observed, Provide
             tags: tags(p.tags()),
         };
         record(&mut observed, (Kind::UsagePlan, plan.clone()), id.clone(), spec);
-        clients.limiter.acquire("GetUsagePlanKeys").await;
-        let links = v1
-            .get_usage_plan_keys()
-            .usage_plan_id(&id)
-            .limit(500)
-            .send()
-            .await
-            .map_err(|e| classify("GetUsagePlanKeys", e))?;
-        for link in links.items() {
+        let plan_id = id.as_str();
+        let links = pages::all("GetUsagePlanKeys", |token| async move {
+            let page = v1
+                .get_usage_plan_keys()
+                .usage_plan_id(plan_id)
+                .limit(REST_PAGE)
+                .set_position(token)
+                .send()
+                .await
+                .map_err(|e| classify("GetUsagePlanKeys", e))?;
+            Ok((page.items.unwrap_or_default(), page.position))
+        })
+        .await?;
+        for link in &links {
             let key_id = link.id().unwrap_or_default().to_string();
             let key = key_by_id.get(&key_id).cloned().unwrap_or_else(|| format!("foreign {key_id}"));
             let spec = Spec::UsagePlanKey { plan: plan.clone(), key: key.clone() };
@@ -102,23 +130,38 @@ pub async fn observe(clients: &Clients, owner: &str) -> Result<Observed, Provide
             );
         }
     }
-    clients.limiter.acquire("GetDomainNames").await;
-    let domains = v1.get_domain_names().limit(500).send().await.map_err(|e| classify("GetDomainNames", e))?;
-    for d in domains.items().iter().filter(|d| owned(d.tags(), owner)) {
+    let domains = pages::all("GetDomainNames", |token| async move {
+        let page = v1
+            .get_domain_names()
+            .limit(REST_PAGE)
+            .set_position(token)
+            .send()
+            .await
+            .map_err(|e| classify("GetDomainNames", e))?;
+        Ok((page.items.unwrap_or_default(), page.position))
+    })
+    .await?;
+    for d in domains.iter().filter(|d| owned(d.tags(), owner)) {
         let name = d.domain_name().unwrap_or_default().to_string();
         let spec = Spec::DomainName {
             certificate_arn: d.regional_certificate_arn().unwrap_or_default().into(),
             tags: tags(d.tags()),
         };
         observed.insert((Kind::RestDomainName, name.clone()), (name.clone(), spec));
-        clients.limiter.acquire("GetBasePathMappings").await;
-        let mappings = v1
-            .get_base_path_mappings()
-            .domain_name(&name)
-            .send()
-            .await
-            .map_err(|e| classify("GetBasePathMappings", e))?;
-        if let Some(m) = mappings.items().first() {
+        let domain = name.as_str();
+        let mappings = pages::all("GetBasePathMappings", |token| async move {
+            let page = v1
+                .get_base_path_mappings()
+                .domain_name(domain)
+                .limit(REST_PAGE)
+                .set_position(token)
+                .send()
+                .await
+                .map_err(|e| classify("GetBasePathMappings", e))?;
+            Ok((page.items.unwrap_or_default(), page.position))
+        })
+        .await?;
+        if let Some(m) = mappings.first() {
             let spec = Spec::ApiMapping { stage: m.stage().unwrap_or_default().into() };
             observed.insert(
                 (Kind::BasePathMapping, name.clone()),
@@ -129,18 +172,26 @@ pub async fn observe(clients: &Clients, owner: &str) -> Result<Observed, Provide
     Ok(observed)
 }
 
+/// The resources of the REST API `api_id`, with their methods when `methods`.
+async fn resources(clients: &Clients, api_id: &str, methods: bool) -> Result<Vec<Resource>, ProviderError> {
+    let v1 = &clients.v1;
+    pages::all("GetResources", |token| async move {
+        let page = v1
+            .get_resources()
+            .rest_api_id(api_id)
+            .limit(REST_PAGE)
+            .set_embed(methods.then(|| vec!["methods".to_string()]))
+            .set_position(token)
+            .send()
+            .await
+            .map_err(|e| classify("GetResources", e))?;
+        Ok((page.items.unwrap_or_default(), page.position))
+    })
+    .await
+}
+
 async fn observe_api(clients: &Clients, api_id: &str, observed: &mut Observed) -> Result<(), ProviderError> {
-    clients.limiter.acquire("GetResources").await;
-    let resources = clients
-        .v1
-        .get_resources()
-        .rest_api_id(api_id)
-        .limit(500)
-        .embed("methods")
-        .send()
-        .await
-        .map_err(|e| classify("GetResources", e))?;
-    for r in resources.items() {
+    for r in &resources(clients, api_id, true).await? {
         let path = r.path().unwrap_or_default().to_string();
         let id = r.id().unwrap_or_default().to_string();
         record(observed, (Kind::Resource, path.clone()), id.clone(), Spec::Resource);
@@ -158,12 +209,10 @@ async fn observe_api(clients: &Clients, api_id: &str, observed: &mut Observed) -
             record(observed, (Kind::Method, format!("{verb} {path}")), format!("{id} {verb}"), spec);
         }
     }
-    clients.limiter.acquire("GetStages").await;
     let stages =
         clients.v1.get_stages().rest_api_id(api_id).send().await.map_err(|e| classify("GetStages", e))?;
     if let Some(stage) = stages.item().iter().find(|s| s.stage_name() == Some(REST_STAGE)) {
         let deployment = stage.deployment_id().unwrap_or_default().to_string();
-        clients.limiter.acquire("GetDeployment").await;
         let digest =
             match clients.v1.get_deployment().rest_api_id(api_id).deployment_id(&deployment).send().await {
                 Ok(d) => d.description().unwrap_or_default().to_string(),
@@ -187,7 +236,6 @@ pub async fn execute(
     let v1 = &clients.v1;
     match change {
         Change::Create { key, spec: Spec::Api { name, tags } } => {
-            clients.limiter.acquire("CreateRestApi").await;
             let out = v1
                 .create_rest_api()
                 .name(name)
@@ -200,23 +248,19 @@ pub async fn execute(
                 .await
                 .map_err(|e| classify("CreateRestApi", e))?;
             let id = out.id().unwrap_or_default().to_string();
-            clients.limiter.acquire("GetResources").await;
-            let root =
-                v1.get_resources().rest_api_id(&id).send().await.map_err(|e| classify("GetResources", e))?;
-            if let Some(root) = root.items().iter().find(|r| r.path() == Some("/")) {
+            let created = resources(clients, &id, false).await?;
+            if let Some(root) = created.iter().find(|r| r.path() == Some("/")) {
                 ids.insert((Kind::Resource, "/".into()), root.id().unwrap_or_default().into());
             }
             ids.insert(key.clone(), id);
         }
         Change::Update { id, spec: Spec::Api { name, tags }, .. } => {
-            clients.limiter.acquire("UpdateRestApi").await;
             v1.update_rest_api()
                 .rest_api_id(id)
                 .patch_operations(replace("/name", name))
                 .send()
                 .await
                 .map_err(|e| classify("UpdateRestApi", e))?;
-            clients.limiter.acquire("TagResource").await;
             let arn = format!("arn:aws:apigateway:{}::/restapis/{id}", clients.region);
             v1.tag_resource()
                 .resource_arn(arn)
@@ -233,7 +277,6 @@ pub async fn execute(
                 .get(&(Kind::Resource, parent.to_string()))
                 .cloned()
                 .ok_or_else(|| ProviderError::Other(format!("resource {parent} has no id")))?;
-            clients.limiter.acquire("CreateResource").await;
             let out = v1
                 .create_resource()
                 .rest_api_id(api())
@@ -248,7 +291,6 @@ pub async fn execute(
             put_method(clients, &api(), key, spec, matches!(change, Change::Update { .. }), ids).await?;
         }
         Change::Create { spec: Spec::Deployment { stage, digest }, .. } => {
-            clients.limiter.acquire("CreateDeployment").await;
             v1.create_deployment()
                 .rest_api_id(api())
                 .stage_name(stage)
@@ -260,7 +302,6 @@ pub async fn execute(
         Change::Create { key, spec: Spec::UsagePlan { name, throttle, quota, tags } } => {
             let mut tags = tags.clone();
             tags.insert(RESOURCE_TAG.into(), key.1.clone());
-            clients.limiter.acquire("CreateUsagePlan").await;
             let out = v1
                 .create_usage_plan()
                 .name(name)
@@ -291,7 +332,6 @@ pub async fn execute(
                 ops.push(replace("/quota/limit", &limit.to_string()));
                 ops.push(replace("/quota/period", period));
             }
-            clients.limiter.acquire("UpdateUsagePlan").await;
             v1.update_usage_plan()
                 .usage_plan_id(id)
                 .set_patch_operations(Some(ops))
@@ -300,9 +340,11 @@ pub async fn execute(
                 .map_err(|e| classify("UpdateUsagePlan", e))?;
         }
         Change::Create { key, spec: Spec::ApiKey { name, value, enabled, tags } } => {
+            let value = value.as_ref().ok_or_else(|| {
+                ProviderError::Other(format!("API key {} has no value to create it with", key.1))
+            })?;
             let mut tags = tags.clone();
             tags.insert(RESOURCE_TAG.into(), key.1.clone());
-            clients.limiter.acquire("CreateApiKey").await;
             let out = v1
                 .create_api_key()
                 .name(name)
@@ -315,7 +357,6 @@ pub async fn execute(
             ids.insert(key.clone(), out.id().unwrap_or_default().into());
         }
         Change::Update { id, spec: Spec::ApiKey { name, enabled, .. }, .. } => {
-            clients.limiter.acquire("UpdateApiKey").await;
             v1.update_api_key()
                 .api_key(id)
                 .patch_operations(replace("/name", name))
@@ -327,7 +368,6 @@ pub async fn execute(
         Change::Create { key, spec: Spec::UsagePlanKey { plan, key: api_key } } => {
             let plan_id = ids.get(&(Kind::UsagePlan, plan.clone())).cloned().unwrap_or_default();
             let key_id = ids.get(&(Kind::ApiKey, api_key.clone())).cloned().unwrap_or_default();
-            clients.limiter.acquire("CreateUsagePlanKey").await;
             v1.create_usage_plan_key()
                 .usage_plan_id(&plan_id)
                 .key_id(&key_id)
@@ -340,7 +380,6 @@ pub async fn execute(
         Change::Create { key, spec: Spec::DomainName { certificate_arn, tags } }
             if key.0 == Kind::RestDomainName =>
         {
-            clients.limiter.acquire("CreateDomainName").await;
             v1.create_domain_name()
                 .domain_name(&key.1)
                 .regional_certificate_arn(certificate_arn)
@@ -357,7 +396,6 @@ pub async fn execute(
         Change::Update { key, spec: Spec::DomainName { certificate_arn, .. }, .. }
             if key.0 == Kind::RestDomainName =>
         {
-            clients.limiter.acquire("UpdateDomainName").await;
             v1.update_domain_name()
                 .domain_name(&key.1)
                 .patch_operations(replace("/regionalCertificateArn", certificate_arn))
@@ -366,7 +404,6 @@ pub async fn execute(
                 .map_err(|e| classify("UpdateDomainName", e))?;
         }
         Change::Create { key, spec: Spec::ApiMapping { stage } } if key.0 == Kind::BasePathMapping => {
-            clients.limiter.acquire("CreateBasePathMapping").await;
             let out = v1
                 .create_base_path_mapping()
                 .domain_name(&key.1)
@@ -378,7 +415,6 @@ pub async fn execute(
             ids.insert(key.clone(), out.base_path().unwrap_or("(none)").into());
         }
         Change::Update { key, id, spec: Spec::ApiMapping { stage } } if key.0 == Kind::BasePathMapping => {
-            clients.limiter.acquire("UpdateBasePathMapping").await;
             v1.update_base_path_mapping()
                 .domain_name(&key.1)
                 .base_path(id)
@@ -416,14 +452,10 @@ async fn put_method(
         .ok_or_else(|| ProviderError::Other(format!("resource {path} has no id")))?;
     let v1 = &clients.v1;
     if replacing {
-        clients.limiter.acquire("DeleteMethod").await;
-        gone_ok(
-            "DeleteMethod",
-            v1.delete_method().rest_api_id(api).resource_id(&resource).http_method(verb).send().await,
-        )?;
+        let sent = v1.delete_method().rest_api_id(api).resource_id(&resource).http_method(verb).send().await;
+        gone_ok("DeleteMethod", sent)?;
     }
     let greedy = path.ends_with("{proxy+}");
-    clients.limiter.acquire("PutMethod").await;
     v1.put_method()
         .rest_api_id(api)
         .resource_id(&resource)
@@ -436,7 +468,6 @@ async fn put_method(
         .send()
         .await
         .map_err(|e| classify("PutMethod", e))?;
-    clients.limiter.acquire("PutIntegration").await;
     v1.put_integration()
         .rest_api_id(api)
         .resource_id(&resource)
@@ -457,67 +488,48 @@ async fn put_method(
 async fn delete(clients: &Clients, key: &ResourceKey, id: &str, api: &str) -> Result<(), ProviderError> {
     let v1 = &clients.v1;
     match key.0 {
-        Kind::RestApi => {
-            clients.limiter.acquire("DeleteRestApi").await;
-            gone_ok("DeleteRestApi", v1.delete_rest_api().rest_api_id(id).send().await)
-        }
+        Kind::RestApi => gone_ok("DeleteRestApi", v1.delete_rest_api().rest_api_id(id).send().await),
         Kind::Resource => {
-            clients.limiter.acquire("DeleteResource").await;
             gone_ok("DeleteResource", v1.delete_resource().rest_api_id(api).resource_id(id).send().await)
         }
         Kind::Method => {
             let (resource, verb) = id.split_once(' ').unwrap_or((id, "ANY"));
-            clients.limiter.acquire("DeleteMethod").await;
-            gone_ok(
-                "DeleteMethod",
-                v1.delete_method().rest_api_id(api).resource_id(resource).http_method(verb).send().await,
-            )
+            let sent =
+                v1.delete_method().rest_api_id(api).resource_id(resource).http_method(verb).send().await;
+            gone_ok("DeleteMethod", sent)
         }
         // Deployments go with their API; an old one left behind serves nothing new.
         Kind::Deployment => Ok(()),
         Kind::UsagePlan => {
             // A plan still attached to a stage cannot be deleted.
-            clients.limiter.acquire("GetUsagePlan").await;
-            if let Ok(plan) = v1.get_usage_plan().usage_plan_id(id).send().await {
-                for stage in plan.api_stages() {
-                    let value = format!(
-                        "{}:{}",
-                        stage.api_id().unwrap_or_default(),
-                        stage.stage().unwrap_or_default()
-                    );
-                    let op = PatchOperation::builder().op(Op::Remove).path("/apiStages").value(value).build();
-                    clients.limiter.acquire("UpdateUsagePlan").await;
-                    gone_ok(
-                        "UpdateUsagePlan",
-                        v1.update_usage_plan().usage_plan_id(id).patch_operations(op).send().await,
-                    )?;
-                }
+            let plan = match v1.get_usage_plan().usage_plan_id(id).send().await {
+                Ok(plan) => plan,
+                Err(e) if not_found(&e) => return Ok(()),
+                Err(e) => return Err(classify("GetUsagePlan", e)),
+            };
+            for stage in plan.api_stages() {
+                let value =
+                    format!("{}:{}", stage.api_id().unwrap_or_default(), stage.stage().unwrap_or_default());
+                let op = PatchOperation::builder().op(Op::Remove).path("/apiStages").value(value).build();
+                gone_ok(
+                    "UpdateUsagePlan",
+                    v1.update_usage_plan().usage_plan_id(id).patch_operations(op).send().await,
+                )?;
             }
-            clients.limiter.acquire("DeleteUsagePlan").await;
             gone_ok("DeleteUsagePlan", v1.delete_usage_plan().usage_plan_id(id).send().await)
         }
-        Kind::ApiKey => {
-            clients.limiter.acquire("DeleteApiKey").await;
-            gone_ok("DeleteApiKey", v1.delete_api_key().api_key(id).send().await)
-        }
+        Kind::ApiKey => gone_ok("DeleteApiKey", v1.delete_api_key().api_key(id).send().await),
         Kind::UsagePlanKey => {
             let (plan, key_id) = id.split_once(' ').unwrap_or((id, ""));
-            clients.limiter.acquire("DeleteUsagePlanKey").await;
-            gone_ok(
-                "DeleteUsagePlanKey",
-                v1.delete_usage_plan_key().usage_plan_id(plan).key_id(key_id).send().await,
-            )
+            let sent = v1.delete_usage_plan_key().usage_plan_id(plan).key_id(key_id).send().await;
+            gone_ok("DeleteUsagePlanKey", sent)
         }
         Kind::RestDomainName => {
-            clients.limiter.acquire("DeleteDomainName").await;
             gone_ok("DeleteDomainName", v1.delete_domain_name().domain_name(id).send().await)
         }
         Kind::BasePathMapping => {
-            clients.limiter.acquire("DeleteBasePathMapping").await;
-            gone_ok(
-                "DeleteBasePathMapping",
-                v1.delete_base_path_mapping().domain_name(&key.1).base_path(id).send().await,
-            )
+            let sent = v1.delete_base_path_mapping().domain_name(&key.1).base_path(id).send().await;
+            gone_ok("DeleteBasePathMapping", sent)
         }
         other => Err(ProviderError::Other(format!("not a REST API resource: {}", other.name()))),
     }

@@ -172,6 +172,63 @@ async fn delays_and_dropped_connections() {
 }
 
 #[tokio::test]
+async fn lists_are_paged_as_api_gateway_pages_them() {
+    let _moto = Moto::fresh().await;
+    let moto = Moto::shared();
+    for i in 0..30 {
+        let http = plain::call(moto.url(), "POST", "/v2/apis", create_api_body(&format!("h{i:02}"))).await;
+        assert_eq!(http.expect("POST /v2/apis").status, 200);
+        let rest =
+            plain::call(moto.url(), "POST", "/restapis", Some(json!({ "name": format!("r{i:02}") }))).await;
+        assert_eq!(rest.expect("POST /restapis").status, 200);
+    }
+    let proxy = FaultProxy::start(moto.url()).await;
+    proxy.page_lists(25);
+    let names = |reply: &plain::Reply, key: &str| -> Vec<String> {
+        let items = reply.json()[key].as_array().cloned().expect("a list");
+        items.iter().map(|i| i["name"].as_str().expect("a name").to_owned()).collect()
+    };
+    let get = |path: String| {
+        let url = proxy.url();
+        async move {
+            let reply = plain::call(&url, "GET", &path, None).await.expect("GET");
+            assert_eq!(reply.status, 200, "{path}: {}", reply.text());
+            reply
+        }
+    };
+
+    // HTTP APIs: 25 a page unless fewer are asked for; nextToken until the last page.
+    let first = get("/v2/apis".into()).await;
+    assert_eq!(names(&first, "items").len(), 25);
+    let token = first.json()["nextToken"].as_str().expect("a next token").to_owned();
+    let last = get(format!("/v2/apis?nextToken={token}")).await;
+    assert_eq!(names(&last, "items"), (25..30).map(|i| format!("h{i}")).collect::<Vec<_>>());
+    assert!(last.json().get("nextToken").is_none(), "{}", last.text());
+    assert_eq!(names(&get("/v2/apis?maxResults=7".into()).await, "items").len(), 7);
+    assert_eq!(names(&get("/v2/apis?maxResults=500".into()).await, "items").len(), 25, "at most 25");
+
+    // REST APIs: `item`, `limit` and `position`.
+    let first = get("/restapis?limit=500".into()).await;
+    assert_eq!(names(&first, "item").len(), 25);
+    let position = first.json()["position"].as_str().expect("a position").to_owned();
+    let last = get(format!("/restapis?limit=500&position={position}")).await;
+    assert_eq!(names(&last, "item").len(), 5);
+    assert!(last.json().get("position").is_none());
+
+    // A token the service never gave is refused; what is not a list passes whole.
+    let bad = plain::call(&proxy.url(), "GET", "/restapis?position=zz", None).await.expect("GET");
+    assert_eq!((bad.status.as_u16(), bad.error_type()), (400, Some("BadRequestException")));
+    let api_id = last.json()["item"][0]["id"].as_str().expect("an id").to_owned();
+    let one = get(format!("/restapis/{api_id}")).await;
+    assert_eq!(one.json()["name"], "r25");
+    // What the client was sent, the page, is recorded.
+    let recorded = proxy.seen()[0].response_body.clone().expect("a body");
+    let recorded: serde_json::Value = serde_json::from_slice(&recorded).expect("JSON");
+    assert_eq!(recorded["items"].as_array().map(Vec::len), Some(25));
+    assert_eq!(recorded["nextToken"], json!(token));
+}
+
+#[tokio::test]
 async fn reset_empties_moto() {
     let _moto = Moto::fresh().await;
     let moto = Moto::shared();

@@ -31,11 +31,11 @@ fn settings(url: &str, api_type: &str) -> AwsSettings {
 }
 
 async fn provider(settings: &AwsSettings) -> AwsProvider {
-    let options = AwsOptions {
-        limits: Limits::unlimited(),
-        attempt_timeout: Duration::from_secs(2),
-        http_client: None,
-    };
+    limited_provider(settings, Limits::unlimited()).await
+}
+
+async fn limited_provider(settings: &AwsSettings, limits: Limits) -> AwsProvider {
+    let options = AwsOptions { limits, attempt_timeout: Duration::from_secs(2), http_client: None };
     AwsProvider::new(settings, CLUSTER, options).await
 }
 
@@ -456,17 +456,43 @@ async fn switching_auto_from_http_to_rest_replaces_the_api() {
         vec![route("a", PathMatch::Prefix("/a".into()), "https://a.example.com")],
         Vec::new(),
     );
-    aws.apply(&without_keys).await.expect("HTTP API");
+    let first = aws.apply(&without_keys).await.expect("HTTP API");
+    assert!(first.replaced.is_empty(), "{first:?}");
+    let http_id = first.resource_ids["api"].clone();
     assert_eq!(inventory(&inspector).await["http-apis"].len(), 1);
     let mut with_keys = without_keys.clone();
     with_keys.routes[0].policy = Some("shop/gold".into());
     with_keys.policies = vec![gold_policy(vec![key("shop/alice", "alice-0123456789-abcdefghij")])];
-    aws.apply(&with_keys).await.expect("REST API");
+    let switched = aws.apply(&with_keys).await.expect("REST API");
     let now = inventory(&inspector).await;
     assert_eq!((now["http-apis"].len(), now["rest-apis"].len(), now["api-keys"].len()), (0, 1, 1), "{now:?}");
     // The custom domain moved from the HTTP API's domains to the REST API's.
     assert!(now["domain-names"].is_empty(), "{now:?}");
     assert_eq!(now["rest-domain-names"].len(), 1, "{now:?}");
+
+    // Said, not done silently: the old and the new hostname, and the recreated domain.
+    let rest_id = switched.resource_ids["api"].clone();
+    let host = |id: &str| format!("{id}.execute-api.us-east-1.amazonaws.com");
+    assert_eq!(switched.replaced.len(), 1, "{switched:?}");
+    let note = &switched.replaced[0];
+    assert!(
+        note.contains(&format!("HTTP API {http_id}")) && note.contains(&format!("REST API {rest_id}")),
+        "{note}"
+    );
+    assert!(note.contains(&host(&http_id)) && note.contains(&host(&rest_id)), "{note}");
+    assert!(note.contains("api.shop.example"), "{note}");
+    assert_eq!(switched.addresses, [host(&rest_id), "api.shop.example".to_string()]);
+    assert!(aws.apply(&with_keys).await.expect("resync").replaced.is_empty(), "said once");
+
+    // And back once no policy needs keys.
+    let back = aws.apply(&without_keys).await.expect("HTTP API again");
+    assert_eq!(back.replaced.len(), 1, "{back:?}");
+    let new_http = back.resource_ids["api"].clone();
+    assert!(back.replaced[0].contains(&format!("REST API {rest_id}")), "{:?}", back.replaced);
+    assert!(back.replaced[0].contains(&host(&new_http)), "{:?}", back.replaced);
+    let plan = aws.plan(&with_keys).await.expect("plan");
+    let replacement = plan.replacement.expect("the plan says it replaces the HTTP API");
+    assert_eq!((replacement.old, replacement.new), ((Kind::Api, new_http), Kind::RestApi));
     aws.delete(&with_keys.key).await.expect("delete");
 }
 
@@ -576,6 +602,274 @@ async fn untagged_and_foreign_look_alikes_are_never_touched() {
     assert_eq!(ids("api-keys"), [key.id().unwrap()]);
     let no_domains = left["domain-names"].is_empty() && left["rest-domain-names"].is_empty();
     assert!(left["usage-plans"].is_empty() && no_domains, "{left:?}");
+}
+
+#[tokio::test]
+async fn a_conflict_is_reported_as_invalid_with_the_resource_named() {
+    let _moto = Moto::fresh().await;
+    let settings = settings(Moto::shared().url(), "HTTP");
+    let aws = provider(&settings).await;
+    let inspector = provider(&settings).await;
+    // Someone else's custom domain with the Gateway's hostname: creating ours is a 409.
+    let configuration = aws_sdk_apigatewayv2::types::DomainNameConfiguration::builder()
+        .certificate_arn("arn:aws:acm:us-east-1:123456789012:certificate/theirs")
+        .build();
+    inspector
+        .sdk()
+        .0
+        .create_domain_name()
+        .domain_name("api.shop.example")
+        .domain_name_configurations(configuration)
+        .send()
+        .await
+        .expect("their domain");
+
+    let gw = gateway("web", &settings, http_routes(), vec![throttle_policy()]);
+    let error = aws.apply(&gw).await.expect_err("the hostname is taken");
+    assert!(matches!(error, ProviderError::Invalid(_)), "{error:?}");
+    assert!(!error.is_retryable(), "{error:?}");
+    let message = error.to_string();
+    assert!(message.contains("create domain-name api.shop.example"), "{message}");
+    assert!(message.contains("ConflictException"), "{message}");
+    // Not retried by the SDK either: one attempt.
+    assert_eq!(aws.calls().snapshot().get("CreateDomainName"), Some(&1), "{:?}", aws.calls().snapshot());
+
+    aws.delete(&gw.key).await.expect("delete");
+    let left = inventory(&inspector).await;
+    assert_eq!(left["domain-names"], [("api.shop.example".to_string(), String::new())], "theirs stays");
+    assert!(left["http-apis"].is_empty(), "{left:?}");
+}
+
+#[tokio::test]
+async fn an_injected_409_stops_the_apply_after_one_attempt() {
+    let _moto = Moto::fresh().await;
+    let proxy = FaultProxy::start(Moto::shared().url()).await;
+    let settings = settings(&proxy.url(), "HTTP");
+    let aws = provider(&settings).await;
+    proxy.add(
+        Rule::always(Fault::Error { status: 409, error_type: "ConflictException".into() })
+            .method("POST")
+            .path_contains("/routes"),
+    );
+    let gw = gateway("web", &settings, http_routes(), vec![throttle_policy()]);
+    let error = aws.apply(&gw).await.expect_err("every route create conflicts");
+    assert!(matches!(&error, ProviderError::Invalid(m) if m.contains("create route ")), "{error:?}");
+    let route_posts =
+        proxy.seen().iter().filter(|s| s.method == "POST" && s.path.ends_with("/routes")).count();
+    assert_eq!(route_posts, 1, "not retried: {}", proxy.log());
+    proxy.clear_rules();
+    aws.delete(&gw.key).await.expect("delete");
+}
+
+#[tokio::test]
+async fn retried_attempts_go_through_the_limiter() {
+    let _moto = Moto::fresh().await;
+    let proxy = FaultProxy::start(Moto::shared().url()).await;
+    let settings = settings(&proxy.url(), "HTTP");
+    let aws = provider(&settings).await;
+    // The first two attempts of CreateApi are throttled; the SDK retries them.
+    proxy.add(Rule::next(2, Fault::Throttle).method("POST").path_contains("/v2/apis"));
+    let gw = gateway(
+        "web",
+        &settings,
+        vec![route("a", PathMatch::Exact("/a".into()), "https://a.example.com")],
+        Vec::new(),
+    );
+    aws.apply(&gw).await.expect("apply through throttling");
+    assert_eq!(proxy.injected(), 2, "{}", proxy.log());
+    assert_eq!(aws.calls().snapshot()["CreateApi"], 3);
+    assert_eq!(aws.limiter().granted("CreateApi"), 3, "every attempt is let through by the limiter");
+    // Every attempt of every operation, reads included.
+    for (operation, attempts) in aws.calls().snapshot() {
+        assert_eq!(aws.limiter().granted(&operation), attempts, "{operation}");
+    }
+    aws.delete(&gw.key).await.expect("delete");
+}
+
+#[tokio::test]
+async fn an_operation_waiting_for_its_interval_does_not_hold_up_others() {
+    let _moto = Moto::fresh().await;
+    let settings = settings(Moto::shared().url(), "HTTP");
+    let interval = Duration::from_secs(4);
+    let limits = Limits {
+        rate: f64::INFINITY,
+        burst: f64::INFINITY,
+        per_operation: std::collections::HashMap::from([("CreateApi", interval)]),
+    };
+    let aws = limited_provider(&settings, limits).await;
+    let one_route = || vec![route("a", PathMatch::Exact("/a".into()), "https://a.example.com")];
+    // No listener hostnames: the two gateways would claim the same custom domain.
+    let bare =
+        |name: &str| GatewayIr { listeners: Vec::new(), ..gateway(name, &settings, one_route(), Vec::new()) };
+    let (first, second) = (bare("first"), bare("second"));
+    let pending = aws.plan(&second).await.expect("plan of the second gateway");
+    assert!(pending.changes[0].action().starts_with("create api"), "{:?}", pending.changes);
+
+    // The first gateway's CreateApi starts the interval: the second's must wait for it.
+    aws.apply(&first).await.expect("first gateway");
+    let started = std::time::Instant::now();
+    let (executed, (planned, creates_when_planned)) = tokio::join!(aws.execute(&pending), async {
+        let plan = aws.plan(&first).await;
+        (plan, aws.calls().snapshot()["CreateApi"])
+    });
+    executed.expect("second gateway");
+    assert!(planned.expect("plan of the first gateway").changes.is_empty());
+    assert_eq!(creates_when_planned, 1, "the plan's reads waited behind the pending CreateApi");
+    assert_eq!(aws.calls().snapshot()["CreateApi"], 2);
+    // The interval still holds for CreateApi itself (bounded from below only).
+    assert!(started.elapsed() >= interval / 2, "{:?}", started.elapsed());
+    aws.delete(&first.key).await.expect("delete first");
+    aws.delete(&second.key).await.expect("delete second");
+}
+
+/// `n` resources of someone else of every kind the provider lists (HTTP APIs, domain names,
+/// REST APIs, API keys, usage plans), made before ours so that ours come after them.
+async fn foreign_resources(inspector: &AwsProvider, n: usize) {
+    let (v2, v1) = inspector.sdk();
+    for i in 0..n {
+        v2.create_api()
+            .name(format!("theirs-{i}"))
+            .protocol_type(aws_sdk_apigatewayv2::types::ProtocolType::Http)
+            .send()
+            .await
+            .expect("their HTTP API");
+        let configuration = aws_sdk_apigatewayv2::types::DomainNameConfiguration::builder()
+            .certificate_arn("arn:aws:acm:us-east-1:123456789012:certificate/theirs")
+            .build();
+        v2.create_domain_name()
+            .domain_name(format!("h{i}.theirs.example"))
+            .domain_name_configurations(configuration)
+            .send()
+            .await
+            .expect("their domain");
+        v1.create_rest_api().name(format!("theirs-{i}")).send().await.expect("their REST API");
+        v1.create_api_key()
+            .name(format!("theirs-{i}"))
+            .value(foreign_key_value(i))
+            .enabled(true)
+            .send()
+            .await
+            .expect("their API key");
+        v1.create_usage_plan().name(format!("theirs-{i}")).send().await.expect("their usage plan");
+        v1.create_domain_name()
+            .domain_name(format!("r{i}.theirs.example"))
+            .regional_certificate_arn("arn:aws:acm:us-east-1:123456789012:certificate/theirs")
+            .send()
+            .await
+            .expect("their REST domain");
+    }
+}
+
+/// The value of someone else's API key number `i`.
+fn foreign_key_value(i: usize) -> String {
+    format!("their-secret-{i:02}-0123456789abcdef")
+}
+
+#[tokio::test]
+async fn resources_past_the_first_page_are_found() {
+    let _moto = Moto::fresh().await;
+    let proxy = FaultProxy::start(Moto::shared().url()).await;
+    proxy.page_lists(25);
+    let inspector = provider(&settings(Moto::shared().url(), "HTTP")).await;
+    foreign_resources(&inspector, 30).await;
+    let before = inventory(&inspector).await;
+    let prefix_routes: Vec<RouteIr> = (0..15)
+        .map(|i| {
+            route(&format!("r{i}"), PathMatch::Prefix(format!("/r{i}")), &format!("https://r{i}.example.com"))
+        })
+        .collect();
+    let followed =
+        |param: &str| proxy.seen().iter().any(|s| s.query.as_deref().is_some_and(|q| q.contains(param)));
+
+    // An HTTP API with 30 routes and 30 integrations (a prefix route: its path and the rest).
+    let http_settings = settings(&proxy.url(), "HTTP");
+    let aws = provider(&http_settings).await;
+    let http = gateway("paged", &http_settings, prefix_routes.clone(), Vec::new());
+    aws.apply(&http).await.expect("apply HTTP API");
+    let writes = aws.calls().writes();
+    aws.apply(&http).await.expect("resync HTTP API");
+    assert_eq!(aws.calls().writes() - writes, 0, "{:?}", aws.plan(&http).await.map(|p| p.changes));
+    assert!(followed("nextToken="), "{}", proxy.log());
+    let apis = inspector.sdk().0.get_apis().send().await.expect("GetApis");
+    assert_eq!(owned_http_api(apis.items(), "paged").len(), 1);
+    aws.delete(&http.key).await.expect("delete HTTP API");
+
+    // A REST API with 31 resources and a usage plan with 30 keys.
+    let rest_settings = settings(&proxy.url(), "REST");
+    let aws = provider(&rest_settings).await;
+    let keys =
+        (0..30).map(|i| key(&format!("shop/k{i}"), &format!("key-{i:02}-0123456789-abcdefghij"))).collect();
+    let mut rest = gateway("paged", &rest_settings, prefix_routes, vec![gold_policy(keys)]);
+    rest.routes[0].policy = Some("shop/gold".into());
+    aws.apply(&rest).await.expect("apply REST API");
+    let writes = aws.calls().writes();
+    aws.apply(&rest).await.expect("resync REST API");
+    assert_eq!(aws.calls().writes() - writes, 0, "{:?}", aws.plan(&rest).await.map(|p| p.changes));
+    assert!(followed("position="), "{}", proxy.log());
+    let rest_apis = inspector.sdk().1.get_rest_apis().send().await.expect("GetRestApis");
+    let owner = format!("{CLUSTER}/shop/paged");
+    let ours =
+        rest_apis.items().iter().filter(|a| a.tags().and_then(|t| t.get(OWNER)) == Some(&owner)).count();
+    assert_eq!(ours, 1);
+    aws.delete(&rest.key).await.expect("delete REST API");
+
+    assert_eq!(inventory(&inspector).await, before, "theirs untouched, ours gone");
+}
+
+#[tokio::test]
+async fn values_of_foreign_api_keys_are_never_read() {
+    let _moto = Moto::fresh().await;
+    let proxy = FaultProxy::start(Moto::shared().url()).await;
+    let inspector = provider(&settings(Moto::shared().url(), "REST")).await;
+    foreign_resources(&inspector, 3).await;
+    // Another cluster's key for a Gateway of the same name: tagged, but not ours.
+    let (_, v1) = inspector.sdk();
+    let other_cluster = "other-cluster-key-0123456789-abcdef";
+    v1.create_api_key()
+        .name("tollbridge shop/rest shop/alice")
+        .value(other_cluster)
+        .enabled(true)
+        .tags(OWNER, "other-cluster/shop/rest")
+        .tags("tollbridge.dev/resource", "shop/alice 00000000")
+        .send()
+        .await
+        .expect("another cluster's key");
+    let foreign: Vec<String> = (0..3).map(foreign_key_value).chain([other_cluster.to_string()]).collect();
+
+    let settings = settings(&proxy.url(), "REST");
+    let aws = provider(&settings).await;
+    let alice = key("shop/alice", "alice-0123456789-abcdefghij");
+    let bob = key("shop/bob", "bob-0123456789-abcdefghijkl");
+    let gw = rest_gateway(&settings, vec![alice.clone(), bob.clone()]);
+    aws.apply(&gw).await.expect("apply");
+    let writes = aws.calls().writes();
+    aws.apply(&gw).await.expect("resync");
+    assert_eq!(aws.calls().writes() - writes, 0, "{:?}", aws.plan(&gw).await.map(|p| p.changes));
+    // Alice's key rotated: a new API key with the new value, the old one deleted.
+    let rotated = key("shop/alice", "alice-rotated-0123456789-xyz");
+    let plan = aws.plan(&rest_gateway(&settings, vec![rotated.clone(), bob.clone()])).await.expect("plan");
+    let shown = format!("{plan:?}");
+    assert!(!shown.contains(rotated.value.expose()) && !shown.contains(bob.value.expose()), "{shown}");
+    aws.execute(&plan).await.expect("rotate");
+    let keys = v1.get_api_keys().include_values(true).send().await.expect("GetApiKeys");
+    let mut values: Vec<&str> = keys.items().iter().filter_map(|k| k.value()).collect();
+    values.sort();
+    let mut want: Vec<&str> = foreign.iter().map(String::as_str).collect();
+    want.extend([rotated.value.expose(), bob.value.expose()]);
+    want.sort();
+    assert_eq!(values, want);
+    aws.delete(&gw.key).await.expect("delete");
+
+    let seen = proxy.seen();
+    assert!(seen.iter().any(|s| s.path == "/apikeys"), "{}", proxy.log());
+    for request in &seen {
+        let query = request.query.as_deref().unwrap_or_default().to_ascii_lowercase();
+        assert!(!query.contains("includevalue"), "values asked for: {request}");
+        let body = String::from_utf8_lossy(request.response_body.as_deref().unwrap_or_default()).into_owned();
+        for value in &foreign {
+            assert!(!body.contains(value.as_str()), "{request} answered a foreign key's value");
+        }
+    }
 }
 
 fn key_ir() -> ApiKeyIr {

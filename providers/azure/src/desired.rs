@@ -4,8 +4,13 @@
 //! Ownership is in the names: every entity id starts with `tb-<10 hex of sha256(owner)>-`, a
 //! prefix no user entity has by accident; only ids with the Gateway's prefix are ever read
 //! into a plan.
+//!
+//! Each operation and product carries in its `description` a marker of the policy written
+//! under it ([`policy_marker`]): a plan reads a policy only when its container is not as
+//! desired, or when an audit is due ([`crate::audit`]).
 
 use std::collections::BTreeMap;
+use std::fmt;
 
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -49,10 +54,42 @@ impl Kind {
 /// An entity: its kind and its path below the service (`apis/tb-…/operations/op-…`).
 pub type EntityKey = (Kind, String);
 
-/// The PUT body of an entity; policies are compared by their canonical XML.
-#[derive(Clone, Debug, PartialEq)]
+/// The PUT body of an entity; policies are compared by their canonical XML. Its `Debug` hides
+/// subscription keys.
+#[derive(Clone, PartialEq)]
 pub struct Desired {
     pub body: Value,
+}
+
+impl fmt::Debug for Desired {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Desired").field("body", &redacted(&self.body)).finish()
+    }
+}
+
+/// Fields that hold secrets: a subscription's keys (written, never given back by a GET).
+pub const SECRET_FIELDS: &[&str] = &["primaryKey", "secondaryKey"];
+
+/// `value` with the value of every [`SECRET_FIELDS`] field, at any depth, replaced: for
+/// `Debug` output and logs, never for what is sent.
+pub fn redacted(value: &Value) -> Value {
+    match value {
+        Value::Object(fields) => Value::Object(
+            fields
+                .iter()
+                .map(|(k, v)| {
+                    let v = if SECRET_FIELDS.contains(&k.as_str()) && !v.is_null() {
+                        Value::String("<redacted>".into())
+                    } else {
+                        redacted(v)
+                    };
+                    (k.clone(), v)
+                })
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(redacted).collect()),
+        other => other.clone(),
+    }
 }
 
 /// The owner of a Gateway's entities.
@@ -63,6 +100,13 @@ pub fn owner(cluster_id: &str, key: &GatewayKey) -> String {
 /// The id prefix of a Gateway's entities.
 pub fn prefix(owner: &str) -> String {
     format!("tb-{}-", &hex::encode(Sha256::digest(owner.as_bytes()))[..10])
+}
+
+/// The marker of a policy: a hash of its canonical XML, carried by the operation or product
+/// that holds it.
+pub fn policy_marker(xml: &str) -> String {
+    let hash = Sha256::digest(crate::xml::canonical(xml).as_bytes());
+    format!("tollbridge policy {}", &hex::encode(hash)[..16])
 }
 
 fn short(text: &str) -> String {
@@ -121,15 +165,16 @@ pub fn map(gateway: &GatewayIr, settings: &AzureSettings, cluster_id: &str, now:
     for ((method, template), routes) in &operations {
         let op_id = format!("op-{}", short(&format!("{method} {template}")));
         let op_path = format!("apis/{api_id}/operations/{op_id}");
+        let policy = operation_policy(routes, &prefix, &mut backends, &mut m.unprovisioned);
         let body = json!({
             "properties": {
                 "displayName": format!("{method} {template}"),
                 "method": method,
                 "urlTemplate": template,
+                "description": policy_marker(&policy),
             }
         });
         m.entities.insert((Kind::Operation, op_path.clone()), Desired { body });
-        let policy = operation_policy(routes, &prefix, &mut backends, &mut m.unprovisioned);
         m.entities
             .insert((Kind::OperationPolicy, format!("{op_path}/policies/policy")), policy_body(&policy));
     }
@@ -417,16 +462,6 @@ fn map_product(
         return;
     }
     let product = format!("{prefix}pr-{}", short(&policy.id));
-    let body = json!({
-        "properties": {
-            "displayName": format!("{} ({}/{})", policy.id, gateway.key.namespace, gateway.key.name),
-            "description": format!("tollbridge QuotaPolicy {}", policy.id),
-            "subscriptionRequired": keyed,
-            "approvalRequired": false,
-            "state": "published",
-        }
-    });
-    m.entities.insert((Kind::Product, format!("products/{product}")), Desired { body });
     m.entities.insert(
         (Kind::ProductApi, format!("products/{product}/apis/{api_id}")),
         Desired { body: Value::Null },
@@ -468,6 +503,16 @@ fn map_product(
     let xml = format!(
         "<policies><inbound><base />{limits}</inbound><backend><base /></backend><outbound><base /></outbound><on-error><base /></on-error></policies>"
     );
+    let body = json!({
+        "properties": {
+            "displayName": format!("{} ({}/{})", policy.id, gateway.key.namespace, gateway.key.name),
+            "description": format!("tollbridge QuotaPolicy {}; {}", policy.id, policy_marker(&xml)),
+            "subscriptionRequired": keyed,
+            "approvalRequired": false,
+            "state": "published",
+        }
+    });
+    m.entities.insert((Kind::Product, format!("products/{product}")), Desired { body });
     m.entities
         .insert((Kind::ProductPolicy, format!("products/{product}/policies/policy")), policy_body(&xml));
     for key in &policy.keys {
@@ -541,6 +586,36 @@ mod tests {
         }
         let kinds: Vec<Kind> = m.entities.keys().map(|(k, _)| *k).collect();
         assert!(kinds.contains(&Kind::Backend) && kinds.contains(&Kind::OperationPolicy));
+    }
+
+    #[test]
+    fn a_mapping_shows_no_key_in_debug_output() {
+        let mut gw = gateway(vec![route("a", PathMatch::Prefix("/a".into()), "https://a.example.com")]);
+        gw.policies.push(QuotaPolicyIr {
+            id: "shop/gold".into(),
+            api_key: Some(ApiKeySettingsIr {
+                required: true,
+                header: None,
+                query_param: None,
+                consumer_header: "x-consumer".into(),
+            }),
+            rate_limit: None,
+            quota: None,
+            keys: vec![ApiKeyIr {
+                id: "shop/alice".into(),
+                consumer: "alice".into(),
+                sha256: "ab".repeat(32),
+                value: SecretString::new("alice-plaintext-key-42"),
+                disabled: false,
+                expires_at: None,
+            }],
+        });
+        let m = map(&gw, &AzureSettings::default(), "c", 0);
+        let subscription = m.entities.iter().find(|((k, _), _)| *k == Kind::Subscription).unwrap().1;
+        assert_eq!(subscription.body["properties"]["primaryKey"], "alice-plaintext-key-42");
+        for shown in [format!("{m:?}"), format!("{m:#?}"), format!("{subscription:?}")] {
+            assert!(!shown.contains("alice-plaintext-key-42"), "{shown}");
+        }
     }
 
     #[test]

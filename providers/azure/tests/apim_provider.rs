@@ -6,22 +6,26 @@
 mod support;
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use support::{Apim, Fault, Kind, Lro, Rule};
+use support::{Apim, Fault, Kind, Lro, Recorder, Rule};
 use tollbridge_azure::arm::StaticToken;
 use tollbridge_azure::AzureProvider;
 use tollbridge_provider::*;
 
-fn provider(apim: &Apim) -> AzureProvider {
-    let settings = AzureSettings {
+fn settings(apim: &Apim) -> AzureSettings {
+    AzureSettings {
         subscription_id: apim.subscription_id().into(),
         resource_group: apim.resource_group().into(),
         service_name: apim.service_name().into(),
         endpoint: Some(apim.url().into()),
         credential: "WorkloadIdentity".into(),
         tier: Some("Developer".into()),
-    };
-    AzureProvider::new(&settings, "cluster", Some(Arc::new(StaticToken(apim.token().into()))))
+    }
+}
+
+fn provider(apim: &Apim) -> AzureProvider {
+    AzureProvider::new(&settings(apim), "cluster", Some(Arc::new(StaticToken(apim.token().into()))))
         .expect("provider")
 }
 
@@ -238,17 +242,27 @@ async fn lifecycle_and_every_mapping_row() {
     assert_eq!(apim.writes() - writes, 0, "{}", apim.log());
 
     // One (prefix) route changed: a new backend, the policies of its two operations (`/old`,
-    // `/old/*`), the old backend deleted.
+    // `/old/*`) and their markers, the old backend deleted.
     let mut changed = gw.clone();
     changed.routes[3].action =
         ActionIr::Forward { backends: vec![backend("https://legacy-v2.example.com", 1)] };
     let plan = azure.plan(&changed).await.expect("plan");
     let steps: Vec<String> = plan.changes.iter().map(ToString::to_string).collect();
-    assert_eq!(steps.len(), 4, "{steps:?}");
+    let count = |what: &str| steps.iter().filter(|s| s.starts_with(what)).count();
+    assert_eq!(
+        [
+            count("+ create backend"),
+            count("~ update operation "),
+            count("~ update operation-policy"),
+            count("- delete backend")
+        ],
+        [1, 2, 2, 1],
+        "{steps:?}"
+    );
     let writes = apim.writes();
     azure.execute(&plan).await.expect("execute");
-    // Each update reads the entity's ETag first (a GET), so writes equal the changes.
-    assert_eq!(apim.writes() - writes, 4, "{}", apim.log());
+    // The plan read what it updates (its ETags come from those reads): writes equal changes.
+    assert_eq!(apim.writes() - writes, 6, "{}", apim.log());
 
     // Alice disabled: her subscription suspended.
     let mut disabled = alice();
@@ -278,8 +292,9 @@ async fn long_running_operations_conflicts_and_faults_converge() {
     assert!(apim.injected() >= 3, "{}", apim.log());
     apim.clear_rules();
 
-    // Someone edits an operation's policy between our read and our write: the write is
-    // refused (412) and the next pass starts over from what is there.
+    // Someone edits an operation between the plan and its execution: whatever the execution
+    // makes of it (a write carrying a stale ETag is refused with 412), the next apply starts
+    // over from what is there and converges.
     let mut changed = gw.clone();
     changed.routes[1].filters.request_headers.set[0].value = "staging".into();
     let plan = azure.plan(&changed).await.expect("plan");
@@ -320,13 +335,14 @@ async fn drift_is_repaired_and_look_alikes_are_left_alone() {
     let gw = gateway(vec![alice()]);
     azure.apply(&gw).await.expect("apply");
 
-    // Out-of-band: a policy replaced, a backend's URL changed, an operation deleted.
-    let policy = apim
-        .paths(Kind::OperationPolicy)
-        .into_iter()
-        .find(|p| apim.policy(p).is_some_and(|x| x.contains("rewrite-uri")))
-        .unwrap();
-    apim.put_policy(&policy, "<policies><inbound><base /></inbound><backend><base /></backend><outbound><base /></outbound><on-error><base /></on-error></policies>");
+    // Out-of-band: a policy replaced under its untouched operation; another policy replaced
+    // and its operation edited; a backend's URL changed; an operation deleted.
+    let empty = "<policies><inbound><base /></inbound><backend><base /></backend><outbound><base /></outbound><on-error><base /></on-error></policies>";
+    let quiet = policy_path(&apim, "rewrite-uri");
+    apim.put_policy(&quiet, empty);
+    let moved = policy_path(&apim, "www.shop.example");
+    apim.put_policy(&moved, empty);
+    apim.mutate(moved.trim_end_matches("/policies/policy"), |props| props["displayName"] = "edited".into());
     let orders = apim
         .paths(Kind::Backend)
         .into_iter()
@@ -340,21 +356,309 @@ async fn drift_is_repaired_and_look_alikes_are_left_alone() {
         .unwrap();
     apim.remove(&checkout);
 
+    // A resync sees every change but the quiet policy: its operation's marker vouches for it
+    // until the next audit. The edited operation's policy is read, found replaced, repaired.
     let plan = azure.plan(&gw).await.expect("plan");
-    assert_eq!(
-        plan.changes.len(),
-        4,
-        "{:?}",
-        plan.changes.iter().map(ToString::to_string).collect::<Vec<_>>()
-    );
+    let steps: Vec<String> = plan.changes.iter().map(ToString::to_string).collect();
+    let moved_op = moved.trim_end_matches("/policies/policy");
+    let mut expected = vec![
+        format!("~ update backend {orders}"),
+        format!("+ create operation {checkout}"),
+        format!("~ update operation {moved_op}"),
+        format!("+ create operation-policy {checkout}/policies/policy"),
+        format!("~ update operation-policy {moved}"),
+    ];
+    expected.sort();
+    let mut sorted = steps.clone();
+    sorted.sort();
+    assert_eq!(sorted, expected, "{steps:?}");
     azure.execute(&plan).await.expect("repair");
     assert_eq!(apim.properties(&orders).unwrap()["url"], "https://orders.example.com");
-    assert!(apim.policy(&policy).unwrap().contains("rewrite-uri"));
+    assert!(apim.policy(&moved).unwrap().contains("www.shop.example"));
+    assert!(!apim.policy(&quiet).unwrap().contains("rewrite-uri"), "not read: not repaired yet");
+
+    // An audit (here: a restarted operator's first pass; otherwise hourly) reads every policy
+    // and repairs the quiet one.
+    let restarted = provider(&apim);
+    let plan = restarted.plan(&gw).await.expect("plan");
+    let steps: Vec<String> = plan.changes.iter().map(ToString::to_string).collect();
+    assert_eq!(steps, [format!("~ update operation-policy {quiet}")]);
+    restarted.execute(&plan).await.expect("repair");
+    assert!(apim.policy(&quiet).unwrap().contains("rewrite-uri"));
     let writes = apim.writes();
     azure.apply(&gw).await.expect("converged");
+    restarted.apply(&gw).await.expect("converged");
     assert_eq!(apim.writes() - writes, 0, "{}", apim.log());
 
     azure.delete(&gw.key).await.expect("delete");
     let left: Vec<String> = apim.entities().iter().map(|e| e.path.clone()).collect();
     assert_eq!(left, ["apis/orders", "backends/tb-0000000000-be-x"]);
+}
+
+/// The waits before each poll of the API's long-running operation: from the 202 to the first
+/// poll, then between polls (arrival times at the fake).
+fn poll_gaps(apim: &Apim) -> Vec<Duration> {
+    let seen = apim.seen();
+    let Some(start) =
+        seen.iter().position(|s| s.method == "PUT" && s.status.is_some_and(|c| c.as_u16() == 202))
+    else {
+        panic!("no long-running PUT: {}", apim.log());
+    };
+    let mut times = vec![seen[start].at];
+    times.extend(seen[start + 1..].iter().filter(|s| s.path.contains("/operationsStatuses/")).map(|s| s.at));
+    times.windows(2).map(|w| w[1] - w[0]).collect()
+}
+
+#[tokio::test]
+async fn long_running_operations_are_polled_as_retry_after_says_in_seconds_and_as_a_date() {
+    // The service's `Retry-After` in seconds (1 s), then on the monitor as an HTTP-date (2 s
+    // ahead in whole seconds: at least 1 s): no poll comes sooner.
+    for lro in [Lro::new(1).retry_after(1), Lro::new(1).retry_after_date(2)] {
+        let apim = Apim::start().await;
+        let azure = provider(&apim);
+        apim.set_lro(Some(lro.clone()));
+        azure.apply(&gateway(vec![alice()])).await.expect("apply");
+        let gaps = poll_gaps(&apim);
+        assert_eq!(gaps.len(), 2, "{lro:?}: {gaps:?}\n{}", apim.log());
+        assert!(gaps.iter().all(|g| *g >= Duration::from_millis(950)), "{lro:?}: {gaps:?}\n{}", apim.log());
+        assert_eq!(apim.pending_operations(), 0);
+    }
+}
+
+#[tokio::test]
+async fn a_next_link_to_another_endpoint_is_refused_and_gets_no_token() {
+    let apim = Apim::start().await;
+    let other = Recorder::start().await;
+    let azure = provider(&apim);
+    let gw = gateway(vec![alice()]);
+    azure.apply(&gw).await.expect("apply");
+    // Every listing now has a second page, and its link leads to another port.
+    apim.set_page_size(1);
+    apim.set_link_base(Some(other.url()));
+    let error = azure.plan(&gw).await.expect_err("a link to another endpoint must not be followed");
+    let text = error.to_string();
+    assert!(text.contains(other.url()) && text.contains("not the configured ARM endpoint"), "{text}");
+    assert!(!text.contains(apim.token()), "{text}");
+    assert!(other.requests().is_empty(), "{:?}", other.requests());
+    // The same listing with its links on the endpoint is followed.
+    apim.set_link_base(None);
+    assert!(azure.plan(&gw).await.expect("plan").changes.is_empty());
+}
+
+#[tokio::test]
+async fn a_redirect_is_not_followed() {
+    let apim = Apim::start().await;
+    let other = Recorder::start().await;
+    // Straight to the fake: Prism, in between, would follow the redirect itself.
+    let settings = AzureSettings { endpoint: Some(apim.fake_url().into()), ..settings(&apim) };
+    let azure = AzureProvider::new(&settings, "cluster", Some(Arc::new(StaticToken(apim.token().into()))))
+        .expect("provider");
+    apim.add(Rule::always(Fault::Redirect(format!("{}/elsewhere", other.url()))).method("GET"));
+    let error = azure.plan(&gateway(vec![alice()])).await.expect_err("a redirect is an error");
+    assert!(error.to_string().contains("307"), "{error}");
+    assert!(other.requests().is_empty(), "{:?}", other.requests());
+}
+
+#[tokio::test]
+async fn an_operation_monitor_on_another_endpoint_is_refused_and_gets_no_token() {
+    for lro in [Lro::new(1).with_location(), Lro::new(1).location_only()] {
+        let apim = Apim::start().await;
+        let other = Recorder::start().await;
+        let azure = provider(&apim);
+        apim.set_lro(Some(lro.clone()));
+        apim.set_link_base(Some(other.url()));
+        let error = azure.apply(&gateway(vec![alice()])).await.expect_err("a monitor elsewhere");
+        let text = error.to_string();
+        assert!(
+            text.contains(other.url()) && text.contains("not the configured ARM endpoint"),
+            "{lro:?}: {text}"
+        );
+        assert!(other.requests().is_empty(), "{lro:?}: {:?}", other.requests());
+    }
+}
+
+#[tokio::test]
+async fn a_404_in_the_middle_of_a_listing_is_an_error_not_its_end() {
+    let apim = Apim::start().await;
+    let azure = provider(&apim);
+    let gw = gateway(vec![alice()]);
+    azure.apply(&gw).await.expect("apply");
+    apim.set_page_size(2);
+    apim.add(
+        Rule::next(1, Fault::Error { status: 404, code: "ResourceNotFound".into() })
+            .method("GET")
+            .path_contains("/operations")
+            .query_contains("$skip"),
+    );
+    let error = azure.plan(&gw).await.expect_err("a listing cut short must not be planned from");
+    assert!(error.to_string().contains("page"), "{error}");
+    assert_eq!(apim.injected(), 1, "{}", apim.log());
+    assert!(azure.plan(&gw).await.expect("plan").changes.is_empty());
+}
+
+/// The path of the operation policy whose XML contains `needle`.
+fn policy_path(apim: &Apim, needle: &str) -> String {
+    apim.paths(Kind::OperationPolicy)
+        .into_iter()
+        .find(|p| apim.policy(p).is_some_and(|x| x.contains(needle)))
+        .unwrap_or_else(|| panic!("no operation policy containing {needle:?}"))
+}
+
+const THEIR_POLICY: &str = "<policies><inbound><base /><set-header name=\"x-other-writer\" exists-action=\"override\"><value>theirs</value></set-header></inbound><backend><base /></backend><outbound><base /></outbound><on-error><base /></on-error></policies>";
+
+#[tokio::test]
+async fn a_change_between_plan_and_execute_gets_412_and_is_not_overwritten() {
+    let apim = Apim::start().await;
+    let azure = provider(&apim);
+    let gw = gateway(vec![alice()]);
+    azure.apply(&gw).await.expect("apply");
+    let policy = policy_path(&apim, "x-env");
+    let observed = apim.etag(&policy).unwrap();
+
+    let mut changed = gw.clone();
+    changed.routes[1].filters.request_headers.set[0].value = "staging".into();
+    let plan = azure.plan(&changed).await.expect("plan");
+    assert!(plan.changes.iter().any(|c| c.to_string() == format!("~ update operation-policy {policy}")));
+    // Another writer replaces the policy after our observation.
+    apim.put_policy(&policy, THEIR_POLICY);
+    apim.clear_seen();
+
+    let error = azure.execute(&plan).await.expect_err("the write must not replace a version it did not see");
+    assert!(error.to_string().contains("412"), "{error}");
+    assert!(apim.policy(&policy).unwrap().contains("x-other-writer"), "overwritten: {}", apim.log());
+    // The write carried the ETag of the observation, not one read just before it.
+    let puts = apim.requests("PUT", &policy);
+    assert_eq!(puts.len(), 1, "{}", apim.log());
+    assert_eq!(puts[0].header("if-match"), Some(observed.as_str()));
+    assert_eq!(puts[0].status.map(|s| s.as_u16()), Some(412));
+}
+
+#[tokio::test]
+async fn apply_plans_again_after_losing_a_race() {
+    let apim = Apim::start().await;
+    let azure = provider(&apim);
+    let gw = gateway(vec![alice()]);
+    azure.apply(&gw).await.expect("apply");
+    let policy = policy_path(&apim, "x-env");
+    let mut changed = gw.clone();
+    changed.routes[1].filters.request_headers.set[0].value = "staging".into();
+    // Another writer writes the policy just before our write arrives.
+    apim.add(Rule::next(1, Fault::ConcurrentWrite).method("PUT").path_contains("/policies/policy"));
+    apim.clear_seen();
+    azure.apply(&changed).await.expect("apply observes again and converges");
+    assert!(apim.policy(&policy).unwrap().contains("staging"));
+    let statuses: Vec<u16> =
+        apim.requests("PUT", &policy).iter().filter_map(|s| s.status.map(|c| c.as_u16())).collect();
+    assert_eq!(statuses, [412, 200], "{}", apim.log());
+}
+
+#[tokio::test]
+async fn a_product_with_subscriptions_we_do_not_own_is_kept_with_them_and_reported() {
+    let apim = Apim::start().await;
+    let azure = provider(&apim);
+    let gw = gateway(vec![alice()]);
+    azure.apply(&gw).await.expect("apply");
+    let product = apim.names(Kind::Product).remove(0);
+    let ours = apim.names(Kind::Subscription).remove(0);
+    // Someone subscribes a partner to our product by hand.
+    apim.seed(
+        "subscriptions/partner-key",
+        serde_json::json!({ "displayName": "Partner", "scope": format!("/products/{product}"), "state": "active" }),
+    );
+
+    // The QuotaPolicy goes: our subscription, the product's API link and policy go; the
+    // product stays for the partner's subscription, and the status says so.
+    let mut without = gw.clone();
+    without.policies.clear();
+    without.routes[1].policy = None;
+    let provisioned = azure.apply(&without).await.expect("apply");
+    assert_eq!(apim.names(Kind::Subscription), ["partner-key"], "{}", apim.log());
+    assert!(apim.exists(&format!("products/{product}")));
+    assert!(apim.paths(Kind::ProductApi).is_empty() && apim.paths(Kind::ProductPolicy).is_empty());
+    let report = provisioned.unprovisioned.join("\n");
+    assert!(report.contains(&product) && report.contains("partner-key"), "{report}");
+    assert!(!report.contains(&ours), "{report}");
+
+    // The Gateway goes: everything else goes; delete reports what it left and why.
+    let error = azure.delete(&gw.key).await.expect_err("a product left behind is reported");
+    assert!(error.to_string().contains("partner-key"), "{error}");
+    let left: Vec<String> = apim.entities().iter().map(|e| e.path.clone()).collect();
+    assert_eq!(left, [format!("products/{product}"), "subscriptions/partner-key".to_string()]);
+
+    // Once the partner's subscription is gone, so is the product.
+    apim.remove("subscriptions/partner-key");
+    azure.delete(&gw.key).await.expect("delete");
+    assert!(apim.entities().is_empty(), "{:?}", apim.entities());
+    // Never asked the service to take a product's subscriptions with it.
+    let deletes = apim.requests("DELETE", "/products/");
+    assert!(!deletes.is_empty() && deletes.iter().all(|s| s.query_param("deleteSubscriptions").is_none()));
+}
+
+/// Requests by method and kind of path since the record was cleared: `GET policies` counts
+/// policy reads, `GET lists` collection pages.
+fn reads(apim: &Apim) -> (usize, usize, usize) {
+    let seen = apim.seen();
+    let policies = seen.iter().filter(|s| s.method == "GET" && s.path.ends_with("/policies/policy")).count();
+    let writes = seen.iter().filter(|s| s.is_write()).count();
+    (seen.len(), policies, writes)
+}
+
+#[tokio::test]
+async fn a_no_op_resync_reads_no_policy_and_a_changed_route_reads_only_its_own() {
+    let apim = Apim::start().await;
+    let azure = provider(&apim);
+    let gw = gateway(vec![alice()]);
+    azure.apply(&gw).await.expect("apply");
+
+    // No change: one listing each of backends, APIs, the API's operations, products, the
+    // product's APIs and subscriptions; no policy read, nothing written.
+    apim.clear_seen();
+    azure.apply(&gw).await.expect("no-op");
+    assert_eq!(reads(&apim), (6, 0, 0), "{}", apim.log());
+
+    // One prefix route changed (`/old`, `/old/*`): the policies of those two operations are
+    // read, and no other.
+    let mut changed = gw.clone();
+    changed.routes[3]
+        .filters
+        .request_headers
+        .set
+        .push(HeaderValue { name: "x-new".into(), value: "1".into() });
+    apim.clear_seen();
+    azure.apply(&changed).await.expect("apply");
+    let (_, policies, _) = reads(&apim);
+    assert_eq!(policies, 2, "{}", apim.log());
+    assert!(policy_of(&apim, Kind::OperationPolicy, "rewrite-uri").contains("x-new"));
+    apim.clear_seen();
+    azure.apply(&changed).await.expect("no-op");
+    assert_eq!(reads(&apim), (6, 0, 0), "{}", apim.log());
+}
+
+#[tokio::test]
+async fn after_a_failed_write_the_next_pass_reads_every_policy() {
+    let apim = Apim::start().await;
+    let azure = provider(&apim);
+    let gw = gateway(vec![alice()]);
+    azure.apply(&gw).await.expect("apply");
+    let policy = policy_path(&apim, "x-env");
+    let mut changed = gw.clone();
+    changed.routes[1].filters.request_headers.set[0].value = "staging".into();
+    // The operation's new marker is written, then its policy's write fails.
+    apim.add(
+        Rule::next(1, Fault::Error { status: 400, code: "ValidationError".into() })
+            .method("PUT")
+            .path_contains(&policy),
+    );
+    azure.apply(&changed).await.expect_err("the policy write fails");
+    assert!(!apim.policy(&policy).unwrap().contains("staging"));
+    // The marker now vouches for a policy that is not there: the next pass reads them all.
+    apim.clear_seen();
+    azure.apply(&changed).await.expect("apply");
+    assert!(apim.policy(&policy).unwrap().contains("staging"), "{}", apim.log());
+    let (_, policies, _) = reads(&apim);
+    assert_eq!(policies, apim.paths(Kind::OperationPolicy).len() + apim.paths(Kind::ProductPolicy).len());
+    // And the one after is a plain resync again.
+    apim.clear_seen();
+    azure.apply(&changed).await.expect("no-op");
+    assert_eq!(reads(&apim), (6, 0, 0), "{}", apim.log());
 }

@@ -672,6 +672,8 @@ async fn products_links_subscriptions_and_operations_behave_like_the_service() {
     let secrets = send(Call::post(&apim.arm_url("subscriptions/acme2/listSecrets"))).await;
     assert_status(&secrets, 200, "listSecrets");
     assert_eq!(secrets.json(), json!({ "primaryKey": "k1-0123456789", "secondaryKey": "k2-0123456789" }));
+    let shown = format!("{:?}", apim.entity("subscriptions/acme2").unwrap());
+    assert!(!shown.contains("k1-0123456789") && !shown.contains("k2-0123456789"), "{shown}");
     let generated = apim.secrets("acme").unwrap();
     assert_eq!(generated.0.len(), 32);
     let no_scope = put(

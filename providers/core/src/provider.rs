@@ -30,6 +30,12 @@ pub struct Provisioned {
     /// Parts of the Gateway the provider could not express, each with the reason.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub unprovisioned: Vec<String>,
+    /// What this apply replaced with a resource of another kind, changing what clients must
+    /// use (an HTTP API replaced by a REST API answers on a new hostname), one sentence each.
+    /// Reported by the apply that made the replacement only: the operator turns each into a
+    /// status message and a Warning Event. Empty when nothing was replaced.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub replaced: Vec<String>,
 }
 
 /// Why a provider call failed. The variant decides retry behaviour and the metric label.

@@ -17,6 +17,11 @@
 //! and the rules after it do not see (or count) that request. A request no rule fires for is
 //! forwarded as it is.
 //!
+//! [`FaultProxy::page_lists`] makes the proxy page list answers as API Gateway does (moto
+//! answers every list whole): at most N items a page, fewer when the client asks for fewer
+//! (`limit` for REST APIs, `maxResults` for HTTP APIs), and a token for the next page
+//! (`position`, `nextToken`) that the client sends back to get it.
+//!
 //! The injected errors are what API Gateway sends and what the AWS SDK for Rust classifies:
 //! the REST-JSON error code comes from the `x-amzn-ErrorType` header (before the body's
 //! `code`/`__type`); `TooManyRequestsException` is in the SDK's throttling error codes, so a
@@ -147,6 +152,8 @@ pub struct Seen {
     pub fault: Option<Fault>,
     /// Whether the request was passed on to the target (which may have acted on it).
     pub forwarded: bool,
+    /// The body the client was sent (after paging), when it was sent one.
+    pub response_body: Option<Bytes>,
 }
 
 impl Seen {
@@ -214,6 +221,8 @@ impl ActiveRule {
 struct State {
     rules: Vec<ActiveRule>,
     seen: Vec<Seen>,
+    /// Most items a list answer's page holds; `None`: lists are passed on whole.
+    page_size: Option<usize>,
 }
 
 struct Shared {
@@ -262,6 +271,13 @@ impl FaultProxy {
     /// Adds a rule after the existing ones.
     pub fn add(&self, rule: Rule) -> &Self {
         self.state().rules.push(ActiveRule { rule, matched: 0, fired: 0 });
+        self
+    }
+
+    /// Pages list answers (see the module docs) with at most `size` items a page.
+    pub fn page_lists(&self, size: usize) -> &Self {
+        assert!(size >= 1, "page_lists needs a size >= 1");
+        self.state().page_size = Some(size);
         self
     }
 
@@ -359,7 +375,8 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
         Err(_) => return Err(Dropped),
     };
     let path = parts.uri.path().to_owned();
-    let (index, fault) = {
+    let query = parts.uri.query().map(str::to_owned);
+    let (index, fault, page_size) = {
         let mut state = shared.state.lock().unwrap_or_else(|e| e.into_inner());
         let mut fault = None;
         for rule in state.rules.iter_mut() {
@@ -371,12 +388,13 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
         state.seen.push(Seen {
             method: parts.method.clone(),
             path: path.clone(),
-            query: parts.uri.query().map(str::to_owned),
+            query: query.clone(),
             status: None,
             fault: fault.clone(),
             forwarded: false,
+            response_body: None,
         });
-        (state.seen.len() - 1, fault)
+        (state.seen.len() - 1, fault, state.page_size)
     };
     let update = |status: Option<StatusCode>, forwarded: bool| {
         let mut state = shared.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -385,9 +403,19 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
             seen.forwarded |= forwarded;
         }
     };
+    let is_get = parts.method == Method::GET;
+    let paged = |response: Response<Bytes>| match page_size {
+        Some(size) if is_get && response.status() == StatusCode::OK && is_paged_list(&path) => {
+            match page(&path, query.as_deref(), response.body(), size) {
+                Ok(body) => response.map(|_| body),
+                Err(e) => aws_error(400, "BadRequestException", &e),
+            }
+        }
+        _ => response,
+    };
 
     let response = match fault {
-        None => forward(&shared, parts, body, || update(None, true)).await,
+        None => paged(forward(&shared, parts, body, || update(None, true)).await),
         Some(Fault::Throttle) => aws_error(429, "TooManyRequestsException", "Too Many Requests"),
         Some(Fault::InternalError) => aws_error(500, "InternalFailure", "Internal server error"),
         Some(Fault::Error { status, error_type }) => {
@@ -396,7 +424,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
         Some(Fault::Drop) => return Err(Dropped),
         Some(Fault::Delay(d)) => {
             tokio::time::sleep(d).await;
-            forward(&shared, parts, body, || update(None, true)).await
+            paged(forward(&shared, parts, body, || update(None, true)).await)
         }
         Some(Fault::DelayResponse(d)) => {
             // Forwarded in its own task: the target gets the whole request even if the
@@ -407,7 +435,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
                 .map_err(|_| Dropped)?;
             update(None, true);
             tokio::time::sleep(d).await;
-            forwarded
+            paged(forwarded)
         }
         Some(Fault::DropResponse) => {
             let shared2 = shared.clone();
@@ -417,13 +445,75 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
         }
     };
     update(Some(response.status()), false);
-    Ok(response)
+    {
+        let mut state = shared.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(seen) = state.seen.get_mut(index) {
+            seen.response_body = Some(response.body().clone());
+        }
+    }
+    Ok(response.map(Full::new))
+}
+
+/// The list reads API Gateway pages (by path, as sent). A REST API's stages are not paged.
+fn is_paged_list(path: &str) -> bool {
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    matches!(
+        segments.as_slice(),
+        ["restapis" | "apikeys" | "usageplans" | "domainnames"]
+            | ["usageplans", _, "keys"]
+            | ["domainnames", _, "basepathmappings"]
+            | ["restapis", _, "resources" | "deployments"]
+            | ["v2", "apis" | "domainnames"]
+            | ["v2", "apis", _, "integrations" | "routes" | "stages"]
+            | ["v2", "domainnames", _, "apimappings"]
+    )
+}
+
+/// The page of a whole list answer `body` that the query asks for: items from the offset
+/// its token names (`offset-N`, the first page without one), at most `max` (or its page
+/// size parameter, if smaller), and the next page's token when items are left.
+fn page(path: &str, query: Option<&str>, body: &Bytes, max: usize) -> Result<Bytes, String> {
+    let (items_key, token_key, size_key) = if path.starts_with("/v2/") {
+        ("items", "nextToken", "maxResults")
+    } else {
+        ("item", "position", "limit")
+    };
+    let param = |name: &str| {
+        query.into_iter().flat_map(|q| q.split('&')).find_map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (k == name).then(|| v.to_owned())
+        })
+    };
+    let size = match param(size_key) {
+        Some(v) => v.parse::<usize>().map_err(|_| format!("{size_key}={v} is not a number"))?.clamp(1, max),
+        None => max,
+    };
+    let offset = match param(token_key) {
+        Some(token) => token
+            .strip_prefix("offset-")
+            .and_then(|n| n.parse::<usize>().ok())
+            .ok_or_else(|| format!("{token_key}={token} is not a token this service gave"))?,
+        None => 0,
+    };
+    let mut answer: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| format!("the target's list answer is not JSON: {e}"))?;
+    let whole =
+        answer.get_mut(items_key).and_then(|v| v.as_array_mut()).map(std::mem::take).unwrap_or_default();
+    let end = offset.saturating_add(size).min(whole.len());
+    let items: Vec<_> = whole.get(offset.min(whole.len())..end).unwrap_or_default().to_vec();
+    let object = answer.as_object_mut().ok_or("the target's list answer is not an object")?;
+    object.insert(items_key.into(), serde_json::Value::Array(items));
+    object.remove(token_key);
+    if end < whole.len() {
+        object.insert(token_key.into(), format!("offset-{end}").into());
+    }
+    Ok(Bytes::from(answer.to_string()))
 }
 
 /// The answer API Gateway gives for an error: JSON body, `x-amzn-ErrorType` header.
-fn aws_error(status: u16, error_type: &str, message: &str) -> Response<Full<Bytes>> {
+fn aws_error(status: u16, error_type: &str, message: &str) -> Response<Bytes> {
     let body = serde_json::json!({ "message": message }).to_string();
-    let mut response = Response::new(Full::new(Bytes::from(body)));
+    let mut response = Response::new(Bytes::from(body));
     *response.status_mut() = StatusCode::from_u16(status).expect("a valid status code");
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -459,7 +549,7 @@ async fn forward(
     parts: hyper::http::request::Parts,
     body: Bytes,
     sent: impl FnOnce(),
-) -> Response<Full<Bytes>> {
+) -> Response<Bytes> {
     let path_and_query = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let uri: Uri = format!("{}{}", shared.target.to_string().trim_end_matches('/'), path_and_query)
         .parse()
@@ -485,7 +575,7 @@ async fn forward(
         Ok(Ok(b)) => b.to_bytes(),
         _ => return aws_error(502, "BadGateway", "fault proxy: target's answer broke off"),
     };
-    let mut out = Response::new(Full::new(body));
+    let mut out = Response::new(body);
     *out.status_mut() = parts.status;
     for (name, value) in parts.headers.iter() {
         if !hop_by_hop(name) {

@@ -61,13 +61,15 @@
 //! - Collections `{"value": [...], "count": N, "nextLink": "…"}`: pages of
 //!   [`DEFAULT_PAGE_SIZE`] ([`ApimFake::set_page_size`]) or `$top`, `$skip`, and a simple
 //!   `$filter` (`name`/`properties/x` with `eq`, `ne`, `startswith`, `endswith`, `contains`,
-//!   joined by `and`). `nextLink` is absolute, on the URL the request came to.
+//!   joined by `and`). `nextLink` is absolute, on the URL the request came to (or where
+//!   [`ApimFake::set_link_base`] says: a service sending clients to another host).
 //! - Long-running operations ([`ApimFake::set_lro`]): a PUT (and optionally a DELETE) of an
 //!   API answers 202 with `Azure-AsyncOperation` (and/or `Location`) naming a status monitor
 //!   under `/subscriptions/{sub}/providers/Microsoft.ApiManagement/locations/westeurope/`;
 //!   the API changes when the monitor has answered `InProgress` the set number of times and
 //!   then `Succeeded` (or `Failed`: no change). A new write to the same API completes a pending
-//!   operation first.
+//!   operation first. `Retry-After` is sent with the 202 and while in progress, in seconds,
+//!   or from the monitors as an HTTP-date ([`Lro::retry_after_date`]).
 //!
 //! Prism checks the fake's answers too: one that breaks the description becomes a 500
 //! `VIOLATIONS`, recorded as a refusal (a bug of the fake, shown as such by
@@ -75,8 +77,9 @@
 //!
 //! Fault rules ([`Rule`], [`Fault`]) apply to requests that reach the back (so after
 //! validation), like `providers/aws/tests/support/fault_proxy.rs`: throttling (429 with
-//! `Retry-After: 1`), server errors, delays, dropped connections. Every request is recorded
-//! ([`Seen`]).
+//! `Retry-After: 1`), server errors, delays, dropped connections, another writer's write just
+//! before a request ([`Fault::ConcurrentWrite`]: the ETag the request carries is stale). Every
+//! request is recorded ([`Seen`], with its arrival time).
 //!
 //! Not implemented (501 `NotImplemented` from the fake, so it shows): API import (`format` /
 //! `value` in an API's properties), revisions (`;rev=`), policies by link, and the other
@@ -86,7 +89,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -175,8 +178,8 @@ impl Kind {
     }
 }
 
-/// An entity as stored.
-#[derive(Clone, Debug)]
+/// An entity as stored. Its `Debug` shows whether a subscription has keys, not the keys.
+#[derive(Clone)]
 pub struct Entity {
     pub kind: Kind,
     /// Path under the service, with the names as first written: `apis/Orders/operations/get`.
@@ -191,6 +194,19 @@ pub struct Entity {
     pub properties: Value,
     policy: Option<policy_xml::Element>,
     secrets: Option<(String, String)>,
+}
+
+impl fmt::Debug for Entity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Entity")
+            .field("kind", &self.kind)
+            .field("path", &self.path)
+            .field("etag", &self.etag)
+            .field("properties", &self.properties)
+            .field("policy", &self.policy.is_some())
+            .field("secrets", &self.secrets.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 impl Entity {
@@ -309,6 +325,8 @@ pub enum Fault {
     Unavailable,
     /// `status` with an ARM error body of this `code`. Not acted on.
     Error { status: u16, code: String },
+    /// 307 Temporary Redirect to this URL. Not acted on.
+    Redirect(String),
     /// Wait this long, then act and answer.
     Delay(Duration),
     /// Act at once, then hold the answer this long.
@@ -317,6 +335,10 @@ pub enum Fault {
     Drop,
     /// Act, then close the connection without an answer.
     DropResponse,
+    /// Another writer rewrites the target entity (same properties, a new ETag) just before the
+    /// request is acted on: a request carrying the ETag it read before gets 412, as the
+    /// service answers a lost race.
+    ConcurrentWrite,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -336,6 +358,7 @@ pub struct Rule {
     writes_only: bool,
     method: Option<Method>,
     path_contains: Option<String>,
+    query_contains: Option<String>,
 }
 
 impl Rule {
@@ -374,14 +397,22 @@ impl Rule {
         self
     }
 
-    fn new(when: When, fault: Fault) -> Rule {
-        Rule { fault, when, writes_only: false, method: None, path_contains: None }
+    /// Only requests whose query (percent-decoded) contains `s` (case-insensitively), e.g.
+    /// `$skip` for the pages after the first.
+    pub fn query_contains(mut self, s: &str) -> Rule {
+        self.query_contains = Some(s.to_lowercase());
+        self
     }
 
-    fn matches(&self, method: &Method, path: &str) -> bool {
+    fn new(when: When, fault: Fault) -> Rule {
+        Rule { fault, when, writes_only: false, method: None, path_contains: None, query_contains: None }
+    }
+
+    fn matches(&self, method: &Method, path: &str, query: &str) -> bool {
         (!self.writes_only || is_write(method))
             && self.method.as_ref().is_none_or(|m| m == method)
             && self.path_contains.as_deref().is_none_or(|s| path.to_lowercase().contains(s))
+            && self.query_contains.as_deref().is_none_or(|s| percent_decode(query).to_lowercase().contains(s))
     }
 }
 
@@ -393,8 +424,8 @@ struct ActiveRule {
 }
 
 impl ActiveRule {
-    fn offer(&mut self, method: &Method, path: &str) -> bool {
-        if !self.rule.matches(method, path) {
+    fn offer(&mut self, method: &Method, path: &str, query: &str) -> bool {
+        if !self.rule.matches(method, path, query) {
             return false;
         }
         self.matched += 1;
@@ -464,6 +495,8 @@ pub struct Seen {
     pub validated: bool,
     /// Whether the fake's ARM logic handled it (and may have changed its state).
     pub reached_fake: bool,
+    /// When it arrived.
+    pub at: Instant,
 }
 
 impl Seen {
@@ -547,6 +580,11 @@ pub struct Lro {
     pub deletes: bool,
     /// The `Retry-After` seconds sent with 202 and `InProgress`.
     pub retry_after: u64,
+    /// The monitors send `Retry-After` as an HTTP-date (now + `retry_after` seconds, in whole
+    /// seconds as the format has them) instead of a number of seconds. The 202 of the write
+    /// keeps the number: it is validated, and the description Prism checks against
+    /// (`scripts/prism spec`) types that header as an integer.
+    pub retry_after_date: bool,
     /// End in `Failed` with this error code and message (the API is not changed).
     pub fail: Option<(String, String)>,
 }
@@ -555,7 +593,15 @@ impl Lro {
     /// PUTs of APIs answer 202 with `Azure-AsyncOperation`; `polls` `InProgress` answers, then
     /// `Succeeded`.
     pub fn new(polls: usize) -> Lro {
-        Lro { polls, async_operation: true, location: false, deletes: false, retry_after: 0, fail: None }
+        Lro {
+            polls,
+            async_operation: true,
+            location: false,
+            deletes: false,
+            retry_after: 0,
+            retry_after_date: false,
+            fail: None,
+        }
     }
 
     /// Also a `Location` header.
@@ -580,6 +626,23 @@ impl Lro {
     pub fn retry_after(mut self, seconds: u64) -> Lro {
         self.retry_after = seconds;
         self
+    }
+
+    /// The monitors' `Retry-After` as an HTTP-date, `seconds` from the answer (the 202's as
+    /// `seconds`).
+    pub fn retry_after_date(mut self, seconds: u64) -> Lro {
+        self.retry_after = seconds;
+        self.retry_after_date = true;
+        self
+    }
+
+    /// The `Retry-After` header's value for a monitor's answer given now.
+    fn retry_after_value(&self) -> String {
+        if self.retry_after_date {
+            http_date(SystemTime::now() + Duration::from_secs(self.retry_after))
+        } else {
+            self.retry_after.to_string()
+        }
     }
 
     /// The operations end in `Failed` (nothing changes).
@@ -608,7 +671,8 @@ struct PendingOp {
     remaining: usize,
     outcome: Option<Outcome>,
     fail: Option<(String, String)>,
-    retry_after: u64,
+    /// The operation's setting, for its `Retry-After`.
+    lro: Lro,
     start: String,
     end: Option<String>,
 }
@@ -725,6 +789,11 @@ fn fault_answer(fault: &Fault) -> Option<Answer> {
         Fault::Error { status, code } => {
             Some(ArmError::new(*status, code, "Injected by the test fake.").answer())
         }
+        Fault::Redirect(url) => Some(
+            ArmError::new(307, "TemporaryRedirect", "Moved (injected by the test fake).")
+                .answer()
+                .header("location", url.clone()),
+        ),
         _ => None,
     }
 }
@@ -742,6 +811,8 @@ struct TenantState {
     seen: Vec<Seen>,
     page_size: usize,
     token: Option<String>,
+    /// Where links (`nextLink`, operation monitors) point instead of where the request came.
+    link_base: Option<String>,
 }
 
 impl TenantState {
@@ -754,6 +825,7 @@ impl TenantState {
             seen: Vec::new(),
             page_size: DEFAULT_PAGE_SIZE,
             token: None,
+            link_base: None,
         }
     }
 }
@@ -1205,7 +1277,7 @@ impl Tenant {
                         remaining: lro.polls,
                         outcome: None,
                         fail: lro.fail.clone(),
-                        retry_after: lro.retry_after,
+                        lro: lro.clone(),
                         start: now_iso(),
                         end: None,
                     },
@@ -1307,7 +1379,7 @@ impl Tenant {
                         remaining: lro.polls,
                         outcome: None,
                         fail: lro.fail.clone(),
-                        retry_after: lro.retry_after,
+                        lro: lro.clone(),
                         start: now_iso(),
                         end: None,
                     },
@@ -1318,6 +1390,18 @@ impl Tenant {
         self.remove_cascade(&mut state, target);
         // The description lists 202 and 204 for an API's DELETE (200 and 204 for the others).
         Ok(Answer::empty(if target.kind == Kind::Api { 204 } else { 200 }))
+    }
+
+    /// Stores the entity a request path names again, unchanged but with a new ETag (another
+    /// writer's write); nothing when there is none.
+    fn rewrite(&self, path: &str) {
+        let segs: Vec<String> = path.trim_start_matches('/').split('/').map(percent_decode).collect();
+        let Some(at) = segs.iter().position(|s| canonical(s, "service")) else { return };
+        let Some(target) = segs.get(at + 2..).and_then(classify_segs) else { return };
+        let mut state = self.state();
+        if let Some(e) = state.entities.get(&target.key).cloned() {
+            store(&mut state, e);
+        }
     }
 
     /// Removes an entity and what belongs to it (see the module docs).
@@ -1417,10 +1501,10 @@ impl Tenant {
                 200,
                 json!({ "id": status_id, "name": id, "status": "InProgress", "startTime": op.start }),
             )
-            .header("retry-after", op.retry_after.to_string()),
+            .header("retry-after", op.lro.retry_after_value()),
             (None, true) => Answer::empty(202)
                 .header("location", self.monitor_url(req.base, "operationResults", id))
-                .header("retry-after", op.retry_after.to_string()),
+                .header("retry-after", op.lro.retry_after_value()),
             (Some(Outcome::Succeeded), false) => Answer::json(
                 200,
                 json!({ "id": status_id, "name": id, "status": "Succeeded", "startTime": op.start,
@@ -2147,6 +2231,7 @@ fn new_seen(parts: &hyper::http::request::Parts, body: &Bytes, validated: bool) 
         refusal: None,
         validated,
         reached_fake: false,
+        at: Instant::now(),
     }
 }
 
@@ -2225,11 +2310,12 @@ async fn process(
     base: &str,
 ) -> Reply {
     let path = parts.uri.path();
+    let query = parts.uri.query().unwrap_or("");
     let fault = tenant.and_then(|t| {
         let mut state = t.state();
         let mut fault = None;
         for rule in state.rules.iter_mut() {
-            if rule.offer(&parts.method, path) {
+            if rule.offer(&parts.method, path, query) {
                 fault = Some(rule.rule.fault.clone());
                 break;
             }
@@ -2260,6 +2346,12 @@ async fn process(
             let _ = act();
             Err(Dropped)
         }
+        Some(Fault::ConcurrentWrite) => {
+            if let Some(t) = tenant {
+                t.rewrite(path);
+            }
+            Ok(act())
+        }
         Some(f) => Ok(to_response(fault_answer(&f).expect("an error fault"))),
     }
 }
@@ -2281,6 +2373,8 @@ fn arm(tenant: Option<&Tenant>, parts: &hyper::http::request::Parts, body: &Byte
         };
     };
     let path_and_query = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or(path);
+    let link_base = tenant.state().link_base.clone();
+    let base = link_base.as_deref().unwrap_or(base);
     let req = ArmRequest {
         method: &parts.method,
         segs,
@@ -2500,6 +2594,13 @@ impl ApimFake {
     /// Long-running operations for writes of APIs (`None`: synchronous, the default).
     pub fn set_lro(&self, lro: Option<Lro>) {
         self.state().lro = lro;
+    }
+
+    /// Links in answers (`nextLink`, the `Azure-AsyncOperation` and `Location` of long-running
+    /// operations) point to `base` (`http://127.0.0.1:PORT`) instead of where the request came
+    /// (`None`, the default): a service that sends clients elsewhere.
+    pub fn set_link_base(&self, base: Option<&str>) {
+        self.state().link_base = base.map(|b| b.trim_end_matches('/').to_owned());
     }
 
     /// Items per page when a list has no `$top` (default [`DEFAULT_PAGE_SIZE`]).
@@ -2851,7 +2952,35 @@ fn next_etag() -> String {
 /// Now, as ARM writes times: `2026-01-02T03:04:05.678Z`.
 pub fn now_iso() -> String {
     let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs() as i64;
+    let (year, month, day, rem) = civil(d.as_secs() as i64);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
+/// A time as an HTTP-date (IMF-fixdate): `Sun, 06 Nov 1994 08:49:37 GMT`.
+pub fn http_date(at: SystemTime) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] =
+        ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let secs = at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs() as i64;
+    let (year, month, day, rem) = civil(secs);
+    format!(
+        "{}, {day:02} {} {year:04} {:02}:{:02}:{:02} GMT",
+        DAYS[secs.div_euclid(86_400).rem_euclid(7) as usize],
+        MONTHS[(month - 1) as usize],
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+/// Seconds since the epoch as (year, month, day, seconds into the day).
+fn civil(secs: i64) -> (i64, i64, i64, i64) {
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // Civil from days (H. Hinnant).
     let z = days + 719_468;
@@ -2864,11 +2993,5 @@ pub fn now_iso() -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = if month <= 2 { y + 1 } else { y };
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60,
-        d.subsec_millis()
-    )
+    (year, month, day, rem)
 }

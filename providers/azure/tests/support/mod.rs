@@ -30,6 +30,8 @@
 //! - [`policy_xml`]: how the fake parses and re-serialises policy documents.
 //! - [`plain`]: plain HTTP calls for setting state up behind the provider's back and for
 //!   testing the harness.
+//! - [`recorder`]: a server on another 127.0.0.1 port that records what it gets: where a
+//!   service's links must not lead the provider.
 //!
 //! Everything listens and connects on 127.0.0.1 only. Every wait is bounded in time.
 
@@ -40,6 +42,7 @@ pub mod apim_fake;
 pub mod plain;
 pub mod policy_xml;
 pub mod prism;
+pub mod recorder;
 
 use std::ops::Deref;
 use std::path::PathBuf;
@@ -55,6 +58,8 @@ pub use apim_fake::{
 pub use plain::{Call, Reply, TOKEN};
 #[allow(unused_imports)]
 pub use policy_xml::Format;
+#[allow(unused_imports)]
+pub use recorder::Recorder;
 
 /// One fake API Management service behind the validator (see the module docs).
 ///
