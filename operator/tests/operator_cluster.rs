@@ -895,3 +895,59 @@ async fn the_record_and_finalizer_go_only_to_the_gateway_they_were_meant_for() {
     assert!(new["metadata"]["finalizers"].as_array().is_none_or(Vec::is_empty), "{new:#}");
     assert!(new["metadata"]["annotations"]["tollbridge.dev/provisioned-into"].is_null(), "{new:#}");
 }
+
+/// `apiType: Auto` moves a Gateway from an HTTP API to a REST API when a QuotaPolicy starts to
+/// need API keys: the new hostname is not a silent side effect but a Warning Event and a status
+/// message.
+#[tokio::test]
+async fn an_auto_switch_to_a_rest_api_is_announced() {
+    let _lock = exclusive().await;
+    let moto = MotoServer::start();
+    std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
+    let cluster = Cluster::shared();
+    let ns = cluster.namespace("auto");
+    let config = cluster.delete_on_drop("providerconfig", &unique_name("aws"));
+    let class = cluster.delete_on_drop("gatewayclass", &unique_name("aws"));
+    cluster.apply_cluster_scoped(
+        &aws_class_yaml(config.name(), class.name(), "us-east-2", &moto)
+            .replace("apiType: HTTP", "apiType: Auto"),
+    );
+    ns.apply(&gateway_yaml(class.name(), 80));
+    ns.apply(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: orders}\n\
+         spec: {type: ExternalName, externalName: orders.example.com, ports: [{name: https, port: 443}]}\n",
+    );
+    ns.apply(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: orders}\nspec:\n  \
+         parentRefs: [{name: gw}]\n  rules:\n  - matches: [{path: {type: PathPrefix, value: /orders}}]\n    \
+         backendRefs: [{name: orders, port: 443}]\n",
+    );
+    let (_op, _) = operator(&ns, "solo").await;
+    eventually("an HTTP API", Duration::from_secs(60), || async {
+        apis_of(&moto, "us-east-2", &ns).await.len() == 1
+    })
+    .await;
+
+    ns.apply(
+        "apiVersion: tollbridge.dev/v1alpha1\nkind: QuotaPolicy\nmetadata: {name: gold}\nspec:\n  \
+         targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: orders}]\n  \
+         apiKey: {required: true}\n---\n\
+         apiVersion: v1\nkind: Secret\nmetadata: {name: acme}\nstringData: {api-key: acme-key-0001-long-enough-for-aws}\n---\n\
+         apiVersion: tollbridge.dev/v1alpha1\nkind: ApiKey\nmetadata: {name: acme}\nspec: {policyRef: {name: gold}, secretRef: {name: acme}}\n",
+    );
+    eventually("the replacement announced", Duration::from_secs(90), || async {
+        let events = ns.kubectl_ok(&["get", "events", "-o", "json"], None);
+        let gw = ns.get_json("gateway", "gw");
+        let programmed = gw["status"]["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["type"] == "Programmed").cloned())
+            .unwrap_or_default();
+        events.contains("\"reason\": \"Replaced\"")
+            && programmed["message"].as_str().is_some_and(|m| m.contains("Replaced:"))
+    })
+    .await;
+    assert!(apis_of(&moto, "us-east-2", &ns).await.is_empty(), "the HTTP API is still there");
+    ns.delete("gateway", "gw");
+    ns.wait_deleted("gateway", "gw", Duration::from_secs(60));
+}

@@ -210,6 +210,7 @@ impl Task {
     async fn run(self, mut jobs: watch::Receiver<Option<Job>>) {
         let mut applied: Option<Job> = None;
         let mut last_message: Option<String> = None;
+        let mut replaced: (i64, Vec<String>) = (0, Vec::new());
         let mut retry = FIRST_RETRY;
         loop {
             let job = jobs.borrow_and_update().clone();
@@ -225,7 +226,17 @@ impl Task {
             }
             self.set_pending(true);
             let started = Instant::now();
-            let result = self.deployer.apply(&job).await;
+            let mut result = self.deployer.apply(&job).await;
+            // A replacement is reported by the apply that made it; it stays in the status until
+            // the Gateway changes, and gets its own Warning Event.
+            if let Ok(provisioned) = &mut result {
+                if !provisioned.replaced.is_empty() {
+                    self.announce_replacement(&job, &provisioned.replaced).await;
+                    replaced = (job.ir.key.generation, provisioned.replaced.clone());
+                } else if replaced.0 == job.ir.key.generation {
+                    provisioned.replaced = replaced.1.clone();
+                }
+            }
             self.metrics
                 .provider_calls
                 .get_or_create(&ProviderCallLabels {
@@ -264,6 +275,22 @@ impl Task {
             let depth = pending.values().filter(|b| **b).count();
             self.metrics.queue_depth.set(depth as i64);
         }
+    }
+
+    /// A Warning Event for a resource the provider replaced with one of another kind (clients
+    /// must follow: a new hostname, DNS to move).
+    async fn announce_replacement(&self, job: &Job, replaced: &[String]) {
+        let event = Event {
+            type_: EventType::Warning,
+            reason: "Replaced".into(),
+            note: Some(replaced.join(" ")),
+            action: "Provision".into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, &job.object).await {
+            tracing::debug!(gateway = %self.id, error = %e, "cannot record event");
+        }
+        tracing::warn!(gateway = %self.id, replaced = %replaced.join(" "), "the provider replaced a resource of the gateway");
     }
 
     /// Stores the outcome, wakes the status writer, and records an Event when the outcome
