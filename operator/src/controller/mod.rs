@@ -2,16 +2,16 @@
 //! Gateway → status by server-side apply. Only the leader writes.
 
 pub mod apikeys;
+mod cleanup;
 pub mod infra;
 pub mod leader;
+mod local;
 pub mod metrics;
 pub mod status;
 pub mod targets;
 mod workers;
 
 use std::collections::HashSet;
-use std::hash::{Hash, Hasher};
-use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,21 +19,22 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::api::Api;
+use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
-use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tollbridge_provider::{GatewayIr, GatewayKey, ProviderSettings};
+use tollbridge_provider::{GatewayIr, ProviderSettings};
 
 use crate::api::gateway::Gateway;
-use crate::snapshot::{self, name_of, namespace_of, object_id, Snapshot};
+use crate::snapshot::{self, name_of, object_id, Snapshot};
 use crate::source::cluster::{ClusterSource, Scope};
 use crate::translate::{self, programmed};
+pub use cleanup::set_record;
 use leader::LeaseSettings;
+pub use local::gunzip;
 use metrics::{KindLabels, Metrics};
 use workers::{Cloud, Deployer, Job, Workers};
 
@@ -341,20 +342,6 @@ impl Controller {
         self.write_statuses(&snapshot, &statuses).await;
     }
 
-    /// A Gateway whose class stopped being ours, or that was deleted without finalizer:
-    /// remove what the Local provider created for it (cloud Gateways keep their finalizer).
-    async fn forget(&self, id: &str) {
-        let Some((namespace, name)) = id.split_once('/') else { return };
-        let key = GatewayKey { namespace: namespace.into(), name: name.into(), ..GatewayKey::default() };
-        let deployment =
-            self.owned.deployments.get(&ObjectRef::new(&infra::infra_name(name)).within(namespace));
-        if deployment.is_some() {
-            if let Err(e) = workers::delete_with_retries(self.local.as_ref(), &key, &self.metrics, 3).await {
-                tracing::warn!(gateway = %id, error = %e, "cannot remove the proxy of a gateway that is no longer ours");
-            }
-        }
-    }
-
     async fn deployer_for(&self, settings: &ProviderSettings) -> Arc<dyn Deployer> {
         match settings {
             ProviderSettings::Local(_) => self.local.clone(),
@@ -401,7 +388,8 @@ impl Controller {
         }
         let subset = snapshot::subset::for_gateway(snapshot, &ir.key.namespace, &ir.key.name)?;
         let config =
-            match snapshot::subset::to_yaml(&subset).map_err(|e| e.to_string()).and_then(|y| gzip(&y)) {
+            match snapshot::subset::to_yaml(&subset).map_err(|e| e.to_string()).and_then(|y| local::gzip(&y))
+            {
                 Ok(config) => config,
                 Err(e) => {
                     self.metrics.error("config");
@@ -411,230 +399,6 @@ impl Controller {
             };
         let edited = self.edited_token(&ir.key);
         Some(Job { ir, config: Some(config), edited, object })
-    }
-
-    /// Why a Local Gateway's proxy cannot serve yet: no replica of its Deployment is available.
-    fn proxy_not_available(&self, ir: &GatewayIr) -> Option<String> {
-        if !matches!(ir.provider, ProviderSettings::Local(_)) {
-            return None;
-        }
-        let name = infra::infra_name(&ir.key.name);
-        let deployment = self.owned.deployments.get(&ObjectRef::new(&name).within(&ir.key.namespace));
-        let status = deployment.as_ref().and_then(|d| d.status.clone()).unwrap_or_default();
-        let available = status.available_replicas.unwrap_or(0);
-        if available < 1 {
-            return Some(format!(
-                "Waiting for the proxy: Deployment {name} has {available} of {} replicas available",
-                status.replicas.unwrap_or(0)
-            ));
-        }
-        // Traffic reaches a pod through the Service only once it is among its ready endpoints
-        // (a Gateway without a listener has no Service).
-        (infra::has_service(ir) && self.source.ready_endpoints(&ir.key.namespace, &name) == 0)
-            .then(|| format!("Waiting for the proxy: Service {name} has no ready endpoint yet"))
-    }
-
-    /// Zero when every object we created for a Local Gateway is as we left it; otherwise a
-    /// fingerprint of the versions someone else wrote (or of their absence).
-    fn edited_token(&self, key: &GatewayKey) -> u64 {
-        let name = infra::infra_name(&key.name);
-        let secret_name = infra::config_secret_name(&key.name);
-        let ns = key.namespace.as_str();
-        let seen = [
-            (
-                "Deployment",
-                name.as_str(),
-                self.owned
-                    .deployments
-                    .get(&at(ns, &name))
-                    .and_then(|o| infra::edit_version("Deployment", o.meta())),
-            ),
-            (
-                "ServiceAccount",
-                &name,
-                self.owned.service_accounts.get(&at(ns, &name)).and_then(|o| o.resource_version()),
-            ),
-            ("Role", &name, self.owned.roles.get(&at(ns, &name)).and_then(|o| o.resource_version())),
-            (
-                "RoleBinding",
-                &name,
-                self.owned.role_bindings.get(&at(ns, &name)).and_then(|o| o.resource_version()),
-            ),
-            ("Service", &name, self.source.services().get(&at(ns, &name)).and_then(|o| o.resource_version())),
-            (
-                "Secret",
-                &secret_name,
-                self.source.secret_metadata().get(&at(ns, &secret_name)).and_then(|o| o.resource_version()),
-            ),
-        ];
-        let foreign: Vec<_> = seen
-            .iter()
-            .filter(|(kind, name, version)| {
-                !self.written.is_ours(kind, &key.namespace, name, version.as_deref())
-            })
-            .collect();
-        if foreign.is_empty() {
-            return 0;
-        }
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        foreign.hash(&mut hasher);
-        hasher.finish().max(1)
-    }
-
-    /// Deletes a deleted Gateway from every place it is recorded as provisioned into (or, for a
-    /// Gateway provisioned before records existed, from where it resolves to now); the
-    /// finalizer goes once the record is empty.
-    fn delete_everywhere(&self, gateway: &Gateway, current: Option<&ProviderSettings>) {
-        let id = object_id(&gateway.metadata);
-        let targets = match targets::recorded(gateway) {
-            Ok(recorded) if !recorded.is_empty() => recorded,
-            Ok(_) => match current {
-                Some(ProviderSettings::Local(_)) => Vec::new(),
-                Some(cloud) => vec![cloud.clone()],
-                None => {
-                    let why = "no record of where this Gateway was provisioned, and its class no longer \
-                               resolves to a provider: remove the finalizer tollbridge.dev/cleanup by hand \
-                               once its cloud resources are gone";
-                    self.set_cleanup_error(&id, Some(why.to_string()));
-                    return;
-                }
-            },
-            Err(e) => {
-                self.set_cleanup_error(&id, Some(e));
-                return;
-            }
-        };
-        self.clean_targets(gateway.clone(), targets);
-    }
-
-    fn set_cleanup_error(&self, id: &str, error: Option<String>) {
-        if let Ok(mut errors) = self.cleanup_errors.lock() {
-            match error {
-                Some(e) => errors.insert(id.to_string(), e),
-                None => errors.remove(id),
-            };
-        }
-    }
-
-    /// Why the cleanup of a Gateway's old or last targets failed, if it did.
-    fn cleanup_error(&self, id: &str) -> Option<String> {
-        self.cleanup_errors.lock().ok().and_then(|e| e.get(id).cloned())
-    }
-
-    /// Deletes the Gateway's resources from each of `stale` in the background, dropping each from
-    /// the record once its provider confirmed; with the record empty, the finalizer goes too. A
-    /// target that cannot be cleaned (its provider fails, or cannot even be set up) stays in the
-    /// record and is tried again at a later pass; an Event and the Gateway's status say why.
-    fn clean_targets(&self, gateway: Gateway, stale: Vec<ProviderSettings>) {
-        let id = object_id(&gateway.metadata);
-        if !self.cleaning.lock().map(|mut c| c.insert(id.clone())).unwrap_or(false) {
-            return;
-        }
-        let client = self.client.clone();
-        let metrics = self.metrics.clone();
-        let recorder = self.recorder.clone();
-        let cleaning = self.cleaning.clone();
-        let errors = self.cleanup_errors.clone();
-        let clouds = self.clouds.clone();
-        let leading = self.leading.clone();
-        let task = tokio::spawn(async move {
-            let key = GatewayKey {
-                namespace: namespace_of(&gateway.metadata).into(),
-                name: name_of(&gateway.metadata).into(),
-                uid: gateway.metadata.uid.clone().unwrap_or_default(),
-                generation: gateway.metadata.generation.unwrap_or(1),
-            };
-            let object = gateway.object_ref(&());
-            let mut failure = None;
-            for target in &stale {
-                if !*leading.borrow() {
-                    break;
-                }
-                let deployer = Cloud(target.kind_name(), clouds.get(target).await);
-                let result = workers::delete_with_retries(&deployer, &key, &metrics, 4).await;
-                let (type_, reason, note) = match &result {
-                    Ok(()) => (
-                        EventType::Normal,
-                        "Deprovisioned",
-                        format!("Removed everything provisioned for the gateway in {}", describe(target)),
-                    ),
-                    Err(e) => (
-                        EventType::Warning,
-                        "DeprovisioningFailed",
-                        format!("Cannot remove what was provisioned in {}: {e}; retrying", describe(target)),
-                    ),
-                };
-                let event = Event {
-                    type_,
-                    reason: reason.into(),
-                    note: Some(note.clone()),
-                    action: "Delete".into(),
-                    secondary: None,
-                };
-                let _ = recorder.publish(&event, &object).await;
-                if result.is_err() {
-                    failure = Some(note);
-                    break;
-                }
-                if let Err(e) = drop_from_record(&client, &gateway, Some(target)).await {
-                    failure =
-                        Some(format!("cannot update the record of where the gateway is provisioned: {e}"));
-                    break;
-                }
-            }
-            if stale.is_empty() {
-                if let Err(e) = drop_from_record(&client, &gateway, None).await {
-                    failure = Some(format!("cannot remove the finalizer: {e}"));
-                }
-            }
-            if failure.is_some() {
-                metrics.error("cleanup");
-            }
-            if let Ok(mut errors) = errors.lock() {
-                match failure {
-                    Some(why) => errors.insert(key.id(), why),
-                    None => errors.remove(&key.id()),
-                };
-            }
-            if let Ok(mut c) = cleaning.lock() {
-                c.remove(&key.id());
-            }
-        });
-        if let Ok(mut tasks) = self.cleanups.lock() {
-            tasks.retain(|t| !t.is_finished());
-            tasks.push(task);
-        }
-    }
-
-    /// Creates the Secret of every ApiKey that names a missing one.
-    async fn generate_missing_keys(&self, snapshot: &Snapshot) {
-        for api_key in snapshot.api_keys.iter().filter(|k| k.metadata.deletion_timestamp.is_none()) {
-            let namespace = namespace_of(&api_key.metadata);
-            if self.source.secret_exists(namespace, &api_key.spec.secret_ref.name) {
-                continue;
-            }
-            match apikeys::generate(&self.client, api_key).await {
-                Ok(Some(key_id)) => {
-                    tracing::info!(apikey = %object_id(&api_key.metadata), secret = %api_key.spec.secret_ref.name, key_id, "generated an API key");
-                    let event = Event {
-                        type_: EventType::Normal,
-                        reason: "KeyGenerated".into(),
-                        note: Some(format!(
-                            "Generated a key (id {key_id}) into Secret {}",
-                            api_key.spec.secret_ref.name
-                        )),
-                        action: "GenerateKey".into(),
-                        secondary: None,
-                    };
-                    let _ = self.recorder.publish(&event, &api_key.object_ref(&())).await;
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    self.metrics.error("apikey_secret");
-                    tracing::warn!(apikey = %object_id(&api_key.metadata), error = %e, "cannot generate API key");
-                }
-            }
-        }
     }
 
     async fn write_statuses(&self, snapshot: &Snapshot, statuses: &translate::Statuses) {
@@ -671,96 +435,4 @@ async fn cluster_id(client: &Client) -> Result<String, String> {
 /// The reference of object `namespace/name` in a store.
 fn at<K: Resource<DynamicType = ()>>(namespace: &str, name: &str) -> ObjectRef<K> {
     ObjectRef::new(name).within(namespace)
-}
-
-/// Writes where a Gateway is provisioned (the annotation of [`targets`]) and the finalizer
-/// that goes with a non-empty record, by server-side apply under its own field manager. The
-/// write is for this Gateway only (its uid) and, with `as_seen`, only if it is unchanged since
-/// it was read (its resourceVersion): concurrent writers of the record never drop an entry.
-pub async fn set_record(
-    client: &Client,
-    gateway: &Gateway,
-    record: &[ProviderSettings],
-    as_seen: bool,
-) -> Result<(), kube::Error> {
-    let api: Api<Gateway> = Api::namespaced(client.clone(), namespace_of(&gateway.metadata));
-    let finalizers: Vec<&str> = if record.is_empty() { Vec::new() } else { vec![FINALIZER] };
-    let annotations = if record.is_empty() {
-        json!({})
-    } else {
-        json!({ targets::PROVISIONED_INTO: targets::encode(record) })
-    };
-    let mut metadata = json!({
-        "name": name_of(&gateway.metadata),
-        "uid": gateway.metadata.uid,
-        "finalizers": finalizers,
-        "annotations": annotations,
-    });
-    if as_seen {
-        metadata["resourceVersion"] = json!(gateway.metadata.resource_version);
-    }
-    let body = json!({
-        "apiVersion": Gateway::api_version(&()),
-        "kind": Gateway::kind(&()),
-        "metadata": metadata,
-    });
-    match api
-        .patch(name_of(&gateway.metadata), &PatchParams::apply(FINALIZER_MANAGER), &Patch::Apply(&body))
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 && record.is_empty() => Ok(()),
-        Err(e) => Err(e),
-    }
-}
-
-/// Drops `cleaned`'s target (or nothing) from the record of the Gateway as it is now: read
-/// afresh and written only if unchanged meanwhile, retried a few times on conflict. A Gateway
-/// that is gone, or was replaced by another of the same name, needs nothing.
-async fn drop_from_record(
-    client: &Client,
-    gateway: &Gateway,
-    cleaned: Option<&ProviderSettings>,
-) -> Result<(), String> {
-    let api: Api<Gateway> = Api::namespaced(client.clone(), namespace_of(&gateway.metadata));
-    let name = name_of(&gateway.metadata);
-    for _ in 0..5 {
-        let live = match api.get_opt(name).await.map_err(|e| e.to_string())? {
-            Some(live) if live.metadata.uid == gateway.metadata.uid => live,
-            _ => return Ok(()),
-        };
-        let recorded = targets::recorded(&live)?;
-        let record = cleaned.map_or(recorded.clone(), |c| targets::without(&recorded, c));
-        match set_record(client, &live, &record, true).await {
-            Ok(()) => return Ok(()),
-            Err(kube::Error::Api(s)) if s.code == 409 => continue,
-            Err(e) => return Err(e.to_string()),
-        }
-    }
-    Err("the gateway kept changing while its record was updated".into())
-}
-
-/// A provider target in words, for Events and statuses.
-fn describe(target: &ProviderSettings) -> String {
-    match target {
-        ProviderSettings::Local(_) => "the cluster".into(),
-        ProviderSettings::Aws(aws) => format!("AWS region {}", aws.region),
-        ProviderSettings::Azure(azure) => format!(
-            "Azure API Management {}/{}/{}",
-            azure.subscription_id, azure.resource_group, azure.service_name
-        ),
-    }
-}
-
-fn gzip(text: &str) -> Result<Vec<u8>, String> {
-    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    encoder.write_all(text.as_bytes()).and_then(|_| encoder.finish()).map_err(|e| format!("gzip: {e}"))
-}
-
-/// Reverses [`gzip`] (used by `tollbridge proxy`).
-pub fn gunzip(bytes: &[u8]) -> Result<String, String> {
-    let mut text = String::new();
-    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(bytes), &mut text)
-        .map_err(|e| format!("cannot decompress the configuration: {e}"))?;
-    Ok(text)
 }
