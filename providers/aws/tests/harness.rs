@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::json;
-use support::{plain, Fault, FaultProxy, Moto, Rule};
+use support::{plain, AwsReply, Fault, FaultProxy, Moto, Rule};
 
 /// Lists the HTTP APIs through `url` (plain HTTP); panics unless moto answers 200.
 async fn http_api_names(url: &str) -> Vec<String> {
