@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
+use tollbridge_provider::reconcile;
 
 use crate::controller::leader::LeaseSettings;
 use crate::controller::OperatorOptions;
@@ -495,15 +496,7 @@ async fn plan_one(
                     .await;
             let plan = provider.plan(gateway).await.map_err(|e| e.to_string())?;
             let target = format!("Amazon API Gateway ({} in {})", plan.api_type, settings.region);
-            let lines: Vec<String> = plan.changes.iter().map(ToString::to_string).collect();
-            print_plan(
-                gateway,
-                &target,
-                &plan.owner,
-                &lines,
-                &plan.unprovisioned,
-                &tollbridge_aws::changes::summary(&plan.changes),
-            );
+            print_plan(gateway, &target, &plan.owner, &plan.changes, &plan.unprovisioned);
             if execute {
                 let provisioned = provider.execute(&plan).await.map_err(|e| e.to_string())?;
                 println!("  applied; addresses: {}", provisioned.addresses.join(", "));
@@ -514,15 +507,7 @@ async fn plan_one(
                 .map_err(|e| e.to_string())?;
             let plan = provider.plan(gateway).await.map_err(|e| e.to_string())?;
             let target = format!("Azure API Management service {}", settings.service_name);
-            let lines: Vec<String> = plan.changes.iter().map(ToString::to_string).collect();
-            print_plan(
-                gateway,
-                &target,
-                &plan.owner,
-                &lines,
-                &plan.unprovisioned,
-                &tollbridge_azure::summary(&plan.changes),
-            );
+            print_plan(gateway, &target, &plan.owner, &plan.changes, &plan.unprovisioned);
             if execute {
                 let provisioned = provider.execute(&plan).await.map_err(|e| e.to_string())?;
                 println!("  applied; addresses: {}", provisioned.addresses.join(", "));
@@ -533,13 +518,13 @@ async fn plan_one(
     Ok(())
 }
 
-fn print_plan(
+/// A plan as `tollbridge plan` shows it: one line per change, what is left out, the counts.
+fn print_plan<K: reconcile::Key, D, H: reconcile::Handle>(
     gateway: &tollbridge_provider::GatewayIr,
     target: &str,
     owner: &str,
-    changes: &[String],
+    changes: &[reconcile::Change<K, D, H>],
     unprovisioned: &[String],
-    summary: &str,
 ) {
     println!("Gateway {} → {target}, owner {owner}", gateway.key.id());
     for change in changes {
@@ -548,7 +533,7 @@ fn print_plan(
     for left_out in unprovisioned {
         println!("  ! not provisioned: {left_out}");
     }
-    println!("  {summary}");
+    println!("  {}", reconcile::Summary::of(changes));
 }
 
 /// The account's limits, with the overall rate (and burst) scaled to `rate`.
