@@ -56,6 +56,18 @@ fn metric(text: &str, series: &str) -> f64 {
     text.lines().find_map(|l| l.strip_prefix(series).and_then(|rest| rest.trim().parse().ok())).unwrap_or(0.0)
 }
 
+/// Waits until the operator on `port` has run `passes` whole passes after the call. A pass is
+/// counted as it starts and passes run one after another, so `passes + 1` starts mean `passes`
+/// passes ran from start to end.
+async fn whole_passes(port: u16, passes: u32) {
+    const SERIES: &str = "tollbridge_operator_reconciles_total";
+    let target = metric(&metrics(port).await, SERIES) + f64::from(passes) + 1.0;
+    eventually(&format!("{passes} more reconcile passes"), CONVERGE, || async {
+        metric(&metrics(port).await, SERIES) >= target
+    })
+    .await;
+}
+
 /// The status of condition `type_` in `conditions` ("" when absent).
 fn condition<'a>(conditions: &'a Value, type_: &str) -> (&'a str, &'a str) {
     conditions
@@ -224,7 +236,7 @@ async fn a_local_gateway_gets_statuses_events_and_its_proxy_objects() {
         resource_version(&ns, "gateway", "gw"),
         metric(&metrics(port).await, "tollbridge_operator_status_writes_total{kind=\"Gateway\"}"),
     );
-    tokio::time::sleep(Duration::from_secs(5)).await; // two resyncs
+    whole_passes(port, 2).await;
     let after = (
         resource_version(&ns, "gateway", "gw"),
         metric(&metrics(port).await, "tollbridge_operator_status_writes_total{kind=\"Gateway\"}"),
@@ -314,7 +326,7 @@ async fn a_cloud_gateway_holds_a_finalizer_until_cleaned_up() {
         config.name()
     ));
     ns.apply(&gateway_yaml(class.name(), 80));
-    let (_op, _) = operator(&ns, "solo").await;
+    let (_op, port) = operator(&ns, "solo").await;
 
     eventually("finalizer and an honest Programmed=False", CONVERGE, || async {
         let gw = ns.get_json("gateway", "gw");
@@ -342,7 +354,7 @@ async fn a_cloud_gateway_holds_a_finalizer_until_cleaned_up() {
             && programmed["message"].as_str().is_some_and(|m| m.contains("Cannot remove"))
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    whole_passes(port, 2).await;
     let gw = ns.get_json("gateway", "gw");
     assert_eq!(
         gw["metadata"]["finalizers"][0], "tollbridge.dev/cleanup",
@@ -776,7 +788,7 @@ async fn a_local_gateway_that_stops_being_accepted_keeps_serving() {
     );
     cluster.apply_cluster_scoped(&class_with_config);
     ns.apply(&gateway_yaml(class.name(), 18081));
-    let (_op, _) = operator(&ns, "solo").await;
+    let (_op, port) = operator(&ns, "solo").await;
     eventually("the proxy's objects", CONVERGE, || async {
         ns.try_get_json("deployment", "tollbridge-gw").is_some()
             && ns.try_get_json("service", "tollbridge-gw").is_some()
@@ -796,7 +808,7 @@ async fn a_local_gateway_that_stops_being_accepted_keeps_serving() {
             && programmed["message"].as_str().is_some_and(|m| m.contains("keeps serving"))
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(3)).await; // a resync or two
+    whole_passes(port, 2).await;
     assert!(ns.try_get_json("deployment", "tollbridge-gw").is_some(), "the proxy was deleted");
     assert!(
         ns.try_get_json("service", "tollbridge-gw").is_some(),
