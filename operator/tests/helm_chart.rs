@@ -888,7 +888,9 @@ async fn the_operator_works_with_the_chart_rbac(watch_namespace: bool) {
     ] {
         ns.wait_deleted(kind, name, CONVERGE);
     }
-    // The finalizer removed once the cloud Gateway is cleaned up.
+    // The finalizer removed once the cloud Gateway is cleaned up: its credential never worked,
+    // so it is let go with its deletion policy (Orphan), which the operator itself acts on.
+    ns.kubectl_ok(&["annotate", "gateway", "cloud", "tollbridge.dev/deletion-policy=Orphan"], None);
     ns.delete("gateway", "cloud");
     ns.wait_deleted("gateway", "cloud", CONVERGE);
 

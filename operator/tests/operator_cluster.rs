@@ -360,12 +360,24 @@ async fn a_cloud_gateway_holds_a_finalizer_until_cleaned_up() {
         gw["metadata"]["finalizers"][0], "tollbridge.dev/cleanup",
         "the finalizer went without a delete"
     );
-    // The way out the status names: remove the finalizer by hand.
+    assert!(
+        gw["status"]["conditions"].to_string().contains("tollbridge.dev/deletion-policy=Orphan"),
+        "the status does not name the way out: {gw:#}"
+    );
+    // A policy the operator does not know is refused, and nothing is left behind on its say-so.
+    ns.kubectl_ok(&["annotate", "gateway", "gw", "tollbridge.dev/deletion-policy=orphan"], None);
+    eventually("the misspelled policy named in the status", CONVERGE, || async {
+        ns.get_json("gateway", "gw")["status"]["conditions"].to_string().contains("must be Delete or Orphan")
+    })
+    .await;
+    // The way out the status names: leave the entities in place, with an Event saying so.
     ns.kubectl_ok(
-        &["patch", "gateway", "gw", "--type=merge", "-p", r#"{"metadata":{"finalizers":null}}"#],
+        &["annotate", "--overwrite", "gateway", "gw", "tollbridge.dev/deletion-policy=Orphan"],
         None,
     );
     ns.wait_deleted("gateway", "gw", CONVERGE);
+    let events = ns.kubectl_ok(&["get", "events", "-o", "json"], None);
+    assert!(events.contains("Orphaned") && events.contains("Left in place"), "no Orphaned Event: {events}");
 }
 
 #[tokio::test]

@@ -13,6 +13,28 @@ use super::{targets, Controller, FINALIZER, FINALIZER_MANAGER};
 use crate::api::gateway::Gateway;
 use crate::snapshot::{name_of, namespace_of, object_id};
 
+/// The annotation that says what becomes of a deleted Gateway's cloud resources.
+pub const DELETION_POLICY: &str = "tollbridge.dev/deletion-policy";
+
+/// What deleting a Gateway does to what it provisioned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum DeletionPolicy {
+    /// Deleted from every place it was provisioned into (the default).
+    Delete,
+    /// Left in place, no longer managed: the way out when the provider can never act again
+    /// (a credential that never worked, an account that is gone).
+    Orphan,
+}
+
+/// The Gateway's deletion policy, or what is wrong with its annotation.
+pub(super) fn deletion_policy(gateway: &Gateway) -> Result<DeletionPolicy, String> {
+    match gateway.metadata.annotations.as_ref().and_then(|a| a.get(DELETION_POLICY)).map(String::as_str) {
+        None | Some("Delete") => Ok(DeletionPolicy::Delete),
+        Some("Orphan") => Ok(DeletionPolicy::Orphan),
+        Some(other) => Err(format!("annotation {DELETION_POLICY} is {other:?}; it must be Delete or Orphan")),
+    }
+}
+
 impl Controller {
     /// Deletes a deleted Gateway from every place it is recorded as provisioned into (or, for a
     /// Gateway provisioned before records existed, from where it resolves to now); the
@@ -37,7 +59,10 @@ impl Controller {
                 return;
             }
         };
-        self.clean_targets(gateway.clone(), targets);
+        match deletion_policy(gateway) {
+            Ok(policy) => self.clean_targets(gateway.clone(), targets, policy),
+            Err(e) => self.set_cleanup_error(&id, Some(e)),
+        }
     }
 
     pub(super) fn set_cleanup_error(&self, id: &str, error: Option<String>) {
@@ -58,7 +83,14 @@ impl Controller {
     /// the record once its provider confirmed; with the record empty, the finalizer goes too. A
     /// target that cannot be cleaned (its provider fails, or cannot even be set up) stays in the
     /// record and is tried again at a later pass; an Event and the Gateway's status say why.
-    pub(super) fn clean_targets(&self, gateway: Gateway, stale: Vec<ProviderSettings>) {
+    /// With [`DeletionPolicy::Orphan`] nothing is deleted: each target is dropped from the record
+    /// with an Event naming what was left in place.
+    pub(super) fn clean_targets(
+        &self,
+        gateway: Gateway,
+        stale: Vec<ProviderSettings>,
+        policy: DeletionPolicy,
+    ) {
         let id = object_id(&gateway.metadata);
         if !self.cleaning.lock().map(|mut c| c.insert(id.clone())).unwrap_or(false) {
             return;
@@ -83,9 +115,23 @@ impl Controller {
                 if !*leading.borrow() {
                     break;
                 }
-                let deployer = Cloud(target.kind_name(), clouds.get(target).await);
-                let result = workers::delete_with_retries(&deployer, &key, &metrics, 4).await;
+                let result = match policy {
+                    DeletionPolicy::Delete => {
+                        let deployer = Cloud(target.kind_name(), clouds.get(target).await);
+                        workers::delete_with_retries(&deployer, &key, &metrics, 4).await
+                    }
+                    DeletionPolicy::Orphan => Ok(()),
+                };
                 let (type_, reason, note) = match &result {
+                    Ok(()) if policy == DeletionPolicy::Orphan => (
+                        EventType::Warning,
+                        "Orphaned",
+                        format!(
+                            "Left in place, no longer managed ({DELETION_POLICY}: Orphan): everything \
+                             provisioned for the gateway in {}",
+                            describe(target)
+                        ),
+                    ),
                     Ok(()) => (
                         EventType::Normal,
                         "Deprovisioned",
@@ -94,7 +140,11 @@ impl Controller {
                     Err(e) => (
                         EventType::Warning,
                         "DeprovisioningFailed",
-                        format!("Cannot remove what was provisioned in {}: {e}; retrying", describe(target)),
+                        format!(
+                            "Cannot remove what was provisioned in {}: {e}; retrying (to leave it in \
+                             place instead: annotate the Gateway {DELETION_POLICY}=Orphan)",
+                            describe(target)
+                        ),
                     ),
                 };
                 let event = Event {
@@ -216,5 +266,29 @@ fn describe(target: &ProviderSettings) -> String {
             "Azure API Management {}/{}/{}",
             azure.subscription_id, azure.resource_group, azure.service_name
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gateway(policy: Option<&str>) -> Gateway {
+        let annotations =
+            policy.map_or(String::new(), |p| format!(", annotations: {{{DELETION_POLICY}: {p}}}"));
+        serde_yaml::from_str(&format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: gw, namespace: apps{annotations}}}\n\
+             spec: {{gatewayClassName: c, listeners: [{{name: http, port: 80, protocol: HTTP}}]}}\n"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn deletion_deletes_unless_the_gateway_says_orphan() {
+        assert_eq!(deletion_policy(&gateway(None)), Ok(DeletionPolicy::Delete));
+        assert_eq!(deletion_policy(&gateway(Some("Delete"))), Ok(DeletionPolicy::Delete));
+        assert_eq!(deletion_policy(&gateway(Some("Orphan"))), Ok(DeletionPolicy::Orphan));
+        let wrong = deletion_policy(&gateway(Some("orphan"))).unwrap_err();
+        assert!(wrong.contains(DELETION_POLICY) && wrong.contains("\"orphan\""), "{wrong}");
     }
 }

@@ -374,7 +374,7 @@ impl Controller {
             }
         }
         if !plan.stale.is_empty() {
-            self.clean_targets(gateway.clone(), plan.stale);
+            self.clean_targets(gateway.clone(), plan.stale, cleanup::DeletionPolicy::Delete);
         }
         if !matches!(ir.provider, ProviderSettings::Local(_)) {
             // A proxy left from when the Gateway was Local goes.
