@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
+use tollbridge_provider::reconcile;
 
 use crate::controller::leader::LeaseSettings;
 use crate::controller::OperatorOptions;
@@ -197,6 +198,20 @@ pub struct ServeArgs {
     /// Seconds an upstream may take to answer when the route sets no timeout (0: no limit).
     #[arg(long, default_value_t = 60)]
     request_timeout: u64,
+    /// Seconds a client may pause while sending a request body before the request gets 408
+    /// (0: no limit).
+    #[arg(long, default_value_t = 30)]
+    body_idle_timeout: u64,
+    /// Requests in flight to one backend endpoint at a time; more wait (see
+    /// --upstream-wait-ms), then get 503.
+    #[arg(long, default_value_t = 1024)]
+    max_connections_per_endpoint: usize,
+    /// Milliseconds a request waits for a free connection to its endpoint.
+    #[arg(long, default_value_t = 5000)]
+    upstream_wait_ms: u64,
+    /// Mirrored requests in flight at a time; beyond it requests are not mirrored.
+    #[arg(long, default_value_t = 256)]
+    max_mirror_requests: usize,
     /// Largest request head, in bytes.
     #[arg(long, default_value_t = 64 * 1024)]
     max_header_bytes: usize,
@@ -366,6 +381,17 @@ fn serve(
             access_log: args.access_log,
             default_request_timeout: (args.request_timeout > 0)
                 .then(|| Duration::from_secs(args.request_timeout)),
+            request_body_idle_timeout: (args.body_idle_timeout > 0)
+                .then(|| Duration::from_secs(args.body_idle_timeout)),
+            max_mirror_requests: args.max_mirror_requests.max(1),
+            // In a pod the admin port is on the pod's address (probes, metrics): the status and
+            // the configuration stay for local clients (kubectl port-forward).
+            remote_debug_endpoints: bind == tollbridge_local::Bind::Requested,
+            upstream: tollbridge_local::UpstreamSettings {
+                max_connections_per_endpoint: args.max_connections_per_endpoint.max(1),
+                connection_wait: Duration::from_millis(args.upstream_wait_ms),
+                ..Default::default()
+            },
             ..Default::default()
         },
     };
@@ -470,15 +496,7 @@ async fn plan_one(
                     .await;
             let plan = provider.plan(gateway).await.map_err(|e| e.to_string())?;
             let target = format!("Amazon API Gateway ({} in {})", plan.api_type, settings.region);
-            let lines: Vec<String> = plan.changes.iter().map(ToString::to_string).collect();
-            print_plan(
-                gateway,
-                &target,
-                &plan.owner,
-                &lines,
-                &plan.unprovisioned,
-                &tollbridge_aws::changes::summary(&plan.changes),
-            );
+            print_plan(gateway, &target, &plan.owner, &plan.changes, &plan.unprovisioned);
             if execute {
                 let provisioned = provider.execute(&plan).await.map_err(|e| e.to_string())?;
                 println!("  applied; addresses: {}", provisioned.addresses.join(", "));
@@ -489,15 +507,7 @@ async fn plan_one(
                 .map_err(|e| e.to_string())?;
             let plan = provider.plan(gateway).await.map_err(|e| e.to_string())?;
             let target = format!("Azure API Management service {}", settings.service_name);
-            let lines: Vec<String> = plan.changes.iter().map(ToString::to_string).collect();
-            print_plan(
-                gateway,
-                &target,
-                &plan.owner,
-                &lines,
-                &plan.unprovisioned,
-                &tollbridge_azure::summary(&plan.changes),
-            );
+            print_plan(gateway, &target, &plan.owner, &plan.changes, &plan.unprovisioned);
             if execute {
                 let provisioned = provider.execute(&plan).await.map_err(|e| e.to_string())?;
                 println!("  applied; addresses: {}", provisioned.addresses.join(", "));
@@ -508,13 +518,13 @@ async fn plan_one(
     Ok(())
 }
 
-fn print_plan(
+/// A plan as `tollbridge plan` shows it: one line per change, what is left out, the counts.
+fn print_plan<K: reconcile::Key, D, H: reconcile::Handle>(
     gateway: &tollbridge_provider::GatewayIr,
     target: &str,
     owner: &str,
-    changes: &[String],
+    changes: &[reconcile::Change<K, D, H>],
     unprovisioned: &[String],
-    summary: &str,
 ) {
     println!("Gateway {} → {target}, owner {owner}", gateway.key.id());
     for change in changes {
@@ -523,7 +533,7 @@ fn print_plan(
     for left_out in unprovisioned {
         println!("  ! not provisioned: {left_out}");
     }
-    println!("  {summary}");
+    println!("  {}", reconcile::Summary::of(changes));
 }
 
 /// The account's limits, with the overall rate (and burst) scaled to `rate`.

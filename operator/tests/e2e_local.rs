@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Method, Request, StatusCode, Version};
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Empty, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -27,6 +27,59 @@ async fn echo(name: &str) -> SocketAddr {
     tollbridge_local::echo::spawn(SocketAddr::from(([127, 0, 0, 1], 0)), name)
         .await
         .expect("start echo backend")
+}
+
+/// A backend that counts the requests reaching it, so a test can wait until one is in flight at
+/// the backend instead of guessing how long that takes. Like the echo backend it reads each body
+/// to the end and waits the `x-echo-delay-ms` the request asks for; it answers 200 `ok`.
+struct CountingBackend {
+    addr: SocketAddr,
+    arrived: Arc<AtomicUsize>,
+}
+
+impl CountingBackend {
+    /// Listens on 127.0.0.1 (a free port) and serves until the test's runtime ends.
+    async fn spawn() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind counting backend");
+        let addr = listener.local_addr().expect("counting backend address");
+        let arrived = Arc::new(AtomicUsize::new(0));
+        let counter = arrived.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                let counter = counter.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        async move {
+                            let delay = req
+                                .headers()
+                                .get("x-echo-delay-ms")
+                                .and_then(|v| v.to_str().ok())
+                                .and_then(|v| v.parse::<u64>().ok());
+                            let _ = req.into_body().collect().await;
+                            if let Some(ms) = delay {
+                                // The slow backend the request asked for.
+                                tokio::time::sleep(Duration::from_millis(ms)).await;
+                            }
+                            Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                                Bytes::from_static(b"ok\n"),
+                            )))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Self { addr, arrived }
+    }
+
+    /// Requests that have reached the backend so far (answered or not).
+    fn arrived(&self) -> usize {
+        self.arrived.load(Ordering::SeqCst)
+    }
 }
 
 /// A header of the request as the echo backend received it.
@@ -592,16 +645,17 @@ async fn backends_mirror_whole_and_percentage() {
     for _ in 0..200 {
         assert_eq!(client.get(&format!("{base}/sampled"), &[]).await.status, StatusCode::OK);
     }
-    // Mirrors are sent in the background: wait until the count stops changing.
-    let mut last = usize::MAX;
-    for _ in 0..20 {
-        tokio::time::sleep(Duration::from_millis(150)).await;
+    // Mirrors are sent in the background and the gateway does not tell how many it chose to
+    // send: the condition to wait for is the recorder's count staying the same for 3 polls.
+    let (mut last, mut unchanged) = (usize::MAX, 0);
+    eventually("the mirrored count to settle", Duration::from_secs(5), || {
         let now = half.count();
-        if now == last {
-            break;
-        }
+        unchanged = if now == last { unchanged + 1 } else { 0 };
         last = now;
-    }
+        let settled = unchanged >= 3;
+        async move { settled }
+    })
+    .await;
     let sampled = half.count();
     assert!((60..=140).contains(&sampled), "{sampled} of 200 requests mirrored at 50%");
     eprintln!("mirror percent 50: {sampled} of 200 requests mirrored");
@@ -986,7 +1040,14 @@ async fn reload_under_load_fails_no_request() {
     }
 
     let client = Client::new();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Requests answered so far, well or not. Before the first reload and after each one, the
+    // test waits until the load has sent 50 more: every configuration serves part of the load.
+    let answered = || served.load(Ordering::SeqCst) + failures.lock().unwrap().len();
+    eventually("50 requests before the first reload", Duration::from_secs(5), || {
+        let done = answered() >= 50;
+        async move { done }
+    })
+    .await;
     for version in 2..=6 {
         dir.write("routes.yaml", &reload_routes(version));
         let new_route = format!("http://127.0.0.1:{port}/new-{version}");
@@ -997,7 +1058,12 @@ async fn reload_under_load_fails_no_request() {
         .await;
         let resp = client.get(&url, &[]).await;
         assert_eq!(resp.header("x-version"), Some(version.to_string().as_str()));
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        let target = answered() + 50;
+        eventually(&format!("50 more requests on version {version}"), Duration::from_secs(5), || {
+            let done = answered() >= target;
+            async move { done }
+        })
+        .await;
     }
     stop.store(true, Ordering::SeqCst);
     for task in tasks {
@@ -1072,15 +1138,16 @@ async fn reload_bad_edit_keeps_the_last_good_config() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_with_state_dir_keeps_quota_counters() {
     let backend = echo("echo").await;
+    let slow = CountingBackend::spawn().await;
     let port = free_port();
     let dir = ConfigDir::new();
     dir.write("gateway.yaml", &yaml::simple_gateway(port));
-    dir.write("backends.yaml", &yaml::backend("echo", backend));
+    dir.write("backends.yaml", &docs(&[yaml::backend("echo", backend), yaml::backend("slow", slow.addr)]));
     dir.write(
         "routes.yaml",
         &docs(&[
             yaml::route("metered", None, &[], &yaml::prefix_rule("/", "echo")),
-            yaml::route("open", None, &[], &yaml::prefix_rule("/open", "echo")),
+            yaml::route("open", None, &[], &yaml::prefix_rule("/open", "slow")),
         ]),
     );
     dir.write(
@@ -1109,7 +1176,11 @@ async fn restart_with_state_dir_keeps_quota_counters() {
     let slow_url = format!("http://127.0.0.1:{port}/open");
     let in_flight =
         tokio::spawn(async move { Client::new().try_get(&slow_url, &[("x-echo-delay-ms", "1000")]).await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    eventually("the in-flight request at the backend", Duration::from_secs(5), || {
+        let arrived = slow.arrived() == 1;
+        async move { arrived }
+    })
+    .await;
     let exit = first.terminate(Duration::from_secs(10)).await;
     assert!(exit.success(), "SIGTERM exit: {exit}; log:\n{}", first.log());
     let in_flight = in_flight.await.expect("in-flight task");
@@ -1283,6 +1354,7 @@ async fn abuse_slowloris_is_cut_off_by_the_header_timeout() {
     let started = Instant::now();
     let mut closed_after = None;
     for i in 0..30 {
+        // Kept: this pause between header lines is the slow client the test is about.
         tokio::time::sleep(Duration::from_millis(300)).await;
         if slow.write_all(format!("X-Slow-{i}: v\r\n").as_bytes()).await.is_err() {
             closed_after = Some(started.elapsed());
@@ -1336,28 +1408,33 @@ async fn abuse_bad_yaml_at_startup_exits_naming_the_file() {
     assert!(log.contains("gateway.yaml") && log.contains("port"), "unclear error:\n{log}");
 }
 
+/// The status of the first listener of Gateway `default/gw` on `/status`, or null while there
+/// is none (or the admin endpoint does not answer yet).
+async fn first_listener_status(client: &Client, status_url: &str) -> serde_json::Value {
+    let Ok(resp) = client.try_get(status_url, &[]).await else { return serde_json::Value::Null };
+    serde_json::from_slice::<serde_json::Value>(&resp.body)
+        .map(|status| status["gateways"]["default/gw"]["listeners"][0].clone())
+        .unwrap_or_default()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_readyz_is_503_while_a_listener_port_is_taken() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = taken.local_addr().expect("address").port();
     let dir = abuse_setup(port).await;
     let mut tollbridge = Tollbridge::spawn(&dir, &[]);
-    // The admin endpoint comes up before the listeners are bound: wait for the first status.
+    // The admin endpoint comes up before the listeners are bound: wait for the first status
+    // (or for the process to exit, which the asserts below report with its log).
     let client = Client::new();
     let status_url = format!("http://{}/status", tollbridge.admin);
-    let mut listener = serde_json::Value::Null;
-    for _ in 0..200 {
-        if let Ok(resp) = client.try_get(&status_url, &[]).await {
-            if let Ok(status) = serde_json::from_slice::<serde_json::Value>(&resp.body) {
-                listener = status["gateways"]["default/gw"]["listeners"][0].clone();
-                if listener.is_object() {
-                    break;
-                }
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(listener.is_object(), "no listener status after 10 s; log:\n{}", tollbridge.log());
+    eventually("the listener's status", Duration::from_secs(10), || {
+        let exited = !tollbridge.is_running();
+        let (client, status_url) = (client.clone(), status_url.clone());
+        async move { exited || first_listener_status(&client, &status_url).await.is_object() }
+    })
+    .await;
+    let listener = first_listener_status(&client, &status_url).await;
+    assert!(listener.is_object(), "no listener status; log:\n{}", tollbridge.log());
     assert!(tollbridge.is_running(), "a busy port must not stop the process; log:\n{}", tollbridge.log());
     assert_eq!(tollbridge.admin_get("/readyz").await.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(tollbridge.admin_get("/healthz").await.status, StatusCode::OK);
@@ -1376,16 +1453,17 @@ async fn abuse_silent_connections_are_closed_by_the_header_timeout() {
 
     // Three connections that never send a byte (or only the start of the HTTP/2 preface)
     // must not hold every connection slot for longer than the header timeout.
+    // Each is waited on until it ends (an answer or a close), at most 4 s after the connects.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(4);
     let mut silent = Vec::new();
     for first_bytes in [&b""[..], b"", b"PRI * HTTP/2"] {
         let mut stream = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
         stream.write_all(first_bytes).await.expect("write");
         silent.push(stream);
     }
-    tokio::time::sleep(Duration::from_secs(3)).await;
     for stream in &mut silent {
-        let outcome = tokio::time::timeout(Duration::from_secs(1), read_status(stream)).await;
-        assert!(outcome.is_ok(), "a silent connection is still open 3 s after a 1 s header timeout");
+        let outcome = tokio::time::timeout_at(deadline, read_status(stream)).await;
+        assert!(outcome.is_ok(), "a silent connection is still open 4 s after a 1 s header timeout");
     }
     still_serves(&mut tollbridge, port).await;
 }
@@ -1396,7 +1474,16 @@ async fn admin_readyz_recovers_when_the_port_frees_up() {
     let port = taken.local_addr().expect("address").port();
     let dir = abuse_setup(port).await;
     let mut tollbridge = Tollbridge::spawn(&dir, &[]);
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The port is freed only once the process has found it taken and says it is not ready.
+    let client = Client::new();
+    let readyz_url = format!("http://{}/readyz", tollbridge.admin);
+    eventually("/readyz 503 while the port is taken", Duration::from_secs(10), || {
+        let (client, readyz_url) = (client.clone(), readyz_url.clone());
+        async move {
+            client.try_get(&readyz_url, &[]).await.is_ok_and(|r| r.status == StatusCode::SERVICE_UNAVAILABLE)
+        }
+    })
+    .await;
     drop(taken);
     tollbridge.wait_ready(Duration::from_secs(10)).await;
     still_serves(&mut tollbridge, port).await;
@@ -1434,4 +1521,147 @@ async fn routing_dot_segments_do_not_bypass_a_policy() {
             "{path} reached a backend without the /admin API key: {outcome:?}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_the_backend_sees_is_what_was_authorised() {
+    let port = free_port();
+    let dir = policy_setup(port, echo("echo").await);
+    dir.write(
+        "more-routes.yaml",
+        &docs(&[
+            yaml::route("open", None, &[], &yaml::prefix_rule("/open", "echo")),
+            yaml::route("admin-host", None, &["admin.test"], &yaml::prefix_rule("/", "echo")),
+            yaml::route("any-host", None, &[], &yaml::prefix_rule("/", "echo")),
+            yaml::quota_policy("admin-host", "admin-host", "  apiKey: {required: true}\n"),
+        ]),
+    );
+    let _tollbridge = Tollbridge::start(&dir, &[]).await;
+    let client = Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+
+    // An identity the gateway sets is never the client's, on any route.
+    let claimed = [("x-tollbridge-consumer", "mallory"), ("x-consumer", "mallory")];
+    let resp = client.get(&format!("{base}/open"), &claimed).await;
+    assert_eq!(resp.status, StatusCode::OK);
+    assert_eq!(echoed_header(&resp, "x-tollbridge-consumer"), None);
+    assert_eq!(echoed_header(&resp, "x-consumer"), None);
+    // `Connection` cannot name a header the gateway adds (here the consumer) to have it removed.
+    let resp = client
+        .get(&format!("{base}/gold"), &[("x-api-key", "gold-key-acme-0001"), ("connection", "x-consumer")])
+        .await;
+    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    assert_eq!(echoed_header(&resp, "x-consumer").as_deref(), Some("acme"));
+
+    // Forwarding headers are the gateway's: what the client sent is replaced or removed.
+    let forged = [
+        ("host", "shop.test"),
+        ("x-forwarded-for", "203.0.113.9"),
+        ("x-forwarded-host", "bank.test"),
+        ("x-forwarded-proto", "https"),
+        ("x-forwarded-port", "443"),
+        ("x-real-ip", "203.0.113.9"),
+        ("forwarded", "for=203.0.113.9;host=bank.test"),
+    ];
+    let resp = client.get(&format!("{base}/open"), &forged).await;
+    assert_eq!(echoed_header(&resp, "x-forwarded-for").as_deref(), Some("127.0.0.1"));
+    assert_eq!(echoed_header(&resp, "x-forwarded-host").as_deref(), Some("shop.test"));
+    assert_eq!(echoed_header(&resp, "x-forwarded-proto").as_deref(), Some("http"));
+    assert_eq!(echoed_header(&resp, "x-forwarded-port").as_deref(), Some(port.to_string().as_str()));
+    assert_eq!(echoed_header(&resp, "x-real-ip"), None);
+    assert_eq!(echoed_header(&resp, "forwarded"), None);
+
+    // The host routed and authorised is the host forwarded.
+    let raw =
+        |request: String| async move { raw_exchange(port, request.as_bytes(), Duration::from_secs(5)).await };
+    let mismatch =
+        raw("GET http://admin.test/x HTTP/1.1\r\nHost: other.test\r\nConnection: close\r\n\r\n".into());
+    assert!(matches!(mismatch.await, RawOutcome::Status(400)), "absolute-form target and Host differ");
+    // A trailing dot names the same host: the admin route's key is still asked for.
+    let dotted = raw("GET /x HTTP/1.1\r\nHost: admin.test.\r\nConnection: close\r\n\r\n".into());
+    assert!(matches!(dotted.await, RawOutcome::Status(401)), "admin.test. bypassed the admin route's policy");
+    let resp = client.get(&format!("{base}/x"), &[("host", "admin.test.:8080"), ("x-api-key", "nope")]).await;
+    assert_eq!(resp.status, StatusCode::UNAUTHORIZED);
+
+    // Paths some backends read differently are refused.
+    for path in ["/open\\..\\gold", "/open/..;/gold", "/open/%2e%2e;/gold", "/open%5C..%5Cgold"] {
+        let outcome = raw(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")).await;
+        assert!(matches!(outcome, RawOutcome::Status(400)), "{path}: {outcome:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_stalled_bodies_busy_endpoints_and_mirrors() {
+    let main = CountingBackend::spawn().await;
+    let shadow = echo("shadow").await;
+    let port = free_port();
+    let dir = ConfigDir::new();
+    dir.write("gateway.yaml", &yaml::simple_gateway(port));
+    dir.write("backends.yaml", &docs(&[yaml::backend("main", main.addr), yaml::backend("shadow", shadow)]));
+    let rules = "  - matches: [{path: {type: PathPrefix, value: /mirrored}}]
+    filters:
+    - type: RequestMirror
+      requestMirror: {backendRef: {name: shadow, port: 80}}
+    backendRefs: [{name: main, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /}}]
+    backendRefs: [{name: main, port: 80}]
+";
+    dir.write("routes.yaml", &yaml::route("r", None, &[], rules));
+    let flags = [
+        "--body-idle-timeout",
+        "1",
+        "--max-connections-per-endpoint",
+        "2",
+        "--upstream-wait-ms",
+        "200",
+        "--max-mirror-requests",
+        "1",
+    ];
+    let tollbridge = Tollbridge::start(&dir, &flags).await;
+    let client = Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+
+    // A body that stops half way: 408 once the client has been silent for the idle timeout.
+    let stalled = "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly ten b";
+    let started = Instant::now();
+    let outcome = raw_exchange(port, stalled.as_bytes(), Duration::from_secs(10)).await;
+    assert!(matches!(outcome, RawOutcome::Status(408)), "stalled body: {outcome:?}");
+    assert!(started.elapsed() < Duration::from_secs(5), "cut off after {:?}", started.elapsed());
+
+    // Two requests may be in flight to the endpoint; a third waits 200 ms, then gets 503.
+    let slow = |i: usize| {
+        let (client, url) = (client.clone(), format!("{base}/slow/{i}"));
+        tokio::spawn(async move { client.get(&url, &[("x-echo-delay-ms", "1500")]).await.status })
+    };
+    let before = main.arrived();
+    let (a, b) = (slow(1), slow(2));
+    eventually("both slow requests at the backend", Duration::from_secs(5), || {
+        let arrived = main.arrived() >= before + 2;
+        async move { arrived }
+    })
+    .await;
+    let third = client.get(&format!("{base}/fast"), &[]).await;
+    assert_eq!(third.status, StatusCode::SERVICE_UNAVAILABLE, "{}", third.text());
+    assert_eq!((a.await.unwrap(), b.await.unwrap()), (StatusCode::OK, StatusCode::OK));
+    assert_eq!(client.get(&format!("{base}/fast"), &[]).await.status, StatusCode::OK);
+
+    // One mirrored request at a time: of two at once (each held a second by the backend), the
+    // second is not mirrored.
+    let mirrored: Vec<_> = (0..2)
+        .map(|i| {
+            let (client, url) = (client.clone(), format!("{base}/mirrored/{i}"));
+            tokio::spawn(async move { client.get(&url, &[("x-echo-delay-ms", "1000")]).await.status })
+        })
+        .collect();
+    for request in mirrored {
+        assert_eq!(request.await.unwrap(), StatusCode::OK);
+    }
+    let metrics = tollbridge.admin_get("/metrics").await.text();
+    let dropped = metrics
+        .lines()
+        .find(|l| l.starts_with("tollbridge_upstream_errors_total") && l.contains("kind=\"mirror_dropped\""))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or_default();
+    assert!(dropped >= 1.0, "mirrors dropped: {dropped}\n{metrics}");
 }

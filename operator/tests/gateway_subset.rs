@@ -1,7 +1,8 @@
 //! An in-cluster proxy translates only the objects its Gateway depends on (the subset the
 //! operator writes into its config Secret). For every golden input and every Gateway in it,
 //! translating the subset, after a round trip through its YAML, must give the same IR as
-//! translating everything.
+//! translating everything, except that API keys are known by their hashes only: no key value
+//! is in the subset.
 
 use std::path::{Path, PathBuf};
 
@@ -19,6 +20,14 @@ fn golden_inputs() -> Vec<PathBuf> {
         .collect();
     inputs.sort();
     inputs
+}
+
+/// The IR with every API key's value blanked (hashes, ids and flags kept).
+fn without_key_values(mut ir: tollbridge_provider::GatewayIr) -> tollbridge_provider::GatewayIr {
+    for key in ir.policies.iter_mut().flat_map(|p| p.keys.iter_mut()) {
+        key.value = tollbridge_provider::SecretString::new("");
+    }
+    ir
 }
 
 #[test]
@@ -41,10 +50,25 @@ fn every_gateway_translates_the_same_from_its_subset() {
                 .snapshot;
             reloaded.now = now;
             let again = translate::translate(&reloaded, &providers::capabilities);
-            let same = again.gateways.iter().find(|g| g.key == ir.key);
+            for policy in &ir.policies {
+                for key in &policy.keys {
+                    let encoded = base64::Engine::encode(
+                        &base64::engine::general_purpose::STANDARD,
+                        key.value.expose(),
+                    );
+                    assert!(
+                        !yaml.contains(key.value.expose()) && !yaml.contains(&encoded),
+                        "{}: the subset of {} holds the value of ApiKey {}",
+                        input.display(),
+                        ir.key.id(),
+                        key.id
+                    );
+                }
+            }
+            let same = again.gateways.iter().find(|g| g.key == ir.key).cloned().map(without_key_values);
             assert_eq!(
                 same,
-                Some(ir),
+                Some(without_key_values(ir.clone())),
                 "{}: gateway {} differs when translated from its subset",
                 input.display(),
                 ir.key.id()

@@ -888,7 +888,9 @@ async fn the_operator_works_with_the_chart_rbac(watch_namespace: bool) {
     ] {
         ns.wait_deleted(kind, name, CONVERGE);
     }
-    // The finalizer removed once the cloud Gateway is cleaned up.
+    // The finalizer removed once the cloud Gateway is cleaned up: its credential never worked,
+    // so it is let go with its deletion policy (Orphan), which the operator itself acts on.
+    ns.kubectl_ok(&["annotate", "gateway", "cloud", "tollbridge.dev/deletion-policy=Orphan"], None);
     ns.delete("gateway", "cloud");
     ns.wait_deleted("gateway", "cloud", CONVERGE);
 
@@ -958,5 +960,62 @@ async fn a_verb_missing_from_the_chart_rbac_shows_up_as_forbidden() {
         "expected the Secret create to be refused:\n{log}"
     );
     assert!(ns.try_get_json("secret", "alice-key").is_none());
+    op.terminate().await;
+}
+
+/// A referenced Secret that cannot be read is not taken for absent: an ApiKey whose Secret was
+/// read before keeps its last good value (on a cloud its API key would otherwise be deleted);
+/// one never read holds the pass back instead of being declared missing.
+#[tokio::test]
+async fn an_unreadable_secret_is_not_taken_for_absent() {
+    let _lock = exclusive().await;
+    let cluster = Cluster::shared();
+    let ns = cluster.namespace("helm-unreadable");
+    let release = Release::install(cluster, &["--set", &format!("watchNamespace={}", ns.name())]);
+    ns.apply(
+        "apiVersion: tollbridge.dev/v1alpha1\nkind: QuotaPolicy\nmetadata: {name: gold}\nspec:\n  \
+         targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: orders}]\n  \
+         apiKey: {required: true}\n---\n\
+         apiVersion: tollbridge.dev/v1alpha1\nkind: ApiKey\nmetadata: {name: alice}\nspec:\n  \
+         policyRef: {name: gold}\n  secretRef: {name: alice-key}\n---\n\
+         apiVersion: v1\nkind: Secret\nmetadata: {name: alice-key}\nstringData: {api-key: alice-key-0001}\n",
+    );
+    let dir = tempfile::Builder::new().prefix("tollbridge-helm-op-").tempdir().expect("temp dir");
+    let (mut op, _, _, _) = start_operator(&release, &ns, dir.path()).await;
+    let reason = |key: &str| {
+        let key = ns.get_json("apikey", key);
+        condition(&key["status"]["conditions"], "Ready").1.to_owned()
+    };
+    // The policy targets no route: the key is valid, waiting for its policy (not a missing Secret).
+    eventually("alice's Secret read", CONVERGE, || async { reason("alice") == "Pending" }).await;
+
+    // From now on Secrets cannot be read (the Role loses `get`); alice's Secret changes.
+    let role = release.deployment()["metadata"]["name"].as_str().unwrap().to_owned();
+    let mut live = ns.get_json("role", &role);
+    for rule in live["rules"].as_array_mut().unwrap() {
+        if rule["resources"] == json!(["secrets"]) {
+            rule["verbs"].as_array_mut().unwrap().retain(|v| v != "get");
+        }
+    }
+    ns.kubectl_ok(&["replace", "-f", "-"], Some(&live.to_string()));
+    ns.kubectl_ok(&["label", "secret", "alice-key", "touched=yes"], None);
+    op.wait_for_log("using its last good value", CONVERGE).await;
+    assert_eq!(reason("alice"), "Pending", "alice's key was taken for missing");
+
+    // A new key whose Secret was never read: the pass waits, nothing says it is missing.
+    let skipped_before = op.log().matches("pass skipped").count();
+    ns.apply(
+        "apiVersion: tollbridge.dev/v1alpha1\nkind: ApiKey\nmetadata: {name: bob}\nspec:\n  \
+         policyRef: {name: gold}\n  secretRef: {name: bob-key}\n---\n\
+         apiVersion: v1\nkind: Secret\nmetadata: {name: bob-key}\nstringData: {api-key: bob-key-0002}\n",
+    );
+    // A pass skipped for the unreadable Secret is retried: after the retry, still nothing is missing.
+    eventually("a skipped pass retried", CONVERGE, || {
+        let skipped = op.log().matches("pass skipped").count();
+        async move { skipped >= skipped_before + 2 }
+    })
+    .await;
+    assert_ne!(reason("bob"), "SecretNotFound", "bob's unreadable Secret was declared missing");
+    assert_eq!(reason("alice"), "Pending");
     op.terminate().await;
 }

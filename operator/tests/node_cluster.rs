@@ -58,6 +58,16 @@ fn generated(cluster: &Cluster) -> BTreeMap<String, String> {
     out
 }
 
+/// The gzipped YAML in a proxy's config Secret, unzipped.
+fn config_yaml(secret: &Value) -> Vec<u8> {
+    use std::io::Read;
+    let data = secret["data"]["config.yaml.gz"].as_str().unwrap_or_default();
+    let gz = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, data).unwrap_or_default();
+    let mut out = Vec::new();
+    let _ = flate2::read::GzDecoder::new(&gz[..]).read_to_end(&mut out);
+    out
+}
+
 /// The holder of the operator's Lease.
 fn leader(cluster: &Cluster) -> String {
     let lease = get_json(cluster, &["-n", RELEASE_NAMESPACE, "lease", "tollbridge-operator"]);
@@ -182,6 +192,15 @@ async fn kind_example_on_a_real_node() {
     let version =
         cluster.kubectl_ok(&["exec", "deploy/tollbridge-web", "--", "/tollbridge", "version"], None);
     assert!(version.starts_with("tollbridge "), "{version}");
+    // On the pod's address the admin port answers probes and metrics, not the configuration.
+    let pods = get_json(cluster, &["pods", "-l", "tollbridge.dev/gateway=web"]);
+    let pod_ip = pods["items"][0]["status"]["podIP"].as_str().unwrap().to_string();
+    let admin = format!("http://{pod_ip}:19001");
+    assert_eq!(client.get(&format!("{admin}/readyz"), &[]).await.status, 200);
+    assert_eq!(client.get(&format!("{admin}/metrics"), &[]).await.status, 200);
+    for debug in ["/config", "/status"] {
+        assert_eq!(client.get(&format!("{admin}{debug}"), &[]).await.status, 403, "{debug}");
+    }
 
     // 3. API keys and a rate limit (examples/api-keys-and-quotas/cluster).
     cluster.kubectl_ok(&["apply", "-f", &example("api-keys-and-quotas/cluster")], None);
@@ -189,6 +208,13 @@ async fn kind_example_on_a_real_node() {
         &["wait", "--for=condition=Ready", "apikey/acme", "apikey/globex", "--timeout=120s"],
         None,
     );
+    // The proxy's config Secret knows the keys by their hashes only.
+    eventually("the keys in the proxy's config", CONVERGE, || async {
+        let config = get_json(cluster, &["secret", "tollbridge-web-config"]);
+        let text = String::from_utf8_lossy(&config_yaml(&config)).to_string();
+        text.contains("api-key.sha256") && !text.contains("acme-example-key-change-me")
+    })
+    .await;
     let globex = get_json(cluster, &["secret", "globex-api-key"]);
     let globex_key = String::from_utf8(
         base64::Engine::decode(

@@ -56,6 +56,18 @@ fn metric(text: &str, series: &str) -> f64 {
     text.lines().find_map(|l| l.strip_prefix(series).and_then(|rest| rest.trim().parse().ok())).unwrap_or(0.0)
 }
 
+/// Waits until the operator on `port` has run `passes` whole passes after the call. A pass is
+/// counted as it starts and passes run one after another, so `passes + 1` starts mean `passes`
+/// passes ran from start to end.
+async fn whole_passes(port: u16, passes: u32) {
+    const SERIES: &str = "tollbridge_operator_reconciles_total";
+    let target = metric(&metrics(port).await, SERIES) + f64::from(passes) + 1.0;
+    eventually(&format!("{passes} more reconcile passes"), CONVERGE, || async {
+        metric(&metrics(port).await, SERIES) >= target
+    })
+    .await;
+}
+
 /// The status of condition `type_` in `conditions` ("" when absent).
 fn condition<'a>(conditions: &'a Value, type_: &str) -> (&'a str, &'a str) {
     conditions
@@ -224,7 +236,7 @@ async fn a_local_gateway_gets_statuses_events_and_its_proxy_objects() {
         resource_version(&ns, "gateway", "gw"),
         metric(&metrics(port).await, "tollbridge_operator_status_writes_total{kind=\"Gateway\"}"),
     );
-    tokio::time::sleep(Duration::from_secs(5)).await; // two resyncs
+    whole_passes(port, 2).await;
     let after = (
         resource_version(&ns, "gateway", "gw"),
         metric(&metrics(port).await, "tollbridge_operator_status_writes_total{kind=\"Gateway\"}"),
@@ -314,7 +326,7 @@ async fn a_cloud_gateway_holds_a_finalizer_until_cleaned_up() {
         config.name()
     ));
     ns.apply(&gateway_yaml(class.name(), 80));
-    let (_op, _) = operator(&ns, "solo").await;
+    let (_op, port) = operator(&ns, "solo").await;
 
     eventually("finalizer and an honest Programmed=False", CONVERGE, || async {
         let gw = ns.get_json("gateway", "gw");
@@ -328,8 +340,44 @@ async fn a_cloud_gateway_holds_a_finalizer_until_cleaned_up() {
             && programmed["message"].as_str().is_some_and(|m| m.contains("Azure"))
     })
     .await;
-    ns.delete("gateway", "gw");
+    // Deleted while its provider cannot act: nothing confirms its API Management entities are
+    // gone, so the finalizer stays, an Event and the status say why, and it is tried again.
+    ns.kubectl_ok(&["delete", "gateway", "gw", "--wait=false"], None);
+    eventually("a DeprovisioningFailed Event and a status saying why", CONVERGE, || async {
+        let events = ns.kubectl_ok(&["get", "events", "-o", "json"], None);
+        let gw = ns.get_json("gateway", "gw");
+        let programmed = gw["status"]["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["type"] == "Programmed").cloned())
+            .unwrap_or_default();
+        events.contains("DeprovisioningFailed")
+            && programmed["message"].as_str().is_some_and(|m| m.contains("Cannot remove"))
+    })
+    .await;
+    whole_passes(port, 2).await;
+    let gw = ns.get_json("gateway", "gw");
+    assert_eq!(
+        gw["metadata"]["finalizers"][0], "tollbridge.dev/cleanup",
+        "the finalizer went without a delete"
+    );
+    assert!(
+        gw["status"]["conditions"].to_string().contains("tollbridge.dev/deletion-policy=Orphan"),
+        "the status does not name the way out: {gw:#}"
+    );
+    // A policy the operator does not know is refused, and nothing is left behind on its say-so.
+    ns.kubectl_ok(&["annotate", "gateway", "gw", "tollbridge.dev/deletion-policy=orphan"], None);
+    eventually("the misspelled policy named in the status", CONVERGE, || async {
+        ns.get_json("gateway", "gw")["status"]["conditions"].to_string().contains("must be Delete or Orphan")
+    })
+    .await;
+    // The way out the status names: leave the entities in place, with an Event saying so.
+    ns.kubectl_ok(
+        &["annotate", "--overwrite", "gateway", "gw", "tollbridge.dev/deletion-policy=Orphan"],
+        None,
+    );
     ns.wait_deleted("gateway", "gw", CONVERGE);
+    let events = ns.kubectl_ok(&["get", "events", "-o", "json"], None);
+    assert!(events.contains("Orphaned") && events.contains("Left in place"), "no Orphaned Event: {events}");
 }
 
 #[tokio::test]
@@ -593,4 +641,337 @@ async fn an_aws_gateway_is_provisioned_into_moto_and_removed_with_it() {
     let left: Vec<&Value> =
         apis["items"].as_array().unwrap().iter().filter(|a| a["apiId"] == api_id.as_str()).collect();
     assert!(left.is_empty(), "API {api_id} left behind: {apis}");
+}
+
+/// An AWS ProviderConfig pointing at moto in `region`, and a class using it.
+fn aws_class_yaml(config: &str, class: &str, region: &str, moto: &MotoServer) -> String {
+    format!(
+        "apiVersion: tollbridge.dev/v1alpha1\nkind: ProviderConfig\nmetadata: {{name: {config}}}\n\
+         spec: {{provider: AWS, aws: {{region: {region}, apiType: HTTP, endpointURL: \"{url}\"}}}}\n---\n\
+         apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {{name: {class}}}\n\
+         spec:\n  controllerName: {CONTROLLER_NAME}\n  parametersRef: {{group: tollbridge.dev, kind: ProviderConfig, name: {config}}}\n",
+        url = moto.url,
+    )
+}
+
+/// The ids of the HTTP APIs in moto's `region` tagged as this namespace's Gateway `gw`.
+async fn apis_of(moto: &MotoServer, region: &str, ns: &TestNamespace<'_>) -> Vec<String> {
+    let apis = moto.get_in(region, "/v2/apis").await;
+    apis["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|a| {
+            a["tags"]["tollbridge.dev/owner"]
+                .as_str()
+                .is_some_and(|o| o.ends_with(&format!("/{}/gw", ns.name())))
+        })
+        .filter_map(|a| a["apiId"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_cloud_gateway_is_deleted_from_where_it_was_provisioned_after_its_settings_are_gone() {
+    let _lock = exclusive().await;
+    let moto = MotoServer::start();
+    std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
+    let cluster = Cluster::shared();
+    let ns = cluster.namespace("orphan");
+    let config = cluster.delete_on_drop("providerconfig", &unique_name("aws"));
+    let class = cluster.delete_on_drop("gatewayclass", &unique_name("aws"));
+    cluster.apply_cluster_scoped(&aws_class_yaml(config.name(), class.name(), "eu-central-1", &moto));
+    ns.apply(&gateway_yaml(class.name(), 80));
+    let (_op, _) = operator(&ns, "solo").await;
+    eventually("the API provisioned", Duration::from_secs(60), || async {
+        apis_of(&moto, "eu-central-1", &ns).await.len() == 1
+    })
+    .await;
+    let record =
+        ns.get_json("gateway", "gw")["metadata"]["annotations"]["tollbridge.dev/provisioned-into"].clone();
+    assert!(record.as_str().is_some_and(|r| r.contains("eu-central-1")), "record: {record}");
+
+    // The ProviderConfig goes first: the Gateway no longer resolves to a provider...
+    cluster.delete_cluster_scoped("providerconfig", config.name());
+    eventually("the Gateway not accepted", CONVERGE, || async {
+        condition(&ns.get_json("gateway", "gw")["status"]["conditions"], "Accepted").0 == "False"
+    })
+    .await;
+    // ...and is still deleted from where it was recorded, before the finalizer lets it go.
+    ns.delete("gateway", "gw");
+    ns.wait_deleted("gateway", "gw", Duration::from_secs(60));
+    assert!(apis_of(&moto, "eu-central-1", &ns).await.is_empty(), "the API was left behind");
+}
+
+#[tokio::test]
+async fn changing_where_a_gateway_goes_cleans_the_old_place_and_provisions_the_new() {
+    let _lock = exclusive().await;
+    let moto = MotoServer::start();
+    std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
+    let cluster = Cluster::shared();
+    let ns = cluster.namespace("switch");
+    let config = cluster.delete_on_drop("providerconfig", &unique_name("aws"));
+    let class = cluster.delete_on_drop("gatewayclass", &unique_name("aws"));
+    let local = cluster.delete_on_drop("gatewayclass", &unique_name("local"));
+    cluster.apply_cluster_scoped(&aws_class_yaml(config.name(), class.name(), "us-west-2", &moto));
+    cluster.apply_cluster_scoped(&class_yaml(local.name()));
+    ns.apply(&gateway_yaml(class.name(), 80));
+    let (_op, _) = operator(&ns, "solo").await;
+    eventually("provisioned in us-west-2", Duration::from_secs(60), || async {
+        apis_of(&moto, "us-west-2", &ns).await.len() == 1
+    })
+    .await;
+
+    // Another region: the API moves (created there, deleted here), the record follows.
+    cluster.apply_cluster_scoped(&aws_class_yaml(config.name(), class.name(), "ap-south-1", &moto));
+    eventually("moved to ap-south-1", Duration::from_secs(60), || async {
+        apis_of(&moto, "ap-south-1", &ns).await.len() == 1
+            && apis_of(&moto, "us-west-2", &ns).await.is_empty()
+    })
+    .await;
+    eventually("the record names ap-south-1 only", CONVERGE, || async {
+        let gw = ns.get_json("gateway", "gw");
+        let record = gw["metadata"]["annotations"]["tollbridge.dev/provisioned-into"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        record.contains("ap-south-1") && !record.contains("us-west-2")
+    })
+    .await;
+
+    // AWS → Local: the API goes, and the finalizer with it; the proxy's objects come.
+    ns.kubectl_ok(
+        &[
+            "patch",
+            "gateway",
+            "gw",
+            "--type=merge",
+            "-p",
+            &format!(r#"{{"spec":{{"gatewayClassName":"{}"}}}}"#, local.name()),
+        ],
+        None,
+    );
+    eventually("Local: API gone, finalizer gone, proxy made", Duration::from_secs(60), || async {
+        let gw = ns.get_json("gateway", "gw");
+        apis_of(&moto, "ap-south-1", &ns).await.is_empty()
+            && gw["metadata"]["finalizers"].as_array().is_none_or(Vec::is_empty)
+            && gw["metadata"]["annotations"]["tollbridge.dev/provisioned-into"].is_null()
+            && ns.try_get_json("deployment", "tollbridge-gw").is_some()
+    })
+    .await;
+
+    // Local → AWS: the proxy's objects go, the API comes back.
+    ns.kubectl_ok(
+        &[
+            "patch",
+            "gateway",
+            "gw",
+            "--type=merge",
+            "-p",
+            &format!(r#"{{"spec":{{"gatewayClassName":"{}"}}}}"#, class.name()),
+        ],
+        None,
+    );
+    eventually("AWS again: API made, proxy gone", Duration::from_secs(60), || async {
+        apis_of(&moto, "ap-south-1", &ns).await.len() == 1
+            && ns.try_get_json("deployment", "tollbridge-gw").is_none()
+    })
+    .await;
+    ns.delete("gateway", "gw");
+    ns.wait_deleted("gateway", "gw", Duration::from_secs(60));
+    assert!(apis_of(&moto, "ap-south-1", &ns).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_local_gateway_that_stops_being_accepted_keeps_serving() {
+    let _lock = exclusive().await;
+    let cluster = Cluster::shared();
+    let ns = cluster.namespace("keep");
+    let config = cluster.delete_on_drop("providerconfig", &unique_name("local"));
+    let class = cluster.delete_on_drop("gatewayclass", &unique_name("local"));
+    let class_with_config = format!(
+        "apiVersion: tollbridge.dev/v1alpha1\nkind: ProviderConfig\nmetadata: {{name: {config}}}\n\
+         spec: {{provider: Local, local: {{serviceType: ClusterIP}}}}\n---\n\
+         apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {{name: {class}}}\n\
+         spec:\n  controllerName: {CONTROLLER_NAME}\n  parametersRef: {{group: tollbridge.dev, kind: ProviderConfig, name: {config}}}\n",
+        config = config.name(),
+        class = class.name(),
+    );
+    cluster.apply_cluster_scoped(&class_with_config);
+    ns.apply(&gateway_yaml(class.name(), 18081));
+    let (_op, port) = operator(&ns, "solo").await;
+    eventually("the proxy's objects", CONVERGE, || async {
+        ns.try_get_json("deployment", "tollbridge-gw").is_some()
+            && ns.try_get_json("service", "tollbridge-gw").is_some()
+    })
+    .await;
+    let secret_version = resource_version(&ns, "secret", "tollbridge-gw-config");
+
+    // Its ProviderConfig deleted: not accepted, but nothing is torn down, and the status says so.
+    cluster.delete_cluster_scoped("providerconfig", config.name());
+    eventually("not accepted, still serving", CONVERGE, || async {
+        let gw = ns.get_json("gateway", "gw");
+        let programmed = gw["status"]["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["type"] == "Programmed").cloned())
+            .unwrap_or_default();
+        condition(&gw["status"]["conditions"], "Accepted").0 == "False"
+            && programmed["message"].as_str().is_some_and(|m| m.contains("keeps serving"))
+    })
+    .await;
+    whole_passes(port, 2).await;
+    assert!(ns.try_get_json("deployment", "tollbridge-gw").is_some(), "the proxy was deleted");
+    assert!(
+        ns.try_get_json("service", "tollbridge-gw").is_some(),
+        "the Service (and its address) was deleted"
+    );
+    assert_eq!(resource_version(&ns, "secret", "tollbridge-gw-config"), secret_version, "the config changed");
+
+    // Fixed again: accepted and programmed as before, with the same objects.
+    cluster.apply_cluster_scoped(&class_with_config);
+    eventually("accepted again", CONVERGE, || async {
+        condition(&ns.get_json("gateway", "gw")["status"]["conditions"], "Accepted").0 == "True"
+    })
+    .await;
+}
+
+/// Two controllers write `parents` of one HTTPRoute. Our status is planned from what the cache
+/// held; when the other controller wrote its entry after that, the write must not drop it.
+#[tokio::test]
+async fn route_parents_written_meanwhile_by_another_controller_are_kept() {
+    let cluster = Cluster::shared();
+    let ns = cluster.namespace("parents");
+    let class = cluster.delete_on_drop("gatewayclass", &unique_name("local"));
+    cluster.apply_cluster_scoped(&class_yaml(class.name()));
+    ns.apply(&gateway_yaml(class.name(), 18082));
+    ns.apply(&backend_yaml("echo", 19999));
+    ns.apply(&route_yaml("orders", "/orders", "echo"));
+
+    // What the operator's cache holds: the objects before the other controller's write.
+    let typed = |kind: &str, name: &str| ns.get_json(kind, name);
+    let snapshot = tollbridge::snapshot::Snapshot {
+        now: jiff::Timestamp::now(),
+        gateway_classes: vec![serde_json::from_value(
+            cluster.get_cluster_scoped_json("gatewayclass", class.name()),
+        )
+        .unwrap()],
+        gateways: vec![serde_json::from_value(typed("gateway", "gw")).unwrap()],
+        http_routes: vec![serde_json::from_value(typed("httproute", "orders")).unwrap()],
+        reference_grants: Vec::new(),
+        namespaces: vec![
+            serde_json::from_value(cluster.get_cluster_scoped_json("namespace", ns.name())).unwrap()
+        ],
+        services: vec![serde_json::from_value(typed("service", "echo")).unwrap()],
+        endpoint_slices: Vec::new(),
+        secrets: Vec::new(),
+        provider_configs: Vec::new(),
+        quota_policies: Vec::new(),
+        api_keys: Vec::new(),
+    };
+    // The other controller writes its entry now.
+    let other = r#"{"status":{"parents":[{"parentRef":{"group":"gateway.networking.k8s.io","kind":"Gateway","name":"mesh"},"controllerName":"example.com/other","conditions":[{"type":"Accepted","status":"True","reason":"Accepted","message":"ok","observedGeneration":1,"lastTransitionTime":"2026-01-01T00:00:00Z"}]}]}}"#;
+    ns.kubectl_ok(
+        &["patch", "httproute", "orders", "--subresource=status", "--type=merge", "-p", other],
+        None,
+    );
+
+    let translation = tollbridge::translate::translate(&snapshot, &tollbridge::providers::capabilities);
+    let client = cluster.client().await;
+    let patches = tollbridge::controller::status::plan(&snapshot, &translation.statuses);
+    let route_patch =
+        patches.iter().find(|p| p.resource.kind == "HTTPRoute").expect("a route status to write");
+    tollbridge::controller::status::write(&client, route_patch).await.expect("status written");
+
+    let route = ns.get_json("httproute", "orders");
+    let writers: Vec<&str> = route["status"]["parents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["controllerName"].as_str())
+        .collect();
+    assert!(writers.contains(&CONTROLLER_NAME), "our entry is missing: {writers:?}");
+    assert!(writers.contains(&"example.com/other"), "the other controller's entry was dropped: {writers:?}");
+}
+
+/// The record of where a Gateway is provisioned (and its finalizer) is written only to the
+/// Gateway it was meant for: one deleted and created again under the same name gets neither.
+#[tokio::test]
+async fn the_record_and_finalizer_go_only_to_the_gateway_they_were_meant_for() {
+    let cluster = Cluster::shared();
+    let ns = cluster.namespace("uid");
+    let class = cluster.delete_on_drop("gatewayclass", &unique_name("local"));
+    cluster.apply_cluster_scoped(&class_yaml(class.name()));
+    ns.apply(&gateway_yaml(class.name(), 18083));
+    let old: tollbridge::api::gateway::Gateway =
+        serde_json::from_value(ns.get_json("gateway", "gw")).unwrap();
+    ns.delete("gateway", "gw");
+    ns.wait_deleted("gateway", "gw", CONVERGE);
+    ns.apply(&gateway_yaml(class.name(), 18083));
+    let target = tollbridge_provider::ProviderSettings::Aws(tollbridge_provider::AwsSettings {
+        region: "eu-west-1".into(),
+        ..Default::default()
+    });
+    let client = cluster.client().await;
+    let written = tollbridge::controller::set_record(&client, &old, &[target], false).await;
+    assert!(written.is_err(), "a record was written over another Gateway of the same name");
+    let new = ns.get_json("gateway", "gw");
+    assert!(new["metadata"]["finalizers"].as_array().is_none_or(Vec::is_empty), "{new:#}");
+    assert!(new["metadata"]["annotations"]["tollbridge.dev/provisioned-into"].is_null(), "{new:#}");
+}
+
+/// `apiType: Auto` moves a Gateway from an HTTP API to a REST API when a QuotaPolicy starts to
+/// need API keys: the new hostname is not a silent side effect but a Warning Event and a status
+/// message.
+#[tokio::test]
+async fn an_auto_switch_to_a_rest_api_is_announced() {
+    let _lock = exclusive().await;
+    let moto = MotoServer::start();
+    std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
+    let cluster = Cluster::shared();
+    let ns = cluster.namespace("auto");
+    let config = cluster.delete_on_drop("providerconfig", &unique_name("aws"));
+    let class = cluster.delete_on_drop("gatewayclass", &unique_name("aws"));
+    cluster.apply_cluster_scoped(
+        &aws_class_yaml(config.name(), class.name(), "us-east-2", &moto)
+            .replace("apiType: HTTP", "apiType: Auto"),
+    );
+    ns.apply(&gateway_yaml(class.name(), 80));
+    ns.apply(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: orders}\n\
+         spec: {type: ExternalName, externalName: orders.example.com, ports: [{name: https, port: 443}]}\n",
+    );
+    ns.apply(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: orders}\nspec:\n  \
+         parentRefs: [{name: gw}]\n  rules:\n  - matches: [{path: {type: PathPrefix, value: /orders}}]\n    \
+         backendRefs: [{name: orders, port: 443}]\n",
+    );
+    let (_op, _) = operator(&ns, "solo").await;
+    eventually("an HTTP API", Duration::from_secs(60), || async {
+        apis_of(&moto, "us-east-2", &ns).await.len() == 1
+    })
+    .await;
+
+    ns.apply(
+        "apiVersion: tollbridge.dev/v1alpha1\nkind: QuotaPolicy\nmetadata: {name: gold}\nspec:\n  \
+         targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: orders}]\n  \
+         apiKey: {required: true}\n---\n\
+         apiVersion: v1\nkind: Secret\nmetadata: {name: acme}\nstringData: {api-key: acme-key-0001-long-enough-for-aws}\n---\n\
+         apiVersion: tollbridge.dev/v1alpha1\nkind: ApiKey\nmetadata: {name: acme}\nspec: {policyRef: {name: gold}, secretRef: {name: acme}}\n",
+    );
+    eventually("the replacement announced", Duration::from_secs(90), || async {
+        let events = ns.kubectl_ok(&["get", "events", "-o", "json"], None);
+        let gw = ns.get_json("gateway", "gw");
+        let programmed = gw["status"]["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["type"] == "Programmed").cloned())
+            .unwrap_or_default();
+        events.contains("\"reason\": \"Replaced\"")
+            && programmed["message"].as_str().is_some_and(|m| m.contains("Replaced:"))
+    })
+    .await;
+    assert!(apis_of(&moto, "us-east-2", &ns).await.is_empty(), "the HTTP API is still there");
+    ns.delete("gateway", "gw");
+    ns.wait_deleted("gateway", "gw", Duration::from_secs(60));
 }

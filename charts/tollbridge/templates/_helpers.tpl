@@ -129,13 +129,15 @@ Server-side apply of an object that does not exist yet is a create: `patch` and 
 {{/* Namespaced kinds: in the ClusterRole, or in a Role in watchNamespace. */}}
 {{- define "tollbridge.namespacedRules" -}}
 # Gateways, HTTPRoutes, ReferenceGrants: watched; statuses written; the cleanup finalizer of
-# cloud Gateways added and removed by server-side apply (patch on the Gateway itself).
+# cloud Gateways and the record of where they were provisioned added and removed by
+# server-side apply (patch on the Gateway itself; the record is re-read, get, before a place
+# is dropped from it).
 - apiGroups: ["gateway.networking.k8s.io"]
   resources: ["gateways", "httproutes", "referencegrants"]
   verbs: ["list", "watch"]
 - apiGroups: ["gateway.networking.k8s.io"]
   resources: ["gateways"]
-  verbs: ["patch"]
+  verbs: ["get", "patch"]
 - apiGroups: ["gateway.networking.k8s.io"]
   resources: ["gateways/status", "httproutes/status"]
   verbs: ["patch"]

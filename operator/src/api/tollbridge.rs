@@ -63,6 +63,12 @@ pub struct ProviderConfigSpec {
     /// Settings for Azure API Management; required when provider is Azure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub azure: Option<AzureProviderSpec>,
+    /// When this ProviderConfig is a GatewayClass's: the ProviderConfigs a Gateway of the class
+    /// may choose instead in `spec.infrastructure.parametersRef`. Default: none, so a Gateway's
+    /// author cannot pick another team's account, role or service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    pub allowed_gateway_overrides: Option<Vec<String>>,
 }
 
 /// The provider that runs a GatewayClass's Gateways.

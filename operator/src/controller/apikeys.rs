@@ -11,9 +11,12 @@ use kube::{Client, Resource};
 use rand::TryRngCore;
 use sha2::{Digest, Sha256};
 
+use kube::runtime::events::{Event, EventType};
+
 use super::infra::MANAGED_BY;
+use super::Controller;
 use crate::api::tollbridge::ApiKey;
-use crate::snapshot::{name_of, namespace_of};
+use crate::snapshot::{name_of, namespace_of, object_id, Snapshot};
 
 /// Label naming the ApiKey a generated Secret belongs to.
 pub const API_KEY_LABEL: &str = "tollbridge.dev/api-key";
@@ -77,6 +80,39 @@ pub async fn generate(client: &Client, api_key: &ApiKey) -> Result<Option<String
         Ok(_) => Ok(Some(key_id(&key))),
         Err(kube::Error::Api(s)) if s.code == 409 => Ok(None),
         Err(e) => Err(format!("cannot create Secret {}: {e}", api_key.spec.secret_ref.name)),
+    }
+}
+
+impl Controller {
+    /// Creates the Secret of every ApiKey that names a missing one.
+    pub(super) async fn generate_missing_keys(&self, snapshot: &Snapshot) {
+        for api_key in snapshot.api_keys.iter().filter(|k| k.metadata.deletion_timestamp.is_none()) {
+            let namespace = namespace_of(&api_key.metadata);
+            if self.source.secret_exists(namespace, &api_key.spec.secret_ref.name) {
+                continue;
+            }
+            match generate(&self.client, api_key).await {
+                Ok(Some(key_id)) => {
+                    tracing::info!(apikey = %object_id(&api_key.metadata), secret = %api_key.spec.secret_ref.name, key_id, "generated an API key");
+                    let event = Event {
+                        type_: EventType::Normal,
+                        reason: "KeyGenerated".into(),
+                        note: Some(format!(
+                            "Generated a key (id {key_id}) into Secret {}",
+                            api_key.spec.secret_ref.name
+                        )),
+                        action: "GenerateKey".into(),
+                        secondary: None,
+                    };
+                    let _ = self.recorder.publish(&event, &api_key.object_ref(&())).await;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    self.metrics.error("apikey_secret");
+                    tracing::warn!(apikey = %object_id(&api_key.metadata), error = %e, "cannot generate API key");
+                }
+            }
+        }
     }
 }
 

@@ -2,9 +2,10 @@
 //!
 //! [`decide`] looks at the lease and says what to do; [`campaign`] does it against the API server.
 //! Every write carries the resourceVersion that was read, so of two replicas racing for a free
-//! lease only one wins; the other gets 409 Conflict and waits. Expiry compares the lease's
-//! renewTime with this replica's clock: the clocks of the replicas must agree to well within the
-//! lease duration.
+//! lease only one wins; the other gets 409 Conflict and waits. Expiry is judged by what this
+//! replica observed, never by comparing the holder's clock (renewTime) with its own: another
+//! holder's lease has expired once this replica has seen it unchanged for the lease's duration,
+//! by its own monotonic clock.
 
 use std::fmt;
 use std::time::Duration;
@@ -78,17 +79,37 @@ enum Step {
     Wait,
 }
 
-/// Decides what `identity` does about `lease` (None: it does not exist) at `now`. A lease without
-/// leaseDurationSeconds is valid for `lease_duration`; one without renewTime has expired.
-fn decide(lease: Option<&Lease>, identity: &str, lease_duration: Duration, now: Timestamp) -> Step {
+/// Decides what `identity` does about `lease` (None: it does not exist), which it has seen
+/// unchanged for `unchanged_for`. A lease without leaseDurationSeconds is valid for
+/// `lease_duration`; one without renewTime has expired.
+fn decide(lease: Option<&Lease>, identity: &str, lease_duration: Duration, unchanged_for: Duration) -> Step {
     let Some(lease) = lease else {
         return Step::Create;
     };
     match (holder(lease), lease.spec.as_ref()) {
         (holder, _) if holder == identity => Step::Renew,
         ("", _) | (_, None) => Step::TakeOver,
-        (_, Some(spec)) if expired(spec, lease_duration, now) => Step::TakeOver,
+        (_, Some(spec)) if expired(spec, lease_duration, unchanged_for) => Step::TakeOver,
         _ => Step::Wait,
+    }
+}
+
+/// When this replica last saw the lease change (by its resourceVersion), on its own clock.
+#[derive(Debug, Default)]
+struct Observed {
+    version: Option<String>,
+    since: Option<Instant>,
+}
+
+impl Observed {
+    /// How long the lease has been seen as it is now (zero when it just changed).
+    fn unchanged_for(&mut self, lease: Option<&Lease>, now: Instant) -> Duration {
+        let version = lease.and_then(|l| l.metadata.resource_version.clone());
+        if self.since.is_none() || version != self.version {
+            self.version = version;
+            self.since = Some(now);
+        }
+        now.duration_since(self.since.unwrap_or(now))
     }
 }
 
@@ -97,18 +118,18 @@ fn holder(lease: &Lease) -> &str {
     lease.spec.as_ref().and_then(|spec| spec.holder_identity.as_deref()).unwrap_or("")
 }
 
-/// Whether the holder of the lease failed to renew it in time.
-fn expired(spec: &LeaseSpec, lease_duration: Duration, now: Timestamp) -> bool {
-    let Some(renewed) = &spec.renew_time else {
+/// Whether the holder of the lease failed to renew it in time: it has not changed for longer
+/// than it is valid.
+fn expired(spec: &LeaseSpec, lease_duration: Duration, unchanged_for: Duration) -> bool {
+    if spec.renew_time.is_none() {
         return true;
-    };
+    }
     let valid_for = spec
         .lease_duration_seconds
         .and_then(|seconds| u64::try_from(seconds).ok())
         .filter(|&seconds| seconds > 0)
         .map_or(lease_duration, Duration::from_secs);
-    // A lease valid beyond the range of timestamps never expires.
-    renewed.0.checked_add(valid_for).is_ok_and(|until| until < now)
+    unchanged_for > valid_for
 }
 
 /// The lease `step` writes: `current` (None for [`Step::Create`]) held by this replica, renewed at `now`.
@@ -204,12 +225,13 @@ async fn follow(
     shutdown: &mut watch::Receiver<bool>,
 ) -> Option<(Box<Lease>, Instant)> {
     let mut last_reason = String::new();
+    let mut observed = Observed::default();
     loop {
         let started = Instant::now();
         let outcome = tokio::select! {
             biased;
             () = stopped(shutdown) => return None,
-            outcome = attempt(api, settings, false) => outcome,
+            outcome = attempt(api, settings, false, &mut observed) => outcome,
         };
         match outcome {
             Ok(Round::Held(lease)) => return Some((lease, started)),
@@ -252,11 +274,13 @@ async fn lead(
         }
         let started = Instant::now();
         let deadline = renewed + settings.renew_deadline;
+        // A leader only renews its own lease: what it observed of others does not matter.
+        let mut observed = Observed::default();
         let outcome = tokio::select! {
             biased;
             // The next pause returns at once.
             () = stopped(shutdown) => continue,
-            outcome = tokio::time::timeout_at(deadline, attempt(api, settings, true)) => outcome,
+            outcome = tokio::time::timeout_at(deadline, attempt(api, settings, true, &mut observed)) => outcome,
         };
         match outcome {
             Ok(Ok(Round::Held(written))) => {
@@ -318,10 +342,16 @@ enum Round {
 
 /// Reads the lease and writes it as [`decide`] says. A leader (`leading`) only renews: a lease
 /// that is gone, free or held by another is reported as not ours.
-async fn attempt(api: &Api<Lease>, settings: &LeaseSettings, leading: bool) -> Result<Round, kube::Error> {
+async fn attempt(
+    api: &Api<Lease>,
+    settings: &LeaseSettings,
+    leading: bool,
+    observed: &mut Observed,
+) -> Result<Round, kube::Error> {
     let current = api.get_opt(&settings.name).await?;
+    let unchanged_for = observed.unchanged_for(current.as_ref(), Instant::now());
     let now = Timestamp::now();
-    let step = decide(current.as_ref(), &settings.identity, settings.lease_duration, now);
+    let step = decide(current.as_ref(), &settings.identity, settings.lease_duration, unchanged_for);
     if step == Step::Wait || (leading && step != Step::Renew) {
         return Ok(Round::NotOurs(not_ours(current.as_ref())));
     }
@@ -412,59 +442,84 @@ mod tests {
         }
     }
 
+    fn secs(seconds: u64) -> Duration {
+        Duration::from_secs(seconds)
+    }
+
     fn settings() -> LeaseSettings {
         LeaseSettings::from_duration("system", "tollbridge", "me", DURATION)
     }
 
     #[test]
     fn no_lease_is_created() {
-        assert_eq!(decide(None, "me", DURATION, at(0)), Step::Create);
+        assert_eq!(decide(None, "me", DURATION, secs(0)), Step::Create);
     }
 
     #[test]
     fn my_lease_is_renewed() {
         let mine = lease(Some("me"), Some(at(0)), Some(15));
-        assert_eq!(decide(Some(&mine), "me", DURATION, at(5)), Step::Renew);
+        assert_eq!(decide(Some(&mine), "me", DURATION, secs(5)), Step::Renew);
         // Even when expired: nobody else has written it since.
-        assert_eq!(decide(Some(&mine), "me", DURATION, at(60)), Step::Renew);
+        assert_eq!(decide(Some(&mine), "me", DURATION, secs(60)), Step::Renew);
     }
 
     #[test]
     fn fresh_lease_of_another_is_waited_for() {
         let theirs = lease(Some("other"), Some(at(0)), Some(15));
-        assert_eq!(decide(Some(&theirs), "me", DURATION, at(5)), Step::Wait);
-        assert_eq!(decide(Some(&theirs), "me", DURATION, at(15)), Step::Wait);
+        assert_eq!(decide(Some(&theirs), "me", DURATION, secs(5)), Step::Wait);
+        assert_eq!(decide(Some(&theirs), "me", DURATION, secs(15)), Step::Wait);
     }
 
     #[test]
     fn expired_lease_of_another_is_taken_over() {
         let theirs = lease(Some("other"), Some(at(0)), Some(15));
-        assert_eq!(decide(Some(&theirs), "me", DURATION, at(16)), Step::TakeOver);
+        assert_eq!(decide(Some(&theirs), "me", DURATION, secs(16)), Step::TakeOver);
     }
 
     #[test]
     fn lease_duration_of_the_lease_wins_over_mine() {
         let theirs = lease(Some("other"), Some(at(0)), Some(60));
-        assert_eq!(decide(Some(&theirs), "me", DURATION, at(30)), Step::Wait);
+        assert_eq!(decide(Some(&theirs), "me", DURATION, secs(30)), Step::Wait);
         let no_duration = lease(Some("other"), Some(at(0)), None);
-        assert_eq!(decide(Some(&no_duration), "me", DURATION, at(10)), Step::Wait);
-        assert_eq!(decide(Some(&no_duration), "me", DURATION, at(16)), Step::TakeOver);
+        assert_eq!(decide(Some(&no_duration), "me", DURATION, secs(10)), Step::Wait);
+        assert_eq!(decide(Some(&no_duration), "me", DURATION, secs(16)), Step::TakeOver);
     }
 
     #[test]
     fn lease_without_holder_is_taken_over() {
         let free = lease(None, Some(at(0)), Some(15));
-        assert_eq!(decide(Some(&free), "me", DURATION, at(1)), Step::TakeOver);
+        assert_eq!(decide(Some(&free), "me", DURATION, secs(1)), Step::TakeOver);
         let empty = lease(Some(""), Some(at(0)), Some(15));
-        assert_eq!(decide(Some(&empty), "me", DURATION, at(1)), Step::TakeOver);
+        assert_eq!(decide(Some(&empty), "me", DURATION, secs(1)), Step::TakeOver);
         let no_spec = Lease { spec: None, ..free };
-        assert_eq!(decide(Some(&no_spec), "me", DURATION, at(1)), Step::TakeOver);
+        assert_eq!(decide(Some(&no_spec), "me", DURATION, secs(1)), Step::TakeOver);
+    }
+
+    #[test]
+    fn expiry_is_judged_by_observed_renewals_not_by_the_holders_clock() {
+        // The holder's clock runs an hour ahead: its renewTime is in our future. Seen unchanged
+        // for longer than the lease's duration, the lease has expired all the same.
+        let ahead =
+            lease(Some("other"), Some(Timestamp::now() + jiff::SignedDuration::from_hours(1)), Some(15));
+        let mut observed = Observed::default();
+        let start = Instant::now();
+        let seen =
+            |observed: &mut Observed, after: u64| observed.unchanged_for(Some(&ahead), start + secs(after));
+        assert_eq!(decide(Some(&ahead), "me", DURATION, seen(&mut observed, 0)), Step::Wait);
+        assert_eq!(decide(Some(&ahead), "me", DURATION, seen(&mut observed, 10)), Step::Wait);
+        assert_eq!(decide(Some(&ahead), "me", DURATION, seen(&mut observed, 16)), Step::TakeOver);
+        // A renewal (a new resourceVersion) starts the count again, whatever its renewTime says.
+        let mut renewed = ahead.clone();
+        renewed.metadata.resource_version = Some("43".into());
+        renewed.spec.as_mut().unwrap().renew_time = Some(MicroTime(at(-3600)));
+        let unchanged = observed.unchanged_for(Some(&renewed), start + secs(17));
+        assert_eq!(decide(Some(&renewed), "me", DURATION, unchanged), Step::Wait);
     }
 
     #[test]
     fn missing_renew_time_is_expired() {
         let theirs = lease(Some("other"), None, Some(15));
-        assert_eq!(decide(Some(&theirs), "me", DURATION, at(0)), Step::TakeOver);
+        assert_eq!(decide(Some(&theirs), "me", DURATION, secs(0)), Step::TakeOver);
     }
 
     #[test]
@@ -526,7 +581,7 @@ mod tests {
         let free = released(&mine);
         assert_eq!(free.metadata.resource_version.as_deref(), Some("42"));
         assert_eq!(holder(&free), "");
-        assert_eq!(decide(Some(&free), "other", DURATION, at(1)), Step::TakeOver);
+        assert_eq!(decide(Some(&free), "other", DURATION, secs(1)), Step::TakeOver);
     }
 
     #[test]

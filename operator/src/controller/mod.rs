@@ -2,15 +2,16 @@
 //! Gateway → status by server-side apply. Only the leader writes.
 
 pub mod apikeys;
+mod cleanup;
 pub mod infra;
 pub mod leader;
+mod local;
 pub mod metrics;
 pub mod status;
+pub mod targets;
 mod workers;
 
 use std::collections::HashSet;
-use std::hash::{Hash, Hasher};
-use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,21 +19,22 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::api::Api;
+use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
-use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tollbridge_provider::{GatewayIr, GatewayKey, ProviderSettings};
+use tollbridge_provider::{GatewayIr, ProviderSettings};
 
 use crate::api::gateway::Gateway;
-use crate::snapshot::{self, name_of, namespace_of, object_id, Snapshot};
+use crate::snapshot::{self, name_of, object_id, Snapshot};
 use crate::source::cluster::{ClusterSource, Scope};
 use crate::translate::{self, programmed};
+pub use cleanup::set_record;
 use leader::LeaseSettings;
+pub use local::gunzip;
 use metrics::{KindLabels, Metrics};
 use workers::{Cloud, Deployer, Job, Workers};
 
@@ -40,6 +42,8 @@ use workers::{Cloud, Deployer, Job, Workers};
 pub const FINALIZER: &str = "tollbridge.dev/cleanup";
 /// The field manager of the finalizer (kept apart from the status manager).
 const FINALIZER_MANAGER: &str = "tollbridge-operator-finalizer";
+/// How soon a pass skipped for want of a Secret is tried again.
+const RETRY_SKIPPED_PASS: Duration = Duration::from_secs(5);
 
 /// Options of `tollbridge operator`.
 #[derive(Clone, Debug)]
@@ -82,7 +86,7 @@ pub async fn run(mut options: OperatorOptions) -> Result<(), String> {
         .clone()
         .map(|lease| tokio::spawn(leader::campaign(client.clone(), lease, leading_tx, shutdown.clone())));
 
-    let mut controller = Controller::new(client, &options, metrics.clone());
+    let mut controller = Controller::new(client, &options, metrics.clone(), leading.clone());
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| format!("cannot install signal handler: {e}"))?;
     let changed = controller.source.changed();
@@ -92,6 +96,7 @@ pub async fn run(mut options: OperatorOptions) -> Result<(), String> {
         tokio::select! {
             _ = changed.notified() => {}
             _ = resync.tick() => controller.resyncs += 1,
+            _ = tokio::time::sleep(RETRY_SKIPPED_PASS), if controller.retry_soon => controller.retry_soon = false,
             result = leading.changed() => {
                 if result.is_err() {
                     // The campaign ended: leadership was lost.
@@ -123,9 +128,17 @@ pub async fn run(mut options: OperatorOptions) -> Result<(), String> {
             waiting_logged = false;
         }
         if *leading.borrow() {
-            controller.reconcile().await;
+            // A pass stops as soon as leadership is lost, not at its end.
+            let mut lost = leading.clone();
+            tokio::select! {
+                biased;
+                _ = lost.wait_for(|leading| !leading) => {}
+                () = controller.reconcile() => {}
+            }
         }
     };
+    // Nothing more is written: the providers' tasks and cleanups stop before the lease is let go.
+    controller.stop();
     let _ = shutdown_tx.send(true);
     if let Some(campaign) = campaign {
         match tokio::time::timeout(Duration::from_secs(5), campaign).await {
@@ -154,6 +167,14 @@ struct Controller {
     clouds: Arc<crate::providers::Registry>,
     /// Gateways being cleaned up (finalizer still present), by `namespace/name`.
     cleaning: Arc<std::sync::Mutex<HashSet<String>>>,
+    /// Why the last cleanup of a Gateway failed, by `namespace/name`.
+    cleanup_errors: Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>,
+    /// The last pass was skipped (a referenced Secret could not be read): try again soon.
+    retry_soon: bool,
+    /// Whether this replica leads: checked before every write a background task makes.
+    leading: watch::Receiver<bool>,
+    /// The cleanup tasks running, aborted when leadership is lost.
+    cleanups: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
 }
 
 /// Stores of the objects we create for Local Gateways, so hand edits are seen and repaired.
@@ -165,7 +186,12 @@ struct OwnedStores {
 }
 
 impl Controller {
-    fn new(client: Client, options: &OperatorOptions, metrics: Arc<Metrics>) -> Self {
+    fn new(
+        client: Client,
+        options: &OperatorOptions,
+        metrics: Arc<Metrics>,
+        leading: watch::Receiver<bool>,
+    ) -> Self {
         let mut source = ClusterSource::start(client.clone(), &options.scope);
         let owned_config =
             watcher::Config::default().labels(&format!("{}={}", infra::MANAGED_BY.0, infra::MANAGED_BY.1));
@@ -185,7 +211,7 @@ impl Controller {
             instance: options.lease.as_ref().map(|l| l.identity.clone()),
         };
         let recorder = Recorder::new(client.clone(), reporter);
-        let workers = Workers::new(source.changed(), recorder.clone(), metrics.clone());
+        let workers = Workers::new(source.changed(), recorder.clone(), metrics.clone(), leading.clone());
         let local = infra::InCluster::new(client.clone(), options.proxy_image.clone());
         let written = local.written();
         let local = Arc::new(local);
@@ -203,27 +229,53 @@ impl Controller {
             resyncs: 0,
             clouds,
             cleaning: Arc::default(),
+            cleanup_errors: Arc::default(),
+            retry_soon: false,
+            leading,
+            cleanups: Arc::default(),
+        }
+    }
+
+    /// Stops every provider task and cleanup: after this, this replica writes nothing.
+    fn stop(&mut self) {
+        for id in self.workers.ids() {
+            self.workers.stop(&id);
+        }
+        if let Ok(mut tasks) = self.cleanups.lock() {
+            for task in tasks.drain(..) {
+                task.abort();
+            }
         }
     }
 
     /// One pass: snapshot, keys, translate, hand Gateways to their tasks, write statuses.
     async fn reconcile(&mut self) {
         self.metrics.reconciles.inc();
-        let snapshot = self.source.snapshot().await;
+        let snapshot = match self.source.snapshot().await {
+            Ok(snapshot) => snapshot,
+            Err(e) => {
+                // Nothing is decided on a partial view; the next pass (a change, the resync, or
+                // the retry below) tries again.
+                self.metrics.error("secret_read");
+                tracing::warn!(error = %e, "pass skipped");
+                self.retry_soon = true;
+                return;
+            }
+        };
         self.generate_missing_keys(&snapshot).await;
 
         let translation = translate::translate(&snapshot, &crate::providers::capabilities);
         let mut statuses = translation.statuses;
         let mut live = HashSet::new();
         let mut cleaned = HashSet::new();
+        let mut deleting = std::collections::HashMap::new();
         for ir in translation.gateways {
             let id = ir.key.id();
             let Some(gateway) = snapshot.gateways.iter().find(|g| object_id(&g.metadata) == id) else {
                 continue;
             };
             if gateway.metadata.deletion_timestamp.is_some() {
-                cleaned.insert(id);
-                self.clean_up(gateway.clone(), ir.provider);
+                deleting.insert(id, ir.provider);
                 continue;
             }
             live.insert(id.clone());
@@ -240,39 +292,54 @@ impl Controller {
                 }
             }
         }
-        // Deleted Gateways of classes no longer ours: nothing left to clean, let them go.
+        // Deleted Gateways with our finalizer: everything recorded is deleted from where it is,
+        // whether or not the Gateway still resolves to a provider.
         for gateway in snapshot.gateways.iter().filter(|g| g.metadata.deletion_timestamp.is_some()) {
             let id = object_id(&gateway.metadata);
-            if !cleaned.contains(&id) && gateway.finalizers().iter().any(|f| f == FINALIZER) {
-                tracing::warn!(gateway = %id, "deleted gateway no longer resolves to a provider; removing the finalizer");
-                if let Err(e) = set_finalizer(&self.client, gateway, false).await {
-                    tracing::warn!(gateway = %id, error = %e, "cannot remove finalizer");
-                }
+            cleaned.insert(id.clone());
+            self.workers.stop(&id);
+            if gateway.finalizers().iter().any(|f| f == FINALIZER) {
+                self.delete_everywhere(gateway, deleting.get(&id));
+            }
+            if let (Some(status), Some(why)) = (statuses.gateways.get_mut(&id), self.cleanup_error(&id)) {
+                programmed::waiting(status, &why, gateway.metadata.generation, snapshot.now);
+            }
+        }
+        // Gateways of our classes that are not accepted now (a bad edit, a missing
+        // ProviderConfig): a Local one's proxy keeps serving what it last accepted, and says so.
+        let ours: HashSet<String> = snapshot
+            .gateways
+            .iter()
+            .filter(|g| g.metadata.deletion_timestamp.is_none())
+            .filter(|g| {
+                snapshot.gateway_classes.iter().any(|c| {
+                    name_of(&c.metadata) == g.spec.gateway_class_name
+                        && c.spec.controller_name == translate::CONTROLLER_NAME
+                })
+            })
+            .map(|g| object_id(&g.metadata))
+            .collect();
+        for id in ours.iter().filter(|id| !live.contains(*id)) {
+            let (namespace, name) = id.split_once('/').unwrap_or_default();
+            let serving = self.owned.deployments.get(&at(namespace, &infra::infra_name(name))).is_some();
+            if let (true, Some(status)) = (serving, statuses.gateways.get_mut(id)) {
+                let generation = snapshot.gateways.iter().find(|g| object_id(&g.metadata) == *id);
+                programmed::keeps_serving(
+                    status,
+                    generation.and_then(|g| g.metadata.generation),
+                    snapshot.now,
+                );
             }
         }
         for id in self.workers.ids() {
             if !live.contains(&id) {
                 self.workers.stop(&id);
-                if !cleaned.contains(&id) {
+                if !cleaned.contains(&id) && !ours.contains(&id) {
                     self.forget(&id).await;
                 }
             }
         }
         self.write_statuses(&snapshot, &statuses).await;
-    }
-
-    /// A Gateway whose class stopped being ours, or that was deleted without finalizer:
-    /// remove what the Local provider created for it (cloud Gateways keep their finalizer).
-    async fn forget(&self, id: &str) {
-        let Some((namespace, name)) = id.split_once('/') else { return };
-        let key = GatewayKey { namespace: namespace.into(), name: name.into(), ..GatewayKey::default() };
-        let deployment =
-            self.owned.deployments.get(&ObjectRef::new(&infra::infra_name(name)).within(namespace));
-        if deployment.is_some() {
-            if let Err(e) = workers::delete_with_retries(self.local.as_ref(), &key, &self.metrics, 3).await {
-                tracing::warn!(gateway = %id, error = %e, "cannot remove the proxy of a gateway that is no longer ours");
-            }
-        }
     }
 
     async fn deployer_for(&self, settings: &ProviderSettings) -> Arc<dyn Deployer> {
@@ -287,13 +354,33 @@ impl Controller {
     async fn job_for(&self, snapshot: &Snapshot, gateway: &Gateway, ir: GatewayIr) -> Option<Job> {
         let object = gateway.object_ref(&());
         let id = ir.key.id();
+        // Where the Gateway was provisioned before: the record is brought up to date (before
+        // anything is provisioned in a new place), and places it left are cleaned up.
+        let recorded = match targets::recorded(gateway) {
+            Ok(recorded) => recorded,
+            Err(e) => {
+                self.metrics.error("record");
+                tracing::warn!(gateway = %id, error = %e, "cannot read where the gateway was provisioned");
+                return None;
+            }
+        };
+        let plan = targets::plan(&recorded, &ir.provider);
+        let has_finalizer = gateway.finalizers().iter().any(|f| f == FINALIZER);
+        if plan.record != recorded || has_finalizer == plan.record.is_empty() {
+            if let Err(e) = set_record(&self.client, gateway, &plan.record, true).await {
+                self.metrics.error("finalizer");
+                tracing::warn!(gateway = %id, error = %e, "cannot record where the gateway is provisioned");
+                return None;
+            }
+        }
+        if !plan.stale.is_empty() {
+            self.clean_targets(gateway.clone(), plan.stale, cleanup::DeletionPolicy::Delete);
+        }
         if !matches!(ir.provider, ProviderSettings::Local(_)) {
-            if !gateway.finalizers().iter().any(|f| f == FINALIZER) {
-                if let Err(e) = set_finalizer(&self.client, gateway, true).await {
-                    self.metrics.error("finalizer");
-                    tracing::warn!(gateway = %id, error = %e, "cannot add finalizer");
-                    return None;
-                }
+            // A proxy left from when the Gateway was Local goes.
+            if self.owned.deployments.get(&at(&ir.key.namespace, &infra::infra_name(&ir.key.name))).is_some()
+            {
+                self.forget(&id).await;
             }
             // A new resync count makes the task apply again, which observes the account and
             // repairs changes made out of band (writing nothing when there are none).
@@ -301,7 +388,8 @@ impl Controller {
         }
         let subset = snapshot::subset::for_gateway(snapshot, &ir.key.namespace, &ir.key.name)?;
         let config =
-            match snapshot::subset::to_yaml(&subset).map_err(|e| e.to_string()).and_then(|y| gzip(&y)) {
+            match snapshot::subset::to_yaml(&subset).map_err(|e| e.to_string()).and_then(|y| local::gzip(&y))
+            {
                 Ok(config) => config,
                 Err(e) => {
                     self.metrics.error("config");
@@ -311,156 +399,6 @@ impl Controller {
             };
         let edited = self.edited_token(&ir.key);
         Some(Job { ir, config: Some(config), edited, object })
-    }
-
-    /// Why a Local Gateway's proxy cannot serve yet: no replica of its Deployment is available.
-    fn proxy_not_available(&self, ir: &GatewayIr) -> Option<String> {
-        if !matches!(ir.provider, ProviderSettings::Local(_)) {
-            return None;
-        }
-        let name = infra::infra_name(&ir.key.name);
-        let deployment = self.owned.deployments.get(&ObjectRef::new(&name).within(&ir.key.namespace));
-        let status = deployment.as_ref().and_then(|d| d.status.clone()).unwrap_or_default();
-        let available = status.available_replicas.unwrap_or(0);
-        if available < 1 {
-            return Some(format!(
-                "Waiting for the proxy: Deployment {name} has {available} of {} replicas available",
-                status.replicas.unwrap_or(0)
-            ));
-        }
-        // Traffic reaches a pod through the Service only once it is among its ready endpoints
-        // (a Gateway without a listener has no Service).
-        (infra::has_service(ir) && self.source.ready_endpoints(&ir.key.namespace, &name) == 0)
-            .then(|| format!("Waiting for the proxy: Service {name} has no ready endpoint yet"))
-    }
-
-    /// Zero when every object we created for a Local Gateway is as we left it; otherwise a
-    /// fingerprint of the versions someone else wrote (or of their absence).
-    fn edited_token(&self, key: &GatewayKey) -> u64 {
-        let name = infra::infra_name(&key.name);
-        let secret_name = infra::config_secret_name(&key.name);
-        let ns = key.namespace.as_str();
-        let seen = [
-            (
-                "Deployment",
-                name.as_str(),
-                self.owned
-                    .deployments
-                    .get(&at(ns, &name))
-                    .and_then(|o| infra::edit_version("Deployment", o.meta())),
-            ),
-            (
-                "ServiceAccount",
-                &name,
-                self.owned.service_accounts.get(&at(ns, &name)).and_then(|o| o.resource_version()),
-            ),
-            ("Role", &name, self.owned.roles.get(&at(ns, &name)).and_then(|o| o.resource_version())),
-            (
-                "RoleBinding",
-                &name,
-                self.owned.role_bindings.get(&at(ns, &name)).and_then(|o| o.resource_version()),
-            ),
-            ("Service", &name, self.source.services().get(&at(ns, &name)).and_then(|o| o.resource_version())),
-            (
-                "Secret",
-                &secret_name,
-                self.source.secret_metadata().get(&at(ns, &secret_name)).and_then(|o| o.resource_version()),
-            ),
-        ];
-        let foreign: Vec<_> = seen
-            .iter()
-            .filter(|(kind, name, version)| {
-                !self.written.is_ours(kind, &key.namespace, name, version.as_deref())
-            })
-            .collect();
-        if foreign.is_empty() {
-            return 0;
-        }
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        foreign.hash(&mut hasher);
-        hasher.finish().max(1)
-    }
-
-    /// Starts the cleanup of a deleted cloud Gateway: provider delete, then finalizer off.
-    fn clean_up(&mut self, gateway: Gateway, settings: ProviderSettings) {
-        let id = object_id(&gateway.metadata);
-        self.workers.stop(&id);
-        if !gateway.finalizers().iter().any(|f| f == FINALIZER) {
-            return;
-        }
-        if !self.cleaning.lock().map(|mut c| c.insert(id.clone())).unwrap_or(false) {
-            return;
-        }
-        let client = self.client.clone();
-        let metrics = self.metrics.clone();
-        let recorder = self.recorder.clone();
-        let cleaning = self.cleaning.clone();
-        let clouds = self.clouds.clone();
-        tokio::spawn(async move {
-            let key = GatewayKey {
-                namespace: namespace_of(&gateway.metadata).into(),
-                name: name_of(&gateway.metadata).into(),
-                uid: gateway.metadata.uid.clone().unwrap_or_default(),
-                generation: gateway.metadata.generation.unwrap_or(1),
-            };
-            let deployer = Cloud(settings.kind_name(), clouds.get(&settings).await);
-            let result = workers::delete_with_retries(&deployer, &key, &metrics, 8).await;
-            let (type_, reason, note) = match &result {
-                Ok(()) => (
-                    EventType::Normal,
-                    "Deprovisioned",
-                    "Removed everything provisioned for the gateway".to_string(),
-                ),
-                Err(e) => (EventType::Warning, "DeprovisioningFailed", e.to_string()),
-            };
-            let event = Event {
-                type_,
-                reason: reason.into(),
-                note: Some(note),
-                action: "Delete".into(),
-                secondary: None,
-            };
-            let _ = recorder.publish(&event, &gateway.object_ref(&())).await;
-            if result.is_ok() {
-                if let Err(e) = set_finalizer(&client, &gateway, false).await {
-                    tracing::warn!(gateway = %key.id(), error = %e, "cannot remove finalizer");
-                }
-            }
-            if let Ok(mut c) = cleaning.lock() {
-                c.remove(&key.id());
-            }
-        });
-    }
-
-    /// Creates the Secret of every ApiKey that names a missing one.
-    async fn generate_missing_keys(&self, snapshot: &Snapshot) {
-        for api_key in snapshot.api_keys.iter().filter(|k| k.metadata.deletion_timestamp.is_none()) {
-            let namespace = namespace_of(&api_key.metadata);
-            if self.source.secret_exists(namespace, &api_key.spec.secret_ref.name) {
-                continue;
-            }
-            match apikeys::generate(&self.client, api_key).await {
-                Ok(Some(key_id)) => {
-                    tracing::info!(apikey = %object_id(&api_key.metadata), secret = %api_key.spec.secret_ref.name, key_id, "generated an API key");
-                    let event = Event {
-                        type_: EventType::Normal,
-                        reason: "KeyGenerated".into(),
-                        note: Some(format!(
-                            "Generated a key (id {key_id}) into Secret {}",
-                            api_key.spec.secret_ref.name
-                        )),
-                        action: "GenerateKey".into(),
-                        secondary: None,
-                    };
-                    let _ = self.recorder.publish(&event, &api_key.object_ref(&())).await;
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    self.metrics.error("apikey_secret");
-                    tracing::warn!(apikey = %object_id(&api_key.metadata), error = %e, "cannot generate API key");
-                }
-            }
-        }
     }
 
     async fn write_statuses(&self, snapshot: &Snapshot, statuses: &translate::Statuses) {
@@ -497,36 +435,4 @@ async fn cluster_id(client: &Client) -> Result<String, String> {
 /// The reference of object `namespace/name` in a store.
 fn at<K: Resource<DynamicType = ()>>(namespace: &str, name: &str) -> ObjectRef<K> {
     ObjectRef::new(name).within(namespace)
-}
-
-/// Adds or removes our finalizer by server-side apply under its own field manager.
-async fn set_finalizer(client: &Client, gateway: &Gateway, present: bool) -> Result<(), kube::Error> {
-    let api: Api<Gateway> = Api::namespaced(client.clone(), namespace_of(&gateway.metadata));
-    let finalizers: Vec<&str> = if present { vec![FINALIZER] } else { Vec::new() };
-    let body = json!({
-        "apiVersion": Gateway::api_version(&()),
-        "kind": Gateway::kind(&()),
-        "metadata": { "name": name_of(&gateway.metadata), "finalizers": finalizers },
-    });
-    match api
-        .patch(name_of(&gateway.metadata), &PatchParams::apply(FINALIZER_MANAGER), &Patch::Apply(&body))
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 && !present => Ok(()),
-        Err(e) => Err(e),
-    }
-}
-
-fn gzip(text: &str) -> Result<Vec<u8>, String> {
-    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    encoder.write_all(text.as_bytes()).and_then(|_| encoder.finish()).map_err(|e| format!("gzip: {e}"))
-}
-
-/// Reverses [`gzip`] (used by `tollbridge proxy`).
-pub fn gunzip(bytes: &[u8]) -> Result<String, String> {
-    let mut text = String::new();
-    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(bytes), &mut text)
-        .map_err(|e| format!("cannot decompress the configuration: {e}"))?;
-    Ok(text)
 }

@@ -24,6 +24,9 @@ pub struct StatusPatch {
     pub name: String,
     /// The whole `status` object.
     pub status: Value,
+    /// For statuses other controllers write into too (HTTPRoute `parents`): the object's
+    /// resourceVersion the patch was planned from; the write fails if it changed meanwhile.
+    pub resource_version: Option<String>,
 }
 
 impl StatusPatch {
@@ -70,7 +73,11 @@ pub fn plan(snapshot: &Snapshot, desired: &Statuses) -> Vec<StatusPatch> {
         }
         let foreign = live.parents.iter().filter(|p| p.controller_name != CONTROLLER_NAME).cloned();
         want.parents.extend(foreign);
+        let before = out.len();
         push_if_changed(&mut out, route, &want, &live);
+        if let Some(patch) = out.get_mut(before) {
+            patch.resource_version = route.metadata.resource_version.clone();
+        }
     }
     for policy in &snapshot.quota_policies {
         let Some(want) = desired.quotapolicies.get(&object_id(&policy.metadata)) else { continue };
@@ -124,22 +131,53 @@ where
         namespace: object.meta().namespace.clone(),
         name: name_of(object.meta()).to_string(),
         status: want,
+        resource_version: None,
     });
 }
 
 /// Writes one status by server-side apply (forcing: this manager owns the status it writes).
+/// A patch with a resourceVersion is written only over that version: when the object changed
+/// meanwhile (another controller wrote its own parent entry, say), the entries of other
+/// controllers are taken from the object as it is now and the write is tried again.
 pub async fn write(client: &Client, patch: &StatusPatch) -> Result<(), kube::Error> {
     let api: Api<DynamicObject> = match &patch.namespace {
         Some(ns) => Api::namespaced_with(client.clone(), ns, &patch.resource),
         None => Api::all_with(client.clone(), &patch.resource),
     };
-    let body = json!({
-        "apiVersion": patch.resource.api_version,
-        "kind": patch.resource.kind,
-        "status": patch.status,
-    });
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    api.patch_status(&patch.name, &params, &Patch::Apply(&body)).await.map(|_| ())
+    let mut status = patch.status.clone();
+    let mut version = patch.resource_version.clone();
+    let mut attempts = 0;
+    loop {
+        let mut body = json!({
+            "apiVersion": patch.resource.api_version,
+            "kind": patch.resource.kind,
+            "status": status,
+        });
+        if let Some(version) = &version {
+            body["metadata"] = json!({ "resourceVersion": version });
+        }
+        match api.patch_status(&patch.name, &params, &Patch::Apply(&body)).await {
+            Err(kube::Error::Api(s)) if s.code == 409 && version.is_some() && attempts < 5 => {
+                attempts += 1;
+                let live = api.get_status(&patch.name).await?;
+                status = with_foreign_parents(&patch.status, &live.data["status"]);
+                version = live.metadata.resource_version;
+            }
+            result => return result.map(|_| ()),
+        }
+    }
+}
+
+/// `ours` with its `parents` of other controllers replaced by those in `live`.
+fn with_foreign_parents(ours: &Value, live: &Value) -> Value {
+    let mine = |p: &&Value| p["controllerName"] == CONTROLLER_NAME;
+    let mut parents: Vec<Value> =
+        ours["parents"].as_array().into_iter().flatten().filter(mine).cloned().collect();
+    parents.extend(live["parents"].as_array().into_iter().flatten().filter(|p| !mine(p)).cloned());
+    let mut status = ours.clone();
+    status["parents"] = Value::Array(parents);
+    status
 }
 
 #[cfg(test)]

@@ -39,6 +39,9 @@ pub struct Outcome {
 #[async_trait]
 pub trait Deployer: Send + Sync {
     fn provider(&self) -> &'static str;
+    /// Which provider instance this is: a Gateway whose resolved settings change gets another
+    /// one (another region, account, service, or Local instead of a cloud), and a new task.
+    fn identity(&self) -> usize;
     async fn apply(&self, job: &Job) -> Result<Provisioned, ProviderError>;
     async fn delete(&self, key: &GatewayKey) -> Result<(), ProviderError>;
 }
@@ -47,6 +50,9 @@ pub trait Deployer: Send + Sync {
 impl Deployer for InCluster {
     fn provider(&self) -> &'static str {
         "Local"
+    }
+    fn identity(&self) -> usize {
+        self as *const Self as *const () as usize
     }
     async fn apply(&self, job: &Job) -> Result<Provisioned, ProviderError> {
         InCluster::apply(self, &job.ir, job.config.clone().unwrap_or_default(), job.edited).await
@@ -64,6 +70,9 @@ impl Deployer for Cloud {
     fn provider(&self) -> &'static str {
         self.0
     }
+    fn identity(&self) -> usize {
+        Arc::as_ptr(&self.1) as *const () as usize
+    }
     async fn apply(&self, job: &Job) -> Result<Provisioned, ProviderError> {
         self.1.apply(&job.ir).await
     }
@@ -75,6 +84,8 @@ impl Deployer for Cloud {
 struct Worker {
     jobs: watch::Sender<Option<Job>>,
     task: JoinHandle<()>,
+    /// The deployer's identity (see [`Deployer::identity`]).
+    deployer: usize,
 }
 
 /// The per-Gateway tasks, by `namespace/name`.
@@ -86,10 +97,17 @@ pub struct Workers {
     done: Arc<Notify>,
     recorder: Recorder,
     metrics: Arc<Metrics>,
+    /// Whether this replica leads; a task applies nothing while it does not.
+    leading: watch::Receiver<bool>,
 }
 
 impl Workers {
-    pub fn new(done: Arc<Notify>, recorder: Recorder, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        done: Arc<Notify>,
+        recorder: Recorder,
+        metrics: Arc<Metrics>,
+        leading: watch::Receiver<bool>,
+    ) -> Self {
         Self {
             workers: HashMap::new(),
             outcomes: Arc::default(),
@@ -97,12 +115,18 @@ impl Workers {
             done,
             recorder,
             metrics,
+            leading,
         }
     }
 
-    /// Hands `job` to the Gateway's task, starting one if needed.
+    /// Hands `job` to the Gateway's task, starting one if needed, or a new one when the
+    /// Gateway now goes to another provider.
     pub fn submit(&mut self, deployer: Arc<dyn Deployer>, job: Job) {
         let id = job.ir.key.id();
+        if self.workers.get(&id).is_some_and(|w| w.deployer != deployer.identity()) {
+            tracing::info!(gateway = %id, provider = deployer.provider(), "provider settings changed: new task");
+            self.stop(&id);
+        }
         if let Some(worker) = self.workers.get(&id) {
             worker.jobs.send_if_modified(|current| {
                 let changed = current.as_ref() != Some(&job);
@@ -114,6 +138,7 @@ impl Workers {
             return;
         }
         let (jobs, receiver) = watch::channel(Some(job));
+        let identity = deployer.identity();
         let task = tokio::spawn(
             Task {
                 id: id.clone(),
@@ -123,10 +148,11 @@ impl Workers {
                 done: self.done.clone(),
                 recorder: self.recorder.clone(),
                 metrics: self.metrics.clone(),
+                leading: self.leading.clone(),
             }
             .run(receiver),
         );
-        self.workers.insert(id, Worker { jobs, task });
+        self.workers.insert(id, Worker { jobs, task, deployer: identity });
     }
 
     /// The Gateways that have a task.
@@ -174,6 +200,7 @@ struct Task {
     done: Arc<Notify>,
     recorder: Recorder,
     metrics: Arc<Metrics>,
+    leading: watch::Receiver<bool>,
 }
 
 const FIRST_RETRY: Duration = Duration::from_secs(1);
@@ -183,6 +210,7 @@ impl Task {
     async fn run(self, mut jobs: watch::Receiver<Option<Job>>) {
         let mut applied: Option<Job> = None;
         let mut last_message: Option<String> = None;
+        let mut replaced: (i64, Vec<String>) = (0, Vec::new());
         let mut retry = FIRST_RETRY;
         loop {
             let job = jobs.borrow_and_update().clone();
@@ -192,9 +220,23 @@ impl Task {
                 }
                 continue;
             };
+            // Only the leader writes: a task of a replica that lost the lease applies nothing.
+            if !*self.leading.borrow() {
+                return;
+            }
             self.set_pending(true);
             let started = Instant::now();
-            let result = self.deployer.apply(&job).await;
+            let mut result = self.deployer.apply(&job).await;
+            // A replacement is reported by the apply that made it; it stays in the status until
+            // the Gateway changes, and gets its own Warning Event.
+            if let Ok(provisioned) = &mut result {
+                if !provisioned.replaced.is_empty() {
+                    self.announce_replacement(&job, &provisioned.replaced).await;
+                    replaced = (job.ir.key.generation, provisioned.replaced.clone());
+                } else if replaced.0 == job.ir.key.generation {
+                    provisioned.replaced = replaced.1.clone();
+                }
+            }
             self.metrics
                 .provider_calls
                 .get_or_create(&ProviderCallLabels {
@@ -233,6 +275,22 @@ impl Task {
             let depth = pending.values().filter(|b| **b).count();
             self.metrics.queue_depth.set(depth as i64);
         }
+    }
+
+    /// A Warning Event for a resource the provider replaced with one of another kind (clients
+    /// must follow: a new hostname, DNS to move).
+    async fn announce_replacement(&self, job: &Job, replaced: &[String]) {
+        let event = Event {
+            type_: EventType::Warning,
+            reason: "Replaced".into(),
+            note: Some(replaced.join(" ")),
+            action: "Provision".into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, &job.object).await {
+            tracing::debug!(gateway = %self.id, error = %e, "cannot record event");
+        }
+        tracing::warn!(gateway = %self.id, replaced = %replaced.join(" "), "the provider replaced a resource of the gateway");
     }
 
     /// Stores the outcome, wakes the status writer, and records an Event when the outcome

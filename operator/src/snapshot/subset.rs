@@ -6,8 +6,11 @@
 
 use std::collections::BTreeSet;
 
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::ByteString;
 use serde::Serialize;
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 use super::referenced_secret_ids;
 use super::{name_of, namespace_of, Snapshot};
@@ -94,9 +97,54 @@ pub fn for_gateway(snapshot: &Snapshot, namespace: &str, name: &str) -> Option<S
         .filter(|s| {
             secrets.contains(&(namespace_of(&s.metadata).to_string(), name_of(&s.metadata).to_string()))
         })
-        .cloned()
+        .map(|s| hash_key_secret(s, &subset))
         .collect();
     Some(subset)
+}
+
+/// The suffix of a Secret key holding the lower-case hex SHA-256 of an API key instead of the
+/// key itself (`api-key.sha256`); the translator accepts either.
+pub const HASHED_KEY_SUFFIX: &str = ".sha256";
+
+/// A Secret as the proxy may see it: when it holds API keys (and no listener certificate), only
+/// the keys' hashes, so the config Secret (readable in the Gateway's namespace) never carries
+/// the keys of other namespaces.
+fn hash_key_secret(secret: &Secret, subset: &Snapshot) -> Secret {
+    let (ns, name) = (namespace_of(&secret.metadata), name_of(&secret.metadata));
+    let keys: Vec<&str> = subset
+        .api_keys
+        .iter()
+        .filter(|k| namespace_of(&k.metadata) == ns && k.spec.secret_ref.name == name)
+        .map(|k| k.spec.secret_ref.key_or_default())
+        .collect();
+    let certificate = subset.gateways.iter().any(|g| {
+        g.spec
+            .listeners
+            .iter()
+            .flat_map(|l| l.tls.iter().flat_map(|t| &t.certificate_refs))
+            .any(|c| c.name == name && c.namespace.as_deref().unwrap_or(namespace_of(&g.metadata)) == ns)
+    });
+    if keys.is_empty() || certificate {
+        return secret.clone();
+    }
+    let mut data = std::collections::BTreeMap::new();
+    for key in keys {
+        if let Some(value) = crate::translate::secret_value(secret, key) {
+            let value = String::from_utf8_lossy(&value);
+            let digest = hex::encode(Sha256::digest(value.trim().as_bytes()));
+            data.insert(format!("{key}{HASHED_KEY_SUFFIX}"), ByteString(digest.into_bytes()));
+        }
+    }
+    // Only the metadata the translator reads: annotations such as kubectl's
+    // last-applied-configuration hold the Secret's data.
+    let metadata = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+        name: secret.metadata.name.clone(),
+        namespace: secret.metadata.namespace.clone(),
+        uid: secret.metadata.uid.clone(),
+        creation_timestamp: secret.metadata.creation_timestamp.clone(),
+        ..Default::default()
+    };
+    Secret { metadata, type_: secret.type_.clone(), data: Some(data), ..Secret::default() }
 }
 
 /// Whether one of the route's parentRefs names the Gateway.
@@ -204,5 +252,67 @@ mod erased {
             }
             serde_yaml::to_string(&value)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::source::files;
+
+    const OBJECTS: &str = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: local}
+spec: {controllerName: tollbridge.dev/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: web, namespace: shop}
+spec:
+  gatewayClassName: local
+  listeners: [{name: http, port: 80, protocol: HTTP, allowedRoutes: {namespaces: {from: All}}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: orders, namespace: team-a}
+spec:
+  parentRefs: [{name: web, namespace: shop}]
+  rules: [{backendRefs: [{name: orders, port: 80}]}]
+---
+apiVersion: tollbridge.dev/v1alpha1
+kind: QuotaPolicy
+metadata: {name: gold, namespace: team-a}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: orders}]
+  apiKey: {required: true}
+---
+apiVersion: tollbridge.dev/v1alpha1
+kind: ApiKey
+metadata: {name: acme, namespace: team-a}
+spec: {policyRef: {name: gold}, secretRef: {name: acme}}
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: acme
+  namespace: team-a
+  annotations:
+    kubectl.kubernetes.io/last-applied-configuration: '{"stringData":{"api-key":"team-a-secret-key-0001"}}'
+stringData: {api-key: team-a-secret-key-0001}
+"#;
+
+    #[test]
+    fn the_keys_of_other_namespaces_reach_the_proxy_as_hashes_only() {
+        let loaded = files::load_str(Path::new("objects.yaml"), OBJECTS).expect("objects load");
+        let subset = for_gateway(&loaded.snapshot, "shop", "web").expect("the gateway's subset");
+        let yaml = to_yaml(&subset).expect("subset serializes");
+        assert!(!yaml.contains("team-a-secret-key-0001"), "{yaml}");
+        assert!(!yaml.contains("last-applied-configuration"), "{yaml}");
+        let secret = &subset.secrets[0];
+        let hashed = secret.data.as_ref().unwrap().get("api-key.sha256").expect("the key's hash");
+        assert_eq!(hashed.0, hex::encode(Sha256::digest(b"team-a-secret-key-0001")).into_bytes());
     }
 }

@@ -228,7 +228,7 @@ impl ClusterSource {
 
     /// Every watched object as of now, sorted by namespace and name; Secrets are those referenced
     /// by a Gateway listener or an ApiKey.
-    pub async fn snapshot(&self) -> Snapshot {
+    pub async fn snapshot(&self) -> Result<Snapshot, String> {
         let mut snapshot = Snapshot {
             now: jiff::Timestamp::now(),
             gateway_classes: sorted(&self.gateway_classes),
@@ -243,26 +243,43 @@ impl ClusterSource {
             quota_policies: sorted(&self.quota_policies),
             api_keys: sorted(&self.api_keys),
         };
-        snapshot.secrets = self.referenced_secrets(&snapshot).await;
-        snapshot
+        snapshot.secrets = self.referenced_secrets(&snapshot).await?;
+        Ok(snapshot)
     }
 
-    async fn referenced_secrets(&self, snapshot: &Snapshot) -> Vec<Secret> {
+    /// The Secrets the snapshot references, from the cache when their resourceVersion is
+    /// unchanged, else read (several at a time). A Secret that cannot be read is not taken for
+    /// absent: its last good value is used, and when there is none the snapshot is refused (an
+    /// absent API key would be deleted from a cloud, an absent certificate would take a
+    /// listener down).
+    async fn referenced_secrets(&self, snapshot: &Snapshot) -> Result<Vec<Secret>, String> {
+        /// Secrets read at once (the first pass after a start reads them all).
+        const CONCURRENT_READS: usize = 8;
         let mut out = Vec::new();
+        let mut to_read = Vec::new();
         for (namespace, name) in referenced_secret_ids(snapshot) {
             let Some(meta) = self.secret_metadata.get(&ObjectRef::new(&name).within(&namespace)) else {
                 continue;
             };
             let id = format!("{namespace}/{name}");
             let cached = self.secrets.lock().ok().and_then(|c| c.get(&id).cloned());
-            if let Some(secret) =
-                cached.filter(|s| s.metadata.resource_version == meta.metadata.resource_version)
-            {
-                out.push(secret);
-                continue;
+            match cached {
+                Some(secret) if secret.metadata.resource_version == meta.metadata.resource_version => {
+                    out.push(secret)
+                }
+                cached => to_read.push((namespace, name, id, cached)),
             }
+        }
+        let reads = futures::stream::iter(to_read.into_iter().map(|(namespace, name, id, cached)| {
             let api: Api<Secret> = Api::namespaced(self.client.clone(), &namespace);
-            match api.get_opt(&name).await {
+            async move { (api.get_opt(&name).await, id, cached) }
+        }))
+        .buffer_unordered(CONCURRENT_READS)
+        .collect::<Vec<_>>()
+        .await;
+        let mut unreadable = Vec::new();
+        for (result, id, cached) in reads {
+            match result {
                 Ok(Some(mut secret)) => {
                     secret.metadata.managed_fields = None;
                     if let Ok(mut cache) = self.secrets.lock() {
@@ -271,15 +288,31 @@ impl ClusterSource {
                     out.push(secret);
                 }
                 Ok(None) => {}
-                Err(error) => tracing::warn!(secret = %id, %error, "cannot read referenced Secret"),
+                Err(error) => match cached {
+                    Some(last_good) => {
+                        tracing::warn!(secret = %id, %error, "cannot read referenced Secret; using its last good value");
+                        out.push(last_good);
+                    }
+                    None => {
+                        tracing::error!(secret = %id, %error, "cannot read referenced Secret");
+                        unreadable.push(format!("{id}: {error}"));
+                    }
+                },
             }
+        }
+        if !unreadable.is_empty() {
+            return Err(format!("cannot read referenced Secrets: {}", unreadable.join("; ")));
         }
         if let Ok(mut cache) = self.secrets.lock() {
             let keep: std::collections::HashSet<String> =
                 out.iter().map(|s| crate::snapshot::object_id(&s.metadata)).collect();
             cache.retain(|id, _| keep.contains(id));
         }
-        out
+        out.sort_by(|a, b| {
+            (namespace_of(&a.metadata), name_of(&a.metadata))
+                .cmp(&(namespace_of(&b.metadata), name_of(&b.metadata)))
+        });
+        Ok(out)
     }
 }
 

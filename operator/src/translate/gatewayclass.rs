@@ -14,6 +14,9 @@ use crate::api::GROUP as OUR_GROUP;
 pub struct ClassInfo {
     pub name: String,
     pub settings: Result<ProviderSettings, String>,
+    /// ProviderConfigs its Gateways may choose instead (its ProviderConfig's
+    /// `allowedGatewayOverrides`; none without a ProviderConfig).
+    pub allowed_overrides: Vec<String>,
 }
 
 pub fn resolve(
@@ -50,7 +53,15 @@ pub fn resolve(
             supported_features: Vec::new(),
         },
     };
-    (ClassInfo { name, settings }, status)
+    let allowed_overrides = class
+        .spec
+        .parameters_ref
+        .as_ref()
+        .filter(|p| p.group == OUR_GROUP && p.kind == "ProviderConfig")
+        .and_then(|p| index.provider_config(&p.name))
+        .and_then(|config| config.spec.allowed_gateway_overrides.clone())
+        .unwrap_or_default();
+    (ClassInfo { name, settings, allowed_overrides }, status)
 }
 
 /// Resolves a `parametersRef` to a ProviderConfig and converts it to provider settings.

@@ -64,6 +64,26 @@ impl<'a> GatewayState<'a> {
                 reason::INVALID_PARAMETERS,
                 format!("GatewayClass {} is not accepted: {why}", class.name),
             )),
+            (Ok(_), Some(params))
+                if params.group == crate::api::GROUP
+                    && params.kind == "ProviderConfig"
+                    && !class.allowed_overrides.contains(&params.name) =>
+            {
+                Err((
+                    reason::INVALID_PARAMETERS,
+                    format!(
+                        "infrastructure.parametersRef: GatewayClass {} does not let its Gateways choose \
+                     ProviderConfig {:?} (its ProviderConfig's allowedGatewayOverrides: {})",
+                        class.name,
+                        params.name,
+                        if class.allowed_overrides.is_empty() {
+                            "none".into()
+                        } else {
+                            class.allowed_overrides.join(", ")
+                        }
+                    ),
+                ))
+            }
             (Ok(_), Some(params)) => gatewayclass::provider_config(&params, index)
                 .map_err(|why| (reason::INVALID_PARAMETERS, format!("infrastructure.parametersRef: {why}"))),
             (Ok(settings), None) => Ok(settings.clone()),

@@ -23,6 +23,7 @@ use crate::api::gateway::{ParentReference, GROUP};
 use crate::api::tollbridge::{
     ApiKey, ApiKeyStatus, PolicyAncestorStatus, PolicyStatus, QuotaPeriod, QuotaPolicy,
 };
+use crate::snapshot::subset::HASHED_KEY_SUFFIX;
 use crate::snapshot::{age_key, name_of, namespace_of, object_id, Snapshot};
 
 /// A policy target: (namespace, kind, name, sectionName).
@@ -492,14 +493,28 @@ fn resolve_key(key: &ApiKey, index: &Index<'_>, now: jiff::Timestamp) -> Result<
         .and_then(|v| String::from_utf8(v).ok())
         .map(|v| v.trim().to_string())
         .filter(|v| !v.is_empty());
-    let Some(value) = value else {
-        return Err((
-            READY,
-            reason::SECRET_NOT_FOUND,
-            format!("Secret {namespace}/{secret_name} has no non-empty UTF-8 key {secret_key:?}"),
-        ));
+    // Or only the key's hash (`KEY.sha256`): enough for the built-in proxy, which compares
+    // hashes; the in-cluster proxies get keys in this form only.
+    let hashed = || {
+        secret_value(secret, &format!("{secret_key}{HASHED_KEY_SUFFIX}"))
+            .and_then(|v| String::from_utf8(v).ok())
+            .map(|v| v.trim().to_ascii_lowercase())
+            .filter(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()))
     };
-    let sha256 = hex::encode(Sha256::digest(value.as_bytes()));
+    let (sha256, value) = match (value, hashed()) {
+        (Some(value), _) => (hex::encode(Sha256::digest(value.as_bytes())), value),
+        (None, Some(sha256)) => (sha256, String::new()),
+        (None, None) => {
+            return Err((
+                READY,
+                reason::SECRET_NOT_FOUND,
+                format!(
+                    "Secret {namespace}/{secret_name} has no non-empty UTF-8 key {secret_key:?} \
+                     (nor {secret_key}{HASHED_KEY_SUFFIX} with the key's SHA-256)"
+                ),
+            ))
+        }
+    };
     Ok(ResolvedKey {
         policy: format!("{namespace}/{policy_name}"),
         expired: expires_at.is_some_and(|t| t <= now),

@@ -45,7 +45,7 @@ pub fn mark(
                         "No listener could be programmed; see the listeners",
                     )
                 } else {
-                    stamp.yes(PROGRAMMED, reason::PROGRAMMED, programmed_message(&provisioned.unprovisioned))
+                    stamp.yes(PROGRAMMED, reason::PROGRAMMED, programmed_message(provisioned))
                 },
             );
             status.addresses = provisioned
@@ -87,12 +87,32 @@ pub fn mark(
     }
 }
 
-/// "Gateway is programmed", followed by what the provider had to leave out.
-fn programmed_message(left_out: &[String]) -> String {
-    if left_out.is_empty() {
-        return "Gateway is programmed".into();
+/// "Gateway is programmed", followed by what the provider had to leave out and what it
+/// replaced.
+fn programmed_message(provisioned: &Provisioned) -> String {
+    let mut message = "Gateway is programmed".to_string();
+    if !provisioned.unprovisioned.is_empty() {
+        message = format!("{message}, except: {}", provisioned.unprovisioned.join("; "));
     }
-    format!("Gateway is programmed, except: {}", left_out.join("; "))
+    if !provisioned.replaced.is_empty() {
+        message = format!("{message}. Replaced: {}", provisioned.replaced.join(" "));
+    }
+    message
+}
+
+/// Says, on a Gateway that is not accepted, that its proxy keeps serving the configuration it
+/// last accepted (nothing is torn down by a bad edit).
+pub fn keeps_serving(status: &mut GatewayStatus, generation: Option<i64>, now: Timestamp) {
+    let stamp = Stamp::new(generation, now);
+    let condition = stamp.no(
+        PROGRAMMED,
+        reason::INVALID,
+        "Gateway is not accepted; its proxy keeps serving the configuration it last accepted",
+    );
+    match status.conditions.iter_mut().find(|c| c.type_ == PROGRAMMED) {
+        Some(existing) => *existing = condition,
+        None => status.conditions.push(condition),
+    }
 }
 
 /// Marks a Gateway the provider has configured as not yet `Programmed` because what serves it
@@ -177,6 +197,21 @@ mod tests {
         let programmed = condition(&status.conditions, PROGRAMMED);
         assert_eq!((programmed.status.as_str(), programmed.reason.as_str()), ("False", reason::INVALID));
         assert_eq!(condition(&status.listeners[0].conditions, PROGRAMMED).message, "bad certificate");
+    }
+
+    #[test]
+    fn a_replacement_is_in_the_message() {
+        let mut status = pending_status(&["http"]);
+        let provisioned = Provisioned {
+            replaced: vec!["HTTP API a replaced by REST API b: clients use b.example now.".into()],
+            ..Default::default()
+        };
+        mark(&mut status, Ok(&provisioned), Some(1), Timestamp::UNIX_EPOCH);
+        let programmed = condition(&status.conditions, PROGRAMMED);
+        assert_eq!(programmed.status, "True");
+        assert!(programmed
+            .message
+            .ends_with("Replaced: HTTP API a replaced by REST API b: clients use b.example now."));
     }
 
     #[test]

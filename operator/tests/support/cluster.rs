@@ -14,13 +14,17 @@
 //! [`BUILD_TIMEOUT`] / [`START_TIMEOUT`].
 
 use std::fs;
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
+
+pub use tollbridge_testkit::command::run_captured;
+use tollbridge_testkit::command::run_logged;
+pub use tollbridge_testkit::repo_root;
+use tollbridge_testkit::scripted::{read_env, Scripted};
 
 /// Environment variable naming a directory started by `scripts/control-plane start`.
 pub const CLUSTER_ENV: &str = "TOLLBRIDGE_TEST_CLUSTER";
@@ -101,28 +105,11 @@ impl Cluster {
     /// Reads `DIR/env` as written by `scripts/control-plane start DIR`.
     fn from_env_file(dir: &Path, owned: bool) -> Result<Cluster, String> {
         let path = dir.join("env");
-        let text = fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let mut kubeconfig = None;
-        let mut kubectl = None;
-        let mut api_server = None;
-        for line in text.lines() {
-            let line = line.trim();
-            let line = line.strip_prefix("export ").unwrap_or(line);
-            let Some((key, value)) = line.split_once('=') else { continue };
-            let value = value.trim().trim_matches(|c| c == '"' || c == '\'').to_owned();
-            match key.trim() {
-                "KUBECONFIG" => kubeconfig = Some(PathBuf::from(value)),
-                "TOLLBRIDGE_KUBECTL" => kubectl = Some(PathBuf::from(value)),
-                "TOLLBRIDGE_API_SERVER" => api_server = Some(value),
-                _ => {}
-            }
-        }
-        let missing = |what: &str| format!("{} does not set {what}", path.display());
         let cluster = Cluster {
             dir: dir.to_owned(),
-            kubeconfig: kubeconfig.ok_or_else(|| missing("KUBECONFIG"))?,
-            kubectl: kubectl.ok_or_else(|| missing("TOLLBRIDGE_KUBECTL"))?,
-            api_server: api_server.ok_or_else(|| missing("TOLLBRIDGE_API_SERVER"))?,
+            kubeconfig: read_env(dir, "KUBECONFIG")?.into(),
+            kubectl: read_env(dir, "TOLLBRIDGE_KUBECTL")?.into(),
+            api_server: read_env(dir, "TOLLBRIDGE_API_SERVER")?,
             owned,
         };
         if !cluster.kubeconfig.is_file() {
@@ -162,35 +149,17 @@ impl Cluster {
     }
 
     /// `SCRIPT build`, `SCRIPT start DIR` in a fresh temporary directory, then the commands of
-    /// `then(DIR)`; a watchdog runs `SCRIPT stop DIR` and removes DIR once this process exits.
+    /// `then(DIR)`; a watchdog runs `SCRIPT stop DIR` once this process exits (and removes DIR
+    /// when that succeeded).
     fn start_with(script: &str, then: impl Fn(&Path) -> Vec<(Command, String)>) -> Result<Cluster, String> {
-        let name = script;
-        let script = repo_root().join(script);
-        if !script.is_file() {
-            return Err(format!("{} not found", script.display()));
-        }
-        let dir = tempfile::Builder::new()
-            .prefix("tollbridge-cluster-")
-            .tempdir()
-            .map_err(|e| format!("cannot create a temporary directory for the cluster: {e}"))?
-            .keep();
-        // The watchdog first, so that even a start interrupted by the end of this process is
-        // cleaned up.
-        spawn_watchdog(&script, &dir)?;
-
-        let build_log = dir.join("harness-build.log");
-        run_logged(Command::new(&script).arg("build"), &build_log, BUILD_TIMEOUT, &format!("{name} build"))?;
-        let start_log = dir.join("harness-start.log");
-        run_logged(
-            Command::new(&script).arg("start").arg(&dir),
-            &start_log,
-            START_TIMEOUT,
-            &format!("{name} start {}", dir.display()),
-        )?;
-        for (i, (mut command, what)) in then(&dir).into_iter().enumerate() {
+        let scripted = Scripted::new(script, "cluster")?;
+        let dir = scripted.dir();
+        scripted.run("build", &["build"], BUILD_TIMEOUT)?;
+        scripted.start(&[], START_TIMEOUT)?;
+        for (i, (mut command, what)) in then(dir).into_iter().enumerate() {
             run_logged(&mut command, &dir.join(format!("harness-step-{i}.log")), BUILD_TIMEOUT, &what)?;
         }
-        Self::from_env_file(&dir, true)
+        Self::from_env_file(dir, true)
     }
 
     /// The state directory of the control plane (`logs/` holds the component logs).
@@ -655,119 +624,4 @@ fn signal(pid: u32, name: &str) {
         .status()
         .unwrap_or_else(|e| panic!("run kill -{name} {pid}: {e}"));
     assert!(status.success(), "kill -{name} {pid} failed ({status})");
-}
-
-// ---------------------------------------------------------------------------------------------
-// Running commands with a deadline
-// ---------------------------------------------------------------------------------------------
-
-/// The repository root (the parent of the operator crate).
-pub fn repo_root() -> PathBuf {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest.parent().unwrap_or(manifest).to_owned()
-}
-
-/// Starts `setsid bash -c 'while kill -0 PID; do sleep 1; done; SCRIPT stop DIR; rm -rf DIR'`
-/// for this process, detached from it (own session, no inherited descriptors).
-fn spawn_watchdog(script: &Path, dir: &Path) -> Result<(), String> {
-    // A directory whose stop failed is kept: it holds what a second stop needs.
-    const WATCH: &str = r#"while kill -0 "$1" 2>/dev/null; do sleep 1; done; "$2" stop "$3" && rm -rf --one-file-system -- "$3""#;
-    Command::new("setsid")
-        .args(["bash", "-c", WATCH, "tollbridge-cluster-watchdog"])
-        .arg(std::process::id().to_string())
-        .arg(script)
-        .arg(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map(drop)
-        .map_err(|e| format!("cannot start the watchdog (setsid bash): {e}"))
-}
-
-/// Runs `cmd` with stdout and stderr appended to `log`; an error holding the end of the log
-/// when it fails or runs longer than `timeout` (then it is killed).
-fn run_logged(cmd: &mut Command, log: &Path, timeout: Duration, what: &str) -> Result<(), String> {
-    let file = fs::File::create(log).map_err(|e| format!("{what}: cannot create {}: {e}", log.display()))?;
-    let file2 = file.try_clone().map_err(|e| format!("{what}: cannot duplicate {}: {e}", log.display()))?;
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(file)
-        .stderr(file2)
-        .spawn()
-        .map_err(|e| format!("{what}: cannot run: {e}"))?;
-    let tail = || {
-        let text = fs::read_to_string(log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
-    };
-    match wait_deadline(&mut child, timeout).map_err(|e| format!("{what}: {e}"))? {
-        Some(status) if status.success() => Ok(()),
-        Some(status) => Err(format!("{what} failed ({status}); end of {}:\n{}", log.display(), tail())),
-        None => {
-            Err(format!("{what} did not finish within {timeout:?}; end of {}:\n{}", log.display(), tail()))
-        }
-    }
-}
-
-/// Runs `cmd` with `stdin` fed to it and its output captured; after `timeout` it is killed and
-/// the returned output has a failed status and a stderr saying so.
-pub fn run_captured(cmd: &mut Command, stdin: Option<&str>, timeout: Duration, what: &str) -> Output {
-    let mut child = cmd
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
-    let writer = match (stdin, child.stdin.take()) {
-        (Some(input), Some(mut pipe)) => {
-            let input = input.to_owned();
-            // A child that exits without reading gives a broken pipe: not an error here.
-            Some(thread::spawn(move || drop(pipe.write_all(input.as_bytes()))))
-        }
-        _ => None,
-    };
-    let stdout = reader(child.stdout.take());
-    let stderr = reader(child.stderr.take());
-    let status = wait_deadline(&mut child, timeout).unwrap_or_else(|e| panic!("{what}: {e}"));
-    if let Some(writer) = writer {
-        let _ = writer.join();
-    }
-    let stdout = stdout.join().unwrap_or_default();
-    let mut stderr = stderr.join().unwrap_or_default();
-    let status = match status {
-        Some(status) => status,
-        None => {
-            stderr.extend_from_slice(format!("\n[harness] {what}: killed after {timeout:?}\n").as_bytes());
-            child.wait().unwrap_or_else(|e| panic!("wait for {what}: {e}"))
-        }
-    };
-    Output { status, stdout, stderr }
-}
-
-fn reader<R: Read + Send + 'static>(pipe: Option<R>) -> thread::JoinHandle<Vec<u8>> {
-    thread::spawn(move || {
-        let mut buf = Vec::new();
-        if let Some(mut pipe) = pipe {
-            let _ = pipe.read_to_end(&mut buf);
-        }
-        buf
-    })
-}
-
-/// Waits for `child` until `timeout`: `Some(status)` when it exited, `None` when it was
-/// killed at the deadline (reaped by the caller or the next wait).
-fn wait_deadline(child: &mut Child, timeout: Duration) -> Result<Option<ExitStatus>, String> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(status) = child.try_wait().map_err(|e| format!("cannot poll the process: {e}"))? {
-            return Ok(Some(status));
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Ok(None);
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
 }

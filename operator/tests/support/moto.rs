@@ -1,29 +1,34 @@
 //! moto's server for tests that provision AWS resources through the operator or the CLI.
 
-use serde_json::Value;
+use std::time::Duration;
 
-/// moto's server: the one `scripts/test` started, or one started for this test.
+use serde_json::Value;
+use tollbridge_testkit::plain::{Call, Reply};
+use tollbridge_testkit::scripted::Scripted;
+
+/// Environment variable with the URL of a running moto server (`http://127.0.0.1:PORT`).
+const MOTO_URL_ENV: &str = "TOLLBRIDGE_MOTO_URL";
+
+/// Upper bound of `scripts/moto start` (a first run installs moto in a venv: about a minute;
+/// pip is bounded by 15 minutes, the server's start by 60 s).
+const START_TIMEOUT: Duration = Duration::from_secs(20 * 60);
+
+/// moto's server: the one `scripts/test` started, or one started for this test (stopped when
+/// dropped, or by its watchdog when the test process ends first).
 pub struct MotoServer {
     pub url: String,
-    dir: Option<tempfile::TempDir>,
+    own: Option<Scripted>,
 }
 
 impl MotoServer {
     pub fn start() -> MotoServer {
-        if let Ok(url) = std::env::var("TOLLBRIDGE_MOTO_URL") {
-            return MotoServer { url, dir: None };
+        if let Ok(url) = std::env::var(MOTO_URL_ENV) {
+            return MotoServer { url, own: None };
         }
-        let dir = tempfile::tempdir().expect("temp dir for moto");
-        let script = format!("{}/../scripts/moto", env!("CARGO_MANIFEST_DIR"));
-        let status = std::process::Command::new(&script)
-            .arg("start")
-            .arg(dir.path())
-            .status()
-            .expect("run scripts/moto");
-        assert!(status.success(), "scripts/moto start failed");
-        let env = std::fs::read_to_string(dir.path().join("env")).expect("moto env");
-        let url = env.trim().trim_start_matches("export TOLLBRIDGE_MOTO_URL=").to_string();
-        MotoServer { url, dir: Some(dir) }
+        let own = Scripted::new("scripts/moto", "moto").unwrap_or_else(|e| panic!("no moto server: {e}"));
+        own.start(&[], START_TIMEOUT).unwrap_or_else(|e| panic!("no moto server: {e}"));
+        let url = own.env(MOTO_URL_ENV).unwrap_or_else(|e| panic!("no moto server: {e}"));
+        MotoServer { url, own: Some(own) }
     }
 
     /// `GET` an API Gateway path; moto picks the service from the credential scope.
@@ -31,19 +36,29 @@ impl MotoServer {
         self.call(hyper::Method::GET, path).await.json()
     }
 
-    pub async fn call(&self, method: hyper::Method, path: &str) -> super::client::Resp {
-        let auth = "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/apigateway/aws4_request, \
-                    SignedHeaders=host, Signature=0";
-        let client = super::client::Client::new();
-        client.request(method, &format!("{}{path}", self.url), &[("authorization", auth)], "").await
+    pub async fn call(&self, method: hyper::Method, path: &str) -> Reply {
+        self.call_in("us-east-1", method, path).await
+    }
+
+    /// `GET` an API Gateway path in `region` (moto keeps one state per region).
+    pub async fn get_in(&self, region: &str, path: &str) -> Value {
+        self.call_in(region, hyper::Method::GET, path).await.json()
+    }
+
+    pub async fn call_in(&self, region: &str, method: hyper::Method, path: &str) -> Reply {
+        let auth = format!(
+            "AWS4-HMAC-SHA256 Credential=testing/20260101/{region}/apigateway/aws4_request, \
+             SignedHeaders=host, Signature=0"
+        );
+        let call = Call::new(method.as_str(), &format!("{}{path}", self.url)).header("authorization", &auth);
+        call.send().await.unwrap_or_else(|e| panic!("{e}"))
     }
 }
 
 impl Drop for MotoServer {
     fn drop(&mut self) {
-        if let Some(dir) = &self.dir {
-            let script = format!("{}/../scripts/moto", env!("CARGO_MANIFEST_DIR"));
-            let _ = std::process::Command::new(script).arg("stop").arg(dir.path()).status();
+        if let Some(own) = &self.own {
+            let _ = own.stop();
         }
     }
 }

@@ -2,8 +2,8 @@
 //! between them. Pure: no SDK types, no IO.
 
 use std::collections::BTreeMap;
-use std::fmt;
 
+use tollbridge_provider::reconcile::{self, Model, ResourceKind, Verdict};
 use tollbridge_provider::SecretString;
 
 use crate::desired::API_KEY;
@@ -34,8 +34,8 @@ pub enum Kind {
     ApiMapping,
 }
 
-impl Kind {
-    pub fn name(self) -> &'static str {
+impl ResourceKind for Kind {
+    fn name(self) -> &'static str {
         match self {
             Kind::Api => "api",
             Kind::Integration => "integration",
@@ -181,68 +181,50 @@ pub fn observe(observed: &mut Observed, key: ResourceKey, id: String, spec: Spec
     }
 }
 
-/// One step of a plan.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Change {
-    Create { key: ResourceKey, spec: Spec },
-    Update { key: ResourceKey, id: String, spec: Spec },
-    Delete { key: ResourceKey, id: String },
-}
+/// One step of a plan; updates and deletes carry the resource's id, which plan lines show.
+pub type Change = reconcile::Change<ResourceKey, Spec, String>;
 
-impl Change {
-    pub fn key(&self) -> &ResourceKey {
-        match self {
-            Change::Create { key, .. } | Change::Update { key, .. } | Change::Delete { key, .. } => key,
+/// API Gateway resources as the diff sees them: observed ones carry their id; an API takes
+/// its routes, integrations, stage, resources, methods and deployments along when deleted.
+pub struct ApiGateway;
+
+impl Model for ApiGateway {
+    type Key = ResourceKey;
+    type Desired = Spec;
+    type Observed = (String, Spec);
+    type Handle = String;
+
+    /// A REST deployment cannot change: one whose digest changed is created anew.
+    fn compare(key: &ResourceKey, desired: &Spec, (_, live): &(String, Spec)) -> Verdict {
+        if desired.satisfied_by(live) {
+            Verdict::Satisfied
+        } else if key.0 == Kind::Deployment {
+            Verdict::Create
+        } else {
+            Verdict::Update
         }
     }
 
-    /// What the change does, for error messages: `create domain-name api.example.com`.
-    pub fn action(&self) -> String {
-        let (verb, (kind, key)) = match self {
-            Change::Create { key, .. } => ("create", key),
-            Change::Update { key, .. } => ("update", key),
-            Change::Delete { key, .. } => ("delete", key),
+    fn handle((id, _): &(String, Spec)) -> String {
+        id.clone()
+    }
+
+    /// Only the Gateway's API (not an extra one a crash left) has its parts observed.
+    fn parent((kind, _): &ResourceKey) -> Option<ResourceKey> {
+        let api = match kind {
+            Kind::Integration | Kind::Route | Kind::Stage => Kind::Api,
+            Kind::Resource | Kind::Method | Kind::Deployment => Kind::RestApi,
+            _ => return None,
         };
-        format!("{verb} {} {key}", kind.name())
+        Some((api, API_KEY.to_string()))
     }
 }
 
-impl fmt::Display for Change {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Change::Create { key: (kind, key), .. } => write!(f, "+ create {} {key}", kind.name()),
-            Change::Update { key: (kind, key), id, .. } => write!(f, "~ update {} {key} ({id})", kind.name()),
-            Change::Delete { key: (kind, key), id } => write!(f, "- delete {} {key} ({id})", kind.name()),
-        }
-    }
-}
-
-/// The changes that turn `observed` into `desired`: creates and updates in kind order (parents
-/// first), then deletes in reverse kind order (children first). A REST deployment is created
-/// whenever its digest changed.
+/// The changes that turn `observed` into `desired` ([`reconcile::diff`]): creates and updates
+/// in kind order (parents first), then deletes in reverse kind order (children first), without
+/// those the deletion of their API makes.
 pub fn diff(desired: &Resources, observed: &Observed) -> Vec<Change> {
-    let mut changes = Vec::new();
-    for (key, spec) in desired {
-        match observed.get(key) {
-            None => changes.push(Change::Create { key: key.clone(), spec: spec.clone() }),
-            Some((_, live)) if key.0 == Kind::Deployment && !spec.satisfied_by(live) => {
-                changes.push(Change::Create { key: key.clone(), spec: spec.clone() })
-            }
-            Some((id, live)) if !spec.satisfied_by(live) => {
-                changes.push(Change::Update { key: key.clone(), id: id.clone(), spec: spec.clone() })
-            }
-            Some(_) => {}
-        }
-    }
-    let mut deletes: Vec<Change> = observed
-        .iter()
-        .filter(|(key, _)| !desired.contains_key(*key))
-        .map(|(key, (id, _))| Change::Delete { key: key.clone(), id: id.clone() })
-        .collect();
-    // Children first: later kinds before earlier ones, longer keys (deeper paths) before shorter.
-    deletes.sort_by(|a, b| b.key().0.cmp(&a.key().0).then_with(|| b.key().1.cmp(&a.key().1)));
-    changes.extend(deletes);
-    changes
+    reconcile::diff::<ApiGateway>(desired, observed)
 }
 
 /// The Gateway's API of one type deleted because the Gateway now needs the other type
@@ -278,17 +260,6 @@ pub fn replacement(desired: &Resources, observed: &Observed) -> Option<Replaceme
             .collect();
         Some(Replacement { old: (old, id.clone()), new, domains })
     })
-}
-
-/// Whether a change writes to the account (every change does; kept for plan summaries).
-pub fn summary(changes: &[Change]) -> String {
-    let count = |f: fn(&Change) -> bool| changes.iter().filter(|c| f(c)).count();
-    format!(
-        "{} to create, {} to update, {} to delete",
-        count(|c| matches!(c, Change::Create { .. })),
-        count(|c| matches!(c, Change::Update { .. })),
-        count(|c| matches!(c, Change::Delete { .. }))
-    )
 }
 
 #[cfg(test)]
@@ -356,7 +327,7 @@ mod tests {
         let observed: Observed = [(resource.clone(), ("k1".to_string(), key(None, true)))].into();
         assert_eq!(diff(&desired, &observed), vec![]);
         let disabled: Observed = [(resource.clone(), ("k1".to_string(), key(None, false)))].into();
-        assert!(matches!(&diff(&desired, &disabled)[..], [Change::Update { id, .. }] if id == "k1"));
+        assert!(matches!(&diff(&desired, &disabled)[..], [Change::Update { handle, .. }] if handle == "k1"));
     }
 
     #[test]
@@ -396,9 +367,47 @@ mod tests {
             diff(&desired, &observed),
             vec![Change::Update {
                 key: (Kind::Integration, "i1".into()),
-                id: "x1".into(),
-                spec: integration("https://new")
+                desired: integration("https://new"),
+                handle: "x1".into()
             }]
+        );
+    }
+
+    #[test]
+    fn deleting_an_api_takes_its_parts_but_not_its_domains() {
+        let api = Spec::Api { name: "gw".into(), tags: BTreeMap::new() };
+        let observed: Observed = [
+            ((Kind::Api, "api".into()), ("h1".into(), api.clone())),
+            ((Kind::Integration, "i1".into()), ("x1".into(), integration("https://a"))),
+            ((Kind::Route, "ANY /a".into()), ("r1".into(), route("i1"))),
+            (
+                (Kind::Stage, "$default".into()),
+                ("$default".into(), Spec::Stage { throttles: BTreeMap::new(), tags: BTreeMap::new() }),
+            ),
+            (
+                (Kind::DomainName, "a.example".into()),
+                (
+                    "a.example".into(),
+                    Spec::DomainName { certificate_arn: "arn".into(), tags: BTreeMap::new() },
+                ),
+            ),
+            (
+                (Kind::ApiMapping, "a.example".into()),
+                ("m1".into(), Spec::ApiMapping { stage: "$default".into() }),
+            ),
+            ((Kind::RestApi, "api".into()), ("r1".into(), api)),
+            ((Kind::Resource, "/a".into()), ("res1".into(), Spec::Resource)),
+        ]
+        .into();
+        let plan: Vec<String> = diff(&Resources::new(), &observed).iter().map(ToString::to_string).collect();
+        assert_eq!(
+            plan,
+            [
+                "- delete api-mapping a.example (m1)",
+                "- delete domain-name a.example (a.example)",
+                "- delete rest-api api (r1)",
+                "- delete api api (h1)"
+            ]
         );
     }
 

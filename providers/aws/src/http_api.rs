@@ -6,6 +6,7 @@ use aws_sdk_apigatewayv2::types::{
     ConnectionType, DomainNameConfiguration, EndpointType, IntegrationType, ProtocolType, RouteSettings,
     SecurityPolicy,
 };
+use tollbridge_provider::reconcile::ResourceKind;
 use tollbridge_provider::ProviderError;
 
 use crate::changes::{observe as record, Change, Kind, Observed, ResourceKey, Spec, Throttle};
@@ -223,7 +224,7 @@ pub async fn execute(
     let api = || ids.get(&(Kind::Api, API_KEY.to_string())).cloned().unwrap_or_default();
     let v2 = &clients.v2;
     match change {
-        Change::Create { key, spec: Spec::Api { name, tags } } => {
+        Change::Create { key, desired: Spec::Api { name, tags } } => {
             let out = v2
                 .create_api()
                 .name(name)
@@ -234,11 +235,11 @@ pub async fn execute(
                 .map_err(|e| classify("CreateApi", e))?;
             ids.insert(key.clone(), out.api_id().unwrap_or_default().into());
         }
-        Change::Update { id, spec: Spec::Api { name, tags }, .. } => {
+        Change::Update { handle: id, desired: Spec::Api { name, tags }, .. } => {
             v2.update_api().api_id(id).name(name).send().await.map_err(|e| classify("UpdateApi", e))?;
             tag(clients, &format!("arn:aws:apigateway:{}::/apis/{id}", clients.region), tags).await?;
         }
-        Change::Create { key, spec: Spec::Integration { uri, vpc_link, timeout_ms, parameters } } => {
+        Change::Create { key, desired: Spec::Integration { uri, vpc_link, timeout_ms, parameters } } => {
             let out = v2
                 .create_integration()
                 .api_id(api())
@@ -262,7 +263,11 @@ pub async fn execute(
                 .map_err(|e| classify("CreateIntegration", e))?;
             ids.insert(key.clone(), out.integration_id().unwrap_or_default().into());
         }
-        Change::Update { key, id, spec: Spec::Integration { uri, vpc_link, timeout_ms, parameters } } => {
+        Change::Update {
+            key,
+            handle: id,
+            desired: Spec::Integration { uri, vpc_link, timeout_ms, parameters },
+        } => {
             v2.update_integration()
                 .api_id(api())
                 .integration_id(id)
@@ -280,7 +285,7 @@ pub async fn execute(
                 .await
                 .map_err(|e| classify("UpdateIntegration", e))?;
         }
-        Change::Create { key, spec: Spec::Route { integration } } => {
+        Change::Create { key, desired: Spec::Route { integration } } => {
             let target = integration_target(ids, integration)?;
             let out = v2
                 .create_route()
@@ -292,7 +297,7 @@ pub async fn execute(
                 .map_err(|e| classify("CreateRoute", e))?;
             ids.insert(key.clone(), out.route_id().unwrap_or_default().into());
         }
-        Change::Update { id, spec: Spec::Route { integration }, .. } => {
+        Change::Update { handle: id, desired: Spec::Route { integration }, .. } => {
             let target = integration_target(ids, integration)?;
             v2.update_route()
                 .api_id(api())
@@ -302,7 +307,7 @@ pub async fn execute(
                 .await
                 .map_err(|e| classify("UpdateRoute", e))?;
         }
-        Change::Create { key, spec: Spec::Stage { throttles, tags } } => {
+        Change::Create { key, desired: Spec::Stage { throttles, tags } } => {
             v2.create_stage()
                 .api_id(api())
                 .stage_name(&key.1)
@@ -314,7 +319,7 @@ pub async fn execute(
                 .map_err(|e| classify("CreateStage", e))?;
             ids.insert(key.clone(), key.1.clone());
         }
-        Change::Update { key, spec: Spec::Stage { throttles, .. }, .. } => {
+        Change::Update { key, desired: Spec::Stage { throttles, .. }, .. } => {
             // Route settings of routes no longer throttled are removed one by one.
             let api_id = api();
             v2.update_stage()
@@ -326,7 +331,7 @@ pub async fn execute(
                 .await
                 .map_err(|e| classify("UpdateStage", e))?;
         }
-        Change::Create { key, spec: Spec::DomainName { certificate_arn, tags } } => {
+        Change::Create { key, desired: Spec::DomainName { certificate_arn, tags } } => {
             let configuration = DomainNameConfiguration::builder()
                 .certificate_arn(certificate_arn)
                 .endpoint_type(EndpointType::Regional)
@@ -341,7 +346,7 @@ pub async fn execute(
                 .map_err(|e| classify("CreateDomainName", e))?;
             ids.insert(key.clone(), key.1.clone());
         }
-        Change::Update { key, spec: Spec::DomainName { certificate_arn, .. }, .. } => {
+        Change::Update { key, desired: Spec::DomainName { certificate_arn, .. }, .. } => {
             let configuration = DomainNameConfiguration::builder()
                 .certificate_arn(certificate_arn)
                 .endpoint_type(EndpointType::Regional)
@@ -354,7 +359,7 @@ pub async fn execute(
                 .await
                 .map_err(|e| classify("UpdateDomainName", e))?;
         }
-        Change::Create { key, spec: Spec::ApiMapping { stage } } => {
+        Change::Create { key, desired: Spec::ApiMapping { stage } } => {
             let out = v2
                 .create_api_mapping()
                 .domain_name(&key.1)
@@ -365,7 +370,7 @@ pub async fn execute(
                 .map_err(|e| classify("CreateApiMapping", e))?;
             ids.insert(key.clone(), out.api_mapping_id().unwrap_or_default().into());
         }
-        Change::Update { key, id, spec: Spec::ApiMapping { stage } } => {
+        Change::Update { key, handle: id, desired: Spec::ApiMapping { stage } } => {
             v2.update_api_mapping()
                 .domain_name(&key.1)
                 .api_mapping_id(id)
@@ -375,7 +380,7 @@ pub async fn execute(
                 .await
                 .map_err(|e| classify("UpdateApiMapping", e))?;
         }
-        Change::Delete { key, id } => delete(clients, key, id, &api()).await?,
+        Change::Delete { key, handle: id } => delete(clients, key, id, &api()).await?,
         other => return Err(ProviderError::Other(format!("not an HTTP API change: {other}"))),
     }
     Ok(())

@@ -19,6 +19,7 @@ mod rest_api;
 use std::collections::HashMap;
 
 use async_trait::async_trait;
+use tollbridge_provider::reconcile::{ResourceKind, Summary};
 use tollbridge_provider::{
     AwsSettings, Capabilities, GatewayIr, GatewayKey, Provider, ProviderError, Provisioned,
 };
@@ -88,7 +89,7 @@ impl AwsProvider {
         let owner = desired::owner(&self.cluster_id, &gateway.key);
         let observed = self.observe(&owner).await?;
         Ok(Plan {
-            changes: prune(changes::diff(&mapping.resources, &observed)),
+            changes: changes::diff(&mapping.resources, &observed),
             replacement: changes::replacement(&mapping.resources, &observed),
             owner,
             api_type,
@@ -102,7 +103,7 @@ impl AwsProvider {
         let owner = desired::owner(&self.cluster_id, key);
         let observed = self.observe(&owner).await?;
         Ok(Plan {
-            changes: prune(changes::diff(&Resources::new(), &observed)),
+            changes: changes::diff(&Resources::new(), &observed),
             owner,
             api_type: ApiType::Http,
             unprovisioned: Vec::new(),
@@ -203,26 +204,6 @@ fn tags(map: Option<&HashMap<String, String>>) -> std::collections::BTreeMap<Str
     map.map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default()
 }
 
-/// Drops deletes made redundant by deleting their API (its routes, integrations, stage,
-/// resources, methods and deployments go with it).
-fn prune(changes: Vec<Change>) -> Vec<Change> {
-    let api_deleted = |kind: Kind| {
-        changes.iter().any(|c| matches!(c, Change::Delete { key, .. } if key.0 == kind && key.1 == API_KEY))
-    };
-    let (http_gone, rest_gone) = (api_deleted(Kind::Api), api_deleted(Kind::RestApi));
-    changes
-        .into_iter()
-        .filter(|c| match c {
-            Change::Delete { key, .. } => match key.0 {
-                Kind::Integration | Kind::Route | Kind::Stage => !http_gone,
-                Kind::Resource | Kind::Method | Kind::Deployment => !rest_gone,
-                _ => true,
-            },
-            _ => true,
-        })
-        .collect()
-}
-
 #[async_trait]
 impl Provider for AwsProvider {
     fn capabilities(&self) -> &Capabilities {
@@ -235,7 +216,7 @@ impl Provider for AwsProvider {
             tracing::warn!(gateway = %gateway.key.id(), old = %id, from = kind.name(), to = new.name(), "replacing the API with one of the other type: its hostname changes");
         }
         if !plan.changes.is_empty() {
-            tracing::info!(gateway = %gateway.key.id(), changes = %changes::summary(&plan.changes), "applying to API Gateway");
+            tracing::info!(gateway = %gateway.key.id(), changes = %Summary::of(&plan.changes), "applying to API Gateway");
         }
         self.execute(&plan).await
     }

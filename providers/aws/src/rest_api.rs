@@ -7,6 +7,7 @@ use aws_sdk_apigateway::types::{
     ApiKeySourceType, ApiStage, ConnectionType, EndpointConfiguration, EndpointType, IntegrationType, Op,
     PatchOperation, QuotaPeriodType, QuotaSettings, Resource, ThrottleSettings,
 };
+use tollbridge_provider::reconcile::ResourceKind;
 use tollbridge_provider::ProviderError;
 
 use crate::changes::{observe as record, Change, Kind, Observed, ResourceKey, Spec, Throttle};
@@ -235,7 +236,7 @@ pub async fn execute(
     let api = || ids.get(&(Kind::RestApi, API_KEY.to_string())).cloned().unwrap_or_default();
     let v1 = &clients.v1;
     match change {
-        Change::Create { key, spec: Spec::Api { name, tags } } => {
+        Change::Create { key, desired: Spec::Api { name, tags } } => {
             let out = v1
                 .create_rest_api()
                 .name(name)
@@ -254,7 +255,7 @@ pub async fn execute(
             }
             ids.insert(key.clone(), id);
         }
-        Change::Update { id, spec: Spec::Api { name, tags }, .. } => {
+        Change::Update { handle: id, desired: Spec::Api { name, tags }, .. } => {
             v1.update_rest_api()
                 .rest_api_id(id)
                 .patch_operations(replace("/name", name))
@@ -269,8 +270,8 @@ pub async fn execute(
                 .await
                 .map_err(|e| classify("TagResource", e))?;
         }
-        Change::Create { key, spec: Spec::Resource } if key.1 == "/" => {} // every API has its root
-        Change::Create { key, spec: Spec::Resource } => {
+        Change::Create { key, desired: Spec::Resource } if key.1 == "/" => {} // every API has its root
+        Change::Create { key, desired: Spec::Resource } => {
             let (parent, part) = key.1.rsplit_once('/').unwrap_or(("", &key.1));
             let parent = if parent.is_empty() { "/" } else { parent };
             let parent_id = ids
@@ -287,10 +288,12 @@ pub async fn execute(
                 .map_err(|e| classify("CreateResource", e))?;
             ids.insert(key.clone(), out.id().unwrap_or_default().into());
         }
-        Change::Create { key, spec } | Change::Update { key, spec, .. } if key.0 == Kind::Method => {
+        Change::Create { key, desired: spec } | Change::Update { key, desired: spec, .. }
+            if key.0 == Kind::Method =>
+        {
             put_method(clients, &api(), key, spec, matches!(change, Change::Update { .. }), ids).await?;
         }
-        Change::Create { spec: Spec::Deployment { stage, digest }, .. } => {
+        Change::Create { desired: Spec::Deployment { stage, digest }, .. } => {
             v1.create_deployment()
                 .rest_api_id(api())
                 .stage_name(stage)
@@ -299,7 +302,7 @@ pub async fn execute(
                 .await
                 .map_err(|e| classify("CreateDeployment", e))?;
         }
-        Change::Create { key, spec: Spec::UsagePlan { name, throttle, quota, tags } } => {
+        Change::Create { key, desired: Spec::UsagePlan { name, throttle, quota, tags } } => {
             let mut tags = tags.clone();
             tags.insert(RESOURCE_TAG.into(), key.1.clone());
             let out = v1
@@ -322,7 +325,7 @@ pub async fn execute(
                 .map_err(|e| classify("CreateUsagePlan", e))?;
             ids.insert(key.clone(), out.id().unwrap_or_default().into());
         }
-        Change::Update { id, spec: Spec::UsagePlan { name, throttle, quota, .. }, .. } => {
+        Change::Update { handle: id, desired: Spec::UsagePlan { name, throttle, quota, .. }, .. } => {
             let mut ops = vec![replace("/name", name)];
             if let Some(t) = throttle {
                 ops.push(replace("/throttle/rateLimit", &t.rate.to_string()));
@@ -339,7 +342,7 @@ pub async fn execute(
                 .await
                 .map_err(|e| classify("UpdateUsagePlan", e))?;
         }
-        Change::Create { key, spec: Spec::ApiKey { name, value, enabled, tags } } => {
+        Change::Create { key, desired: Spec::ApiKey { name, value, enabled, tags } } => {
             let value = value.as_ref().ok_or_else(|| {
                 ProviderError::Other(format!("API key {} has no value to create it with", key.1))
             })?;
@@ -356,7 +359,7 @@ pub async fn execute(
                 .map_err(|e| classify("CreateApiKey", e))?;
             ids.insert(key.clone(), out.id().unwrap_or_default().into());
         }
-        Change::Update { id, spec: Spec::ApiKey { name, enabled, .. }, .. } => {
+        Change::Update { handle: id, desired: Spec::ApiKey { name, enabled, .. }, .. } => {
             v1.update_api_key()
                 .api_key(id)
                 .patch_operations(replace("/name", name))
@@ -365,7 +368,7 @@ pub async fn execute(
                 .await
                 .map_err(|e| classify("UpdateApiKey", e))?;
         }
-        Change::Create { key, spec: Spec::UsagePlanKey { plan, key: api_key } } => {
+        Change::Create { key, desired: Spec::UsagePlanKey { plan, key: api_key } } => {
             let plan_id = ids.get(&(Kind::UsagePlan, plan.clone())).cloned().unwrap_or_default();
             let key_id = ids.get(&(Kind::ApiKey, api_key.clone())).cloned().unwrap_or_default();
             v1.create_usage_plan_key()
@@ -377,7 +380,7 @@ pub async fn execute(
                 .map_err(|e| classify("CreateUsagePlanKey", e))?;
             ids.insert(key.clone(), format!("{plan_id} {key_id}"));
         }
-        Change::Create { key, spec: Spec::DomainName { certificate_arn, tags } }
+        Change::Create { key, desired: Spec::DomainName { certificate_arn, tags } }
             if key.0 == Kind::RestDomainName =>
         {
             v1.create_domain_name()
@@ -393,7 +396,7 @@ pub async fn execute(
                 .map_err(|e| classify("CreateDomainName", e))?;
             ids.insert(key.clone(), key.1.clone());
         }
-        Change::Update { key, spec: Spec::DomainName { certificate_arn, .. }, .. }
+        Change::Update { key, desired: Spec::DomainName { certificate_arn, .. }, .. }
             if key.0 == Kind::RestDomainName =>
         {
             v1.update_domain_name()
@@ -403,7 +406,7 @@ pub async fn execute(
                 .await
                 .map_err(|e| classify("UpdateDomainName", e))?;
         }
-        Change::Create { key, spec: Spec::ApiMapping { stage } } if key.0 == Kind::BasePathMapping => {
+        Change::Create { key, desired: Spec::ApiMapping { stage } } if key.0 == Kind::BasePathMapping => {
             let out = v1
                 .create_base_path_mapping()
                 .domain_name(&key.1)
@@ -414,7 +417,9 @@ pub async fn execute(
                 .map_err(|e| classify("CreateBasePathMapping", e))?;
             ids.insert(key.clone(), out.base_path().unwrap_or("(none)").into());
         }
-        Change::Update { key, id, spec: Spec::ApiMapping { stage } } if key.0 == Kind::BasePathMapping => {
+        Change::Update { key, handle: id, desired: Spec::ApiMapping { stage } }
+            if key.0 == Kind::BasePathMapping =>
+        {
             v1.update_base_path_mapping()
                 .domain_name(&key.1)
                 .base_path(id)
@@ -423,7 +428,7 @@ pub async fn execute(
                 .await
                 .map_err(|e| classify("UpdateBasePathMapping", e))?;
         }
-        Change::Delete { key, id } => delete(clients, key, id, &api()).await?,
+        Change::Delete { key, handle: id } => delete(clients, key, id, &api()).await?,
         other => return Err(ProviderError::Other(format!("not a REST API change: {other}"))),
     }
     Ok(())

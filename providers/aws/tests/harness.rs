@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::json;
-use support::{plain, Fault, FaultProxy, Moto, Rule};
+use support::{plain, AwsReply, Fault, FaultProxy, Moto, Rule};
 
 /// Lists the HTTP APIs through `url` (plain HTTP); panics unless moto answers 200.
 async fn http_api_names(url: &str) -> Vec<String> {
@@ -144,6 +144,7 @@ async fn delays_and_dropped_connections() {
     )
     .await;
     assert!(late.is_err(), "expected the client to time out, got {late:?}");
+    // Kept: the claim is that nothing arrives once the 2 s delay is over, so the wait is that delay.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(http_api_names(&proxy.url()).await.len(), 2, "{}", proxy.log());
 

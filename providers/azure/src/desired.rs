@@ -14,6 +14,7 @@ use std::fmt;
 
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
+use tollbridge_provider::reconcile::ResourceKind;
 use tollbridge_provider::{
     ActionIr, AzureSettings, BackendIr, BackendTarget, GatewayIr, GatewayKey, HeaderModifier, KeyValueMatch,
     PathMatch, PathModifier, QuotaPeriod, QuotaPolicyIr, RouteIr, StringMatch,
@@ -35,8 +36,8 @@ pub enum Kind {
     Subscription,
 }
 
-impl Kind {
-    pub fn name(self) -> &'static str {
+impl ResourceKind for Kind {
+    fn name(self) -> &'static str {
         match self {
             Kind::Backend => "backend",
             Kind::PoolBackend => "pool-backend",

@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use serde_json::Value;
+use tollbridge_provider::reconcile::{self, Model, Summary, Verdict};
 use tollbridge_provider::{
     AzureSettings, Capabilities, Feature, GatewayIr, GatewayKey, Provider, ProviderError, Provisioned,
 };
@@ -101,42 +102,27 @@ impl Found {
     }
 }
 
+/// The ETag of the read a change was decided from, sent as `If-Match` (plan lines do not show
+/// it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ETag(pub Option<String>);
+
+impl ETag {
+    /// The `If-Match` value: the ETag, or `*` when the service gave none with the read (it
+    /// always does): then whatever is there is replaced.
+    pub fn if_match(&self) -> &str {
+        self.0.as_deref().unwrap_or("*")
+    }
+}
+
+impl reconcile::Handle for ETag {
+    fn shown(&self) -> Option<&str> {
+        None
+    }
+}
+
 /// One step of a plan. Updates and deletes carry the ETag of the read they were decided from.
-#[derive(Clone, Debug)]
-pub enum Change {
-    Create { key: EntityKey, desired: Desired },
-    Update { key: EntityKey, desired: Desired, etag: Option<String> },
-    Delete { key: EntityKey, etag: Option<String> },
-}
-
-impl Change {
-    pub fn key(&self) -> &EntityKey {
-        match self {
-            Change::Create { key, .. } | Change::Update { key, .. } | Change::Delete { key, .. } => key,
-        }
-    }
-}
-
-impl fmt::Display for Change {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Change::Create { key: (kind, path), .. } => write!(f, "+ create {} {path}", kind.name()),
-            Change::Update { key: (kind, path), .. } => write!(f, "~ update {} {path}", kind.name()),
-            Change::Delete { key: (kind, path), .. } => write!(f, "- delete {} {path}", kind.name()),
-        }
-    }
-}
-
-/// "N to create, N to update, N to delete".
-pub fn summary(changes: &[Change]) -> String {
-    let count = |f: fn(&Change) -> bool| changes.iter().filter(|c| f(c)).count();
-    format!(
-        "{} to create, {} to update, {} to delete",
-        count(|c| matches!(c, Change::Create { .. })),
-        count(|c| matches!(c, Change::Update { .. })),
-        count(|c| matches!(c, Change::Delete { .. }))
-    )
-}
+pub type Change = reconcile::Change<EntityKey, Desired, ETag>;
 
 /// Whether every field of `want` is in `have` with the same value (objects recursively;
 /// other values, arrays included, must be equal). A relative reference we wrote (`scope:
@@ -169,36 +155,47 @@ pub fn satisfied(kind: Kind, desired: &Desired, found: &Found) -> bool {
     }
 }
 
-/// The changes from `found` to `desired`: creates and updates parents first, then deletes
-/// children first; children of a deleted API, operation or product go with it.
-pub fn diff(desired: &BTreeMap<EntityKey, Desired>, found: &BTreeMap<EntityKey, Found>) -> Vec<Change> {
-    let mut changes = Vec::new();
-    for (key, want) in desired {
-        match found.get(key) {
-            None => changes.push(Change::Create { key: key.clone(), desired: want.clone() }),
-            Some(have) if !satisfied(key.0, want, have) => changes.push(Change::Update {
-                key: key.clone(),
-                desired: want.clone(),
-                etag: have.etag.clone(),
-            }),
-            Some(_) => {}
+/// API Management entities as the diff sees them: an API takes its operations along when
+/// deleted, an operation its policy, a product its policy and API links.
+pub struct ApiManagement;
+
+impl Model for ApiManagement {
+    type Key = EntityKey;
+    type Desired = Desired;
+    type Observed = Found;
+    type Handle = ETag;
+
+    fn compare(key: &EntityKey, desired: &Desired, found: &Found) -> Verdict {
+        if satisfied(key.0, desired, found) {
+            Verdict::Satisfied
+        } else {
+            Verdict::Update
         }
     }
-    let gone: Vec<&EntityKey> = found.keys().filter(|k| !desired.contains_key(*k)).collect();
-    let parent_gone = |key: &EntityKey| {
-        gone.iter().any(|g| {
-            matches!(g.0, Kind::Api | Kind::Operation | Kind::Product)
-                && key.1.starts_with(&format!("{}/", g.1))
-        })
-    };
-    let mut deletes: Vec<Change> = gone
-        .iter()
-        .filter(|k| !parent_gone(k))
-        .map(|k| Change::Delete { key: (*k).clone(), etag: found[*k].etag.clone() })
-        .collect();
-    deletes.sort_by(|a, b| b.key().0.cmp(&a.key().0).then_with(|| b.key().1.cmp(&a.key().1)));
-    changes.extend(deletes);
-    changes
+
+    fn handle(found: &Found) -> ETag {
+        ETag(found.etag.clone())
+    }
+
+    /// The container in the entity's path: `apis/a/operations/o` is in `apis/a`.
+    fn parent((kind, path): &EntityKey) -> Option<EntityKey> {
+        let (parent, child_segment) = match kind {
+            Kind::Operation => (Kind::Api, "/operations/"),
+            Kind::OperationPolicy => (Kind::Operation, "/policies/"),
+            Kind::ProductApi => (Kind::Product, "/apis/"),
+            Kind::ProductPolicy => (Kind::Product, "/policies/"),
+            _ => return None,
+        };
+        let (parent_path, _) = path.rsplit_once(child_segment)?;
+        Some((parent, parent_path.to_string()))
+    }
+}
+
+/// The changes from `found` to `desired` ([`reconcile::diff`]): creates and updates parents
+/// first, then deletes children first; children of a deleted API, operation or product go with
+/// it.
+pub fn diff(desired: &BTreeMap<EntityKey, Desired>, found: &BTreeMap<EntityKey, Found>) -> Vec<Change> {
+    reconcile::diff::<ApiManagement>(desired, found)
 }
 
 /// One API Management service, as a ProviderConfig describes it.
@@ -452,13 +449,10 @@ impl AzureProvider {
                 Change::Create { key, desired } => {
                     self.client.put(&key.1, &desired.body, None).await?;
                 }
-                Change::Update { key, desired, etag } => {
-                    // The service gave no ETag with the read (it always does): replace whatever
-                    // is there.
-                    let if_match = etag.as_deref().unwrap_or("*");
-                    self.client.put(&key.1, &desired.body, Some(if_match)).await?;
+                Change::Update { key, desired, handle } => {
+                    self.client.put(&key.1, &desired.body, Some(handle.if_match())).await?;
                 }
-                Change::Delete { key, etag } => {
+                Change::Delete { key, handle } => {
                     // A product goes without `deleteSubscriptions`: ours went before it (deletes
                     // run children first), and one made since the plan makes the service refuse.
                     let path = match key.0 {
@@ -466,7 +460,7 @@ impl AzureProvider {
                         _ => key.1.clone(),
                     };
                     // The link of an API to a product is deleted without an ETag.
-                    let if_match = (key.0 != Kind::ProductApi).then(|| etag.as_deref().unwrap_or("*"));
+                    let if_match = (key.0 != Kind::ProductApi).then(|| handle.if_match());
                     self.client.delete(&path, if_match).await?;
                 }
             }
@@ -516,7 +510,7 @@ impl Provider for AzureProvider {
             pass += 1;
             let plan = self.plan(gateway).await?;
             if !plan.changes.is_empty() {
-                tracing::info!(gateway = %gateway.key.id(), changes = %summary(&plan.changes), "applying to API Management");
+                tracing::info!(gateway = %gateway.key.id(), changes = %Summary::of(&plan.changes), "applying to API Management");
             }
             let result = self.run(&plan).await;
             if !lost_race(&result, pass, &plan.owner) {
@@ -574,7 +568,7 @@ mod tests {
         let key = (Kind::Subscription, "subscriptions/tb-x-sb-1".to_string());
         let create = Change::Create { key: key.clone(), desired: desired.clone() };
         let update =
-            Change::Update { key: key.clone(), desired: desired.clone(), etag: Some("\"e\"".into()) };
+            Change::Update { key: key.clone(), desired: desired.clone(), handle: ETag(Some("\"e\"".into())) };
         let plan = Plan {
             owner: "c/ns/gw".into(),
             changes: vec![create.clone(), update],

@@ -9,7 +9,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::{policy_xml, Apim, Call, Fault, Format, Kind, Lro, Reply, Rule};
+use support::{plain, policy_xml, Apim, ArmReply, Call, Fault, Format, Kind, Lro, Reply, Rule};
 
 fn api_body(path: &str) -> Value {
     json!({ "properties": {
@@ -27,11 +27,11 @@ async fn send(call: Call) -> Reply {
 }
 
 async fn put(apim: &Apim, rel: &str, body: &Value) -> Reply {
-    send(Call::put(&apim.arm_url(rel)).json(body)).await
+    send(plain::put(&apim.arm_url(rel)).json(body)).await
 }
 
 async fn get(apim: &Apim, rel: &str) -> Reply {
-    send(Call::get(&apim.arm_url(rel))).await
+    send(plain::get(&apim.arm_url(rel))).await
 }
 
 fn assert_status(reply: &Reply, status: u16, what: &str) {
@@ -124,9 +124,9 @@ async fn requests_the_real_service_would_refuse_are_refused_by_prism() {
     .await;
     assert_status(&bad_state, 422, "unknown state");
     // DELETE without If-Match; a request without api-version; a policy id other than `policy`.
-    let no_if_match = send(Call::delete(&apim.arm_url("products/gold"))).await;
+    let no_if_match = send(plain::delete(&apim.arm_url("products/gold"))).await;
     assert_status(&no_if_match, 422, "DELETE without If-Match");
-    let no_version = send(Call::get(&format!("{}{}/apis", apim.url(), apim.service_id()))).await;
+    let no_version = send(plain::get(&format!("{}{}/apis", apim.url(), apim.service_id()))).await;
     assert_status(&no_version, 422, "no api-version");
     let bad_policy =
         put(&apim, "products/gold/policies/other", &json!({ "properties": { "value": "<policies/>" } }))
@@ -135,13 +135,13 @@ async fn requests_the_real_service_would_refuse_are_refused_by_prism() {
     // A path the description does not have, a method it does not allow, no Authorization.
     let no_path = get(&apim, "apis/orders/nonsense").await;
     assert_status(&no_path, 404, "unknown path");
-    let no_method = send(Call::get(&apim.arm_url("products/gold/apis/orders"))).await;
+    let no_method = send(plain::get(&apim.arm_url("products/gold/apis/orders"))).await;
     assert_status(&no_method, 405, "GET of a product–API link");
-    let no_auth = send(Call::get(&apim.arm_url("apis")).no_auth()).await;
+    let no_auth = send(plain::get(&apim.arm_url("apis")).no_auth()).await;
     assert_status(&no_auth, 401, "no Authorization");
     // A body where the operation takes none.
     let delete_body =
-        send(Call::delete(&apim.arm_url("products/gold")).header("If-Match", "*").json(&json!({}))).await;
+        send(plain::delete(&apim.arm_url("products/gold")).header("If-Match", "*").json(&json!({}))).await;
     assert_status(&delete_body, 422, "DELETE with a body");
 
     // None reached the fake; each is recorded with Prism's reasons.
@@ -195,20 +195,20 @@ async fn the_fake_checks_authorization_api_version_and_the_service_like_arm() {
     let apim = Apim::start().await;
 
     // Straight to the fake (Prism would refuse the first one itself).
-    let no_auth = send(Call::get(&apim.fake_arm_url("apis")).no_auth()).await;
+    let no_auth = send(plain::get(&apim.fake_arm_url("apis")).no_auth()).await;
     assert_status(&no_auth, 401, "no Authorization");
     assert_eq!(no_auth.error_code().as_deref(), Some("AuthenticationFailed"));
     let basic =
-        send(Call::get(&apim.fake_arm_url("apis")).no_auth().header("Authorization", "Basic eDp5")).await;
+        send(plain::get(&apim.fake_arm_url("apis")).no_auth().header("Authorization", "Basic eDp5")).await;
     assert_status(&basic, 401, "Basic");
-    let no_version = send(Call::get(&format!("{}{}/apis", apim.fake_url(), apim.service_id()))).await;
+    let no_version = send(plain::get(&format!("{}{}/apis", apim.fake_url(), apim.service_id()))).await;
     assert_status(&no_version, 400, "no api-version");
     assert_eq!(no_version.error_code().as_deref(), Some("MissingApiVersionParameter"));
 
     // An api-version the description allows (any string) but the service does not serve:
     // through Prism, refused by the fake.
     let old = format!("{}{}/apis?api-version=2021-08-01", apim.url(), apim.service_id());
-    let old = send(Call::get(&old)).await;
+    let old = send(plain::get(&old)).await;
     assert_status(&old, 400, "old api-version");
     assert_eq!(old.error_code().as_deref(), Some("InvalidApiVersionParameter"));
 
@@ -217,19 +217,19 @@ async fn the_fake_checks_authorization_api_version_and_the_service_like_arm() {
     assert_status(&wrong, 401, "wrong token");
     assert_eq!(wrong.error_code().as_deref(), Some("InvalidAuthenticationToken"));
     let right =
-        send(Call::get(&apim.arm_url("apis")).no_auth().header("Authorization", "Bearer the-right-one"))
+        send(plain::get(&apim.arm_url("apis")).no_auth().header("Authorization", "Bearer the-right-one"))
             .await;
     assert_status(&right, 200, "right token");
     apim.require_token(None);
 
     // Another resource group or service name: 404 as ARM.
     let other_rg = apim.arm_url("apis").replace(apim.resource_group(), "rg-other");
-    let other_rg = send(Call::get(&other_rg)).await;
+    let other_rg = send(plain::get(&other_rg)).await;
     assert_status(&other_rg, 404, "other resource group");
     assert_eq!(other_rg.error_code().as_deref(), Some("ResourceGroupNotFound"));
     let other_svc =
         apim.arm_url("apis").replace(&format!("/service/{}/", apim.service_name()), "/service/other/");
-    assert_status(&send(Call::get(&other_svc)).await, 404, "other service");
+    assert_status(&send(plain::get(&other_svc)).await, 404, "other service");
     let missing = get(&apim, "apis/nothing").await;
     assert_status(&missing, 404, "missing API");
     assert_eq!(
@@ -266,17 +266,17 @@ async fn a_long_running_api_put_answers_202_and_the_api_appears_when_it_succeede
     // Not there until the operation succeeded.
     assert_status(&get(&apim, "apis/orders").await, 404, "API before the end");
     for _ in 0..2 {
-        let status = send(Call::get(&status_url)).await;
+        let status = send(plain::get(&status_url)).await;
         assert_status(&status, 200, "status");
         assert_eq!(status.json()["status"], "InProgress");
         assert!(!apim.exists("apis/orders"));
     }
-    let done = send(Call::get(&status_url)).await;
+    let done = send(plain::get(&status_url)).await;
     assert_eq!(done.json()["status"], "Succeeded", "{}", done.text());
     assert_eq!(apim.pending_operations(), 0);
     let api = get(&apim, "apis/orders").await;
     assert_status(&api, 200, "API after the end");
-    let result = send(Call::get(&result_url)).await;
+    let result = send(plain::get(&result_url)).await;
     assert_status(&result, 200, "result");
     assert_eq!(result.json(), api.json());
 
@@ -287,26 +287,26 @@ async fn a_long_running_api_put_answers_202_and_the_api_appears_when_it_succeede
     assert_eq!(accepted.header("azure-asyncoperation"), None);
     assert_eq!(accepted.header("retry-after"), Some("1"));
     let result_url = accepted.header("location").unwrap().to_owned();
-    assert_status(&send(Call::get(&result_url)).await, 202, "in progress");
+    assert_status(&send(plain::get(&result_url)).await, 202, "in progress");
     assert_eq!(apim.properties("apis/orders").unwrap()["path"], "orders", "unchanged while in progress");
-    let result = send(Call::get(&result_url)).await;
+    let result = send(plain::get(&result_url)).await;
     assert_status(&result, 200, "done");
     assert_eq!(result.json()["properties"]["path"], "orders-v2");
 
     // A failing operation changes nothing; a long-running DELETE.
     apim.set_lro(Some(Lro::new(0).failing("InvalidOperation", "The backend said no")));
     let accepted = put(&apim, "apis/payments", &api_body("payments")).await;
-    let status = send(Call::get(accepted.header("azure-asyncoperation").unwrap())).await;
+    let status = send(plain::get(accepted.header("azure-asyncoperation").unwrap())).await;
     assert_eq!(status.json()["status"], "Failed");
     assert_eq!(status.json()["error"]["code"], "InvalidOperation");
     assert!(!apim.exists("apis/payments"));
     apim.set_lro(Some(Lro::new(1).on_deletes()));
-    let deleting = send(Call::delete(&apim.arm_url("apis/orders")).header("If-Match", "*")).await;
+    let deleting = send(plain::delete(&apim.arm_url("apis/orders")).header("If-Match", "*")).await;
     assert_status(&deleting, 202, "long-running DELETE");
     let status_url = deleting.header("azure-asyncoperation").unwrap().to_owned();
-    assert_eq!(send(Call::get(&status_url)).await.json()["status"], "InProgress");
+    assert_eq!(send(plain::get(&status_url)).await.json()["status"], "InProgress");
     assert!(apim.exists("apis/orders"));
-    assert_eq!(send(Call::get(&status_url)).await.json()["status"], "Succeeded");
+    assert_eq!(send(plain::get(&status_url)).await.json()["status"], "Succeeded");
     assert!(!apim.exists("apis/orders"));
     // The monitors are not in the description: answered by the front, unvalidated.
     assert!(apim.seen().iter().filter(|s| s.path.contains("/locations/")).all(|s| !s.validated));
@@ -319,7 +319,7 @@ async fn etags_change_on_every_write_and_a_stale_if_match_gets_412() {
     let first = created.etag().unwrap().to_owned();
 
     let patched = send(
-        Call::patch(&apim.arm_url("apis/orders"))
+        plain::patch(&apim.arm_url("apis/orders"))
             .header("If-Match", &first)
             .json(&json!({ "properties": { "displayName": "Patched" } })),
     )
@@ -331,7 +331,7 @@ async fn etags_change_on_every_write_and_a_stale_if_match_gets_412() {
     assert_eq!(patched.json()["properties"]["path"], "orders", "merged, not replaced");
 
     let stale = send(
-        Call::patch(&apim.arm_url("apis/orders"))
+        plain::patch(&apim.arm_url("apis/orders"))
             .header("If-Match", &first)
             .json(&json!({ "properties": {} })),
     )
@@ -339,10 +339,10 @@ async fn etags_change_on_every_write_and_a_stale_if_match_gets_412() {
     assert_status(&stale, 412, "stale PATCH");
     assert_eq!(stale.error_code().as_deref(), Some("PreconditionFailed"));
     assert!(stale.json()["error"]["message"].is_string());
-    let stale_delete = send(Call::delete(&apim.arm_url("apis/orders")).header("If-Match", &first)).await;
+    let stale_delete = send(plain::delete(&apim.arm_url("apis/orders")).header("If-Match", &first)).await;
     assert_status(&stale_delete, 412, "stale DELETE");
     let stale_put =
-        send(Call::put(&apim.arm_url("apis/orders")).header("If-Match", &first).json(&api_body("orders")))
+        send(plain::put(&apim.arm_url("apis/orders")).header("If-Match", &first).json(&api_body("orders")))
             .await;
     assert_status(&stale_put, 412, "stale PUT");
 
@@ -353,16 +353,16 @@ async fn etags_change_on_every_write_and_a_stale_if_match_gets_412() {
     assert_eq!(read.etag(), Some(third.as_str()));
     assert_eq!(read.json()["properties"]["description"], "changed by hand");
     assert_status(
-        &send(Call::delete(&apim.arm_url("apis/orders")).header("If-Match", &second)).await,
+        &send(plain::delete(&apim.arm_url("apis/orders")).header("If-Match", &second)).await,
         412,
         "stale",
     );
 
-    let deleted = send(Call::delete(&apim.arm_url("apis/orders")).header("If-Match", &third)).await;
+    let deleted = send(plain::delete(&apim.arm_url("apis/orders")).header("If-Match", &third)).await;
     assert_status(&deleted, 204, "DELETE (an API's: 204, as the description has it)");
     assert!(!apim.exists("apis/orders"));
     let again =
-        send(Call::delete(&apim.arm_url("apis/orders?deleteRevisions=true")).header("If-Match", "*")).await;
+        send(plain::delete(&apim.arm_url("apis/orders?deleteRevisions=true")).header("If-Match", "*")).await;
     assert_status(&again, 204, "DELETE of nothing");
 
     // Subscriptions: PATCH with If-Match.
@@ -374,7 +374,7 @@ async fn etags_change_on_every_write_and_a_stale_if_match_gets_412() {
     )
     .await;
     let etag = sub.etag().unwrap().to_owned();
-    let activate = Call::patch(&apim.arm_url("subscriptions/key1"))
+    let activate = plain::patch(&apim.arm_url("subscriptions/key1"))
         .json(&json!({ "properties": { "state": "active" } }));
     assert_status(&send(activate.clone().header("If-Match", "\"AAAAAAAAAAA=\"")).await, 412, "stale");
     let active = send(activate.header("If-Match", &etag)).await;
@@ -396,7 +396,7 @@ async fn collections_are_paged_with_next_links_through_the_validator() {
     let mut pages = 0;
     let mut url = apim.arm_url("backends");
     loop {
-        let page = send(Call::get(&url)).await;
+        let page = send(plain::get(&url)).await;
         assert_status(&page, 200, "page");
         let body = page.json();
         pages += 1;
@@ -480,7 +480,7 @@ async fn faults_are_injected_as_programmed_and_recorded() {
     // Dropped connections: before acting, and after acting.
     apim.clear_rules();
     apim.add(Rule::next(1, Fault::Drop).writes());
-    let dropped = Call::put(&apim.arm_url("backends/b1"))
+    let dropped = plain::put(&apim.arm_url("backends/b1"))
         .json(&json!({ "properties": { "url": "http://x.example", "protocol": "http" } }));
     assert!(dropped.clone().send().await.is_err(), "dropped");
     assert!(!apim.exists("backends/b1"));
@@ -582,7 +582,7 @@ async fn policies_are_stored_re_serialised_like_the_service_does() {
     }
     let etag = apim.etag("products/gold/policies/policy").unwrap();
     let deleted =
-        send(Call::delete(&apim.arm_url("products/gold/policies/policy")).header("If-Match", &etag)).await;
+        send(plain::delete(&apim.arm_url("products/gold/policies/policy")).header("If-Match", &etag)).await;
     assert_status(&deleted, 200, "policy DELETE");
     assert_eq!(apim.policy("products/gold"), None);
     assert_status(&get(&apim, "products/gold/policies/policy").await, 404, "deleted policy");
@@ -641,13 +641,17 @@ async fn products_links_subscriptions_and_operations_behave_like_the_service() {
     )
     .await;
     assert_status(&bad, 400, "approval without subscriptions");
-    let link = send(Call::put(&apim.arm_url("products/gold/apis/orders"))).await;
+    let link = send(plain::put(&apim.arm_url("products/gold/apis/orders"))).await;
     assert_status(&link, 201, "link");
     assert_eq!(link.json()["id"], json!(apim.resource_id("products/gold/apis/orders")));
     assert_eq!(link.json()["properties"]["path"], "orders");
     let listed = get(&apim, "products/gold/apis").await.json();
     assert_eq!(listed["value"].as_array().unwrap().len(), 1);
-    assert_status(&send(Call::put(&apim.arm_url("products/gold/apis/nothing"))).await, 404, "link to no API");
+    assert_status(
+        &send(plain::put(&apim.arm_url("products/gold/apis/nothing"))).await,
+        404,
+        "link to no API",
+    );
 
     // Subscriptions: `submitted` by default, scope as a full id, keys only from listSecrets.
     let sub = put(
@@ -669,7 +673,7 @@ async fn products_links_subscriptions_and_operations_behave_like_the_service() {
     )
     .await;
     assert_eq!(keyed.json()["properties"]["state"], "active");
-    let secrets = send(Call::post(&apim.arm_url("subscriptions/acme2/listSecrets"))).await;
+    let secrets = send(plain::post(&apim.arm_url("subscriptions/acme2/listSecrets"))).await;
     assert_status(&secrets, 200, "listSecrets");
     assert_eq!(secrets.json(), json!({ "primaryKey": "k1-0123456789", "secondaryKey": "k2-0123456789" }));
     let shown = format!("{:?}", apim.entity("subscriptions/acme2").unwrap());
@@ -687,11 +691,12 @@ async fn products_links_subscriptions_and_operations_behave_like_the_service() {
 
     // A product with subscriptions goes only with deleteSubscriptions=true (and takes them).
     let etag = apim.etag("products/gold").unwrap();
-    let refused = send(Call::delete(&apim.arm_url("products/gold")).header("If-Match", &etag)).await;
+    let refused = send(plain::delete(&apim.arm_url("products/gold")).header("If-Match", &etag)).await;
     assert_status(&refused, 400, "product with subscriptions");
-    let deleted =
-        send(Call::delete(&apim.arm_url("products/gold?deleteSubscriptions=true")).header("If-Match", &etag))
-            .await;
+    let deleted = send(
+        plain::delete(&apim.arm_url("products/gold?deleteSubscriptions=true")).header("If-Match", &etag),
+    )
+    .await;
     assert_status(&deleted, 200, "product DELETE");
     assert!(apim.paths(Kind::Subscription).is_empty() && apim.paths(Kind::ProductApi).is_empty());
 
@@ -699,7 +704,7 @@ async fn products_links_subscriptions_and_operations_behave_like_the_service() {
     apim.put_policy("apis/orders/operations/get-order", "<policies><inbound /></policies>");
     let etag = apim.etag("apis/orders").unwrap();
     assert_status(
-        &send(Call::delete(&apim.arm_url("apis/orders")).header("If-Match", &etag)).await,
+        &send(plain::delete(&apim.arm_url("apis/orders")).header("If-Match", &etag)).await,
         204,
         "DELETE",
     );
@@ -745,7 +750,7 @@ async fn each_fake_service_is_isolated_from_the_others() {
     // Another service's URL with this one's token: the fake has no such service once dropped.
     let url = b.arm_url("apis");
     drop(b);
-    let gone = send(Call::get(&url)).await;
+    let gone = send(plain::get(&url)).await;
     assert_status(&gone, 404, "dropped service");
     assert_eq!(gone.error_code().as_deref(), Some("SubscriptionNotFound"));
 }
@@ -778,7 +783,7 @@ async fn head_answers_have_no_body_and_their_refusals_are_recorded_too() {
     let apim = Apim::start().await;
     apim.seed("apis/orders", json!({ "displayName": "Orders", "path": "orders" }));
     apim.seed("products/gold", json!({ "displayName": "Gold" }));
-    let head = |rel: &str| send(Call::new("HEAD", &apim.arm_url(rel)));
+    let head = |rel: &str| send(plain::call("HEAD", &apim.arm_url(rel)));
     let found = head("apis/orders").await;
     assert_status(&found, 200, "HEAD");
     assert_eq!(found.etag(), apim.etag("apis/orders").as_deref());
@@ -791,7 +796,7 @@ async fn head_answers_have_no_body_and_their_refusals_are_recorded_too() {
     // Prism's refusal of a HEAD has no body: recorded all the same.
     apim.expect_refusals();
     let url = format!("{}{}/apis/orders", apim.url(), apim.service_id());
-    assert_status(&send(Call::new("HEAD", &url)).await, 422, "HEAD without api-version");
+    assert_status(&send(plain::call("HEAD", &url)).await, 422, "HEAD without api-version");
     let refused = apim.refusals();
     assert_eq!(refused.len(), 1, "{}", apim.log());
     assert_eq!(refused[0].refusal.as_ref().unwrap().kind, "UNPROCESSABLE_ENTITY");
@@ -850,7 +855,7 @@ async fn every_endpoint_of_the_fake_answers_within_the_description() {
         ),
     ];
     for (method, rel, body) in writes {
-        let mut call = Call::new(method, &apim.arm_url(rel));
+        let mut call = plain::call(method, &apim.arm_url(rel));
         if !body.is_null() {
             call = call.json(&body);
         }
@@ -898,7 +903,7 @@ async fn every_endpoint_of_the_fake_answers_within_the_description() {
         "products/gold",
         "apis/orders",
     ] {
-        let mut call = Call::delete(&apim.arm_url(rel));
+        let mut call = plain::delete(&apim.arm_url(rel));
         if !rel.contains("/apis/orders") || rel.starts_with("apis") {
             call = call.header("If-Match", "*");
         }

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{SecretBytes, SecretString};
 
@@ -62,8 +62,9 @@ impl InfrastructureMetadata {
     }
 }
 
-/// The resolved ProviderConfig of the Gateway's class.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+/// The resolved ProviderConfig of the Gateway's class. Also what the operator records on a
+/// cloud Gateway as the place it was provisioned into, so it can be cleaned up from there.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "camelCase")]
 pub enum ProviderSettings {
     Local(LocalSettings),
@@ -73,6 +74,23 @@ pub enum ProviderSettings {
 }
 
 impl ProviderSettings {
+    /// Whether both settings provision into the same place (AWS: region, endpoint and role;
+    /// Azure: subscription, resource group, service, endpoint and credential), whatever else
+    /// differs (tags, API type, replicas...).
+    pub fn same_target(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Local(_), Self::Local(_)) => true,
+            (Self::Aws(a), Self::Aws(b)) => {
+                (&a.region, &a.endpoint_url, &a.role_arn) == (&b.region, &b.endpoint_url, &b.role_arn)
+            }
+            (Self::Azure(a), Self::Azure(b)) => {
+                (&a.subscription_id, &a.resource_group, &a.service_name, &a.endpoint, &a.credential)
+                    == (&b.subscription_id, &b.resource_group, &b.service_name, &b.endpoint, &b.credential)
+            }
+            _ => false,
+        }
+    }
+
     /// The provider's name as written in a ProviderConfig (`Local`, `AWS`, `Azure`).
     pub fn kind_name(&self) -> &'static str {
         match self {
@@ -83,8 +101,8 @@ impl ProviderSettings {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
 pub struct LocalSettings {
     pub replicas: i32,
     pub service_type: String,
@@ -101,8 +119,8 @@ impl Default for LocalSettings {
     }
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
 pub struct AwsSettings {
     pub region: String,
     /// `Auto`, `HTTP` or `REST`.
@@ -119,8 +137,8 @@ pub struct AwsSettings {
     pub tags: BTreeMap<String, String>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
 pub struct AzureSettings {
     pub subscription_id: String,
     pub resource_group: String,

@@ -1,11 +1,13 @@
 //! The provider-neutral core of tollbridge: the gateway IR every provider consumes, the
-//! [`Provider`] trait, [`Capabilities`] and secret wrappers that never print their value.
+//! [`Provider`] trait, [`Capabilities`], secret wrappers that never print their value, and the
+//! observe → diff → execute kit of the cloud providers ([`reconcile`]).
 #![forbid(unsafe_code)]
 
 pub mod capabilities;
 pub mod ir;
 pub mod provider;
 pub mod ratelimit;
+pub mod reconcile;
 pub mod secret;
 
 pub use capabilities::{Capabilities, Feature};

@@ -34,7 +34,7 @@ pub async fn serve(
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(_) => continue,
@@ -47,7 +47,7 @@ pub async fn serve(
             let service = service_fn(move |req| {
                 let provider = provider.clone();
                 let docs = docs.clone();
-                async move { Ok::<_, Infallible>(route(req, &provider, &docs).await) }
+                async move { Ok::<_, Infallible>(route(req, peer, &provider, &docs).await) }
             });
             let _ = auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(stream), service)
@@ -58,6 +58,7 @@ pub async fn serve(
 
 async fn route(
     req: Request<Incoming>,
+    peer: std::net::SocketAddr,
     provider: &LocalProvider,
     docs: &ArcSwap<AdminDocs>,
 ) -> Response<Body> {
@@ -81,6 +82,14 @@ async fn route(
                 HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
             );
             response
+        }
+        "/status" | "/config"
+            if !peer.ip().is_loopback() && !provider.shared().settings.remote_debug_endpoints =>
+        {
+            text(
+                StatusCode::FORBIDDEN,
+                "/status and /config answer local clients only here (kubectl port-forward reaches them)\n",
+            )
         }
         "/status" => json(docs.status.clone()),
         "/config" => json(docs.config.clone()),

@@ -7,7 +7,11 @@ use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
+use std::future::Future;
+use std::time::Duration;
+
 use tokio::sync::mpsc;
+use tokio::time::{Instant, Sleep};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The body type of requests sent upstream and of responses sent to clients.
@@ -21,16 +25,33 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into()).map_err(|never| match never {}).boxed()
 }
 
-/// Wraps a body so its data frames are also copied to mirror channels. A slow or closed mirror
-/// is dropped; it never slows the real request down.
+/// A client stopped sending its request body: nothing came for this long.
+#[derive(Debug)]
+pub struct BodyIdle(pub Duration);
+
+impl std::fmt::Display for BodyIdle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "request body idle for {} s", self.0.as_secs_f64())
+    }
+}
+
+impl std::error::Error for BodyIdle {}
+
+/// Wraps a request body so its data frames are also copied to mirror channels (a slow or
+/// closed mirror is dropped; it never slows the real request down), and so that a client that
+/// stops sending mid-body is cut off after `idle` (only time spent waiting for the client
+/// counts, not time the upstream takes to accept what was sent).
 pub struct TeeBody<B> {
     inner: B,
     taps: Vec<mpsc::Sender<Bytes>>,
+    idle: Option<(Duration, Pin<Box<Sleep>>)>,
+    waiting: bool,
 }
 
 impl<B> TeeBody<B> {
-    pub fn new(inner: B, taps: Vec<mpsc::Sender<Bytes>>) -> Self {
-        Self { inner, taps }
+    pub fn new(inner: B, taps: Vec<mpsc::Sender<Bytes>>, idle: Option<Duration>) -> Self {
+        let idle = idle.map(|d| (d, Box::pin(tokio::time::sleep(d))));
+        Self { inner, taps, idle, waiting: false }
     }
 }
 
@@ -47,7 +68,22 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_frame(cx) {
+        if !this.waiting {
+            if let Some((limit, timer)) = &mut this.idle {
+                timer.as_mut().reset(Instant::now() + *limit);
+            }
+        }
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        this.waiting = polled.is_pending();
+        if polled.is_pending() {
+            if let Some((limit, timer)) = &mut this.idle {
+                if timer.as_mut().poll(cx).is_ready() {
+                    this.taps.clear();
+                    return Poll::Ready(Some(Err(Box::new(BodyIdle(*limit)))));
+                }
+            }
+        }
+        match polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     this.taps.retain(|tap| tap.try_send(data.clone()).is_ok());

@@ -81,6 +81,10 @@ impl LocalProvider {
         gateways: BTreeMap<String, Arc<CompiledGateway>>,
     ) -> Result<(), String> {
         let table = Table::build(&gateways)?;
+        // Pooled connections to endpoints that left the configuration are closed.
+        let upstreams: std::collections::HashSet<String> =
+            gateways.values().flat_map(|g| g.upstream_addresses()).collect();
+        self.shared.client.retain(|address| upstreams.contains(address));
         let wanted: BTreeSet<SocketAddr> = table.sockets.keys().copied().collect();
         inner.failed.retain(|socket, _| wanted.contains(socket));
         for socket in &wanted {

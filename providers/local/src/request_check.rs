@@ -18,7 +18,8 @@ fn bad(message: &'static str) -> Rejection {
     Rejection { status: StatusCode::BAD_REQUEST, message }
 }
 
-/// Checks the parts of a request that HTTP/1.1 requires (RFC 9112 §3.2) and that routing needs.
+/// Checks the parts of a request that HTTP/1.1 requires (RFC 9112 §3.2) and that routing needs,
+/// and refuses requests that could be read one way here and another way by a backend.
 pub fn check<B>(req: &Request<B>) -> Result<(), Rejection> {
     let hosts = req.headers().get_all(header::HOST).iter().count();
     if hosts > 1 {
@@ -26,6 +27,22 @@ pub fn check<B>(req: &Request<B>) -> Result<(), Rejection> {
     }
     if req.version() == Version::HTTP_11 && hosts == 0 && req.uri().authority().is_none() {
         return Err(bad("HTTP/1.1 request without Host"));
+    }
+    // An absolute-form target (HTTP/1.1) or `:authority` (HTTP/2) names the host the request is
+    // routed and authorised for; a Host header naming another would reach the backend instead.
+    if let (Some(authority), Some(host)) = (req.uri().authority(), req.headers().get(header::HOST)) {
+        if !host.as_bytes().eq_ignore_ascii_case(authority.as_str().as_bytes()) {
+            return Err(bad("the request target's authority and the Host header differ"));
+        }
+    }
+    let path = req.uri().path();
+    // Some servers take `\` for `/`: `/public\..\admin` would pass routing here as one segment.
+    if path.contains('\\') || path.contains("%5C") || path.contains("%5c") {
+        return Err(bad("backslash in the request path"));
+    }
+    // `..;x` and `.;x` are dot segments to servers that strip path parameters.
+    if path.split('/').any(|s| is_dot_segment_with_parameters(&percent::decode(s))) {
+        return Err(bad("dot segment with parameters in the request path"));
     }
     if !req.uri().path().starts_with('/') {
         // Asterisk-form (`OPTIONS *`) and authority-form (`CONNECT host:port`) are not proxied.
@@ -38,6 +55,39 @@ pub fn check<B>(req: &Request<B>) -> Result<(), Rejection> {
     Ok(())
 }
 
+/// Drops a trailing dot from the request's host (`a.example.` is `a.example`), in the Host
+/// header and the target's authority alike, so that routing, policies and the backend all see
+/// the same name.
+pub fn normalize_authority<B>(req: &mut Request<B>) {
+    fn without_dot(authority: &str) -> Option<String> {
+        let host = crate::hostmatch::strip_port(authority);
+        let port = &authority[host.len()..];
+        let host = host.strip_suffix('.').filter(|h| !h.is_empty())?;
+        Some(format!("{host}{port}"))
+    }
+    if let Some(fixed) = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).and_then(without_dot) {
+        if let Ok(value) = http::HeaderValue::from_str(&fixed) {
+            req.headers_mut().insert(header::HOST, value);
+        }
+    }
+    if let Some(fixed) = req.uri().authority().and_then(|a| without_dot(a.as_str())) {
+        let mut parts = req.uri().clone().into_parts();
+        if let Ok(authority) = fixed.parse() {
+            parts.authority = Some(authority);
+            if let Ok(uri) = http::Uri::from_parts(parts) {
+                *req.uri_mut() = uri;
+            }
+        }
+    }
+}
+
+fn is_dot_segment_with_parameters(segment: &[u8]) -> bool {
+    match segment.iter().position(|b| *b == b';') {
+        Some(at) => matches!(&segment[..at], b"." | b".."),
+        None => false,
+    }
+}
+
 fn is_unreserved(byte: u8) -> bool {
     byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~')
 }
@@ -48,11 +98,13 @@ fn is_unreserved(byte: u8) -> bool {
 pub fn normalize_path(path: &str) -> Cow<'_, str> {
     let needs_work = path.contains("//")
         || path.contains('%')
+        || !path.is_ascii()
         || path.split('/').any(|segment| segment == "." || segment == "..");
     if !needs_work {
         return Cow::Borrowed(path);
     }
-    // 1. Decode unreserved characters only.
+    // 1. Decode unreserved characters only; bytes outside ASCII are percent-encoded (as the
+    //    UTF-8 they are, never re-read as Latin-1).
     let bytes = path.as_bytes();
     let mut decoded = String::with_capacity(path.len());
     let mut i = 0;
@@ -69,7 +121,11 @@ pub fn normalize_path(path: &str) -> Cow<'_, str> {
             i += 3;
             continue;
         }
-        decoded.push(bytes[i] as char);
+        if bytes[i].is_ascii() {
+            decoded.push(bytes[i] as char);
+        } else {
+            decoded.push_str(&format!("%{:02X}", bytes[i]));
+        }
         i += 1;
     }
     // 2. Remove dot segments and empty segments; keep a trailing slash.
@@ -126,6 +182,54 @@ mod tests {
         assert_eq!(normalize_path("/caf%C3%A9"), "/caf%C3%A9");
         assert_eq!(normalize_path("/bad%zz"), "/bad%zz");
         assert_eq!(normalize_path("/end%4"), "/end%4");
+    }
+
+    #[test]
+    fn non_ascii_bytes_stay_the_bytes_they_were() {
+        assert_eq!(normalize_path("/café"), "/caf%C3%A9");
+        assert_eq!(normalize_path("/ö/../x"), "/x");
+        assert_eq!(normalize_path("/%C3%A9/é"), "/%C3%A9/%C3%A9");
+    }
+
+    #[test]
+    fn backslashes_and_dot_segments_with_parameters_are_refused() {
+        let req = |uri: &str| Request::builder().uri(uri).header("host", "a").body(()).unwrap();
+        for uri in
+            ["/public\\..\\admin", "/a%5Cb", "/a%5cb", "/public/..;/admin", "/x/.;a/y", "/p/%2e%2e;/admin"]
+        {
+            assert_eq!(check(&req(uri)).unwrap_err().status, StatusCode::BAD_REQUEST, "{uri}");
+        }
+        assert!(check(&req("/a;b/c")).is_ok());
+        assert!(check(&req("/..a;/c")).is_ok());
+    }
+
+    #[test]
+    fn the_target_authority_and_host_must_agree() {
+        let absolute =
+            |host: &str| Request::builder().uri("http://a.example/x").header("host", host).body(()).unwrap();
+        assert!(check(&absolute("a.example")).is_ok());
+        assert!(check(&absolute("A.Example")).is_ok());
+        assert_eq!(check(&absolute("b.example")).unwrap_err().status, StatusCode::BAD_REQUEST);
+        let only_authority = Request::builder().uri("http://a.example/x").body(()).unwrap();
+        assert!(check(&only_authority).is_ok());
+    }
+
+    #[test]
+    fn a_trailing_dot_in_the_host_is_dropped_everywhere() {
+        let mut req = Request::builder()
+            .uri("http://a.example.:8080/x")
+            .header("host", "a.example.:8080")
+            .body(())
+            .unwrap();
+        normalize_authority(&mut req);
+        assert_eq!(req.headers()["host"], "a.example:8080");
+        assert_eq!(req.uri().authority().unwrap().as_str(), "a.example:8080");
+        let mut plain = Request::builder().uri("/x").header("host", "b.example.").body(()).unwrap();
+        normalize_authority(&mut plain);
+        assert_eq!(plain.headers()["host"], "b.example");
+        let mut untouched = Request::builder().uri("/x").header("host", "c.example").body(()).unwrap();
+        normalize_authority(&mut untouched);
+        assert_eq!(untouched.headers()["host"], "c.example");
     }
 
     #[test]

@@ -25,6 +25,9 @@ pub enum CompileError {
     Tls { port: u16, source: tls::TlsError },
 }
 
+/// The header a QuotaPolicy forwards the consumer in when it names none.
+pub const DEFAULT_CONSUMER_HEADER: &str = "x-tollbridge-consumer";
+
 /// Where listeners bind.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Bind {
@@ -47,6 +50,9 @@ pub struct CompiledGateway {
     /// Per socket: the route table and, for HTTPS, the TLS configuration.
     pub sockets: BTreeMap<SocketAddr, SocketConfig>,
     pub policies: Policies,
+    /// Headers this Gateway sets to say who the caller is (every policy's consumer header, and
+    /// the default one): removed from every client request, on every route.
+    pub identity_headers: Vec<http::HeaderName>,
     /// Round-robin position per (route entry, backend).
     round_robin: Vec<Vec<AtomicUsize>>,
     /// `address:port` of every endpoint, per (route entry, backend), built once.
@@ -118,16 +124,48 @@ impl CompiledGateway {
                 _ => Vec::new(),
             })
             .collect();
+        let mut identity_headers = vec![http::HeaderName::from_static(DEFAULT_CONSUMER_HEADER)];
+        for name in ir.policies.iter().filter_map(|p| p.api_key.as_ref()).map(|k| k.consumer_header.as_str())
+        {
+            if let Ok(name) = http::HeaderName::from_bytes(name.as_bytes()) {
+                if !identity_headers.contains(&name) {
+                    identity_headers.push(name);
+                }
+            }
+        }
         Ok(Self {
             id: ir.key.id(),
             id_label: Arc::new(ir.key.id()),
             route_labels,
             policies: Policies::compile(&ir.policies),
+            identity_headers,
             ir,
             sockets,
             round_robin,
             endpoint_addresses,
         })
+    }
+
+    /// Every upstream address this Gateway may send to: its backends' and its mirrors'.
+    pub fn upstream_addresses(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for route in &self.ir.routes {
+            let backends = match &route.action {
+                ActionIr::Forward { backends } => backends.as_slice(),
+                _ => &[],
+            };
+            let mirrors = route.filters.mirrors.iter().map(|m| &m.backend);
+            for backend in backends.iter().chain(mirrors) {
+                match &backend.target {
+                    BackendTarget::Endpoints { endpoints } => {
+                        out.extend(endpoints.iter().map(|e| socket_address(&e.address, e.port)))
+                    }
+                    BackendTarget::Url { url } => out.extend(url_upstream(url).map(|(address, _)| address)),
+                    _ => {}
+                }
+            }
+        }
+        out
     }
 
     /// The `address:port` of the next endpoint of a backend, round robin.
@@ -164,6 +202,19 @@ impl Table {
 }
 
 /// `address:port`, with brackets around IPv6 addresses.
+/// The upstream address (`host:port`) and path prefix of an `http://` backend URL; None for any
+/// other URL.
+pub fn url_upstream(url: &str) -> Option<(String, Option<String>)> {
+    let uri = url.parse::<http::Uri>().ok()?;
+    if uri.scheme_str() != Some("http") {
+        return None;
+    }
+    let authority = uri.authority()?.as_str();
+    let address = if authority.contains(':') { authority.to_string() } else { format!("{authority}:80") };
+    let prefix = uri.path().trim_end_matches('/');
+    Some((address, (!prefix.is_empty()).then(|| prefix.to_string())))
+}
+
 pub fn socket_address(address: &str, port: u16) -> String {
     if address.contains(':') {
         format!("[{address}]:{port}")

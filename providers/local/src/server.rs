@@ -40,6 +40,14 @@ pub struct ServerSettings {
     pub access_log: bool,
     /// Time allowed for an upstream answer (response headers) when the route sets no timeout.
     pub default_request_timeout: Option<Duration>,
+    /// Longest wait for the next piece of a request body; the request then gets 408.
+    pub request_body_idle_timeout: Option<Duration>,
+    /// Mirrored requests in flight at a time; more are not mirrored (and counted).
+    pub max_mirror_requests: usize,
+    /// Whether the admin endpoint's `/status` and `/config` answer clients other than loopback
+    /// (health, readiness and metrics always do). Off in a cluster, where the admin port is on
+    /// the pod's address for probes and metrics.
+    pub remote_debug_endpoints: bool,
     pub upstream: UpstreamSettings,
 }
 
@@ -55,6 +63,9 @@ impl Default for ServerSettings {
             max_headers: 100,
             access_log: false,
             default_request_timeout: Some(Duration::from_secs(60)),
+            request_body_idle_timeout: Some(Duration::from_secs(30)),
+            max_mirror_requests: 256,
+            remote_debug_endpoints: true,
             upstream: UpstreamSettings::default(),
         }
     }
@@ -70,6 +81,8 @@ pub struct Shared {
     /// The route label of requests no route matched.
     pub no_route_label: crate::metrics::Label,
     connection_slots: Arc<Semaphore>,
+    /// One per mirrored request in flight.
+    pub mirror_slots: Arc<Semaphore>,
     shutdown: watch::Sender<bool>,
     open: AtomicUsize,
     drained: Notify,
@@ -80,6 +93,7 @@ impl Shared {
         Arc::new(Self {
             client: upstream::client(&settings.upstream),
             connection_slots: Arc::new(Semaphore::new(settings.max_connections)),
+            mirror_slots: Arc::new(Semaphore::new(settings.max_mirror_requests)),
             settings,
             table: ArcSwap::from_pointee(Table::default()),
             state,

@@ -1,7 +1,10 @@
 //! Upstream connections: a keep-alive pool over hyper's HTTP/1.1 client connections.
 //!
 //! A connection goes back to the pool when its response body has been read to the end, so a
-//! pooled connection is always ready for the next request. Idle connections expire.
+//! pooled connection is always ready for the next request. Idle connections expire, and those
+//! to endpoints no longer in the configuration are dropped when it changes. Each endpoint takes
+//! at most `max_connections_per_endpoint` requests at a time; a request waits at most
+//! `connection_wait` for one of them.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -15,6 +18,7 @@ use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::body::{Body, BoxError};
 
@@ -24,6 +28,10 @@ pub struct UpstreamSettings {
     pub connect_timeout: Duration,
     pub pool_idle_timeout: Duration,
     pub pool_max_idle_per_host: usize,
+    /// Requests in flight to one endpoint at a time (each on its own connection).
+    pub max_connections_per_endpoint: usize,
+    /// How long a request waits for one of those before it is answered 503.
+    pub connection_wait: Duration,
 }
 
 impl Default for UpstreamSettings {
@@ -32,6 +40,8 @@ impl Default for UpstreamSettings {
             connect_timeout: Duration::from_secs(5),
             pool_idle_timeout: Duration::from_secs(60),
             pool_max_idle_per_host: 512,
+            max_connections_per_endpoint: 1024,
+            connection_wait: Duration::from_secs(5),
         }
     }
 }
@@ -45,6 +55,8 @@ pub enum UpstreamError {
     ConnectTimeout(String),
     #[error("upstream protocol error: {0}")]
     Protocol(#[from] hyper::Error),
+    #[error("{0}: every connection the endpoint may have is busy")]
+    Saturated(String),
 }
 
 impl UpstreamError {
@@ -62,12 +74,18 @@ struct Idle {
 pub struct UpstreamPool {
     settings: UpstreamSettings,
     idle: Mutex<HashMap<Arc<str>, Vec<Idle>>>,
+    /// Per address: a permit per request in flight.
+    in_flight: Mutex<HashMap<Arc<str>, Arc<Semaphore>>>,
 }
 
 pub type UpstreamClient = Arc<UpstreamPool>;
 
 pub fn client(settings: &UpstreamSettings) -> UpstreamClient {
-    Arc::new(UpstreamPool { settings: settings.clone(), idle: Mutex::new(HashMap::new()) })
+    Arc::new(UpstreamPool {
+        settings: settings.clone(),
+        idle: Mutex::new(HashMap::new()),
+        in_flight: Mutex::new(HashMap::new()),
+    })
 }
 
 impl UpstreamPool {
@@ -77,14 +95,40 @@ impl UpstreamPool {
         address: &Arc<str>,
         req: Request<Body>,
     ) -> Result<Response<Body>, UpstreamError> {
+        let semaphore = {
+            let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+            let limit = self.settings.max_connections_per_endpoint.max(1);
+            in_flight.entry(address.clone()).or_insert_with(|| Arc::new(Semaphore::new(limit))).clone()
+        };
+        let permit =
+            match tokio::time::timeout(self.settings.connection_wait, semaphore.acquire_owned()).await {
+                Ok(Ok(permit)) => permit,
+                _ => return Err(UpstreamError::Saturated(address.to_string())),
+            };
         let mut sender = match self.checkout(address).await {
             Some(sender) => sender,
             None => self.connect(address).await?,
         };
         let response = sender.send_request(req).await?;
         let (head, body) = response.into_parts();
-        let body = PooledBody { inner: body, give_back: Some((self.clone(), address.clone(), sender)) };
+        let body = PooledBody {
+            inner: body,
+            give_back: Some((self.clone(), address.clone(), sender)),
+            _permit: permit,
+        };
         Ok(Response::from_parts(head, http_body_util::BodyExt::boxed(body)))
+    }
+
+    /// Drops idle connections (and limits) of every address `keep` refuses: endpoints that left
+    /// the configuration.
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).retain(|address, _| keep(address));
+        self.in_flight.lock().unwrap_or_else(|e| e.into_inner()).retain(|address, _| keep(address));
+    }
+
+    /// Idle connections kept for `address`.
+    pub fn idle_count(&self, address: &str) -> usize {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).get(address).map_or(0, Vec::len)
     }
 
     /// An idle connection to `address` that is ready for a request, if there is one.
@@ -98,8 +142,9 @@ impl UpstreamPool {
                 continue;
             }
             let mut sender = entry.sender;
-            // A connection handed back at the end of a body becomes ready a moment later.
-            if sender.ready().await.is_ok() {
+            // A connection handed back at the end of a body becomes ready a moment later; one
+            // that does not within the connect timeout is dropped.
+            if let Ok(Ok(())) = tokio::time::timeout(self.settings.connect_timeout, sender.ready()).await {
                 return Some(sender);
             }
         }
@@ -138,6 +183,8 @@ impl UpstreamPool {
 struct PooledBody {
     inner: Incoming,
     give_back: Option<(Arc<UpstreamPool>, Arc<str>, SendRequest<Body>)>,
+    /// The endpoint's slot, held until the answer has been read (or dropped).
+    _permit: OwnedSemaphorePermit,
 }
 
 impl PooledBody {
@@ -172,5 +219,63 @@ impl HttpBody for PooledBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use http_body_util::{BodyExt, Empty};
+
+    use super::*;
+
+    async fn echo() -> Arc<str> {
+        let addr =
+            crate::echo::spawn(SocketAddr::from(([127, 0, 0, 1], 0)), "up").await.expect("echo backend");
+        Arc::from(addr.to_string())
+    }
+
+    fn get(delay_ms: u64) -> Request<Body> {
+        let body = Empty::<Bytes>::new().map_err(|never| match never {}).boxed();
+        Request::builder()
+            .uri("/")
+            .header("host", "up")
+            .header("x-echo-delay-ms", delay_ms.to_string())
+            .body(body)
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_endpoint_takes_a_bounded_number_of_requests_and_the_wait_is_bounded() {
+        let address = echo().await;
+        let settings = UpstreamSettings {
+            max_connections_per_endpoint: 1,
+            connection_wait: Duration::from_millis(100),
+            ..UpstreamSettings::default()
+        };
+        let pool = client(&settings);
+        let first = pool.send(&address, get(0)).await.expect("first request");
+        // The first answer is not read yet: its connection is busy, and the endpoint's only one.
+        let started = Instant::now();
+        let second = pool.send(&address, get(0)).await;
+        assert!(matches!(second, Err(UpstreamError::Saturated(_))), "{second:?}");
+        assert!(started.elapsed() < Duration::from_secs(2), "waited {:?}", started.elapsed());
+        let _ = first.into_body().collect().await;
+        let third = pool.send(&address, get(0)).await.expect("a slot is free again");
+        assert_eq!(third.status(), 200);
+    }
+
+    #[tokio::test]
+    async fn idle_connections_to_endpoints_that_left_are_dropped() {
+        let (kept, gone) = (echo().await, echo().await);
+        let pool = client(&UpstreamSettings::default());
+        for address in [&kept, &gone] {
+            let response = pool.send(address, get(0)).await.expect("request");
+            let _ = response.into_body().collect().await;
+        }
+        assert_eq!((pool.idle_count(&kept), pool.idle_count(&gone)), (1, 1));
+        pool.retain(|address| address == &*kept);
+        assert_eq!((pool.idle_count(&kept), pool.idle_count(&gone)), (1, 0));
     }
 }

@@ -44,6 +44,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
+use tollbridge_testkit::faults::{self, is_write, Rules};
 
 /// How long the proxy waits for the target's answer before answering 504 itself.
 pub const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
@@ -71,72 +72,8 @@ pub enum Fault {
     DropResponse,
 }
 
-/// When a rule fires, among the requests it matches.
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum When {
-    /// The next N matching requests.
-    Next(usize),
-    /// Every K-th matching request (the K-th, 2K-th, …).
-    Every(usize),
-    /// Every matching request.
-    Always,
-}
-
 /// A fault, when to inject it, and which requests it applies to (all by default).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Rule {
-    fault: Fault,
-    when: When,
-    writes_only: bool,
-    method: Option<Method>,
-    path_contains: Option<String>,
-}
-
-impl Rule {
-    /// `fault` for the next `n` matching requests, then never again.
-    pub fn next(n: usize, fault: Fault) -> Rule {
-        Rule::new(When::Next(n), fault)
-    }
-
-    /// `fault` for every `k`-th matching request (the `k`-th, `2k`-th, …); `k` ≥ 1.
-    pub fn every(k: usize, fault: Fault) -> Rule {
-        assert!(k >= 1, "Rule::every needs k >= 1");
-        Rule::new(When::Every(k), fault)
-    }
-
-    /// `fault` for every matching request.
-    pub fn always(fault: Fault) -> Rule {
-        Rule::new(When::Always, fault)
-    }
-
-    /// Only write requests: POST, PUT, PATCH, DELETE.
-    pub fn writes(mut self) -> Rule {
-        self.writes_only = true;
-        self
-    }
-
-    /// Only requests with this method (`"GET"`, `"POST"`, …).
-    pub fn method(mut self, method: &str) -> Rule {
-        self.method = Some(method.parse().expect("an HTTP method"));
-        self
-    }
-
-    /// Only requests whose path (as sent, percent-encoded, without the query) contains `s`.
-    pub fn path_contains(mut self, s: &str) -> Rule {
-        self.path_contains = Some(s.to_owned());
-        self
-    }
-
-    fn new(when: When, fault: Fault) -> Rule {
-        Rule { fault, when, writes_only: false, method: None, path_contains: None }
-    }
-
-    fn matches(&self, method: &Method, path: &str) -> bool {
-        (!self.writes_only || is_write(method))
-            && self.method.as_ref().is_none_or(|m| m == method)
-            && self.path_contains.as_deref().is_none_or(|s| path.contains(s))
-    }
-}
+pub type Rule = faults::Rule<Fault>;
 
 /// One request as the proxy received it, and what became of it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -185,41 +122,9 @@ impl fmt::Display for Seen {
     }
 }
 
-fn is_write(method: &Method) -> bool {
-    matches!(*method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE)
-}
-
-#[derive(Debug)]
-struct ActiveRule {
-    rule: Rule,
-    /// Matching requests this rule has seen.
-    matched: usize,
-    /// Times it fired.
-    fired: usize,
-}
-
-impl ActiveRule {
-    /// Counts a matching request; whether the rule fires for it.
-    fn offer(&mut self, method: &Method, path: &str) -> bool {
-        if !self.rule.matches(method, path) {
-            return false;
-        }
-        self.matched += 1;
-        let fire = match self.rule.when {
-            When::Next(n) => self.fired < n,
-            When::Every(k) => self.matched.is_multiple_of(k),
-            When::Always => true,
-        };
-        if fire {
-            self.fired += 1;
-        }
-        fire
-    }
-}
-
 #[derive(Debug, Default)]
 struct State {
-    rules: Vec<ActiveRule>,
+    rules: Rules<Fault>,
     seen: Vec<Seen>,
     /// Most items a list answer's page holds; `None`: lists are passed on whole.
     page_size: Option<usize>,
@@ -270,7 +175,7 @@ impl FaultProxy {
 
     /// Adds a rule after the existing ones.
     pub fn add(&self, rule: Rule) -> &Self {
-        self.state().rules.push(ActiveRule { rule, matched: 0, fired: 0 });
+        self.state().rules.add(rule);
         self
     }
 
@@ -378,13 +283,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
     let query = parts.uri.query().map(str::to_owned);
     let (index, fault, page_size) = {
         let mut state = shared.state.lock().unwrap_or_else(|e| e.into_inner());
-        let mut fault = None;
-        for rule in state.rules.iter_mut() {
-            if rule.offer(&parts.method, &path) {
-                fault = Some(rule.rule.fault.clone());
-                break;
-            }
-        }
+        let fault = state.rules.fire(&parts.method, &path, query.as_deref().unwrap_or(""));
         state.seen.push(Seen {
             method: parts.method.clone(),
             path: path.clone(),

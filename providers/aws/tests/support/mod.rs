@@ -23,3 +23,5 @@ pub mod plain;
 #[allow(unused_imports)]
 pub use fault_proxy::{Fault, FaultProxy, Rule, Seen};
 pub use moto::Moto;
+#[allow(unused_imports)]
+pub use plain::AwsReply;

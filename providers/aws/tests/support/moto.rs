@@ -2,8 +2,8 @@
 //!
 //! [`Moto::shared`] uses the server that `scripts/test` started (its URL in
 //! `TOLLBRIDGE_MOTO_URL`) or, when there is none, runs `scripts/moto start` in a temporary
-//! directory once per test process and leaves a detached watchdog that stops the server and
-//! removes the directory once the process has exited, even after a panic.
+//! directory once per test process and leaves a detached watchdog ([`Scripted`]) that stops
+//! the server once the process has exited, even after a panic.
 //!
 //! moto keeps one in-memory state for every client: tests of one binary run in parallel, so
 //! a test that creates or lists resources holds [`Moto::fresh`] (the lock, then a reset) or
@@ -13,14 +13,13 @@
 //! from the SigV4 `Authorization` header (an unsigned request is taken for S3), and the
 //! account is always [`ACCOUNT_ID`].
 
-use std::fs;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::path::PathBuf;
 use std::sync::OnceLock;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tollbridge_testkit::scripted::Scripted;
 
 /// Environment variable with the URL of a running moto server (`http://127.0.0.1:PORT`).
 pub const MOTO_URL_ENV: &str = "TOLLBRIDGE_MOTO_URL";
@@ -133,33 +132,10 @@ impl Moto {
     /// `scripts/moto start` in a fresh temporary directory, guarded by a watchdog that stops
     /// it and removes the directory once this process has exited.
     fn start_own() -> Result<Moto, String> {
-        let script = repo_root().join("scripts/moto");
-        if !script.is_file() {
-            return Err(format!("{} not found", script.display()));
-        }
-        let dir = tempfile::Builder::new()
-            .prefix("tollbridge-moto-")
-            .tempdir()
-            .map_err(|e| format!("cannot create a temporary directory for moto: {e}"))?
-            .keep();
-        // The watchdog first, so that even a start interrupted by the end of this process is
-        // cleaned up.
-        spawn_watchdog(&script, &dir)?;
-        let log = dir.join("harness-start.log");
-        run_logged(
-            Command::new(&script).arg("start").arg(&dir),
-            &log,
-            START_TIMEOUT,
-            &format!("scripts/moto start {}", dir.display()),
-        )?;
-        let env = dir.join("env");
-        let text = fs::read_to_string(&env).map_err(|e| format!("cannot read {}: {e}", env.display()))?;
-        let url = text
-            .lines()
-            .filter_map(|l| l.trim().strip_prefix("export ").unwrap_or(l.trim()).split_once('='))
-            .find(|(k, _)| k.trim() == MOTO_URL_ENV)
-            .map(|(_, v)| v.trim().trim_matches(|c| c == '"' || c == '\'').to_owned())
-            .ok_or_else(|| format!("{} does not set {MOTO_URL_ENV}", env.display()))?;
+        let moto = Scripted::new("scripts/moto", "moto")?;
+        moto.start(&[], START_TIMEOUT)?;
+        let url = moto.env(MOTO_URL_ENV)?;
+        let dir = moto.dir().to_owned();
         eprintln!("[moto] started for this test process at {url} (log: {})", dir.join("moto.log").display());
         Self::at(&url, Some(dir))
     }
@@ -173,11 +149,6 @@ pub fn authorization(service: &str) -> String {
         "AWS4-HMAC-SHA256 Credential={ACCESS_KEY_ID}/20260101/{REGION}/{service}/aws4_request, \
          SignedHeaders=host;x-amz-date, Signature=0000000000000000000000000000000000000000000000000000000000000000"
     )
-}
-
-/// The repository root (this crate is `providers/aws`).
-pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
 /// `METHOD PATH` with an empty body over a fresh connection: (status, body). Bounded by
@@ -199,60 +170,4 @@ fn blocking_call(addr: SocketAddr, method: &str, path: &str) -> Result<(u16, Str
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| format!("not an HTTP response: {head:?}"))?;
     Ok((status, body.to_owned()))
-}
-
-/// `setsid bash -c 'while kill -0 PID; do sleep 1; done; scripts/moto stop DIR; rm -rf DIR'`
-fn spawn_watchdog(script: &Path, dir: &Path) -> Result<(), String> {
-    const WATCH: &str = r#"while kill -0 "$1" 2>/dev/null; do sleep 1; done; "$2" stop "$3"; rm -rf -- "$3""#;
-    Command::new("setsid")
-        .args(["bash", "-c", WATCH, "tollbridge-moto-watchdog"])
-        .arg(std::process::id().to_string())
-        .arg(script)
-        .arg(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map(drop)
-        .map_err(|e| format!("cannot start the watchdog (setsid bash): {e}"))
-}
-
-/// Runs `cmd` with stdout and stderr in `log`; killed after `timeout`.
-fn run_logged(cmd: &mut Command, log: &Path, timeout: Duration, what: &str) -> Result<(), String> {
-    let file = fs::File::create(log).map_err(|e| format!("{what}: cannot create {}: {e}", log.display()))?;
-    let file2 = file.try_clone().map_err(|e| format!("{what}: cannot duplicate {}: {e}", log.display()))?;
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(file)
-        .stderr(file2)
-        .spawn()
-        .map_err(|e| format!("{what}: cannot run: {e}"))?;
-    let tail = || {
-        let text = fs::read_to_string(log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
-    };
-    match wait_deadline(&mut child, timeout).map_err(|e| format!("{what}: {e}"))? {
-        Some(status) if status.success() => Ok(()),
-        Some(status) => Err(format!("{what} failed ({status}); end of {}:\n{}", log.display(), tail())),
-        None => {
-            Err(format!("{what} did not finish within {timeout:?}; end of {}:\n{}", log.display(), tail()))
-        }
-    }
-}
-
-/// Waits for `child` up to `timeout`; kills it and returns `None` past that.
-fn wait_deadline(child: &mut Child, timeout: Duration) -> Result<Option<ExitStatus>, String> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(status) = child.try_wait().map_err(|e| format!("wait: {e}"))? {
-            return Ok(Some(status));
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Ok(None);
-        }
-        thread::sleep(Duration::from_millis(100));
-    }
 }

@@ -76,10 +76,11 @@
 //! [`ApimFake::assert_no_refusals`]).
 //!
 //! Fault rules ([`Rule`], [`Fault`]) apply to requests that reach the back (so after
-//! validation), like `providers/aws/tests/support/fault_proxy.rs`: throttling (429 with
-//! `Retry-After: 1`), server errors, delays, dropped connections, another writer's write just
-//! before a request ([`Fault::ConcurrentWrite`]: the ETag the request carries is stale). Every
-//! request is recorded ([`Seen`], with its arrival time).
+//! validation). The rules are those of `tollbridge_testkit::faults`, as the AWS fault proxy's;
+//! the faults are ARM's: throttling (429 with `Retry-After: 1`), server errors, delays,
+//! dropped connections, another writer's write just before a request
+//! ([`Fault::ConcurrentWrite`]: the ETag the request carries is stale). Every request is
+//! recorded ([`Seen`], with its arrival time).
 //!
 //! Not implemented (501 `NotImplemented` from the fake, so it shows): API import (`format` /
 //! `value` in an API's properties), revisions (`;rev=`), policies by link, and the other
@@ -103,6 +104,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{json, Map, Value};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
+use tollbridge_testkit::faults::{self, is_write, Rules};
 
 use super::policy_xml::{self, Format};
 
@@ -341,109 +343,12 @@ pub enum Fault {
     ConcurrentWrite,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum When {
-    Next(usize),
-    Every(usize),
-    Always,
-}
-
 /// A fault, when to inject it, and which requests it applies to (all by default). Rules are
 /// tried in the order they were added; the first that fires decides, and the later ones do
-/// not see (or count) that request.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Rule {
-    fault: Fault,
-    when: When,
-    writes_only: bool,
-    method: Option<Method>,
-    path_contains: Option<String>,
-    query_contains: Option<String>,
-}
-
-impl Rule {
-    /// `fault` for the next `n` matching requests, then never again.
-    pub fn next(n: usize, fault: Fault) -> Rule {
-        Rule::new(When::Next(n), fault)
-    }
-
-    /// `fault` for every `k`-th matching request (the `k`-th, `2k`-th, …); `k` ≥ 1.
-    pub fn every(k: usize, fault: Fault) -> Rule {
-        assert!(k >= 1, "Rule::every needs k >= 1");
-        Rule::new(When::Every(k), fault)
-    }
-
-    /// `fault` for every matching request.
-    pub fn always(fault: Fault) -> Rule {
-        Rule::new(When::Always, fault)
-    }
-
-    /// Only write requests: POST, PUT, PATCH, DELETE.
-    pub fn writes(mut self) -> Rule {
-        self.writes_only = true;
-        self
-    }
-
-    /// Only requests with this method (`"GET"`, `"PUT"`, …).
-    pub fn method(mut self, method: &str) -> Rule {
-        self.method = Some(method.parse().expect("an HTTP method"));
-        self
-    }
-
-    /// Only requests whose path (as sent, without the query) contains `s`
-    /// (case-insensitively, as ARM paths are).
-    pub fn path_contains(mut self, s: &str) -> Rule {
-        self.path_contains = Some(s.to_lowercase());
-        self
-    }
-
-    /// Only requests whose query (percent-decoded) contains `s` (case-insensitively), e.g.
-    /// `$skip` for the pages after the first.
-    pub fn query_contains(mut self, s: &str) -> Rule {
-        self.query_contains = Some(s.to_lowercase());
-        self
-    }
-
-    fn new(when: When, fault: Fault) -> Rule {
-        Rule { fault, when, writes_only: false, method: None, path_contains: None, query_contains: None }
-    }
-
-    fn matches(&self, method: &Method, path: &str, query: &str) -> bool {
-        (!self.writes_only || is_write(method))
-            && self.method.as_ref().is_none_or(|m| m == method)
-            && self.path_contains.as_deref().is_none_or(|s| path.to_lowercase().contains(s))
-            && self.query_contains.as_deref().is_none_or(|s| percent_decode(query).to_lowercase().contains(s))
-    }
-}
-
-#[derive(Debug)]
-struct ActiveRule {
-    rule: Rule,
-    matched: usize,
-    fired: usize,
-}
-
-impl ActiveRule {
-    fn offer(&mut self, method: &Method, path: &str, query: &str) -> bool {
-        if !self.rule.matches(method, path, query) {
-            return false;
-        }
-        self.matched += 1;
-        let fire = match self.rule.when {
-            When::Next(n) => self.fired < n,
-            When::Every(k) => self.matched.is_multiple_of(k),
-            When::Always => true,
-        };
-        if fire {
-            self.fired += 1;
-        }
-        fire
-    }
-}
-
-fn is_write(method: &Method) -> bool {
-    matches!(*method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE)
-}
+/// not see (or count) that request. Paths (as sent, without the query) and queries
+/// (percent-decoded) are compared case-insensitively, as ARM treats its paths: e.g.
+/// `query_contains("$skip")` for the pages after the first.
+pub type Rule = faults::Rule<Fault>;
 
 /// Prism's refusal of a request (its answer, `application/problem+json`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -807,7 +712,7 @@ struct TenantState {
     entities: BTreeMap<String, Entity>,
     ops: HashMap<String, PendingOp>,
     lro: Option<Lro>,
-    rules: Vec<ActiveRule>,
+    rules: Rules<Fault>,
     seen: Vec<Seen>,
     page_size: usize,
     token: Option<String>,
@@ -821,7 +726,7 @@ impl TenantState {
             entities: BTreeMap::new(),
             ops: HashMap::new(),
             lro: None,
-            rules: Vec::new(),
+            rules: Rules::ignoring_case(),
             seen: Vec::new(),
             page_size: DEFAULT_PAGE_SIZE,
             token: None,
@@ -2311,17 +2216,7 @@ async fn process(
 ) -> Reply {
     let path = parts.uri.path();
     let query = parts.uri.query().unwrap_or("");
-    let fault = tenant.and_then(|t| {
-        let mut state = t.state();
-        let mut fault = None;
-        for rule in state.rules.iter_mut() {
-            if rule.offer(&parts.method, path, query) {
-                fault = Some(rule.rule.fault.clone());
-                break;
-            }
-        }
-        fault
-    });
+    let fault = tenant.and_then(|t| t.state().rules.fire(&parts.method, path, &percent_decode(query)));
     if let Some(f) = &fault {
         shared.update_seen(tenant, id, |s| s.fault = Some(f.clone()));
     }
@@ -2618,7 +2513,7 @@ impl ApimFake {
 
     /// Adds a fault rule after the existing ones.
     pub fn add(&self, rule: Rule) -> &Self {
-        self.state().rules.push(ActiveRule { rule, matched: 0, fired: 0 });
+        self.state().rules.add(rule);
         self
     }
 

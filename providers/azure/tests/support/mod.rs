@@ -55,7 +55,7 @@ pub use apim_fake::{
     ApimFake, Entity, FakeServer, Fault, Kind, Lro, Refusal, Rule, Seen, API_VERSION, DEFAULT_PAGE_SIZE,
 };
 #[allow(unused_imports)]
-pub use plain::{Call, Reply, TOKEN};
+pub use plain::{ArmReply, Call, Reply, TOKEN};
 #[allow(unused_imports)]
 pub use policy_xml::Format;
 #[allow(unused_imports)]

@@ -2,184 +2,55 @@
 //! set up or inspect state behind the provider's back, and to test the harness itself.
 //!
 //! ```ignore
-//! let reply = Call::put(&apim.arm_url("apis/orders")).json(&json!({"properties": {…}})).send().await?;
-//! let reply = Call::delete(&url).header("If-Match", "*").send().await?;
-//! let next = Call::get(reply.json()["nextLink"].as_str().unwrap()).send().await?;
+//! let reply = plain::put(&apim.arm_url("apis/orders")).json(&json!({"properties": {…}})).send().await?;
+//! let reply = plain::delete(&url).header("If-Match", "*").send().await?;
+//! let next = plain::get(reply.json()["nextLink"].as_str().unwrap()).send().await?;
 //! ```
 //!
-//! Every call sends `Authorization: Bearer` [`TOKEN`] unless told otherwise, and is bounded by
-//! [`TIMEOUT`].
+//! Every call sends `Authorization: Bearer` [`TOKEN`] unless told otherwise
+//! ([`Call::no_auth`]), and is bounded by [`tollbridge_testkit::plain::TIMEOUT`].
 
-use std::time::Duration;
-
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
-use hyper::{Method, Request, StatusCode, Uri};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
-
-/// Upper bound of one call, connection to last byte.
-pub const TIMEOUT: Duration = Duration::from_secs(30);
+pub use tollbridge_testkit::plain::{Call, Reply};
 
 /// The bearer token the tests send (the fake takes any non-empty token unless told to
 /// require one).
 pub const TOKEN: &str = "tollbridge-test-token";
 
-/// An answer.
-#[derive(Clone, Debug)]
-pub struct Reply {
-    pub status: StatusCode,
-    pub headers: HeaderMap,
-    pub body: Bytes,
+/// `METHOD url` with `Authorization: Bearer` [`TOKEN`].
+pub fn call(method: &str, url: &str) -> Call {
+    Call::new(method, url).bearer(TOKEN)
 }
 
-impl Reply {
-    /// The body as JSON; panics (with the body) when it is not.
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("HTTP {} body is not JSON ({e}): {}", self.status, self.text()))
-    }
+pub fn get(url: &str) -> Call {
+    call("GET", url)
+}
 
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
+pub fn put(url: &str) -> Call {
+    call("PUT", url)
+}
 
-    /// A header's value, if any.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
+pub fn patch(url: &str) -> Call {
+    call("PATCH", url)
+}
 
-    pub fn etag(&self) -> Option<&str> {
-        self.header("etag")
-    }
+pub fn post(url: &str) -> Call {
+    call("POST", url)
+}
 
+pub fn delete(url: &str) -> Call {
+    call("DELETE", url)
+}
+
+/// What ARM's answers say beyond the status.
+pub trait ArmReply {
     /// `error.code` of an ARM error body.
-    pub fn error_code(&self) -> Option<String> {
+    fn error_code(&self) -> Option<String>;
+}
+
+impl ArmReply for Reply {
+    fn error_code(&self) -> Option<String> {
         serde_json::from_slice::<serde_json::Value>(&self.body)
             .ok()
             .and_then(|v| v["error"]["code"].as_str().map(str::to_owned))
-    }
-}
-
-/// One request, built then sent.
-#[derive(Clone, Debug)]
-pub struct Call {
-    method: Method,
-    url: String,
-    headers: Vec<(String, String)>,
-    body: Option<(Bytes, String)>,
-    auth: bool,
-}
-
-impl Call {
-    pub fn new(method: &str, url: &str) -> Call {
-        Call {
-            method: method.parse().expect("an HTTP method"),
-            url: url.to_owned(),
-            headers: Vec::new(),
-            body: None,
-            auth: true,
-        }
-    }
-
-    pub fn get(url: &str) -> Call {
-        Call::new("GET", url)
-    }
-
-    pub fn put(url: &str) -> Call {
-        Call::new("PUT", url)
-    }
-
-    pub fn patch(url: &str) -> Call {
-        Call::new("PATCH", url)
-    }
-
-    pub fn post(url: &str) -> Call {
-        Call::new("POST", url)
-    }
-
-    pub fn delete(url: &str) -> Call {
-        Call::new("DELETE", url)
-    }
-
-    pub fn header(mut self, name: &str, value: &str) -> Call {
-        self.headers.push((name.to_owned(), value.to_owned()));
-        self
-    }
-
-    /// A JSON body (`Content-Type: application/json`).
-    pub fn json(mut self, body: &serde_json::Value) -> Call {
-        self.body = Some((Bytes::from(body.to_string()), "application/json".to_owned()));
-        self
-    }
-
-    /// A body as it is, with this content type.
-    pub fn body(mut self, body: impl Into<Bytes>, content_type: &str) -> Call {
-        self.body = Some((body.into(), content_type.to_owned()));
-        self
-    }
-
-    /// No `Authorization` header.
-    pub fn no_auth(mut self) -> Call {
-        self.auth = false;
-        self
-    }
-
-    /// Sends it over a new connection. `Err` when there is no HTTP answer (refused, dropped,
-    /// or over [`TIMEOUT`]).
-    pub async fn send(self) -> Result<Reply, String> {
-        let what = format!("{} {}", self.method, self.url);
-        tokio::time::timeout(TIMEOUT, self.send_inner())
-            .await
-            .map_err(|_| format!("{what}: no answer within {TIMEOUT:?}"))?
-    }
-
-    async fn send_inner(self) -> Result<Reply, String> {
-        let what = format!("{} {}", self.method, self.url);
-        let uri: Uri = self.url.parse().map_err(|e| format!("{what}: {e}"))?;
-        if uri.scheme_str() != Some("http") {
-            return Err(format!("{what}: only http:// URLs"));
-        }
-        let authority = uri.authority().ok_or_else(|| format!("{what}: no host"))?.clone();
-        let host = authority.host();
-        if host != "127.0.0.1" && host != "localhost" {
-            return Err(format!("{what}: the tests only talk to 127.0.0.1"));
-        }
-        let stream =
-            TcpStream::connect(authority.as_str()).await.map_err(|e| format!("{what}: connect: {e}"))?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| format!("{what}: handshake: {e}"))?;
-        let driver = tokio::spawn(connection);
-
-        let (body, content_type) = self.body.clone().unwrap_or_default();
-        let mut request = Request::new(Full::new(body));
-        *request.method_mut() = self.method.clone();
-        *request.uri_mut() = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").parse().expect("a path");
-        let headers = request.headers_mut();
-        headers.insert(header::HOST, HeaderValue::from_str(authority.as_str()).expect("a host"));
-        if self.body.is_some() {
-            headers.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_str(&content_type).map_err(|e| format!("{what}: {e}"))?,
-            );
-        }
-        if self.auth {
-            headers.insert(
-                header::AUTHORIZATION,
-                HeaderValue::from_str(&format!("Bearer {TOKEN}")).expect("a header"),
-            );
-        }
-        for (name, value) in &self.headers {
-            let name: HeaderName = name.parse().map_err(|e| format!("{what}: header {name}: {e}"))?;
-            headers.insert(name, HeaderValue::from_str(value).map_err(|e| format!("{what}: {e}"))?);
-        }
-
-        let response = sender.send_request(request).await.map_err(|e| format!("{what}: {e}"))?;
-        let (parts, body) = response.into_parts();
-        let body = body.collect().await.map_err(|e| format!("{what}: body: {e}"))?.to_bytes();
-        driver.abort();
-        Ok(Reply { status: parts.status, headers: parts.headers, body })
     }
 }

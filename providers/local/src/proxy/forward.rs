@@ -1,0 +1,220 @@
+//! Forwarding to a backend: backend choice, request transformations, timeouts and the
+//! answers to upstream errors.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{self, HeaderValue};
+use http::uri::PathAndQuery;
+use http::{Request, Response, StatusCode, Uri};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use rand::Rng;
+use tollbridge_provider::{BackendIr, BackendTarget, RouteIr};
+
+use crate::body::{Body, TeeBody};
+use crate::metrics::UpstreamErrorLabels;
+use crate::runtime::{url_upstream, CompiledGateway};
+use crate::server::Shared;
+use crate::upstream::UpstreamError;
+
+use super::headers::{add_forwarded, apply_header_modifier, strip_hop_by_hop};
+use super::mirror::start_mirrors;
+use super::path::rewrite_path;
+use super::{plain, raw_authority, ConnInfo};
+
+/// Forwards the request to one of `backends` and returns the upstream answer (or the error
+/// response when there is none).
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn forward(
+    shared: &Shared,
+    gateway: &Arc<CompiledGateway>,
+    index: usize,
+    route: &RouteIr,
+    backends: &[BackendIr],
+    conn: &ConnInfo,
+    mut parts: http::request::Parts,
+    incoming: Incoming,
+) -> Response<Body> {
+    let Some(chosen) = pick_backend(backends) else {
+        return plain(StatusCode::INTERNAL_SERVER_ERROR, "no backend");
+    };
+    let backend = &backends[chosen];
+    let upstream_error = |kind: &str| {
+        shared
+            .metrics
+            .upstream_errors
+            .get_or_create(&UpstreamErrorLabels {
+                gateway: gateway.id.clone(),
+                backend: backend.name.clone(),
+                kind: kind.to_string(),
+            })
+            .inc();
+    };
+    // A backend URL may carry a path prefix (`http://host:8080/api`): requests go below it.
+    let mut url_prefix: Option<String> = None;
+    let authority = match &backend.target {
+        BackendTarget::Invalid { .. } => {
+            upstream_error("invalid_backend");
+            return plain(StatusCode::INTERNAL_SERVER_ERROR, "backend is invalid");
+        }
+        BackendTarget::Endpoints { endpoints } if endpoints.is_empty() => {
+            upstream_error("no_endpoints");
+            return plain(StatusCode::SERVICE_UNAVAILABLE, "no ready endpoints");
+        }
+        BackendTarget::Endpoints { .. } => match gateway.next_endpoint(index, chosen) {
+            Some(address) => address.clone(),
+            None => return plain(StatusCode::SERVICE_UNAVAILABLE, "no ready endpoints"),
+        },
+        BackendTarget::Url { url } => match url_upstream(url) {
+            Some((address, prefix)) => {
+                url_prefix = prefix;
+                Arc::from(address)
+            }
+            None => {
+                upstream_error("protocol");
+                return plain(
+                    StatusCode::BAD_GATEWAY,
+                    "only http:// backend URLs are supported by the local proxy",
+                );
+            }
+        },
+    };
+
+    // Request transformations, in the order the spec lists them.
+    let client_authority =
+        raw_authority(&parts.uri, &parts.headers).and_then(|a| HeaderValue::from_str(a).ok());
+    add_forwarded(&mut parts.headers, conn, client_authority.as_ref());
+    apply_header_modifier(&route.filters.request_headers, &mut parts.headers);
+    apply_header_modifier(&backend.request_headers, &mut parts.headers);
+    let original_host = parts.headers.get(header::HOST).cloned();
+    let mut rewritten: Option<String> = None;
+    if let Some(rewrite) = &route.filters.url_rewrite {
+        if let Some(hostname) = &rewrite.hostname {
+            if let Ok(value) = HeaderValue::from_str(hostname) {
+                parts.headers.insert(header::HOST, value);
+            }
+        }
+        if let Some(path) = &rewrite.path {
+            rewritten = Some(rewrite_path(path, parts.uri.path(), parts.uri.query()));
+        }
+    }
+    if !parts.headers.contains_key(header::HOST) {
+        // HTTP/2 requests carry `:authority` instead; HTTP/1.1 upstreams need it as Host.
+        if let Some(h) = original_host.or(client_authority) {
+            parts.headers.insert(header::HOST, h);
+        }
+    }
+    if let Some(prefix) = url_prefix {
+        let current = rewritten.as_deref().or(parts.uri.path_and_query().map(|p| p.as_str())).unwrap_or("/");
+        rewritten = Some(format!("{prefix}{current}"));
+    }
+    // Origin-form, as HTTP/1.1 sends it to an origin server; the Host header names the site.
+    let path_and_query = match rewritten {
+        Some(text) => match text.parse::<PathAndQuery>() {
+            Ok(pq) => pq,
+            Err(_) => return plain(StatusCode::BAD_REQUEST, "rewritten path cannot be forwarded"),
+        },
+        None => parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")),
+    };
+    parts.uri = Uri::from(path_and_query.clone());
+    parts.version = http::Version::HTTP_11;
+
+    let taps = start_mirrors(shared, gateway, &route.filters.mirrors, &parts, &path_and_query);
+    let body = TeeBody::new(incoming, taps, shared.settings.request_body_idle_timeout);
+    let upstream_request = Request::from_parts(parts, body.boxed());
+
+    let timeout = [route.timeouts.request_ms, route.timeouts.backend_request_ms]
+        .into_iter()
+        .flatten()
+        .min()
+        .map(Duration::from_millis)
+        .or(shared.settings.default_request_timeout);
+    let call = shared.client.send(&authority, upstream_request);
+    let result = match timeout {
+        Some(limit) => match tokio::time::timeout(limit, call).await {
+            Ok(result) => result,
+            Err(_) => {
+                upstream_error("timeout");
+                return plain(StatusCode::GATEWAY_TIMEOUT, "upstream timed out");
+            }
+        },
+        None => call.await,
+    };
+    let upstream = match result {
+        Ok(response) => response,
+        Err(UpstreamError::Saturated(_)) => {
+            upstream_error("saturated");
+            return plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "upstream busy: every connection it may have is in use",
+            );
+        }
+        Err(e) if body_idle(&e) => {
+            upstream_error("request_body_idle");
+            return plain(StatusCode::REQUEST_TIMEOUT, "request body stalled");
+        }
+        Err(e) => {
+            upstream_error(if e.is_connect() { "connect" } else { "protocol" });
+            tracing::debug!(gateway = %gateway.id, backend = %backend.name, error = %e, "upstream request failed");
+            return plain(StatusCode::BAD_GATEWAY, "upstream unavailable");
+        }
+    };
+    let (mut head, body) = upstream.into_parts();
+    strip_hop_by_hop(&mut head.headers);
+    apply_header_modifier(&backend.response_headers, &mut head.headers);
+    apply_header_modifier(&route.filters.response_headers, &mut head.headers);
+    Response::from_parts(head, body)
+}
+
+/// Whether an upstream request failed because the client stopped sending its body.
+fn body_idle(error: &UpstreamError) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if e.is::<crate::body::BodyIdle>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// Chooses a backend at random in proportion to the weights; `None` when all weights are 0.
+fn pick_backend(backends: &[BackendIr]) -> Option<usize> {
+    let total: u64 = backends.iter().map(|b| u64::from(b.weight)).sum();
+    if total == 0 {
+        return None;
+    }
+    if backends.len() == 1 {
+        return Some(0);
+    }
+    let mut point = rand::rng().random_range(0..total);
+    for (i, backend) in backends.iter().enumerate() {
+        let weight = u64::from(backend.weight);
+        if point < weight {
+            return Some(i);
+        }
+        point -= weight;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use tollbridge_provider::HeaderModifier;
+
+    use super::*;
+
+    #[test]
+    fn weights_zero_pick_nothing() {
+        let backend = |weight| BackendIr {
+            name: "b".into(),
+            weight,
+            target: BackendTarget::Url { url: "http://x".into() },
+            request_headers: HeaderModifier::default(),
+            response_headers: HeaderModifier::default(),
+        };
+        assert_eq!(pick_backend(&[backend(0), backend(0)]), None);
+        assert_eq!(pick_backend(&[backend(0), backend(3)]), Some(1));
+    }
+}

@@ -1,0 +1,66 @@
+//! Header handling: hop-by-hop headers, the forwarding headers and header modifiers.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use tollbridge_provider::HeaderModifier;
+
+use super::ConnInfo;
+
+/// Headers that describe one hop and are never forwarded.
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Removes the hop-by-hop headers, and those the `Connection` header names.
+pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if let Some(listed) = headers.get(header::CONNECTION).and_then(|v| v.to_str().ok()).map(str::to_string) {
+        for name in listed.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            headers.remove(name);
+        }
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// The forwarding headers, as an edge proxy sets them: what the client sent is replaced, never
+/// extended, so a backend can trust them (the client's address as the gateway saw it, the
+/// scheme and listener port it used, the authority it was routed by). `Forwarded` and
+/// `X-Real-IP` from the client are removed.
+pub(super) fn add_forwarded(headers: &mut HeaderMap, conn: &ConnInfo, authority: Option<&HeaderValue>) {
+    headers.remove(header::FORWARDED);
+    headers.remove("x-real-ip");
+    headers.insert("x-forwarded-for", conn.client_ip.clone());
+    headers.insert("x-forwarded-proto", HeaderValue::from_static(if conn.tls { "https" } else { "http" }));
+    headers.insert("x-forwarded-port", HeaderValue::from(conn.local.port()));
+    match authority {
+        Some(authority) => headers.insert("x-forwarded-host", authority.clone()),
+        None => headers.remove("x-forwarded-host"),
+    };
+}
+
+/// Applies set, add and remove (in that order, as Gateway API describes them).
+pub(super) fn apply_header_modifier(modifier: &HeaderModifier, headers: &mut HeaderMap) {
+    for h in &modifier.set {
+        if let (Ok(name), Ok(value)) =
+            (HeaderName::from_bytes(h.name.as_bytes()), HeaderValue::from_str(&h.value))
+        {
+            headers.insert(name, value);
+        }
+    }
+    for h in &modifier.add {
+        if let (Ok(name), Ok(value)) =
+            (HeaderName::from_bytes(h.name.as_bytes()), HeaderValue::from_str(&h.value))
+        {
+            headers.append(name, value);
+        }
+    }
+    for name in &modifier.remove {
+        headers.remove(name.as_str());
+    }
+}

@@ -1,0 +1,224 @@
+//! The request handler: route lookup, policies and the route's action; the filters and the
+//! forwarding it applies live in the submodules.
+
+mod cors;
+mod forward;
+mod headers;
+mod mirror;
+mod path;
+mod redirect;
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Request, Response, StatusCode, Uri};
+use hyper::body::Incoming;
+use tollbridge_provider::ActionIr;
+
+use crate::body::{self, Body};
+use crate::metrics::{PolicyLabels, RequestLabels, RouteLabels};
+use crate::policy::Decision;
+use crate::request_check;
+use crate::router::RequestView;
+use crate::runtime::CompiledGateway;
+use crate::server::Shared;
+
+use self::cors::{add_cors_headers, is_preflight, preflight};
+use self::forward::forward;
+use self::headers::strip_hop_by_hop;
+use self::path::with_path;
+use self::redirect::redirect_response;
+
+/// What a connection knows about itself.
+#[derive(Clone, Debug)]
+pub(crate) struct ConnInfo {
+    pub(crate) local: SocketAddr,
+    pub(crate) remote: SocketAddr,
+    pub(crate) tls: bool,
+    /// The client's IP as a header value, for `x-forwarded-for` (built once per connection).
+    pub(crate) client_ip: HeaderValue,
+    /// The TLS server name (SNI) the client asked for.
+    pub(crate) server_name: Option<Box<str>>,
+}
+
+impl ConnInfo {
+    pub(crate) fn new(local: SocketAddr, remote: SocketAddr) -> Self {
+        let client_ip =
+            HeaderValue::from_str(&remote.ip().to_string()).unwrap_or(HeaderValue::from_static(""));
+        Self { local, remote, tls: false, client_ip, server_name: None }
+    }
+}
+
+/// Serves one request on a connection and records its metrics (and access log line).
+pub(crate) async fn handle(shared: Arc<Shared>, conn: ConnInfo, req: Request<Incoming>) -> Response<Body> {
+    let started = Instant::now();
+    let table = shared.table.load();
+    let Some(gateway) = table.sockets.get(&conn.local).cloned() else {
+        return plain(StatusCode::SERVICE_UNAVAILABLE, "listener is being removed");
+    };
+    drop(table);
+    let (response, route_index) = serve(&shared, &gateway, &conn, req).await;
+    let code = response.status().as_u16();
+    let route =
+        route_index.map(|i| gateway.route_labels[i].clone()).unwrap_or_else(|| shared.no_route_label.clone());
+    shared
+        .metrics
+        .requests
+        .get_or_create(&RequestLabels { gateway: gateway.id_label.clone(), route: route.clone(), code })
+        .inc();
+    shared
+        .metrics
+        .latency
+        .get_or_create(&RouteLabels { gateway: gateway.id_label.clone(), route: route.clone() })
+        .observe(started.elapsed().as_secs_f64());
+    if shared.settings.access_log {
+        access_log(&gateway.id, &route, &conn, code, started.elapsed());
+    }
+    response
+}
+
+fn access_log(gateway: &str, route: &str, conn: &ConnInfo, code: u16, elapsed: Duration) {
+    let line = serde_json::json!({
+        "gateway": gateway,
+        "route": route,
+        "client": conn.remote.to_string(),
+        "status": code,
+        "duration_ms": elapsed.as_secs_f64() * 1000.0,
+    });
+    println!("{line}");
+}
+
+/// Serves one request; returns the response and the index of the route entry that matched.
+async fn serve(
+    shared: &Shared,
+    gateway: &Arc<CompiledGateway>,
+    conn: &ConnInfo,
+    mut req: Request<Incoming>,
+) -> (Response<Body>, Option<usize>) {
+    let Some(socket) = gateway.sockets.get(&conn.local) else {
+        return (plain(StatusCode::NOT_FOUND, "no route"), None);
+    };
+    if let Err(rejection) = request_check::check(&req) {
+        return (plain(rejection.status, rejection.message), None);
+    }
+    // Before anything reads the headers: hop-by-hop headers go (so `Connection: <name>` cannot
+    // later delete a header the gateway adds), and so does any identity the client claims.
+    strip_hop_by_hop(req.headers_mut());
+    for name in &gateway.identity_headers {
+        req.headers_mut().remove(name);
+    }
+    request_check::normalize_authority(&mut req);
+    // Route on the normalized path and forward that same path, so `/public/../admin` can never
+    // reach `/admin` past the policy guarding it.
+    if let Cow::Owned(path) = request_check::normalize_path(req.uri().path()) {
+        match with_path(req.uri(), &path) {
+            Some(uri) => *req.uri_mut() = uri,
+            None => return (plain(StatusCode::BAD_REQUEST, "invalid request path"), None),
+        }
+    }
+    let host = raw_authority(req.uri(), req.headers()).unwrap_or("");
+    // A request for another listener than the one its TLS server name chose (and whose
+    // certificate the client checked) is refused, so that clients reusing a connection for
+    // another host retry on a new one (RFC 9110 §15.5.20).
+    if let Some(server_name) = &conn.server_name {
+        let chosen = socket.router.listener_of(server_name);
+        if chosen.is_some() && socket.router.listener_of(host) != chosen {
+            return (
+                plain(
+                    StatusCode::MISDIRECTED_REQUEST,
+                    "this connection's TLS server name is for another listener",
+                ),
+                None,
+            );
+        }
+    }
+    let index = {
+        let view = RequestView {
+            host,
+            path: req.uri().path(),
+            query: req.uri().query(),
+            method: req.method(),
+            headers: req.headers(),
+        };
+        socket.router.lookup(&view)
+    };
+    let Some(index) = index else {
+        return (plain(StatusCode::NOT_FOUND, "no route matches this request"), None);
+    };
+    let route = &gateway.ir.routes[index];
+    let route_id = index;
+
+    let origin = req.headers().get(header::ORIGIN).cloned();
+    let cors = route.filters.cors.as_ref();
+    if let (Some(cors), Some(origin)) = (cors, &origin) {
+        if is_preflight(&req) {
+            return (preflight(cors, origin, req.headers()), Some(route_id));
+        }
+    }
+
+    let (mut parts, incoming) = req.into_parts();
+    let mut policy_headers = HeaderMap::new();
+    if let Some(policy) = &route.policy {
+        match gateway.policies.check(&shared.state, policy, &mut parts, jiff::Timestamp::now()) {
+            Decision::Allow { response_headers } => policy_headers = response_headers,
+            Decision::Deny { status, headers, body } => {
+                shared
+                    .metrics
+                    .policy_rejections
+                    .get_or_create(&PolicyLabels {
+                        gateway: gateway.id.clone(),
+                        policy: policy.clone(),
+                        code: status.as_u16(),
+                    })
+                    .inc();
+                let mut response = Response::new(body::full(body));
+                *response.status_mut() = status;
+                response.headers_mut().extend(headers);
+                response
+                    .headers_mut()
+                    .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                // Browsers can read the refusal only with the CORS headers.
+                if let (Some(cors), Some(origin)) = (cors, &origin) {
+                    add_cors_headers(cors, origin, response.headers_mut());
+                }
+                return (response, Some(route_id));
+            }
+        }
+    }
+
+    let mut response = match &route.action {
+        ActionIr::Respond { status } => {
+            plain(StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), "")
+        }
+        ActionIr::Redirect(redirect) => redirect_response(redirect, &parts, conn),
+        ActionIr::Forward { backends } => {
+            forward(shared, gateway, index, route, backends, conn, parts, incoming).await
+        }
+    };
+    if let (Some(cors), Some(origin)) = (cors, &origin) {
+        add_cors_headers(cors, origin, response.headers_mut());
+    }
+    response.headers_mut().extend(policy_headers);
+    (response, Some(route_id))
+}
+
+/// The request's authority as sent (`:authority` or Host), port and case included.
+fn raw_authority<'a>(uri: &'a Uri, headers: &'a HeaderMap) -> Option<&'a str> {
+    uri.authority().map(|a| a.as_str()).or_else(|| headers.get(header::HOST).and_then(|h| h.to_str().ok()))
+}
+
+/// A response with `status` and `message` as its plain-text body (no body when empty).
+fn plain(status: StatusCode, message: &str) -> Response<Body> {
+    let mut response =
+        Response::new(if message.is_empty() { body::empty() } else { body::full(format!("{message}\n")) });
+    *response.status_mut() = status;
+    if !message.is_empty() {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    }
+    response
+}
