@@ -136,6 +136,12 @@ async fn make_proxy_available(ns: &TestNamespace<'_>) {
     );
 }
 
+/// Moves Gateway `gateway` to GatewayClass `class`.
+fn set_class(ns: &TestNamespace<'_>, gateway: &str, class: &str) {
+    let patch = format!(r#"{{"spec":{{"gatewayClassName":"{class}"}}}}"#);
+    ns.kubectl_ok(&["patch", "gateway", gateway, "--type=merge", "-p", &patch], None);
+}
+
 fn resource_version(ns: &TestNamespace<'_>, kind: &str, name: &str) -> String {
     ns.get_json(kind, name)["metadata"]["resourceVersion"].as_str().unwrap_or_default().to_string()
 }
@@ -741,17 +747,7 @@ async fn changing_where_a_gateway_goes_cleans_the_old_place_and_provisions_the_n
     .await;
 
     // AWS → Local: the API goes, and the finalizer with it; the proxy's objects come.
-    ns.kubectl_ok(
-        &[
-            "patch",
-            "gateway",
-            "gw",
-            "--type=merge",
-            "-p",
-            &format!(r#"{{"spec":{{"gatewayClassName":"{}"}}}}"#, local.name()),
-        ],
-        None,
-    );
+    set_class(&ns, "gw", local.name());
     eventually("Local: API gone, finalizer gone, proxy made", Duration::from_secs(60), || async {
         let gw = ns.get_json("gateway", "gw");
         apis_of(&moto, "ap-south-1", &ns).await.is_empty()
@@ -762,17 +758,7 @@ async fn changing_where_a_gateway_goes_cleans_the_old_place_and_provisions_the_n
     .await;
 
     // Local → AWS: the proxy's objects go, the API comes back.
-    ns.kubectl_ok(
-        &[
-            "patch",
-            "gateway",
-            "gw",
-            "--type=merge",
-            "-p",
-            &format!(r#"{{"spec":{{"gatewayClassName":"{}"}}}}"#, class.name()),
-        ],
-        None,
-    );
+    set_class(&ns, "gw", class.name());
     eventually("AWS again: API made, proxy gone", Duration::from_secs(60), || async {
         apis_of(&moto, "ap-south-1", &ns).await.len() == 1
             && ns.try_get_json("deployment", "tollbridge-gw").is_none()
