@@ -2,9 +2,14 @@
 # dir, a work dir, and cleanup of every process started with `pids+=($!)`.
 
 # A target dir of its own, so a benchmark build never waits on a debug build's lock.
+# TOLLBRIDGE_BIN=path: measure that binary instead (to compare two builds in turn).
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target/bench}
-cargo build --release -q -p tollbridge
-bin=$CARGO_TARGET_DIR/release/tollbridge
+if [ -n "${TOLLBRIDGE_BIN:-}" ]; then
+  bin=$TOLLBRIDGE_BIN
+else
+  cargo build --release -q -p tollbridge
+  bin=$CARGO_TARGET_DIR/release/tollbridge
+fi
 
 work=$(mktemp -d)
 pids=()

@@ -159,8 +159,7 @@ impl Loader {
         if let serde_yaml::Value::Sequence(_) | serde_yaml::Value::String(_) = value {
             return Err("expected a Kubernetes object (a mapping with apiVersion and kind)".into());
         }
-        let type_meta: TypeMeta =
-            serde_yaml::from_value(value.clone()).map_err(|e| format!("invalid object: {e}"))?;
+        let type_meta = TypeMeta::deserialize(&value).map_err(|e| format!("invalid object: {e}"))?;
         if type_meta.kind == "List" {
             return Err("kind List is not supported; write one document per object".into());
         }
