@@ -2,24 +2,33 @@
 # Reverse-proxy benchmark, tollbridge and nginx side by side in one run.
 #
 # One backend (nginx returning a small fixed body) and the load generator (wrk) share core 1;
-# the proxy under test runs alone on core 0. Each proxy is measured the same way:
-#   1. throughput: wrk, keep-alive, CONNECTIONS connections, DURATION;
-#   2. latency at a fixed offered rate (RATE req/s) with --latency percentiles.
-# Scenarios: nginx trivial route; tollbridge trivial route; tollbridge with ROUTES routes,
-# an API key, a rate limit and a quota on every request.
+# every proxy under test runs on core 0 (all started once, idle while another is measured).
+# ROUNDS rounds, each measuring every target in turn, so drift of the machine hits them all:
+#   - keep-alive throughput: wrk, CONNECTIONS connections, DURATION (after a 2 s warm-up), and
+#     the p99 of that saturated run;
+#   - latency at a fixed offered rate (RATE req/s over 16 connections): p50, p99;
+#   - a new connection per request (`Connection: close`): throughput.
+# Targets: nginx (one worker, upstream keep-alive pool, access log off); a second, identical
+# nginx (the machine's noise floor: its ratio to the first should be 1.00); tollbridge with one
+# route; tollbridge with ROUTES routes, an API key, a rate limit and a quota on every request.
+# Every run is printed, then the median of each column.
 #
-# usage: bench/proxy.sh            (env: DURATION=10s CONNECTIONS=64 RATE=5000 ROUTES=1000)
+# usage: bench/proxy.sh   (env: ROUNDS=7 DURATION=10s CONNECTIONS=64 RATE=5000 ROUTES=1000,
+#                          TOLLBRIDGE_BIN=path to measure a given build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+ROUNDS=${ROUNDS:-7}
 DURATION=${DURATION:-10s}
 CONNECTIONS=${CONNECTIONS:-64}
 RATE=${RATE:-5000}
 ROUTES=${ROUTES:-1000}
 BACKEND_PORT=18080
 NGINX_PORT=18081
+TWIN_PORT=18083
 TB_PORT=18082
-ADMIN_PORT=18090
+MANY_PORT=18084
+KEY_HEADER='x-api-key: bench-key-0123456789'
 
 for tool in nginx wrk taskset python3 curl; do
   command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install nginx-light wrk util-linux)"; exit 1; }
@@ -42,64 +51,90 @@ http {
 CONF
 }
 
+proxy_conf() { # port
+  echo "upstream backend { server 127.0.0.1:$BACKEND_PORT; keepalive 256; }
+  server { listen 127.0.0.1:$1; location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }"
+}
+
 nginx_conf backend "server { listen 127.0.0.1:$BACKEND_PORT; location / { return 200 'hello from the backend\n'; } }"
-nginx_conf proxy "upstream backend { server 127.0.0.1:$BACKEND_PORT; keepalive 256; }
-  server { listen 127.0.0.1:$NGINX_PORT; location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }"
+nginx_conf proxy "$(proxy_conf $NGINX_PORT)"
+nginx_conf twin "$(proxy_conf $TWIN_PORT)"
 
 taskset -c 1 nginx -c "$work/backend/nginx.conf" -p "$work/backend" & pids+=($!)
-
 wait_http "http://127.0.0.1:$BACKEND_PORT/"
+taskset -c 0 nginx -c "$work/proxy/nginx.conf" -p "$work/proxy" & pids+=($!)
+taskset -c 0 nginx -c "$work/twin/nginx.conf" -p "$work/twin" & pids+=($!)
 
-# run_wrk LABEL URL [HEADER] -> prints "rps p99_ms fixed_p50_ms fixed_p99_ms"
+run_tollbridge() { # config dir, admin port
+  taskset -c 0 "$bin" run -f "$1" --admin-address "127.0.0.1:$2" --worker-threads 1 \
+    --max-connections 20000 2>"$1.log" & pids+=($!)
+  wait_http "http://127.0.0.1:$2/readyz"
+}
+python3 bench/gen-routes.py "$work/trivial" "$TB_PORT" "$BACKEND_PORT" 1
+python3 bench/gen-routes.py "$work/many" "$MANY_PORT" "$BACKEND_PORT" "$ROUTES" --keys
+run_tollbridge "$work/trivial" 18090
+run_tollbridge "$work/many" 18091
+for port in $NGINX_PORT $TWIN_PORT; do wait_http "http://127.0.0.1:$port/"; done
+
 to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v=v*1000}; printf "%.3f", v}'; }
+failures() { grep -E "Non-2xx|Socket errors" <<<"$1" | tr '\n' ' ' || true; }
+
+# measure URL [wrk args]: "rps p99 fixed_p50 fixed_p99 close_rps", errors to stderr.
 measure() {
   local url=$1; shift
-  local args=("$@")
-  taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d2s "${args[@]}" "$url" >/dev/null  # warm up
-  local out; out=$(taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency "${args[@]}" "$url")
-  local rps; rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
-  local p99; p99=$(awk '$1=="99%" {print $2}' <<<"$out" | to_ms)
-  local fixed; fixed=$(RATE=$RATE CONNECTIONS=16 taskset -c 1 wrk -t1 -c16 -d"$DURATION" --latency -s bench/fixed-rate.lua "${args[@]}" "$url")
-  local f50; f50=$(awk '$1=="50%" {print $2}' <<<"$fixed" | to_ms)
-  local f99; f99=$(awk '$1=="99%" {print $2}' <<<"$fixed" | to_ms)
-  local frps; frps=$(awk '/Requests\/sec/ {print $2}' <<<"$fixed")
-  local errors; errors=$(grep -E "Non-2xx|Socket errors" <<<"$out$fixed" | tr '\n' ' ' || true)
-  echo "$rps $p99 $frps $f50 $f99 ${errors:-none}"
+  taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d2s "$@" "$url" >/dev/null
+  local out fixed close
+  out=$(taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency "$@" "$url")
+  fixed=$(RATE=$RATE CONNECTIONS=16 taskset -c 1 wrk -t1 -c16 -d"$DURATION" --latency -s bench/fixed-rate.lua "$@" "$url")
+  close=$(taskset -c 1 wrk -t1 -c16 -d"$DURATION" -H 'Connection: close' "$@" "$url")
+  local errors; errors="$(failures "$out")$(failures "$fixed")"
+  [ -z "$errors" ] || echo "  errors at $url: $errors" >&2
+  echo "$(awk '/Requests\/sec/ {print $2}' <<<"$out")" \
+    "$(awk '$1=="99%" {print $2}' <<<"$out" | to_ms)" \
+    "$(awk '$1=="50%" {print $2}' <<<"$fixed" | to_ms)" \
+    "$(awk '$1=="99%" {print $2}' <<<"$fixed" | to_ms)" \
+    "$(awk '/Requests\/sec/ {print $2}' <<<"$close")"
 }
 
-results=()
-# nginx proxy
-taskset -c 0 nginx -c "$work/proxy/nginx.conf" -p "$work/proxy" & pids+=($!)
-wait_http "http://127.0.0.1:$NGINX_PORT/"
-results+=("nginx trivial|$(measure "http://127.0.0.1:$NGINX_PORT/")")
-kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
-
-run_tollbridge() { # config dir
-  taskset -c 0 "$bin" run -f "$1" --admin-address "127.0.0.1:$ADMIN_PORT" --worker-threads 1 \
-    --max-connections 20000 2>"$work/tollbridge.log" & pids+=($!)
-  wait_http "http://127.0.0.1:$ADMIN_PORT/readyz"
-}
-
-python3 bench/gen-routes.py "$work/trivial" "$TB_PORT" "$BACKEND_PORT" 1
-run_tollbridge "$work/trivial"
-results+=("tollbridge trivial|$(measure "http://127.0.0.1:$TB_PORT/svc0")")
-kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
-
-python3 bench/gen-routes.py "$work/many" "$TB_PORT" "$BACKEND_PORT" "$ROUTES" --keys
-run_tollbridge "$work/many"
-results+=("tollbridge $ROUTES routes + key + quota|$(measure "http://127.0.0.1:$TB_PORT/svc$((ROUTES / 2))/x" -H 'x-api-key: bench-key-0123456789')")
-kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
-
-nginx_rps=$(cut -d'|' -f2 <<<"${results[0]}" | awk '{print $1}')
-nginx_p99=$(cut -d'|' -f2 <<<"${results[0]}" | awk '{print $5}')
-echo
-echo "proxy pinned to core 0; wrk and backend on core 1; $CONNECTIONS connections; $DURATION per run; fixed rate $RATE req/s"
-printf '| %-40s | %10s | %8s | %12s | %14s | %14s | %14s |\n' scenario "req/s" "× nginx" "p99 (max)" "fixed: req/s" "fixed: p50 ms" "fixed: p99 ms"
-printf '|%s|\n' "------------------------------------------|------------|----------|--------------|----------------|----------------|----------------"
-for r in "${results[@]}"; do
-  label=${r%%|*}; read -r rps p99 frps f50 f99 errors <<<"${r#*|}"
-  ratio=$(awk -v a="$rps" -v b="$nginx_rps" 'BEGIN {printf "%.2f", a/b}')
-  printf '| %-40s | %10s | %8s | %9s ms | %14s | %14s | %11s ms |\n' "$label" "$rps" "$ratio" "$p99" "$frps" "$f50" "$f99"
-  [ "$errors" != "none" ] && echo "  errors: $errors"
+labels=("nginx" "nginx (twin: noise floor)" "tollbridge, trivial route" "tollbridge, $ROUTES routes + key + quota")
+urls=("http://127.0.0.1:$NGINX_PORT/" "http://127.0.0.1:$TWIN_PORT/" "http://127.0.0.1:$TB_PORT/svc0" "http://127.0.0.1:$MANY_PORT/svc$((ROUTES / 2))/x")
+results="$work/results"
+: >"$results"
+for round in $(seq 1 "$ROUNDS"); do
+  for i in "${!labels[@]}"; do
+    args=()
+    [ "$i" = 3 ] && args=(-H "$KEY_HEADER")
+    echo "$round|$i|$(measure "${urls[$i]}" "${args[@]}")" >>"$results"
+  done
+  echo "round $round of $ROUNDS done" >&2
 done
-echo "(nginx fixed-rate p99: $nginx_p99 ms)"
+
+echo
+echo "proxies pinned to core 0; wrk and backend on core 1; $CONNECTIONS connections; $DURATION per run;"
+echo "fixed rate $RATE req/s over 16 connections; Connection: close over 16 connections; $ROUNDS rounds"
+python3 - "$results" "${labels[@]}" <<'PY'
+import statistics, sys
+path, *labels = sys.argv[1:]
+rows = [line.strip().split("|") for line in open(path) if line.strip()]
+runs = {}
+for rnd, i, values in rows:
+    runs.setdefault(int(i), []).append((int(rnd), [float(v) for v in values.split()]))
+nginx = {rnd: v for rnd, v in runs[0]}
+head = "| round | target | req/s | × nginx | p99 | fixed p50 | fixed p99 | close req/s | close × nginx |"
+print(head); print("|" + "---|" * (head.count("|") - 1))
+for i, label in enumerate(labels):
+    for rnd, v in runs[i]:
+        n = nginx[rnd]
+        print(f"| {rnd} | {label} | {v[0]:,.0f} | {v[0]/n[0]:.2f} | {v[1]:.3f} ms | {v[2]:.3f} ms | {v[3]:.3f} ms | {v[4]:,.0f} | {v[4]/n[4]:.2f} |")
+print()
+print("Medians over the rounds (ratios are medians of the per-round ratios):")
+print()
+print("| target | req/s | × nginx | fixed p99 | fixed p99 ÷ nginx's | close req/s | close × nginx |")
+print("|---|---:|---:|---:|---:|---:|---:|")
+med = statistics.median
+for i, label in enumerate(labels):
+    vs = runs[i]
+    ratio = lambda k: med(v[k] / nginx[r][k] for r, v in vs)
+    print(f"| {label} | {med(v[0] for _, v in vs):,.0f} | {ratio(0):.2f} | {med(v[3] for _, v in vs):.3f} ms"
+          f" | {ratio(3):.2f} | {med(v[4] for _, v in vs):,.0f} | {ratio(4):.2f} |")
+PY

@@ -44,14 +44,16 @@ impl std::error::Error for BodyIdle {}
 pub struct TeeBody<B> {
     inner: B,
     taps: Vec<mpsc::Sender<Bytes>>,
-    idle: Option<(Duration, Pin<Box<Sleep>>)>,
+    idle: Option<Duration>,
+    /// Armed when the body first has to wait for the client (most bodies never do, and an
+    /// empty one is never polled), re-armed at each new wait.
+    timer: Option<Pin<Box<Sleep>>>,
     waiting: bool,
 }
 
 impl<B> TeeBody<B> {
     pub fn new(inner: B, taps: Vec<mpsc::Sender<Bytes>>, idle: Option<Duration>) -> Self {
-        let idle = idle.map(|d| (d, Box::pin(tokio::time::sleep(d))));
-        Self { inner, taps, idle, waiting: false }
+        Self { inner, taps, idle, timer: None, waiting: false }
     }
 }
 
@@ -68,21 +70,23 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        if !this.waiting {
-            if let Some((limit, timer)) = &mut this.idle {
-                timer.as_mut().reset(Instant::now() + *limit);
-            }
-        }
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        this.waiting = polled.is_pending();
         if polled.is_pending() {
-            if let Some((limit, timer)) = &mut this.idle {
-                if timer.as_mut().poll(cx).is_ready() {
+            if let Some(limit) = this.idle {
+                if !this.waiting {
+                    let deadline = Instant::now() + limit;
+                    match &mut this.timer {
+                        Some(timer) => timer.as_mut().reset(deadline),
+                        None => this.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+                    }
+                }
+                if this.timer.as_mut().is_some_and(|timer| timer.as_mut().poll(cx).is_ready()) {
                     this.taps.clear();
-                    return Poll::Ready(Some(Err(Box::new(BodyIdle(*limit)))));
+                    return Poll::Ready(Some(Err(Box::new(BodyIdle(limit)))));
                 }
             }
         }
+        this.waiting = polled.is_pending();
         match polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {

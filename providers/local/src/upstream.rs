@@ -100,11 +100,16 @@ impl UpstreamPool {
             let limit = self.settings.max_connections_per_endpoint.max(1);
             in_flight.entry(address.clone()).or_insert_with(|| Arc::new(Semaphore::new(limit))).clone()
         };
-        let permit =
-            match tokio::time::timeout(self.settings.connection_wait, semaphore.acquire_owned()).await {
-                Ok(Ok(permit)) => permit,
-                _ => return Err(UpstreamError::Saturated(address.to_string())),
-            };
+        // A free slot is taken at once; only a request that has to wait arms a timer.
+        let permit = match semaphore.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                match tokio::time::timeout(self.settings.connection_wait, semaphore.acquire_owned()).await {
+                    Ok(Ok(permit)) => permit,
+                    _ => return Err(UpstreamError::Saturated(address.to_string())),
+                }
+            }
+        };
         let mut sender = match self.checkout(address).await {
             Some(sender) => sender,
             None => self.connect(address).await?,
@@ -142,6 +147,9 @@ impl UpstreamPool {
                 continue;
             }
             let mut sender = entry.sender;
+            if sender.is_ready() {
+                return Some(sender);
+            }
             // A connection handed back at the end of a body becomes ready a moment later; one
             // that does not within the connect timeout is dropped.
             if let Ok(Ok(())) = tokio::time::timeout(self.settings.connect_timeout, sender.ready()).await {
