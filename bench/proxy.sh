@@ -8,13 +8,16 @@
 #     the p99 of that saturated run;
 #   - latency at a fixed offered rate (RATE req/s over 16 connections): p50, p99;
 #   - a new connection per request (`Connection: close`): throughput.
+# Then, once: the memory (RSS) of nginx and of tollbridge (trivial route) holding IDLE idle
+# keep-alive client connections, each of which has made one request.
 # Targets: nginx (one worker, upstream keep-alive pool, access log off); a second, identical
 # nginx (the machine's noise floor: its ratio to the first should be 1.00); tollbridge with one
 # route; tollbridge with ROUTES routes, an API key, a rate limit and a quota on every request.
 # Every run is printed, then the median of each column.
 #
-# usage: bench/proxy.sh   (env: ROUNDS=7 DURATION=10s CONNECTIONS=64 RATE=5000 ROUTES=1000,
-#                          TOLLBRIDGE_BIN=path to measure a given build)
+# usage: bench/proxy.sh   (env: ROUNDS=7 DURATION=10s CONNECTIONS=64 RATE=5000 ROUTES=1000
+#                          IDLE=10000, TOLLBRIDGE_BIN=path to measure a given build;
+#                          ROUNDS=0: the idle-connection memory only)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +26,7 @@ DURATION=${DURATION:-10s}
 CONNECTIONS=${CONNECTIONS:-64}
 RATE=${RATE:-5000}
 ROUTES=${ROUTES:-1000}
+IDLE=${IDLE:-10000}
 BACKEND_PORT=18080
 NGINX_PORT=18081
 TWIN_PORT=18083
@@ -34,6 +38,7 @@ for tool in nginx wrk taskset python3 curl; do
   command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install nginx-light wrk util-linux)"; exit 1; }
 done
 source bench/lib.sh
+ulimit -n "$(ulimit -Hn)" # 10,000 idle connections need as many descriptors
 
 nginx_conf() { # name, body
   mkdir -p "$work/$1"
@@ -42,7 +47,8 @@ worker_processes 1;
 daemon off;
 pid $work/$1/nginx.pid;
 error_log $work/$1/error.log warn;
-events { worker_connections 4096; }
+worker_rlimit_nofile 20000;
+events { worker_connections 19000; }
 http {
   access_log off;
   keepalive_requests 1000000;
@@ -109,6 +115,7 @@ for round in $(seq 1 "$ROUNDS"); do
   echo "round $round of $ROUNDS done" >&2
 done
 
+if [ "$ROUNDS" -gt 0 ]; then
 echo
 echo "proxies pinned to core 0; wrk and backend on core 1; $CONNECTIONS connections; $DURATION per run;"
 echo "fixed rate $RATE req/s over 16 connections; Connection: close over 16 connections; $ROUNDS rounds"
@@ -138,3 +145,39 @@ for i, label in enumerate(labels):
     print(f"| {label} | {med(v[0] for _, v in vs):,.0f} | {ratio(0):.2f} | {med(v[3] for _, v in vs):.3f} ms"
           f" | {ratio(3):.2f} | {med(v[4] for _, v in vs):,.0f} | {ratio(4):.2f} |")
 PY
+fi
+
+# rss_kib PID: resident memory of PID and its children (nginx's master and worker), in KiB.
+rss_kib() {
+  local total=0 p
+  for p in "$1" $(pgrep -P "$1" || true); do
+    total=$((total + $(awk '/VmRSS/ {print $2}' "/proc/$p/status")))
+  done
+  echo "$total"
+}
+# idle_rss PID PORT PATH: "before after" RSS in KiB around IDLE idle connections.
+idle_rss() {
+  local before after
+  before=$(rss_kib "$1")
+  coproc IDLER { taskset -c 1 python3 bench/idle-connections.py "$2" "$3" "$IDLE"; }
+  local ready; read -r ready <&"${IDLER[0]}"
+  [ "${ready% *}" = ready ] || { echo "idle connections failed: $ready" >&2; exit 1; }
+  sleep 1
+  after=$(rss_kib "$1")
+  exec {IDLER[1]}>&-
+  wait "$IDLER_PID" || true
+  echo "$before $after"
+}
+read -r nginx_before nginx_after <<<"$(idle_rss "${pids[1]}" $NGINX_PORT /)"
+sleep 2
+read -r tb_before tb_after <<<"$(idle_rss "${pids[3]}" $TB_PORT /svc0)"
+echo
+echo "$IDLE idle keep-alive connections (one request each):"
+echo "| target | RSS before | RSS with the connections | per connection |"
+echo "|---|---:|---:|---:|"
+for t in "nginx $nginx_before $nginx_after" "tollbridge $tb_before $tb_after"; do
+  read -r name before after <<<"$t"
+  printf '| %s | %d MiB | %d MiB | %.1f KiB |\n' "$name" $((before / 1024)) $((after / 1024)) \
+    "$(awk -v a="$after" -v b="$before" -v n="$IDLE" 'BEGIN {print (a - b) / n}')"
+done
+echo "tollbridge RSS ÷ nginx RSS with the connections: $(awk -v a="$tb_after" -v b="$nginx_after" 'BEGIN {printf "%.2f", a / b}')"

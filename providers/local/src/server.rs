@@ -227,7 +227,9 @@ where
         seen.store(true, Ordering::Relaxed);
         let shared = request_shared.clone();
         let info = info.clone();
-        async move { Ok::<_, Infallible>(proxy::handle(shared, info, req).await) }
+        // Boxed: an idle connection keeps room for its service's future inline otherwise, and
+        // the handler's future is several kilobytes; in flight it costs one allocation.
+        Box::pin(async move { Ok::<_, Infallible>(proxy::handle(shared, info, req).await) })
     });
     let first_request_deadline = tokio::time::sleep(shared.settings.header_read_timeout);
     tokio::pin!(first_request_deadline);
