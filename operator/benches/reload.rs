@@ -1,9 +1,10 @@
 //! The file → configuration steps of a reload with 10,000 HTTPRoutes behind an API key and a
-//! quota, as `bench/gen-routes.py --keys` writes them: loading the YAML into objects, and
-//! translating them (a whole reload, load + translate + compile, should take under 200 ms).
+//! quota: loading the YAML into objects, and translating them (a whole reload, load + translate
+//! + compile, should take under 200 ms). Needs python3 (the configuration's generator).
 
 use std::hint::black_box;
 use std::path::Path;
+use std::process::Command;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use tollbridge::providers;
@@ -16,72 +17,19 @@ const ROUTES: usize = 10_000;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const HEAD: &str = "apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {name: bench}
-spec: {controllerName: tollbridge.dev/gateway-controller}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: bench}
-spec:
-  gatewayClassName: bench
-  listeners:
-  - {name: http, protocol: HTTP, port: 18182}
----
-apiVersion: v1
-kind: Service
-metadata: {name: backend}
-spec:
-  ports:
-  - {name: http, port: 80}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: backend
-  labels: {kubernetes.io/service-name: backend}
-addressType: IPv4
-ports:
-- {name: http, port: 18180}
-endpoints:
-- addresses: [127.0.0.1]
----
-apiVersion: tollbridge.dev/v1alpha1
-kind: QuotaPolicy
-metadata: {name: bench}
-spec:
-  targetRefs:
-  - {group: gateway.networking.k8s.io, kind: Gateway, name: bench}
-  apiKey: {required: true, header: x-api-key}
-  rateLimit: {requests: 1000000000, unit: Second}
-  quota: {requests: 1000000000000, period: Month}
----
-apiVersion: tollbridge.dev/v1alpha1
-kind: ApiKey
-metadata: {name: bench}
-spec:
-  policyRef: {name: bench}
-  secretRef: {name: bench-key}
----
-apiVersion: v1
-kind: Secret
-metadata: {name: bench-key}
-stringData:
-  api-key: bench-key-0123456789
-";
-
-/// The configuration with `routes` HTTPRoutes `/svc{i}` to one backend.
+/// The configuration `bench/gen-routes.py --keys` writes (the one `bench/reload-and-memory.sh`
+/// serves): a Gateway, a backend, `routes` HTTPRoutes `/svc{i}` and a QuotaPolicy with a key.
 fn config(routes: usize) -> String {
-    let mut text = String::from(HEAD);
-    for i in 0..routes {
-        text.push_str(&format!(
-            "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: svc{i}}}\n\
-             spec:\n  parentRefs: [{{name: bench}}]\n  rules:\n  - matches:\n    \
-             - path: {{type: PathPrefix, value: /svc{i}}}\n    backendRefs:\n    - {{name: backend, port: 80}}\n"
-        ));
-    }
-    text
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let status = Command::new("python3")
+        .arg(root.join("bench/gen-routes.py"))
+        .arg(dir.path())
+        .args(["18182", "18180", &routes.to_string(), "--keys"])
+        .status()
+        .expect("run python3 bench/gen-routes.py");
+    assert!(status.success(), "bench/gen-routes.py failed: {status}");
+    std::fs::read_to_string(dir.path().join("bench.yaml")).expect("bench.yaml")
 }
 
 fn reload(c: &mut Criterion) {

@@ -136,6 +136,17 @@ async fn make_proxy_available(ns: &TestNamespace<'_>) {
     );
 }
 
+/// An HTTPRoute `orders` on Gateway `gw`: `/orders` to an ExternalName Service (HTTPS, port 443).
+fn apply_orders_route(ns: &TestNamespace<'_>) {
+    ns.apply(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: orders}\n\
+         spec: {type: ExternalName, externalName: orders.example.com, ports: [{name: https, port: 443}]}\n---\n\
+         apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: orders}\nspec:\n  \
+         parentRefs: [{name: gw}]\n  rules:\n  - matches: [{path: {type: PathPrefix, value: /orders}}]\n    \
+         backendRefs: [{name: orders, port: 443}]\n",
+    );
+}
+
 /// Moves Gateway `gateway` to GatewayClass `class`.
 fn set_class(ns: &TestNamespace<'_>, gateway: &str, class: &str) {
     let patch = format!(r#"{{"spec":{{"gatewayClassName":"{class}"}}}}"#);
@@ -589,15 +600,7 @@ async fn an_aws_gateway_is_provisioned_into_moto_and_removed_with_it() {
         url = moto.url,
     ));
     ns.apply(&gateway_yaml(class.name(), 80));
-    ns.apply(
-        "apiVersion: v1\nkind: Service\nmetadata: {name: orders}\n\
-         spec: {type: ExternalName, externalName: orders.example.com, ports: [{name: https, port: 443}]}\n",
-    );
-    ns.apply(
-        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: orders}\nspec:\n  \
-         parentRefs: [{name: gw}]\n  rules:\n  - matches: [{path: {type: PathPrefix, value: /orders}}]\n    \
-         backendRefs: [{name: orders, port: 443}]\n",
-    );
+    apply_orders_route(&ns);
     let (_op, _) = operator(&ns, "solo").await;
 
     eventually("Gateway programmed on API Gateway", Duration::from_secs(60), || async {
@@ -924,15 +927,7 @@ async fn an_auto_switch_to_a_rest_api_is_announced() {
             .replace("apiType: HTTP", "apiType: Auto"),
     );
     ns.apply(&gateway_yaml(class.name(), 80));
-    ns.apply(
-        "apiVersion: v1\nkind: Service\nmetadata: {name: orders}\n\
-         spec: {type: ExternalName, externalName: orders.example.com, ports: [{name: https, port: 443}]}\n",
-    );
-    ns.apply(
-        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: orders}\nspec:\n  \
-         parentRefs: [{name: gw}]\n  rules:\n  - matches: [{path: {type: PathPrefix, value: /orders}}]\n    \
-         backendRefs: [{name: orders, port: 443}]\n",
-    );
+    apply_orders_route(&ns);
     let (_op, _) = operator(&ns, "solo").await;
     eventually("an HTTP API", Duration::from_secs(60), || async {
         apis_of(&moto, "us-east-2", &ns).await.len() == 1
