@@ -68,6 +68,11 @@ async fn whole_passes(port: u16, passes: u32) {
     .await;
 }
 
+/// Condition `type_` in `conditions` (null when absent).
+fn condition_of(conditions: &Value, type_: &str) -> Value {
+    conditions.as_array().and_then(|cs| cs.iter().find(|c| c["type"] == type_).cloned()).unwrap_or_default()
+}
+
 /// The status of condition `type_` in `conditions` ("" when absent).
 fn condition<'a>(conditions: &'a Value, type_: &str) -> (&'a str, &'a str) {
     conditions
@@ -348,10 +353,7 @@ async fn a_cloud_gateway_holds_a_finalizer_until_cleaned_up() {
     eventually("finalizer and an honest Programmed=False", CONVERGE, || async {
         let gw = ns.get_json("gateway", "gw");
         let finalizers = gw["metadata"]["finalizers"].as_array().cloned().unwrap_or_default();
-        let programmed = gw["status"]["conditions"]
-            .as_array()
-            .and_then(|cs| cs.iter().find(|c| c["type"] == "Programmed").cloned())
-            .unwrap_or_default();
+        let programmed = condition_of(&gw["status"]["conditions"], "Programmed");
         finalizers.contains(&Value::from("tollbridge.dev/cleanup"))
             && programmed["status"] == "False"
             && programmed["message"].as_str().is_some_and(|m| m.contains("Azure"))
@@ -363,10 +365,7 @@ async fn a_cloud_gateway_holds_a_finalizer_until_cleaned_up() {
     eventually("a DeprovisioningFailed Event and a status saying why", CONVERGE, || async {
         let events = ns.kubectl_ok(&["get", "events", "-o", "json"], None);
         let gw = ns.get_json("gateway", "gw");
-        let programmed = gw["status"]["conditions"]
-            .as_array()
-            .and_then(|cs| cs.iter().find(|c| c["type"] == "Programmed").cloned())
-            .unwrap_or_default();
+        let programmed = condition_of(&gw["status"]["conditions"], "Programmed");
         events.contains("DeprovisioningFailed")
             && programmed["message"].as_str().is_some_and(|m| m.contains("Cannot remove"))
     })
@@ -801,10 +800,7 @@ async fn a_local_gateway_that_stops_being_accepted_keeps_serving() {
     cluster.delete_cluster_scoped("providerconfig", config.name());
     eventually("not accepted, still serving", CONVERGE, || async {
         let gw = ns.get_json("gateway", "gw");
-        let programmed = gw["status"]["conditions"]
-            .as_array()
-            .and_then(|cs| cs.iter().find(|c| c["type"] == "Programmed").cloned())
-            .unwrap_or_default();
+        let programmed = condition_of(&gw["status"]["conditions"], "Programmed");
         condition(&gw["status"]["conditions"], "Accepted").0 == "False"
             && programmed["message"].as_str().is_some_and(|m| m.contains("keeps serving"))
     })
@@ -944,10 +940,7 @@ async fn an_auto_switch_to_a_rest_api_is_announced() {
     eventually("the replacement announced", Duration::from_secs(90), || async {
         let events = ns.kubectl_ok(&["get", "events", "-o", "json"], None);
         let gw = ns.get_json("gateway", "gw");
-        let programmed = gw["status"]["conditions"]
-            .as_array()
-            .and_then(|cs| cs.iter().find(|c| c["type"] == "Programmed").cloned())
-            .unwrap_or_default();
+        let programmed = condition_of(&gw["status"]["conditions"], "Programmed");
         events.contains("\"reason\": \"Replaced\"")
             && programmed["message"].as_str().is_some_and(|m| m.contains("Replaced:"))
     })

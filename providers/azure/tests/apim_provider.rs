@@ -295,8 +295,7 @@ async fn long_running_operations_conflicts_and_faults_converge() {
     // Someone edits an operation between the plan and its execution: whatever the execution
     // makes of it (a write carrying a stale ETag is refused with 412), the next apply starts
     // over from what is there and converges.
-    let mut changed = gw.clone();
-    changed.routes[1].filters.request_headers.set[0].value = "staging".into();
+    let changed = with_env(&gw, "staging");
     let plan = azure.plan(&changed).await.expect("plan");
     let policy = apim
         .paths(Kind::OperationPolicy)
@@ -496,6 +495,23 @@ async fn a_404_in_the_middle_of_a_listing_is_an_error_not_its_end() {
     assert!(azure.plan(&gw).await.expect("plan").changes.is_empty());
 }
 
+/// A provider that has applied the usual Gateway (key alice), the Gateway, and the path of its
+/// operation policy that sets `x-env`.
+async fn applied(apim: &Apim) -> (AzureProvider, GatewayIr, String) {
+    let azure = provider(apim);
+    let gw = gateway(vec![alice()]);
+    azure.apply(&gw).await.expect("apply");
+    let policy = policy_path(apim, "x-env");
+    (azure, gw, policy)
+}
+
+/// `gw` with route 1's `x-env` request header set to `value`: a change to one operation policy.
+fn with_env(gw: &GatewayIr, value: &str) -> GatewayIr {
+    let mut changed = gw.clone();
+    changed.routes[1].filters.request_headers.set[0].value = value.into();
+    changed
+}
+
 /// The path of the operation policy whose XML contains `needle`.
 fn policy_path(apim: &Apim, needle: &str) -> String {
     apim.paths(Kind::OperationPolicy)
@@ -509,14 +525,10 @@ const THEIR_POLICY: &str = "<policies><inbound><base /><set-header name=\"x-othe
 #[tokio::test]
 async fn a_change_between_plan_and_execute_gets_412_and_is_not_overwritten() {
     let apim = Apim::start().await;
-    let azure = provider(&apim);
-    let gw = gateway(vec![alice()]);
-    azure.apply(&gw).await.expect("apply");
-    let policy = policy_path(&apim, "x-env");
+    let (azure, gw, policy) = applied(&apim).await;
     let observed = apim.etag(&policy).unwrap();
 
-    let mut changed = gw.clone();
-    changed.routes[1].filters.request_headers.set[0].value = "staging".into();
+    let changed = with_env(&gw, "staging");
     let plan = azure.plan(&changed).await.expect("plan");
     assert!(plan.changes.iter().any(|c| c.to_string() == format!("~ update operation-policy {policy}")));
     // Another writer replaces the policy after our observation.
@@ -536,12 +548,8 @@ async fn a_change_between_plan_and_execute_gets_412_and_is_not_overwritten() {
 #[tokio::test]
 async fn apply_plans_again_after_losing_a_race() {
     let apim = Apim::start().await;
-    let azure = provider(&apim);
-    let gw = gateway(vec![alice()]);
-    azure.apply(&gw).await.expect("apply");
-    let policy = policy_path(&apim, "x-env");
-    let mut changed = gw.clone();
-    changed.routes[1].filters.request_headers.set[0].value = "staging".into();
+    let (azure, gw, policy) = applied(&apim).await;
+    let changed = with_env(&gw, "staging");
     // Another writer writes the policy just before our write arrives.
     apim.add(Rule::next(1, Fault::ConcurrentWrite).method("PUT").path_contains("/policies/policy"));
     apim.clear_seen();
@@ -637,12 +645,8 @@ async fn a_no_op_resync_reads_no_policy_and_a_changed_route_reads_only_its_own()
 #[tokio::test]
 async fn after_a_failed_write_the_next_pass_reads_every_policy() {
     let apim = Apim::start().await;
-    let azure = provider(&apim);
-    let gw = gateway(vec![alice()]);
-    azure.apply(&gw).await.expect("apply");
-    let policy = policy_path(&apim, "x-env");
-    let mut changed = gw.clone();
-    changed.routes[1].filters.request_headers.set[0].value = "staging".into();
+    let (azure, gw, policy) = applied(&apim).await;
+    let changed = with_env(&gw, "staging");
     // The operation's new marker is written, then its policy's write fails.
     apim.add(
         Rule::next(1, Fault::Error { status: 400, code: "ValidationError".into() })
