@@ -37,7 +37,7 @@ pub(super) fn add_forwarded(headers: &mut HeaderMap, conn: &ConnInfo, authority:
     headers.remove("x-real-ip");
     headers.insert("x-forwarded-for", conn.client_ip.clone());
     headers.insert("x-forwarded-proto", HeaderValue::from_static(if conn.tls { "https" } else { "http" }));
-    headers.insert("x-forwarded-port", HeaderValue::from(conn.local.port()));
+    headers.insert("x-forwarded-port", conn.local_port.clone());
     match authority {
         Some(authority) => headers.insert("x-forwarded-host", authority.clone()),
         None => headers.remove("x-forwarded-host"),

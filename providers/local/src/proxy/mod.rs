@@ -40,6 +40,8 @@ pub(crate) struct ConnInfo {
     pub(crate) tls: bool,
     /// The client's IP as a header value, for `x-forwarded-for` (built once per connection).
     pub(crate) client_ip: HeaderValue,
+    /// The listener's port as a header value, for `x-forwarded-port` (built once per connection).
+    pub(crate) local_port: HeaderValue,
     /// The TLS server name (SNI) the client asked for.
     pub(crate) server_name: Option<Box<str>>,
 }
@@ -48,7 +50,8 @@ impl ConnInfo {
     pub(crate) fn new(local: SocketAddr, remote: SocketAddr) -> Self {
         let client_ip =
             HeaderValue::from_str(&remote.ip().to_string()).unwrap_or(HeaderValue::from_static(""));
-        Self { local, remote, tls: false, client_ip, server_name: None }
+        let local_port = HeaderValue::from(local.port());
+        Self { local, remote, tls: false, client_ip, local_port, server_name: None }
     }
 }
 
