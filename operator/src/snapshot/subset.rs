@@ -19,10 +19,13 @@ use crate::translate::SERVICE_NAME_LABEL;
 
 const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
 
-/// The objects the Gateway `namespace/name` depends on: itself, its class, every
-/// ProviderConfig, ReferenceGrant and Namespace, the HTTPRoutes whose parentRefs name it, the
+/// The objects the Gateway `namespace/name` depends on: itself, its class, the ProviderConfigs
+/// they name, the HTTPRoutes whose parentRefs name it and the Namespaces of it and them, the
 /// Services and EndpointSlices those routes send to, the QuotaPolicies in the namespaces of the
-/// Gateway and its routes, their ApiKeys, and the Secrets of its listeners and keys.
+/// Gateway and its routes, their ApiKeys, the Secrets of its listeners and keys, and the
+/// ReferenceGrants in the namespaces those Services and Secrets live in. The config Secret is
+/// readable in the Gateway's namespace, so nothing of another tenant's (its namespaces, its
+/// provider settings, its grants) is in it, and a change there does not reload this proxy.
 pub fn for_gateway(snapshot: &Snapshot, namespace: &str, name: &str) -> Option<Snapshot> {
     let gateway = snapshot
         .gateways
@@ -53,19 +56,34 @@ pub fn for_gateway(snapshot: &Snapshot, namespace: &str, name: &str) -> Option<S
         .cloned()
         .collect();
     let class = &gateway.spec.gateway_class_name;
+    let gateway_classes: Vec<_> =
+        snapshot.gateway_classes.iter().filter(|c| name_of(&c.metadata) == class).collect();
+    let config_names: BTreeSet<&str> = gateway_classes
+        .iter()
+        .filter_map(|c| c.spec.parameters_ref.as_ref().map(|p| p.name.as_str()))
+        .chain(
+            gateway
+                .spec
+                .infrastructure
+                .as_ref()
+                .and_then(|i| i.parameters_ref.as_ref())
+                .map(|p| p.name.as_str()),
+        )
+        .collect();
+    let mut namespaces: BTreeSet<&str> = [namespace].into();
+    namespaces.extend(http_routes.iter().map(|r| namespace_of(&r.metadata)));
 
     let mut subset = Snapshot {
         now: snapshot.now,
-        gateway_classes: snapshot
-            .gateway_classes
+        gateway_classes: gateway_classes.into_iter().cloned().collect(),
+        gateways: vec![gateway.clone()],
+        reference_grants: Vec::new(),
+        namespaces: snapshot
+            .namespaces
             .iter()
-            .filter(|c| name_of(&c.metadata) == class)
+            .filter(|n| namespaces.contains(name_of(&n.metadata)))
             .cloned()
             .collect(),
-        gateways: vec![gateway.clone()],
-        http_routes,
-        reference_grants: snapshot.reference_grants.clone(),
-        namespaces: snapshot.namespaces.clone(),
         services: snapshot
             .services
             .iter()
@@ -86,7 +104,13 @@ pub fn for_gateway(snapshot: &Snapshot, namespace: &str, name: &str) -> Option<S
             .cloned()
             .collect(),
         secrets: Vec::new(),
-        provider_configs: snapshot.provider_configs.clone(),
+        provider_configs: snapshot
+            .provider_configs
+            .iter()
+            .filter(|p| config_names.contains(name_of(&p.metadata)))
+            .cloned()
+            .collect(),
+        http_routes,
         quota_policies,
         api_keys,
     };
@@ -98,6 +122,14 @@ pub fn for_gateway(snapshot: &Snapshot, namespace: &str, name: &str) -> Option<S
             secrets.contains(&(namespace_of(&s.metadata).to_string(), name_of(&s.metadata).to_string()))
         })
         .map(|s| hash_key_secret(s, &subset))
+        .collect();
+    // A grant matters only where something this Gateway refers to lives.
+    let targets: BTreeSet<&str> = backends.iter().chain(&secrets).map(|(ns, _)| ns.as_str()).collect();
+    subset.reference_grants = snapshot
+        .reference_grants
+        .iter()
+        .filter(|g| targets.contains(namespace_of(&g.metadata)))
+        .cloned()
         .collect();
     Some(subset)
 }
@@ -314,5 +346,55 @@ stringData: {api-key: team-a-secret-key-0001}
         let secret = &subset.secrets[0];
         let hashed = secret.data.as_ref().unwrap().get("api-key.sha256").expect("the key's hash");
         assert_eq!(hashed.0, hex::encode(Sha256::digest(b"team-a-secret-key-0001")).into_bytes());
+    }
+
+    /// What another tenant has: a namespace, a class's ProviderConfig, a grant in its namespace.
+    const OTHER_TENANT: &str = r#"
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: team-a, labels: {tier: gold}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: team-b}
+---
+apiVersion: tollbridge.dev/v1alpha1
+kind: ProviderConfig
+metadata: {name: team-b-aws}
+spec: {provider: AWS, aws: {region: eu-west-1, roleArn: "arn:aws:iam::123456789012:role/team-b"}}
+---
+apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: {name: to-team-b, namespace: team-b}
+spec:
+  from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: team-c}]
+  to: [{group: "", kind: Service}]
+---
+apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: {name: to-team-a, namespace: team-a}
+spec:
+  from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: shop}]
+  to: [{group: "", kind: Service}]
+"#;
+
+    #[test]
+    fn another_tenants_namespaces_settings_and_grants_stay_out() {
+        let text = format!("{OBJECTS}{OTHER_TENANT}");
+        let loaded = files::load_str(Path::new("objects.yaml"), &text).expect("objects load");
+        let subset = for_gateway(&loaded.snapshot, "shop", "web").expect("the gateway's subset");
+        let names = |metas: Vec<&k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>| {
+            metas.into_iter().map(|m| name_of(m).to_string()).collect::<Vec<_>>()
+        };
+        assert_eq!(names(subset.namespaces.iter().map(|n| &n.metadata).collect()), ["team-a", "shop"]);
+        assert!(subset.provider_configs.is_empty(), "{:?}", subset.provider_configs);
+        assert_eq!(names(subset.reference_grants.iter().map(|g| &g.metadata).collect()), ["to-team-a"]);
+        let yaml = to_yaml(&subset).expect("subset serializes");
+        assert!(!yaml.contains("team-b"), "{yaml}");
     }
 }
