@@ -286,4 +286,71 @@ mod tests {
         pool.retain(|address| address == &*kept);
         assert_eq!((pool.idle_count(&kept), pool.idle_count(&gone)), (1, 0));
     }
+
+    /// A backend on keep-alive connections.
+    struct Backend {
+        address: Arc<str>,
+        /// Connections accepted so far.
+        accepted: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    /// A backend that answers every request with `status` (no body for 204); `close` answers
+    /// with `Connection: close` and closes, as a backend at its keep-alive limit does.
+    async fn counting_backend(status: u16, close: bool) -> Backend {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let backend = Backend {
+            address: Arc::from(listener.local_addr().expect("address").to_string()),
+            accepted: Arc::new(AtomicUsize::new(0)),
+        };
+        let counter = backend.accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |_req| async move {
+                        let body = if status == 204 { Bytes::new() } else { Bytes::from_static(b"ok") };
+                        Ok::<_, std::convert::Infallible>(
+                            Response::builder().status(status).body(http_body_util::Full::new(body)).unwrap(),
+                        )
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .keep_alive(!close)
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        backend
+    }
+
+    async fn exchange(pool: &UpstreamClient, address: &Arc<str>) -> u16 {
+        let response = pool.send(address, get(0)).await.expect("request");
+        let status = response.status().as_u16();
+        let _ = response.into_body().collect().await;
+        status
+    }
+
+    #[tokio::test]
+    async fn sequential_requests_share_one_connection_with_or_without_a_body() {
+        for status in [200, 204] {
+            let backend = counting_backend(status, false).await;
+            let pool = client(&UpstreamSettings::default());
+            for _ in 0..5 {
+                assert_eq!(exchange(&pool, &backend.address).await, status);
+            }
+            assert_eq!(backend.accepted.load(std::sync::atomic::Ordering::SeqCst), 1, "status {status}");
+            assert_eq!(pool.idle_count(&backend.address), 1);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_backend_closes_after_its_answer_is_not_reused() {
+        let backend = counting_backend(200, true).await;
+        let pool = client(&UpstreamSettings::default());
+        for _ in 0..3 {
+            assert_eq!(exchange(&pool, &backend.address).await, 200);
+        }
+        assert_eq!(backend.accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
+    }
 }
