@@ -1,6 +1,6 @@
 //! Prometheus metrics of the data plane.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -40,6 +40,48 @@ pub struct PolicyLabels {
     pub policy: String,
     /// The HTTP status the policy answered with (401, 403, 429).
     pub code: u16,
+}
+
+/// The request metrics of one route entry (or of the requests no route matched), taken from the
+/// families on first use and kept, so that recording a request hashes no labels and looks up no
+/// map. The handles share their values with the families' entries, which live as long as the
+/// process, so counts continue across reloads.
+pub struct RouteMetrics {
+    gateway: Label,
+    route: Label,
+    latency: OnceLock<Histogram>,
+    /// The counter of the first status code seen (a route's usual answer); other codes go
+    /// through the family.
+    usual_code: OnceLock<(u16, Counter)>,
+}
+
+impl RouteMetrics {
+    pub fn new(gateway: Label, route: Label) -> Self {
+        Self { gateway, route, latency: OnceLock::new(), usual_code: OnceLock::new() }
+    }
+
+    /// `namespace/name` of the HTTPRoute, or empty for requests no route matched.
+    pub fn route(&self) -> &str {
+        &self.route
+    }
+
+    /// Counts one request answered with `code` after `seconds`.
+    pub fn record(&self, metrics: &Metrics, code: u16, seconds: f64) {
+        let labels = || RequestLabels { gateway: self.gateway.clone(), route: self.route.clone(), code };
+        let (usual, counter) =
+            self.usual_code.get_or_init(|| (code, metrics.requests.get_or_create(&labels()).clone()));
+        if *usual == code {
+            counter.inc();
+        } else {
+            metrics.requests.get_or_create(&labels()).inc();
+        }
+        self.latency
+            .get_or_init(|| {
+                let labels = RouteLabels { gateway: self.gateway.clone(), route: self.route.clone() };
+                metrics.latency.get_or_create(&labels).clone()
+            })
+            .observe(seconds);
+    }
 }
 
 fn latency_histogram() -> Histogram {
@@ -113,5 +155,44 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
+        text.lines().find(|l| l.starts_with(prefix))
+    }
+
+    #[test]
+    fn route_metrics_count_every_code_and_continue_across_reloads() {
+        let metrics = Metrics::default();
+        let (gateway, route) = (Arc::new("shop/web".to_string()), Arc::new("shop/orders".to_string()));
+        let before_reload = RouteMetrics::new(gateway.clone(), route.clone());
+        before_reload.record(&metrics, 200, 0.001);
+        before_reload.record(&metrics, 404, 0.001);
+        before_reload.record(&metrics, 200, 0.002);
+        // A reload compiles new route metrics; they resolve the same series.
+        let after_reload = RouteMetrics::new(gateway, route);
+        after_reload.record(&metrics, 200, 0.001);
+        after_reload.record(&metrics, 404, 0.001);
+
+        let text = metrics.encode();
+        let series = r#"tollbridge_http_requests_total{gateway="shop/web",route="shop/orders",code="#;
+        assert_eq!(
+            line(&text, &format!("{series}\"200\"}}")),
+            Some(&*format!("{series}\"200\"}} 3")),
+            "{text}"
+        );
+        assert_eq!(
+            line(&text, &format!("{series}\"404\"}}")),
+            Some(&*format!("{series}\"404\"}} 2")),
+            "{text}"
+        );
+        let count =
+            r#"tollbridge_http_request_duration_seconds_count{gateway="shop/web",route="shop/orders"}"#;
+        assert_eq!(line(&text, count), Some(&*format!("{count} 5")), "{text}");
     }
 }

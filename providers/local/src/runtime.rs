@@ -10,7 +10,7 @@ use std::sync::Arc;
 use rustls::ServerConfig;
 use tollbridge_provider::{ActionIr, BackendTarget, GatewayIr, ListenerIr};
 
-use crate::metrics::Label;
+use crate::metrics::{Label, RouteMetrics};
 use crate::policy::Policies;
 use crate::router::PortRouter;
 use crate::tls;
@@ -42,10 +42,10 @@ pub enum Bind {
 pub struct CompiledGateway {
     /// `namespace/name`.
     pub id: String,
-    /// `id` as a metric label.
-    pub id_label: Label,
-    /// Per route entry: its HTTPRoute's `namespace/name` as a metric label.
-    pub route_labels: Vec<Label>,
+    /// Per route entry: its request metrics (labelled with its HTTPRoute's `namespace/name`).
+    pub route_metrics: Vec<RouteMetrics>,
+    /// The metrics of requests no route matched.
+    pub unrouted_metrics: RouteMetrics,
     pub ir: GatewayIr,
     /// Per socket: the route table and, for HTTPS, the TLS configuration.
     pub sockets: BTreeMap<SocketAddr, SocketConfig>,
@@ -107,7 +107,10 @@ impl CompiledGateway {
                 _ => Vec::new(),
             })
             .collect();
-        let route_labels = ir.routes.iter().map(|r| Arc::new(r.id.route())).collect();
+        let id_label: Label = Arc::new(ir.key.id());
+        let route_metrics =
+            ir.routes.iter().map(|r| RouteMetrics::new(id_label.clone(), Arc::new(r.id.route()))).collect();
+        let unrouted_metrics = RouteMetrics::new(id_label.clone(), Arc::new(String::new()));
         let endpoint_addresses = ir
             .routes
             .iter()
@@ -135,8 +138,8 @@ impl CompiledGateway {
         }
         Ok(Self {
             id: ir.key.id(),
-            id_label: Arc::new(ir.key.id()),
-            route_labels,
+            route_metrics,
+            unrouted_metrics,
             policies: Policies::compile(&ir.policies),
             identity_headers,
             ir,

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
@@ -78,8 +78,6 @@ pub struct Shared {
     pub state: Arc<PolicyState>,
     pub client: UpstreamClient,
     pub metrics: Arc<Metrics>,
-    /// The route label of requests no route matched.
-    pub no_route_label: crate::metrics::Label,
     connection_slots: Arc<Semaphore>,
     /// One per mirrored request in flight.
     pub mirror_slots: Arc<Semaphore>,
@@ -98,7 +96,6 @@ impl Shared {
             table: ArcSwap::from_pointee(Table::default()),
             state,
             metrics,
-            no_route_label: Arc::new(String::new()),
             shutdown: watch::channel(false).0,
             open: AtomicUsize::new(0),
             drained: Notify::new(),
@@ -184,14 +181,23 @@ async fn serve_connection(
             match tokio::time::timeout(shared.settings.tls_handshake_timeout, accept).await {
                 Ok(Ok(tls_stream)) => {
                     info.tls = true;
-                    info.server_name = tls_stream.get_ref().1.server_name().map(Box::from);
-                    serve_http(&shared, tls_stream, info).await;
+                    let session = tls_stream.get_ref().1;
+                    info.server_name = session.server_name().map(Box::from);
+                    let protocol = if session.alpn_protocol() == Some(b"h2") {
+                        Protocol::Http2
+                    } else {
+                        Protocol::Http1
+                    };
+                    serve_http(&shared, tls_stream, info, protocol).await;
                 }
                 Ok(Err(e)) => tracing::debug!(remote = %info.remote, error = %e, "TLS handshake failed"),
                 Err(_) => tracing::debug!(remote = %info.remote, "TLS handshake timed out"),
             }
         }
-        None => serve_http(&shared, stream, info).await,
+        None => match sniff(&stream, shared.settings.header_read_timeout).await {
+            Some(protocol) => serve_http(&shared, stream, info, protocol).await,
+            None => tracing::debug!(remote = %info.remote, "no request within the header timeout; closing"),
+        },
     }
     drop(permit);
     shared.metrics.connections.dec();
@@ -200,23 +206,46 @@ async fn serve_connection(
     }
 }
 
-async fn serve_http<IO>(shared: &Arc<Shared>, io: IO, info: ConnInfo)
+/// The protocol of a client connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Protocol {
+    Http1,
+    Http2,
+}
+
+/// The start of HTTP/2's connection preface: an HTTP/1 request cannot begin with it (`PRI` is
+/// reserved for exactly this).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
+
+/// Whether a plain-TCP client opens with HTTP/2's preface (h2c with prior knowledge) or speaks
+/// HTTP/1.x, from its first bytes, read without consuming them. Each connection is then served
+/// by a server of its one protocol, which holds no state of the other. `None`: the client closed
+/// or sent nothing within `deadline`.
+async fn sniff(stream: &TcpStream, deadline: Duration) -> Option<Protocol> {
+    let sniffing = async {
+        let mut first = [0u8; H2_PREFACE.len()];
+        loop {
+            let n = stream.peek(&mut first).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            if !H2_PREFACE.starts_with(&first[..n]) {
+                return Some(Protocol::Http1);
+            }
+            if n == H2_PREFACE.len() {
+                return Some(Protocol::Http2);
+            }
+            // A prefix of the preface so far (a peek does not wait for more): look again soon.
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    };
+    tokio::time::timeout(deadline, sniffing).await.ok().flatten()
+}
+
+async fn serve_http<IO>(shared: &Arc<Shared>, io: IO, info: ConnInfo, protocol: Protocol)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(shared.settings.header_read_timeout)
-        .max_buf_size(shared.settings.max_header_bytes.max(8192))
-        .max_headers(shared.settings.max_headers);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(shared.settings.max_header_bytes).unwrap_or(u32::MAX))
-        .keep_alive_interval(Some(shared.settings.header_read_timeout))
-        .max_concurrent_streams(256);
     let request_shared = shared.clone();
     // hyper's header timeout starts only once a request head is being parsed; a client that
     // never sends one (or stalls inside the protocol preface) is closed by this deadline.
@@ -231,18 +260,54 @@ where
         // the handler's future is several kilobytes; in flight it costs one allocation.
         Box::pin(async move { Ok::<_, Infallible>(proxy::handle(shared, info, req).await) })
     });
+    let io = TokioIo::new(io);
+    let settings = &shared.settings;
+    match protocol {
+        Protocol::Http1 => {
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(settings.header_read_timeout)
+                .max_buf_size(settings.max_header_bytes.max(8192))
+                .max_headers(settings.max_headers)
+                .serve_connection(io, service)
+                .with_upgrades();
+            drive(shared, conn, |c| c.graceful_shutdown(), &first_request, remote).await;
+        }
+        Protocol::Http2 => {
+            let conn = http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX))
+                .keep_alive_interval(Some(settings.header_read_timeout))
+                .max_concurrent_streams(256)
+                .serve_connection(io, service);
+            drive(shared, conn, |c| c.graceful_shutdown(), &first_request, remote).await;
+        }
+    }
+}
+
+/// Runs a served connection to its end: closed early when no request came within the header
+/// timeout, asked to finish its requests (`graceful`) when the server drains.
+async fn drive<C>(
+    shared: &Shared,
+    conn: C,
+    graceful: impl Fn(std::pin::Pin<&mut C>),
+    first_request: &AtomicBool,
+    remote: std::net::SocketAddr,
+) where
+    C: std::future::Future<Output = Result<(), hyper::Error>>,
+{
     let first_request_deadline = tokio::time::sleep(shared.settings.header_read_timeout);
     tokio::pin!(first_request_deadline);
     let mut waiting_for_first = true;
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
     let mut shutdown = shared.shutdown.subscribe();
     let mut draining = *shutdown.borrow();
     if draining {
-        conn.as_mut().graceful_shutdown();
+        graceful(conn.as_mut());
     }
     loop {
         tokio::select! {
+            biased;
             result = conn.as_mut() => {
                 if let Err(e) = result {
                     tracing::debug!(%remote, error = %e, "connection ended with an error");
@@ -259,7 +324,7 @@ where
             changed = shutdown.changed(), if !draining => {
                 draining = true;
                 if changed.is_ok() {
-                    conn.as_mut().graceful_shutdown();
+                    graceful(conn.as_mut());
                 }
             }
         }

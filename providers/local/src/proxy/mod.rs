@@ -19,7 +19,7 @@ use hyper::body::Incoming;
 use tollbridge_provider::ActionIr;
 
 use crate::body::{self, Body};
-use crate::metrics::{PolicyLabels, RequestLabels, RouteLabels};
+use crate::metrics::PolicyLabels;
 use crate::policy::Decision;
 use crate::request_check;
 use crate::router::RequestView;
@@ -65,20 +65,11 @@ pub(crate) async fn handle(shared: Arc<Shared>, conn: ConnInfo, req: Request<Inc
     drop(table);
     let (response, route_index) = serve(&shared, &gateway, &conn, req).await;
     let code = response.status().as_u16();
-    let route =
-        route_index.map(|i| gateway.route_labels[i].clone()).unwrap_or_else(|| shared.no_route_label.clone());
-    shared
-        .metrics
-        .requests
-        .get_or_create(&RequestLabels { gateway: gateway.id_label.clone(), route: route.clone(), code })
-        .inc();
-    shared
-        .metrics
-        .latency
-        .get_or_create(&RouteLabels { gateway: gateway.id_label.clone(), route: route.clone() })
-        .observe(started.elapsed().as_secs_f64());
+    let metrics = route_index.map_or(&gateway.unrouted_metrics, |i| &gateway.route_metrics[i]);
+    let elapsed = started.elapsed();
+    metrics.record(&shared.metrics, code, elapsed.as_secs_f64());
     if shared.settings.access_log {
-        access_log(&gateway.id, &route, &conn, code, started.elapsed());
+        access_log(&gateway.id, metrics.route(), &conn, code, elapsed);
     }
     response
 }
