@@ -8,6 +8,10 @@
 #     the p99 of that saturated run;
 #   - latency at a fixed offered rate (RATE req/s over 16 connections): p50, p99;
 #   - a new connection per request (`Connection: close`): throughput.
+# Then TLS (TLS 1.3, one ECDSA P-256 certificate for both), ROUNDS rounds of nginx (`ssl`,
+# `http2`) and tollbridge (trivial route) in turn: HTTPS keep-alive throughput (wrk, HTTP/1.1,
+# CONNECTIONS connections) and HTTP/2 over TLS (h2load, 4 connections × 16 streams = 64
+# streams, ALPN h2).
 # Then, once: the memory (RSS) of nginx and of tollbridge (trivial route) holding IDLE idle
 # keep-alive client connections, each of which has made one request.
 # Targets: nginx (one worker, upstream keep-alive pool, access log off); a second, identical
@@ -32,10 +36,13 @@ NGINX_PORT=18081
 TWIN_PORT=18083
 TB_PORT=18082
 MANY_PORT=18084
+NGINX_TLS_PORT=18443
+TB_TLS_PORT=18444
 KEY_HEADER='x-api-key: bench-key-0123456789'
 
-for tool in nginx wrk taskset python3 curl; do
-  command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install nginx-light wrk util-linux)"; exit 1; }
+for tool in nginx wrk h2load openssl taskset python3 curl; do
+  command -v "$tool" >/dev/null ||
+    { echo "missing $tool (apt-get install nginx-light wrk nghttp2-client openssl util-linux)"; exit 1; }
 done
 source bench/lib.sh
 ulimit -n "$(ulimit -Hn)" # 10,000 idle connections need as many descriptors
@@ -57,9 +64,16 @@ http {
 CONF
 }
 
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=bench.local \
+  -addext subjectAltName=DNS:bench.local,IP:127.0.0.1 -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
+
 proxy_conf() { # port
+  local location='location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; }'
   echo "upstream backend { server 127.0.0.1:$BACKEND_PORT; keepalive 256; }
-  server { listen 127.0.0.1:$1; location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }"
+  server { listen 127.0.0.1:$1; $location }"
+  [ "$1" != "$NGINX_PORT" ] || echo "server { listen 127.0.0.1:$NGINX_TLS_PORT ssl http2;
+    ssl_certificate $work/cert.pem; ssl_certificate_key $work/key.pem; ssl_protocols TLSv1.3;
+    keepalive_requests 1000000; http2_max_requests 1000000; $location }"
 }
 
 nginx_conf backend "server { listen 127.0.0.1:$BACKEND_PORT; location / { return 200 'hello from the backend\n'; } }"
@@ -76,7 +90,7 @@ run_tollbridge() { # config dir, admin port
     --max-connections 20000 2>"$1.log" & pids+=($!)
   wait_http "http://127.0.0.1:$2/readyz"
 }
-python3 bench/gen-routes.py "$work/trivial" "$TB_PORT" "$BACKEND_PORT" 1
+python3 bench/gen-routes.py "$work/trivial" "$TB_PORT" "$BACKEND_PORT" 1 --tls "$TB_TLS_PORT" "$work/cert.pem" "$work/key.pem"
 python3 bench/gen-routes.py "$work/many" "$MANY_PORT" "$BACKEND_PORT" "$ROUTES" --keys
 run_tollbridge "$work/trivial" 18090
 run_tollbridge "$work/many" 18091
@@ -115,6 +129,27 @@ for round in $(seq 1 "$ROUNDS"); do
   echo "round $round of $ROUNDS done" >&2
 done
 
+# measure_tls URL: "https_rps h2_rps"
+measure_tls() {
+  taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d2s "$1" >/dev/null
+  local https h2
+  https=$(taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"$DURATION" "$1")
+  h2=$(taskset -c 1 h2load -c4 -m16 -t1 --warm-up-time=2 -D "${DURATION%s}" "$1")
+  local errors; errors="$(failures "$https")$(grep -E "^requests:" <<<"$h2" | grep -v " 0 failed" || true)"
+  [ -z "$errors" ] || echo "  errors at $1: $errors" >&2
+  echo "$(awk '/Requests\/sec/ {print $2}' <<<"$https")" "$(awk '/^finished in/ {print $4}' <<<"$h2")"
+}
+tls_labels=("nginx (ssl, http2)" "tollbridge, trivial route")
+tls_urls=("https://127.0.0.1:$NGINX_TLS_PORT/" "https://127.0.0.1:$TB_TLS_PORT/svc0")
+tls_results="$work/tls-results"
+: >"$tls_results"
+for round in $(seq 1 "$ROUNDS"); do
+  for i in "${!tls_labels[@]}"; do
+    echo "$round|$i|$(measure_tls "${tls_urls[$i]}")" >>"$tls_results"
+  done
+  echo "TLS round $round of $ROUNDS done" >&2
+done
+
 if [ "$ROUNDS" -gt 0 ]; then
 echo
 echo "proxies pinned to core 0; wrk and backend on core 1; $CONNECTIONS connections; $DURATION per run;"
@@ -144,6 +179,31 @@ for i, label in enumerate(labels):
     ratio = lambda k: med(v[k] / nginx[r][k] for r, v in vs)
     print(f"| {label} | {med(v[0] for _, v in vs):,.0f} | {ratio(0):.2f} | {med(v[3] for _, v in vs):.3f} ms"
           f" | {ratio(3):.2f} | {med(v[4] for _, v in vs):,.0f} | {ratio(4):.2f} |")
+PY
+echo
+echo "TLS 1.3: HTTPS keep-alive (wrk, HTTP/1.1, $CONNECTIONS connections) and HTTP/2 over TLS (h2load, 4 connections × 16 streams)"
+python3 - "$tls_results" "${tls_labels[@]}" <<'PY'
+import statistics, sys
+path, *labels = sys.argv[1:]
+rows = [line.strip().split("|") for line in open(path) if line.strip()]
+runs = {}
+for rnd, i, values in rows:
+    runs.setdefault(int(i), []).append((int(rnd), [float(v) for v in values.split()]))
+nginx = {rnd: v for rnd, v in runs[0]}
+print("| round | target | HTTPS req/s | × nginx | h2 req/s | × nginx |")
+print("|---|---|---:|---:|---:|---:|")
+for i, label in enumerate(labels):
+    for rnd, v in runs[i]:
+        n = nginx[rnd]
+        print(f"| {rnd} | {label} | {v[0]:,.0f} | {v[0]/n[0]:.2f} | {v[1]:,.0f} | {v[1]/n[1]:.2f} |")
+print()
+med = statistics.median
+print("| target | HTTPS req/s | × nginx | h2 req/s | × nginx |")
+print("|---|---:|---:|---:|---:|")
+for i, label in enumerate(labels):
+    vs = runs[i]
+    ratio = lambda k: med(v[k] / nginx[r][k] for r, v in vs)
+    print(f"| {label} | {med(v[0] for _, v in vs):,.0f} | {ratio(0):.2f} | {med(v[1] for _, v in vs):,.0f} | {ratio(1):.2f} |")
 PY
 fi
 
