@@ -330,3 +330,52 @@ async fn drive<C>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncWriteExt;
+
+    use super::*;
+
+    /// What `sniff` decides for a client that sends `pieces`, pausing between them.
+    async fn sniffed(pieces: &[&'static [u8]]) -> Option<Protocol> {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address");
+        let pieces = pieces.to_vec();
+        let client = tokio::spawn(async move {
+            let mut stream = TcpStream::connect(address).await.expect("connect");
+            for piece in pieces {
+                stream.write_all(piece).await.expect("write");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            // Then it closes: what it sent stays readable.
+        });
+        let (stream, _) = listener.accept().await.expect("accept");
+        let started = std::time::Instant::now();
+        let protocol = sniff(&stream, Duration::from_secs(5)).await;
+        assert!(started.elapsed() < Duration::from_secs(2), "decided only at the deadline");
+        client.await.expect("client");
+        protocol
+    }
+
+    #[tokio::test]
+    async fn a_connection_is_told_by_its_first_bytes() {
+        assert_eq!(sniffed(&[b"GET / HTTP/1.1\r\n"]).await, Some(Protocol::Http1));
+        assert_eq!(sniffed(&[b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"]).await, Some(Protocol::Http2));
+        // The preface in pieces is waited for; a method that only starts like it is HTTP/1.
+        assert_eq!(sniffed(&[b"P", b"RI * HT", b"TP/2.0\r\n"]).await, Some(Protocol::Http2));
+        assert_eq!(sniffed(&[b"PR", b"OPFIND / HTTP/1.1\r\n"]).await, Some(Protocol::Http1));
+        // Nothing sent, and the client closes: no protocol.
+        assert_eq!(sniffed(&[]).await, None);
+    }
+
+    #[tokio::test]
+    async fn a_client_that_sends_nothing_is_given_up_on_at_the_deadline() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let _client = TcpStream::connect(listener.local_addr().expect("address")).await.expect("connect");
+        let (stream, _) = listener.accept().await.expect("accept");
+        let started = std::time::Instant::now();
+        assert_eq!(sniff(&stream, Duration::from_millis(100)).await, None);
+        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    }
+}
