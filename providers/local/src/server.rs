@@ -267,6 +267,7 @@ where
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(settings.header_read_timeout)
+                .max_header_size(settings.max_header_bytes)
                 .max_buf_size(settings.max_header_bytes.max(8192))
                 .max_headers(settings.max_headers)
                 .serve_connection(io, service)
