@@ -154,57 +154,10 @@ if [ "$ROUNDS" -gt 0 ]; then
 echo
 echo "proxies pinned to core 0; wrk and backend on core 1; $CONNECTIONS connections; $DURATION per run;"
 echo "fixed rate $RATE req/s over 16 connections; Connection: close over 16 connections; $ROUNDS rounds"
-python3 - "$results" "${labels[@]}" <<'PY'
-import statistics, sys
-path, *labels = sys.argv[1:]
-rows = [line.strip().split("|") for line in open(path) if line.strip()]
-runs = {}
-for rnd, i, values in rows:
-    runs.setdefault(int(i), []).append((int(rnd), [float(v) for v in values.split()]))
-nginx = {rnd: v for rnd, v in runs[0]}
-head = "| round | target | req/s | × nginx | p99 | fixed p50 | fixed p99 | close req/s | close × nginx |"
-print(head); print("|" + "---|" * (head.count("|") - 1))
-for i, label in enumerate(labels):
-    for rnd, v in runs[i]:
-        n = nginx[rnd]
-        print(f"| {rnd} | {label} | {v[0]:,.0f} | {v[0]/n[0]:.2f} | {v[1]:.3f} ms | {v[2]:.3f} ms | {v[3]:.3f} ms | {v[4]:,.0f} | {v[4]/n[4]:.2f} |")
-print()
-print("Medians over the rounds (ratios are medians of the per-round ratios):")
-print()
-print("| target | req/s | × nginx | fixed p99 | fixed p99 ÷ nginx's | close req/s | close × nginx |")
-print("|---|---:|---:|---:|---:|---:|---:|")
-med = statistics.median
-for i, label in enumerate(labels):
-    vs = runs[i]
-    ratio = lambda k: med(v[k] / nginx[r][k] for r, v in vs)
-    print(f"| {label} | {med(v[0] for _, v in vs):,.0f} | {ratio(0):.2f} | {med(v[3] for _, v in vs):.3f} ms"
-          f" | {ratio(3):.2f} | {med(v[4] for _, v in vs):,.0f} | {ratio(4):.2f} |")
-PY
+python3 bench/tables.py plain "$results" "${labels[@]}"
 echo
 echo "TLS 1.3: HTTPS keep-alive (wrk, HTTP/1.1, $CONNECTIONS connections) and HTTP/2 over TLS (h2load, 4 connections × 16 streams)"
-python3 - "$tls_results" "${tls_labels[@]}" <<'PY'
-import statistics, sys
-path, *labels = sys.argv[1:]
-rows = [line.strip().split("|") for line in open(path) if line.strip()]
-runs = {}
-for rnd, i, values in rows:
-    runs.setdefault(int(i), []).append((int(rnd), [float(v) for v in values.split()]))
-nginx = {rnd: v for rnd, v in runs[0]}
-print("| round | target | HTTPS req/s | × nginx | h2 req/s | × nginx |")
-print("|---|---|---:|---:|---:|---:|")
-for i, label in enumerate(labels):
-    for rnd, v in runs[i]:
-        n = nginx[rnd]
-        print(f"| {rnd} | {label} | {v[0]:,.0f} | {v[0]/n[0]:.2f} | {v[1]:,.0f} | {v[1]/n[1]:.2f} |")
-print()
-med = statistics.median
-print("| target | HTTPS req/s | × nginx | h2 req/s | × nginx |")
-print("|---|---:|---:|---:|---:|")
-for i, label in enumerate(labels):
-    vs = runs[i]
-    ratio = lambda k: med(v[k] / nginx[r][k] for r, v in vs)
-    print(f"| {label} | {med(v[0] for _, v in vs):,.0f} | {ratio(0):.2f} | {med(v[1] for _, v in vs):,.0f} | {ratio(1):.2f} |")
-PY
+python3 bench/tables.py tls "$tls_results" "${tls_labels[@]}"
 fi
 
 # rss_kib PID: resident memory of PID and its children (nginx's master and worker), in KiB.

@@ -54,27 +54,23 @@ pub(crate) fn write_limits(headers: &mut HeaderMap, limits: &[LimitStatus], refu
     let Some(tightest) = tightest else { return };
     let mut buf = BytesMut::with_capacity(64 + 96 * limits.len());
     let mut digits = itoa::Buffer::new();
-    let mut number = |buf: &mut BytesMut, n: u64| buf.extend_from_slice(digits.format(n).as_bytes());
-    for (i, l) in limits.iter().enumerate() {
-        buf.extend_from_slice(if i == 0 { b"\"" } else { b", \"" });
-        buf.extend_from_slice(l.name.as_bytes());
-        buf.extend_from_slice(b"\";q=");
-        number(&mut buf, l.limit);
-        buf.extend_from_slice(b";w=");
-        number(&mut buf, l.window);
-    }
-    let policy = buf.split().freeze();
-    for (i, l) in limits.iter().enumerate() {
-        buf.extend_from_slice(if i == 0 { b"\"" } else { b", \"" });
-        buf.extend_from_slice(l.name.as_bytes());
-        buf.extend_from_slice(b"\";r=");
-        number(&mut buf, l.remaining);
-        buf.extend_from_slice(b";t=");
-        number(&mut buf, l.reset);
-    }
-    let current = buf.split().freeze();
+    // `"name";A=a;B=b` per limit, comma-separated, then split off as one value.
+    let mut list = |buf: &mut BytesMut, fields: [&[u8]; 2], numbers: fn(&LimitStatus) -> [u64; 2]| {
+        for (i, l) in limits.iter().enumerate() {
+            buf.extend_from_slice(if i == 0 { b"\"" } else { b", \"" });
+            buf.extend_from_slice(l.name.as_bytes());
+            buf.extend_from_slice(b"\"");
+            for (field, n) in fields.iter().zip(numbers(l)) {
+                buf.extend_from_slice(field);
+                buf.extend_from_slice(digits.format(n).as_bytes());
+            }
+        }
+        buf.split().freeze()
+    };
+    let policy = list(&mut buf, [b";q=", b";w="], |l| [l.limit, l.window]);
+    let current = list(&mut buf, [b";r=", b";t="], |l| [l.remaining, l.reset]);
     let mut value = |n: u64| {
-        number(&mut buf, n);
+        buf.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
         buf.split().freeze()
     };
     let (limit, remaining, reset) = (value(tightest.limit), value(tightest.remaining), value(tightest.reset));
