@@ -39,12 +39,13 @@ pub fn for_gateway(snapshot: &Snapshot, namespace: &str, name: &str) -> Option<S
         let spec = serde_json::to_value(&route.spec).unwrap_or_default();
         collect_backends(&spec, namespace_of(&route.metadata), &mut backends);
     }
-    let mut policy_namespaces: BTreeSet<&str> = [namespace].into();
-    policy_namespaces.extend(http_routes.iter().map(|r| namespace_of(&r.metadata)));
+    // The Gateway's namespace and its routes': where its policies and Namespace objects come from.
+    let mut namespaces: BTreeSet<&str> = [namespace].into();
+    namespaces.extend(http_routes.iter().map(|r| namespace_of(&r.metadata)));
     let quota_policies: Vec<_> = snapshot
         .quota_policies
         .iter()
-        .filter(|p| policy_namespaces.contains(namespace_of(&p.metadata)))
+        .filter(|p| namespaces.contains(namespace_of(&p.metadata)))
         .cloned()
         .collect();
     let policies: BTreeSet<(&str, &str)> =
@@ -70,8 +71,6 @@ pub fn for_gateway(snapshot: &Snapshot, namespace: &str, name: &str) -> Option<S
                 .map(|p| p.name.as_str()),
         )
         .collect();
-    let mut namespaces: BTreeSet<&str> = [namespace].into();
-    namespaces.extend(http_routes.iter().map(|r| namespace_of(&r.metadata)));
 
     let mut subset = Snapshot {
         now: snapshot.now,

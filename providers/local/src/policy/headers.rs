@@ -70,7 +70,7 @@ pub(crate) fn write_limits(headers: &mut HeaderMap, limits: &[LimitStatus], refu
     let policy = list(&mut buf, [b";q=", b";w="], |l| [l.limit, l.window]);
     let current = list(&mut buf, [b";r=", b";t="], |l| [l.remaining, l.reset]);
     let mut value = |n: u64| {
-        buf.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+        buf.extend_from_slice(digits.format(n).as_bytes());
         buf.split().freeze()
     };
     let (limit, remaining, reset) = (value(tightest.limit), value(tightest.remaining), value(tightest.reset));
