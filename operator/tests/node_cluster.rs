@@ -174,9 +174,11 @@ async fn kind_example_on_a_real_node() {
     assert_eq!(addresses[0]["type"], "IPAddress");
     let address = addresses[0]["value"].as_str().unwrap().to_string();
     let base = format!("http://{address}");
-    // Programmed waits for a ready endpoint; kube-proxy writes its rules a moment later.
-    eventually("the Gateway's address to answer", Duration::from_secs(10), || async {
-        client.try_get(&format!("{base}/echo/hello"), &[]).await.is_ok()
+    // Programmed waits for a ready proxy endpoint; kube-proxy writes its rules a moment later,
+    // and the example's backend pod may still be starting (the proxy answers 503 until its
+    // endpoints are ready).
+    eventually("the route to answer through the Gateway's address", Duration::from_secs(60), || async {
+        client.try_get(&format!("{base}/echo/hello"), &[]).await.is_ok_and(|r| r.status == 200)
     })
     .await;
     let resp = client.get(&format!("{base}/echo/hello"), &[]).await;
