@@ -21,7 +21,8 @@
 #
 # usage: bench/proxy.sh   (env: ROUNDS=7 DURATION=10s CONNECTIONS=64 RATE=5000 ROUTES=1000
 #                          IDLE=10000, TOLLBRIDGE_BIN=path to measure a given build;
-#                          ROUNDS=0: the idle-connection memory only)
+#                          ROUNDS=0: the idle-connection memory only; CEILING=1: also
+#                          bench/ceiling, a bare tokio proxy, as the shape's upper bound)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,6 +39,7 @@ TB_PORT=18082
 MANY_PORT=18084
 NGINX_TLS_PORT=18443
 TB_TLS_PORT=18444
+CEILING_PORT=18085
 KEY_HEADER='x-api-key: bench-key-0123456789'
 
 for tool in nginx wrk h2load openssl taskset python3 curl; do
@@ -118,6 +120,13 @@ measure() {
 
 labels=("nginx" "nginx (twin: noise floor)" "tollbridge, trivial route" "tollbridge, $ROUTES routes + key + quota")
 urls=("http://127.0.0.1:$NGINX_PORT/" "http://127.0.0.1:$TWIN_PORT/" "http://127.0.0.1:$TB_PORT/svc0" "http://127.0.0.1:$MANY_PORT/svc$((ROUTES / 2))/x")
+if [ "${CEILING:-0}" = 1 ]; then
+  cargo build --release -q --manifest-path bench/ceiling/Cargo.toml
+  taskset -c 0 "$CARGO_TARGET_DIR/release/proxy-ceiling" "127.0.0.1:$CEILING_PORT" "127.0.0.1:$BACKEND_PORT" & pids+=($!)
+  wait_http "http://127.0.0.1:$CEILING_PORT/"
+  labels+=("bench/ceiling (no HTTP library, no features)")
+  urls+=("http://127.0.0.1:$CEILING_PORT/")
+fi
 results="$work/results"
 : >"$results"
 for round in $(seq 1 "$ROUNDS"); do

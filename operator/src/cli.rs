@@ -186,6 +186,27 @@ pub struct ServeArgs {
     /// Keep quota counters here so they survive a restart.
     #[arg(long)]
     state_dir: Option<PathBuf>,
+    /// Share rate-limit and quota counters with other replicas through this Redis
+    /// (`redis://HOST:PORT[/DB]`, `rediss://` for TLS); without it each process counts alone.
+    #[arg(long, value_name = "URL")]
+    counter_store: Option<String>,
+    /// File holding the counter store's password (or set TOLLBRIDGE_COUNTER_STORE_PASSWORD).
+    #[arg(long, value_name = "PATH", requires = "counter_store")]
+    counter_store_password_file: Option<PathBuf>,
+    /// PEM file of the CA certificates to trust for a `rediss://` counter store (default: the
+    /// system's).
+    #[arg(long, value_name = "PATH", requires = "counter_store")]
+    counter_store_ca: Option<PathBuf>,
+    /// Milliseconds a decision waits for the counter store before following the failure mode.
+    #[arg(long, default_value_t = 50, value_name = "MS")]
+    counter_store_timeout_ms: u64,
+    /// What limited requests get while the counter store cannot answer: counted by this
+    /// replica alone (local), let through (open), or refused with 503 (closed).
+    #[arg(long, value_enum, default_value_t = CounterStoreFailure::Local)]
+    counter_store_failure_mode: CounterStoreFailure,
+    /// First part of every counter key, so several installations can share one store.
+    #[arg(long, default_value = "tollbridge", value_name = "PREFIX")]
+    counter_store_prefix: String,
     /// Print one JSON line per request on stdout.
     #[arg(long)]
     access_log: bool,
@@ -224,6 +245,52 @@ pub struct ServeArgs {
     /// Threads serving traffic (default: one per core); 1 runs everything on one thread.
     #[arg(long)]
     worker_threads: Option<usize>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum CounterStoreFailure {
+    Local,
+    Open,
+    Closed,
+}
+
+impl From<CounterStoreFailure> for tollbridge_local::FailureMode {
+    fn from(mode: CounterStoreFailure) -> Self {
+        match mode {
+            CounterStoreFailure::Local => Self::Local,
+            CounterStoreFailure::Open => Self::Open,
+            CounterStoreFailure::Closed => Self::Closed,
+        }
+    }
+}
+
+/// The environment variable that may carry the counter store's password.
+const COUNTER_STORE_PASSWORD_ENV: &str = "TOLLBRIDGE_COUNTER_STORE_PASSWORD";
+
+/// The counter store settings from the flags, reading the password and CA files.
+fn counter_store(args: &ServeArgs) -> Result<Option<tollbridge_local::CounterStoreSettings>, String> {
+    let Some(url) = &args.counter_store else { return Ok(None) };
+    let read = |path: &PathBuf, what: &str| {
+        std::fs::read(path)
+            .map_err(|e| format!("cannot read the counter store's {what} {}: {e}", path.display()))
+    };
+    let password = match &args.counter_store_password_file {
+        Some(path) => {
+            let text = String::from_utf8(read(path, "password file")?)
+                .map_err(|_| format!("the counter store's password file {} is not UTF-8", path.display()))?;
+            Some(text.trim_end_matches(['\r', '\n']).to_owned())
+        }
+        None => std::env::var(COUNTER_STORE_PASSWORD_ENV).ok().filter(|p| !p.is_empty()),
+    };
+    let ca_pem = args.counter_store_ca.as_ref().map(|path| read(path, "CA file")).transpose()?;
+    Ok(Some(tollbridge_local::CounterStoreSettings {
+        url: url.clone(),
+        password,
+        ca_pem,
+        timeout: Duration::from_millis(args.counter_store_timeout_ms.max(1)),
+        failure_mode: args.counter_store_failure_mode.into(),
+        prefix: args.counter_store_prefix.clone(),
+    }))
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -365,7 +432,15 @@ fn serve(
     bind: tollbridge_local::Bind,
 ) -> ExitCode {
     init_logging(args.log_format);
+    let counter_store = match counter_store(&args) {
+        Ok(settings) => settings,
+        Err(error) => {
+            tracing::error!("{error}");
+            return ExitCode::FAILURE;
+        }
+    };
     let options = RunOptions {
+        counter_store,
         source,
         only_gateway,
         admin_address: args.admin_address,

@@ -14,7 +14,7 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tollbridge_local::policy::PolicyState;
-use tollbridge_local::{AdminDocs, LocalProvider, ServerSettings};
+use tollbridge_local::{AdminDocs, CounterStore, CounterStoreSettings, LocalProvider, ServerSettings};
 use tollbridge_provider::{GatewayIr, GatewayKey, Provider, ProviderSettings};
 
 use crate::providers;
@@ -38,6 +38,8 @@ pub struct RunOptions {
     pub only_gateway: Option<String>,
     pub admin_address: SocketAddr,
     pub state_dir: Option<PathBuf>,
+    /// Count limits in this shared store instead of in the process.
+    pub counter_store: Option<CounterStoreSettings>,
     pub poll_interval: Duration,
     pub drain_timeout: Duration,
     pub server: ServerSettings,
@@ -73,7 +75,11 @@ pub async fn run(options: RunOptions) -> Result<(), String> {
         }
         None => PolicyState::new(),
     };
-    let provider = Arc::new(LocalProvider::new(options.server.clone(), Arc::new(state)));
+    let counter_store = match options.counter_store.clone() {
+        Some(settings) => Some(CounterStore::start(settings).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let provider = Arc::new(LocalProvider::new(options.server.clone(), Arc::new(state), counter_store));
     let docs = Arc::new(ArcSwap::from_pointee(AdminDocs::default()));
     let admin = TcpListener::bind(options.admin_address)
         .await

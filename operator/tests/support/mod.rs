@@ -12,6 +12,7 @@ pub mod helm;
 pub mod moto;
 pub mod process;
 pub mod recorder;
+pub mod redis;
 pub mod tls;
 pub mod yaml;
 

@@ -6,6 +6,7 @@
 
 pub mod admin;
 mod body;
+pub mod counter_store;
 pub mod echo;
 mod hostmatch;
 pub mod metrics;
@@ -21,6 +22,7 @@ mod tls;
 mod upstream;
 
 pub use admin::AdminDocs;
+pub use counter_store::{CounterStore, CounterStoreSettings, FailureMode};
 pub use provider::LocalProvider;
 pub use runtime::Bind;
 pub use server::{ServerSettings, Shared};

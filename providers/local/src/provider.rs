@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Mutex};
 use tollbridge_provider::{Capabilities, GatewayIr, GatewayKey, Provider, ProviderError, Provisioned};
 
+use crate::counter_store::CounterStore;
 use crate::metrics::Metrics;
 use crate::policy::PolicyState;
 use crate::runtime::{CompiledGateway, Table};
@@ -33,9 +34,19 @@ struct Inner {
 }
 
 impl LocalProvider {
-    pub fn new(settings: ServerSettings, state: Arc<PolicyState>) -> Self {
+    /// A data plane counting in `state`, or in `counter_store` when given (then `state` is what
+    /// its local failure mode counts in).
+    pub fn new(
+        settings: ServerSettings,
+        state: Arc<PolicyState>,
+        counter_store: Option<Arc<CounterStore>>,
+    ) -> Self {
+        let mut metrics = Metrics::default();
+        if let Some(store) = &counter_store {
+            store.register(&mut metrics.registry);
+        }
         Self {
-            shared: Shared::new(settings, state, Arc::new(Metrics::default())),
+            shared: Shared::new(settings, state, counter_store, Arc::new(metrics)),
             capabilities: Capabilities::everything("the tollbridge local proxy"),
             inner: Mutex::new(Inner::default()),
         }

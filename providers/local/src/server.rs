@@ -16,6 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
+use crate::counter_store::CounterStore;
 use crate::metrics::Metrics;
 use crate::policy::PolicyState;
 use crate::proxy::{self, ConnInfo};
@@ -76,6 +77,8 @@ pub struct Shared {
     pub settings: ServerSettings,
     pub table: ArcSwap<Table>,
     pub state: Arc<PolicyState>,
+    /// Where limits are counted when replicas share their counters.
+    pub counter_store: Option<Arc<CounterStore>>,
     pub client: UpstreamClient,
     pub metrics: Arc<Metrics>,
     connection_slots: Arc<Semaphore>,
@@ -87,7 +90,12 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(settings: ServerSettings, state: Arc<PolicyState>, metrics: Arc<Metrics>) -> Arc<Self> {
+    pub fn new(
+        settings: ServerSettings,
+        state: Arc<PolicyState>,
+        counter_store: Option<Arc<CounterStore>>,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             client: upstream::client(&settings.upstream),
             connection_slots: Arc::new(Semaphore::new(settings.max_connections)),
@@ -95,6 +103,7 @@ impl Shared {
             settings,
             table: ArcSwap::from_pointee(Table::default()),
             state,
+            counter_store,
             metrics,
             shutdown: watch::channel(false).0,
             open: AtomicUsize::new(0),

@@ -20,6 +20,7 @@ mod headers;
 mod keys;
 mod quota;
 mod rate;
+mod shared;
 mod state;
 
 use std::collections::HashMap;
@@ -35,8 +36,10 @@ use self::headers::LimitStatus;
 use self::keys::{KeyHash, KeyLocation};
 use self::quota::{Period, Window};
 use self::rate::{seconds_ceil, Gcra, NANOS_PER_SECOND};
+pub use self::shared::{Call, Reply, SCRIPT};
 use self::state::{BucketKey, Counters, QuotaCount, Subject};
 pub use self::state::{PolicyState, StateError, COUNTERS_FILE};
+use crate::counter_store::{CounterStore, FailureMode};
 
 /// What to do with a request.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -161,8 +164,9 @@ impl Policies {
         self.by_id.contains_key(policy_id)
     }
 
-    /// Decides a request guarded by policy `policy_id` (from RouteIr.policy). On `Allow` the key
-    /// has been removed from `req` and the consumer header set.
+    /// Decides a request guarded by policy `policy_id` (from RouteIr.policy), counting in this
+    /// process's `state`. On `Allow` the key has been removed from `req` and the consumer header
+    /// set.
     pub fn check(
         &self,
         state: &PolicyState,
@@ -170,67 +174,81 @@ impl Policies {
         req: &mut http::request::Parts,
         now: Timestamp,
     ) -> Decision {
+        let caller = match self.admit(policy_id, req, now) {
+            Ok(caller) => caller,
+            Err(denied) => return denied,
+        };
+        let limited = caller.counts().then(|| limit_locally(state, &caller, now));
+        caller.finish(limited, req)
+    }
+
+    /// [`check`](Self::check), counting in the shared `store` (one round trip); when the store
+    /// cannot answer, its failure mode decides: count in `state`, allow, or refuse with 503.
+    pub async fn check_shared(
+        &self,
+        store: &CounterStore,
+        state: &PolicyState,
+        policy_id: &str,
+        req: &mut http::request::Parts,
+        now: Timestamp,
+    ) -> Decision {
+        let caller = match self.admit(policy_id, req, now) {
+            Ok(caller) => caller,
+            Err(denied) => return denied,
+        };
+        if !caller.counts() {
+            return caller.finish(None, req);
+        }
+        let policy = caller.policy;
+        let call = Call::new(store.prefix(), &policy.id, caller.subject, policy.rate, policy.quota, now);
+        let limited = match store.run(&call).await {
+            Ok(reply) => call.limited(reply),
+            Err(FailureMode::Local) => limit_locally(state, &caller, now),
+            Err(FailureMode::Open) => return caller.finish(None, req),
+            Err(FailureMode::Closed) => {
+                return headers::deny(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    HeaderMap::new(),
+                    "limits_unavailable",
+                    "the rate limit and quota store is unavailable",
+                )
+            }
+        };
+        caller.finish(Some(limited), req)
+    }
+
+    /// Who is calling and how to rewrite the request, or the refusal (401, 403, 400, 500).
+    fn admit<'p>(
+        &'p self,
+        policy_id: &str,
+        req: &http::request::Parts,
+        now: Timestamp,
+    ) -> Result<Caller<'p>, Decision> {
         let Some(&index) = self.by_id.get(policy_id) else {
             // The route points at a policy this Gateway does not have: fail closed.
             tracing::error!(policy = policy_id, "route guarded by an unknown QuotaPolicy");
-            return headers::deny(
+            return Err(headers::deny(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 HeaderMap::new(),
                 "policy_unavailable",
                 "the policy guarding this route is not available",
-            );
+            ));
         };
         let policy = &self.policies[index];
-        let (subject, consumer) = match self.identify(index, policy, req, now) {
-            Ok(identity) => identity,
-            Err(denied) => return denied,
-        };
+        let (subject, consumer) = self.identify(index, policy, req, now)?;
         // Computed before counting so that a request we could not rewrite uses no quota.
         let stripped_uri = match &policy.api_key {
-            Some(settings) => match settings.location.uri_without_key(&req.uri) {
-                Ok(uri) => uri,
-                Err(_) => {
-                    return headers::deny(
-                        StatusCode::BAD_REQUEST,
-                        HeaderMap::new(),
-                        "bad_request",
-                        "the request URI cannot be rewritten",
-                    )
-                }
-            },
+            Some(settings) => settings.location.uri_without_key(&req.uri).map_err(|_| {
+                headers::deny(
+                    StatusCode::BAD_REQUEST,
+                    HeaderMap::new(),
+                    "bad_request",
+                    "the request URI cannot be rewritten",
+                )
+            })?,
             None => None,
         };
-
-        let mut response_headers = HeaderMap::new();
-        if policy.rate.is_some() || policy.quota.is_some() {
-            let bucket = BucketKey { policy: policy.id.clone(), subject };
-            let now_nanos = now.as_nanosecond();
-            let outcome =
-                state.with_bucket(&bucket, now_nanos, |counters| limit(policy, counters, now_nanos));
-            match outcome {
-                Limited::Allowed(limits) => {
-                    headers::write_limits(&mut response_headers, limits.as_slice(), None)
-                }
-                Limited::Refused { limits, by, retry_after } => {
-                    tracing::debug!(policy = %policy.id, subject = ?subject, by, "request over limit");
-                    return headers::too_many(limits.as_slice(), by, retry_after);
-                }
-            }
-        }
-
-        if let Some(settings) = &policy.api_key {
-            settings.location.strip_header(req);
-            if let Some(uri) = stripped_uri {
-                req.uri = uri;
-            }
-            if let Some(name) = &settings.consumer_header {
-                req.headers.remove(name);
-                if let Some(consumer) = consumer {
-                    req.headers.insert(name.clone(), consumer.clone());
-                }
-            }
-        }
-        Decision::Allow { response_headers }
+        Ok(Caller { policy, subject, consumer, stripped_uri })
     }
 
     /// Who is calling: the bucket subject and the consumer to forward, or the refusal.
@@ -273,6 +291,58 @@ impl Policies {
     }
 }
 
+/// An identified request, between identification and counting.
+struct Caller<'p> {
+    policy: &'p CompiledPolicy,
+    subject: Subject,
+    consumer: Option<&'p HeaderValue>,
+    stripped_uri: Option<http::Uri>,
+}
+
+impl Caller<'_> {
+    /// Whether the policy has a rate limit or a quota to count against.
+    fn counts(&self) -> bool {
+        self.policy.rate.is_some() || self.policy.quota.is_some()
+    }
+
+    /// Answers with the outcome of counting (`None`: nothing was counted), rewriting `req` when
+    /// it goes through.
+    fn finish(self, limited: Option<Limited>, req: &mut http::request::Parts) -> Decision {
+        let mut response_headers = HeaderMap::new();
+        match limited {
+            Some(Limited::Allowed(limits)) => {
+                headers::write_limits(&mut response_headers, limits.as_slice(), None)
+            }
+            Some(Limited::Refused { limits, by, retry_after }) => {
+                tracing::debug!(policy = %self.policy.id, subject = ?self.subject, by, "request over limit");
+                return headers::too_many(limits.as_slice(), by, retry_after);
+            }
+            None => {}
+        }
+        if let Some(settings) = &self.policy.api_key {
+            settings.location.strip_header(req);
+            if let Some(uri) = self.stripped_uri {
+                req.uri = uri;
+            }
+            if let Some(name) = &settings.consumer_header {
+                req.headers.remove(name);
+                if let Some(consumer) = self.consumer {
+                    req.headers.insert(name.clone(), consumer.clone());
+                }
+            }
+        }
+        Decision::Allow { response_headers }
+    }
+}
+
+/// Counts the caller's request in this process's counters.
+fn limit_locally(state: &PolicyState, caller: &Caller<'_>, now: Timestamp) -> Limited {
+    let policy = caller.policy;
+    let bucket = BucketKey { policy: policy.id.clone(), subject: caller.subject };
+    let now = now.as_nanosecond();
+    state.with_bucket(&bucket, now, |counters| limit(policy.rate, policy.quota, counters, now))
+}
+
 fn missing_message(location: &KeyLocation) -> String {
     match (&location.header, &location.query_param) {
         (Some(header), Some(param)) => {
@@ -307,14 +377,14 @@ enum Limited {
     Refused { limits: Limits, by: &'static str, retry_after: u64 },
 }
 
-/// Rate, then quota, on one locked bucket. Commits nothing unless both allow.
-fn limit(policy: &CompiledPolicy, counters: &mut Counters, now: i128) -> Limited {
-    let rate = policy.rate.map(|gcra| (gcra, gcra.decide(counters.tat, now)));
+/// Rate, then quota, on one bucket's counters. Commits nothing unless both allow.
+fn limit(rate: Option<Gcra>, quota: Option<(u64, Period)>, counters: &mut Counters, now: i128) -> Limited {
+    let rate = rate.map(|gcra| (gcra, gcra.decide(counters.tat, now)));
     let rate_refusal = rate.filter(|(_, outcome)| !outcome.allowed).map(|(_, outcome)| outcome.retry_in);
 
     let mut quota_status = None;
     let mut quota_refusal = None;
-    if let Some((requests, period)) = policy.quota {
+    if let Some((requests, period)) = quota {
         let second = i64::try_from(now.div_euclid(NANOS_PER_SECOND)).unwrap_or(i64::MAX);
         let current = counters
             .quota

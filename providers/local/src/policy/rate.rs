@@ -41,6 +41,16 @@ impl Gcra {
         Self { interval: (period / requests).max(1), burst: limit.burst.max(1) }
     }
 
+    /// The same limit with its interval rounded up to a multiple of `unit` nanoseconds.
+    pub(crate) fn rounded_up_to(self, unit: i128) -> Self {
+        Self { interval: (self.interval + unit - 1) / unit * unit, ..self }
+    }
+
+    /// Nanoseconds between two requests at the sustained rate.
+    pub(crate) fn interval(&self) -> i128 {
+        self.interval
+    }
+
     /// The bucket size: the `q` of the advertised policy.
     pub(crate) fn burst(&self) -> u32 {
         self.burst

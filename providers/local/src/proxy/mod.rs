@@ -156,7 +156,12 @@ async fn serve(
     let (mut parts, incoming) = req.into_parts();
     let mut policy_headers = HeaderMap::new();
     if let Some(policy) = &route.policy {
-        match gateway.policies.check(&shared.state, policy, &mut parts, jiff::Timestamp::now()) {
+        let now = jiff::Timestamp::now();
+        let decision = match &shared.counter_store {
+            Some(store) => gateway.policies.check_shared(store, &shared.state, policy, &mut parts, now).await,
+            None => gateway.policies.check(&shared.state, policy, &mut parts, now),
+        };
+        match decision {
             Decision::Allow { response_headers } => policy_headers = response_headers,
             Decision::Deny { status, headers, body } => {
                 shared

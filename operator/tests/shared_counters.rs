@@ -1,0 +1,504 @@
+//! Rate limits and quotas shared by replicas through a real `redis-server` on 127.0.0.1: the
+//! store's script against the in-process counters, several `tollbridge run` replicas under
+//! concurrent load, restarts, a store that dies or stalls under load, TLS and passwords.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use http::StatusCode;
+use jiff::Timestamp;
+use sha2::{Digest, Sha256};
+use tollbridge_local::policy::{Policies, PolicyState};
+use tollbridge_local::{CounterStore, CounterStoreSettings, FailureMode};
+use tollbridge_provider::{
+    ApiKeyIr, ApiKeySettingsIr, QuotaIr, QuotaPeriod, QuotaPolicyIr, RateLimitIr, SecretString,
+};
+
+use support::client::{Client, Resp};
+use support::eventually;
+use support::process::{free_port, ConfigDir, Tollbridge};
+use support::redis::{Redis, RedisOptions};
+use support::yaml::{self, docs};
+
+const KEY: &str = "shared-key-0001";
+const OTHER_KEY: &str = "shared-key-0002";
+const RATE_KEY: &str = "shared-key-0003";
+
+async fn echo() -> SocketAddr {
+    tollbridge_local::echo::spawn(SocketAddr::from(([127, 0, 0, 1], 0)), "echo")
+        .await
+        .expect("start echo backend")
+}
+
+fn store_settings(url: &str, failure_mode: FailureMode) -> CounterStoreSettings {
+    CounterStoreSettings {
+        url: url.to_owned(),
+        password: None,
+        ca_pem: None,
+        timeout: Duration::from_millis(200),
+        failure_mode,
+        prefix: "tollbridge-test".to_owned(),
+    }
+}
+
+fn key_ir(id: &str, value: &str) -> ApiKeyIr {
+    ApiKeyIr {
+        id: format!("shop/{id}"),
+        consumer: id.to_owned(),
+        sha256: hex::encode(Sha256::digest(value.as_bytes())),
+        value: SecretString::new(value),
+        disabled: false,
+        expires_at: None,
+    }
+}
+
+fn request(key: &str) -> http::request::Parts {
+    http::Request::get("/x").header("x-api-key", key).body(()).expect("request").into_parts().0
+}
+
+/// The store's script and the in-process counters give the same answers, headers included, for
+/// the same requests at the same instants: across a day's and a month's end, with a rate limit
+/// that refuses, a quota that runs out, and a refused request that must count for neither.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_decides_exactly_as_the_local_counters_do() {
+    let redis = Redis::start(RedisOptions::default());
+    let store =
+        CounterStore::start(store_settings(&redis.url(), FailureMode::Closed)).expect("store settings");
+    eventually("the store to connect", Duration::from_secs(10), || {
+        let up = store.is_up();
+        async move { up }
+    })
+    .await;
+    let settings = ApiKeySettingsIr {
+        required: true,
+        header: Some("x-api-key".into()),
+        query_param: None,
+        consumer_header: "x-consumer".into(),
+    };
+    let policy = |id: &str, rate, quota| QuotaPolicyIr {
+        id: id.into(),
+        api_key: Some(settings.clone()),
+        rate_limit: rate,
+        quota,
+        keys: vec![key_ir(&format!("{}-a", id.replace('/', "-")), KEY), key_ir("b", OTHER_KEY)],
+    };
+    let policies = Policies::compile(&[
+        policy(
+            "shop/both",
+            Some(RateLimitIr { requests: 5, period_seconds: 1, burst: 3 }),
+            Some(QuotaIr { requests: 40, period: QuotaPeriod::Day }),
+        ),
+        policy("shop/rate", Some(RateLimitIr { requests: 20, period_seconds: 1, burst: 4 }), None),
+        policy("shop/month", None, Some(QuotaIr { requests: 25, period: QuotaPeriod::Month })),
+    ]);
+    let local = PolicyState::new();
+    let unused = PolicyState::new();
+    // Whole microseconds (the store's unit), 0 to 399 ms apart, from 20 s before the end of this
+    // month (the store expires buckets at the real time their periods end).
+    let next_month = Timestamp::now()
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .date()
+        .first_of_month()
+        .checked_add(jiff::ToSpan::month(1))
+        .expect("next month")
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .expect("zoned")
+        .timestamp();
+    let mut now = next_month.as_microsecond() - 20_000_000;
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    let (mut allowed, mut refused) = (0, 0);
+    for step in 0..600 {
+        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        now += i64::try_from((seed >> 33) % 400_000).expect("step");
+        let at = Timestamp::from_microsecond(now).expect("instant");
+        let policy_id = ["shop/both", "shop/rate", "shop/month"][step % 3];
+        let key = if step % 7 == 0 { OTHER_KEY } else { KEY };
+        let expected = policies.check(&local, policy_id, &mut request(key), at);
+        let shared = policies.check_shared(&store, &unused, policy_id, &mut request(key), at).await;
+        assert_eq!(shared, expected, "request {step} ({policy_id}) at {at}");
+        if expected.is_allowed() {
+            allowed += 1;
+        } else {
+            refused += 1;
+        }
+    }
+    assert!(
+        allowed > 100 && refused > 100,
+        "the sequence should exercise both answers: {allowed} / {refused}"
+    );
+    assert_eq!(unused.bucket_count(), 0, "a reachable store must not fall back to local counters");
+}
+
+/// The configuration of one replica: its own listener port, the same policies and keys as every
+/// other replica. `/quota`: `quota` a month per key; `/rate`: 20 a second, bursts of 10.
+fn replica_config(port: u16, backend: SocketAddr, quota: u64) -> ConfigDir {
+    let dir = ConfigDir::new();
+    dir.write("gateway.yaml", &yaml::simple_gateway(port));
+    dir.write("backends.yaml", &yaml::backend("echo", backend));
+    dir.write(
+        "routes.yaml",
+        &docs(&[
+            yaml::route("quota", None, &[], &yaml::prefix_rule("/quota", "echo")),
+            yaml::route("rate", None, &[], &yaml::prefix_rule("/rate", "echo")),
+        ]),
+    );
+    dir.write(
+        "policies.yaml",
+        &docs(&[
+            yaml::quota_policy(
+                "quota",
+                "quota",
+                &format!("  apiKey: {{required: true}}\n  quota: {{requests: {quota}, period: Month}}\n"),
+            ),
+            yaml::quota_policy(
+                "rate",
+                "rate",
+                "  apiKey: {required: true}\n  rateLimit: {requests: 20, unit: Second, burst: 10}\n",
+            ),
+            yaml::api_key("quota-key", "quota", KEY, ""),
+            yaml::api_key("quota-other", "quota", OTHER_KEY, ""),
+            yaml::api_key("rate-key", "rate", RATE_KEY, ""),
+        ]),
+    );
+    dir
+}
+
+struct Replicas {
+    ports: Vec<u16>,
+    dirs: Vec<ConfigDir>,
+    processes: Vec<Tollbridge>,
+}
+
+impl Replicas {
+    /// `n` replicas with a quota of 120 a month.
+    async fn start(n: usize, backend: SocketAddr, extra: &[&str]) -> Self {
+        let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let dirs: Vec<ConfigDir> = ports.iter().map(|&port| replica_config(port, backend, 120)).collect();
+        let mut replicas = Self { ports, dirs, processes: Vec::new() };
+        replicas.restart(extra).await;
+        replicas
+    }
+
+    /// Starts every replica (again), each waiting until its store connection is up.
+    async fn restart(&mut self, extra: &[&str]) {
+        self.processes.clear();
+        for dir in &self.dirs {
+            let process = Tollbridge::start(dir, extra).await;
+            wait_store_up(&process, true).await;
+            self.processes.push(process);
+        }
+    }
+
+    fn url(&self, i: usize, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.ports[i % self.ports.len()])
+    }
+}
+
+/// The value of the `tollbridge_counter_store_up` gauge.
+async fn store_up(process: &Tollbridge) -> Option<bool> {
+    let metrics = process.admin_get("/metrics").await.text();
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("tollbridge_counter_store_up "))
+        .map(|v| v.trim() == "1")
+}
+
+async fn wait_store_up(process: &Tollbridge, up: bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while store_up(process).await != Some(up) {
+        assert!(Instant::now() < deadline, "counter store up != {up} after 15 s; log:\n{}", process.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `clients` tasks, each sending `per_client` requests (or until `deadline`) with `key` to the
+/// replicas in turn; every answer.
+async fn load(
+    replicas: &Replicas,
+    path: &str,
+    key: &'static str,
+    clients: usize,
+    per_client: usize,
+    deadline: Duration,
+) -> Vec<Resp> {
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..clients)
+        .map(|c| {
+            let urls: Vec<String> = (0..3).map(|r| replicas.url(c + r, path)).collect();
+            tokio::spawn(async move {
+                let client = Client::new();
+                let mut answers = Vec::new();
+                for i in 0..per_client {
+                    if started.elapsed() >= deadline {
+                        break;
+                    }
+                    let resp = client.try_get(&urls[i % urls.len()], &[("x-api-key", key)]).await;
+                    answers.push(resp.unwrap_or_else(|e| panic!("request {i} of client {c}: {e}")));
+                }
+                answers
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for task in tasks {
+        answers.extend(task.await.expect("client task"));
+    }
+    answers
+}
+
+fn count(answers: &[Resp], status: StatusCode) -> usize {
+    answers.iter().filter(|r| r.status == status).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_admit_one_quota_and_one_rate_limit_and_keep_them_across_restarts() {
+    let redis = Redis::start(RedisOptions::default());
+    let backend = echo().await;
+    let store = ["--counter-store", &redis.url()];
+    let mut replicas = Replicas::start(3, backend, &store).await;
+
+    // 30 clients, 300 requests spread over 3 replicas against a quota of 120: exactly 120 pass,
+    // and the remaining counts they were told are 119 down to 0, each exactly once.
+    let answers = load(&replicas, "/quota", KEY, 30, 10, Duration::from_secs(60)).await;
+    assert_eq!(answers.len(), 300);
+    assert_eq!(count(&answers, StatusCode::OK), 120, "admitted across the replicas");
+    assert_eq!(count(&answers, StatusCode::TOO_MANY_REQUESTS), 180);
+    let mut remaining: Vec<u64> = answers
+        .iter()
+        .filter(|r| r.status == StatusCode::OK)
+        .map(|r| r.header("x-ratelimit-remaining").expect("remaining").parse().expect("number"))
+        .collect();
+    remaining.sort_unstable();
+    assert_eq!(remaining, (0..120).collect::<Vec<u64>>(), "every remaining count told exactly once");
+
+    // The rate limit: a burst of 10, then 20 a second, whichever replica answers.
+    let started = Instant::now();
+    let answers = load(&replicas, "/rate", RATE_KEY, 30, 1000, Duration::from_millis(1500)).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let admitted = count(&answers, StatusCode::OK) as f64;
+    let other = answers.iter().find(|r| ![StatusCode::OK, StatusCode::TOO_MANY_REQUESTS].contains(&r.status));
+    assert!(other.is_none(), "{:?}", other.map(|r| (r.status, r.text())));
+    let most = 10.0 + 20.0 * elapsed + 1.0;
+    let least = 10.0 + 20.0 * (elapsed - 0.3);
+    assert!(
+        (least..=most).contains(&admitted),
+        "{admitted} admitted in {elapsed:.2} s of {} requests; expected {least:.0}..={most:.0}",
+        answers.len()
+    );
+
+    // Another key has used 5 of its 120 when every replica restarts: the month goes on.
+    let client = Client::new();
+    for i in 0..5 {
+        let resp = client.get(&replicas.url(i, "/quota"), &[("x-api-key", OTHER_KEY)]).await;
+        assert_eq!(resp.status, StatusCode::OK);
+    }
+    replicas.restart(&store).await;
+    let resp = client.get(&replicas.url(1, "/quota"), &[("x-api-key", OTHER_KEY)]).await;
+    assert_eq!(resp.status, StatusCode::OK);
+    assert_eq!(resp.header("x-ratelimit-remaining"), Some("114"), "the count restarted with the replicas");
+    let resp = client.get(&replicas.url(2, "/quota"), &[("x-api-key", KEY)]).await;
+    assert_eq!(resp.status, StatusCode::TOO_MANY_REQUESTS, "the spent quota came back after a restart");
+    assert!(
+        redis.cli(&["--scan", "--pattern", "tollbridge:*"]).lines().count() >= 3,
+        "keys under the prefix"
+    );
+}
+
+/// A request's answer and how long it took.
+async fn timed(client: &Client, url: &str) -> (Resp, Duration) {
+    let started = Instant::now();
+    let resp = client.get(url, &[("x-api-key", KEY)]).await;
+    (resp, started.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_dies_or_stalls_under_load_is_met_by_each_failure_mode() {
+    let mut redis = Redis::start(RedisOptions::default());
+    let backend = echo().await;
+    let url = redis.url();
+    let modes = ["local", "open", "closed"];
+    let mut replicas = Replicas { ports: Vec::new(), dirs: Vec::new(), processes: Vec::new() };
+    for mode in modes {
+        let port = free_port();
+        // A quota the load cannot spend, so every refusal here is the failure mode's.
+        let dir = replica_config(port, backend, 1_000_000);
+        let process = Tollbridge::start(
+            &dir,
+            &[
+                "--counter-store",
+                &url,
+                "--counter-store-failure-mode",
+                mode,
+                "--counter-store-timeout-ms",
+                "50",
+            ],
+        )
+        .await;
+        wait_store_up(&process, true).await;
+        replicas.ports.push(port);
+        replicas.dirs.push(dir);
+        replicas.processes.push(process);
+    }
+    let client = Client::new();
+    let quota = |i: usize| replicas.url(i, "/quota");
+    for (i, remaining) in ["999999", "999998", "999997"].iter().enumerate() {
+        let resp = client.get(&quota(i), &[("x-api-key", KEY)]).await;
+        assert_eq!(resp.header("x-ratelimit-remaining"), Some(*remaining), "shared before the outage");
+    }
+
+    // Load on every replica while the store is killed, then started again (empty: it keeps
+    // nothing on disk here). No request may fail or hang; each gets what its mode promises.
+    let loaded = {
+        let urls: Vec<String> = (0..3).map(quota).collect();
+        tokio::spawn(async move {
+            let client = Client::new();
+            let started = Instant::now();
+            let mut answers = Vec::new();
+            while started.elapsed() < Duration::from_secs(4) {
+                for (i, url) in urls.iter().enumerate() {
+                    let (resp, took) = timed(&client, url).await;
+                    answers.push((i, resp.status, took));
+                }
+            }
+            answers
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    redis.kill();
+    for process in &replicas.processes {
+        wait_store_up(process, false).await;
+    }
+    let (local, _) = timed(&client, &quota(0)).await;
+    assert_eq!(local.status, StatusCode::OK, "local mode counts on: {}", local.text());
+    assert!(local.header("x-ratelimit-remaining").is_some(), "local mode still counts and tells");
+    let (open, _) = timed(&client, &quota(1)).await;
+    assert_eq!(open.status, StatusCode::OK);
+    assert_eq!(open.header("x-ratelimit-remaining"), None, "open mode lets requests through uncounted");
+    let (closed, _) = timed(&client, &quota(2)).await;
+    assert_eq!(closed.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(closed.json()["error"], "limits_unavailable");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    redis.start_again();
+    for process in &replicas.processes {
+        wait_store_up(process, true).await;
+    }
+    let answers = loaded.await.expect("load task");
+    assert!(answers.len() > 30, "only {} requests under load", answers.len());
+    for (i, status, took) in &answers {
+        let expected: &[StatusCode] = match i {
+            2 => &[StatusCode::OK, StatusCode::SERVICE_UNAVAILABLE],
+            _ => &[StatusCode::OK],
+        };
+        assert!(expected.contains(status), "{} mode answered {status}", modes[*i]);
+        assert!(*took < Duration::from_secs(1), "{} mode took {took:?}", modes[*i]);
+    }
+    assert!(answers.iter().any(|(i, s, _)| *i == 2 && *s == StatusCode::SERVICE_UNAVAILABLE));
+
+    // Back: the new (empty) store counts again, shared (a key the load did not use).
+    for (i, remaining) in ["999999", "999998", "999997"].iter().enumerate() {
+        let resp = client.get(&quota(i), &[("x-api-key", OTHER_KEY)]).await;
+        assert_eq!(resp.status, StatusCode::OK);
+        assert_eq!(resp.header("x-ratelimit-remaining"), Some(*remaining), "shared after the outage");
+    }
+
+    // A store that stalls (a blocked server) costs each request the timeout, not more.
+    let stall = {
+        let port = redis.port.to_string();
+        std::thread::spawn(move || {
+            std::process::Command::new("redis-cli")
+                .args(["-h", "127.0.0.1", "-p", &port, "DEBUG", "SLEEP", "2"])
+                .output()
+                .expect("redis-cli DEBUG SLEEP")
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (closed, took) = timed(&client, &quota(2)).await;
+    assert_eq!(closed.status, StatusCode::SERVICE_UNAVAILABLE, "a stalled store in closed mode");
+    assert!(took < Duration::from_millis(500), "the stalled store held a request for {took:?}");
+    for i in [0, 1] {
+        let (resp, took) = timed(&client, &quota(i)).await;
+        assert_eq!(resp.status, StatusCode::OK, "a stalled store in {} mode", modes[i]);
+        assert!(took < Duration::from_millis(500), "the stalled store held a request for {took:?}");
+    }
+    stall.join().expect("stall thread");
+    for process in &replicas.processes {
+        wait_store_up(process, true).await;
+    }
+    assert_eq!(client.get(&quota(2), &[("x-api-key", KEY)]).await.status, StatusCode::OK);
+
+    for (process, mode) in replicas.processes.iter_mut().zip(modes) {
+        assert!(process.is_running(), "{mode} replica exited");
+        let log = process.log();
+        assert_eq!(
+            log.matches("counter store unavailable").count(),
+            2,
+            "{mode}: one line per outage:\n{log}"
+        );
+        assert!(log.matches("counter store connected").count() >= 3, "{mode}:\n{log}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_and_a_password_guard_the_store_and_stay_out_of_logs() {
+    const PASSWORD: &str = "store-password-5b8e1d";
+    let (redis, cert) = Redis::start_tls(Some(PASSWORD));
+    let backend = echo().await;
+    let ca = redis.dir().join("ca.pem");
+    std::fs::write(&ca, &cert.cert_pem).expect("write CA");
+    let ca = ca.display().to_string();
+    let password_file = redis.password_file().display().to_string();
+    let url = redis.url();
+    let extra =
+        ["--counter-store", &url, "--counter-store-ca", &ca, "--counter-store-password-file", &password_file];
+    let replicas = Replicas::start(2, backend, &extra).await;
+    let client = Client::new();
+    for (i, remaining) in ["119", "118", "117", "116"].iter().enumerate() {
+        let resp = client.get(&replicas.url(i, "/quota"), &[("x-api-key", KEY)]).await;
+        assert_eq!(resp.header("x-ratelimit-remaining"), Some(*remaining), "replica {}", i % 2);
+    }
+
+    // A wrong password: the store is down (and says why), the failure mode serves, and neither
+    // password is written anywhere.
+    let wrong = redis.dir().join("wrong-password");
+    std::fs::write(&wrong, "not-the-password-77c1\n").expect("write wrong password");
+    let wrong = wrong.display().to_string();
+    let refused_dir = replica_config(free_port(), backend, 120);
+    let refused = Tollbridge::start(
+        &refused_dir,
+        &["--counter-store", &url, "--counter-store-ca", &ca, "--counter-store-password-file", &wrong],
+    )
+    .await;
+    eventually("the refused connection to be logged", Duration::from_secs(10), || {
+        let logged = refused.log().contains("cannot connect to the counter store");
+        async move { logged }
+    })
+    .await;
+    assert_eq!(store_up(&refused).await, Some(false));
+    let log = refused.log();
+    assert!(log.to_lowercase().contains("auth") || log.contains("WRONGPASS"), "no reason given:\n{log}");
+    for process in replicas.processes.iter().chain([&refused]) {
+        let text = process.log() + &process.admin_get("/metrics").await.text();
+        assert!(!text.contains(PASSWORD) && !text.contains("not-the-password"), "a password leaked:\n{text}");
+    }
+
+    // Without the CA the server's certificate is not trusted; a password in the URL is refused
+    // before anything starts, without repeating it.
+    let dir = replica_config(free_port(), backend, 120);
+    let untrusted =
+        Tollbridge::start(&dir, &["--counter-store", &url, "--counter-store-password-file", &password_file])
+            .await;
+    eventually("the untrusted certificate to be logged", Duration::from_secs(10), || {
+        let logged = untrusted.log().contains("cannot connect to the counter store");
+        async move { logged }
+    })
+    .await;
+    drop(untrusted);
+    let in_url = format!("redis://:{PASSWORD}@127.0.0.1:{}", redis.port);
+    let mut exits = Tollbridge::spawn(&dir, &["--counter-store", &in_url]);
+    let status = exits.wait_exit(Duration::from_secs(10)).await;
+    assert!(!status.success());
+    let log = exits.log();
+    assert!(log.contains("password in the URL") && !log.contains(PASSWORD), "{log}");
+}

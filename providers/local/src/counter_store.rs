@@ -1,0 +1,376 @@
+//! The connection to a shared counter store (Redis) and what happens when it cannot answer.
+//!
+//! One multiplexed connection carries every decision (requests in flight are pipelined on it).
+//! A call that fails or takes longer than the timeout marks the store down: from then on
+//! requests do not wait for it but follow the failure mode, while a background task reconnects
+//! (and pings) until the store answers again. Each change of state is logged once and shown by
+//! the `tollbridge_counter_store_up` gauge.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Client, IntoConnectionInfo, Script};
+use serde::Serialize;
+use tokio::sync::Notify;
+
+use crate::policy::{Call, Reply, SCRIPT};
+
+/// What a request guarded by a rate limit or quota gets while the store cannot answer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum FailureMode {
+    /// Count in this replica's own counters (each replica then admits up to the full limit).
+    #[default]
+    Local,
+    /// Let the request through uncounted.
+    Open,
+    /// Refuse it with 503.
+    Closed,
+}
+
+impl FailureMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Local => "local",
+            Self::Open => "open",
+            Self::Closed => "closed",
+        }
+    }
+}
+
+/// How to reach the store. The password never comes from the URL (command lines and
+/// configuration files are readable by others); Debug output hides it.
+#[derive(Clone)]
+pub struct CounterStoreSettings {
+    /// `redis://HOST:PORT[/DB]` or `rediss://HOST:PORT[/DB]`, optionally with a user name.
+    pub url: String,
+    pub password: Option<String>,
+    /// PEM certificates to trust for `rediss://` instead of the system's.
+    pub ca_pem: Option<Vec<u8>>,
+    /// How long a decision may wait for the store.
+    pub timeout: Duration,
+    pub failure_mode: FailureMode,
+    /// First part of every key, so several installations can share one store.
+    pub prefix: String,
+}
+
+impl fmt::Debug for CounterStoreSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CounterStoreSettings")
+            .field("url", &redacted(&self.url))
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("ca_pem", &self.ca_pem.as_ref().map(|pem| pem.len()))
+            .field("timeout", &self.timeout)
+            .field("failure_mode", &self.failure_mode)
+            .field("prefix", &self.prefix)
+            .finish()
+    }
+}
+
+/// Why the store's settings cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CounterStoreError {
+    #[error("counter store URL {url}: {reason}")]
+    Url { url: String, reason: String },
+    #[error("counter store {url}: {source}")]
+    Client { url: String, source: redis::RedisError },
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    /// `timeout`, `connection` or `response`.
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FallbackLabels {
+    failure_mode: &'static str,
+}
+
+#[derive(Default)]
+struct StoreMetrics {
+    up: Gauge,
+    errors: Family<ErrorLabels, Counter>,
+    fallbacks: Family<FallbackLabels, Counter>,
+}
+
+/// The shared counter store, as the data plane sees it.
+pub struct CounterStore {
+    settings: CounterStoreSettings,
+    /// The URL with any password hidden: what logs and status show.
+    shown_url: String,
+    client: Client,
+    script: Script,
+    connection: Mutex<Option<MultiplexedConnection>>,
+    up: AtomicBool,
+    went_down: Notify,
+    metrics: StoreMetrics,
+}
+
+impl fmt::Debug for CounterStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CounterStore").field("settings", &self.settings).field("up", &self.is_up()).finish()
+    }
+}
+
+/// What `/status` shows of the store.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CounterStoreStatus {
+    pub url: String,
+    pub up: bool,
+    pub failure_mode: FailureMode,
+}
+
+impl CounterStore {
+    /// Checks the settings and starts connecting in the background: until the first connection
+    /// is up, requests follow the failure mode. Call inside a Tokio runtime.
+    pub fn start(settings: CounterStoreSettings) -> Result<Arc<Self>, CounterStoreError> {
+        let client = client(&settings)?;
+        let store = Arc::new(Self {
+            shown_url: redacted(&settings.url),
+            client,
+            script: Script::new(SCRIPT),
+            connection: Mutex::new(None),
+            up: AtomicBool::new(false),
+            went_down: Notify::new(),
+            metrics: StoreMetrics::default(),
+            settings,
+        });
+        tokio::spawn(reconnect_forever(store.clone()));
+        Ok(store)
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.settings.prefix
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Acquire)
+    }
+
+    pub fn status(&self) -> CounterStoreStatus {
+        CounterStoreStatus {
+            url: self.shown_url.clone(),
+            up: self.is_up(),
+            failure_mode: self.settings.failure_mode,
+        }
+    }
+
+    /// Adds the store's metrics to `registry`.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "counter_store_up",
+            "Whether the shared counter store answers (1) or not (0)",
+            self.metrics.up.clone(),
+        );
+        registry.register(
+            "counter_store_errors",
+            "Calls to the shared counter store that failed, by kind (timeout, connection, response)",
+            self.metrics.errors.clone(),
+        );
+        registry.register(
+            "counter_store_fallbacks",
+            "Decisions made without the shared counter store, by failure mode",
+            self.metrics.fallbacks.clone(),
+        );
+    }
+
+    /// Runs one decision on the store; `Err` carries the failure mode to follow instead.
+    pub async fn run(&self, call: &Call) -> Result<Reply, FailureMode> {
+        let connection =
+            self.is_up().then(|| self.connection.lock().unwrap_or_else(PoisonError::into_inner).clone());
+        let Some(Some(mut connection)) = connection else { return Err(self.fall_back()) };
+        let mut invocation = self.script.key(call.key());
+        for arg in call.args() {
+            invocation.arg(arg);
+        }
+        match tokio::time::timeout(self.settings.timeout, invocation.invoke_async::<Reply>(&mut connection))
+            .await
+        {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(error)) => {
+                let kind = if error.is_io_error() || error.is_connection_dropped() || error.is_timeout() {
+                    self.mark_down(&format!("{error}"));
+                    "connection"
+                } else {
+                    tracing::warn!(key = call.key(), %error, "counter store refused a decision");
+                    "response"
+                };
+                self.metrics.errors.get_or_create(&ErrorLabels { kind }).inc();
+                Err(self.fall_back())
+            }
+            Err(_) => {
+                self.metrics.errors.get_or_create(&ErrorLabels { kind: "timeout" }).inc();
+                self.mark_down(&format!("no answer within {:?}", self.settings.timeout));
+                Err(self.fall_back())
+            }
+        }
+    }
+
+    fn fall_back(&self) -> FailureMode {
+        let mode = self.settings.failure_mode;
+        self.metrics.fallbacks.get_or_create(&FallbackLabels { failure_mode: mode.as_str() }).inc();
+        mode
+    }
+
+    fn mark_down(&self, reason: &str) {
+        if self.up.swap(false, Ordering::AcqRel) {
+            self.metrics.up.set(0);
+            tracing::warn!(
+                url = %self.shown_url,
+                reason,
+                failure_mode = self.settings.failure_mode.as_str(),
+                "counter store unavailable; limits follow the failure mode until it is back"
+            );
+            self.went_down.notify_one();
+        }
+    }
+
+    fn mark_up(&self, connection: MultiplexedConnection) {
+        *self.connection.lock().unwrap_or_else(PoisonError::into_inner) = Some(connection);
+        if !self.up.swap(true, Ordering::AcqRel) {
+            self.metrics.up.set(1);
+            tracing::info!(url = %self.shown_url, "counter store connected; limits are shared");
+        }
+    }
+
+    /// A new connection that answers PING, or why not.
+    async fn connect(&self) -> Result<MultiplexedConnection, redis::RedisError> {
+        let wait = self.settings.timeout.max(Duration::from_secs(1));
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(wait))
+            .set_response_timeout(Some(self.settings.timeout.max(Duration::from_millis(100))));
+        let mut connection = self.client.get_multiplexed_async_connection_with_config(&config).await?;
+        let ping = redis::cmd("PING");
+        match tokio::time::timeout(wait, ping.query_async::<String>(&mut connection)).await {
+            Ok(pong) => pong.map(|_| connection),
+            Err(_) => Err(redis::RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "no answer to PING",
+            ))),
+        }
+    }
+}
+
+/// Keeps the store connected: connects, then waits until a call marks it down, then
+/// reconnects with a growing pause (0.25 s up to 2 s) between attempts. The store lives as long
+/// as this task, that is as long as the process.
+async fn reconnect_forever(store: Arc<CounterStore>) {
+    let mut logged_failure = false;
+    let mut pause = Duration::from_millis(250);
+    loop {
+        if store.is_up() {
+            // `notify_one` leaves a permit when nobody waits, so a drop between the check and
+            // this wait is not missed.
+            store.went_down.notified().await;
+            continue;
+        }
+        match store.connect().await {
+            Ok(connection) => {
+                store.mark_up(connection);
+                logged_failure = false;
+                pause = Duration::from_millis(250);
+            }
+            Err(error) => {
+                if !logged_failure {
+                    tracing::warn!(url = %store.shown_url, %error, "cannot connect to the counter store; retrying");
+                    logged_failure = true;
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+fn client(settings: &CounterStoreSettings) -> Result<Client, CounterStoreError> {
+    let url_error =
+        |reason: &str| CounterStoreError::Url { url: redacted(&settings.url), reason: reason.to_owned() };
+    let scheme = settings.url.split_once("://").map(|(scheme, _)| scheme);
+    let tls = match scheme {
+        Some("redis") => false,
+        Some("rediss") => true,
+        _ => return Err(url_error("expected redis://HOST:PORT[/DB] or rediss://HOST:PORT[/DB]")),
+    };
+    let mut info = settings.url.as_str().into_connection_info().map_err(|e| url_error(&e.to_string()))?;
+    if info.redis_settings().password().is_some() {
+        return Err(url_error(
+            "a password in the URL is visible to anyone who can list processes or read the \
+             configuration; give it in a file or an environment variable instead",
+        ));
+    }
+    if let Some(password) = &settings.password {
+        let redis = info.redis_settings().clone().set_password(password);
+        info = info.set_redis_settings(redis);
+    }
+    let built = match (&settings.ca_pem, tls) {
+        (Some(pem), true) => Client::build_with_tls(
+            info,
+            redis::TlsCertificates { client_tls: None, root_cert: Some(pem.clone()) },
+        ),
+        (Some(_), false) => return Err(url_error("a CA certificate is given but the URL is not rediss://")),
+        (None, _) => Client::open(info),
+    };
+    built.map_err(|source| CounterStoreError::Client { url: redacted(&settings.url), source })
+}
+
+/// `url` with the password of its user information (if any) replaced.
+fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rsplit_once('@') {
+        Some((user_info, host)) => {
+            let user = user_info.split_once(':').map_or(user_info, |(user, _)| user);
+            let hidden = if user_info.contains(':') { ":<redacted>" } else { "" };
+            format!("{scheme}://{user}{hidden}@{host}{}", &rest[authority_end..])
+        }
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(url: &str) -> CounterStoreSettings {
+        CounterStoreSettings {
+            url: url.to_owned(),
+            password: Some("hunter2-secret".to_owned()),
+            ca_pem: None,
+            timeout: Duration::from_millis(50),
+            failure_mode: FailureMode::Local,
+            prefix: "tollbridge".to_owned(),
+        }
+    }
+
+    #[test]
+    fn passwords_are_hidden_from_urls_and_debug_output() {
+        assert_eq!(redacted("redis://:pw@host:6379/2"), "redis://:<redacted>@host:6379/2");
+        assert_eq!(redacted("rediss://user:pw@host:6379"), "rediss://user:<redacted>@host:6379");
+        assert_eq!(redacted("redis://user@host:6379"), "redis://user@host:6379");
+        assert_eq!(redacted("redis://host:6379/0"), "redis://host:6379/0");
+        let debug = format!("{:?}", settings("redis://user:in-url-secret@host:1"));
+        assert!(!debug.contains("hunter2-secret") && !debug.contains("in-url-secret"), "{debug}");
+    }
+
+    #[test]
+    fn bad_urls_are_refused_with_the_reason() {
+        let refused = |url: &str| client(&settings(url)).err().map(|e| e.to_string()).unwrap_or_default();
+        let in_url = refused("redis://:in-url-secret@127.0.0.1:6379");
+        assert!(in_url.contains("password in the URL") && !in_url.contains("in-url-secret"), "{in_url}");
+        assert!(refused("http://127.0.0.1:6379").contains("expected redis://"));
+        let mut with_ca = settings("redis://127.0.0.1:6379");
+        with_ca.ca_pem = Some(b"-----BEGIN CERTIFICATE-----".to_vec());
+        assert!(client(&with_ca).err().is_some_and(|e| e.to_string().contains("not rediss://")));
+        assert!(client(&settings("redis://127.0.0.1:6379/3")).is_ok());
+    }
+}

@@ -1,0 +1,132 @@
+//! Counting in a shared store (Redis), so that every replica of a Gateway counts against one
+//! bucket per (policy, key).
+//!
+//! One script call per decision does what [`limit`](super::limit) does on a local bucket,
+//! atomically on the server: read the bucket, decide rate then quota, commit only when both
+//! allow, and let the bucket expire when it holds nothing a fresh one would not. It answers with
+//! the bucket as it was before the call, and [`Call::limited`] runs the same `limit` on that
+//! state to build the very answer (and headers) the script committed to.
+//!
+//! Times in the store are whole microseconds since the Unix epoch (Lua numbers are doubles,
+//! exact up to 2^53, which microseconds reach in the year 2255), so the rate limit's interval is
+//! rounded up to a whole microsecond for both sides.
+
+use jiff::Timestamp;
+
+use super::quota::{Period, Window};
+use super::rate::Gcra;
+use super::state::{Counters, QuotaCount, Subject};
+use super::{limit, Limited};
+
+/// The decision script. KEYS[1]: the bucket (a hash: `tat`, `window`, `count`). ARGV: now (µs),
+/// rate interval (µs, 0: no rate limit), burst, quota (-1: no quota), the quota window as
+/// `start-end` (seconds), the window's end (seconds). Answers `{tat, count}` as they were.
+pub const SCRIPT: &str = r#"
+local now = tonumber(ARGV[1])
+local interval = tonumber(ARGV[2])
+local burst = tonumber(ARGV[3])
+local quota = tonumber(ARGV[4])
+local window = ARGV[5]
+local window_end = tonumber(ARGV[6])
+local stored = redis.call('HMGET', KEYS[1], 'tat', 'window', 'count')
+local tat = tonumber(stored[1]) or 0
+local count = 0
+if quota >= 0 and stored[2] == window then
+  count = tonumber(stored[3]) or 0
+end
+local new_tat = 0
+local rate_allows = true
+if interval > 0 then
+  new_tat = math.max(tat, now) + interval
+  rate_allows = new_tat - now <= interval * burst
+end
+if rate_allows and (quota < 0 or count < quota) then
+  local expires_ms = math.ceil(new_tat / 1000)
+  if interval > 0 then
+    redis.call('HSET', KEYS[1], 'tat', string.format('%.0f', new_tat))
+  end
+  if quota >= 0 then
+    redis.call('HSET', KEYS[1], 'window', window, 'count', string.format('%.0f', count + 1))
+    expires_ms = math.max(expires_ms, window_end * 1000)
+  end
+  redis.call('PEXPIREAT', KEYS[1], string.format('%.0f', expires_ms + 1000))
+end
+return {tat, count}
+"#;
+
+const NANOS_PER_MICRO: i128 = 1_000;
+
+/// One decision to ask the store for: the bucket's key and the script's arguments.
+#[derive(Debug)]
+pub struct Call {
+    key: String,
+    now_micros: i64,
+    rate: Option<Gcra>,
+    quota: Option<(u64, Period, Window)>,
+}
+
+/// The bucket as the store held it before the call: `(tat in µs, requests counted in the
+/// current quota window)`.
+pub type Reply = (i64, u64);
+
+impl Call {
+    pub(crate) fn new(
+        prefix: &str,
+        policy: &str,
+        subject: Subject,
+        rate: Option<Gcra>,
+        quota: Option<(u64, Period)>,
+        now: Timestamp,
+    ) -> Self {
+        let subject = match subject {
+            Subject::Anonymous => "anonymous".to_owned(),
+            Subject::Key(hash) => hash.to_hex(),
+        };
+        let now_micros = now.as_microsecond();
+        let second = now_micros.div_euclid(1_000_000);
+        Self {
+            key: format!("{prefix}:{policy}:{subject}"),
+            now_micros,
+            rate: rate.map(|gcra| gcra.rounded_up_to(NANOS_PER_MICRO)),
+            quota: quota.map(|(requests, period)| (requests, period, Window::containing(period, second))),
+        }
+    }
+
+    /// The key of the bucket in the store.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The script's arguments, in order.
+    pub fn args(&self) -> [String; 6] {
+        let (interval, burst) = self.rate.map_or((0, 0), |gcra| {
+            (i64::try_from(gcra.interval() / NANOS_PER_MICRO).unwrap_or(i64::MAX), gcra.burst())
+        });
+        let (quota, window, window_end) = match self.quota {
+            Some((requests, _, window)) => (
+                i64::try_from(requests).unwrap_or(i64::MAX),
+                format!("{}-{}", window.start, window.end),
+                window.end,
+            ),
+            None => (-1, String::new(), 0),
+        };
+        [
+            self.now_micros.to_string(),
+            interval.to_string(),
+            burst.to_string(),
+            quota.to_string(),
+            window,
+            window_end.to_string(),
+        ]
+    }
+
+    /// The outcome the script committed to, from the bucket as it was before.
+    pub(super) fn limited(&self, (tat_micros, count): Reply) -> Limited {
+        let mut counters = Counters {
+            tat: i128::from(tat_micros) * NANOS_PER_MICRO,
+            quota: self.quota.map(|(_, period, window)| QuotaCount { period, window, count }),
+        };
+        let now = i128::from(self.now_micros) * NANOS_PER_MICRO;
+        limit(self.rate, self.quota.map(|(requests, period, _)| (requests, period)), &mut counters, now)
+    }
+}
