@@ -22,7 +22,9 @@
 # usage: bench/proxy.sh   (env: ROUNDS=7 DURATION=10s CONNECTIONS=64 RATE=5000 ROUTES=1000
 #                          IDLE=10000, TOLLBRIDGE_BIN=path to measure a given build;
 #                          ROUNDS=0: the idle-connection memory only; CEILING=1: also
-#                          bench/ceiling, a bare tokio proxy, as the shape's upper bound)
+#                          bench/ceiling, a bare tokio proxy, as the shape's upper bound;
+#                          REDIS=1: also the key + quota scenario counting in a redis-server
+#                          on core 1, beside wrk and the backend)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,6 +42,8 @@ MANY_PORT=18084
 NGINX_TLS_PORT=18443
 TB_TLS_PORT=18444
 CEILING_PORT=18085
+SHARED_PORT=18086
+REDIS_PORT=18379
 KEY_HEADER='x-api-key: bench-key-0123456789'
 
 for tool in nginx wrk h2load openssl taskset python3 curl; do
@@ -87,9 +91,9 @@ wait_http "http://127.0.0.1:$BACKEND_PORT/"
 taskset -c 0 nginx -c "$work/proxy/nginx.conf" -p "$work/proxy" & pids+=($!)
 taskset -c 0 nginx -c "$work/twin/nginx.conf" -p "$work/twin" & pids+=($!)
 
-run_tollbridge() { # config dir, admin port
+run_tollbridge() { # config dir, admin port, extra arguments
   taskset -c 0 "$bin" run -f "$1" --admin-address "127.0.0.1:$2" --worker-threads 1 \
-    --max-connections 20000 2>"$1.log" & pids+=($!)
+    --max-connections 20000 "${@:3}" 2>"$1.log" & pids+=($!)
   wait_http "http://127.0.0.1:$2/readyz"
 }
 python3 bench/gen-routes.py "$work/trivial" "$TB_PORT" "$BACKEND_PORT" 1 --tls "$TB_TLS_PORT" "$work/cert.pem" "$work/key.pem"
@@ -120,19 +124,30 @@ measure() {
 
 labels=("nginx" "nginx (twin: noise floor)" "tollbridge, trivial route" "tollbridge, $ROUTES routes + key + quota")
 urls=("http://127.0.0.1:$NGINX_PORT/" "http://127.0.0.1:$TWIN_PORT/" "http://127.0.0.1:$TB_PORT/svc0" "http://127.0.0.1:$MANY_PORT/svc$((ROUTES / 2))/x")
+keyed=(0 0 0 1) # whether the target's requests carry the API key
+if [ "${REDIS:-0}" = 1 ]; then
+  taskset -c 1 redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no \
+    --dir "$work" --logfile "$work/redis.log" & pids+=($!)
+  python3 bench/gen-routes.py "$work/shared" "$SHARED_PORT" "$BACKEND_PORT" "$ROUTES" --keys
+  run_tollbridge "$work/shared" 18092 --counter-store "redis://127.0.0.1:$REDIS_PORT"
+  labels+=("tollbridge, $ROUTES routes + key + quota, counters in Redis")
+  urls+=("http://127.0.0.1:$SHARED_PORT/svc$((ROUTES / 2))/x")
+  keyed+=(1)
+fi
 if [ "${CEILING:-0}" = 1 ]; then
   cargo build --release -q --manifest-path bench/ceiling/Cargo.toml
   taskset -c 0 "$CARGO_TARGET_DIR/release/proxy-ceiling" "127.0.0.1:$CEILING_PORT" "127.0.0.1:$BACKEND_PORT" & pids+=($!)
   wait_http "http://127.0.0.1:$CEILING_PORT/"
   labels+=("bench/ceiling (no HTTP library, no features)")
   urls+=("http://127.0.0.1:$CEILING_PORT/")
+  keyed+=(0)
 fi
 results="$work/results"
 : >"$results"
 for round in $(seq 1 "$ROUNDS"); do
   for i in "${!labels[@]}"; do
     args=()
-    [ "$i" = 3 ] && args=(-H "$KEY_HEADER")
+    [ "${keyed[$i]}" = 1 ] && args=(-H "$KEY_HEADER")
     echo "$round|$i|$(measure "${urls[$i]}" "${args[@]}")" >>"$results"
   done
   echo "round $round of $ROUNDS done" >&2

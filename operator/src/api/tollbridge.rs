@@ -107,6 +107,63 @@ pub struct LocalProviderSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 16))]
     pub allowed_addresses: Option<Vec<String>>,
+    /// A Redis through which the proxy's replicas share their rate limits and quotas (one count
+    /// per policy and key whatever replica answers, kept across pod restarts). Default: each
+    /// replica counts alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counter_store: Option<CounterStoreSpec>,
+}
+
+/// A shared counter store (Redis) for the Local proxy.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CounterStoreSpec {
+    /// `redis://HOST:PORT[/DB]`, or `rediss://HOST:PORT[/DB]` for TLS; a user name may be given
+    /// (`redis://USER@HOST:PORT`), a password may not: it belongs in `passwordSecretRef`.
+    #[schemars(length(min = 1, max = 2048))]
+    pub url: String,
+    /// The password (or the ACL user's password): a key of a Secret in each Gateway's own
+    /// namespace, so that every tenant brings its own credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_secret_ref: Option<CounterStoreSecretRef>,
+    /// PEM CA certificates to trust for `rediss://` (default: the system's): a key of a Secret
+    /// in each Gateway's own namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<CounterStoreSecretRef>,
+    /// What limited requests get while the store cannot answer (default Local).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_mode: Option<CounterStoreFailureMode>,
+    /// Milliseconds a decision waits for the store before following the failure mode
+    /// (default 50).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub timeout_milliseconds: Option<i32>,
+}
+
+/// A key of a Secret in the Gateway's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CounterStoreSecretRef {
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key in the Secret's data (default `password` for a password, `ca.crt` for CAs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub key: Option<String>,
+}
+
+/// What limited requests get while the counter store cannot answer (default Local).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+pub enum CounterStoreFailureMode {
+    /// Each replica counts alone until the store is back (N replicas admit up to N times the
+    /// limits meanwhile).
+    #[default]
+    Local,
+    /// Requests go through uncounted.
+    Open,
+    /// Requests are refused with 503.
+    Closed,
 }
 
 impl LocalProviderSpec {

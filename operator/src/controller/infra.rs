@@ -11,9 +11,10 @@ use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities as LinuxCapabilities, Container, ContainerPort, HTTPGetAction, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, Secret, SecurityContext, Service,
-    ServiceAccount, ServicePort, ServiceSpec, Sysctl,
+    Capabilities as LinuxCapabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
+    KeyToPath, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
+    Secret, SecretKeySelector, SecretVolumeSource, SecurityContext, Service, ServiceAccount, ServicePort,
+    ServiceSpec, Sysctl, Volume, VolumeMount,
 };
 use k8s_openapi::api::networking::v1::IPAddress;
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
@@ -26,7 +27,7 @@ use kube::Client;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tollbridge_provider::{
-    GatewayIr, GatewayKey, LocalSettings, ProviderError, ProviderSettings, Provisioned,
+    CounterStoreIr, GatewayIr, GatewayKey, LocalSettings, ProviderError, ProviderSettings, Provisioned,
 };
 
 use super::status::FIELD_MANAGER;
@@ -162,7 +163,14 @@ pub fn desired(ir: &GatewayIr, settings: &LocalSettings, image: &str, config: Ve
                         annotations: annotations.clone(),
                         ..ObjectMeta::default()
                     }),
-                    spec: Some(pod_spec(key, &name, &secret_name, image, &ports)),
+                    spec: Some(pod_spec(
+                        key,
+                        &name,
+                        &secret_name,
+                        image,
+                        &ports,
+                        settings.counter_store.as_ref(),
+                    )),
                 },
                 ..DeploymentSpec::default()
             }),
@@ -206,7 +214,77 @@ fn owner(key: &GatewayKey) -> OwnerReference {
     }
 }
 
-fn pod_spec(key: &GatewayKey, name: &str, secret: &str, image: &str, ports: &[u16]) -> PodSpec {
+/// Where the counter store's CA certificates are mounted in the proxy's container.
+const COUNTER_STORE_CA_DIR: &str = "/etc/tollbridge/counter-store-ca";
+/// The file name of the CA certificates in that directory.
+const COUNTER_STORE_CA_FILE: &str = "ca.crt";
+
+/// The proxy's arguments, environment and volumes for a shared counter store: the password
+/// from the Secret by the kubelet (never in the arguments, which anyone who can read the pod
+/// sees), the CA certificates as a read-only file.
+fn counter_store_wiring(store: &CounterStoreIr) -> (Vec<String>, Vec<EnvVar>, Vec<Volume>, Vec<VolumeMount>) {
+    let mut args = vec![
+        "--counter-store".to_owned(),
+        store.url.clone(),
+        "--counter-store-failure-mode".to_owned(),
+        store.failure_mode.clone(),
+        "--counter-store-timeout-ms".to_owned(),
+        store.timeout_ms.to_string(),
+    ];
+    let env = store
+        .password_secret
+        .iter()
+        .map(|(name, key)| EnvVar {
+            name: "TOLLBRIDGE_COUNTER_STORE_PASSWORD".into(),
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: name.clone(),
+                    key: key.clone(),
+                    optional: None,
+                }),
+                ..EnvVarSource::default()
+            }),
+            ..EnvVar::default()
+        })
+        .collect();
+    let (mut volumes, mut mounts) = (Vec::new(), Vec::new());
+    if let Some((name, key)) = &store.ca_secret {
+        args.extend([
+            "--counter-store-ca".to_owned(),
+            format!("{COUNTER_STORE_CA_DIR}/{COUNTER_STORE_CA_FILE}"),
+        ]);
+        volumes.push(Volume {
+            name: "counter-store-ca".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(name.clone()),
+                items: Some(vec![KeyToPath {
+                    key: key.clone(),
+                    path: COUNTER_STORE_CA_FILE.into(),
+                    mode: None,
+                }]),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+        mounts.push(VolumeMount {
+            name: "counter-store-ca".into(),
+            mount_path: COUNTER_STORE_CA_DIR.into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+    }
+    (args, env, volumes, mounts)
+}
+
+fn pod_spec(
+    key: &GatewayKey,
+    name: &str,
+    secret: &str,
+    image: &str,
+    ports: &[u16],
+    counter_store: Option<&CounterStoreIr>,
+) -> PodSpec {
+    let (store_args, env, volumes, mounts) = counter_store.map(counter_store_wiring).unwrap_or_default();
     let probe = |path: &str| Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.into()),
@@ -263,8 +341,12 @@ fn pod_spec(key: &GatewayKey, name: &str, secret: &str, image: &str, ports: &[u1
                     &format!("0.0.0.0:{ADMIN_PORT}"),
                 ]
                 .map(String::from)
-                .to_vec(),
+                .into_iter()
+                .chain(store_args)
+                .collect(),
             ),
+            env: (!env.is_empty()).then_some(env),
+            volume_mounts: (!mounts.is_empty()).then_some(mounts),
             ports: Some(container_ports),
             readiness_probe: Some(probe("/readyz")),
             liveness_probe: Some(probe("/healthz")),
@@ -286,6 +368,7 @@ fn pod_spec(key: &GatewayKey, name: &str, secret: &str, image: &str, ports: &[u1
             }),
             ..Container::default()
         }],
+        volumes: (!volumes.is_empty()).then_some(volumes),
         ..PodSpec::default()
     }
 }
@@ -675,6 +758,50 @@ mod tests {
             service.spec.as_ref().unwrap().ports.as_ref().unwrap().iter().map(|p| p.port).collect();
         assert_eq!(ports, [80, 443]);
         assert_eq!(service.spec.as_ref().unwrap().type_.as_deref(), Some("LoadBalancer"));
+    }
+
+    #[test]
+    fn a_counter_store_reaches_the_proxy_with_its_secrets_by_reference() {
+        let settings = LocalSettings {
+            replicas: 3,
+            counter_store: Some(CounterStoreIr {
+                url: "rediss://redis.shared:6380/2".into(),
+                password_secret: Some(("redis-auth".into(), "password".into())),
+                ca_secret: Some(("redis-ca".into(), "ca.crt".into())),
+                failure_mode: "closed".into(),
+                timeout_ms: 80,
+            }),
+            ..LocalSettings::default()
+        };
+        let pod = desired(&ir("web", &[80]), &settings, "img:1", Vec::new())
+            .deployment
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap();
+        let container = &pod.containers[0];
+        let args = container.args.as_ref().unwrap().join(" ");
+        assert!(
+            args.ends_with(
+                "--counter-store rediss://redis.shared:6380/2 --counter-store-failure-mode closed \
+                 --counter-store-timeout-ms 80 --counter-store-ca /etc/tollbridge/counter-store-ca/ca.crt"
+            ),
+            "{args}"
+        );
+        let env = &container.env.as_ref().unwrap()[0];
+        assert_eq!(env.name, "TOLLBRIDGE_COUNTER_STORE_PASSWORD");
+        let from = env.value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap();
+        assert_eq!((from.name.as_str(), from.key.as_str()), ("redis-auth", "password"));
+        assert!(env.value.is_none(), "the password is the kubelet's to read, not in the pod spec");
+        let volume = &pod.volumes.as_ref().unwrap()[0];
+        assert_eq!(volume.secret.as_ref().unwrap().secret_name.as_deref(), Some("redis-ca"));
+        assert_eq!(container.volume_mounts.as_ref().unwrap()[0].read_only, Some(true));
+
+        let plain = desired(&ir("web", &[80]), &LocalSettings::default(), "img:1", Vec::new());
+        let pod = plain.deployment.spec.unwrap().template.spec.unwrap();
+        assert!(pod.volumes.is_none() && pod.containers[0].env.is_none());
+        assert!(!pod.containers[0].args.as_ref().unwrap().iter().any(|a| a.starts_with("--counter-store")));
     }
 
     #[test]

@@ -1,13 +1,13 @@
 //! GatewayClass acceptance: is the class ours, and does its ProviderConfig resolve?
 
 use serde::Serialize;
-use tollbridge_provider::{AwsSettings, AzureSettings, LocalSettings, ProviderSettings};
+use tollbridge_provider::{AwsSettings, AzureSettings, CounterStoreIr, LocalSettings, ProviderSettings};
 
 use super::conditions::{reason, Stamp, ACCEPTED};
 use super::index::Index;
 use super::CapabilityLookup;
 use crate::api::gateway::{GatewayClass, GatewayClassStatus, ParametersReference, SupportedFeature};
-use crate::api::tollbridge::{ProviderConfigSpec, ProviderKind};
+use crate::api::tollbridge::{CounterStoreSecretRef, CounterStoreSpec, ProviderConfigSpec, ProviderKind};
 use crate::api::GROUP as OUR_GROUP;
 
 /// A GatewayClass of our controller, with its provider resolved (or why it could not be).
@@ -91,11 +91,14 @@ pub fn settings_from_spec(name: &str, spec: &ProviderConfigSpec) -> Result<Provi
                 })?;
                 allowed_addresses.push(net.trunc().to_string());
             }
+            let counter_store =
+                local.counter_store.as_ref().map(|store| counter_store(name, store)).transpose()?;
             Ok(ProviderSettings::Local(LocalSettings {
                 replicas: local.replicas.unwrap_or(defaults.replicas),
                 service_type: local.service_type.as_ref().map(wire_name).unwrap_or(defaults.service_type),
                 image: local.image,
                 allowed_addresses,
+                counter_store,
             }))
         }
         ProviderKind::Aws => {
@@ -138,6 +141,36 @@ fn non_empty(value: &Option<String>) -> Option<String> {
 }
 
 /// The name an enum value has on the wire (its serde name).
+/// Checks `local.counterStore` of ProviderConfig `name`: a Redis URL without a password, a CA
+/// only for TLS.
+fn counter_store(name: &str, store: &CounterStoreSpec) -> Result<CounterStoreIr, String> {
+    let invalid = |what: &str| format!("ProviderConfig {name:?}: local.counterStore.{what}");
+    let url = store.url.trim();
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    if !matches!(scheme, "redis" | "rediss") || rest.is_empty() {
+        return Err(invalid(&format!(
+            "url {url:?} is not redis://HOST:PORT[/DB] or rediss://HOST:PORT[/DB]"
+        )));
+    }
+    let authority = rest.split('/').next().unwrap_or_default();
+    if authority.rsplit_once('@').is_some_and(|(user_info, _)| user_info.contains(':')) {
+        return Err(invalid("url carries a password: put it in a Secret and name it in passwordSecretRef"));
+    }
+    if store.ca_secret_ref.is_some() && scheme != "rediss" {
+        return Err(invalid("caSecretRef is set but the url is not rediss://"));
+    }
+    let secret = |r: &CounterStoreSecretRef, default_key: &str| {
+        (r.name.clone(), r.key.clone().unwrap_or_else(|| default_key.to_owned()))
+    };
+    Ok(CounterStoreIr {
+        url: url.to_owned(),
+        password_secret: store.password_secret_ref.as_ref().map(|r| secret(r, "password")),
+        ca_secret: store.ca_secret_ref.as_ref().map(|r| secret(r, "ca.crt")),
+        failure_mode: wire_name(&store.failure_mode.unwrap_or_default()).to_lowercase(),
+        timeout_ms: store.timeout_milliseconds.unwrap_or(50).clamp(1, 10_000).unsigned_abs(),
+    })
+}
+
 fn wire_name<T: Serialize>(value: &T) -> String {
     match serde_json::to_value(value) {
         Ok(serde_json::Value::String(name)) => name,

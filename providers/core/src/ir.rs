@@ -111,12 +111,38 @@ pub struct LocalSettings {
     /// CIDRs a Gateway's requested address must lie in (in a cluster); empty: none allowed.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub allowed_addresses: Vec<String>,
+    /// Where the proxy's replicas share their counters (in a cluster).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub counter_store: Option<CounterStoreIr>,
 }
 
 impl Default for LocalSettings {
     fn default() -> Self {
-        Self { replicas: 1, service_type: "LoadBalancer".into(), image: None, allowed_addresses: Vec::new() }
+        Self {
+            replicas: 1,
+            service_type: "LoadBalancer".into(),
+            image: None,
+            allowed_addresses: Vec::new(),
+            counter_store: None,
+        }
     }
+}
+
+/// A shared counter store, as the proxy's command line takes it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CounterStoreIr {
+    /// `redis://` or `rediss://`, without a password.
+    pub url: String,
+    /// (Secret, key) in the Gateway's namespace holding the password.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_secret: Option<(String, String)>,
+    /// (Secret, key) in the Gateway's namespace holding PEM CA certificates.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_secret: Option<(String, String)>,
+    /// `local`, `open` or `closed`.
+    pub failure_mode: String,
+    pub timeout_ms: u32,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
