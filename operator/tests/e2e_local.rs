@@ -940,7 +940,7 @@ async fn api_keys_authenticate_and_are_not_forwarded() {
 async fn rate_limits_and_quotas_answer_429() {
     let port = free_port();
     let dir = policy_setup(port, echo("echo").await);
-    let _tollbridge = Tollbridge::start(&dir, &[]).await;
+    let tollbridge = Tollbridge::start(&dir, &[]).await;
     let client = Client::new();
 
     // 2 requests a minute, burst 2, without keys: one bucket for the route.
@@ -985,6 +985,19 @@ async fn rate_limits_and_quotas_answer_429() {
     let resp = client.get(&quota, &[("x-api-key", "quota-key-0005")]).await;
     assert_eq!(resp.status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(client.get(&quota, &[]).await.status, StatusCode::UNAUTHORIZED);
+
+    // Per consumer: the key's consumer (its ApiKey's name here), by outcome; requests without
+    // a known key make no consumer series.
+    let metrics = tollbridge.admin_get("/metrics").await.text();
+    let consumer = |outcome: &str| {
+        let series = format!(
+            r#"tollbridge_consumer_requests_total{{gateway="default/gw",policy="default/quota",consumer="counted",outcome="{outcome}"}}"#
+        );
+        metrics.lines().find_map(|l| l.strip_prefix(&series)).map(str::trim).map(str::to_owned)
+    };
+    assert_eq!(consumer("allowed").as_deref(), Some("3"), "{metrics}");
+    assert_eq!(consumer("quota_exceeded").as_deref(), Some("2"), "{metrics}");
+    assert!(!metrics.contains(r#"consumer="""#), "a series without a consumer:\n{metrics}");
 }
 
 /// The routes of the reload test at `version`: `/load` answers with `x-version: <version>`,

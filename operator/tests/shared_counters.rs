@@ -428,6 +428,11 @@ async fn a_store_that_dies_or_stalls_under_load_is_met_by_each_failure_mode() {
     }
     assert_eq!(client.get(&quota(2), &[("x-api-key", KEY)]).await.status, StatusCode::OK);
 
+    let metrics = replicas.processes[2].admin_get("/metrics").await.text();
+    assert!(
+        metrics.lines().any(|l| l.contains(r#"outcome="limits_unavailable""#) && !l.ends_with(" 0")),
+        "the consumer's refusals while the store was away are not counted:\n{metrics}"
+    );
     for (process, mode) in replicas.processes.iter_mut().zip(modes) {
         assert!(process.is_running(), "{mode} replica exited");
         let log = process.log();

@@ -42,6 +42,17 @@ pub struct PolicyLabels {
     pub code: u16,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConsumerLabels {
+    pub gateway: Label,
+    /// `namespace/name` of the QuotaPolicy.
+    pub policy: Arc<str>,
+    /// The consumer of the API key (ApiKey `spec.consumer`, else its name).
+    pub consumer: Arc<str>,
+    /// `allowed`, `rate_limited`, `quota_exceeded` or `limits_unavailable`.
+    pub outcome: &'static str,
+}
+
 /// The request metrics of one route entry (or of the requests no route matched), taken from the
 /// families on first use and kept, so that recording a request hashes no labels and looks up no
 /// map. The handles share their values with the families' entries, which live as long as the
@@ -95,6 +106,7 @@ pub struct Metrics {
     pub latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
     pub upstream_errors: Family<UpstreamErrorLabels, Counter>,
     pub policy_rejections: Family<PolicyLabels, Counter>,
+    pub consumer_requests: Family<ConsumerLabels, Counter>,
     pub connections: Gauge,
     pub connections_refused: Counter,
     pub config_reloads: Counter,
@@ -109,6 +121,7 @@ impl Default for Metrics {
         );
         let upstream_errors = Family::<UpstreamErrorLabels, Counter>::default();
         let policy_rejections = Family::<PolicyLabels, Counter>::default();
+        let consumer_requests = Family::<ConsumerLabels, Counter>::default();
         let connections = Gauge::default();
         let connections_refused = Counter::default();
         let config_reloads = Counter::default();
@@ -128,6 +141,11 @@ impl Default for Metrics {
             "Requests refused by API key, rate limit or quota checks",
             policy_rejections.clone(),
         );
+        registry.register(
+            "consumer_requests",
+            "Requests with a known API key, by consumer and outcome (allowed, rate_limited, quota_exceeded, limits_unavailable)",
+            consumer_requests.clone(),
+        );
         registry.register("open_connections", "Client connections open now", connections.clone());
         registry.register(
             "connections_refused",
@@ -141,6 +159,7 @@ impl Default for Metrics {
             latency,
             upstream_errors,
             policy_rejections,
+            consumer_requests,
             connections,
             connections_refused,
             config_reloads,

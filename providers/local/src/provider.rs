@@ -12,7 +12,7 @@ use tollbridge_provider::{Capabilities, GatewayIr, GatewayKey, Provider, Provide
 
 use crate::counter_store::CounterStore;
 use crate::metrics::Metrics;
-use crate::policy::PolicyState;
+use crate::policy::{ConsumerSink, PolicyState};
 use crate::runtime::{CompiledGateway, Table};
 use crate::server::{self, ServerSettings, Shared};
 
@@ -139,8 +139,11 @@ impl Provider for LocalProvider {
 
     async fn apply(&self, gateway: &GatewayIr) -> Result<Provisioned, ProviderError> {
         let settings = &self.shared.settings;
-        let compiled = CompiledGateway::compile(gateway.clone(), settings.bind_address, settings.bind)
+        let mut compiled = CompiledGateway::compile(gateway.clone(), settings.bind_address, settings.bind)
             .map_err(|e| ProviderError::Invalid(format!("Gateway {}: {e}", gateway.key.id())))?;
+        let sink =
+            ConsumerSink::new(self.shared.metrics.consumer_requests.clone(), Arc::new(compiled.id.clone()));
+        compiled.policies.count_consumers(sink);
         let compiled = Arc::new(compiled);
         let mut inner = self.inner.lock().await;
         let mut gateways = inner.gateways.clone();

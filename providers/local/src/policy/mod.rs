@@ -25,11 +25,13 @@ mod state;
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, StatusCode};
 use jiff::Timestamp;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use tollbridge_provider::QuotaPolicyIr;
 
 use self::headers::LimitStatus;
@@ -40,6 +42,7 @@ pub use self::shared::{Call, Reply, SCRIPT};
 use self::state::{BucketKey, Counters, QuotaCount, Subject};
 pub use self::state::{PolicyState, StateError, COUNTERS_FILE};
 use crate::counter_store::{CounterStore, FailureMode};
+use crate::metrics::{ConsumerLabels, Label};
 
 /// What to do with a request.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,6 +68,44 @@ pub struct Policies {
     by_id: HashMap<Arc<str>, usize>,
     /// Every key of every policy, by hash. A hash may (rarely) belong to keys of several policies.
     keys: HashMap<KeyHash, Vec<CompiledKey>>,
+    /// Where requests with a known key are counted per consumer (none: not counted).
+    consumers: Option<ConsumerSink>,
+}
+
+/// What became of a request with a known key, as counted per consumer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outcome {
+    Allowed,
+    RateLimited,
+    QuotaExceeded,
+    LimitsUnavailable,
+}
+
+impl Outcome {
+    const ALL: [Self; 4] = [Self::Allowed, Self::RateLimited, Self::QuotaExceeded, Self::LimitsUnavailable];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Allowed => "allowed",
+            Self::RateLimited => "rate_limited",
+            Self::QuotaExceeded => "quota_exceeded",
+            Self::LimitsUnavailable => "limits_unavailable",
+        }
+    }
+}
+
+/// The per-consumer request counters of one Gateway: series exist only for the consumers of
+/// its keys (so their number is bounded by the configuration) and only once used.
+#[derive(Clone, Debug)]
+pub struct ConsumerSink {
+    family: Family<ConsumerLabels, Counter>,
+    gateway: Label,
+}
+
+impl ConsumerSink {
+    pub fn new(family: Family<ConsumerLabels, Counter>, gateway: Label) -> Self {
+        Self { family, gateway }
+    }
 }
 
 #[derive(Debug)]
@@ -87,10 +128,14 @@ struct CompiledKey {
     /// Index into `Policies::policies`.
     policy: usize,
     hash: KeyHash,
+    /// The consumer's name, for metrics.
+    consumer_name: Arc<str>,
     /// `None` when the consumer name cannot be a header value.
     consumer: Option<HeaderValue>,
     disabled: bool,
     expires_at: Option<i64>,
+    /// This key's request counters, by outcome, taken from the sink on first use.
+    counters: OnceLock<[Counter; Outcome::ALL.len()]>,
 }
 
 impl fmt::Debug for CompiledKey {
@@ -143,9 +188,11 @@ impl Policies {
                 compiled.keys.entry(hash).or_default().push(CompiledKey {
                     policy: index,
                     hash,
+                    consumer_name: key.consumer.as_str().into(),
                     consumer,
                     disabled: key.disabled,
                     expires_at: key.expires_at,
+                    counters: OnceLock::new(),
                 });
             }
             compiled.by_id.insert(id.clone(), index);
@@ -157,6 +204,29 @@ impl Policies {
             });
         }
         compiled
+    }
+
+    /// Counts requests with a known key per consumer in `sink` from now on.
+    pub fn count_consumers(&mut self, sink: ConsumerSink) {
+        self.consumers = Some(sink);
+    }
+
+    /// Counts one request of `caller` (when it has a known key).
+    fn count(&self, caller: &Caller<'_>, outcome: Outcome) {
+        let (Some(sink), Some(key)) = (&self.consumers, caller.key) else { return };
+        let counters = key.counters.get_or_init(|| {
+            Outcome::ALL.map(|outcome| {
+                sink.family
+                    .get_or_create(&ConsumerLabels {
+                        gateway: sink.gateway.clone(),
+                        policy: caller.policy.id.clone(),
+                        consumer: key.consumer_name.clone(),
+                        outcome: outcome.label(),
+                    })
+                    .clone()
+            })
+        });
+        counters[outcome as usize].inc();
     }
 
     /// Whether the Gateway has a policy with this id.
@@ -179,7 +249,7 @@ impl Policies {
             Err(denied) => return denied,
         };
         let limited = caller.counts().then(|| limit_locally(state, &caller, now));
-        caller.finish(limited, req)
+        self.finish(caller, limited, req)
     }
 
     /// [`check`](Self::check), counting in the shared `store` (one round trip); when the store
@@ -197,24 +267,42 @@ impl Policies {
             Err(denied) => return denied,
         };
         if !caller.counts() {
-            return caller.finish(None, req);
+            return self.finish(caller, None, req);
         }
         let policy = caller.policy;
         let call = Call::new(store.prefix(), &policy.id, caller.subject, policy.rate, policy.quota, now);
         let limited = match store.run(&call).await {
             Ok(reply) => call.limited(reply),
             Err(FailureMode::Local) => limit_locally(state, &caller, now),
-            Err(FailureMode::Open) => return caller.finish(None, req),
+            Err(FailureMode::Open) => return self.finish(caller, None, req),
             Err(FailureMode::Closed) => {
+                self.count(&caller, Outcome::LimitsUnavailable);
                 return headers::deny(
                     StatusCode::SERVICE_UNAVAILABLE,
                     HeaderMap::new(),
                     "limits_unavailable",
                     "the rate limit and quota store is unavailable",
-                )
+                );
             }
         };
-        caller.finish(Some(limited), req)
+        self.finish(caller, Some(limited), req)
+    }
+
+    /// Answers `caller` with the outcome of counting (`None`: nothing was counted), rewriting
+    /// `req` when it goes through.
+    fn finish(
+        &self,
+        caller: Caller<'_>,
+        limited: Option<Limited>,
+        req: &mut http::request::Parts,
+    ) -> Decision {
+        let outcome = match &limited {
+            Some(Limited::Refused { by: "rate", .. }) => Outcome::RateLimited,
+            Some(Limited::Refused { .. }) => Outcome::QuotaExceeded,
+            _ => Outcome::Allowed,
+        };
+        self.count(&caller, outcome);
+        caller.finish(limited, req)
     }
 
     /// Who is calling and how to rewrite the request, or the refusal (401, 403, 400, 500).
@@ -235,7 +323,7 @@ impl Policies {
             ));
         };
         let policy = &self.policies[index];
-        let (subject, consumer) = self.identify(index, policy, req, now)?;
+        let (subject, key) = self.identify(index, policy, req, now)?;
         // Computed before counting so that a request we could not rewrite uses no quota.
         let stripped_uri = match &policy.api_key {
             Some(settings) => settings.location.uri_without_key(&req.uri).map_err(|_| {
@@ -248,17 +336,17 @@ impl Policies {
             })?,
             None => None,
         };
-        Ok(Caller { policy, subject, consumer, stripped_uri })
+        Ok(Caller { policy, subject, key, stripped_uri })
     }
 
-    /// Who is calling: the bucket subject and the consumer to forward, or the refusal.
+    /// Who is calling: the bucket subject and the key (none: anonymous), or the refusal.
     fn identify(
         &self,
         index: usize,
         policy: &CompiledPolicy,
         req: &http::request::Parts,
         now: Timestamp,
-    ) -> Result<(Subject, Option<&HeaderValue>), Decision> {
+    ) -> Result<(Subject, Option<&CompiledKey>), Decision> {
         let Some(settings) = &policy.api_key else { return Ok((Subject::Anonymous, None)) };
         let Some(hash) = settings.location.find(req) else {
             if !settings.required {
@@ -287,7 +375,7 @@ impl Policies {
             tracing::debug!(policy = %policy.id, key_id = %hash.key_id(), "expired API key");
             return Err(headers::unauthorized("invalid_api_key", "the API key has expired"));
         }
-        Ok((Subject::Key(key.hash), key.consumer.as_ref()))
+        Ok((Subject::Key(key.hash), Some(key)))
     }
 }
 
@@ -295,7 +383,7 @@ impl Policies {
 struct Caller<'p> {
     policy: &'p CompiledPolicy,
     subject: Subject,
-    consumer: Option<&'p HeaderValue>,
+    key: Option<&'p CompiledKey>,
     stripped_uri: Option<http::Uri>,
 }
 
@@ -326,7 +414,7 @@ impl Caller<'_> {
             }
             if let Some(name) = &settings.consumer_header {
                 req.headers.remove(name);
-                if let Some(consumer) = self.consumer {
+                if let Some(consumer) = self.key.and_then(|key| key.consumer.as_ref()) {
                     req.headers.insert(name.clone(), consumer.clone());
                 }
             }
