@@ -62,6 +62,9 @@ pub enum Command {
         #[arg(long, default_value = "echo")]
         name: String,
     },
+    /// Print how much of its quota each API key has used this period, from the counters of
+    /// `tollbridge run` (its --state-dir, or the --counter-store its replicas share).
+    Usage(UsageArgs),
     /// Print tollbridge's CustomResourceDefinitions.
     Crds,
     /// Print the version and the Gateway API release it implements.
@@ -186,17 +189,8 @@ pub struct ServeArgs {
     /// Keep quota counters here so they survive a restart.
     #[arg(long)]
     state_dir: Option<PathBuf>,
-    /// Share rate-limit and quota counters with other replicas through this Redis
-    /// (`redis://HOST:PORT[/DB]`, `rediss://` for TLS); without it each process counts alone.
-    #[arg(long, value_name = "URL")]
-    counter_store: Option<String>,
-    /// File holding the counter store's password (or set TOLLBRIDGE_COUNTER_STORE_PASSWORD).
-    #[arg(long, value_name = "PATH", requires = "counter_store")]
-    counter_store_password_file: Option<PathBuf>,
-    /// PEM file of the CA certificates to trust for a `rediss://` counter store (default: the
-    /// system's).
-    #[arg(long, value_name = "PATH", requires = "counter_store")]
-    counter_store_ca: Option<PathBuf>,
+    #[command(flatten)]
+    store: CounterStoreArgs,
     /// Milliseconds a decision waits for the counter store before following the failure mode.
     #[arg(long, default_value_t = 50, value_name = "MS")]
     counter_store_timeout_ms: u64,
@@ -204,9 +198,6 @@ pub struct ServeArgs {
     /// replica alone (local), let through (open), or refused with 503 (closed).
     #[arg(long, value_enum, default_value_t = CounterStoreFailure::Local)]
     counter_store_failure_mode: CounterStoreFailure,
-    /// First part of every counter key, so several installations can share one store.
-    #[arg(long, default_value = "tollbridge", value_name = "PREFIX")]
-    counter_store_prefix: String,
     /// Print one JSON line per request on stdout.
     #[arg(long)]
     access_log: bool,
@@ -247,6 +238,47 @@ pub struct ServeArgs {
     worker_threads: Option<usize>,
 }
 
+/// Where a shared counter store is and how to reach it (`run`, `proxy`, `usage`).
+#[derive(Args, Debug)]
+pub struct CounterStoreArgs {
+    /// Share rate-limit and quota counters with other replicas through this Redis
+    /// (`redis://HOST:PORT[/DB]`, `rediss://` for TLS); without it each process counts alone.
+    #[arg(long, value_name = "URL")]
+    counter_store: Option<String>,
+    /// File holding the counter store's password (or set TOLLBRIDGE_COUNTER_STORE_PASSWORD).
+    #[arg(long, value_name = "PATH", requires = "counter_store")]
+    counter_store_password_file: Option<PathBuf>,
+    /// PEM file of the CA certificates to trust for a `rediss://` counter store (default: the
+    /// system's).
+    #[arg(long, value_name = "PATH", requires = "counter_store")]
+    counter_store_ca: Option<PathBuf>,
+    /// First part of every counter key, so several installations can share one store.
+    #[arg(long, default_value = "tollbridge", value_name = "PREFIX")]
+    counter_store_prefix: String,
+}
+
+/// Options of `tollbridge usage`.
+#[derive(Args, Debug)]
+pub struct UsageArgs {
+    /// A YAML file or a directory of them (repeatable): the policies and keys to report on.
+    #[arg(short = 'f', long = "filename", required = true)]
+    paths: Vec<PathBuf>,
+    /// Read the counters `tollbridge run --state-dir DIR` saves.
+    #[arg(long, conflicts_with = "counter_store")]
+    state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    store: CounterStoreArgs,
+    #[arg(short, long, value_enum, default_value_t = UsageFormat::Table)]
+    output: UsageFormat,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum UsageFormat {
+    Table,
+    Yaml,
+    Json,
+}
+
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum CounterStoreFailure {
     Local,
@@ -268,7 +300,11 @@ impl From<CounterStoreFailure> for tollbridge_local::FailureMode {
 const COUNTER_STORE_PASSWORD_ENV: &str = "TOLLBRIDGE_COUNTER_STORE_PASSWORD";
 
 /// The counter store settings from the flags, reading the password and CA files.
-fn counter_store(args: &ServeArgs) -> Result<Option<tollbridge_local::CounterStoreSettings>, String> {
+fn counter_store(
+    args: &CounterStoreArgs,
+    timeout: Duration,
+    failure_mode: tollbridge_local::FailureMode,
+) -> Result<Option<tollbridge_local::CounterStoreSettings>, String> {
     let Some(url) = &args.counter_store else { return Ok(None) };
     let read = |path: &PathBuf, what: &str| {
         std::fs::read(path)
@@ -287,8 +323,8 @@ fn counter_store(args: &ServeArgs) -> Result<Option<tollbridge_local::CounterSto
         url: url.clone(),
         password,
         ca_pem,
-        timeout: Duration::from_millis(args.counter_store_timeout_ms.max(1)),
-        failure_mode: args.counter_store_failure_mode.into(),
+        timeout,
+        failure_mode,
         prefix: args.counter_store_prefix.clone(),
     }))
 }
@@ -328,6 +364,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Plan(args) => cloud(args, false),
         Command::Apply(args) => cloud(args, true),
         Command::Echo { listen, name } => echo(listen, name),
+        Command::Usage(args) => usage(args),
         Command::Crds => {
             let docs: Vec<String> = crds::all().iter().map(crds::to_yaml).collect();
             print!("{}", docs.join("---\n"));
@@ -395,6 +432,94 @@ fn check(paths: &[PathBuf], format: Format, with_ir: bool) -> ExitCode {
     }
 }
 
+fn usage(args: UsageArgs) -> ExitCode {
+    match usage_report(&args) {
+        Ok(report) => {
+            let _ = std::io::stdout().write_all(report.as_bytes());
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The usage of every key with a quota in the files' Local Gateways, printed as asked.
+fn usage_report(args: &UsageArgs) -> Result<String, String> {
+    use tollbridge_local::policy::{usage_queries, KeyUsage, PolicyState};
+    let mut loaded =
+        files::load_paths(&args.paths).map_err(|errors| format!("cannot load the files:\n{errors}"))?;
+    let now = jiff::Timestamp::now();
+    loaded.snapshot.now = now;
+    let translation = translate::translate(&loaded.snapshot, &providers::capabilities);
+    let policies: Vec<_> = translation.gateways.iter().flat_map(|g| g.policies.iter().cloned()).collect();
+    let queries = usage_queries(&policies, now);
+    let counts =
+        match (&args.state_dir, counter_store(&args.store, Duration::from_secs(5), Default::default())?) {
+            (Some(dir), _) => {
+                let state = PolicyState::load(dir).map_err(|e| e.to_string())?;
+                queries.iter().map(|q| state.quota_count(q)).collect()
+            }
+            (None, Some(settings)) => {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| format!("cannot start a runtime: {e}"))?;
+                runtime
+                    .block_on(tollbridge_local::counter_store::quota_counts(&settings, &queries))
+                    .map_err(|e| e.to_string())?
+            }
+            (None, None) => {
+                return Err(
+                    "usage reads counters from --state-dir DIR or --counter-store URL; a proxy without \
+                        either keeps them in memory only (see its /metrics)"
+                        .to_owned(),
+                )
+            }
+        };
+    let report: Vec<KeyUsage> = queries.iter().zip(counts).map(|(q, used)| q.report(used)).collect();
+    match args.output {
+        UsageFormat::Json => {
+            serde_json::to_string_pretty(&report).map(|t| t + "\n").map_err(|e| e.to_string())
+        }
+        UsageFormat::Yaml => serde_yaml::to_string(&report).map_err(|e| e.to_string()),
+        UsageFormat::Table => Ok(usage_table(&report)),
+    }
+}
+
+fn usage_table(report: &[tollbridge_local::policy::KeyUsage]) -> String {
+    let head = ["POLICY", "API KEY", "CONSUMER", "PERIOD", "USED", "LIMIT", "REMAINING"].map(str::to_owned);
+    let rows: Vec<[String; 7]> = report
+        .iter()
+        .map(|u| {
+            [
+                u.policy.clone(),
+                u.api_key.clone(),
+                u.consumer.clone(),
+                format!("{} to {}", u.period_start, u.period_end),
+                u.used.to_string(),
+                u.limit.to_string(),
+                u.remaining.to_string(),
+            ]
+        })
+        .collect();
+    let mut widths = head.clone().map(|h| h.len());
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.len());
+        }
+    }
+    let mut out = String::new();
+    for row in std::iter::once(&head).chain(&rows) {
+        let cells: Vec<String> =
+            row.iter().zip(widths).map(|(cell, width)| format!("{cell:width$}")).collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -432,7 +557,8 @@ fn serve(
     bind: tollbridge_local::Bind,
 ) -> ExitCode {
     init_logging(args.log_format);
-    let counter_store = match counter_store(&args) {
+    let timeout = Duration::from_millis(args.counter_store_timeout_ms.max(1));
+    let counter_store = match counter_store(&args.store, timeout, args.counter_store_failure_mode.into()) {
         Ok(settings) => settings,
         Err(error) => {
             tracing::error!("{error}");

@@ -1201,6 +1201,28 @@ async fn restart_with_state_dir_keeps_quota_counters() {
     assert!(state.join(tollbridge_local::policy::COUNTERS_FILE).exists(), "no counter file after SIGTERM");
     drop(first);
 
+    // `tollbridge usage` reads the saved counters; without a place to read them it says so.
+    let usage = |extra: &[&str]| {
+        std::process::Command::new(Tollbridge::binary())
+            .arg("usage")
+            .arg("-f")
+            .arg(dir.config())
+            .args(extra)
+            .output()
+            .expect("run tollbridge usage")
+    };
+    let table = usage(&["--state-dir", state_arg]);
+    assert!(table.status.success(), "{}", String::from_utf8_lossy(&table.stderr));
+    let table = String::from_utf8_lossy(&table.stdout).into_owned();
+    let row = table.lines().find(|l| l.starts_with("default/metered")).unwrap_or_else(|| panic!("{table}"));
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cells[1..3], ["default/acme", "acme"], "{table}");
+    assert_eq!(cells[cells.len() - 3..], ["3", "5", "2"], "used, limit, remaining:\n{table}");
+    assert!(table.starts_with("POLICY"), "{table}");
+    let nowhere = usage(&[]);
+    assert!(!nowhere.status.success());
+    assert!(String::from_utf8_lossy(&nowhere.stderr).contains("--state-dir DIR or --counter-store URL"));
+
     let _second = Tollbridge::start(&dir, &["--state-dir", state_arg]).await;
     let client = Client::new();
     for remaining in ["1", "0"] {

@@ -273,6 +273,17 @@ async fn three_replicas_admit_one_quota_and_one_rate_limit_and_keep_them_across_
     remaining.sort_unstable();
     assert_eq!(remaining, (0..120).collect::<Vec<u64>>(), "every remaining count told exactly once");
 
+    // `tollbridge usage` reads the same counts from the store.
+    let usage = usage_json(&replicas.dirs[0], &["--counter-store", &redis.url()]);
+    let row =
+        |key: &str| usage.iter().find(|u| u["apiKey"] == key).unwrap_or_else(|| panic!("{key} in {usage:?}"));
+    assert_eq!(
+        (row("default/quota-key")["used"].as_u64(), row("default/quota-key")["remaining"].as_u64()),
+        (Some(120), Some(0))
+    );
+    assert_eq!(row("default/quota-other")["used"].as_u64(), Some(0));
+    assert!(usage.iter().all(|u| u["policy"] == "default/quota"), "only policies with a quota: {usage:?}");
+
     // The rate limit: a burst of 10, then 20 a second, whichever replica answers.
     let started = Instant::now();
     let answers = load(&replicas, "/rate", RATE_KEY, 30, 1000, Duration::from_millis(1500)).await;
@@ -304,6 +315,20 @@ async fn three_replicas_admit_one_quota_and_one_rate_limit_and_keep_them_across_
         redis.cli(&["--scan", "--pattern", "tollbridge:*"]).lines().count() >= 3,
         "keys under the prefix"
     );
+}
+
+/// `tollbridge usage -f <dir's config> <extra> -o json`, parsed.
+fn usage_json(dir: &ConfigDir, extra: &[&str]) -> Vec<serde_json::Value> {
+    let out = std::process::Command::new(Tollbridge::binary())
+        .arg("usage")
+        .arg("-f")
+        .arg(dir.config())
+        .args(extra)
+        .args(["-o", "json"])
+        .output()
+        .expect("run tollbridge usage");
+    assert!(out.status.success(), "tollbridge usage: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("usage JSON")
 }
 
 /// A request's answer and how long it took.

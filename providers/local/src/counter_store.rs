@@ -21,7 +21,7 @@ use redis::{AsyncConnectionConfig, Client, IntoConnectionInfo, Script};
 use serde::Serialize;
 use tokio::sync::Notify;
 
-use crate::policy::{Call, Reply, SCRIPT};
+use crate::policy::{Call, Reply, UsageQuery, SCRIPT};
 
 /// What a request guarded by a rate limit or quota gets while the store cannot answer.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -259,6 +259,35 @@ impl CounterStore {
             ))),
         }
     }
+}
+
+/// Requests counted in the shared store for each key of `queries` in its current quota window
+/// (`tollbridge usage`): one pipelined round trip on a connection of its own.
+pub async fn quota_counts(
+    settings: &CounterStoreSettings,
+    queries: &[UsageQuery],
+) -> Result<Vec<u64>, CounterStoreError> {
+    let shown = || redacted(&settings.url);
+    let failed = |source| CounterStoreError::Client { url: shown(), source };
+    let wait = settings.timeout.max(Duration::from_secs(2));
+    let config =
+        AsyncConnectionConfig::new().set_connection_timeout(Some(wait)).set_response_timeout(Some(wait));
+    let mut connection =
+        client(settings)?.get_multiplexed_async_connection_with_config(&config).await.map_err(failed)?;
+    let mut pipeline = redis::pipe();
+    for query in queries {
+        pipeline.cmd("HMGET").arg(query.store_key(&settings.prefix)).arg("window").arg("count");
+    }
+    let stored: Vec<(Option<String>, Option<u64>)> =
+        pipeline.query_async(&mut connection).await.map_err(failed)?;
+    Ok(queries
+        .iter()
+        .zip(stored)
+        .map(|(query, (window, count))| match window {
+            Some(window) if window == query.store_window() => count.unwrap_or(0),
+            _ => 0,
+        })
+        .collect())
 }
 
 /// Keeps the store connected: connects, then waits until a call marks it down, then

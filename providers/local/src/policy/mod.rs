@@ -22,6 +22,7 @@ mod quota;
 mod rate;
 mod shared;
 mod state;
+mod usage;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -41,6 +42,7 @@ use self::rate::{seconds_ceil, Gcra, NANOS_PER_SECOND};
 pub use self::shared::{Call, Reply, SCRIPT};
 use self::state::{BucketKey, Counters, QuotaCount, Subject};
 pub use self::state::{PolicyState, StateError, COUNTERS_FILE};
+pub use self::usage::{queries as usage_queries, KeyUsage, UsageQuery};
 use crate::counter_store::{CounterStore, FailureMode};
 use crate::metrics::{ConsumerLabels, Label};
 

@@ -56,6 +56,15 @@ return {tat, count}
 
 const NANOS_PER_MICRO: i128 = 1_000;
 
+/// The store's key of the bucket of (`policy`, `subject`): `PREFIX:NAMESPACE/POLICY:SUBJECT`,
+/// the subject being the key's SHA-256 in hex or `anonymous`.
+pub(crate) fn bucket_name(prefix: &str, policy: &str, subject: Subject) -> String {
+    match subject {
+        Subject::Anonymous => format!("{prefix}:{policy}:anonymous"),
+        Subject::Key(hash) => format!("{prefix}:{policy}:{}", hash.to_hex()),
+    }
+}
+
 /// One decision to ask the store for: the bucket's key and the script's arguments.
 #[derive(Debug)]
 pub struct Call {
@@ -78,14 +87,10 @@ impl Call {
         quota: Option<(u64, Period)>,
         now: Timestamp,
     ) -> Self {
-        let subject = match subject {
-            Subject::Anonymous => "anonymous".to_owned(),
-            Subject::Key(hash) => hash.to_hex(),
-        };
         let now_micros = now.as_microsecond();
         let second = now_micros.div_euclid(1_000_000);
         Self {
-            key: format!("{prefix}:{policy}:{subject}"),
+            key: bucket_name(prefix, policy, subject),
             now_micros,
             rate: rate.map(|gcra| gcra.rounded_up_to(NANOS_PER_MICRO)),
             quota: quota.map(|(requests, period)| (requests, period, Window::containing(period, second))),

@@ -172,6 +172,14 @@ impl PolicyState {
         f(shard.buckets.entry(key.clone()).or_default())
     }
 
+    /// Requests counted for the key of `query` in its current quota window.
+    pub fn quota_count(&self, query: &super::UsageQuery) -> u64 {
+        let key = BucketKey { policy: query.policy.as_str().into(), subject: Subject::Key(query.hash) };
+        let shard = lock(self.shard(&key));
+        let counted = shard.buckets.get(&key).and_then(|counters| counters.quota);
+        counted.filter(|q| q.period == query.period && q.window == query.window).map_or(0, |q| q.count)
+    }
+
     /// Number of buckets held (for tests and metrics).
     pub fn bucket_count(&self) -> usize {
         self.shards.iter().map(|shard| lock(shard).buckets.len()).sum()
