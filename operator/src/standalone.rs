@@ -10,9 +10,11 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tollbridge_local::counter_store::CounterStoreStatus;
 use tollbridge_local::policy::PolicyState;
 use tollbridge_local::{AdminDocs, CounterStore, CounterStoreSettings, LocalProvider, ServerSettings};
 use tollbridge_provider::{GatewayIr, GatewayKey, Provider, ProviderSettings};
@@ -52,6 +54,8 @@ struct StatusDoc<'a> {
     #[serde(flatten)]
     statuses: &'a Statuses,
     errors: &'a [String],
+    #[serde(rename = "counterStore", skip_serializing_if = "Option::is_none")]
+    counter_store: Option<CounterStoreStatus>,
 }
 
 struct Standalone {
@@ -63,6 +67,35 @@ struct Standalone {
     config: Vec<GatewayIr>,
     /// The latest text of the config Secret (Secret source only).
     secret: Option<watch::Receiver<Option<Result<String, String>>>>,
+    /// The load errors last published.
+    errors: Vec<String>,
+    /// Whether the counter store was up, and since when, as last published.
+    store_state: Option<(bool, jiff::Timestamp)>,
+}
+
+/// The `Degraded` condition of a Gateway whose limits are counted in the shared store.
+fn degraded(store: &CounterStoreStatus, since: jiff::Timestamp, others: &[Condition]) -> Condition {
+    let (status, reason, message) = if store.up {
+        ("False", "CounterStoreAvailable", format!("rate limits and quotas are counted in {}", store.url))
+    } else {
+        (
+            "True",
+            "CounterStoreUnavailable",
+            format!(
+                "the counter store {} does not answer; limits follow the failure mode {}",
+                store.url,
+                store.failure_mode.as_str()
+            ),
+        )
+    };
+    Condition {
+        type_: "Degraded".into(),
+        status: status.into(),
+        reason: reason.into(),
+        message,
+        observed_generation: others.first().and_then(|c| c.observed_generation),
+        last_transition_time: Time(since),
+    }
 }
 
 /// Runs until SIGTERM or Ctrl-C, then drains. Returns an error only for startup failures.
@@ -96,6 +129,8 @@ pub async fn run(options: RunOptions) -> Result<(), String> {
         statuses: Statuses::default(),
         config: Vec::new(),
         secret: None,
+        errors: Vec::new(),
+        store_state: None,
     };
     let mut secret_changes = match &standalone.options.source {
         ConfigSource::Files(_) => {
@@ -125,6 +160,7 @@ pub async fn run(options: RunOptions) -> Result<(), String> {
                 let _ = standalone.reload().await;
             }
             _ = poll.tick() => {
+                standalone.publish_store_changes();
                 let now = standalone.fingerprint();
                 let rebound = !standalone.provider.ready().await
                     && standalone.provider.retry_failed_binds().await;
@@ -253,9 +289,39 @@ impl Standalone {
         }
     }
 
-    fn publish(&self, errors: &[String]) {
-        let status =
-            serde_json::to_vec_pretty(&StatusDoc { statuses: &self.statuses, errors }).unwrap_or_default();
+    /// Publishes the status again when the counter store went down or came back.
+    fn publish_store_changes(&mut self) {
+        let Some(store) = &self.provider.shared().counter_store else { return };
+        if self.store_state.map(|(up, _)| up) != Some(store.is_up()) {
+            let errors = std::mem::take(&mut self.errors);
+            self.publish(&errors);
+        }
+    }
+
+    fn publish(&mut self, errors: &[String]) {
+        self.errors = errors.to_vec();
+        let store = self.provider.shared().counter_store.as_ref().map(|store| store.status());
+        let mut statuses = std::borrow::Cow::Borrowed(&self.statuses);
+        if let Some(store) = &store {
+            let since = match self.store_state {
+                Some((up, since)) if up == store.up => since,
+                _ => jiff::Timestamp::now(),
+            };
+            self.store_state = Some((store.up, since));
+            let counting: Vec<String> = self
+                .config
+                .iter()
+                .filter(|g| g.policies.iter().any(|p| p.rate_limit.is_some() || p.quota.is_some()))
+                .map(|g| g.key.id())
+                .collect();
+            for id in counting {
+                if let Some(status) = statuses.to_mut().gateways.get_mut(&id) {
+                    status.conditions.push(degraded(store, since, &status.conditions));
+                }
+            }
+        }
+        let doc = StatusDoc { statuses: &statuses, errors, counter_store: store };
+        let status = serde_json::to_vec_pretty(&doc).unwrap_or_default();
         let config = serde_json::to_vec_pretty(&self.config).unwrap_or_default();
         let configured = self.docs.load().configured || errors.is_empty();
         self.docs.store(Arc::new(AdminDocs { status: status.into(), config: config.into(), configured }));
