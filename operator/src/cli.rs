@@ -140,6 +140,10 @@ pub struct OperatorArgs {
     /// repairs changes made out of band.
     #[arg(long, default_value_t = 300)]
     resync_seconds: u64,
+    /// Seconds between two reads of the API keys' usage (written to ApiKey status only when it
+    /// changed).
+    #[arg(long, default_value_t = 60)]
+    usage_interval_seconds: u64,
     /// Identifies this cluster in the ownership tag of cloud resources
     /// (`tollbridge.dev/owner=<cluster-id>/<namespace>/<name>`); default: the uid of the
     /// kube-system namespace.
@@ -628,6 +632,7 @@ fn operator(args: OperatorArgs) -> ExitCode {
         proxy_image: args.proxy_image,
         debounce: Duration::from_millis(args.debounce_ms),
         resync: Duration::from_secs(args.resync_seconds.max(1)),
+        usage_interval: Duration::from_secs(args.usage_interval_seconds.max(1)),
         cluster_id: args.cluster_id.unwrap_or_default(),
         aws: aws_options(args.aws_call_rate),
     };

@@ -12,11 +12,17 @@ use support::cluster::{exclusive, unique_name, Cluster, Operator, Proxy, TestNam
 use support::eventually;
 use support::moto::MotoServer;
 use support::process::free_port;
+use support::redis::{Redis, RedisOptions};
 
 const CONVERGE: Duration = Duration::from_secs(30);
 
 /// Starts an operator for `ns` with a short lease; returns it and its metrics port.
 async fn operator(ns: &TestNamespace<'_>, identity: &str) -> (Operator, u16) {
+    operator_with(ns, identity, &[]).await
+}
+
+/// [`operator`] with `extra` arguments.
+async fn operator_with(ns: &TestNamespace<'_>, identity: &str, extra: &[&str]) -> (Operator, u16) {
     let port = free_port();
     let metrics = format!("127.0.0.1:{port}");
     let mut op = Operator::spawn(
@@ -36,7 +42,10 @@ async fn operator(ns: &TestNamespace<'_>, identity: &str) -> (Operator, u16) {
             "2",
             "--proxy-image",
             "example.test/tollbridge:dev",
-        ],
+        ]
+        .into_iter()
+        .chain(extra.iter().copied())
+        .collect::<Vec<_>>(),
     );
     op.wait_for_log("metrics and health endpoint listening", Duration::from_secs(20)).await;
     (op, port)
@@ -958,4 +967,98 @@ async fn an_auto_switch_to_a_rest_api_is_announced() {
     assert!(apis_of(&moto, "us-east-2", &ns).await.is_empty(), "the HTTP API is still there");
     ns.delete("gateway", "gw");
     ns.wait_deleted("gateway", "gw", Duration::from_secs(60));
+}
+
+#[tokio::test]
+async fn api_key_usage_is_read_from_the_counter_store_and_written_only_when_it_changes() {
+    const PASSWORD: &str = "usage-store-password-41c7";
+    const KEY: &str = "usage-key-alice-000000001";
+    let _lock = exclusive().await;
+    let cluster = Cluster::shared();
+    let ns = cluster.namespace("usage");
+    let redis = Redis::start(RedisOptions { password: Some(PASSWORD.into()), tls: None });
+    let class = cluster.delete_on_drop("gatewayclass", &unique_name("usage"));
+    let config = cluster.delete_on_drop("providerconfig", &unique_name("usage"));
+    cluster.apply_cluster_scoped(&format!(
+        "apiVersion: tollbridge.dev/v1alpha1\nkind: ProviderConfig\nmetadata: {{name: {config}}}\nspec:\n  \
+         provider: Local\n  local:\n    counterStore: {{url: \"{url}\", passwordSecretRef: {{name: redis-auth}}}}\n---\n\
+         apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {{name: {class}}}\n\
+         spec:\n  controllerName: {CONTROLLER_NAME}\n  parametersRef: {{group: tollbridge.dev, kind: ProviderConfig, name: {config}}}\n",
+        config = config.name(),
+        class = class.name(),
+        url = redis.url(),
+    ));
+    let backend = support::recorder::Recorder::spawn("echo").await;
+    let listener_port = free_port();
+    ns.apply(&format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: redis-auth}}\nstringData: {{password: {PASSWORD}}}\n"
+    ));
+    ns.apply(&gateway_yaml(class.name(), listener_port));
+    ns.apply(&backend_yaml("echo", backend.addr.port()));
+    ns.apply(&route_yaml("orders", "/orders", "echo"));
+    ns.apply(&format!(
+        "apiVersion: tollbridge.dev/v1alpha1\nkind: QuotaPolicy\nmetadata: {{name: gold}}\nspec:\n  \
+         targetRefs: [{{group: gateway.networking.k8s.io, kind: HTTPRoute, name: orders}}]\n  \
+         apiKey: {{required: true}}\n  quota: {{requests: 10, period: Month}}\n---\n\
+         apiVersion: v1\nkind: Secret\nmetadata: {{name: alice-key}}\nstringData: {{api-key: {KEY}}}\n---\n\
+         apiVersion: tollbridge.dev/v1alpha1\nkind: ApiKey\nmetadata: {{name: alice}}\nspec:\n  \
+         policyRef: {{name: gold}}\n  secretRef: {{name: alice-key}}\n"
+    ));
+    let (op, _) = operator_with(&ns, "solo", &["--usage-interval-seconds", "1"]).await;
+    // The proxy as its Deployment would run it (this cluster has no node): the store's flags
+    // from the ProviderConfig, the password from the Secret.
+    let admin = format!("127.0.0.1:{}", free_port());
+    let gateway = format!("{}/gw", ns.name());
+    let password_file = redis.password_file().display().to_string();
+    let url = redis.url();
+    let _proxy = Proxy::spawn(
+        cluster,
+        &[
+            "--gateway",
+            &gateway,
+            "--admin-address",
+            &admin,
+            "--counter-store",
+            &url,
+            "--counter-store-password-file",
+            &password_file,
+        ],
+    );
+    let client = support::client::Client::new();
+    let orders = format!("http://127.0.0.1:{listener_port}/orders");
+    eventually("the route is served with the key", CONVERGE, || async {
+        client.try_get(&orders, &[("x-api-key", KEY)]).await.is_ok_and(|r| r.status == 200)
+    })
+    .await;
+    for _ in 0..2 {
+        assert_eq!(client.get(&orders, &[("x-api-key", KEY)]).await.status, 200);
+    }
+
+    let usage = |field: &str| ns.get_json("apikey", "alice")["status"]["usage"][field].as_i64();
+    eventually("ApiKey status.usage from the store", CONVERGE, || async {
+        usage("used") == Some(3) && usage("remaining") == Some(7) && usage("limit") == Some(10)
+    })
+    .await;
+    let table = ns.kubectl_ok(&["get", "apikey", "alice"], None);
+    let (head, row) = table.split_once('\n').expect("kubectl table");
+    // Columns are aligned; an empty one (CONSUMER here) is blank, so read by position.
+    let cell = |name: &str| {
+        let at = head.find(name).unwrap_or_else(|| panic!("no {name} column:\n{table}"));
+        row.get(at..).and_then(|rest| rest.split_whitespace().next()).unwrap_or_default()
+    };
+    assert_eq!((cell("USED"), cell("REMAINING")), ("3", "7"), "{table}");
+
+    // Unchanged counts are not written again; a new request is.
+    let version = resource_version(&ns, "apikey", "alice");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(resource_version(&ns, "apikey", "alice"), version, "usage written again while unchanged");
+    assert_eq!(client.get(&orders, &[("x-api-key", KEY)]).await.status, 200);
+    eventually("the new count", CONVERGE, || async { usage("used") == Some(4) }).await;
+    // The status writer's passes (every 2 s here) leave the usage alone.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(usage("used"), Some(4));
+    let yaml = ns.kubectl_ok(&["get", "apikey", "alice", "-o", "yaml"], None);
+    for text in [op.log(), yaml] {
+        assert!(!text.contains(PASSWORD) && !text.contains(KEY), "a secret leaked:\n{text}");
+    }
 }

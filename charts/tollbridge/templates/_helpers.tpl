@@ -156,9 +156,10 @@ Server-side apply of an object that does not exist yet is a create: `patch` and 
 - apiGroups: ["discovery.k8s.io"]
   resources: ["endpointslices"]
   verbs: ["list", "watch"]
-# Secrets: watched by metadata; those a listener or an ApiKey names are read (get); an ApiKey's
-# missing Secret is created; a Local Gateway's config Secret is applied and deleted. The get /
-# list / watch also let the operator grant them to the proxies' Roles (RBAC escalation check).
+# Secrets: watched by metadata; those a listener, an ApiKey or a counter store names are read
+# (get); an ApiKey's missing Secret is created; a Local Gateway's config Secret is applied and
+# deleted. The get / list / watch also let the operator grant them to the proxies' Roles (RBAC
+# escalation check).
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]

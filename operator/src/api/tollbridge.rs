@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -531,6 +531,8 @@ pub struct PolicyAncestorStatus {
     printcolumn(name = "Policy", type_ = "string", json_path = ".spec.policyRef.name"),
     printcolumn(name = "Consumer", type_ = "string", json_path = ".spec.consumer"),
     printcolumn(name = "KeyID", type_ = "string", json_path = ".status.keyId"),
+    printcolumn(name = "Used", type_ = "integer", json_path = ".status.usage.used"),
+    printcolumn(name = "Remaining", type_ = "integer", json_path = ".status.usage.remaining"),
     printcolumn(
         name = "Ready",
         type_ = "string",
@@ -612,6 +614,29 @@ pub struct ApiKeyStatus {
     /// First 8 hex digits of the SHA-256 of the key: identifies it without revealing it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_id: Option<String>,
+    /// The key's use of its policy's quota in the current period, as its Gateway counts it
+    /// (Local Gateways with a counter store). Written when the count changes, at most once per
+    /// the operator's usage interval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<ApiKeyUsage>,
+}
+
+/// A key's use of its quota in the current period.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKeyUsage {
+    /// Start of the current quota period.
+    pub period_start: Time,
+    /// End of the current quota period (the count starts again then).
+    pub period_end: Time,
+    /// Requests counted in the period.
+    pub used: i64,
+    /// The quota of the period.
+    pub limit: i64,
+    /// Requests left in the period.
+    pub remaining: i64,
+    /// When this count was read.
+    pub observed_at: Time,
 }
 
 #[cfg(test)]
@@ -1008,8 +1033,9 @@ spec:
         );
         let names = |crd| columns(crd).into_iter().map(|(name, _)| name).collect::<Vec<_>>();
         assert_eq!(names(&policy), ["Rate", "Per", "Quota", "Period", "Age"]);
-        assert_eq!(names(&key), ["Policy", "Consumer", "KeyID", "Ready", "Age"]);
-        assert_eq!(columns(&key)[3].1, r#".status.conditions[?(@.type=="Ready")].status"#);
+        assert_eq!(names(&key), ["Policy", "Consumer", "KeyID", "Used", "Remaining", "Ready", "Age"]);
+        assert_eq!(columns(&key)[5].1, r#".status.conditions[?(@.type=="Ready")].status"#);
+        assert_eq!(columns(&key)[3].1, ".status.usage.used");
     }
 
     #[test]

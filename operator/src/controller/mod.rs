@@ -9,6 +9,7 @@ mod local;
 pub mod metrics;
 pub mod status;
 pub mod targets;
+mod usage;
 mod workers;
 
 use std::collections::HashSet;
@@ -58,6 +59,8 @@ pub struct OperatorOptions {
     pub debounce: Duration,
     /// A full pass this often even without changes (also repairs cloud drift).
     pub resync: Duration,
+    /// How often the API keys' usage is read (and written when it changed).
+    pub usage_interval: Duration,
     /// Goes into the ownership tag of cloud resources; `None`: the uid of `kube-system`.
     pub cluster_id: String,
     /// How the AWS provider talks to its accounts.
@@ -91,11 +94,18 @@ pub async fn run(mut options: OperatorOptions) -> Result<(), String> {
         .map_err(|e| format!("cannot install signal handler: {e}"))?;
     let changed = controller.source.changed();
     let mut resync = tokio::time::interval(options.resync);
+    let mut usage_tick = tokio::time::interval(options.usage_interval);
     let mut waiting_logged = false;
     let outcome = loop {
         tokio::select! {
             _ = changed.notified() => {}
             _ = resync.tick() => controller.resyncs += 1,
+            _ = usage_tick.tick() => {
+                if *leading.borrow() {
+                    controller.refresh_usage().await;
+                }
+                continue;
+            }
             _ = tokio::time::sleep(RETRY_SKIPPED_PASS), if controller.retry_soon => controller.retry_soon = false,
             result = leading.changed() => {
                 if result.is_err() {
@@ -175,6 +185,11 @@ struct Controller {
     leading: watch::Receiver<bool>,
     /// The cleanup tasks running, aborted when leadership is lost.
     cleanups: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    /// Where the API keys' usage is read, from the last pass.
+    usage_sources: Vec<usage::UsageSource>,
+    usage: usage::UsageWriter,
+    /// The usage problems last logged, so that a lasting one is logged once.
+    usage_problems: Vec<String>,
 }
 
 /// Stores of the objects we create for Local Gateways, so hand edits are seen and repaired.
@@ -233,7 +248,20 @@ impl Controller {
             retry_soon: false,
             leading,
             cleanups: Arc::default(),
+            usage_sources: Vec::new(),
+            usage: usage::UsageWriter::default(),
+            usage_problems: Vec::new(),
         }
+    }
+
+    /// Reads the API keys' usage and writes what changed.
+    async fn refresh_usage(&mut self) {
+        let problems = self.usage.refresh(&self.client, &self.usage_sources).await;
+        for problem in problems.iter().filter(|p| !self.usage_problems.contains(p)) {
+            self.metrics.error("usage");
+            tracing::warn!(problem = %problem, "API key usage");
+        }
+        self.usage_problems = problems;
     }
 
     /// Stops every provider task and cleanup: after this, this replica writes nothing.
@@ -265,6 +293,7 @@ impl Controller {
         self.generate_missing_keys(&snapshot).await;
 
         let translation = translate::translate(&snapshot, &crate::providers::capabilities);
+        self.usage_sources = usage::sources(&translation.gateways, snapshot.now);
         let mut statuses = translation.statuses;
         let mut live = HashSet::new();
         let mut cleaned = HashSet::new();

@@ -96,7 +96,10 @@ pub fn plan(snapshot: &Snapshot, desired: &Statuses) -> Vec<StatusPatch> {
     for key in &snapshot.api_keys {
         let Some(want) = desired.apikeys.get(&object_id(&key.metadata)) else { continue };
         let mut want = want.clone();
-        let live = key.status.clone().unwrap_or_default();
+        let mut live = key.status.clone().unwrap_or_default();
+        // `usage` has a writer of its own (usage.rs, its own field manager): not compared here,
+        // and never in what this manager applies, so neither undoes the other.
+        live.usage = None;
         keep_times(&mut want.conditions, &live.conditions);
         push_if_changed(&mut out, key, &want, &live);
     }

@@ -8,7 +8,7 @@ mod gatewayclass;
 mod gateways;
 mod hostnames;
 mod index;
-mod listeners;
+pub(crate) mod listeners;
 mod policies;
 mod precedence;
 pub mod programmed;
