@@ -256,7 +256,7 @@ impl Controller {
 
     /// Reads the API keys' usage and writes what changed.
     async fn refresh_usage(&mut self) {
-        let problems = self.usage.refresh(&self.client, &self.usage_sources).await;
+        let problems = self.usage.refresh(&self.client, &self.clouds, &self.usage_sources).await;
         for problem in problems.iter().filter(|p| !self.usage_problems.contains(p)) {
             self.metrics.error("usage");
             tracing::warn!(problem = %problem, "API key usage");

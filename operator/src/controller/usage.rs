@@ -3,8 +3,9 @@
 //! manager of its own (the status writer neither writes nor compares it).
 //!
 //! Local Gateways whose class names a counter store are read from that store (the password and
-//! CA from the Gateway's namespace, as its proxies get them). A Local Gateway without one counts
-//! in each proxy replica's memory, which the operator cannot see: its keys get no usage.
+//! CA from the Gateway's namespace, as its proxies get them); AWS Gateways from API Gateway's
+//! usage-plan usage. A Local Gateway without a store counts in each proxy replica's memory,
+//! which the operator cannot see, and Azure's reports are not read yet: their keys get no usage.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -16,33 +17,59 @@ use kube::Client;
 use serde_json::json;
 use tollbridge_local::policy::{usage_queries, KeyUsage, UsageQuery};
 use tollbridge_local::{CounterStoreSettings, FailureMode};
-use tollbridge_provider::{CounterStoreIr, GatewayIr, ProviderSettings};
+use tollbridge_provider::{CounterStoreIr, GatewayIr, ProviderSettings, UsageRequest};
 
 use crate::api::tollbridge::{ApiKey, ApiKeyUsage};
+use crate::providers::Registry;
 use crate::translate::listeners::secret_value;
 
 /// The field manager of `status.usage`.
 pub const USAGE_MANAGER: &str = "tollbridge-operator-usage";
 
-/// The keys counted in one Gateway's counter store.
+/// Where one Gateway's keys are counted.
+#[derive(Clone, Debug)]
+enum Counter {
+    /// The counter store of a Local Gateway (its Secrets in the Gateway's namespace).
+    Store { namespace: String, store: CounterStoreIr },
+    /// The cloud service the Gateway is provisioned on.
+    Cloud(Box<GatewayIr>),
+}
+
+/// The keys with a quota of one Gateway, and where they are counted.
 #[derive(Clone, Debug)]
 pub struct UsageSource {
-    namespace: String,
-    store: CounterStoreIr,
+    counter: Counter,
     queries: Vec<UsageQuery>,
 }
 
-/// The sources of every Local Gateway with a counter store and keys with a quota.
+/// The sources of every Gateway whose keys' usage can be read.
 pub fn sources(gateways: &[GatewayIr], now: jiff::Timestamp) -> Vec<UsageSource> {
     gateways
         .iter()
         .filter_map(|ir| {
-            let ProviderSettings::Local(local) = &ir.provider else { return None };
-            let store = local.counter_store.clone()?;
+            let counter = match &ir.provider {
+                ProviderSettings::Local(local) => Counter::Store {
+                    namespace: ir.key.namespace.clone(),
+                    store: local.counter_store.clone()?,
+                },
+                ProviderSettings::Aws(_) => Counter::Cloud(Box::new(ir.clone())),
+                _ => return None,
+            };
             let queries = usage_queries(&ir.policies, now);
-            (!queries.is_empty()).then(|| UsageSource { namespace: ir.key.namespace.clone(), store, queries })
+            (!queries.is_empty()).then_some(UsageSource { counter, queries })
         })
         .collect()
+}
+
+/// What a cloud is asked for a key: its quota period from its first day to today (UTC).
+fn cloud_request(query: &UsageQuery, now: jiff::Timestamp) -> UsageRequest {
+    let day = |t: jiff::Timestamp| t.strftime("%Y-%m-%d").to_string();
+    UsageRequest {
+        policy: query.policy.clone(),
+        api_key: query.api_key.clone(),
+        first_day: day(query.report(0).period_start),
+        last_day: day(now),
+    }
 }
 
 /// What was last written per ApiKey (`namespace/name`), to write only changes.
@@ -53,26 +80,24 @@ pub struct UsageWriter {
 
 impl UsageWriter {
     /// Reads every source and writes the usage of the keys whose count changed. Returns the
-    /// problems met (a store that does not answer, a write refused), one line each.
-    pub async fn refresh(&mut self, client: &Client, sources: &[UsageSource]) -> Vec<String> {
+    /// problems met (a store or cloud that does not answer, a write refused), one line each.
+    pub async fn refresh(
+        &mut self,
+        client: &Client,
+        clouds: &Registry,
+        sources: &[UsageSource],
+    ) -> Vec<String> {
         let mut problems = Vec::new();
         for source in sources {
-            let settings = match settings(client, source).await {
-                Ok(settings) => settings,
+            let counts = match read(client, clouds, source).await {
+                Ok(counts) => counts,
                 Err(problem) => {
                     problems.push(problem);
                     continue;
                 }
             };
-            let counts = match tollbridge_local::counter_store::quota_counts(&settings, &source.queries).await
-            {
-                Ok(counts) => counts,
-                Err(error) => {
-                    problems.push(format!("cannot read usage from the counter store: {error}"));
-                    continue;
-                }
-            };
             for (query, used) in source.queries.iter().zip(counts) {
+                let Some(used) = used else { continue };
                 let usage = query.report(used);
                 if self.written.get(&query.api_key) == Some(&usage) {
                     continue;
@@ -91,12 +116,37 @@ impl UsageWriter {
     }
 }
 
+/// The count of each query of `source` (`None`: the counter does not know the key).
+async fn read(client: &Client, clouds: &Registry, source: &UsageSource) -> Result<Vec<Option<u64>>, String> {
+    match &source.counter {
+        Counter::Store { namespace, store } => {
+            let settings = settings(client, namespace, store).await?;
+            let counts = tollbridge_local::counter_store::quota_counts(&settings, &source.queries)
+                .await
+                .map_err(|error| format!("cannot read usage from the counter store: {error}"))?;
+            Ok(counts.into_iter().map(Some).collect())
+        }
+        Counter::Cloud(gateway) => {
+            let now = jiff::Timestamp::now();
+            let requests: Vec<UsageRequest> = source.queries.iter().map(|q| cloud_request(q, now)).collect();
+            let provider = clouds.get(&gateway.provider).await;
+            provider
+                .key_usage(gateway, &requests)
+                .await
+                .map_err(|error| format!("cannot read the usage of Gateway {}: {error}", gateway.key.id()))
+        }
+    }
+}
+
 /// The store's settings, its password and CA read from the Gateway's namespace.
-async fn settings(client: &Client, source: &UsageSource) -> Result<CounterStoreSettings, String> {
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &source.namespace);
+async fn settings(
+    client: &Client,
+    namespace: &str,
+    store: &CounterStoreIr,
+) -> Result<CounterStoreSettings, String> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let read = |reference: Option<(String, String)>| {
         let secrets = secrets.clone();
-        let namespace = source.namespace.clone();
         async move {
             let Some((name, key)) = reference else { return Ok(None) };
             let secret = secrets
@@ -108,19 +158,17 @@ async fn settings(client: &Client, source: &UsageSource) -> Result<CounterStoreS
                 .ok_or_else(|| format!("Secret {namespace}/{name} has no key {key:?} for the counter store"))
         }
     };
-    let password = read(source.store.password_secret.clone()).await?;
-    let ca_pem = read(source.store.ca_secret.clone()).await?;
+    let password = read(store.password_secret.clone()).await?;
+    let ca_pem = read(store.ca_secret.clone()).await?;
     let password = password
         .map(|bytes| String::from_utf8(bytes).map(|p| p.trim_end_matches(['\r', '\n']).to_owned()))
         .transpose()
-        .map_err(|_| {
-            format!("the counter store's password in namespace {} is not UTF-8", source.namespace)
-        })?;
+        .map_err(|_| format!("the counter store's password in namespace {namespace} is not UTF-8"))?;
     Ok(CounterStoreSettings {
-        url: source.store.url.clone(),
+        url: store.url.clone(),
         password,
         ca_pem,
-        timeout: Duration::from_millis(u64::from(source.store.timeout_ms)),
+        timeout: Duration::from_millis(u64::from(store.timeout_ms)),
         failure_mode: FailureMode::Local,
         prefix: "tollbridge".to_owned(),
     })
@@ -145,4 +193,35 @@ async fn write(client: &Client, usage: &KeyUsage) -> Result<(), kube::Error> {
         "status": { "usage": status },
     });
     api.patch_status(name, &PatchParams::apply(USAGE_MANAGER).force(), &Patch::Apply(&body)).await.map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cloud_is_asked_from_the_first_day_of_the_period_to_today() {
+        let policy = tollbridge_provider::QuotaPolicyIr {
+            id: "shop/gold".into(),
+            api_key: None,
+            rate_limit: None,
+            quota: Some(tollbridge_provider::QuotaIr {
+                requests: 9,
+                period: tollbridge_provider::QuotaPeriod::Month,
+            }),
+            keys: vec![tollbridge_provider::ApiKeyIr {
+                id: "shop/alice".into(),
+                consumer: "alice".into(),
+                sha256: "ab".repeat(32),
+                value: tollbridge_provider::SecretString::new("k"),
+                disabled: false,
+                expires_at: None,
+            }],
+        };
+        let now: jiff::Timestamp = "2026-12-06T15:00:00Z".parse().unwrap();
+        let queries = usage_queries(&[policy], now);
+        let request = cloud_request(&queries[0], now);
+        assert_eq!((request.first_day.as_str(), request.last_day.as_str()), ("2026-12-01", "2026-12-06"));
+        assert_eq!((request.policy.as_str(), request.api_key.as_str()), ("shop/gold", "shop/alice"));
+    }
 }

@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use tollbridge_provider::reconcile::{ResourceKind, Summary};
 use tollbridge_provider::{
-    AwsSettings, Capabilities, GatewayIr, GatewayKey, Provider, ProviderError, Provisioned,
+    AwsSettings, Capabilities, GatewayIr, GatewayKey, Provider, ProviderError, Provisioned, UsageRequest,
 };
 
 use changes::{Change, Kind, Observed, Replacement, Resources};
@@ -224,6 +224,15 @@ impl Provider for AwsProvider {
     async fn delete(&self, key: &GatewayKey) -> Result<(), ProviderError> {
         let plan = self.plan_delete(key).await?;
         self.execute(&plan).await.map(|_| ())
+    }
+
+    async fn key_usage(
+        &self,
+        gateway: &GatewayIr,
+        requests: &[UsageRequest],
+    ) -> Result<Vec<Option<u64>>, ProviderError> {
+        let owner = desired::owner(&self.cluster_id, &gateway.key);
+        rest_api::key_usage(&self.clients, &owner, requests).await
     }
 }
 

@@ -8,7 +8,7 @@ use aws_sdk_apigateway::types::{
     PatchOperation, QuotaPeriodType, QuotaSettings, Resource, ThrottleSettings,
 };
 use tollbridge_provider::reconcile::ResourceKind;
-use tollbridge_provider::ProviderError;
+use tollbridge_provider::{ProviderError, UsageRequest};
 
 use crate::changes::{observe as record, Change, Kind, Observed, ResourceKey, Spec, Throttle};
 use crate::client::Clients;
@@ -22,6 +22,100 @@ pub const RESOURCE_TAG: &str = "tollbridge.dev/resource";
 
 fn owned(map: Option<&HashMap<String, String>>, owner: &str) -> bool {
     map.and_then(|t| t.get(OWNER_TAG)).map(String::as_str) == Some(owner)
+}
+
+/// Requests counted against the usage-plan quota for each of `requests` (API Gateway counts
+/// per day; the days from `first_day` to `last_day` are summed), `None` when the Gateway
+/// `owner` has no usage plan for the policy or no API key for the ApiKey.
+pub async fn key_usage(
+    clients: &Clients,
+    owner: &str,
+    requests: &[UsageRequest],
+) -> Result<Vec<Option<u64>>, ProviderError> {
+    let v1 = &clients.v1;
+    let plans = pages::all("GetUsagePlans", |token| async move {
+        let page = v1
+            .get_usage_plans()
+            .limit(REST_PAGE)
+            .set_position(token)
+            .send()
+            .await
+            .map_err(|e| classify("GetUsagePlans", e))?;
+        Ok((page.items.unwrap_or_default(), page.position))
+    })
+    .await?;
+    let keys = pages::all("GetApiKeys", |token| async move {
+        let page = v1
+            .get_api_keys()
+            .limit(REST_PAGE)
+            .set_position(token)
+            .send()
+            .await
+            .map_err(|e| classify("GetApiKeys", e))?;
+        Ok((page.items.unwrap_or_default(), page.position))
+    })
+    .await?;
+    let resource = |tags: Option<&HashMap<String, String>>| tags.and_then(|t| t.get(RESOURCE_TAG)).cloned();
+    let plan_ids: HashMap<String, String> = plans
+        .iter()
+        .filter(|p| owned(p.tags(), owner))
+        .filter_map(|p| Some((resource(p.tags())?, p.id()?.to_string())))
+        .collect();
+    // An API key's resource tag is `<ApiKey namespace/name> <key id>`.
+    let key_ids: Vec<(String, String)> = keys
+        .iter()
+        .filter(|k| owned(k.tags(), owner))
+        .filter_map(|k| Some((resource(k.tags())?, k.id()?.to_string())))
+        .collect();
+    // One GetUsage per usage plan (all its keys, paged), not one per key: a thousand keys must
+    // not become a thousand calls a minute against the account's limits.
+    let mut by_plan: HashMap<&str, HashMap<String, u64>> = HashMap::new();
+    let mut out = Vec::with_capacity(requests.len());
+    for request in requests {
+        let prefix = format!("{} ", request.api_key);
+        let key = key_ids.iter().rev().find(|(tag, _)| tag.starts_with(&prefix)).map(|(_, id)| id.as_str());
+        let (Some(plan), Some(key)) = (plan_ids.get(&request.policy), key) else {
+            out.push(None);
+            continue;
+        };
+        if !by_plan.contains_key(plan.as_str()) {
+            let used = plan_usage(clients, plan, &request.first_day, &request.last_day).await?;
+            by_plan.insert(plan.as_str(), used);
+        }
+        out.push(Some(by_plan[plan.as_str()].get(key).copied().unwrap_or(0)));
+    }
+    Ok(out)
+}
+
+/// Requests used per API key id of usage plan `plan` from `first_day` to `last_day` (API
+/// Gateway answers per day `[used, remaining]`; the days are summed).
+async fn plan_usage(
+    clients: &Clients,
+    plan: &str,
+    first_day: &str,
+    last_day: &str,
+) -> Result<HashMap<String, u64>, ProviderError> {
+    let v1 = &clients.v1;
+    let pages = pages::all("GetUsage", |token| async move {
+        let page = v1
+            .get_usage()
+            .usage_plan_id(plan)
+            .start_date(first_day)
+            .end_date(last_day)
+            .limit(REST_PAGE)
+            .set_position(token)
+            .send()
+            .await
+            .map_err(|e| classify("GetUsage", e))?;
+        Ok((page.items.into_iter().flatten().collect::<Vec<_>>(), page.position))
+    })
+    .await?;
+    let mut used = HashMap::new();
+    for (key, days) in pages {
+        let total: u64 = days.iter().filter_map(|day| day.first()).map(|&n| n.max(0).unsigned_abs()).sum();
+        *used.entry(key).or_insert(0) += total;
+    }
+    Ok(used)
 }
 
 /// Everything the Gateway `owner` has on REST APIs.

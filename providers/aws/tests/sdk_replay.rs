@@ -138,3 +138,64 @@ async fn a_changed_throttle_updates_the_default_stage() {
     assert_eq!(route["target"], "integrations/int1");
     assert_eq!(aws.calls().writes(), 3);
 }
+
+#[tokio::test]
+async fn key_usage_sums_the_days_api_gateway_counted_for_our_keys_only() {
+    std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
+    std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
+    let ours = |resource: &str| json!({ "tollbridge.dev/owner": OWNER, "tollbridge.dev/resource": resource });
+    let theirs = |resource: &str| json!({ "tollbridge.dev/owner": "cluster/other/web", "tollbridge.dev/resource": resource });
+    let script = vec![
+        exchange(
+            "GET",
+            "/usageplans",
+            json!({ "item": [{ "id": "p-theirs", "tags": theirs("shop/gold") }, { "id": "p1", "tags": ours("shop/gold") }] }),
+        ),
+        exchange(
+            "GET",
+            "/apikeys",
+            json!({ "item": [
+                { "id": "k1", "tags": ours("shop/alice 1a2b3c4d") },
+                { "id": "k2", "tags": ours("shop/dave 5e6f7a8b") },
+                { "id": "k-theirs", "tags": theirs("shop/bob 99aa88bb") },
+                { "id": "k-untagged" }
+            ] }),
+        ),
+        exchange(
+            "GET",
+            "/usageplans/p1/usage",
+            json!({ "usagePlanId": "p1", "startDate": "2026-12-01", "endDate": "2026-12-06",
+                    "values": { "k1": [[3, 97], [2, 95], [0, 95]], "k2": [[1, 99]] } }),
+        ),
+    ];
+    let replay = StaticReplayClient::new(script);
+    let settings =
+        AwsSettings { region: "us-east-1".into(), api_type: "REST".into(), ..AwsSettings::default() };
+    let options = AwsOptions {
+        limits: Limits::unlimited(),
+        attempt_timeout: Duration::from_secs(5),
+        http_client: Some(aws_smithy_runtime_api::client::http::SharedHttpClient::new(replay.clone())),
+    };
+    let aws = AwsProvider::new(&settings, "cluster", options).await;
+    let request = |api_key: &str| UsageRequest {
+        policy: "shop/gold".into(),
+        api_key: api_key.into(),
+        first_day: "2026-12-01".into(),
+        last_day: "2026-12-06".into(),
+    };
+    let requests = [request("shop/alice"), request("shop/bob"), request("shop/carol"), request("shop/dave")];
+    let used = aws.key_usage(&gateway(&settings, 5), &requests).await.expect("usage");
+    // Alice: 3 + 2 + 0 on our plan; Bob's key belongs to another Gateway; Carol has none; Dave
+    // comes from the same answer as Alice.
+    assert_eq!(used, [Some(5), None, None, Some(1)]);
+
+    let usage = replay.actual_requests().nth(2).expect("the GetUsage call");
+    let uri = usage.uri().to_string();
+    assert!(uri.contains("/usageplans/p1/usage?"), "{uri}");
+    for part in ["startDate=2026-12-01", "endDate=2026-12-06"] {
+        assert!(uri.contains(part), "{part} missing from {uri}");
+    }
+    assert_eq!(replay.actual_requests().count(), 3, "one GetUsage per usage plan, not per key");
+    assert_eq!(aws.calls().writes(), 0);
+}

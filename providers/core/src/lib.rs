@@ -12,5 +12,5 @@ pub mod secret;
 
 pub use capabilities::{Capabilities, Feature};
 pub use ir::*;
-pub use provider::{Provider, ProviderError, Provisioned};
+pub use provider::{Provider, ProviderError, Provisioned, UsageRequest};
 pub use secret::{SecretBytes, SecretString};

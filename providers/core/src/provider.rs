@@ -15,6 +15,29 @@ pub trait Provider: Send + Sync {
     async fn apply(&self, gateway: &GatewayIr) -> Result<Provisioned, ProviderError>;
     /// Removes everything the provider created for the gateway; deleting twice is not an error.
     async fn delete(&self, key: &GatewayKey) -> Result<(), ProviderError>;
+    /// Requests each key of `requests` made against its quota in the period asked, as the
+    /// service counts them (`None` for a key the service does not have). Default: this
+    /// provider's usage cannot be read.
+    async fn key_usage(
+        &self,
+        gateway: &GatewayIr,
+        requests: &[UsageRequest],
+    ) -> Result<Vec<Option<u64>>, ProviderError> {
+        let _ = (gateway, requests);
+        Err(ProviderError::Invalid("this provider's key usage cannot be read".into()))
+    }
+}
+
+/// One API key's quota period to read the usage of.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UsageRequest {
+    /// `namespace/name` of the QuotaPolicy.
+    pub policy: String,
+    /// `namespace/name` of the ApiKey.
+    pub api_key: String,
+    /// First and last day (UTC, `YYYY-MM-DD`) of what to count: the period's start and today.
+    pub first_day: String,
+    pub last_day: String,
 }
 
 /// What a provider reports after applying a gateway.
