@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
+use tollbridge_local::counter_store::clean_password;
 use tollbridge_provider::reconcile;
 
 use crate::controller::leader::LeaseSettings;
@@ -318,9 +319,12 @@ fn counter_store(
         Some(path) => {
             let text = String::from_utf8(read(path, "password file")?)
                 .map_err(|_| format!("the counter store's password file {} is not UTF-8", path.display()))?;
-            Some(text.trim_end_matches(['\r', '\n']).to_owned())
+            Some(clean_password(&text).to_owned())
         }
-        None => std::env::var(COUNTER_STORE_PASSWORD_ENV).ok().filter(|p| !p.is_empty()),
+        None => std::env::var(COUNTER_STORE_PASSWORD_ENV)
+            .ok()
+            .map(|text| clean_password(&text).to_owned())
+            .filter(|p| !p.is_empty()),
     };
     let ca_pem = args.counter_store_ca.as_ref().map(|path| read(path, "CA file")).transpose()?;
     Ok(Some(tollbridge_local::CounterStoreSettings {

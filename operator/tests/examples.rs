@@ -566,6 +566,7 @@ fn aws_operation_requests() -> Vec<(String, &'static str, &'static str)> {
         ("GetUsagePlans", &[("GET", "/usageplans")]),
         ("GetUsagePlan", &[("GET", "/usageplans/p1")]),
         ("GetUsagePlanKeys", &[("GET", "/usageplans/p1/keys")]),
+        ("GetUsage", &[("GET", "/usageplans/p1/usage")]),
         ("CreateApi", &[("POST", "/apis")]),
         ("CreateIntegration", &[("POST", "/apis/a1/integrations")]),
         ("CreateRoute", &[("POST", "/apis/a1/routes")]),

@@ -37,7 +37,8 @@ fn store_settings(url: &str, failure_mode: FailureMode) -> CounterStoreSettings 
         url: url.to_owned(),
         password: None,
         ca_pem: None,
-        timeout: Duration::from_millis(200),
+        // Generous: a stall of the machine must not turn into a fallback these tests count.
+        timeout: Duration::from_secs(2),
         failure_mode,
         prefix: "tollbridge-test".to_owned(),
     }
@@ -106,7 +107,11 @@ async fn the_store_decides_exactly_as_the_local_counters_do() {
         .to_zoned(jiff::tz::TimeZone::UTC)
         .expect("zoned")
         .timestamp();
+    // Far enough ahead that the buckets outlive the test whatever the time now.
     let mut now = next_month.as_microsecond() - 20_000_000;
+    if now < Timestamp::now().as_microsecond() + 120_000_000 {
+        now += 40 * 86_400_000_000;
+    }
     let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
     let (mut allowed, mut refused) = (0, 0);
     for step in 0..600 {
@@ -129,6 +134,71 @@ async fn the_store_decides_exactly_as_the_local_counters_do() {
         "the sequence should exercise both answers: {allowed} / {refused}"
     );
     assert_eq!(unused.bucket_count(), 0, "a reachable store must not fall back to local counters");
+}
+
+/// Replicas whose clocks differ: one still in the last second of a day while another is in the
+/// next counts against the same bucket (no reset back and forth), and a replica whose clock is
+/// behind the store's does not make its buckets expire before they are empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_with_skewed_clocks_neither_reset_nor_drop_buckets() {
+    let redis = Redis::start(RedisOptions::default());
+    let store =
+        CounterStore::start(store_settings(&redis.url(), FailureMode::Closed)).expect("store settings");
+    eventually("the store to connect", Duration::from_secs(10), || {
+        let up = store.is_up();
+        async move { up }
+    })
+    .await;
+    let settings = ApiKeySettingsIr {
+        required: true,
+        header: Some("x-api-key".into()),
+        query_param: None,
+        consumer_header: "x-consumer".into(),
+    };
+    let policies = Policies::compile(&[
+        QuotaPolicyIr {
+            id: "shop/daily".into(),
+            api_key: Some(settings.clone()),
+            rate_limit: None,
+            quota: Some(QuotaIr { requests: 3, period: QuotaPeriod::Day }),
+            keys: vec![key_ir("daily", KEY)],
+        },
+        QuotaPolicyIr {
+            id: "shop/rate".into(),
+            api_key: Some(settings),
+            rate_limit: Some(RateLimitIr { requests: 1, period_seconds: 10, burst: 1 }),
+            quota: None,
+            keys: vec![key_ir("rate", OTHER_KEY)],
+        },
+    ]);
+    let unused = PolicyState::new();
+    let at = |micros: i64| Timestamp::from_microsecond(micros).expect("instant");
+
+    // Tomorrow's start, seen by a replica half a second ahead and one half a second behind.
+    let day = 86_400_000_000_i64;
+    let midnight = (Timestamp::now().as_microsecond() / day + 1) * day;
+    let mut admitted = 0;
+    for i in 0..8 {
+        let now = if i % 2 == 0 { midnight + 500_000 } else { midnight - 500_000 };
+        let decision = policies.check_shared(&store, &unused, "shop/daily", &mut request(KEY), at(now)).await;
+        admitted += usize::from(decision.is_allowed());
+    }
+    assert_eq!(admitted, 3, "two clocks a second apart at midnight must share one count of 3");
+
+    // A replica 3 s behind the store: its rate bucket (one request per 10 s) must still be there
+    // for its next requests.
+    let behind = Timestamp::now().as_microsecond() - 3_000_000;
+    let answers: Vec<bool> = {
+        let mut out = Vec::new();
+        for i in 0..3 {
+            let decision = policies
+                .check_shared(&store, &unused, "shop/rate", &mut request(OTHER_KEY), at(behind + i))
+                .await;
+            out.push(decision.is_allowed());
+        }
+        out
+    };
+    assert_eq!(answers, [true, false, false], "the bucket expired early under a skewed clock");
 }
 
 /// The configuration of one replica: its own listener port, the same policies and keys as every
@@ -256,7 +326,8 @@ fn count(answers: &[Resp], status: StatusCode) -> usize {
 async fn three_replicas_admit_one_quota_and_one_rate_limit_and_keep_them_across_restarts() {
     let redis = Redis::start(RedisOptions::default());
     let backend = echo().await;
-    let store = ["--counter-store", &redis.url()];
+    // A timeout no stall of a loaded machine reaches: every decision here must be the store's.
+    let store = ["--counter-store", &redis.url(), "--counter-store-timeout-ms", "2000"];
     let mut replicas = Replicas::start(3, backend, &store).await;
 
     // 30 clients, 300 requests spread over 3 replicas against a quota of 120: exactly 120 pass,
@@ -272,6 +343,13 @@ async fn three_replicas_admit_one_quota_and_one_rate_limit_and_keep_them_across_
         .collect();
     remaining.sort_unstable();
     assert_eq!(remaining, (0..120).collect::<Vec<u64>>(), "every remaining count told exactly once");
+    for process in &replicas.processes {
+        let metrics = process.admin_get("/metrics").await.text();
+        assert!(
+            !metrics.contains("tollbridge_counter_store_fallbacks_total{"),
+            "a decision fell back:\n{metrics}"
+        );
+    }
 
     // `tollbridge usage` reads the same counts from the store.
     let usage = usage_json(&replicas.dirs[0], &["--counter-store", &redis.url()]);
@@ -312,9 +390,12 @@ async fn three_replicas_admit_one_quota_and_one_rate_limit_and_keep_them_across_
     assert_eq!(resp.header("x-ratelimit-remaining"), Some("114"), "the count restarted with the replicas");
     let resp = client.get(&replicas.url(2, "/quota"), &[("x-api-key", KEY)]).await;
     assert_eq!(resp.status, StatusCode::TOO_MANY_REQUESTS, "the spent quota came back after a restart");
-    assert!(
-        redis.cli(&["--scan", "--pattern", "tollbridge:*"]).lines().count() >= 3,
-        "keys under the prefix"
+    let bucket =
+        |key: &str| format!("tollbridge:default/quota:{}", hex::encode(Sha256::digest(key.as_bytes())));
+    assert_eq!(
+        redis.cli(&["EXISTS", &bucket(KEY), &bucket(OTHER_KEY)]),
+        "2",
+        "the quota buckets under the prefix"
     );
 }
 
@@ -375,7 +456,7 @@ async fn a_store_that_dies_or_stalls_under_load_is_met_by_each_failure_mode() {
                 "--counter-store-failure-mode",
                 mode,
                 "--counter-store-timeout-ms",
-                "50",
+                "250",
             ],
         )
         .await;
@@ -460,14 +541,21 @@ async fn a_store_that_dies_or_stalls_under_load_is_met_by_each_failure_mode() {
                 .expect("redis-cli DEBUG SLEEP")
         })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let (closed, took) = timed(&client, &quota(2)).await;
+    // Until the stall has begun, requests still pass; then each costs the timeout, not more.
+    let deadline = Instant::now() + Duration::from_millis(1500);
+    let (closed, took) = loop {
+        let (resp, took) = timed(&client, &quota(2)).await;
+        if resp.status != StatusCode::OK || Instant::now() > deadline {
+            break (resp, took);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert_eq!(closed.status, StatusCode::SERVICE_UNAVAILABLE, "a stalled store in closed mode");
-    assert!(took < Duration::from_millis(500), "the stalled store held a request for {took:?}");
+    assert!(took < Duration::from_millis(1000), "the stalled store held a request for {took:?}");
     for i in [0, 1] {
         let (resp, took) = timed(&client, &quota(i)).await;
         assert_eq!(resp.status, StatusCode::OK, "a stalled store in {} mode", modes[i]);
-        assert!(took < Duration::from_millis(500), "the stalled store held a request for {took:?}");
+        assert!(took < Duration::from_millis(1000), "the stalled store held a request for {took:?}");
     }
     stall.join().expect("stall thread");
     for process in &replicas.processes {
@@ -483,11 +571,8 @@ async fn a_store_that_dies_or_stalls_under_load_is_met_by_each_failure_mode() {
     for (process, mode) in replicas.processes.iter_mut().zip(modes) {
         assert!(process.is_running(), "{mode} replica exited");
         let log = process.log();
-        assert_eq!(
-            log.matches("counter store unavailable").count(),
-            2,
-            "{mode}: one line per outage:\n{log}"
-        );
+        let outages = log.matches("counter store unavailable").count();
+        assert!((2..=3).contains(&outages), "{mode}: one line per outage (a kill and a stall):\n{log}");
         assert!(log.matches("counter store connected").count() >= 3, "{mode}:\n{log}");
     }
 }

@@ -102,7 +102,7 @@ pub async fn run(mut options: OperatorOptions) -> Result<(), String> {
             _ = resync.tick() => controller.resyncs += 1,
             _ = usage_tick.tick() => {
                 if *leading.borrow() {
-                    controller.refresh_usage().await;
+                    controller.refresh_usage();
                 }
                 continue;
             }
@@ -187,9 +187,11 @@ struct Controller {
     cleanups: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
     /// Where the API keys' usage is read, from the last pass.
     usage_sources: Vec<usage::UsageSource>,
-    usage: usage::UsageWriter,
-    /// The usage problems last logged, so that a lasting one is logged once.
-    usage_problems: Vec<String>,
+    usage: Arc<tokio::sync::Mutex<usage::UsageWriter>>,
+    /// The usage read in progress: a task of its own, so that a slow store or cloud never holds
+    /// up a pass (or the reaction to a lost lease); aborted with the other tasks.
+    usage_task: Option<tokio::task::JoinHandle<()>>,
+    usage_interval: Duration,
 }
 
 /// Stores of the objects we create for Local Gateways, so hand edits are seen and repaired.
@@ -249,19 +251,33 @@ impl Controller {
             leading,
             cleanups: Arc::default(),
             usage_sources: Vec::new(),
-            usage: usage::UsageWriter::default(),
-            usage_problems: Vec::new(),
+            usage: Arc::default(),
+            usage_task: None,
+            usage_interval: options.usage_interval,
         }
     }
 
-    /// Reads the API keys' usage and writes what changed.
-    async fn refresh_usage(&mut self) {
-        let problems = self.usage.refresh(&self.client, &self.clouds, &self.usage_sources).await;
-        for problem in problems.iter().filter(|p| !self.usage_problems.contains(p)) {
-            self.metrics.error("usage");
-            tracing::warn!(problem = %problem, "API key usage");
+    /// Starts reading the API keys' usage (and writing what changed), unless a read is still
+    /// running. A read gets at most two intervals.
+    fn refresh_usage(&mut self) {
+        if self.usage_task.as_ref().is_some_and(|task| !task.is_finished()) || self.usage_sources.is_empty() {
+            return;
         }
-        self.usage_problems = problems;
+        let (client, clouds, sources) =
+            (self.client.clone(), self.clouds.clone(), self.usage_sources.clone());
+        let (writer, metrics, deadline) = (self.usage.clone(), self.metrics.clone(), self.usage_interval * 2);
+        self.usage_task = Some(tokio::spawn(async move {
+            let mut writer = writer.lock().await;
+            let problems =
+                match tokio::time::timeout(deadline, writer.refresh(&client, &clouds, &sources)).await {
+                    Ok(problems) => problems,
+                    Err(_) => vec![format!("reading the usage took over {deadline:?}; abandoned")],
+                };
+            for problem in writer.new_problems(problems) {
+                metrics.error("usage");
+                tracing::warn!(problem = %problem, "API key usage");
+            }
+        }));
     }
 
     /// Stops every provider task and cleanup: after this, this replica writes nothing.
@@ -273,6 +289,9 @@ impl Controller {
             for task in tasks.drain(..) {
                 task.abort();
             }
+        }
+        if let Some(task) = self.usage_task.take() {
+            task.abort();
         }
     }
 
@@ -293,7 +312,7 @@ impl Controller {
         self.generate_missing_keys(&snapshot).await;
 
         let translation = translate::translate(&snapshot, &crate::providers::capabilities);
-        self.usage_sources = usage::sources(&translation.gateways, snapshot.now);
+        self.usage_sources = usage::sources(&translation.gateways);
         let mut statuses = translation.statuses;
         let mut live = HashSet::new();
         let mut cleaned = HashSet::new();

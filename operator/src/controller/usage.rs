@@ -15,9 +15,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
 use kube::Client;
 use serde_json::json;
+use tollbridge_local::counter_store::clean_password;
 use tollbridge_local::policy::{usage_queries, KeyUsage, UsageQuery};
 use tollbridge_local::{CounterStoreSettings, FailureMode};
-use tollbridge_provider::{CounterStoreIr, GatewayIr, ProviderSettings, UsageRequest};
+use tollbridge_provider::{CounterStoreIr, GatewayIr, ProviderSettings, QuotaPolicyIr, UsageRequest};
 
 use crate::api::tollbridge::{ApiKey, ApiKeyUsage};
 use crate::providers::Registry;
@@ -35,15 +36,16 @@ enum Counter {
     Cloud(Box<GatewayIr>),
 }
 
-/// The keys with a quota of one Gateway, and where they are counted.
+/// The policies of one Gateway, and where their keys are counted.
 #[derive(Clone, Debug)]
 pub struct UsageSource {
     counter: Counter,
-    queries: Vec<UsageQuery>,
+    /// The policies with a quota and keys; their windows are taken at each read.
+    policies: Vec<QuotaPolicyIr>,
 }
 
 /// The sources of every Gateway whose keys' usage can be read.
-pub fn sources(gateways: &[GatewayIr], now: jiff::Timestamp) -> Vec<UsageSource> {
+pub fn sources(gateways: &[GatewayIr]) -> Vec<UsageSource> {
     gateways
         .iter()
         .filter_map(|ir| {
@@ -55,8 +57,9 @@ pub fn sources(gateways: &[GatewayIr], now: jiff::Timestamp) -> Vec<UsageSource>
                 ProviderSettings::Aws(_) => Counter::Cloud(Box::new(ir.clone())),
                 _ => return None,
             };
-            let queries = usage_queries(&ir.policies, now);
-            (!queries.is_empty()).then_some(UsageSource { counter, queries })
+            let policies: Vec<QuotaPolicyIr> =
+                ir.policies.iter().filter(|p| p.quota.is_some() && !p.keys.is_empty()).cloned().collect();
+            (!policies.is_empty()).then_some(UsageSource { counter, policies })
         })
         .collect()
 }
@@ -76,11 +79,14 @@ fn cloud_request(query: &UsageQuery, now: jiff::Timestamp) -> UsageRequest {
 #[derive(Default)]
 pub struct UsageWriter {
     written: HashMap<String, KeyUsage>,
+    /// The problems of the last refresh, so that a lasting one is logged once.
+    problems: Vec<String>,
 }
 
 impl UsageWriter {
-    /// Reads every source and writes the usage of the keys whose count changed. Returns the
-    /// problems met (a store or cloud that does not answer, a write refused), one line each.
+    /// Reads every source (each key's window as of now) and writes the usage of the keys whose
+    /// count changed. Returns the problems met (a store or cloud that does not answer, a write
+    /// refused), one line each.
     pub async fn refresh(
         &mut self,
         client: &Client,
@@ -88,15 +94,19 @@ impl UsageWriter {
         sources: &[UsageSource],
     ) -> Vec<String> {
         let mut problems = Vec::new();
+        let now = jiff::Timestamp::now();
+        let mut served = Vec::new();
         for source in sources {
-            let counts = match read(client, clouds, source).await {
+            let queries = usage_queries(&source.policies, now);
+            served.extend(queries.iter().map(|q| q.api_key.clone()));
+            let counts = match read(client, clouds, source, &queries, now).await {
                 Ok(counts) => counts,
                 Err(problem) => {
                     problems.push(problem);
                     continue;
                 }
             };
-            for (query, used) in source.queries.iter().zip(counts) {
+            for (query, used) in queries.iter().zip(counts) {
                 let Some(used) = used else { continue };
                 let usage = query.report(used);
                 if self.written.get(&query.api_key) == Some(&usage) {
@@ -112,23 +122,37 @@ impl UsageWriter {
                 }
             }
         }
+        // Keys no longer served are forgotten (and written again should they come back).
+        self.written.retain(|api_key, _| served.contains(api_key));
         problems
+    }
+
+    /// The problems of this refresh that the last one did not have.
+    pub fn new_problems(&mut self, problems: Vec<String>) -> Vec<String> {
+        let new = problems.iter().filter(|p| !self.problems.contains(p)).cloned().collect();
+        self.problems = problems;
+        new
     }
 }
 
-/// The count of each query of `source` (`None`: the counter does not know the key).
-async fn read(client: &Client, clouds: &Registry, source: &UsageSource) -> Result<Vec<Option<u64>>, String> {
+/// The count of each of `queries` (`None`: the counter does not know the key).
+async fn read(
+    client: &Client,
+    clouds: &Registry,
+    source: &UsageSource,
+    queries: &[UsageQuery],
+    now: jiff::Timestamp,
+) -> Result<Vec<Option<u64>>, String> {
     match &source.counter {
         Counter::Store { namespace, store } => {
             let settings = settings(client, namespace, store).await?;
-            let counts = tollbridge_local::counter_store::quota_counts(&settings, &source.queries)
+            let counts = tollbridge_local::counter_store::quota_counts(&settings, queries)
                 .await
                 .map_err(|error| format!("cannot read usage from the counter store: {error}"))?;
             Ok(counts.into_iter().map(Some).collect())
         }
         Counter::Cloud(gateway) => {
-            let now = jiff::Timestamp::now();
-            let requests: Vec<UsageRequest> = source.queries.iter().map(|q| cloud_request(q, now)).collect();
+            let requests: Vec<UsageRequest> = queries.iter().map(|q| cloud_request(q, now)).collect();
             let provider = clouds.get(&gateway.provider).await;
             provider
                 .key_usage(gateway, &requests)
@@ -161,7 +185,7 @@ async fn settings(
     let password = read(store.password_secret.clone()).await?;
     let ca_pem = read(store.ca_secret.clone()).await?;
     let password = password
-        .map(|bytes| String::from_utf8(bytes).map(|p| p.trim_end_matches(['\r', '\n']).to_owned()))
+        .map(|bytes| String::from_utf8(bytes).map(|p| clean_password(&p).to_owned()))
         .transpose()
         .map_err(|_| format!("the counter store's password in namespace {namespace} is not UTF-8"))?;
     Ok(CounterStoreSettings {
@@ -201,7 +225,7 @@ mod tests {
 
     #[test]
     fn a_cloud_is_asked_from_the_first_day_of_the_period_to_today() {
-        let policy = tollbridge_provider::QuotaPolicyIr {
+        let policy = QuotaPolicyIr {
             id: "shop/gold".into(),
             api_key: None,
             rate_limit: None,

@@ -147,14 +147,15 @@ fn counter_store(name: &str, store: &CounterStoreSpec) -> Result<CounterStoreIr,
     let invalid = |what: &str| format!("ProviderConfig {name:?}: local.counterStore.{what}");
     let url = store.url.trim();
     let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-    if !matches!(scheme, "redis" | "rediss") || rest.is_empty() {
-        return Err(invalid(&format!(
-            "url {url:?} is not redis://HOST:PORT[/DB] or rediss://HOST:PORT[/DB]"
-        )));
-    }
-    let authority = rest.split('/').next().unwrap_or_default();
-    if authority.rsplit_once('@').is_some_and(|(user_info, _)| user_info.contains(':')) {
+    // The user information ends at the last `@`: a password may hold `/` unencoded.
+    if rest.rsplit_once('@').is_some_and(|(user_info, _)| user_info.contains(':')) {
         return Err(invalid("url carries a password: put it in a Secret and name it in passwordSecretRef"));
+    }
+    if !matches!(scheme, "redis" | "rediss") || rest.is_empty() {
+        let shown = tollbridge_local::counter_store::redacted(url);
+        return Err(invalid(&format!(
+            "url {shown:?} is not redis://HOST:PORT[/DB] or rediss://HOST:PORT[/DB]"
+        )));
     }
     if store.ca_secret_ref.is_some() && scheme != "rediss" {
         return Err(invalid("caSecretRef is set but the url is not rediss://"));
@@ -175,5 +176,33 @@ fn wire_name<T: Serialize>(value: &T) -> String {
     match serde_json::to_value(value) {
         Ok(serde_json::Value::String(name)) => name,
         _ => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(url: &str) -> CounterStoreSpec {
+        CounterStoreSpec { url: url.into(), ..CounterStoreSpec::default() }
+    }
+
+    #[test]
+    fn a_counter_store_password_never_passes_or_shows_in_the_url() {
+        for url in
+            ["redis://:hunter2@redis:6379", "redis://u:hun/ter2@redis:6379/1", "rediss://u:a@b@redis:1"]
+        {
+            let error = counter_store("pc", &store(url)).unwrap_err();
+            assert!(error.contains("carries a password") && !error.contains("hun"), "{url}: {error}");
+        }
+        let error = counter_store("pc", &store("valkey:secret-pw@redis:6379")).unwrap_err();
+        assert!(error.contains("carries a password") && !error.contains("secret-pw"), "{error}");
+        let error = counter_store("pc", &store("http://redis:6379")).unwrap_err();
+        assert!(error.contains("is not redis://"), "{error}");
+        let ok = counter_store("pc", &store("redis://limits@redis:6379/2")).unwrap();
+        assert_eq!(
+            (ok.url.as_str(), ok.failure_mode.as_str(), ok.timeout_ms),
+            ("redis://limits@redis:6379/2", "local", 50)
+        );
     }
 }

@@ -7,7 +7,7 @@
 //! the `tollbridge_counter_store_up` gauge.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -113,6 +113,8 @@ pub struct CounterStore {
     up: AtomicBool,
     went_down: Notify,
     metrics: StoreMetrics,
+    /// Second of the last logged refusal.
+    refusal_logged_at: AtomicI64,
 }
 
 impl fmt::Debug for CounterStore {
@@ -143,6 +145,7 @@ impl CounterStore {
             up: AtomicBool::new(false),
             went_down: Notify::new(),
             metrics: StoreMetrics::default(),
+            refusal_logged_at: AtomicI64::new(0),
             settings,
         });
         tokio::spawn(reconnect_forever(store.clone()));
@@ -198,11 +201,17 @@ impl CounterStore {
         {
             Ok(Ok(reply)) => Ok(reply),
             Ok(Err(error)) => {
-                let kind = if error.is_io_error() || error.is_connection_dropped() || error.is_timeout() {
+                // A replica that became read-only (a failover), a primary that is gone or a
+                // server still loading: a new connection is what helps.
+                let reconnect = error.is_io_error()
+                    || error.is_connection_dropped()
+                    || error.is_timeout()
+                    || matches!(error.code(), Some("READONLY" | "MASTERDOWN" | "LOADING"));
+                let kind = if reconnect {
                     self.mark_down(&format!("{error}"));
                     "connection"
                 } else {
-                    tracing::warn!(key = call.key(), %error, "counter store refused a decision");
+                    self.warn_refusal(&error);
                     "response"
                 };
                 self.metrics.errors.get_or_create(&ErrorLabels { kind }).inc();
@@ -213,6 +222,18 @@ impl CounterStore {
                 self.mark_down(&format!("no answer within {:?}", self.settings.timeout));
                 Err(self.fall_back())
             }
+        }
+    }
+
+    /// Logs a refusal (NOPERM from an ACL, OOM, ...) at most once a minute: every request may
+    /// meet it, and the log must not drown.
+    fn warn_refusal(&self, error: &redis::RedisError) {
+        let now = jiff::Timestamp::now().as_second();
+        let last = self.refusal_logged_at.load(Ordering::Relaxed);
+        if now - last >= 60
+            && self.refusal_logged_at.compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+        {
+            tracing::warn!(url = %self.shown_url, %error, "counter store refused decisions; limits follow the failure mode (logged once a minute)");
         }
     }
 
@@ -276,16 +297,16 @@ pub async fn quota_counts(
         client(settings)?.get_multiplexed_async_connection_with_config(&config).await.map_err(failed)?;
     let mut pipeline = redis::pipe();
     for query in queries {
-        pipeline.cmd("HMGET").arg(query.store_key(&settings.prefix)).arg("window").arg("count");
+        pipeline.cmd("HMGET").arg(query.store_key(&settings.prefix)).arg("period").arg("start").arg("count");
     }
-    let stored: Vec<(Option<String>, Option<u64>)> =
+    let stored: Vec<(Option<String>, Option<i64>, Option<u64>)> =
         pipeline.query_async(&mut connection).await.map_err(failed)?;
     Ok(queries
         .iter()
         .zip(stored)
-        .map(|(query, (window, count))| match window {
-            Some(window) if window == query.store_window() => count.unwrap_or(0),
-            _ => 0,
+        .map(|(query, (period, start, count))| match query.counts_in(period.as_deref(), start) {
+            true => count.unwrap_or(0),
+            false => 0,
         })
         .collect())
 }
@@ -352,18 +373,24 @@ fn client(settings: &CounterStoreSettings) -> Result<Client, CounterStoreError> 
     built.map_err(|source| CounterStoreError::Client { url: redacted(&settings.url), source })
 }
 
-/// `url` with the password of its user information (if any) replaced.
-fn redacted(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rsplit_once('@') {
-        Some((user_info, host)) => {
-            let user = user_info.split_once(':').map_or(user_info, |(user, _)| user);
-            let hidden = if user_info.contains(':') { ":<redacted>" } else { "" };
-            format!("{scheme}://{user}{hidden}@{host}{}", &rest[authority_end..])
-        }
-        None => url.to_owned(),
-    }
+/// `url` with the password of its user information (if any) replaced. The user information
+/// ends at the last `@` (a password may hold `/`, `?` or `#` unencoded), and a text that is no
+/// URL at all is treated the same way.
+pub fn redacted(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").map_or(("", url), |(scheme, rest)| (scheme, rest));
+    let Some((user_info, host)) = rest.rsplit_once('@') else { return url.to_owned() };
+    let (user, hidden) = match user_info.split_once(':') {
+        Some((user, _)) => (user, ":<redacted>"),
+        None => (user_info, ""),
+    };
+    let scheme = if scheme.is_empty() { String::new() } else { format!("{scheme}://") };
+    format!("{scheme}{user}{hidden}@{host}")
+}
+
+/// A password as read from a file or a Secret: without the line end editors and
+/// `kubectl create secret --from-file` leave.
+pub fn clean_password(text: &str) -> &str {
+    text.trim_end_matches(['\r', '\n'])
 }
 
 #[cfg(test)]
@@ -387,6 +414,10 @@ mod tests {
         assert_eq!(redacted("rediss://user:pw@host:6379"), "rediss://user:<redacted>@host:6379");
         assert_eq!(redacted("redis://user@host:6379"), "redis://user@host:6379");
         assert_eq!(redacted("redis://host:6379/0"), "redis://host:6379/0");
+        assert_eq!(redacted("redis://:Zm9v/YmFy@redis:6379/1"), "redis://:<redacted>@redis:6379/1");
+        assert_eq!(redacted("redis://u:p@ss@h:1"), "redis://u:<redacted>@h:1");
+        assert_eq!(redacted("valkey:secret@host"), "valkey:<redacted>@host");
+        assert_eq!(clean_password("pw\r\n"), "pw");
         let debug = format!("{:?}", settings("redis://user:in-url-secret@host:1"));
         assert!(!debug.contains("hunter2-secret") && !debug.contains("in-url-secret"), "{debug}");
     }
@@ -396,6 +427,8 @@ mod tests {
         let refused = |url: &str| client(&settings(url)).err().map(|e| e.to_string()).unwrap_or_default();
         let in_url = refused("redis://:in-url-secret@127.0.0.1:6379");
         assert!(in_url.contains("password in the URL") && !in_url.contains("in-url-secret"), "{in_url}");
+        let slashed = refused("redis://:in/url/secret@127.0.0.1:6379");
+        assert!(!slashed.is_empty() && !slashed.contains("url/secret"), "{slashed}");
         assert!(refused("http://127.0.0.1:6379").contains("expected redis://"));
         let mut with_ca = settings("redis://127.0.0.1:6379");
         with_ca.ca_pem = Some(b"-----BEGIN CERTIFICATE-----".to_vec());

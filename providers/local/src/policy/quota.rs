@@ -26,6 +26,17 @@ impl From<QuotaPeriod> for Period {
     }
 }
 
+impl Period {
+    /// The period's name in the shared store.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Day => "Day",
+            Self::Week => "Week",
+            Self::Month => "Month",
+        }
+    }
+}
+
 /// `[start, end)` in seconds since the Unix epoch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Window {

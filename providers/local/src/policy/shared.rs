@@ -18,21 +18,33 @@ use super::rate::Gcra;
 use super::state::{Counters, QuotaCount, Subject};
 use super::{limit, Limited};
 
-/// The decision script. KEYS[1]: the bucket (a hash: `tat`, `window`, `count`). ARGV: now (µs),
-/// rate interval (µs, 0: no rate limit), burst, quota (-1: no quota), the quota window as
-/// `start-end` (seconds), the window's end (seconds). Answers `{tat, count}` as they were.
+/// The decision script. KEYS[1]: the bucket, a hash of `tat` (µs) and the quota window it
+/// counts (`period`, `start` and `end` in seconds, `count`). ARGV: now (µs), rate interval (µs,
+/// 0: no rate limit), burst, quota (-1: no quota), the period's name, and the start and end of
+/// the window holding `now` by this replica's clock.
+///
+/// A stored window of the same period that has not ended is counted against, even when this
+/// replica's clock puts `now` in the next one (as the in-process counters do), so replicas a
+/// second apart at a period's end do not reset each other's counts. The bucket's lifetime is
+/// set relative to `now` and only ever lengthened, so a store whose clock differs from the
+/// replicas' neither drops buckets early nor lets one that still counts lapse.
+///
+/// Answers `{tat, count, start, end}`: the bucket as it was, and the window it counted in.
 pub const SCRIPT: &str = r#"
 local now = tonumber(ARGV[1])
 local interval = tonumber(ARGV[2])
 local burst = tonumber(ARGV[3])
 local quota = tonumber(ARGV[4])
-local window = ARGV[5]
-local window_end = tonumber(ARGV[6])
-local stored = redis.call('HMGET', KEYS[1], 'tat', 'window', 'count')
+local period = ARGV[5]
+local window_start = tonumber(ARGV[6])
+local window_end = tonumber(ARGV[7])
+local stored = redis.call('HMGET', KEYS[1], 'tat', 'period', 'start', 'end', 'count')
 local tat = tonumber(stored[1]) or 0
 local count = 0
-if quota >= 0 and stored[2] == window then
-  count = tonumber(stored[3]) or 0
+if quota >= 0 and stored[2] == period and now < (tonumber(stored[4]) or 0) * 1000000 then
+  window_start = tonumber(stored[3])
+  window_end = tonumber(stored[4])
+  count = tonumber(stored[5]) or 0
 end
 local new_tat = 0
 local rate_allows = true
@@ -41,17 +53,22 @@ if interval > 0 then
   rate_allows = new_tat - now <= interval * burst
 end
 if rate_allows and (quota < 0 or count < quota) then
-  local expires_ms = math.ceil(new_tat / 1000)
+  local lasts_until = new_tat
   if interval > 0 then
     redis.call('HSET', KEYS[1], 'tat', string.format('%.0f', new_tat))
   end
   if quota >= 0 then
-    redis.call('HSET', KEYS[1], 'window', window, 'count', string.format('%.0f', count + 1))
-    expires_ms = math.max(expires_ms, window_end * 1000)
+    redis.call('HSET', KEYS[1], 'period', period, 'start', string.format('%.0f', window_start),
+      'end', string.format('%.0f', window_end), 'count', string.format('%.0f', count + 1))
+    lasts_until = math.max(lasts_until, window_end * 1000000)
   end
-  redis.call('PEXPIREAT', KEYS[1], string.format('%.0f', expires_ms + 1000))
+  local ttl_ms = math.ceil((lasts_until - now) / 1000) + 1000
+  local current = redis.call('PTTL', KEYS[1])
+  if current < 0 or current < ttl_ms then
+    redis.call('PEXPIRE', KEYS[1], string.format('%.0f', ttl_ms))
+  end
 end
-return {tat, count}
+return {tat, count, window_start, window_end}
 "#;
 
 const NANOS_PER_MICRO: i128 = 1_000;
@@ -75,8 +92,8 @@ pub struct Call {
 }
 
 /// The bucket as the store held it before the call: `(tat in µs, requests counted in the
-/// current quota window)`.
-pub type Reply = (i64, u64);
+/// quota window, the window's start and end in seconds)`.
+pub type Reply = (i64, u64, i64, i64);
 
 impl Call {
     pub(crate) fn new(
@@ -103,33 +120,37 @@ impl Call {
     }
 
     /// The script's arguments, in order.
-    pub fn args(&self) -> [String; 6] {
+    pub fn args(&self) -> [String; 7] {
         let (interval, burst) = self.rate.map_or((0, 0), |gcra| {
             (i64::try_from(gcra.interval() / NANOS_PER_MICRO).unwrap_or(i64::MAX), gcra.burst())
         });
-        let (quota, window, window_end) = match self.quota {
-            Some((requests, _, window)) => (
-                i64::try_from(requests).unwrap_or(i64::MAX),
-                format!("{}-{}", window.start, window.end),
-                window.end,
-            ),
-            None => (-1, String::new(), 0),
+        let (quota, period, window) = match self.quota {
+            Some((requests, period, window)) => {
+                (i64::try_from(requests).unwrap_or(i64::MAX), period.name(), window)
+            }
+            None => (-1, "", Window { start: 0, end: 0 }),
         };
         [
             self.now_micros.to_string(),
             interval.to_string(),
             burst.to_string(),
             quota.to_string(),
-            window,
-            window_end.to_string(),
+            period.to_owned(),
+            window.start.to_string(),
+            window.end.to_string(),
         ]
     }
 
     /// The outcome the script committed to, from the bucket as it was before.
-    pub(super) fn limited(&self, (tat_micros, count): Reply) -> Limited {
+    pub(super) fn limited(&self, (tat_micros, count, start, end): Reply) -> Limited {
         let mut counters = Counters {
             tat: i128::from(tat_micros) * NANOS_PER_MICRO,
-            quota: self.quota.map(|(_, period, window)| QuotaCount { period, window, count }),
+            quota: self.quota.map(|(_, period, window)| QuotaCount {
+                period,
+                // The window the store counted in: this replica's, or a stored one not yet over.
+                window: if end > 0 { Window { start, end } } else { window },
+                count,
+            }),
         };
         let now = i128::from(self.now_micros) * NANOS_PER_MICRO;
         limit(self.rate, self.quota.map(|(requests, period, _)| (requests, period)), &mut counters, now)

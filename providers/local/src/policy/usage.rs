@@ -70,9 +70,9 @@ impl UsageQuery {
         bucket_name(prefix, &self.policy, Subject::Key(self.hash))
     }
 
-    /// The quota window as the store records it.
-    pub fn store_window(&self) -> String {
-        format!("{}-{}", self.window.start, self.window.end)
+    /// Whether a bucket the store holds for `period` from `start` counts this key's window.
+    pub fn counts_in(&self, period: Option<&str>, start: Option<i64>) -> bool {
+        period == Some(self.period.name()) && start == Some(self.window.start)
     }
 
     /// The usage when `used` requests were counted in the window.
