@@ -44,6 +44,28 @@ fn store_settings(url: &str, failure_mode: FailureMode) -> CounterStoreSettings 
     }
 }
 
+/// A store in closed mode connected to `redis`.
+async fn connected(redis: &Redis) -> std::sync::Arc<CounterStore> {
+    let store =
+        CounterStore::start(store_settings(&redis.url(), FailureMode::Closed)).expect("store settings");
+    eventually("the store to connect", Duration::from_secs(10), || {
+        let up = store.is_up();
+        async move { up }
+    })
+    .await;
+    store
+}
+
+/// A required key in `x-api-key`, its consumer forwarded in `x-consumer`.
+fn key_settings() -> ApiKeySettingsIr {
+    ApiKeySettingsIr {
+        required: true,
+        header: Some("x-api-key".into()),
+        query_param: None,
+        consumer_header: "x-consumer".into(),
+    }
+}
+
 fn key_ir(id: &str, value: &str) -> ApiKeyIr {
     ApiKeyIr {
         id: format!("shop/{id}"),
@@ -65,19 +87,8 @@ fn request(key: &str) -> http::request::Parts {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_store_decides_exactly_as_the_local_counters_do() {
     let redis = Redis::start(RedisOptions::default());
-    let store =
-        CounterStore::start(store_settings(&redis.url(), FailureMode::Closed)).expect("store settings");
-    eventually("the store to connect", Duration::from_secs(10), || {
-        let up = store.is_up();
-        async move { up }
-    })
-    .await;
-    let settings = ApiKeySettingsIr {
-        required: true,
-        header: Some("x-api-key".into()),
-        query_param: None,
-        consumer_header: "x-consumer".into(),
-    };
+    let store = connected(&redis).await;
+    let settings = key_settings();
     let policy = |id: &str, rate, quota| QuotaPolicyIr {
         id: id.into(),
         api_key: Some(settings.clone()),
@@ -142,19 +153,8 @@ async fn the_store_decides_exactly_as_the_local_counters_do() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_with_skewed_clocks_neither_reset_nor_drop_buckets() {
     let redis = Redis::start(RedisOptions::default());
-    let store =
-        CounterStore::start(store_settings(&redis.url(), FailureMode::Closed)).expect("store settings");
-    eventually("the store to connect", Duration::from_secs(10), || {
-        let up = store.is_up();
-        async move { up }
-    })
-    .await;
-    let settings = ApiKeySettingsIr {
-        required: true,
-        header: Some("x-api-key".into()),
-        query_param: None,
-        consumer_header: "x-consumer".into(),
-    };
+    let store = connected(&redis).await;
+    let settings = key_settings();
     let policies = Policies::compile(&[
         QuotaPolicyIr {
             id: "shop/daily".into(),

@@ -33,28 +33,8 @@ pub async fn key_usage(
     requests: &[UsageRequest],
 ) -> Result<Vec<Option<u64>>, ProviderError> {
     let v1 = &clients.v1;
-    let plans = pages::all("GetUsagePlans", |token| async move {
-        let page = v1
-            .get_usage_plans()
-            .limit(REST_PAGE)
-            .set_position(token)
-            .send()
-            .await
-            .map_err(|e| classify("GetUsagePlans", e))?;
-        Ok((page.items.unwrap_or_default(), page.position))
-    })
-    .await?;
-    let keys = pages::all("GetApiKeys", |token| async move {
-        let page = v1
-            .get_api_keys()
-            .limit(REST_PAGE)
-            .set_position(token)
-            .send()
-            .await
-            .map_err(|e| classify("GetApiKeys", e))?;
-        Ok((page.items.unwrap_or_default(), page.position))
-    })
-    .await?;
+    let plans = usage_plans(v1).await?;
+    let keys = api_keys(v1).await?;
     let resource = |tags: Option<&HashMap<String, String>>| tags.and_then(|t| t.get(RESOURCE_TAG)).cloned();
     let plan_ids: HashMap<String, String> = plans
         .iter()
@@ -118,6 +98,41 @@ async fn plan_usage(
     Ok(used)
 }
 
+/// Every API key of the account and region (without values: they are not needed, and the list
+/// holds other people's keys).
+async fn api_keys(
+    v1: &aws_sdk_apigateway::Client,
+) -> Result<Vec<aws_sdk_apigateway::types::ApiKey>, ProviderError> {
+    pages::all("GetApiKeys", |token| async move {
+        let page = v1
+            .get_api_keys()
+            .limit(REST_PAGE)
+            .set_position(token)
+            .send()
+            .await
+            .map_err(|e| classify("GetApiKeys", e))?;
+        Ok((page.items.unwrap_or_default(), page.position))
+    })
+    .await
+}
+
+/// Every usage plan of the account and region.
+async fn usage_plans(
+    v1: &aws_sdk_apigateway::Client,
+) -> Result<Vec<aws_sdk_apigateway::types::UsagePlan>, ProviderError> {
+    pages::all("GetUsagePlans", |token| async move {
+        let page = v1
+            .get_usage_plans()
+            .limit(REST_PAGE)
+            .set_position(token)
+            .send()
+            .await
+            .map_err(|e| classify("GetUsagePlans", e))?;
+        Ok((page.items.unwrap_or_default(), page.position))
+    })
+    .await
+}
+
 /// Everything the Gateway `owner` has on REST APIs.
 pub async fn observe(clients: &Clients, owner: &str) -> Result<Observed, ProviderError> {
     let v1 = &clients.v1;
@@ -150,18 +165,7 @@ pub async fn observe(clients: &Clients, owner: &str) -> Result<Observed, Provide
         );
     }
 
-    let keys = pages::all("GetApiKeys", |token| async move {
-        // Without values: they are not needed, and the list holds other people's keys.
-        let page = v1
-            .get_api_keys()
-            .limit(REST_PAGE)
-            .set_position(token)
-            .send()
-            .await
-            .map_err(|e| classify("GetApiKeys", e))?;
-        Ok((page.items.unwrap_or_default(), page.position))
-    })
-    .await?;
+    let keys = api_keys(v1).await?;
     let mut key_by_id = HashMap::new();
     for k in keys.iter().filter(|k| owned(k.tags(), owner)) {
         let id = k.id().unwrap_or_default().to_string();
@@ -176,17 +180,7 @@ pub async fn observe(clients: &Clients, owner: &str) -> Result<Observed, Provide
         };
         record(&mut observed, (Kind::ApiKey, key), id, spec);
     }
-    let plans = pages::all("GetUsagePlans", |token| async move {
-        let page = v1
-            .get_usage_plans()
-            .limit(REST_PAGE)
-            .set_position(token)
-            .send()
-            .await
-            .map_err(|e| classify("GetUsagePlans", e))?;
-        Ok((page.items.unwrap_or_default(), page.position))
-    })
-    .await?;
+    let plans = usage_plans(v1).await?;
     for p in plans.iter().filter(|p| owned(p.tags(), owner)) {
         let id = p.id().unwrap_or_default().to_string();
         let plan =

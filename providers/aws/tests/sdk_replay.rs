@@ -30,6 +30,26 @@ fn exchange(method: &str, path: &str, answer: Value) -> ReplayEvent {
     ReplayEvent::new(request, response)
 }
 
+/// A provider for `api_type` in us-east-1 whose calls are answered by `script`.
+async fn replayed(
+    api_type: &str,
+    script: Vec<ReplayEvent>,
+) -> (StaticReplayClient, AwsSettings, AwsProvider) {
+    std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
+    std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
+    let replay = StaticReplayClient::new(script);
+    let settings =
+        AwsSettings { region: "us-east-1".into(), api_type: api_type.into(), ..AwsSettings::default() };
+    let options = AwsOptions {
+        limits: Limits::unlimited(),
+        attempt_timeout: Duration::from_secs(5),
+        http_client: Some(aws_smithy_runtime_api::client::http::SharedHttpClient::new(replay.clone())),
+    };
+    let aws = AwsProvider::new(&settings, "cluster", options).await;
+    (replay, settings, aws)
+}
+
 fn gateway(settings: &AwsSettings, rate: u32) -> GatewayIr {
     GatewayIr {
         key: GatewayKey { namespace: "shop".into(), name: "web".into(), uid: "u".into(), generation: 2 },
@@ -71,9 +91,6 @@ fn gateway(settings: &AwsSettings, rate: u32) -> GatewayIr {
 
 #[tokio::test]
 async fn a_changed_throttle_updates_the_default_stage() {
-    std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
-    std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
-    std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
     let tags = json!({ "tollbridge.dev/owner": OWNER });
     let script = vec![
         exchange(
@@ -98,15 +115,7 @@ async fn a_changed_throttle_updates_the_default_stage() {
         exchange("POST", "/v2/apis/api1/routes", json!({ "routeId": "r1", "routeKey": "ANY /a" })),
         exchange("PATCH", "/v2/apis/api1/stages/%24default", json!({ "stageName": "$default" })),
     ];
-    let replay = StaticReplayClient::new(script);
-    let settings =
-        AwsSettings { region: "us-east-1".into(), api_type: "HTTP".into(), ..AwsSettings::default() };
-    let options = AwsOptions {
-        limits: Limits::unlimited(),
-        attempt_timeout: Duration::from_secs(5),
-        http_client: Some(aws_smithy_runtime_api::client::http::SharedHttpClient::new(replay.clone())),
-    };
-    let aws = AwsProvider::new(&settings, "cluster", options).await;
+    let (replay, settings, aws) = replayed("HTTP", script).await;
 
     let provisioned = aws.apply(&gateway(&settings, 50)).await.expect("apply");
     assert_eq!(provisioned.resource_ids["api"], "api1");
@@ -141,9 +150,6 @@ async fn a_changed_throttle_updates_the_default_stage() {
 
 #[tokio::test]
 async fn key_usage_sums_the_days_api_gateway_counted_for_our_keys_only() {
-    std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
-    std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
-    std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
     let ours = |resource: &str| json!({ "tollbridge.dev/owner": OWNER, "tollbridge.dev/resource": resource });
     let theirs = |resource: &str| json!({ "tollbridge.dev/owner": "cluster/other/web", "tollbridge.dev/resource": resource });
     let script = vec![
@@ -169,15 +175,7 @@ async fn key_usage_sums_the_days_api_gateway_counted_for_our_keys_only() {
                     "values": { "k1": [[3, 97], [2, 95], [0, 95]], "k2": [[1, 99]] } }),
         ),
     ];
-    let replay = StaticReplayClient::new(script);
-    let settings =
-        AwsSettings { region: "us-east-1".into(), api_type: "REST".into(), ..AwsSettings::default() };
-    let options = AwsOptions {
-        limits: Limits::unlimited(),
-        attempt_timeout: Duration::from_secs(5),
-        http_client: Some(aws_smithy_runtime_api::client::http::SharedHttpClient::new(replay.clone())),
-    };
-    let aws = AwsProvider::new(&settings, "cluster", options).await;
+    let (replay, settings, aws) = replayed("REST", script).await;
     let request = |api_key: &str| UsageRequest {
         policy: "shop/gold".into(),
         api_key: api_key.into(),
