@@ -188,7 +188,7 @@ impl CounterStore {
     }
 
     /// Runs one decision on the store; `Err` carries the failure mode to follow instead.
-    pub async fn run(&self, call: &Call) -> Result<Reply, FailureMode> {
+    pub(crate) async fn run(&self, call: &Call) -> Result<Reply, FailureMode> {
         let connection =
             self.is_up().then(|| self.connection.lock().unwrap_or_else(PoisonError::into_inner).clone());
         let Some(Some(mut connection)) = connection else { return Err(self.fall_back()) };

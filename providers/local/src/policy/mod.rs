@@ -39,7 +39,7 @@ use self::headers::LimitStatus;
 use self::keys::{KeyHash, KeyLocation};
 use self::quota::{Period, Window};
 use self::rate::{seconds_ceil, Gcra, NANOS_PER_SECOND};
-pub use self::shared::{Call, Reply, SCRIPT};
+pub(crate) use self::shared::{Call, Reply, SCRIPT};
 use self::state::{BucketKey, Counters, QuotaCount, Subject};
 pub use self::state::{PolicyState, StateError, COUNTERS_FILE};
 pub use self::usage::{queries as usage_queries, KeyUsage, UsageQuery};
