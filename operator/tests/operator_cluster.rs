@@ -976,7 +976,7 @@ async fn api_key_usage_is_read_from_the_counter_store_and_written_only_when_it_c
     let _lock = exclusive().await;
     let cluster = Cluster::shared();
     let ns = cluster.namespace("usage");
-    let redis = Redis::start(RedisOptions { password: Some(PASSWORD.into()), tls: None });
+    let mut redis = Redis::start(RedisOptions { password: Some(PASSWORD.into()), tls: None });
     let class = cluster.delete_on_drop("gatewayclass", &unique_name("usage"));
     let config = cluster.delete_on_drop("providerconfig", &unique_name("usage"));
     cluster.apply_cluster_scoped(&format!(
@@ -1061,4 +1061,31 @@ async fn api_key_usage_is_read_from_the_counter_store_and_written_only_when_it_c
     for text in [op.log(), yaml] {
         assert!(!text.contains(PASSWORD) && !text.contains(KEY), "a secret leaked:\n{text}");
     }
+
+    // The store goes away and comes back: the Gateway says so.
+    let degraded = || {
+        let gateway = ns.get_json("gateway", "gw");
+        let condition = condition_of(&gateway["status"]["conditions"], "Degraded");
+        (
+            condition["status"].as_str().unwrap_or_default().to_owned(),
+            condition["reason"].as_str().unwrap_or_default().to_owned(),
+        )
+    };
+    eventually("Degraded=False while the store answers", CONVERGE, || async {
+        degraded() == ("False".into(), "CounterStoreAvailable".into())
+    })
+    .await;
+    redis.kill();
+    eventually("Degraded=True once the store is gone", CONVERGE, || async {
+        degraded() == ("True".into(), "CounterStoreUnavailable".into())
+    })
+    .await;
+    let message =
+        condition_of(&ns.get_json("gateway", "gw")["status"]["conditions"], "Degraded")["message"].clone();
+    assert!(!message.to_string().contains(PASSWORD), "{message}");
+    redis.start_again();
+    eventually("Degraded=False when it is back", CONVERGE, || async {
+        degraded() == ("False".into(), "CounterStoreAvailable".into())
+    })
+    .await;
 }

@@ -192,6 +192,8 @@ struct Controller {
     /// up a pass (or the reaction to a lost lease); aborted with the other tasks.
     usage_task: Option<tokio::task::JoinHandle<()>>,
     usage_interval: Duration,
+    /// Whether the operator could read each Local Gateway's counter store, from the last read.
+    store_health: Arc<std::sync::Mutex<usage::StoreHealth>>,
 }
 
 /// Stores of the objects we create for Local Gateways, so hand edits are seen and repaired.
@@ -254,6 +256,7 @@ impl Controller {
             usage: Arc::default(),
             usage_task: None,
             usage_interval: options.usage_interval,
+            store_health: Arc::default(),
         }
     }
 
@@ -266,16 +269,23 @@ impl Controller {
         let (client, clouds, sources) =
             (self.client.clone(), self.clouds.clone(), self.usage_sources.clone());
         let (writer, metrics, deadline) = (self.usage.clone(), self.metrics.clone(), self.usage_interval * 2);
+        let (store_health, changed) = (self.store_health.clone(), self.source.changed());
         self.usage_task = Some(tokio::spawn(async move {
             let mut writer = writer.lock().await;
-            let problems =
-                match tokio::time::timeout(deadline, writer.refresh(&client, &clouds, &sources)).await {
-                    Ok(problems) => problems,
-                    Err(_) => vec![format!("reading the usage took over {deadline:?}; abandoned")],
-                };
+            let refreshed = tokio::time::timeout(deadline, writer.refresh(&client, &clouds, &sources)).await;
+            let (problems, health) = refreshed.unwrap_or_else(|_| {
+                (vec![format!("reading the usage took over {deadline:?}; abandoned")], Default::default())
+            });
             for problem in writer.new_problems(problems) {
                 metrics.error("usage");
                 tracing::warn!(problem = %problem, "API key usage");
+            }
+            // A store that went away or came back changes its Gateways' Degraded condition:
+            // a pass writes it.
+            let mut known = store_health.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if *known != health {
+                *known = health;
+                changed.notify_one();
             }
         }));
     }
@@ -313,6 +323,17 @@ impl Controller {
 
         let translation = translate::translate(&snapshot, &crate::providers::capabilities);
         self.usage_sources = usage::sources(&translation.gateways);
+        let stores: Vec<(String, String, i64)> = translation
+            .gateways
+            .iter()
+            .filter_map(|ir| match &ir.provider {
+                ProviderSettings::Local(local) => local
+                    .counter_store
+                    .as_ref()
+                    .map(|store| (ir.key.id(), store.failure_mode.clone(), ir.key.generation)),
+                _ => None,
+            })
+            .collect();
         let mut statuses = translation.statuses;
         let mut live = HashSet::new();
         let mut cleaned = HashSet::new();
@@ -385,6 +406,14 @@ impl Controller {
                 if !cleaned.contains(&id) && !ours.contains(&id) {
                     self.forget(&id).await;
                 }
+            }
+        }
+        // Local Gateways counting in a shared store: whether the operator could read it.
+        let health = self.store_health.lock().map(|h| h.clone()).unwrap_or_default();
+        for (id, failure_mode, generation) in stores {
+            if let (Some(status), Some(known)) = (statuses.gateways.get_mut(&id), health.get(&id)) {
+                let stamp = translate::conditions::Stamp::new(Some(generation), snapshot.now);
+                status.conditions.push(usage::degraded(known, &failure_mode, &stamp));
             }
         }
         self.write_statuses(&snapshot, &statuses).await;

@@ -7,11 +7,11 @@
 //! usage-plan usage. A Local Gateway without a store counts in each proxy replica's memory,
 //! which the operator cannot see, and Azure's reports are not read yet: their keys get no usage.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, Patch, PatchParams};
 use kube::Client;
 use serde_json::json;
@@ -22,6 +22,7 @@ use tollbridge_provider::{CounterStoreIr, GatewayIr, ProviderSettings, QuotaPoli
 
 use crate::api::tollbridge::{ApiKey, ApiKeyUsage};
 use crate::providers::Registry;
+use crate::translate::conditions::Stamp;
 use crate::translate::listeners::secret_value;
 
 /// The field manager of `status.usage`.
@@ -31,7 +32,7 @@ pub const USAGE_MANAGER: &str = "tollbridge-operator-usage";
 #[derive(Clone, Debug)]
 enum Counter {
     /// The counter store of a Local Gateway (its Secrets in the Gateway's namespace).
-    Store { namespace: String, store: CounterStoreIr },
+    Store { gateway: String, namespace: String, store: CounterStoreIr },
     /// The cloud service the Gateway is provisioned on.
     Cloud(Box<GatewayIr>),
 }
@@ -51,6 +52,7 @@ pub fn sources(gateways: &[GatewayIr]) -> Vec<UsageSource> {
         .filter_map(|ir| {
             let counter = match &ir.provider {
                 ProviderSettings::Local(local) => Counter::Store {
+                    gateway: ir.key.id(),
                     namespace: ir.key.namespace.clone(),
                     store: local.counter_store.clone()?,
                 },
@@ -75,6 +77,29 @@ fn cloud_request(query: &UsageQuery, now: jiff::Timestamp) -> UsageRequest {
     }
 }
 
+/// Per Local Gateway with a counter store (`namespace/name`): whether the operator could read
+/// it at the last refresh (`None`) or why not.
+pub type StoreHealth = BTreeMap<String, Option<String>>;
+
+/// The type of the condition [`degraded`] makes.
+pub const DEGRADED: &str = "Degraded";
+
+/// The `Degraded` condition of a Local Gateway whose store the operator could (`None`) or could
+/// not read.
+pub fn degraded(health: &Option<String>, failure_mode: &str, stamp: &Stamp) -> Condition {
+    match health {
+        None => stamp.no(DEGRADED, "CounterStoreAvailable", "the counter store answers"),
+        Some(reason) => stamp.yes(
+            DEGRADED,
+            "CounterStoreUnavailable",
+            format!(
+                "the operator cannot read the counter store ({reason}); proxies that cannot either \
+                 follow the failure mode {failure_mode}"
+            ),
+        ),
+    }
+}
+
 /// What was last written per ApiKey (`namespace/name`), to write only changes.
 #[derive(Default)]
 pub struct UsageWriter {
@@ -92,14 +117,19 @@ impl UsageWriter {
         client: &Client,
         clouds: &Registry,
         sources: &[UsageSource],
-    ) -> Vec<String> {
+    ) -> (Vec<String>, StoreHealth) {
         let mut problems = Vec::new();
+        let mut health = StoreHealth::new();
         let now = jiff::Timestamp::now();
         let mut served = Vec::new();
         for source in sources {
             let queries = usage_queries(&source.policies, now);
             served.extend(queries.iter().map(|q| q.api_key.clone()));
-            let counts = match read(client, clouds, source, &queries, now).await {
+            let counts = read(client, clouds, source, &queries, now).await;
+            if let Counter::Store { gateway, .. } = &source.counter {
+                health.insert(gateway.clone(), counts.as_ref().err().cloned());
+            }
+            let counts = match counts {
                 Ok(counts) => counts,
                 Err(problem) => {
                     problems.push(problem);
@@ -124,7 +154,7 @@ impl UsageWriter {
         }
         // Keys no longer served are forgotten (and written again should they come back).
         self.written.retain(|api_key, _| served.contains(api_key));
-        problems
+        (problems, health)
     }
 
     /// The problems of this refresh that the last one did not have.
@@ -144,7 +174,7 @@ async fn read(
     now: jiff::Timestamp,
 ) -> Result<Vec<Option<u64>>, String> {
     match &source.counter {
-        Counter::Store { namespace, store } => {
+        Counter::Store { namespace, store, .. } => {
             let settings = settings(client, namespace, store).await?;
             let counts = tollbridge_local::counter_store::quota_counts(&settings, queries)
                 .await
