@@ -467,7 +467,7 @@ fn usage_report(args: &UsageArgs) -> Result<String, String> {
         match (&args.state_dir, counter_store(&args.store, Duration::from_secs(5), Default::default())?) {
             (Some(dir), _) => {
                 let state = PolicyState::load(dir).map_err(|e| e.to_string())?;
-                queries.iter().map(|q| state.quota_count(q)).collect()
+                queries.iter().map(|q| (state.quota_count(q), None)).collect()
             }
             (None, Some(settings)) => {
                 let runtime = tokio::runtime::Builder::new_current_thread()
@@ -486,7 +486,8 @@ fn usage_report(args: &UsageArgs) -> Result<String, String> {
                 )
             }
         };
-    let report: Vec<KeyUsage> = queries.iter().zip(counts).map(|(q, used)| q.report(used)).collect();
+    let report: Vec<KeyUsage> =
+        queries.iter().zip(counts).map(|(q, (used, last_seen))| q.report(used, last_seen)).collect();
     match args.output {
         UsageFormat::Json => {
             serde_json::to_string_pretty(&report).map(|t| t + "\n").map_err(|e| e.to_string())

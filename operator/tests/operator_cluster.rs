@@ -1039,6 +1039,8 @@ async fn api_key_usage_is_read_from_the_counter_store_and_written_only_when_it_c
         usage("used") == Some(3) && usage("remaining") == Some(7) && usage("limit") == Some(10)
     })
     .await;
+    let last_seen = &ns.get_json("apikey", "alice")["status"]["usage"]["lastSeen"];
+    assert!(last_seen.as_str().is_some_and(|t| t.parse::<jiff::Timestamp>().is_ok()), "lastSeen {last_seen}");
     let table = ns.kubectl_ok(&["get", "apikey", "alice"], None);
     let (head, row) = table.split_once('\n').expect("kubectl table");
     // Columns are aligned; an empty one (CONSUMER here) is blank, so read by position.

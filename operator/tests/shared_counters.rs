@@ -360,6 +360,10 @@ async fn three_replicas_admit_one_quota_and_one_rate_limit_and_keep_them_across_
         (Some(120), Some(0))
     );
     assert_eq!(row("default/quota-other")["used"].as_u64(), Some(0));
+    let seen: Timestamp =
+        row("default/quota-key")["lastSeen"].as_str().expect("lastSeen").parse().expect("instant");
+    assert!(seen.duration_until(Timestamp::now()).as_secs() < 60, "last seen {seen}");
+    assert!(row("default/quota-other").get("lastSeen").is_none(), "a key never used has no last request");
     assert!(usage.iter().all(|u| u["policy"] == "default/quota"), "only policies with a quota: {usage:?}");
 
     // The rate limit: a burst of 10, then 20 a second, whichever replica answers.

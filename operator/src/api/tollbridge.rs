@@ -635,6 +635,9 @@ pub struct ApiKeyUsage {
     pub limit: i64,
     /// Requests left in the period.
     pub remaining: i64,
+    /// When the key's last counted request came (Local Gateways with a counter store).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<Time>,
     /// When this count was read.
     pub observed_at: Time,
 }

@@ -72,7 +72,7 @@ fn cloud_request(query: &UsageQuery, now: jiff::Timestamp) -> UsageRequest {
     UsageRequest {
         policy: query.policy.clone(),
         api_key: query.api_key.clone(),
-        first_day: day(query.report(0).period_start),
+        first_day: day(query.report(0, None).period_start),
         last_day: day(now),
     }
 }
@@ -137,8 +137,8 @@ impl UsageWriter {
                 }
             };
             for (query, used) in queries.iter().zip(counts) {
-                let Some(used) = used else { continue };
-                let usage = query.report(used);
+                let Some((used, last_seen)) = used else { continue };
+                let usage = query.report(used, last_seen);
                 if self.written.get(&query.api_key) == Some(&usage) {
                     continue;
                 }
@@ -165,14 +165,15 @@ impl UsageWriter {
     }
 }
 
-/// The count of each of `queries` (`None`: the counter does not know the key).
+/// The count of each of `queries`, and when its last request came if the counter keeps that
+/// (`None`: the counter does not know the key).
 async fn read(
     client: &Client,
     clouds: &Registry,
     source: &UsageSource,
     queries: &[UsageQuery],
     now: jiff::Timestamp,
-) -> Result<Vec<Option<u64>>, String> {
+) -> Result<Vec<Option<(u64, Option<jiff::Timestamp>)>>, String> {
     match &source.counter {
         Counter::Store { namespace, store, .. } => {
             let settings = settings(client, namespace, store).await?;
@@ -184,10 +185,11 @@ async fn read(
         Counter::Cloud(gateway) => {
             let requests: Vec<UsageRequest> = queries.iter().map(|q| cloud_request(q, now)).collect();
             let provider = clouds.get(&gateway.provider).await;
-            provider
+            let used = provider
                 .key_usage(gateway, &requests)
                 .await
-                .map_err(|error| format!("cannot read the usage of Gateway {}: {error}", gateway.key.id()))
+                .map_err(|error| format!("cannot read the usage of Gateway {}: {error}", gateway.key.id()))?;
+            Ok(used.into_iter().map(|used| used.map(|used| (used, None))).collect())
         }
     }
 }
@@ -239,6 +241,7 @@ async fn write(client: &Client, usage: &KeyUsage) -> Result<(), kube::Error> {
         used: signed(usage.used),
         limit: signed(usage.limit),
         remaining: signed(usage.remaining),
+        last_seen: usage.last_seen.map(Time),
         observed_at: Time(jiff::Timestamp::now()),
     };
     let body = json!({

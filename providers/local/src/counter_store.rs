@@ -282,12 +282,16 @@ impl CounterStore {
     }
 }
 
-/// Requests counted in the shared store for each key of `queries` in its current quota window
-/// (`tollbridge usage`): one pipelined round trip on a connection of its own.
+/// A bucket's `period`, `start`, `count` and `seen` fields, as stored.
+type StoredQuota = (Option<String>, Option<i64>, Option<u64>, Option<i64>);
+
+/// Requests counted in the shared store for each key of `queries` in its current quota window,
+/// and when the last one came (`tollbridge usage`): one pipelined round trip on a connection of
+/// its own.
 pub async fn quota_counts(
     settings: &CounterStoreSettings,
     queries: &[UsageQuery],
-) -> Result<Vec<u64>, CounterStoreError> {
+) -> Result<Vec<(u64, Option<jiff::Timestamp>)>, CounterStoreError> {
     let shown = || redacted(&settings.url);
     let failed = |source| CounterStoreError::Client { url: shown(), source };
     let wait = settings.timeout.max(Duration::from_secs(2));
@@ -297,16 +301,19 @@ pub async fn quota_counts(
         client(settings)?.get_multiplexed_async_connection_with_config(&config).await.map_err(failed)?;
     let mut pipeline = redis::pipe();
     for query in queries {
-        pipeline.cmd("HMGET").arg(query.store_key(&settings.prefix)).arg("period").arg("start").arg("count");
+        let key = query.store_key(&settings.prefix);
+        pipeline.cmd("HMGET").arg(key).arg("period").arg("start").arg("count").arg("seen");
     }
-    let stored: Vec<(Option<String>, Option<i64>, Option<u64>)> =
-        pipeline.query_async(&mut connection).await.map_err(failed)?;
+    let stored: Vec<StoredQuota> = pipeline.query_async(&mut connection).await.map_err(failed)?;
     Ok(queries
         .iter()
         .zip(stored)
-        .map(|(query, (period, start, count))| match query.counts_in(period.as_deref(), start) {
-            true => count.unwrap_or(0),
-            false => 0,
+        .map(|(query, (period, start, count, seen))| {
+            let seen = seen.and_then(|micros| jiff::Timestamp::from_microsecond(micros).ok());
+            match query.counts_in(period.as_deref(), start) {
+                true => (count.unwrap_or(0), seen),
+                false => (0, seen),
+            }
         })
         .collect())
 }

@@ -19,7 +19,8 @@ use super::state::{Counters, QuotaCount, Subject};
 use super::{limit, Limited};
 
 /// The decision script. KEYS[1]: the bucket, a hash of `tat` (µs) and the quota window it
-/// counts (`period`, `start` and `end` in seconds, `count`). ARGV: now (µs), rate interval (µs,
+/// counts (`period`, `start` and `end` in seconds, `count`, and `seen`: when (µs) the last
+/// request was counted). ARGV: now (µs), rate interval (µs,
 /// 0: no rate limit), burst, quota (-1: no quota), the period's name, and the start and end of
 /// the window holding `now` by this replica's clock.
 ///
@@ -59,7 +60,8 @@ if rate_allows and (quota < 0 or count < quota) then
   end
   if quota >= 0 then
     redis.call('HSET', KEYS[1], 'period', period, 'start', string.format('%.0f', window_start),
-      'end', string.format('%.0f', window_end), 'count', string.format('%.0f', count + 1))
+      'end', string.format('%.0f', window_end), 'count', string.format('%.0f', count + 1),
+      'seen', string.format('%.0f', now))
     lasts_until = math.max(lasts_until, window_end * 1000000)
   end
   local ttl_ms = math.ceil((lasts_until - now) / 1000) + 1000

@@ -35,6 +35,9 @@ pub struct KeyUsage {
     pub used: u64,
     pub limit: u64,
     pub remaining: u64,
+    /// When the key's last counted request came (when the counter keeps it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<Timestamp>,
 }
 
 /// Every key of every policy with a quota, each once, sorted by policy and key.
@@ -76,7 +79,7 @@ impl UsageQuery {
     }
 
     /// The usage when `used` requests were counted in the window.
-    pub fn report(&self, used: u64) -> KeyUsage {
+    pub fn report(&self, used: u64, last_seen: Option<Timestamp>) -> KeyUsage {
         let instant = |second: i64| Timestamp::from_second(second).unwrap_or(Timestamp::UNIX_EPOCH);
         KeyUsage {
             policy: self.policy.clone(),
@@ -87,6 +90,7 @@ impl UsageQuery {
             used,
             limit: self.limit,
             remaining: self.limit.saturating_sub(used),
+            last_seen,
         }
     }
 }
