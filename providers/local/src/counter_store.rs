@@ -369,6 +369,9 @@ fn client(settings: &CounterStoreSettings) -> Result<Client, CounterStoreError> 
         let redis = info.redis_settings().clone().set_password(password);
         info = info.set_redis_settings(redis);
     }
+    // Decisions are small writes pipelined on one connection: Nagle's algorithm would hold one
+    // back until the previous is acknowledged.
+    info = info.set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
     let built = match (&settings.ca_pem, tls) {
         (Some(pem), true) => Client::build_with_tls(
             info,
