@@ -324,7 +324,7 @@ fn count(answers: &[Resp], status: StatusCode) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_admit_one_quota_and_one_rate_limit_and_keep_them_across_restarts() {
-    let redis = Redis::start(RedisOptions::default());
+    let mut redis = Redis::start(RedisOptions::default());
     let backend = echo().await;
     // A timeout no stall of a loaded machine reaches: every decision here must be the store's.
     let store = ["--counter-store", &redis.url(), "--counter-store-timeout-ms", "2000"];
@@ -401,6 +401,13 @@ async fn three_replicas_admit_one_quota_and_one_rate_limit_and_keep_them_across_
         "2",
         "the quota buckets under the prefix"
     );
+
+    // Replicas without traffic notice an outage by themselves (their health check), not only
+    // at their next request.
+    redis.kill();
+    for process in &replicas.processes {
+        wait_store_up(process, false).await;
+    }
 }
 
 /// `tollbridge usage -f <dir's config> <extra> -o json`, parsed.

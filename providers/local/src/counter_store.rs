@@ -23,6 +23,9 @@ use tokio::sync::Notify;
 
 use crate::policy::{Call, Reply, UsageQuery, SCRIPT};
 
+/// How often a store that is up is PINGed, so that a replica without traffic notices an outage.
+const HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+
 /// What a request guarded by a rate limit or quota gets while the store cannot answer.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -264,6 +267,23 @@ impl CounterStore {
         }
     }
 
+    /// PINGs on the current connection; no answer within the timeout marks the store down.
+    async fn check_health(&self) {
+        let connection = self.connection.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let Some(mut connection) = connection else { return };
+        let ping = redis::cmd("PING");
+        match tokio::time::timeout(
+            self.settings.timeout.max(Duration::from_millis(500)),
+            ping.query_async::<String>(&mut connection),
+        )
+        .await
+        {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => self.mark_down(&format!("{error}")),
+            Err(_) => self.mark_down("no answer to PING"),
+        }
+    }
+
     /// A new connection that answers PING, or why not.
     async fn connect(&self) -> Result<MultiplexedConnection, redis::RedisError> {
         let wait = self.settings.timeout.max(Duration::from_secs(1));
@@ -327,8 +347,12 @@ async fn reconnect_forever(store: Arc<CounterStore>) {
     loop {
         if store.is_up() {
             // `notify_one` leaves a permit when nobody waits, so a drop between the check and
-            // this wait is not missed.
-            store.went_down.notified().await;
+            // this wait is not missed. A replica without traffic learns of an outage from the
+            // PING instead (and its gauge and Degraded condition say so).
+            tokio::select! {
+                () = store.went_down.notified() => {}
+                () = tokio::time::sleep(HEALTH_CHECK_INTERVAL) => store.check_health().await,
+            }
             continue;
         }
         match store.connect().await {
