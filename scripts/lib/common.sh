@@ -32,7 +32,17 @@ spawn() {
 	printf '%q ' "$binary" "$@" >"$dir/logs/$name.cmdline"
 	# fds 8 and 9 carry the scripts' build locks: a daemon must not hold them for its life.
 	setsid "$binary" "$@" </dev/null >>"$dir/logs/$name.log" 2>&1 8>&- 9>&- &
-	echo $! >"$dir/$name.pid"
+	local pid=$! argv0 _
+	echo "$pid" >"$dir/$name.pid"
+	# setsid execs the binary in its own place; until it has, the pid reads as setsid, and a
+	# liveness check in between (pid_alive) would take a starting process for a dead one and
+	# start another beside it. Wait (at most 1 s) for the exec, or for the process to end.
+	for _ in {1..50}; do
+		argv0=""
+		IFS= read -r -d '' argv0 <"/proc/$pid/cmdline" 2>/dev/null || true
+		[[ "$argv0" == setsid || "$argv0" == */setsid ]] || break
+		sleep 0.02
+	done
 }
 
 # wait_for SECONDS DIR NAME COMMAND...: polls COMMAND every 0.2 s until it succeeds. Returns 1
