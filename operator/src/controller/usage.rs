@@ -72,7 +72,7 @@ fn cloud_request(query: &UsageQuery, now: jiff::Timestamp) -> UsageRequest {
     UsageRequest {
         policy: query.policy.clone(),
         api_key: query.api_key.clone(),
-        first_day: day(query.report(0, None).period_start),
+        first_day: day(query.period_start()),
         last_day: day(now),
     }
 }

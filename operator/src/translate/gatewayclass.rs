@@ -147,8 +147,7 @@ fn counter_store(name: &str, store: &CounterStoreSpec) -> Result<CounterStoreIr,
     let invalid = |what: &str| format!("ProviderConfig {name:?}: local.counterStore.{what}");
     let url = store.url.trim();
     let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-    // The user information ends at the last `@`: a password may hold `/` unencoded.
-    if rest.rsplit_once('@').is_some_and(|(user_info, _)| user_info.contains(':')) {
+    if tollbridge_local::counter_store::has_password(url) {
         return Err(invalid("url carries a password: put it in a Secret and name it in passwordSecretRef"));
     }
     if !matches!(scheme, "redis" | "rediss") || rest.is_empty() {

@@ -196,9 +196,7 @@ impl CounterStore {
             self.is_up().then(|| self.connection.lock().unwrap_or_else(PoisonError::into_inner).clone());
         let Some(Some(mut connection)) = connection else { return Err(self.fall_back()) };
         let mut invocation = self.script.key(call.key());
-        for arg in call.args() {
-            invocation.arg(arg);
-        }
+        invocation.arg(call.args());
         match tokio::time::timeout(self.settings.timeout, invocation.invoke_async::<Reply>(&mut connection))
             .await
         {
@@ -330,10 +328,8 @@ pub async fn quota_counts(
         .zip(stored)
         .map(|(query, (period, start, count, seen))| {
             let seen = seen.and_then(|micros| jiff::Timestamp::from_microsecond(micros).ok());
-            match query.counts_in(period.as_deref(), start) {
-                true => (count.unwrap_or(0), seen),
-                false => (0, seen),
-            }
+            let counted = if query.counts_in(period.as_deref(), start) { count.unwrap_or(0) } else { 0 };
+            (counted, seen)
         })
         .collect())
 }
@@ -411,14 +407,25 @@ fn client(settings: &CounterStoreSettings) -> Result<Client, CounterStoreError> 
 /// ends at the last `@` (a password may hold `/`, `?` or `#` unencoded), and a text that is no
 /// URL at all is treated the same way.
 pub fn redacted(url: &str) -> String {
-    let (scheme, rest) = url.split_once("://").map_or(("", url), |(scheme, rest)| (scheme, rest));
-    let Some((user_info, host)) = rest.rsplit_once('@') else { return url.to_owned() };
+    let Some((scheme, user_info, host)) = split_user_info(url) else { return url.to_owned() };
     let (user, hidden) = match user_info.split_once(':') {
         Some((user, _)) => (user, ":<redacted>"),
         None => (user_info, ""),
     };
     let scheme = if scheme.is_empty() { String::new() } else { format!("{scheme}://") };
     format!("{scheme}{user}{hidden}@{host}")
+}
+
+/// Whether `url` carries a password in its user information.
+pub fn has_password(url: &str) -> bool {
+    split_user_info(url).is_some_and(|(_, user_info, _)| user_info.contains(':'))
+}
+
+/// `(scheme, user information, the rest)` of a URL that has user information.
+fn split_user_info(url: &str) -> Option<(&str, &str, &str)> {
+    let (scheme, rest) = url.split_once("://").map_or(("", url), |(scheme, rest)| (scheme, rest));
+    let (user_info, host) = rest.rsplit_once('@')?;
+    Some((scheme, user_info, host))
 }
 
 /// A password as read from a file or a Secret: without the line end editors and

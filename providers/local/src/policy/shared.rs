@@ -121,8 +121,9 @@ impl Call {
         &self.key
     }
 
-    /// The script's arguments, in order.
-    pub fn args(&self) -> [String; 7] {
+    /// The script's arguments, in order, as numbers and a name: the client writes them without
+    /// a string allocated for each.
+    pub fn args(&self) -> (i64, i64, u32, i64, &'static str, i64, i64) {
         let (interval, burst) = self.rate.map_or((0, 0), |gcra| {
             (i64::try_from(gcra.interval() / NANOS_PER_MICRO).unwrap_or(i64::MAX), gcra.burst())
         });
@@ -132,15 +133,7 @@ impl Call {
             }
             None => (-1, "", Window { start: 0, end: 0 }),
         };
-        [
-            self.now_micros.to_string(),
-            interval.to_string(),
-            burst.to_string(),
-            quota.to_string(),
-            period.to_owned(),
-            window.start.to_string(),
-            window.end.to_string(),
-        ]
+        (self.now_micros, interval, burst, quota, period, window.start, window.end)
     }
 
     /// The outcome the script committed to, from the bucket as it was before.

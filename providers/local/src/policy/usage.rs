@@ -40,6 +40,10 @@ pub struct KeyUsage {
     pub last_seen: Option<Timestamp>,
 }
 
+fn instant(second: i64) -> Timestamp {
+    Timestamp::from_second(second).unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
 /// Every key of every policy with a quota, each once, sorted by policy and key.
 pub fn queries(policies: &[QuotaPolicyIr], now: Timestamp) -> Vec<UsageQuery> {
     let mut out: Vec<UsageQuery> = Vec::new();
@@ -79,13 +83,17 @@ impl UsageQuery {
     }
 
     /// The usage when `used` requests were counted in the window.
+    /// The start of the key's current quota period.
+    pub fn period_start(&self) -> Timestamp {
+        instant(self.window.start)
+    }
+
     pub fn report(&self, used: u64, last_seen: Option<Timestamp>) -> KeyUsage {
-        let instant = |second: i64| Timestamp::from_second(second).unwrap_or(Timestamp::UNIX_EPOCH);
         KeyUsage {
             policy: self.policy.clone(),
             api_key: self.api_key.clone(),
             consumer: self.consumer.clone(),
-            period_start: instant(self.window.start),
+            period_start: self.period_start(),
             period_end: instant(self.window.end),
             used,
             limit: self.limit,
