@@ -4,8 +4,9 @@
 //!
 //! Local Gateways whose class names a counter store are read from that store (the password and
 //! CA from the Gateway's namespace, as its proxies get them); AWS Gateways from API Gateway's
-//! usage-plan usage. A Local Gateway without a store counts in each proxy replica's memory,
-//! which the operator cannot see, and Azure's reports are not read yet: their keys get no usage.
+//! usage-plan usage, Azure Gateways from API Management's reports by subscription. A Local
+//! Gateway without a store counts in each proxy replica's memory, which the operator cannot see:
+//! its keys get no usage.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -56,7 +57,7 @@ pub fn sources(gateways: &[GatewayIr]) -> Vec<UsageSource> {
                     namespace: ir.key.namespace.clone(),
                     store: local.counter_store.clone()?,
                 },
-                ProviderSettings::Aws(_) => Counter::Cloud(Box::new(ir.clone())),
+                ProviderSettings::Aws(_) | ProviderSettings::Azure(_) => Counter::Cloud(Box::new(ir.clone())),
                 _ => return None,
             };
             let policies: Vec<QuotaPolicyIr> =
@@ -256,9 +257,8 @@ async fn write(client: &Client, usage: &KeyUsage) -> Result<(), kube::Error> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_cloud_is_asked_from_the_first_day_of_the_period_to_today() {
-        let policy = QuotaPolicyIr {
+    fn gold() -> QuotaPolicyIr {
+        QuotaPolicyIr {
             id: "shop/gold".into(),
             api_key: None,
             rate_limit: None,
@@ -274,11 +274,56 @@ mod tests {
                 disabled: false,
                 expires_at: None,
             }],
-        };
+        }
+    }
+
+    #[test]
+    fn a_cloud_is_asked_from_the_first_day_of_the_period_to_today() {
         let now: jiff::Timestamp = "2026-12-06T15:00:00Z".parse().unwrap();
-        let queries = usage_queries(&[policy], now);
+        let queries = usage_queries(&[gold()], now);
         let request = cloud_request(&queries[0], now);
         assert_eq!((request.first_day.as_str(), request.last_day.as_str()), ("2026-12-01", "2026-12-06"));
         assert_eq!((request.policy.as_str(), request.api_key.as_str()), ("shop/gold", "shop/alice"));
+    }
+
+    #[test]
+    fn usage_is_read_for_both_clouds_and_for_local_gateways_with_a_store_only() {
+        let gateway = |name: &str, provider: ProviderSettings| GatewayIr {
+            key: tollbridge_provider::GatewayKey {
+                namespace: "shop".into(),
+                name: name.into(),
+                uid: "u".into(),
+                generation: 1,
+            },
+            provider,
+            listeners: Vec::new(),
+            addresses: Vec::new(),
+            infrastructure: Default::default(),
+            routes: Vec::new(),
+            policies: vec![gold()],
+        };
+        let store = CounterStoreIr {
+            url: "redis://127.0.0.1:6379".into(),
+            password_secret: None,
+            ca_secret: None,
+            failure_mode: "local".into(),
+            timeout_ms: 50,
+        };
+        let local = tollbridge_provider::LocalSettings::default();
+        let stored = tollbridge_provider::LocalSettings { counter_store: Some(store), ..local.clone() };
+        let gateways = [
+            gateway("aws", ProviderSettings::Aws(Default::default())),
+            gateway("azure", ProviderSettings::Azure(Default::default())),
+            gateway("in-memory", ProviderSettings::Local(local)),
+            gateway("stored", ProviderSettings::Local(stored)),
+        ];
+        let read: Vec<String> = sources(&gateways)
+            .iter()
+            .map(|source| match &source.counter {
+                Counter::Cloud(gateway) => gateway.key.name.clone(),
+                Counter::Store { gateway, .. } => gateway.clone(),
+            })
+            .collect();
+        assert_eq!(read, ["aws", "azure", "shop/stored"]);
     }
 }

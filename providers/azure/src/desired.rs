@@ -16,8 +16,8 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tollbridge_provider::reconcile::ResourceKind;
 use tollbridge_provider::{
-    ActionIr, AzureSettings, BackendIr, BackendTarget, GatewayIr, GatewayKey, HeaderModifier, KeyValueMatch,
-    PathMatch, PathModifier, QuotaPeriod, QuotaPolicyIr, RouteIr, StringMatch,
+    ActionIr, ApiKeyIr, AzureSettings, BackendIr, BackendTarget, GatewayIr, GatewayKey, HeaderModifier,
+    KeyValueMatch, PathMatch, PathModifier, QuotaPeriod, QuotaPolicyIr, RouteIr, StringMatch,
 };
 
 use crate::xml::escape;
@@ -108,6 +108,11 @@ pub fn prefix(owner: &str) -> String {
 pub fn policy_marker(xml: &str) -> String {
     let hash = Sha256::digest(crate::xml::canonical(xml).as_bytes());
     format!("tollbridge policy {}", &hex::encode(hash)[..16])
+}
+
+/// The id of the subscription an ApiKey becomes under the Gateway's `prefix`.
+pub fn subscription_id(prefix: &str, key: &ApiKeyIr) -> String {
+    format!("{prefix}sb-{}-{}", short(&key.id), key.key_id())
 }
 
 fn short(text: &str) -> String {
@@ -517,7 +522,7 @@ fn map_product(
     m.entities
         .insert((Kind::ProductPolicy, format!("products/{product}/policies/policy")), policy_body(&xml));
     for key in &policy.keys {
-        let id = format!("{prefix}sb-{}-{}", short(&key.id), key.key_id());
+        let id = subscription_id(prefix, key);
         let active = !key.disabled && key.expires_at.is_none_or(|at| at > now);
         let body = json!({
             "properties": {

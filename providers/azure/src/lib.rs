@@ -21,9 +21,10 @@
 pub mod arm;
 pub mod audit;
 pub mod desired;
+pub mod usage;
 pub mod xml;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,6 +34,7 @@ use serde_json::Value;
 use tollbridge_provider::reconcile::{self, Model, Summary, Verdict};
 use tollbridge_provider::{
     AzureSettings, Capabilities, Feature, GatewayIr, GatewayKey, Provider, ProviderError, Provisioned,
+    UsageRequest,
 };
 
 use arm::{ArmClient, TokenSource, WriteError};
@@ -518,6 +520,39 @@ impl Provider for AzureProvider {
                 return Ok(self.provisioned(&plan));
             }
         }
+    }
+
+    /// Counted from the service's reports by subscription: one report per distinct period,
+    /// and one listing of the Gateway's subscriptions to tell a key the service lacks (`None`).
+    async fn key_usage(
+        &self,
+        gateway: &GatewayIr,
+        requests: &[UsageRequest],
+    ) -> Result<Vec<Option<u64>>, ProviderError> {
+        let prefix = desired::prefix(&desired::owner(&self.cluster_id, &gateway.key));
+        let subscriptions: HashSet<String> = self
+            .client
+            .list(&format!("subscriptions?$filter=startswith(name,'{prefix}')"))
+            .await?
+            .iter()
+            .filter_map(|item| item["name"].as_str().map(str::to_ascii_lowercase))
+            .collect();
+        let mut reports: HashMap<(&str, &str), HashMap<String, u64>> = HashMap::new();
+        let mut out = Vec::with_capacity(requests.len());
+        for request in requests {
+            let id = usage::subscription(gateway, &prefix, request).map(|id| id.to_ascii_lowercase());
+            let Some(id) = id.filter(|id| subscriptions.contains(id)) else {
+                out.push(None);
+                continue;
+            };
+            let period = (request.first_day.as_str(), request.last_day.as_str());
+            if !reports.contains_key(&period) {
+                let records = self.client.list(&usage::report_path(period.0, period.1)).await?;
+                reports.insert(period, usage::counted(&records));
+            }
+            out.push(Some(reports[&period].get(&id).copied().unwrap_or(0)));
+        }
+        Ok(out)
     }
 
     /// Deletes what the Gateway owns; what is kept (a product others subscribed to) is

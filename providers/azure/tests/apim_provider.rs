@@ -666,3 +666,73 @@ async fn after_a_failed_write_the_next_pass_reads_every_policy() {
     azure.apply(&changed).await.expect("no-op");
     assert_eq!(reads(&apim), (6, 0, 0), "{}", apim.log());
 }
+
+fn usage_request(api_key: &str, first_day: &str, last_day: &str) -> UsageRequest {
+    UsageRequest {
+        policy: "shop/gold".into(),
+        api_key: api_key.into(),
+        first_day: first_day.into(),
+        last_day: last_day.into(),
+    }
+}
+
+#[tokio::test]
+async fn key_usage_is_read_from_the_reports_by_subscription_one_report_per_period() {
+    let apim = Apim::start().await;
+    let azure = provider(&apim);
+    let bob = key("shop/bob", "bob-secret-key-0123456789", "b2");
+    let gw = gateway(vec![alice(), bob]);
+    azure.apply(&gw).await.expect("apply");
+    let sid = |consumer: &str| {
+        apim.names(Kind::Subscription)
+            .into_iter()
+            .find(|name| {
+                apim.properties(&format!("subscriptions/{name}")).unwrap()["displayName"]
+                    .as_str()
+                    .is_some_and(|d| d.starts_with(consumer))
+            })
+            .unwrap_or_else(|| panic!("no subscription for {consumer}"))
+    };
+    let (alice_sid, bob_sid) = (sid("alice"), sid("bob"));
+    // Inside the period: counted except blocked calls (401/403/429, the quota's own refusals).
+    apim.record_calls(&alice_sid, "2026-12-01T00:00:00", 40, 9, 2);
+    apim.record_calls(&alice_sid, "2026-12-06T23:00:00", 5, 0, 0);
+    // Outside it (the day before, the day after): not counted.
+    apim.record_calls(&alice_sid, "2026-11-30T23:00:00", 1000, 0, 0);
+    apim.record_calls(&alice_sid, "2026-12-07T00:00:00", 1000, 0, 0);
+    apim.record_calls(&bob_sid, "2026-12-03T12:00:00", 7, 3, 0);
+    // Subscriptions of others in the same service, enough to page the report.
+    apim.set_page_size(2);
+    for n in 0..5 {
+        let other = format!("someone-else-{n}");
+        apim.seed(
+            &format!("subscriptions/{other}"),
+            serde_json::json!({"scope": "/apis", "displayName": other}),
+        );
+        apim.record_calls(&other, "2026-12-02T00:00:00", 100, 0, 0);
+    }
+    apim.clear_seen();
+
+    let month = [
+        usage_request("shop/alice", "2026-12-01", "2026-12-06"),
+        usage_request("shop/bob", "2026-12-01", "2026-12-06"),
+        usage_request("shop/carol", "2026-12-01", "2026-12-06"),
+    ];
+    let used = azure.key_usage(&gw, &month).await.expect("key usage");
+    assert_eq!(used, [Some(47), Some(7), None], "alice: 40 + 2 + 5; bob: 7; carol has no subscription");
+    let reports = apim.requests("GET", "reports/bySubscription");
+    assert_eq!(reports.len(), 4, "one report, paged over 7 records of 2: {}", apim.log());
+    assert!(reports[0]
+        .query_param("$filter")
+        .is_some_and(|f| f.contains("timestamp ge datetime'2026-12-01T00:00:00'")));
+
+    // Another period is another report; a key whose subscription is gone is `None`.
+    apim.clear_seen();
+    let today = [usage_request("shop/alice", "2026-12-06", "2026-12-06")];
+    assert_eq!(azure.key_usage(&gw, &today).await.expect("key usage"), [Some(5)]);
+    assert_eq!(apim.requests("GET", "reports/bySubscription").len(), 1);
+    azure.apply(&gateway(vec![alice()])).await.expect("apply without bob");
+    let bob_now = [usage_request("shop/bob", "2026-12-01", "2026-12-06")];
+    assert_eq!(azure.key_usage(&gw, &bob_now).await.expect("key usage"), [None]);
+    // Dropping `apim` asserts that Prism refused no request: the reports' calls included.
+}

@@ -71,6 +71,12 @@
 //!   operation first. `Retry-After` is sent with the 202 and while in progress, in seconds,
 //!   or from the monitors as an HTTP-date ([`Lro::retry_after_date`]).
 //!
+//! - Reports by subscription (`reports/bySubscription`): the calls a test recorded with
+//!   [`ApimFake::record_calls`], summed per subscription over the records whose hour falls in
+//!   the `$filter`'s `timestamp ge datetime'…'` / `timestamp le datetime'…'` (both required,
+//!   optionally `and subscriptionId eq '…'`), paged like a collection. Only subscriptions with
+//!   calls in the range have a record, as in the service.
+//!
 //! Prism checks the fake's answers too: one that breaks the description becomes a 500
 //! `VIOLATIONS`, recorded as a refusal (a bug of the fake, shown as such by
 //! [`ApimFake::assert_no_refusals`]).
@@ -718,6 +724,18 @@ struct TenantState {
     token: Option<String>,
     /// Where links (`nextLink`, operation monitors) point instead of where the request came.
     link_base: Option<String>,
+    /// Calls for the reports, as recorded by the tests.
+    calls: Vec<Calls>,
+}
+
+/// Calls of one subscription in one hour (`YYYY-MM-DDTHH:00:00`, UTC), for the reports.
+#[derive(Clone, Debug)]
+struct Calls {
+    subscription: String,
+    hour: String,
+    success: u64,
+    blocked: u64,
+    failed: u64,
 }
 
 impl TenantState {
@@ -731,6 +749,7 @@ impl TenantState {
             page_size: DEFAULT_PAGE_SIZE,
             token: None,
             link_base: None,
+            calls: Vec::new(),
         }
     }
 }
@@ -968,6 +987,14 @@ impl Tenant {
             }
             return self.list(req, kind, parent);
         }
+        if let [c, by] = t.as_slice() {
+            if canonical(c, "reports") && canonical(by, "bySubscription") {
+                if *req.method != Method::GET {
+                    return Err(ArmError::new(405, "MethodNotAllowed", "Only GET is allowed on reports."));
+                }
+                return self.report_by_subscription(req);
+            }
+        }
         if let [c, _, l] = t.as_slice() {
             if canonical(c, "subscriptions") && canonical(l, "listSecrets") {
                 if *req.method != Method::POST {
@@ -1067,18 +1094,7 @@ impl Tenant {
             }
             _ => None,
         };
-        let top = match req.query("$top") {
-            Some(v) => Some(v.parse::<usize>().ok().filter(|&n| n >= 1).ok_or_else(|| {
-                ArmError::validation("$top", format!("'{v}' is not a valid value for $top"))
-            })?),
-            None => None,
-        };
-        let skip = match req.query("$skip") {
-            Some(v) => v.parse::<usize>().map_err(|_| {
-                ArmError::validation("$skip", format!("'{v}' is not a valid value for $skip"))
-            })?,
-            None => 0,
-        };
+        let (top, skip) = paging(req)?;
         // The parent must exist; which entities belong to it.
         let members: Vec<&Entity> = match &parent {
             None => state.entities.values().filter(|e| e.kind == kind).collect(),
@@ -1133,18 +1149,47 @@ impl Tenant {
         let value: Vec<Value> = items.into_iter().skip(skip).take(page).collect();
         let mut body = json!({ "value": value, "count": count });
         if skip + page < count {
-            // The same request, the next page.
-            let path = req.path.split('?').next().unwrap_or(req.path);
-            let mut q = vec![("api-version".to_owned(), API_VERSION.to_owned())];
-            if let Some(f) = req.query("$filter") {
-                q.push(("$filter".to_owned(), f.to_owned()));
-            }
-            if let Some(t) = top {
-                q.push(("$top".to_owned(), t.to_string()));
-            }
-            q.push(("$skip".to_owned(), (skip + page).to_string()));
-            let query: Vec<String> = q.iter().map(|(k, v)| format!("{k}={}", percent_encode(v))).collect();
-            body["nextLink"] = Value::String(format!("{}{path}?{}", req.base, query.join("&")));
+            body["nextLink"] = Value::String(next_link(req, top, skip + page));
+        }
+        Ok(Answer::json(200, body))
+    }
+
+    /// `reports/bySubscription`: the recorded calls in the `$filter`'s range, one record per
+    /// subscription, paged.
+    fn report_by_subscription(&self, req: &ArmRequest<'_>) -> Result<Answer, ArmError> {
+        let range = ReportFilter::parse(req.query("$filter").unwrap_or_default())
+            .map_err(|e| ArmError::validation("$filter", e))?;
+        let (top, skip) = paging(req)?;
+        let state = self.state();
+        let mut totals: BTreeMap<String, (u64, u64, u64)> = BTreeMap::new();
+        for calls in state.calls.iter().filter(|c| range.matches(c)) {
+            let total = totals.entry(calls.subscription.to_lowercase()).or_default();
+            total.0 += calls.success;
+            total.1 += calls.blocked;
+            total.2 += calls.failed;
+        }
+        let records: Vec<Value> = totals
+            .iter()
+            .map(|(sid, (success, blocked, failed))| {
+                let entity = state.entities.get(&format!("subscriptions/{sid}"));
+                let name = entity.and_then(|e| e.properties["displayName"].as_str()).unwrap_or(sid);
+                json!({
+                    "name": name,
+                    "subscriptionId": format!("/subscriptions/{sid}"),
+                    "callCountSuccess": success,
+                    "callCountBlocked": blocked,
+                    "callCountFailed": failed,
+                    "callCountOther": 0,
+                    "callCountTotal": success + blocked + failed,
+                })
+            })
+            .collect();
+        let count = records.len();
+        let page = top.unwrap_or(state.page_size).max(1);
+        let value: Vec<Value> = records.into_iter().skip(skip).take(page).collect();
+        let mut body = json!({ "value": value, "count": count });
+        if skip + page < count {
+            body["nextLink"] = Value::String(next_link(req, top, skip + page));
         }
         Ok(Answer::json(200, body))
     }
@@ -1757,6 +1802,89 @@ fn merge_patch(target: &mut Value, patch: &Value) {
 // ---------------------------------------------------------------------------------------
 
 /// The OData subset the fake understands: clauses joined by `and`; a clause is
+/// `$top` (at least 1, if given) and `$skip` (0 if not given) of a listing.
+fn paging(req: &ArmRequest<'_>) -> Result<(Option<usize>, usize), ArmError> {
+    let top =
+        match req.query("$top") {
+            Some(v) => Some(v.parse::<usize>().ok().filter(|&n| n >= 1).ok_or_else(|| {
+                ArmError::validation("$top", format!("'{v}' is not a valid value for $top"))
+            })?),
+            None => None,
+        };
+    let skip = match req.query("$skip") {
+        Some(v) => v
+            .parse::<usize>()
+            .map_err(|_| ArmError::validation("$skip", format!("'{v}' is not a valid value for $skip")))?,
+        None => 0,
+    };
+    Ok((top, skip))
+}
+
+/// The same listing as `req`, from item `skip` on.
+fn next_link(req: &ArmRequest<'_>, top: Option<usize>, skip: usize) -> String {
+    let path = req.path.split('?').next().unwrap_or(req.path);
+    let mut q = vec![("api-version".to_owned(), API_VERSION.to_owned())];
+    if let Some(f) = req.query("$filter") {
+        q.push(("$filter".to_owned(), f.to_owned()));
+    }
+    if let Some(t) = top {
+        q.push(("$top".to_owned(), t.to_string()));
+    }
+    q.push(("$skip".to_owned(), skip.to_string()));
+    let query: Vec<String> = q.iter().map(|(k, v)| format!("{k}={}", percent_encode(v))).collect();
+    format!("{}{path}?{}", req.base, query.join("&"))
+}
+
+/// The `$filter` of a report: `timestamp ge datetime'…' and timestamp le datetime'…'`, and
+/// optionally `subscriptionId eq '…'` (the fields and operators the description lists for it).
+#[derive(Debug, Default)]
+struct ReportFilter {
+    from: Option<String>,
+    to: Option<String>,
+    subscription: Option<String>,
+}
+
+impl ReportFilter {
+    fn parse(s: &str) -> Result<ReportFilter, String> {
+        let mut filter = ReportFilter::default();
+        for part in split_and(s) {
+            let words: Vec<&str> = part.split_whitespace().collect();
+            let datetime = |w: &str| {
+                w.strip_prefix("datetime'")
+                    .and_then(|w| w.strip_suffix('\''))
+                    .map(|w| w.trim_end_matches('Z').to_owned())
+                    .filter(|w| w.len() == 19 && w.as_bytes()[10] == b'T')
+                    .ok_or_else(|| format!("'{w}' is not a datetime'YYYY-MM-DDTHH:MM:SS' literal"))
+            };
+            match words.as_slice() {
+                [f, op, w] if f.eq_ignore_ascii_case("timestamp") && op.eq_ignore_ascii_case("ge") => {
+                    filter.from = Some(datetime(w)?)
+                }
+                [f, op, w] if f.eq_ignore_ascii_case("timestamp") && op.eq_ignore_ascii_case("le") => {
+                    filter.to = Some(datetime(w)?)
+                }
+                [f, op, w] if f.eq_ignore_ascii_case("subscriptionId") && op.eq_ignore_ascii_case("eq") => {
+                    let sid = w.trim_matches('\'');
+                    filter.subscription = Some(sid.rsplit('/').next().unwrap_or(sid).to_lowercase())
+                }
+                _ => return Err(format!("Invalid $filter clause '{part}' for a report")),
+            }
+        }
+        if filter.from.is_none() || filter.to.is_none() {
+            return Err("a report needs 'timestamp ge' and 'timestamp le' in $filter".into());
+        }
+        Ok(filter)
+    }
+
+    fn matches(&self, calls: &Calls) -> bool {
+        let after = self.from.as_ref().is_none_or(|from| calls.hour >= *from);
+        let before = self.to.as_ref().is_none_or(|to| calls.hour <= *to);
+        let subscription =
+            self.subscription.as_ref().is_none_or(|sid| calls.subscription.eq_ignore_ascii_case(sid));
+        after && before && subscription
+    }
+}
+
 /// `FIELD eq|ne LITERAL` or `startswith|endswith|contains(FIELD, 'text')`; FIELD is `name`,
 /// `properties/x` or `x` (a property); LITERAL a quoted string (`''` for a quote), `true`,
 /// `false` or a number. Strings compare case-insensitively.
@@ -2655,6 +2783,15 @@ impl ApimFake {
     pub fn policy_as(&self, path: &str, format: Format) -> Option<String> {
         let path = policy_path(path);
         self.entity(&path).and_then(|e| e.policy(format))
+    }
+
+    /// Records calls of subscription `sid` in the hour starting at `hour`
+    /// (`YYYY-MM-DDTHH:00:00`, UTC) for the reports: `success`, `blocked` (401, 403, 429) and
+    /// `failed` (400, 5xx) as the service counts them.
+    pub fn record_calls(&self, sid: &str, hour: &str, success: u64, blocked: u64, failed: u64) {
+        assert!(hour.len() == 19 && hour.ends_with(":00:00"), "record_calls: {hour:?} is not an hour");
+        let calls = Calls { subscription: sid.to_owned(), hour: hour.to_owned(), success, blocked, failed };
+        self.state().calls.push(calls);
     }
 
     /// A subscription's keys (primary, secondary).
