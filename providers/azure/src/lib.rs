@@ -24,6 +24,7 @@ pub mod desired;
 pub mod usage;
 pub mod xml;
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
@@ -546,11 +547,14 @@ impl Provider for AzureProvider {
                 continue;
             };
             let period = (request.first_day.as_str(), request.last_day.as_str());
-            if !reports.contains_key(&period) {
-                let records = self.client.list(&usage::report_path(period.0, period.1)).await?;
-                reports.insert(period, usage::counted(&records));
-            }
-            out.push(Some(reports[&period].get(&id).copied().unwrap_or(0)));
+            let counted = match reports.entry(period) {
+                Entry::Occupied(known) => known.into_mut(),
+                Entry::Vacant(new) => {
+                    let records = self.client.list(&usage::report_path(period.0, period.1)).await?;
+                    new.insert(usage::counted(&records))
+                }
+            };
+            out.push(Some(counted.get(&id).copied().unwrap_or(0)));
         }
         Ok(out)
     }
