@@ -58,7 +58,6 @@ pub fn sources(gateways: &[GatewayIr]) -> Vec<UsageSource> {
                     store: local.counter_store.clone()?,
                 },
                 ProviderSettings::Aws(_) | ProviderSettings::Azure(_) => Counter::Cloud(Box::new(ir.clone())),
-                _ => return None,
             };
             let policies: Vec<QuotaPolicyIr> =
                 ir.policies.iter().filter(|p| p.quota.is_some() && !p.keys.is_empty()).cloned().collect();
