@@ -998,6 +998,18 @@ async fn rate_limits_and_quotas_answer_429() {
     assert_eq!(consumer("allowed").as_deref(), Some("3"), "{metrics}");
     assert_eq!(consumer("quota_exceeded").as_deref(), Some("2"), "{metrics}");
     assert!(!metrics.contains(r#"consumer="""#), "a series without a consumer:\n{metrics}");
+
+    // A consumer whose key leaves the configuration loses its series: their number stays
+    // bounded by the keys configured, not by every key ever configured.
+    let policies = std::fs::read_to_string(dir.config().join("policies.yaml")).expect("policies.yaml");
+    let kept: Vec<&str> = policies.split("\n---\n").filter(|doc| !doc.contains("name: counted")).collect();
+    assert!(kept.len() < policies.split("\n---\n").count(), "no ApiKey counted in:\n{policies}");
+    dir.write("policies.yaml", &kept.join("\n---\n"));
+    eventually("the series of a removed consumer to go", Duration::from_secs(10), || async {
+        !tollbridge.admin_get("/metrics").await.text().contains(r#"consumer="counted""#)
+    })
+    .await;
+    assert_eq!(tollbridge.status().await["errors"], serde_json::json!([]));
 }
 
 /// The routes of the reload test at `version`: `/load` answers with `x-version: <version>`,

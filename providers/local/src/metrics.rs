@@ -1,6 +1,7 @@
 //! Prometheus metrics of the data plane.
 
-use std::sync::{Arc, OnceLock};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -51,6 +52,37 @@ pub struct ConsumerLabels {
     pub consumer: Arc<str>,
     /// `allowed`, `rate_limited`, `quota_exceeded` or `limits_unavailable`.
     pub outcome: &'static str,
+}
+
+/// Requests with a known key per consumer, and the series made so far: the family cannot be
+/// listed, and the series of consumers no longer configured must go ([`Self::retain`]), so that
+/// their number stays bounded by the configuration across reloads.
+#[derive(Clone, Debug, Default)]
+pub struct ConsumerRequests {
+    family: Family<ConsumerLabels, Counter>,
+    series: Arc<Mutex<HashSet<ConsumerLabels>>>,
+}
+
+impl ConsumerRequests {
+    /// The counter of `labels`, its series made (and remembered) when new. Called once per key
+    /// and outcome per configuration, not per request.
+    pub fn counter(&self, labels: ConsumerLabels) -> Counter {
+        let counter = self.family.get_or_create(&labels).clone();
+        self.series.lock().unwrap_or_else(|e| e.into_inner()).insert(labels);
+        counter
+    }
+
+    /// Removes every series `keep` refuses (a consumer that comes back starts again from 0,
+    /// which Prometheus reads as a counter reset).
+    pub fn retain(&self, keep: impl Fn(&ConsumerLabels) -> bool) {
+        self.series.lock().unwrap_or_else(|e| e.into_inner()).retain(|labels| {
+            let kept = keep(labels);
+            if !kept {
+                self.family.remove(labels);
+            }
+            kept
+        });
+    }
 }
 
 /// The request metrics of one route entry (or of the requests no route matched), taken from the
@@ -106,7 +138,7 @@ pub struct Metrics {
     pub latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
     pub upstream_errors: Family<UpstreamErrorLabels, Counter>,
     pub policy_rejections: Family<PolicyLabels, Counter>,
-    pub consumer_requests: Family<ConsumerLabels, Counter>,
+    pub consumer_requests: ConsumerRequests,
     pub connections: Gauge,
     pub connections_refused: Counter,
     pub config_reloads: Counter,
@@ -121,7 +153,7 @@ impl Default for Metrics {
         );
         let upstream_errors = Family::<UpstreamErrorLabels, Counter>::default();
         let policy_rejections = Family::<PolicyLabels, Counter>::default();
-        let consumer_requests = Family::<ConsumerLabels, Counter>::default();
+        let consumer_requests = ConsumerRequests::default();
         let connections = Gauge::default();
         let connections_refused = Counter::default();
         let config_reloads = Counter::default();
@@ -144,7 +176,7 @@ impl Default for Metrics {
         registry.register(
             "consumer_requests",
             "Requests with a known API key, by consumer and outcome (allowed, rate_limited, quota_exceeded, limits_unavailable)",
-            consumer_requests.clone(),
+            consumer_requests.family.clone(),
         );
         registry.register("open_connections", "Client connections open now", connections.clone());
         registry.register(

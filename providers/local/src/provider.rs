@@ -1,6 +1,6 @@
 //! [`LocalProvider`]: applies Gateways to this process's data plane.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -93,8 +93,7 @@ impl LocalProvider {
     ) -> Result<(), String> {
         let table = Table::build(&gateways)?;
         // Pooled connections to endpoints that left the configuration are closed.
-        let upstreams: std::collections::HashSet<String> =
-            gateways.values().flat_map(|g| g.upstream_addresses()).collect();
+        let upstreams: HashSet<String> = gateways.values().flat_map(|g| g.upstream_addresses()).collect();
         self.shared.client.retain(|address| upstreams.contains(address));
         let wanted: BTreeSet<SocketAddr> = table.sockets.keys().copied().collect();
         inner.failed.retain(|socket, _| wanted.contains(socket));
@@ -125,6 +124,14 @@ impl LocalProvider {
                 tracing::info!(%socket, "stopped listening");
             }
             keep
+        });
+        // Consumers no longer configured lose their series.
+        let consumers: HashSet<(&str, &str, &str)> = gateways
+            .iter()
+            .flat_map(|(id, gateway)| gateway.policies.consumers().map(move |(p, c)| (id.as_str(), p, c)))
+            .collect();
+        self.shared.metrics.consumer_requests.retain(|series| {
+            consumers.contains(&(series.gateway.as_str(), &*series.policy, &*series.consumer))
         });
         inner.gateways = gateways;
         Ok(())

@@ -32,7 +32,6 @@ use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, StatusCode};
 use jiff::Timestamp;
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
 use tollbridge_provider::QuotaPolicyIr;
 
 use self::headers::LimitStatus;
@@ -44,7 +43,7 @@ use self::state::{BucketKey, Counters, QuotaCount, Subject};
 pub use self::state::{PolicyState, StateError, COUNTERS_FILE};
 pub use self::usage::{queries as usage_queries, KeyUsage, UsageQuery};
 use crate::counter_store::{CounterStore, FailureMode};
-use crate::metrics::{ConsumerLabels, Label};
+use crate::metrics::{ConsumerLabels, ConsumerRequests, Label};
 
 /// What to do with a request.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -100,13 +99,13 @@ impl Outcome {
 /// its keys (so their number is bounded by the configuration) and only once used.
 #[derive(Clone, Debug)]
 pub struct ConsumerSink {
-    family: Family<ConsumerLabels, Counter>,
+    counters: ConsumerRequests,
     gateway: Label,
 }
 
 impl ConsumerSink {
-    pub fn new(family: Family<ConsumerLabels, Counter>, gateway: Label) -> Self {
-        Self { family, gateway }
+    pub fn new(counters: ConsumerRequests, gateway: Label) -> Self {
+        Self { counters, gateway }
     }
 }
 
@@ -218,17 +217,20 @@ impl Policies {
         let (Some(sink), Some(key)) = (&self.consumers, caller.key) else { return };
         let counters = key.counters.get_or_init(|| {
             Outcome::ALL.map(|outcome| {
-                sink.family
-                    .get_or_create(&ConsumerLabels {
-                        gateway: sink.gateway.clone(),
-                        policy: caller.policy.id.clone(),
-                        consumer: key.consumer_name.clone(),
-                        outcome: outcome.label(),
-                    })
-                    .clone()
+                sink.counters.counter(ConsumerLabels {
+                    gateway: sink.gateway.clone(),
+                    policy: caller.policy.id.clone(),
+                    consumer: key.consumer_name.clone(),
+                    outcome: outcome.label(),
+                })
             })
         });
         counters[outcome as usize].inc();
+    }
+
+    /// (policy id, consumer) of every key.
+    pub fn consumers(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.keys.values().flatten().map(|key| (&*self.policies[key.policy].id, &*key.consumer_name))
     }
 
     /// Whether the Gateway has a policy with this id.
