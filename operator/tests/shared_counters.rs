@@ -201,6 +201,38 @@ async fn replicas_with_skewed_clocks_neither_reset_nor_drop_buckets() {
     assert_eq!(answers, [true, false, false], "the bucket expired early under a skewed clock");
 }
 
+/// Pooled connections the store closed while they sat idle (its client timeout, here a CLIENT
+/// KILL) and a store that lost its scripts (SCRIPT FLUSH, as after a restart or failover) are
+/// met by a new connection and a reloaded script: the decision is still the store's, and the
+/// store is not marked down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_idle_connections_and_flushed_scripts_are_recovered_without_a_fallback() {
+    let redis = Redis::start(RedisOptions::default());
+    let store = connected(&redis).await;
+    let policies = Policies::compile(&[QuotaPolicyIr {
+        id: "shop/daily".into(),
+        api_key: Some(key_settings()),
+        rate_limit: None,
+        quota: Some(QuotaIr { requests: 3, period: QuotaPeriod::Day }),
+        keys: vec![key_ir("daily", KEY)],
+    }]);
+    let unused = PolicyState::new();
+    let decide = || async {
+        let decision =
+            policies.check_shared(&store, &unused, "shop/daily", &mut request(KEY), Timestamp::now()).await;
+        decision.is_allowed()
+    };
+    assert!(decide().await);
+    redis.cli(&["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"]);
+    assert!(decide().await, "a decision after the store closed the pooled connections");
+    redis.cli(&["SCRIPT", "FLUSH"]);
+    assert!(decide().await, "a decision after the store lost its scripts");
+    assert!(store.is_up(), "the store was marked down");
+    // Three admitted in all (the quota), every one counted in the store.
+    assert!(!decide().await, "the fourth request of a quota of 3 was admitted");
+    assert_eq!(unused.bucket_count(), 0, "a reachable store must not fall back to local counters");
+}
+
 /// The configuration of one replica: its own listener port, the same policies and keys as every
 /// other replica. `/quota`: `quota` a month per key; `/rate`: 20 a second, bursts of 10.
 fn replica_config(port: u16, backend: SocketAddr, quota: u64) -> ConfigDir {

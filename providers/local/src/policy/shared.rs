@@ -18,17 +18,22 @@ use super::rate::Gcra;
 use super::state::{Counters, QuotaCount, Subject};
 use super::{limit, Limited};
 
-/// The decision script. KEYS[1]: the bucket, a hash of `tat` (µs) and the quota window it
-/// counts (`period`, `start` and `end` in seconds, `count`, and `seen`: when (µs) the last
-/// request was counted). ARGV: now (µs), rate interval (µs,
-/// 0: no rate limit), burst, quota (-1: no quota), the period's name, and the start and end of
-/// the window holding `now` by this replica's clock.
+/// The decision script. KEYS[1]: the bucket, a hash of `tat` (µs), the quota window it counts
+/// (`period`, `start` and `end` in seconds, `count`, and `seen`: when (µs) the last request was
+/// counted) and `expires` (µs, by the replicas' clocks: when the bucket's lifetime last set
+/// ends). ARGV: now (µs), rate interval (µs, 0: no rate limit), burst, quota (-1: no quota), the
+/// period's name, and the start and end of the window holding `now` by this replica's clock.
 ///
 /// A stored window of the same period that has not ended is counted against, even when this
 /// replica's clock puts `now` in the next one (as the in-process counters do), so replicas a
 /// second apart at a period's end do not reset each other's counts. The bucket's lifetime is
-/// set relative to `now` and only ever lengthened, so a store whose clock differs from the
-/// replicas' neither drops buckets early nor lets one that still counts lapse.
+/// set relative to `now` (so the store's own clock does not matter) and only ever lengthened:
+/// `PEXPIRE` is called only when the new end is past `expires`, which with a quota is once per
+/// window, not once per request.
+///
+/// Two commands per decision (`HMGET`, `HSET`), a third when the lifetime grows: each command a
+/// script calls costs the store about a microsecond more, and a store is one thread shared by
+/// every replica.
 ///
 /// Answers `{tat, count, start, end}`: the bucket as it was, and the window it counted in.
 pub const SCRIPT: &str = r#"
@@ -37,14 +42,14 @@ local interval = tonumber(ARGV[2])
 local burst = tonumber(ARGV[3])
 local quota = tonumber(ARGV[4])
 local period = ARGV[5]
-local window_start = tonumber(ARGV[6])
-local window_end = tonumber(ARGV[7])
-local stored = redis.call('HMGET', KEYS[1], 'tat', 'period', 'start', 'end', 'count')
+local window_start = ARGV[6]
+local window_end = ARGV[7]
+local stored = redis.call('HMGET', KEYS[1], 'tat', 'period', 'start', 'end', 'count', 'expires')
 local tat = tonumber(stored[1]) or 0
 local count = 0
 if quota >= 0 and stored[2] == period and now < (tonumber(stored[4]) or 0) * 1000000 then
-  window_start = tonumber(stored[3])
-  window_end = tonumber(stored[4])
+  window_start = stored[3]
+  window_end = stored[4]
   count = tonumber(stored[5]) or 0
 end
 local new_tat = 0
@@ -54,23 +59,37 @@ if interval > 0 then
   rate_allows = new_tat - now <= interval * burst
 end
 if rate_allows and (quota < 0 or count < quota) then
+  local fields = {}
   local lasts_until = new_tat
   if interval > 0 then
-    redis.call('HSET', KEYS[1], 'tat', string.format('%.0f', new_tat))
+    fields = {'tat', string.format('%.0f', new_tat)}
   end
   if quota >= 0 then
-    redis.call('HSET', KEYS[1], 'period', period, 'start', string.format('%.0f', window_start),
-      'end', string.format('%.0f', window_end), 'count', string.format('%.0f', count + 1),
-      'seen', string.format('%.0f', now))
-    lasts_until = math.max(lasts_until, window_end * 1000000)
+    local n = #fields
+    fields[n + 1] = 'period'
+    fields[n + 2] = period
+    fields[n + 3] = 'start'
+    fields[n + 4] = window_start
+    fields[n + 5] = 'end'
+    fields[n + 6] = window_end
+    fields[n + 7] = 'count'
+    fields[n + 8] = string.format('%.0f', count + 1)
+    fields[n + 9] = 'seen'
+    fields[n + 10] = ARGV[1]
+    lasts_until = math.max(lasts_until, tonumber(window_end) * 1000000)
   end
-  local ttl_ms = math.ceil((lasts_until - now) / 1000) + 1000
-  local current = redis.call('PTTL', KEYS[1])
-  if current < 0 or current < ttl_ms then
-    redis.call('PEXPIRE', KEYS[1], string.format('%.0f', ttl_ms))
+  local expires = lasts_until + 1000000
+  local lengthen = expires > (tonumber(stored[6]) or 0)
+  if lengthen then
+    fields[#fields + 1] = 'expires'
+    fields[#fields + 1] = string.format('%.0f', expires)
+  end
+  redis.call('HSET', KEYS[1], unpack(fields))
+  if lengthen then
+    redis.call('PEXPIRE', KEYS[1], string.format('%.0f', math.ceil((expires - now) / 1000)))
   end
 end
-return {tat, count, window_start, window_end}
+return {tat, count, tonumber(window_start), tonumber(window_end)}
 "#;
 
 const NANOS_PER_MICRO: i128 = 1_000;

@@ -1,13 +1,17 @@
 //! The connection to a shared counter store (Redis) and what happens when it cannot answer.
 //!
-//! One multiplexed connection carries every decision (requests in flight are pipelined on it).
-//! A call that fails or takes longer than the timeout marks the store down: from then on
-//! requests do not wait for it but follow the failure mode, while a background task reconnects
-//! (and pings) until the store answers again. Each change of state is logged once and shown by
-//! the `tollbridge_counter_store_up` gauge.
+//! A small pool of connections carries the decisions: a request takes an idle connection (or
+//! opens one, up to [`MAX_CONNECTIONS`]), sends its script call and reads the reply itself, and
+//! gives the connection back. A call that fails or takes longer than the timeout marks the store
+//! down: from then on requests do not wait for it but follow the failure mode, while a background
+//! task reconnects (and pings) until the store answers again. Each change of state is logged once
+//! and shown by the `tollbridge_counter_store_up` gauge.
+
+mod connection;
+mod resp;
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -16,15 +20,19 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, IntoConnectionInfo, Script};
 use serde::Serialize;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 
+use self::connection::{CallError, Connection, Endpoint};
+use self::resp::{Arg, Frame};
 use crate::policy::{Call, Reply, UsageQuery, SCRIPT};
 
 /// How often a store that is up is PINGed, so that a replica without traffic notices an outage.
 const HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Connections one replica keeps to the store at most: decisions in flight beyond that wait
+/// (within the timeout) for one to come back.
+pub const MAX_CONNECTIONS: usize = 32;
 
 /// What a request guarded by a rate limit or quota gets while the store cannot answer.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -83,8 +91,8 @@ impl fmt::Debug for CounterStoreSettings {
 pub enum CounterStoreError {
     #[error("counter store URL {url}: {reason}")]
     Url { url: String, reason: String },
-    #[error("counter store {url}: {source}")]
-    Client { url: String, source: redis::RedisError },
+    #[error("counter store {url}: {reason}")]
+    Call { url: String, reason: String },
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -110,9 +118,15 @@ pub struct CounterStore {
     settings: CounterStoreSettings,
     /// The URL with any password hidden: what logs and status show.
     shown_url: String,
-    client: Client,
-    script: Script,
-    connection: Mutex<Option<MultiplexedConnection>>,
+    endpoint: Endpoint,
+    /// Connections not in use, each with the generation it was opened in.
+    idle: Mutex<Vec<(u64, Connection)>>,
+    /// One permit per connection open or in use.
+    slots: Semaphore,
+    /// Moves on at each outage: a connection of an older one is not reused.
+    generation: AtomicU64,
+    /// The SHA-1 the store gave the script (`SCRIPT LOAD`), once loaded.
+    script_sha: Mutex<Option<Arc<str>>>,
     up: AtomicBool,
     went_down: Notify,
     metrics: StoreMetrics,
@@ -139,12 +153,14 @@ impl CounterStore {
     /// Checks the settings and starts connecting in the background: until the first connection
     /// is up, requests follow the failure mode. Call inside a Tokio runtime.
     pub fn start(settings: CounterStoreSettings) -> Result<Arc<Self>, CounterStoreError> {
-        let client = client(&settings)?;
+        let endpoint = Endpoint::parse(&settings)?;
         let store = Arc::new(Self {
             shown_url: redacted(&settings.url),
-            client,
-            script: Script::new(SCRIPT),
-            connection: Mutex::new(None),
+            endpoint,
+            idle: Mutex::new(Vec::new()),
+            slots: Semaphore::new(MAX_CONNECTIONS),
+            generation: AtomicU64::new(0),
+            script_sha: Mutex::new(None),
             up: AtomicBool::new(false),
             went_down: Notify::new(),
             metrics: StoreMetrics::default(),
@@ -192,24 +208,18 @@ impl CounterStore {
 
     /// Runs one decision on the store; `Err` carries the failure mode to follow instead.
     pub(crate) async fn run(&self, call: &Call) -> Result<Reply, FailureMode> {
-        let connection =
-            self.is_up().then(|| self.connection.lock().unwrap_or_else(PoisonError::into_inner).clone());
-        let Some(Some(mut connection)) = connection else { return Err(self.fall_back()) };
-        let mut invocation = self.script.key(call.key());
-        invocation.arg(call.args());
-        match tokio::time::timeout(self.settings.timeout, invocation.invoke_async::<Reply>(&mut connection))
-            .await
-        {
+        if !self.is_up() {
+            return Err(self.fall_back());
+        }
+        match tokio::time::timeout(self.settings.timeout, self.decide(call)).await {
             Ok(Ok(reply)) => Ok(reply),
             Ok(Err(error)) => {
                 // A replica that became read-only (a failover), a primary that is gone or a
                 // server still loading: a new connection is what helps.
-                let reconnect = error.is_io_error()
-                    || error.is_connection_dropped()
-                    || error.is_timeout()
+                let reconnect = !matches!(error, CallError::Refused(_))
                     || matches!(error.code(), Some("READONLY" | "MASTERDOWN" | "LOADING"));
                 let kind = if reconnect {
-                    self.mark_down(&format!("{error}"));
+                    self.mark_down(&error.to_string());
                     "connection"
                 } else {
                     self.warn_refusal(&error);
@@ -226,9 +236,77 @@ impl CounterStore {
         }
     }
 
+    /// The script call of `call` on a pooled connection. Dropped half-way (the timeout), the
+    /// connection goes with it.
+    async fn decide(&self, call: &Call) -> Result<Reply, CallError> {
+        let _slot =
+            self.slots.acquire().await.map_err(|_| CallError::Protocol("the pool is closed".into()))?;
+        let (generation, connection, reused) = self.take().await?;
+        let (reply, connection) = match self.decide_on(connection, call).await {
+            // A pooled connection the store closed while it sat idle (a client timeout on the
+            // server): one more try, on a new connection.
+            Err(CallError::Io(_)) if reused => self.decide_on(self.endpoint.open().await?, call).await?,
+            outcome => outcome?,
+        };
+        self.give_back(generation, connection);
+        Ok(reply)
+    }
+
+    async fn decide_on(
+        &self,
+        mut connection: Connection,
+        call: &Call,
+    ) -> Result<(Reply, Connection), CallError> {
+        let sha = self.script_sha(&mut connection).await?;
+        let mut reply = connection.call(&script_args(&sha, call)).await?;
+        if matches!(&reply, Frame::Error(message) if message.starts_with("NOSCRIPT")) {
+            // The store lost its scripts (a restart, SCRIPT FLUSH, a failover): load it again.
+            *self.script_sha.lock().unwrap_or_else(PoisonError::into_inner) = None;
+            let sha = self.script_sha(&mut connection).await?;
+            reply = connection.call(&script_args(&sha, call)).await?;
+        }
+        Ok((decision(reply.ok()?)?, connection))
+    }
+
+    /// An idle connection of this generation (`true`: reused), or a new one.
+    async fn take(&self) -> Result<(u64, Connection, bool), CallError> {
+        let generation = self.generation.load(Ordering::Acquire);
+        let idle = {
+            let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+            idle.retain(|(opened, _)| *opened == generation);
+            idle.pop()
+        };
+        match idle {
+            Some((generation, connection)) => Ok((generation, connection, true)),
+            None => Ok((generation, self.endpoint.open().await?, false)),
+        }
+    }
+
+    fn give_back(&self, generation: u64, connection: Connection) {
+        if generation == self.generation.load(Ordering::Acquire) {
+            self.idle.lock().unwrap_or_else(PoisonError::into_inner).push((generation, connection));
+        }
+    }
+
+    /// The script's SHA-1, loading the script on `connection` when the store has not got it.
+    async fn script_sha(&self, connection: &mut Connection) -> Result<Arc<str>, CallError> {
+        if let Some(sha) = self.script_sha.lock().unwrap_or_else(PoisonError::into_inner).clone() {
+            return Ok(sha);
+        }
+        let loaded =
+            connection.call(&[Arg::from("SCRIPT"), Arg::from("LOAD"), Arg::from(SCRIPT)]).await?.ok()?;
+        let sha: Arc<str> = loaded
+            .as_text()
+            .filter(|sha| sha.len() == 40)
+            .ok_or_else(|| CallError::Protocol(format!("SCRIPT LOAD answered {loaded:?}")))?
+            .into();
+        *self.script_sha.lock().unwrap_or_else(PoisonError::into_inner) = Some(sha.clone());
+        Ok(sha)
+    }
+
     /// Logs a refusal (NOPERM from an ACL, OOM, ...) at most once a minute: every request may
     /// meet it, and the log must not drown.
-    fn warn_refusal(&self, error: &redis::RedisError) {
+    fn warn_refusal(&self, error: &CallError) {
         let now = jiff::Timestamp::now().as_second();
         let last = self.refusal_logged_at.load(Ordering::Relaxed);
         if now - last >= 60
@@ -257,51 +335,78 @@ impl CounterStore {
         }
     }
 
-    fn mark_up(&self, connection: MultiplexedConnection) {
-        *self.connection.lock().unwrap_or_else(PoisonError::into_inner) = Some(connection);
+    fn mark_up(&self) {
         if !self.up.swap(true, Ordering::AcqRel) {
             self.metrics.up.set(1);
             tracing::info!(url = %self.shown_url, "counter store connected; limits are shared");
         }
     }
 
-    /// PINGs on the current connection; no answer within the timeout marks the store down.
+    /// PINGs on a pooled connection; no answer within the timeout marks the store down.
     async fn check_health(&self) {
-        let connection = self.connection.lock().unwrap_or_else(PoisonError::into_inner).clone();
-        let Some(mut connection) = connection else { return };
-        let ping = redis::cmd("PING");
-        match tokio::time::timeout(
-            self.settings.timeout.max(Duration::from_millis(500)),
-            ping.query_async::<String>(&mut connection),
-        )
-        .await
-        {
-            Ok(Ok(_)) => {}
-            Ok(Err(error)) => self.mark_down(&format!("{error}")),
+        let ping = async {
+            let (generation, mut connection, _) = self.take().await?;
+            connection.call(&[Arg::from("PING")]).await?.ok()?;
+            self.give_back(generation, connection);
+            Ok::<(), CallError>(())
+        };
+        match tokio::time::timeout(self.settings.timeout.max(Duration::from_millis(500)), ping).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => self.mark_down(&error.to_string()),
             Err(_) => self.mark_down("no answer to PING"),
         }
     }
 
-    /// A new connection that answers PING, or why not.
-    async fn connect(&self) -> Result<MultiplexedConnection, redis::RedisError> {
+    /// A new connection of a new generation that answers PING, put in the pool; or why not.
+    async fn connect(&self) -> Result<(), CallError> {
         let wait = self.settings.timeout.max(Duration::from_secs(1));
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(wait))
-            .set_response_timeout(Some(self.settings.timeout.max(Duration::from_millis(100))));
-        let mut connection = self.client.get_multiplexed_async_connection_with_config(&config).await?;
-        let ping = redis::cmd("PING");
-        match tokio::time::timeout(wait, ping.query_async::<String>(&mut connection)).await {
-            Ok(pong) => pong.map(|_| connection),
-            Err(_) => Err(redis::RedisError::from(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "no answer to PING",
-            ))),
-        }
+        let open = async {
+            let mut connection = self.endpoint.open().await?;
+            connection.call(&[Arg::from("PING")]).await?.ok()?;
+            Ok::<Connection, CallError>(connection)
+        };
+        let connection = tokio::time::timeout(wait, open).await.map_err(|_| {
+            CallError::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer to PING"))
+        })??;
+        let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        idle.clear();
+        idle.push((generation, connection));
+        Ok(())
     }
 }
 
-/// A bucket's `period`, `start`, `count` and `seen` fields, as stored.
-type StoredQuota = (Option<String>, Option<i64>, Option<u64>, Option<i64>);
+/// `EVALSHA` of the decision script for `call`.
+fn script_args<'a>(sha: &'a str, call: &'a Call) -> [Arg<'a>; 11] {
+    let (now, interval, burst, quota, period, start, end) = call.args();
+    [
+        Arg::from("EVALSHA"),
+        Arg::from(sha),
+        Arg::Int(1),
+        Arg::from(call.key()),
+        Arg::Int(now),
+        Arg::Int(interval),
+        Arg::Int(i64::from(burst)),
+        Arg::Int(quota),
+        Arg::from(period),
+        Arg::Int(start),
+        Arg::Int(end),
+    ]
+}
+
+/// The script's answer `{tat, count, start, end}`.
+fn decision(reply: Frame) -> Result<Reply, CallError> {
+    let numbers = match &reply {
+        Frame::Array(Some(items)) if items.len() == 4 => {
+            items.iter().map(Frame::as_i64).collect::<Option<Vec<_>>>()
+        }
+        _ => None,
+    };
+    match numbers.as_deref() {
+        Some(&[tat, count, start, end]) => Ok((tat, u64::try_from(count).unwrap_or(0), start, end)),
+        _ => Err(CallError::Protocol(format!("the decision script answered {reply:?}"))),
+    }
+}
 
 /// Requests counted in the shared store for each key of `queries` in its current quota window,
 /// and when the last one came (`tollbridge usage`): one pipelined round trip on a connection of
@@ -310,28 +415,42 @@ pub async fn quota_counts(
     settings: &CounterStoreSettings,
     queries: &[UsageQuery],
 ) -> Result<Vec<(u64, Option<jiff::Timestamp>)>, CounterStoreError> {
-    let shown = || redacted(&settings.url);
-    let failed = |source| CounterStoreError::Client { url: shown(), source };
+    let failed = |error: CallError| CounterStoreError::Call {
+        url: redacted(&settings.url),
+        reason: error.to_string(),
+    };
+    let endpoint = Endpoint::parse(settings)?;
+    let keys: Vec<String> = queries.iter().map(|query| query.store_key(&settings.prefix)).collect();
+    let commands: Vec<[Arg<'_>; 6]> =
+        keys.iter().map(|key| ["HMGET", key, "period", "start", "count", "seen"].map(Arg::from)).collect();
+    let commands: Vec<&[Arg<'_>]> = commands.iter().map(|c| c.as_slice()).collect();
+    let read = async {
+        let mut connection = endpoint.open().await?;
+        connection.pipeline(&commands).await
+    };
     let wait = settings.timeout.max(Duration::from_secs(2));
-    let config =
-        AsyncConnectionConfig::new().set_connection_timeout(Some(wait)).set_response_timeout(Some(wait));
-    let mut connection =
-        client(settings)?.get_multiplexed_async_connection_with_config(&config).await.map_err(failed)?;
-    let mut pipeline = redis::pipe();
-    for query in queries {
-        let key = query.store_key(&settings.prefix);
-        pipeline.cmd("HMGET").arg(key).arg("period").arg("start").arg("count").arg("seen");
-    }
-    let stored: Vec<StoredQuota> = pipeline.query_async(&mut connection).await.map_err(failed)?;
-    Ok(queries
+    let replies = tokio::time::timeout(wait, read)
+        .await
+        .map_err(|_| failed(CallError::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer"))))?
+        .map_err(failed)?;
+    queries
         .iter()
-        .zip(stored)
-        .map(|(query, (period, start, count, seen))| {
-            let seen = seen.and_then(|micros| jiff::Timestamp::from_microsecond(micros).ok());
-            let counted = if query.counts_in(period.as_deref(), start) { count.unwrap_or(0) } else { 0 };
-            (counted, seen)
+        .zip(replies)
+        .map(|(query, reply)| {
+            let fields = match reply.ok().map_err(failed)? {
+                Frame::Array(Some(fields)) if fields.len() == 4 => fields,
+                other => return Err(failed(CallError::Protocol(format!("HMGET answered {other:?}")))),
+            };
+            let period = fields[0].as_text();
+            let seen = fields[3].as_i64().and_then(|micros| jiff::Timestamp::from_microsecond(micros).ok());
+            let counted = if query.counts_in(period, fields[1].as_i64()) {
+                fields[2].as_i64().and_then(|n| u64::try_from(n).ok()).unwrap_or(0)
+            } else {
+                0
+            };
+            Ok((counted, seen))
         })
-        .collect())
+        .collect()
 }
 
 /// Keeps the store connected: connects, then waits until a call marks it down, then
@@ -352,8 +471,8 @@ async fn reconnect_forever(store: Arc<CounterStore>) {
             continue;
         }
         match store.connect().await {
-            Ok(connection) => {
-                store.mark_up(connection);
+            Ok(()) => {
+                store.mark_up();
                 logged_failure = false;
                 pause = Duration::from_millis(250);
             }
@@ -367,40 +486,6 @@ async fn reconnect_forever(store: Arc<CounterStore>) {
             }
         }
     }
-}
-
-fn client(settings: &CounterStoreSettings) -> Result<Client, CounterStoreError> {
-    let url_error =
-        |reason: &str| CounterStoreError::Url { url: redacted(&settings.url), reason: reason.to_owned() };
-    let scheme = settings.url.split_once("://").map(|(scheme, _)| scheme);
-    let tls = match scheme {
-        Some("redis") => false,
-        Some("rediss") => true,
-        _ => return Err(url_error("expected redis://HOST:PORT[/DB] or rediss://HOST:PORT[/DB]")),
-    };
-    let mut info = settings.url.as_str().into_connection_info().map_err(|e| url_error(&e.to_string()))?;
-    if info.redis_settings().password().is_some() {
-        return Err(url_error(
-            "a password in the URL is visible to anyone who can list processes or read the \
-             configuration; give it in a file or an environment variable instead",
-        ));
-    }
-    if let Some(password) = &settings.password {
-        let redis = info.redis_settings().clone().set_password(password);
-        info = info.set_redis_settings(redis);
-    }
-    // Decisions are small writes pipelined on one connection: Nagle's algorithm would hold one
-    // back until the previous is acknowledged.
-    info = info.set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
-    let built = match (&settings.ca_pem, tls) {
-        (Some(pem), true) => Client::build_with_tls(
-            info,
-            redis::TlsCertificates { client_tls: None, root_cert: Some(pem.clone()) },
-        ),
-        (Some(_), false) => return Err(url_error("a CA certificate is given but the URL is not rediss://")),
-        (None, _) => Client::open(info),
-    };
-    built.map_err(|source| CounterStoreError::Client { url: redacted(&settings.url), source })
 }
 
 /// `url` with the password of its user information (if any) replaced. The user information
@@ -465,7 +550,8 @@ mod tests {
 
     #[test]
     fn bad_urls_are_refused_with_the_reason() {
-        let refused = |url: &str| client(&settings(url)).err().map(|e| e.to_string()).unwrap_or_default();
+        let refused =
+            |url: &str| Endpoint::parse(&settings(url)).err().map(|e| e.to_string()).unwrap_or_default();
         let in_url = refused("redis://:in-url-secret@127.0.0.1:6379");
         assert!(in_url.contains("password in the URL") && !in_url.contains("in-url-secret"), "{in_url}");
         let slashed = refused("redis://:in/url/secret@127.0.0.1:6379");
@@ -473,7 +559,7 @@ mod tests {
         assert!(refused("http://127.0.0.1:6379").contains("expected redis://"));
         let mut with_ca = settings("redis://127.0.0.1:6379");
         with_ca.ca_pem = Some(b"-----BEGIN CERTIFICATE-----".to_vec());
-        assert!(client(&with_ca).err().is_some_and(|e| e.to_string().contains("not rediss://")));
-        assert!(client(&settings("redis://127.0.0.1:6379/3")).is_ok());
+        assert!(Endpoint::parse(&with_ca).err().is_some_and(|e| e.to_string().contains("not rediss://")));
+        assert!(Endpoint::parse(&settings("redis://127.0.0.1:6379/3")).is_ok());
     }
 }

@@ -1,0 +1,290 @@
+//! One connection to the store: where it is (parsed from the URL), how to open it (TCP or TLS,
+//! `AUTH`, `SELECT`) and one command or a pipeline of them on it. The task that sends a command
+//! reads its reply itself: no task and no channel in between.
+
+use std::fmt;
+use std::io;
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use super::resp::{self, Arg, Frame};
+use super::{redacted, CounterStoreError, CounterStoreSettings};
+
+/// Where the store is and how to log in, from its settings.
+#[derive(Clone)]
+pub struct Endpoint {
+    host: String,
+    port: u16,
+    tls: Option<(TlsConnector, ServerName<'static>)>,
+    username: Option<String>,
+    password: Option<String>,
+    database: u32,
+}
+
+impl fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("tls", &self.tls.is_some())
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("database", &self.database)
+            .finish()
+    }
+}
+
+impl Endpoint {
+    /// Parses `redis://[USER@]HOST[:PORT][/DB]` or `rediss://…`; refuses a password in the URL,
+    /// a CA without TLS, and what is not such a URL, each with the reason.
+    pub fn parse(settings: &CounterStoreSettings) -> Result<Self, CounterStoreError> {
+        let url = &settings.url;
+        let refused = |reason: &str| CounterStoreError::Url { url: redacted(url), reason: reason.to_owned() };
+        let (tls, rest) = match url.split_once("://") {
+            Some(("redis", rest)) => (false, rest),
+            Some(("rediss", rest)) => (true, rest),
+            _ => return Err(refused("expected redis://HOST:PORT[/DB] or rediss://HOST:PORT[/DB]")),
+        };
+        if super::has_password(url) {
+            return Err(refused(
+                "a password in the URL is visible to anyone who can list processes or read the \
+                 configuration; give it in a file or an environment variable instead",
+            ));
+        }
+        let (username, rest) = match rest.rsplit_once('@') {
+            Some((user, rest)) => (Some(user.to_owned()).filter(|u| !u.is_empty()), rest),
+            None => (None, rest),
+        };
+        if rest.contains(['?', '#']) {
+            return Err(refused("query parameters and fragments are not supported"));
+        }
+        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let (host, port) = split_port(authority).ok_or_else(|| refused("expected HOST or HOST:PORT"))?;
+        let database = match path.trim_end_matches('/') {
+            "" => 0,
+            db => db.parse().map_err(|_| refused("the database (after the host) must be a number"))?,
+        };
+        let tls = match (tls, &settings.ca_pem) {
+            (false, Some(_)) => {
+                return Err(refused("a CA certificate is given but the URL is not rediss://"))
+            }
+            (false, None) => None,
+            (true, ca) => {
+                let config = tls_config(ca.as_deref()).map_err(|reason| refused(&reason))?;
+                let name = ServerName::try_from(host.clone())
+                    .map_err(|_| refused("the host is not a valid TLS server name"))?;
+                Some((TlsConnector::from(Arc::new(config)), name))
+            }
+        };
+        Ok(Self { host, port, tls, username, password: settings.password.clone(), database })
+    }
+
+    /// A new connection, logged in and on its database.
+    pub async fn open(&self) -> Result<Connection, CallError> {
+        let tcp = TcpStream::connect((self.host.as_str(), self.port)).await?;
+        // Decisions are small writes: Nagle's algorithm would hold one back until the previous
+        // is acknowledged.
+        tcp.set_nodelay(true)?;
+        let io: Box<dyn Stream> = match &self.tls {
+            None => Box::new(tcp),
+            Some((connector, name)) => Box::new(connector.connect(name.clone(), tcp).await?),
+        };
+        let mut connection = Connection { io, read: Vec::with_capacity(512), write: Vec::with_capacity(512) };
+        if let Some(password) = &self.password {
+            let mut args = vec![Arg::from("AUTH")];
+            args.extend(self.username.as_deref().map(Arg::from));
+            args.push(Arg::from(password.as_str()));
+            connection.call(&args).await?.ok()?;
+        }
+        if self.database != 0 {
+            connection.call(&[Arg::from("SELECT"), Arg::Int(i64::from(self.database))]).await?.ok()?;
+        }
+        Ok(connection)
+    }
+}
+
+/// `host` and `port` (6379 when not given) of `host[:port]` or `[v6][:port]`.
+fn split_port(authority: &str) -> Option<(String, u16)> {
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(v6) => {
+            let (host, rest) = v6.split_once(']')?;
+            (host, rest.strip_prefix(':'))
+        }
+        None => match authority.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        },
+    };
+    let port = match port {
+        Some(port) => port.parse().ok().filter(|&p| p != 0)?,
+        None => 6379,
+    };
+    (!host.is_empty()).then(|| (host.to_owned(), port))
+}
+
+/// TLS trusting `ca_pem`, or the system's certificates when none is given.
+fn tls_config(ca_pem: Option<&[u8]>) -> Result<rustls::ClientConfig, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_pem {
+        Some(pem) => {
+            for cert in CertificateDer::pem_slice_iter(pem) {
+                let cert = cert.map_err(|e| format!("the CA certificate is not PEM: {e}"))?;
+                roots.add(cert).map_err(|e| format!("the CA certificate cannot be used: {e}"))?;
+            }
+            if roots.is_empty() {
+                return Err("the CA file holds no certificate".into());
+            }
+        }
+        None => {
+            for cert in rustls_native_certs::load_native_certs().certs {
+                // A system certificate rustls cannot use is skipped, as browsers do.
+                let _ = roots.add(cert);
+            }
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync> Stream for T {}
+
+/// An open connection. Commands are answered in order; a connection whose call was cut short
+/// (timed out, failed) may still get that reply, so it is dropped, never reused.
+pub struct Connection {
+    io: Box<dyn Stream>,
+    read: Vec<u8>,
+    write: Vec<u8>,
+}
+
+impl Connection {
+    /// Sends one command and reads its reply.
+    pub async fn call(&mut self, args: &[Arg<'_>]) -> Result<Frame, CallError> {
+        Ok(self.pipeline(std::slice::from_ref(&args)).await?.pop().unwrap_or(Frame::Array(None)))
+    }
+
+    /// Sends every command in one write and reads their replies.
+    pub async fn pipeline(&mut self, commands: &[&[Arg<'_>]]) -> Result<Vec<Frame>, CallError> {
+        self.write.clear();
+        for args in commands {
+            resp::encode(&mut self.write, args);
+        }
+        self.io.write_all(&self.write).await?;
+        let mut replies = Vec::with_capacity(commands.len());
+        let mut used = 0;
+        while replies.len() < commands.len() {
+            match resp::parse(&self.read[used..]).map_err(|e| CallError::Protocol(e.to_string()))? {
+                Some((frame, len)) => {
+                    replies.push(frame);
+                    used += len;
+                }
+                None => {
+                    let mut chunk = [0u8; 4096];
+                    let n = self.io.read(&mut chunk).await?;
+                    if n == 0 {
+                        return Err(CallError::Io(io::ErrorKind::UnexpectedEof.into()));
+                    }
+                    self.read.extend_from_slice(&chunk[..n]);
+                }
+            }
+        }
+        self.read.drain(..used);
+        Ok(replies)
+    }
+}
+
+/// Why a call got no usable reply.
+#[derive(Debug)]
+pub enum CallError {
+    /// The connection failed (or the store closed it).
+    Io(io::Error),
+    /// The store answered with something that is not RESP.
+    Protocol(String),
+    /// The store refused the command: `-CODE message`.
+    Refused(String),
+}
+
+impl CallError {
+    /// The code of a refusal (`NOSCRIPT`, `READONLY`, `NOPERM`…).
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Self::Refused(message) => message.split_whitespace().next(),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for CallError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Io(error) => write!(f, "{error}"),
+            Self::Protocol(reason) => f.write_str(reason),
+            Self::Refused(message) => write!(f, "refused: {message}"),
+        }
+    }
+}
+
+impl From<io::Error> for CallError {
+    fn from(error: io::Error) -> Self {
+        Self::Io(error)
+    }
+}
+
+impl Frame {
+    /// The reply, or the refusal it is.
+    pub fn ok(self) -> Result<Frame, CallError> {
+        match self {
+            Frame::Error(message) => Err(CallError::Refused(message)),
+            frame => Ok(frame),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::super::FailureMode;
+    use super::*;
+
+    fn parsed(url: &str) -> Result<Endpoint, String> {
+        Endpoint::parse(&CounterStoreSettings {
+            url: url.to_owned(),
+            password: Some("hunter2-secret".to_owned()),
+            ca_pem: None,
+            timeout: Duration::from_millis(50),
+            failure_mode: FailureMode::Local,
+            prefix: "tollbridge".to_owned(),
+        })
+        .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn urls_give_host_port_database_and_user() {
+        let endpoint = parsed("redis://limits@10.0.0.7:6380/3").unwrap();
+        assert_eq!((endpoint.host.as_str(), endpoint.port, endpoint.database), ("10.0.0.7", 6380, 3));
+        assert_eq!(endpoint.username.as_deref(), Some("limits"));
+        let endpoint = parsed("redis://[::1]/").unwrap();
+        assert_eq!((endpoint.host.as_str(), endpoint.port, endpoint.database), ("::1", 6379, 0));
+        assert!(parsed("rediss://redis.example.com").unwrap().tls.is_some());
+        let debug = format!("{:?}", parsed("redis://h:1").unwrap());
+        assert!(!debug.contains("hunter2-secret"), "{debug}");
+    }
+
+    #[test]
+    fn what_is_not_a_store_url_is_refused_with_the_reason() {
+        assert!(parsed("redis://h:1/zero").unwrap_err().contains("database"));
+        assert!(parsed("redis://h:99999").unwrap_err().contains("HOST:PORT"));
+        assert!(parsed("redis://:1").unwrap_err().contains("HOST:PORT"));
+        assert!(parsed("redis://h:1/?timeout=1").unwrap_err().contains("query"));
+    }
+}
