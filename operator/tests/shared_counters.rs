@@ -375,13 +375,20 @@ async fn three_replicas_admit_one_quota_and_one_rate_limit_and_keep_them_across_
         .collect();
     remaining.sort_unstable();
     assert_eq!(remaining, (0..120).collect::<Vec<u64>>(), "every remaining count told exactly once");
+    let mut timed = 0;
     for process in &replicas.processes {
         let metrics = process.admin_get("/metrics").await.text();
         assert!(
             !metrics.contains("tollbridge_counter_store_fallbacks_total{"),
             "a decision fell back:\n{metrics}"
         );
+        timed += metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("tollbridge_counter_store_decision_duration_seconds_count "))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no decision duration on /metrics:\n{metrics}"));
     }
+    assert!(timed >= 300, "the store answered {timed} timed decisions of at least 300");
 
     // `tollbridge usage` reads the same counts from the store.
     let usage = usage_json(&replicas.dirs[0], &["--counter-store", &redis.url()]);

@@ -19,6 +19,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use serde::Serialize;
 use tokio::sync::{Notify, Semaphore};
@@ -106,11 +107,24 @@ struct FallbackLabels {
     failure_mode: &'static str,
 }
 
-#[derive(Default)]
 struct StoreMetrics {
     up: Gauge,
     errors: Family<ErrorLabels, Counter>,
     fallbacks: Family<FallbackLabels, Counter>,
+    /// How long decisions the store answered took, from the request's view.
+    duration: Histogram,
+}
+
+impl Default for StoreMetrics {
+    fn default() -> Self {
+        Self {
+            up: Gauge::default(),
+            errors: Family::default(),
+            fallbacks: Family::default(),
+            // 50 µs to about 100 ms.
+            duration: Histogram::new(exponential_buckets(0.000_05, 2.0, 12)),
+        }
+    }
 }
 
 /// The shared counter store, as the data plane sees it.
@@ -200,6 +214,11 @@ impl CounterStore {
             self.metrics.errors.clone(),
         );
         registry.register(
+            "counter_store_decision_duration_seconds",
+            "Time from a decision's call to the store's answer, for the decisions it answered",
+            self.metrics.duration.clone(),
+        );
+        registry.register(
             "counter_store_fallbacks",
             "Decisions made without the shared counter store, by failure mode",
             self.metrics.fallbacks.clone(),
@@ -211,8 +230,12 @@ impl CounterStore {
         if !self.is_up() {
             return Err(self.fall_back());
         }
+        let started = std::time::Instant::now();
         match tokio::time::timeout(self.settings.timeout, self.decide(call)).await {
-            Ok(Ok(reply)) => Ok(reply),
+            Ok(Ok(reply)) => {
+                self.metrics.duration.observe(started.elapsed().as_secs_f64());
+                Ok(reply)
+            }
             Ok(Err(error)) => {
                 // A replica that became read-only (a failover), a primary that is gone or a
                 // server still loading: a new connection is what helps.
