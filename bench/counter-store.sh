@@ -59,13 +59,25 @@ run_tollbridge "$work/shared" "$SHARED_PORT" 18092 --counter-store "redis://127.
 
 to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v=v*1000}; printf "%.3f", v}'; }
 
-# measure PORT: "rps fixed_p50 fixed_p99"
+# histogram ADMIN_PORT: "le count" per bucket of the store's decision-duration histogram.
+histogram() {
+  curl -fs "http://127.0.0.1:$1/metrics" |
+    awk -F'le="' '/^tollbridge_counter_store_decision_duration_seconds_bucket/ {split($2, a, "\""); n=split($0, f, " "); print a[1], f[n]}'
+}
+: >"$work/histograms"
+
+# measure PORT [ADMIN_PORT]: "rps fixed_p50 fixed_p99"; with ADMIN_PORT, the decisions of the
+# fixed-rate run are added to $work/histograms.
 measure() {
   local url="http://127.0.0.1:$1/svc$((ROUTES / 2))/x" out fixed
   taskset -c 1 wrk -t1 -c64 -d2s -H "$KEY_HEADER" "$url" >/dev/null
   out=$(taskset -c 1 wrk -t1 -c64 -d"$DURATION" -H "$KEY_HEADER" "$url")
+  [ -z "${2:-}" ] || histogram "$2" >"$work/before"
   fixed=$(RATE=$RATE CONNECTIONS=16 taskset -c 1 wrk -t1 -c16 -d"$DURATION" --latency \
     -s bench/fixed-rate.lua -H "$KEY_HEADER" "$url")
+  if [ -n "${2:-}" ]; then
+    histogram "$2" | paste -d' ' "$work/before" - | awk '{print $1, $4 - $2}' >>"$work/histograms"
+  fi
   if grep -qE "Non-2xx|Socket errors" <<<"$out$fixed"; then echo "errors at $url" >&2; fi
   echo "$(awk '/Requests\/sec/ {print $2}' <<<"$out")" \
     "$(awk '$1=="50%" {print $2}' <<<"$fixed" | to_ms)" "$(awk '$1=="99%" {print $2}' <<<"$fixed" | to_ms)"
@@ -77,7 +89,7 @@ echo "|---|---:|---:|---:|---:|---:|---:|---:|"
 : >"$work/rounds"
 for round in $(seq 1 "$ROUNDS"); do
   read -r l_rps l_p50 l_p99 <<<"$(measure $LOCAL_PORT)"
-  read -r s_rps s_p50 s_p99 <<<"$(measure $SHARED_PORT)"
+  read -r s_rps s_p50 s_p99 <<<"$(measure $SHARED_PORT 18092)"
   echo "$l_rps $s_rps $l_p50 $s_p50 $l_p99 $s_p99" >>"$work/rounds"
   printf '| %d | %.0f | %.0f | %.2f | %s ms | %s ms | %s ms | %s ms |\n' "$round" "$l_rps" "$s_rps" \
     "$(awk -v a="$s_rps" -v b="$l_rps" 'BEGIN {print a / b}')" "$l_p50" "$s_p50" "$l_p99" "$s_p99"
@@ -93,18 +105,18 @@ print(f"p99 added at the fixed rate, median: {median([r[5] - r[4] for r in rows]
 PY
 echo "store time per decision: $(redis-cli -p "$REDIS_PORT" info commandstats | grep -o 'cmdstat_evalsha:.*usec_per_call=[0-9.]*' | sed 's/.*usec_per_call=//') µs per EVALSHA"
 echo
-echo "the Redis replica's decisions by how long the store took to answer (its histogram):"
-curl -fs "http://127.0.0.1:18092/metrics" | python3 -c '
+echo "the Redis replica's decisions at the fixed rate, by how long the store took to answer"
+echo "(its decision-duration histogram, counted over the fixed-rate runs only):"
+python3 - "$work/histograms" <<'PY'
 import sys
-buckets = []
-for line in sys.stdin:
-    if line.startswith("tollbridge_counter_store_decision_duration_seconds_bucket"):
-        le = line.split("le=\"")[1].split("\"")[0]
-        buckets.append((le, float(line.rsplit(" ", 1)[1])))
-total = buckets[-1][1] if buckets else 0
+totals = {}
+for line in open(sys.argv[1]):
+    le, count = line.split()
+    totals[le] = totals.get(le, 0) + float(count)
+total = totals.get("+Inf", 0)
 print("| at most | share of decisions |")
 print("|---:|---:|")
-for le, count in buckets:
+for le, count in totals.items():
     bound = le if le == "+Inf" else f"{float(le) * 1000:.2f} ms"
     print(f"| {bound} | {count / total:.4f} |" if total else f"| {bound} | - |")
-'
+PY
