@@ -233,6 +233,50 @@ async fn closed_idle_connections_and_flushed_scripts_are_recovered_without_a_fal
     assert_eq!(unused.bucket_count(), 0, "a reachable store must not fall back to local counters");
 }
 
+/// A store that refuses the script (an ACL without EVALSHA and SCRIPT) is a refusal, not an
+/// outage: the store stays up, requests follow the failure mode, and the refused calls reuse
+/// their connections instead of opening one per request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_refuses_the_script_stays_up_and_keeps_its_connections() {
+    let redis = Redis::start(RedisOptions::default());
+    redis.cli(&["ACL", "SETUSER", "limits", "on", ">limits-secret", "~*", "+@all", "-evalsha", "-script"]);
+    let mut settings =
+        store_settings(&redis.url().replace("redis://", "redis://limits@"), FailureMode::Closed);
+    settings.password = Some("limits-secret".to_owned());
+    let store = CounterStore::start(settings).expect("store settings");
+    eventually("the store to connect", Duration::from_secs(10), || {
+        let up = store.is_up();
+        async move { up }
+    })
+    .await;
+    let policies = Policies::compile(&[QuotaPolicyIr {
+        id: "shop/daily".into(),
+        api_key: Some(key_settings()),
+        rate_limit: None,
+        quota: Some(QuotaIr { requests: 3, period: QuotaPeriod::Day }),
+        keys: vec![key_ir("daily", KEY)],
+    }]);
+    let unused = PolicyState::new();
+    let connections = || -> u64 {
+        redis
+            .cli(&["INFO", "stats"])
+            .lines()
+            .find_map(|l| l.strip_prefix("total_connections_received:"))
+            .and_then(|n| n.trim().parse().ok())
+            .expect("total_connections_received")
+    };
+    let before = connections();
+    for i in 0..50 {
+        let decision =
+            policies.check_shared(&store, &unused, "shop/daily", &mut request(KEY), Timestamp::now()).await;
+        assert!(!decision.is_allowed(), "request {i} admitted although the store refused to decide");
+    }
+    assert!(store.is_up(), "a refusal marked the store down");
+    // The second reading's own redis-cli is one of them.
+    let opened = connections() - before;
+    assert!(opened <= 3, "{opened} connections opened for 50 refused decisions");
+}
+
 /// The configuration of one replica: its own listener port, the same policies and keys as every
 /// other replica. `/quota`: `quota` a month per key; `/rate`: 20 a second, bursts of 10.
 fn replica_config(port: u16, backend: SocketAddr, quota: u64) -> ConfigDir {

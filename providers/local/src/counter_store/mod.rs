@@ -260,35 +260,46 @@ impl CounterStore {
     }
 
     /// The script call of `call` on a pooled connection. Dropped half-way (the timeout), the
-    /// connection goes with it.
+    /// connection goes with it; a refusal leaves it usable, so it goes back to the pool (a store
+    /// that refuses every call must not cost a new connection per request).
     async fn decide(&self, call: &Call) -> Result<Reply, CallError> {
         let _slot =
             self.slots.acquire().await.map_err(|_| CallError::Protocol("the pool is closed".into()))?;
         let (generation, connection, reused) = self.take().await?;
-        let (reply, connection) = match self.decide_on(connection, call).await {
+        let (answer, connection) = match self.decide_on(connection, call).await {
             // A pooled connection the store closed while it sat idle (a client timeout on the
             // server): one more try, on a new connection.
             Err(CallError::Io(_)) if reused => self.decide_on(self.endpoint.open().await?, call).await?,
             outcome => outcome?,
         };
         self.give_back(generation, connection);
-        Ok(reply)
+        answer
     }
 
+    /// The store's answer on `connection` (a decision or a refusal) and the connection, or
+    /// `Err` when the connection cannot be used again.
     async fn decide_on(
         &self,
         mut connection: Connection,
         call: &Call,
-    ) -> Result<(Reply, Connection), CallError> {
-        let sha = self.script_sha(&mut connection).await?;
+    ) -> Result<(Result<Reply, CallError>, Connection), CallError> {
+        match self.ask(&mut connection, call).await {
+            Err(refused @ CallError::Refused(_)) => Ok((Err(refused), connection)),
+            Err(broken) => Err(broken),
+            Ok(reply) => Ok((Ok(reply), connection)),
+        }
+    }
+
+    async fn ask(&self, connection: &mut Connection, call: &Call) -> Result<Reply, CallError> {
+        let sha = self.script_sha(connection).await?;
         let mut reply = connection.call(&script_args(&sha, call)).await?;
         if matches!(&reply, Frame::Error(message) if message.starts_with("NOSCRIPT")) {
             // The store lost its scripts (a restart, SCRIPT FLUSH, a failover): load it again.
             *self.script_sha.lock().unwrap_or_else(PoisonError::into_inner) = None;
-            let sha = self.script_sha(&mut connection).await?;
+            let sha = self.script_sha(connection).await?;
             reply = connection.call(&script_args(&sha, call)).await?;
         }
-        Ok((decision(reply.ok()?)?, connection))
+        decision(reply.ok()?)
     }
 
     /// An idle connection of this generation (`true`: reused), or a new one.
