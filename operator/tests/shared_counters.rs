@@ -147,6 +147,17 @@ async fn the_store_decides_exactly_as_the_local_counters_do() {
     assert_eq!(unused.bucket_count(), 0, "a reachable store must not fall back to local counters");
 }
 
+/// `shop/daily`: 3 requests a day for key `KEY`.
+fn daily_quota_of_3() -> QuotaPolicyIr {
+    QuotaPolicyIr {
+        id: "shop/daily".into(),
+        api_key: Some(key_settings()),
+        rate_limit: None,
+        quota: Some(QuotaIr { requests: 3, period: QuotaPeriod::Day }),
+        keys: vec![key_ir("daily", KEY)],
+    }
+}
+
 /// Replicas whose clocks differ: one still in the last second of a day while another is in the
 /// next counts against the same bucket (no reset back and forth), and a replica whose clock is
 /// behind the store's does not make its buckets expire before they are empty.
@@ -154,18 +165,11 @@ async fn the_store_decides_exactly_as_the_local_counters_do() {
 async fn replicas_with_skewed_clocks_neither_reset_nor_drop_buckets() {
     let redis = Redis::start(RedisOptions::default());
     let store = connected(&redis).await;
-    let settings = key_settings();
     let policies = Policies::compile(&[
-        QuotaPolicyIr {
-            id: "shop/daily".into(),
-            api_key: Some(settings.clone()),
-            rate_limit: None,
-            quota: Some(QuotaIr { requests: 3, period: QuotaPeriod::Day }),
-            keys: vec![key_ir("daily", KEY)],
-        },
+        daily_quota_of_3(),
         QuotaPolicyIr {
             id: "shop/rate".into(),
-            api_key: Some(settings),
+            api_key: Some(key_settings()),
             rate_limit: Some(RateLimitIr { requests: 1, period_seconds: 10, burst: 1 }),
             quota: None,
             keys: vec![key_ir("rate", OTHER_KEY)],
@@ -209,13 +213,7 @@ async fn replicas_with_skewed_clocks_neither_reset_nor_drop_buckets() {
 async fn closed_idle_connections_and_flushed_scripts_are_recovered_without_a_fallback() {
     let redis = Redis::start(RedisOptions::default());
     let store = connected(&redis).await;
-    let policies = Policies::compile(&[QuotaPolicyIr {
-        id: "shop/daily".into(),
-        api_key: Some(key_settings()),
-        rate_limit: None,
-        quota: Some(QuotaIr { requests: 3, period: QuotaPeriod::Day }),
-        keys: vec![key_ir("daily", KEY)],
-    }]);
+    let policies = Policies::compile(&[daily_quota_of_3()]);
     let unused = PolicyState::new();
     let decide = || async {
         let decision =
@@ -249,13 +247,7 @@ async fn a_store_that_refuses_the_script_stays_up_and_keeps_its_connections() {
         async move { up }
     })
     .await;
-    let policies = Policies::compile(&[QuotaPolicyIr {
-        id: "shop/daily".into(),
-        api_key: Some(key_settings()),
-        rate_limit: None,
-        quota: Some(QuotaIr { requests: 3, period: QuotaPeriod::Day }),
-        keys: vec![key_ir("daily", KEY)],
-    }]);
+    let policies = Policies::compile(&[daily_quota_of_3()]);
     let unused = PolicyState::new();
     let connections = || -> u64 {
         redis

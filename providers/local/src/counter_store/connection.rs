@@ -251,21 +251,10 @@ impl Frame {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
-    use super::super::FailureMode;
     use super::*;
 
     fn parsed(url: &str) -> Result<Endpoint, String> {
-        Endpoint::parse(&CounterStoreSettings {
-            url: url.to_owned(),
-            password: Some("hunter2-secret".to_owned()),
-            ca_pem: None,
-            timeout: Duration::from_millis(50),
-            failure_mode: FailureMode::Local,
-            prefix: "tollbridge".to_owned(),
-        })
-        .map_err(|e| e.to_string())
+        Endpoint::parse(&super::super::tests::settings(url)).map_err(|e| e.to_string())
     }
 
     #[test]

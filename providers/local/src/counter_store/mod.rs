@@ -557,7 +557,8 @@ pub fn clean_password(text: &str) -> &str {
 mod tests {
     use super::*;
 
-    fn settings(url: &str) -> CounterStoreSettings {
+    /// Settings for `url` with a password, for the tests of this module and its parts.
+    pub(super) fn settings(url: &str) -> CounterStoreSettings {
         CounterStoreSettings {
             url: url.to_owned(),
             password: Some("hunter2-secret".to_owned()),
