@@ -198,6 +198,10 @@ impl Connection {
             }
         }
         self.read.drain(..used);
+        if !self.read.is_empty() {
+            // More than was asked for: the replies no longer line up with the commands.
+            return Err(CallError::Protocol("the store sent more replies than commands".into()));
+        }
         Ok(replies)
     }
 }
@@ -267,6 +271,23 @@ mod tests {
         assert!(parsed("rediss://redis.example.com").unwrap().tls.is_some());
         let debug = format!("{:?}", parsed("redis://h:1").unwrap());
         assert!(!debug.contains("hunter2-secret"), "{debug}");
+    }
+
+    #[tokio::test]
+    async fn replies_that_do_not_line_up_with_the_commands_end_the_connection() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("listen");
+        let port = listener.local_addr().expect("address").port();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.expect("accept");
+            let mut command = [0u8; 1024];
+            let _ = socket.read(&mut command).await;
+            // Two replies, in one segment, to one command (AUTH).
+            let _ = socket.write_all(b"+OK\r\n+EXTRA\r\n").await;
+            let _ = socket.read(&mut command).await;
+        });
+        let endpoint = parsed(&format!("redis://127.0.0.1:{port}")).expect("endpoint");
+        let error = endpoint.open().await.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(error.contains("more replies than commands"), "{error:?}");
     }
 
     #[test]
