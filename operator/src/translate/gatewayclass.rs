@@ -156,6 +156,12 @@ fn counter_store(name: &str, store: &CounterStoreSpec) -> Result<CounterStoreIr,
             "url {shown:?} is not redis://HOST:PORT[/DB] or rediss://HOST:PORT[/DB]"
         )));
     }
+    if tollbridge_local::counter_store::user_name(url).is_some() && store.password_secret_ref.is_none() {
+        return Err(invalid(
+            "url names a user but passwordSecretRef is not set: without the user's password the \
+             store would be used as its default user",
+        ));
+    }
     if store.ca_secret_ref.is_some() && scheme != "rediss" {
         return Err(invalid("caSecretRef is set but the url is not rediss://"));
     }

@@ -3,8 +3,9 @@
 //! key, so that a thousand keys stay a handful of calls per refresh.
 //!
 //! What a report counts: the calls of a subscription that were not blocked (blocked are those
-//! answered 401, 403 or 429, which includes the calls the quota itself refused). The service
-//! aggregates its reports with a delay of minutes, so the count trails the gateway.
+//! answered 401, 403 or 429, which includes the calls the quota itself refused, and also a
+//! backend's own 401, 403 and 429 answers, which the quota did count: there the count is low).
+//! The service aggregates its reports with a delay of minutes, so the count trails the gateway.
 
 use std::collections::HashMap;
 
@@ -29,8 +30,11 @@ pub fn counted(records: &[Value]) -> HashMap<String, u64> {
             continue;
         };
         let calls = |field: &str| record[field].as_u64().unwrap_or(0);
-        let used = calls("callCountSuccess") + calls("callCountFailed") + calls("callCountOther");
-        *out.entry(id.to_ascii_lowercase()).or_insert(0) += used;
+        let used = calls("callCountSuccess")
+            .saturating_add(calls("callCountFailed"))
+            .saturating_add(calls("callCountOther"));
+        let total = out.entry(id.to_ascii_lowercase()).or_insert(0);
+        *total = total.saturating_add(used);
     }
     out
 }

@@ -56,10 +56,15 @@ impl Endpoint {
                  configuration; give it in a file or an environment variable instead",
             ));
         }
-        let (username, rest) = match rest.rsplit_once('@') {
-            Some((user, rest)) => (Some(user.to_owned()).filter(|u| !u.is_empty()), rest),
-            None => (None, rest),
-        };
+        let username = super::user_name(url).map(str::to_owned);
+        let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+        if username.is_some() && settings.password.is_none() {
+            return Err(refused(
+                "a user name is given without a password: give the user's password in a file, an \
+                 environment variable or a Secret (without one, the store would be used as its \
+                 default user)",
+            ));
+        }
         if rest.contains(['?', '#']) {
             return Err(refused("query parameters and fragments are not supported"));
         }
@@ -111,10 +116,10 @@ impl Endpoint {
 /// `host` and `port` (6379 when not given) of `host[:port]` or `[v6][:port]`.
 fn split_port(authority: &str) -> Option<(String, u16)> {
     let (host, port) = match authority.strip_prefix('[') {
-        Some(v6) => {
-            let (host, rest) = v6.split_once(']')?;
-            (host, rest.strip_prefix(':'))
-        }
+        Some(v6) => match v6.split_once(']')? {
+            (host, "") => (host, None),
+            (host, rest) => (host, Some(rest.strip_prefix(':')?)),
+        },
         None => match authority.split_once(':') {
             Some((host, port)) => (host, Some(port)),
             None => (authority, None),
@@ -145,6 +150,9 @@ fn tls_config(ca_pem: Option<&[u8]>) -> Result<rustls::ClientConfig, String> {
                 // A system certificate rustls cannot use is skipped, as browsers do.
                 let _ = roots.add(cert);
             }
+            if roots.is_empty() {
+                return Err("no system CA certificates were found: give the store's CA".into());
+            }
         }
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -154,6 +162,9 @@ fn tls_config(ca_pem: Option<&[u8]>) -> Result<rustls::ClientConfig, String> {
         .with_root_certificates(roots)
         .with_no_client_auth())
 }
+
+/// The most a connection buffers of replies it has not parsed yet.
+const MAX_REPLIES: usize = 8 << 20;
 
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync> Stream for T {}
@@ -188,12 +199,26 @@ impl Connection {
                     used += len;
                 }
                 None => {
-                    let mut chunk = [0u8; 4096];
-                    let n = self.io.read(&mut chunk).await?;
-                    if n == 0 {
-                        return Err(CallError::Io(io::ErrorKind::UnexpectedEof.into()));
+                    if self.read.len() > MAX_REPLIES {
+                        return Err(CallError::Protocol("the replies are larger than any expected".into()));
                     }
-                    self.read.extend_from_slice(&chunk[..n]);
+                    // Only a connection that got nothing of its replies may be retried: one that
+                    // ended in the middle of them has had its commands run.
+                    let started = !replies.is_empty() || used < self.read.len();
+                    let mut chunk = [0u8; 4096];
+                    let n = match self.io.read(&mut chunk).await {
+                        Ok(0) => Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
+                        outcome => outcome,
+                    };
+                    match n {
+                        Ok(n) => self.read.extend_from_slice(&chunk[..n]),
+                        Err(error) if started => {
+                            return Err(CallError::Protocol(format!(
+                                "the connection ended in a reply: {error}"
+                            )))
+                        }
+                        Err(error) => return Err(CallError::Io(error)),
+                    }
                 }
             }
         }
@@ -292,6 +317,11 @@ mod tests {
 
     #[test]
     fn what_is_not_a_store_url_is_refused_with_the_reason() {
+        let mut no_password = super::super::tests::settings("redis://limits@h:1");
+        no_password.password = None;
+        let refused = Endpoint::parse(&no_password).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(refused.contains("without a password"), "{refused}");
+        assert!(parsed("redis://[::1]junk").unwrap_err().contains("HOST:PORT"));
         assert!(parsed("redis://h:1/zero").unwrap_err().contains("database"));
         assert!(parsed("redis://h:99999").unwrap_err().contains("HOST:PORT"));
         assert!(parsed("redis://:1").unwrap_err().contains("HOST:PORT"));

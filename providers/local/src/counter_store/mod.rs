@@ -98,7 +98,7 @@ pub enum CounterStoreError {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ErrorLabels {
-    /// `timeout`, `connection` or `response`.
+    /// `timeout`, `connection`, `response` or `busy` (no connection free within the timeout).
     kind: &'static str,
 }
 
@@ -210,7 +210,7 @@ impl CounterStore {
         );
         registry.register(
             "counter_store_errors",
-            "Calls to the shared counter store that failed, by kind (timeout, connection, response)",
+            "Calls to the shared counter store that failed, by kind (timeout, connection, response, busy)",
             self.metrics.errors.clone(),
         );
         registry.register(
@@ -231,7 +231,8 @@ impl CounterStore {
             return Err(self.fall_back());
         }
         let started = std::time::Instant::now();
-        match tokio::time::timeout(self.settings.timeout, self.decide(call)).await {
+        let on_store = AtomicBool::new(false);
+        match tokio::time::timeout(self.settings.timeout, self.decide(call, &on_store)).await {
             Ok(Ok(reply)) => {
                 self.metrics.duration.observe(started.elapsed().as_secs_f64());
                 Ok(reply)
@@ -251,6 +252,11 @@ impl CounterStore {
                 self.metrics.errors.get_or_create(&ErrorLabels { kind }).inc();
                 Err(self.fall_back())
             }
+            // Every connection was busy for the whole timeout: a burst, not an outage.
+            Err(_) if !on_store.load(Ordering::Acquire) => {
+                self.metrics.errors.get_or_create(&ErrorLabels { kind: "busy" }).inc();
+                Err(self.fall_back())
+            }
             Err(_) => {
                 self.metrics.errors.get_or_create(&ErrorLabels { kind: "timeout" }).inc();
                 self.mark_down(&format!("no answer within {:?}", self.settings.timeout));
@@ -262,9 +268,11 @@ impl CounterStore {
     /// The script call of `call` on a pooled connection. Dropped half-way (the timeout), the
     /// connection goes with it; a refusal leaves it usable, so it goes back to the pool (a store
     /// that refuses every call must not cost a new connection per request).
-    async fn decide(&self, call: &Call) -> Result<Reply, CallError> {
+    /// `on_store` turns true once a connection is held: from then on, waiting is the store's.
+    async fn decide(&self, call: &Call, on_store: &AtomicBool) -> Result<Reply, CallError> {
         let _slot =
             self.slots.acquire().await.map_err(|_| CallError::Protocol("the pool is closed".into()))?;
+        on_store.store(true, Ordering::Release);
         let (generation, connection, reused) = self.take().await?;
         let (answer, connection) = match self.decide_on(connection, call).await {
             // A pooled connection the store closed while it sat idle (a client timeout on the
@@ -332,7 +340,7 @@ impl CounterStore {
         let sha: Arc<str> = loaded
             .as_text()
             .filter(|sha| sha.len() == 40)
-            .ok_or_else(|| CallError::Protocol(format!("SCRIPT LOAD answered {loaded:?}")))?
+            .ok_or_else(|| CallError::Protocol(format!("SCRIPT LOAD answered {}", loaded.shown())))?
             .into();
         *self.script_sha.lock().unwrap_or_else(PoisonError::into_inner) = Some(sha.clone());
         Ok(sha)
@@ -379,6 +387,8 @@ impl CounterStore {
     /// PINGs on a pooled connection; no answer within the timeout marks the store down.
     async fn check_health(&self) {
         let ping = async {
+            let _slot =
+                self.slots.acquire().await.map_err(|_| CallError::Protocol("the pool is closed".into()))?;
             let (generation, mut connection, _) = self.take().await?;
             connection.call(&[Arg::from("PING")]).await?.ok()?;
             self.give_back(generation, connection);
@@ -438,7 +448,7 @@ fn decision(reply: Frame) -> Result<Reply, CallError> {
     };
     match numbers.as_deref() {
         Some(&[tat, count, start, end]) => Ok((tat, u64::try_from(count).unwrap_or(0), start, end)),
-        _ => Err(CallError::Protocol(format!("the decision script answered {reply:?}"))),
+        _ => Err(CallError::Protocol(format!("the decision script answered {}", reply.shown()))),
     }
 }
 
@@ -473,7 +483,9 @@ pub async fn quota_counts(
         .map(|(query, reply)| {
             let fields = match reply.ok().map_err(failed)? {
                 Frame::Array(Some(fields)) if fields.len() == 4 => fields,
-                other => return Err(failed(CallError::Protocol(format!("HMGET answered {other:?}")))),
+                other => {
+                    return Err(failed(CallError::Protocol(format!("HMGET answered {}", other.shown()))))
+                }
             };
             let period = fields[0].as_text();
             let seen = fields[3].as_i64().and_then(|micros| jiff::Timestamp::from_microsecond(micros).ok());
@@ -526,6 +538,10 @@ async fn reconnect_forever(store: Arc<CounterStore>) {
 /// ends at the last `@` (a password may hold `/`, `?` or `#` unencoded), and a text that is no
 /// URL at all is treated the same way.
 pub fn redacted(url: &str) -> String {
+    // A query may carry a password (`?password=`): it is refused, and never shown.
+    if let Some((before, _)) = url.split_once(['?', '#']) {
+        return format!("{}?<redacted>", redacted(before));
+    }
     let Some((scheme, user_info, host)) = split_user_info(url) else { return url.to_owned() };
     let (user, hidden) = match user_info.split_once(':') {
         Some((user, _)) => (user, ":<redacted>"),
@@ -538,6 +554,11 @@ pub fn redacted(url: &str) -> String {
 /// Whether `url` carries a password in its user information.
 pub fn has_password(url: &str) -> bool {
     split_user_info(url).is_some_and(|(_, user_info, _)| user_info.contains(':'))
+}
+
+/// The user name of a store URL (`redis://USER@HOST`), if it names one.
+pub fn user_name(url: &str) -> Option<&str> {
+    split_user_info(url).map(|(_, user_info, _)| user_info).filter(|user| !user.is_empty())
 }
 
 /// `(scheme, user information, the rest)` of a URL that has user information.
@@ -579,6 +600,7 @@ mod tests {
         assert_eq!(redacted("redis://u:p@ss@h:1"), "redis://u:<redacted>@h:1");
         assert_eq!(redacted("valkey:secret@host"), "valkey:<redacted>@host");
         assert_eq!(clean_password("pw\r\n"), "pw");
+        assert_eq!(redacted("redis://h:1/?password=in-query"), "redis://h:1/?<redacted>");
         let debug = format!("{:?}", settings("redis://user:in-url-secret@host:1"));
         assert!(!debug.contains("hunter2-secret") && !debug.contains("in-url-secret"), "{debug}");
     }

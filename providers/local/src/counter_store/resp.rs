@@ -64,6 +64,16 @@ impl Frame {
         }
     }
 
+    /// The reply for an error message: at most 200 characters of it (a reply may be large,
+    /// and it comes from the store, not from us).
+    pub fn shown(&self) -> String {
+        let text = format!("{self:?}");
+        match text.char_indices().nth(200) {
+            Some((end, _)) => format!("{}…", &text[..end]),
+            None => text,
+        }
+    }
+
     /// The text a reply holds (a simple or bulk string).
     pub fn as_text(&self) -> Option<&str> {
         match self {

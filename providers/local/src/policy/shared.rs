@@ -27,9 +27,10 @@ use super::{limit, Limited};
 /// A stored window of the same period that has not ended is counted against, even when this
 /// replica's clock puts `now` in the next one (as the in-process counters do), so replicas a
 /// second apart at a period's end do not reset each other's counts. The bucket's lifetime is
-/// set relative to `now` (so the store's own clock does not matter) and only ever lengthened:
-/// `PEXPIRE` is called only when the new end is past `expires`, which with a quota is once per
-/// window, not once per request.
+/// set relative to `now` (so the store's own clock does not matter), a minute past the end of
+/// what it holds, and lengthened only when the new end is past `expires`: with a quota, once per
+/// window, not once per request. The minute covers replicas whose clocks differ (`expires` is
+/// written by whichever replica's clock): a replica behind another still finds the bucket.
 ///
 /// Two commands per decision (`HMGET`, `HSET`), a third when the lifetime grows: each command a
 /// script calls costs the store about a microsecond more, and a store is one thread shared by
@@ -78,7 +79,7 @@ if rate_allows and (quota < 0 or count < quota) then
     fields[n + 10] = ARGV[1]
     lasts_until = math.max(lasts_until, tonumber(window_end) * 1000000)
   end
-  local expires = lasts_until + 1000000
+  local expires = lasts_until + 60000000
   local lengthen = expires > (tonumber(stored[6]) or 0)
   if lengthen then
     fields[#fields + 1] = 'expires'
