@@ -273,9 +273,11 @@ impl Controller {
         self.usage_task = Some(tokio::spawn(async move {
             let mut writer = writer.lock().await;
             let refreshed = tokio::time::timeout(deadline, writer.refresh(&client, &clouds, &sources)).await;
-            let (problems, health) = refreshed.unwrap_or_else(|_| {
-                (vec![format!("reading the usage took over {deadline:?}; abandoned")], Default::default())
-            });
+            // An abandoned refresh leaves the stores' health as last known.
+            let (problems, health) = match refreshed {
+                Ok((problems, health)) => (problems, Some(health)),
+                Err(_) => (vec![format!("reading the usage took over {deadline:?}; abandoned")], None),
+            };
             for problem in writer.new_problems(problems) {
                 metrics.error("usage");
                 tracing::warn!(problem = %problem, "API key usage");
@@ -283,7 +285,7 @@ impl Controller {
             // A store that went away or came back changes its Gateways' Degraded condition:
             // a pass writes it.
             let mut known = store_health.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            if *known != health {
+            if let Some(health) = health.filter(|health| *known != *health) {
                 *known = health;
                 changed.notify_one();
             }

@@ -46,6 +46,20 @@ pub struct UsageSource {
     policies: Vec<QuotaPolicyIr>,
 }
 
+/// How long one Gateway's usage may take to read: a slow cloud listing must not hold up the
+/// other Gateways' usage and store health.
+const SOURCE_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl UsageSource {
+    /// `namespace/name` of the Gateway.
+    fn name(&self) -> String {
+        match &self.counter {
+            Counter::Store { gateway, .. } => gateway.clone(),
+            Counter::Cloud(gateway) => gateway.key.id(),
+        }
+    }
+}
+
 /// The sources of every Gateway whose keys' usage can be read.
 pub fn sources(gateways: &[GatewayIr]) -> Vec<UsageSource> {
     gateways
@@ -125,7 +139,11 @@ impl UsageWriter {
         for source in sources {
             let queries = usage_queries(&source.policies, now);
             served.extend(queries.iter().map(|q| q.api_key.clone()));
-            let counts = read(client, clouds, source, &queries, now).await;
+            let counts = tokio::time::timeout(SOURCE_TIMEOUT, read(client, clouds, source, &queries, now))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(format!("reading usage from {} took over {SOURCE_TIMEOUT:?}", source.name()))
+                });
             if let Counter::Store { gateway, .. } = &source.counter {
                 health.insert(gateway.clone(), counts.as_ref().err().cloned());
             }
