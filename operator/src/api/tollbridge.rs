@@ -119,7 +119,7 @@ pub struct LocalProviderSpec {
 #[serde(rename_all = "camelCase")]
 pub struct CounterStoreSpec {
     /// `redis://HOST:PORT[/DB]`, or `rediss://HOST:PORT[/DB]` for TLS; a user name may be given
-    /// (`redis://USER@HOST:PORT`), a password may not: it belongs in `passwordSecretRef`.
+    /// (`redis://USER@HOST:PORT`, with its password in `passwordSecretRef`), a password may not.
     #[schemars(length(min = 1, max = 2048))]
     pub url: String,
     /// The password (or the ACL user's password): a key of a Secret in each Gateway's own

@@ -204,7 +204,13 @@ mod tests {
         assert!(error.contains("carries a password") && !error.contains("secret-pw"), "{error}");
         let error = counter_store("pc", &store("http://redis:6379")).unwrap_err();
         assert!(error.contains("is not redis://"), "{error}");
-        let ok = counter_store("pc", &store("redis://limits@redis:6379/2")).unwrap();
+        let error = counter_store("pc", &store("redis://limits@redis:6379/2")).unwrap_err();
+        assert!(error.contains("passwordSecretRef is not set"), "{error}");
+        let with_password = CounterStoreSpec {
+            password_secret_ref: Some(CounterStoreSecretRef { name: "redis-auth".into(), key: None }),
+            ..store("redis://limits@redis:6379/2")
+        };
+        let ok = counter_store("pc", &with_password).unwrap();
         assert_eq!(
             (ok.url.as_str(), ok.failure_mode.as_str(), ok.timeout_ms),
             ("redis://limits@redis:6379/2", "local", 50)
