@@ -1144,14 +1144,7 @@ impl Tenant {
             items.retain(|item| f.matches(item));
         }
         items.sort_by_key(|item| item["name"].as_str().unwrap_or("").to_lowercase());
-        let count = items.len();
-        let page = top.unwrap_or(state.page_size).max(1);
-        let value: Vec<Value> = items.into_iter().skip(skip).take(page).collect();
-        let mut body = json!({ "value": value, "count": count });
-        if skip + page < count {
-            body["nextLink"] = Value::String(next_link(req, top, skip + page));
-        }
-        Ok(Answer::json(200, body))
+        Ok(page_of(req, items, top, skip, state.page_size))
     }
 
     /// `reports/bySubscription`: the recorded calls in the `$filter`'s range, one record per
@@ -1184,14 +1177,7 @@ impl Tenant {
                 })
             })
             .collect();
-        let count = records.len();
-        let page = top.unwrap_or(state.page_size).max(1);
-        let value: Vec<Value> = records.into_iter().skip(skip).take(page).collect();
-        let mut body = json!({ "value": value, "count": count });
-        if skip + page < count {
-            body["nextLink"] = Value::String(next_link(req, top, skip + page));
-        }
-        Ok(Answer::json(200, body))
+        Ok(page_of(req, records, top, skip, state.page_size))
     }
 
     fn put(&self, req: &ArmRequest<'_>, target: &Target) -> Result<Answer, ArmError> {
@@ -1818,6 +1804,25 @@ fn paging(req: &ArmRequest<'_>) -> Result<(Option<usize>, usize), ArmError> {
         None => 0,
     };
     Ok((top, skip))
+}
+
+/// The page of `items` that `$top` and `$skip` ask for (pages of `page_size` without `$top`),
+/// with the link to the next page while there is one.
+fn page_of(
+    req: &ArmRequest<'_>,
+    items: Vec<Value>,
+    top: Option<usize>,
+    skip: usize,
+    page_size: usize,
+) -> Answer {
+    let count = items.len();
+    let page = top.unwrap_or(page_size).max(1);
+    let value: Vec<Value> = items.into_iter().skip(skip).take(page).collect();
+    let mut body = json!({ "value": value, "count": count });
+    if skip + page < count {
+        body["nextLink"] = Value::String(next_link(req, top, skip + page));
+    }
+    Answer::json(200, body)
 }
 
 /// The same listing as `req`, from item `skip` on.

@@ -313,10 +313,10 @@ impl CounterStore {
     /// An idle connection of this generation (`true`: reused), or a new one.
     async fn take(&self) -> Result<(u64, Connection, bool), CallError> {
         let generation = self.generation.load(Ordering::Acquire);
+        // A connection of an older generation (given back as an outage began) is dropped.
         let idle = {
             let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-            idle.retain(|(opened, _)| *opened == generation);
-            idle.pop()
+            std::iter::from_fn(|| idle.pop()).find(|(opened, _)| *opened == generation)
         };
         match idle {
             Some((generation, connection)) => Ok((generation, connection, true)),
