@@ -1712,3 +1712,79 @@ async fn limits_stalled_bodies_busy_endpoints_and_mirrors() {
         .unwrap_or_default();
     assert!(dropped >= 1.0, "mirrors dropped: {dropped}\n{metrics}");
 }
+
+/// Writes `parts` on one connection to 127.0.0.1:`port` (waiting for `wait_for` in the answer
+/// before each later part) and returns everything read until the server closes.
+async fn raw_conversation(port: u16, parts: &[&[u8]], wait_for: &str) -> String {
+    use tokio::io::AsyncReadExt;
+    let conversation = async {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 8192];
+        for (i, part) in parts.iter().enumerate() {
+            if i > 0 {
+                while !String::from_utf8_lossy(&seen).contains(wait_for) {
+                    let n = stream.read(&mut buf).await.expect("read");
+                    assert!(n > 0, "closed before {wait_for:?}: {}", String::from_utf8_lossy(&seen));
+                    seen.extend_from_slice(&buf[..n]);
+                }
+            }
+            stream.write_all(part).await.expect("write");
+        }
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+        String::from_utf8_lossy(&seen).into_owned()
+    };
+    tokio::time::timeout(Duration::from_secs(10), conversation).await.expect("the conversation ended in time")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_pipelining_bodies_and_framing_on_raw_connections() {
+    let port = free_port();
+    let dir = abuse_setup(port).await;
+    let mut tollbridge = Tollbridge::start(&dir, &[]).await;
+
+    // Three requests in one write are answered in order on the one connection.
+    let pipelined = b"GET /ok/1 HTTP/1.1\r\nHost: x\r\n\r\nHEAD /ok/2 HTTP/1.1\r\nHost: x\r\n\r\n\
+GET /ok/3 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let answer = raw_conversation(port, &[pipelined], "").await;
+    assert_eq!(answer.matches("HTTP/1.1 200 OK\r\n").count(), 3, "{answer}");
+    let paths: Vec<_> = answer.match_indices("\"path\":\"").map(|(at, _)| &answer[at + 8..at + 14]).collect();
+    // The HEAD answer has a length and no body, so only two bodies show.
+    assert_eq!(paths, ["/ok/1\"", "/ok/3\""], "{answer}");
+    assert!(answer.ends_with('}'), "the last answer is whole: {answer}");
+
+    // A chunked request body reaches the backend whole, whatever the pieces.
+    let chunked = b"POST /ok HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
+5\r\nhello\r\n6;ext=x\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n";
+    for piece in [chunked.len(), 7, 1] {
+        let parts: Vec<&[u8]> = chunked.chunks(piece).collect();
+        let answer = raw_conversation(port, &parts, "").await;
+        assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "pieces of {piece}: {answer}");
+        assert!(answer.contains("\"body_bytes\":11"), "pieces of {piece}: {answer}");
+    }
+
+    // `Expect: 100-continue`: the interim answer first, then the body is read.
+    let head = b"PUT /ok HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n";
+    let answer = raw_conversation(port, &[head, b"body"], "100 Continue\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n"), "{answer}");
+    assert!(answer.contains("\"body_bytes\":4"), "{answer}");
+
+    // HTTP/1.0: answered, then closed; no chunked coding it could not read.
+    let answer = raw_conversation(port, &[b"GET /ok HTTP/1.0\r\n\r\n"], "").await;
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n") && !answer.contains("chunked"), "{answer}");
+
+    // Requests that could be framed two ways are refused, never forwarded.
+    let smuggled = b"POST /ok HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /x HTTP/1.1\r\n\r\n";
+    let answer = raw_conversation(port, &[smuggled], "").await;
+    assert!(answer.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{answer}");
+    assert_eq!(answer.matches("HTTP/1.1").count(), 1, "{answer}");
+    let bad_chunk = b"POST /ok HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n";
+    let answer = raw_conversation(port, &[bad_chunk], "").await;
+    assert!(!answer.contains("200 OK"), "a malformed chunked body was forwarded: {answer}");
+    still_serves(&mut tollbridge, port).await;
+}

@@ -1,5 +1,6 @@
-//! Client-facing sockets: accept loops, TLS, HTTP/1.1 + HTTP/2 (ALPN and h2c), connection
-//! limits, and graceful drain.
+//! Client-facing sockets: accept loops, TLS, the protocol of each connection (HTTP/1.1 served by
+//! [`crate::http1`], HTTP/2 by hyper, told by ALPN or h2c's preface), connection limits, and
+//! graceful drain.
 
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr};
@@ -8,7 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use hyper::server::conn::{http1, http2};
+use http::Request;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -16,7 +20,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
+use crate::body::BoxError;
 use crate::counter_store::CounterStore;
+use crate::http1;
 use crate::metrics::Metrics;
 use crate::policy::PolicyState;
 use crate::proxy::{self, ConnInfo};
@@ -172,7 +178,7 @@ pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, mut stop: w
 async fn serve_connection(
     shared: Arc<Shared>,
     stream: TcpStream,
-    mut info: ConnInfo,
+    info: ConnInfo,
     permit: OwnedSemaphorePermit,
 ) {
     shared.open.fetch_add(1, Ordering::SeqCst);
@@ -185,26 +191,12 @@ async fn serve_connection(
         .and_then(|g| g.sockets.get(&info.local))
         .and_then(|s| s.tls.clone());
     match tls {
-        Some(config) => {
-            let accept = TlsAcceptor::from(config).accept(stream);
-            match tokio::time::timeout(shared.settings.tls_handshake_timeout, accept).await {
-                Ok(Ok(tls_stream)) => {
-                    info.tls = true;
-                    let session = tls_stream.get_ref().1;
-                    info.server_name = session.server_name().map(Box::from);
-                    let protocol = if session.alpn_protocol() == Some(b"h2") {
-                        Protocol::Http2
-                    } else {
-                        Protocol::Http1
-                    };
-                    serve_http(&shared, tls_stream, info, protocol).await;
-                }
-                Ok(Err(e)) => tracing::debug!(remote = %info.remote, error = %e, "TLS handshake failed"),
-                Err(_) => tracing::debug!(remote = %info.remote, "TLS handshake timed out"),
-            }
-        }
+        // Boxed, as is HTTP/2: their state is larger than a plain HTTP/1 connection's whole
+        // task, which is what most connections are.
+        Some(config) => Box::pin(serve_tls(&shared, stream, info, config)).await,
         None => match sniff(&stream, shared.settings.header_read_timeout).await {
-            Some(protocol) => serve_http(&shared, stream, info, protocol).await,
+            Some(Protocol::Http1) => http1::serve(&shared, stream, info, shared.shutdown.subscribe()).await,
+            Some(Protocol::Http2) => Box::pin(serve_http2(&shared, stream, info)).await,
             None => tracing::debug!(remote = %info.remote, "no request within the header timeout; closing"),
         },
     }
@@ -251,48 +243,55 @@ async fn sniff(stream: &TcpStream, deadline: Duration) -> Option<Protocol> {
     tokio::time::timeout(deadline, sniffing).await.ok().flatten()
 }
 
-async fn serve_http<IO>(shared: &Arc<Shared>, io: IO, info: ConnInfo, protocol: Protocol)
+async fn serve_tls(
+    shared: &Arc<Shared>,
+    stream: TcpStream,
+    mut info: ConnInfo,
+    config: Arc<rustls::ServerConfig>,
+) {
+    let accept = TlsAcceptor::from(config).accept(stream);
+    match tokio::time::timeout(shared.settings.tls_handshake_timeout, accept).await {
+        Ok(Ok(tls_stream)) => {
+            info.tls = true;
+            let session = tls_stream.get_ref().1;
+            info.server_name = session.server_name().map(Box::from);
+            if session.alpn_protocol() == Some(b"h2") {
+                serve_http2(shared, tls_stream, info).await;
+            } else {
+                http1::serve(shared, tls_stream, info, shared.shutdown.subscribe()).await;
+            }
+        }
+        Ok(Err(e)) => tracing::debug!(remote = %info.remote, error = %e, "TLS handshake failed"),
+        Err(_) => tracing::debug!(remote = %info.remote, "TLS handshake timed out"),
+    }
+}
+
+async fn serve_http2<IO>(shared: &Arc<Shared>, io: IO, info: ConnInfo)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let request_shared = shared.clone();
-    // hyper's header timeout starts only once a request head is being parsed; a client that
-    // never sends one (or stalls inside the protocol preface) is closed by this deadline.
+    // hyper's HTTP/2 server has no deadline for a client that never sends a request (or stalls
+    // inside the preface); `drive` closes such a connection at the header timeout.
     let first_request = Arc::new(AtomicBool::new(false));
     let seen = first_request.clone();
     let remote = info.remote;
-    let service = service_fn(move |req| {
+    let info = Arc::new(info);
+    let service = service_fn(move |req: Request<Incoming>| {
         seen.store(true, Ordering::Relaxed);
         let shared = request_shared.clone();
         let info = info.clone();
-        // Boxed: an idle connection keeps room for its service's future inline otherwise, and
-        // the handler's future is several kilobytes; in flight it costs one allocation.
-        Box::pin(async move { Ok::<_, Infallible>(proxy::handle(shared, info, req).await) })
+        let req = req.map(|incoming| incoming.map_err(BoxError::from).boxed());
+        async move { Ok::<_, Infallible>(proxy::handle(&shared, &info, req).await) }
     });
-    let io = TokioIo::new(io);
     let settings = &shared.settings;
-    match protocol {
-        Protocol::Http1 => {
-            let conn = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(settings.header_read_timeout)
-                .max_header_size(settings.max_header_bytes)
-                .max_buf_size(settings.max_header_bytes.max(8192))
-                .max_headers(settings.max_headers)
-                .serve_connection(io, service)
-                .with_upgrades();
-            drive(shared, conn, |c| c.graceful_shutdown(), &first_request, remote).await;
-        }
-        Protocol::Http2 => {
-            let conn = http2::Builder::new(TokioExecutor::new())
-                .timer(TokioTimer::new())
-                .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX))
-                .keep_alive_interval(Some(settings.header_read_timeout))
-                .max_concurrent_streams(256)
-                .serve_connection(io, service);
-            drive(shared, conn, |c| c.graceful_shutdown(), &first_request, remote).await;
-        }
-    }
+    let conn = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX))
+        .keep_alive_interval(Some(settings.header_read_timeout))
+        .max_concurrent_streams(256)
+        .serve_connection(TokioIo::new(io), service);
+    drive(shared, conn, |c| c.graceful_shutdown(), &first_request, remote).await;
 }
 
 /// Runs a served connection to its end: closed early when no request came within the header

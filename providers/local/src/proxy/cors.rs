@@ -2,13 +2,12 @@
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
 use tollbridge_provider::CorsIr;
 
 use crate::body::{self, Body};
 
 /// Whether `req` is a CORS preflight: `OPTIONS` with `Access-Control-Request-Method`.
-pub(super) fn is_preflight(req: &Request<Incoming>) -> bool {
+pub(super) fn is_preflight<B>(req: &Request<B>) -> bool {
     req.method() == Method::OPTIONS && req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
 }
 

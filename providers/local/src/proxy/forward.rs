@@ -8,7 +8,6 @@ use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use rand::Rng;
 use tollbridge_provider::{BackendIr, BackendTarget, RouteIr};
 
@@ -34,7 +33,7 @@ pub(super) async fn forward(
     backends: &[BackendIr],
     conn: &ConnInfo,
     mut parts: http::request::Parts,
-    incoming: Incoming,
+    incoming: Body,
 ) -> Response<Body> {
     let Some(chosen) = pick_backend(backends) else {
         return plain(StatusCode::INTERNAL_SERVER_ERROR, "no backend");

@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
-use hyper::body::Incoming;
 use tollbridge_provider::ActionIr;
 
 use crate::body::{self, Body};
@@ -56,20 +55,20 @@ impl ConnInfo {
 }
 
 /// Serves one request on a connection and records its metrics (and access log line).
-pub(crate) async fn handle(shared: Arc<Shared>, conn: ConnInfo, req: Request<Incoming>) -> Response<Body> {
+pub(crate) async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Body>) -> Response<Body> {
     let started = Instant::now();
     let table = shared.table.load();
     let Some(gateway) = table.sockets.get(&conn.local).cloned() else {
         return plain(StatusCode::SERVICE_UNAVAILABLE, "listener is being removed");
     };
     drop(table);
-    let (response, route_index) = serve(&shared, &gateway, &conn, req).await;
+    let (response, route_index) = serve(shared, &gateway, conn, req).await;
     let code = response.status().as_u16();
     let metrics = route_index.map_or(&gateway.unrouted_metrics, |i| &gateway.route_metrics[i]);
     let elapsed = started.elapsed();
     metrics.record(&shared.metrics, code, elapsed.as_secs_f64());
     if shared.settings.access_log {
-        access_log(&gateway.id, metrics.route(), &conn, code, elapsed);
+        access_log(&gateway.id, metrics.route(), conn, code, elapsed);
     }
     response
 }
@@ -90,7 +89,7 @@ async fn serve(
     shared: &Shared,
     gateway: &Arc<CompiledGateway>,
     conn: &ConnInfo,
-    mut req: Request<Incoming>,
+    mut req: Request<Body>,
 ) -> (Response<Body>, Option<usize>) {
     let Some(socket) = gateway.sockets.get(&conn.local) else {
         return (plain(StatusCode::NOT_FOUND, "no route"), None);

@@ -1,0 +1,498 @@
+//! One client connection spoken in HTTP/1.1: heads read in place, each request handed to the
+//! proxy while its body is pumped from the socket, each response written with its head and
+//! first piece of body in one write. An idle connection holds no buffer.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use http::{Method, Response, StatusCode, Version};
+use http_body_util::BodyExt;
+use hyper::body::{Body as HttpBody, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::{Instant, Sleep};
+use tokio_rustls::server::TlsStream;
+
+use super::chunked::{self, ChunkedDecoder, Decoded};
+use super::head::{self, Framing, HeadError, HeadLimits, RequestHead};
+use super::response::{self, BodyFraming};
+use crate::body::{self, Body, BoxError};
+use crate::proxy::{self, ConnInfo};
+use crate::server::Shared;
+
+/// Bytes asked of the socket per read.
+const READ_CHUNK: usize = 8 * 1024;
+/// Largest piece of request body handed on at once.
+const BODY_PIECE: usize = 64 * 1024;
+/// Body pieces up to this size are copied into the write buffer beside the framing (one write);
+/// larger ones are written on their own.
+const COPY_LIMIT: usize = 16 * 1024;
+
+/// A client socket the server speaks HTTP/1.1 on.
+pub(crate) trait Transport: AsyncRead + AsyncWrite + Unpin + Send {
+    /// Resolves once the peer has sent something or closed, so that an idle connection can
+    /// wait without holding a read buffer.
+    fn ready_to_read(&self) -> impl Future<Output = io::Result<()>> + Send;
+}
+
+impl Transport for TcpStream {
+    async fn ready_to_read(&self) -> io::Result<()> {
+        self.readable().await
+    }
+}
+
+impl Transport for TlsStream<TcpStream> {
+    async fn ready_to_read(&self) -> io::Result<()> {
+        // The TLS session may hold decrypted bytes already: read at once.
+        Ok(())
+    }
+}
+
+/// Serves requests on `io` until the client closes, an error, the header timeout, or a drain.
+pub(crate) async fn serve<T: Transport>(
+    shared: &Shared,
+    mut io: T,
+    info: ConnInfo,
+    mut drain: watch::Receiver<bool>,
+) {
+    let settings = &shared.settings;
+    let limits = HeadLimits { max_bytes: settings.max_header_bytes, max_headers: settings.max_headers };
+    let mut buf = BytesMut::new();
+    let mut deadline = Box::pin(tokio::time::sleep(settings.header_read_timeout));
+    loop {
+        deadline.as_mut().reset(Instant::now() + settings.header_read_timeout);
+        let head = match read_head(&mut io, &mut buf, limits, deadline.as_mut(), &mut drain).await {
+            HeadRead::Head(head) => head,
+            HeadRead::End => return,
+            HeadRead::Refused(HeadError { status, message }) => {
+                refuse(&mut io, status, message).await;
+                return;
+            }
+        };
+        let keep_alive = match exchange(shared, &mut io, &mut buf, &info, head).await {
+            Ok(keep_alive) => keep_alive,
+            Err(e) => {
+                tracing::debug!(remote = %info.remote, error = %e, "connection ended with an error");
+                false
+            }
+        };
+        if !keep_alive || *drain.borrow() {
+            return;
+        }
+        if buf.is_empty() {
+            // Idle until the next request: no read buffer held meanwhile.
+            buf = BytesMut::new();
+        }
+    }
+}
+
+enum HeadRead {
+    Head(RequestHead),
+    /// The client closed, stayed silent past the deadline, or the server drains.
+    End,
+    Refused(HeadError),
+}
+
+async fn read_head<T: Transport>(
+    io: &mut T,
+    buf: &mut BytesMut,
+    limits: HeadLimits,
+    mut deadline: Pin<&mut Sleep>,
+    drain: &mut watch::Receiver<bool>,
+) -> HeadRead {
+    loop {
+        if !buf.is_empty() {
+            match head::parse_request(buf, limits) {
+                Ok(Some(head)) => return HeadRead::Head(head),
+                Ok(None) => {}
+                Err(refusal) => return HeadRead::Refused(refusal),
+            }
+        }
+        let idle = buf.is_empty();
+        if idle && *drain.borrow() {
+            return HeadRead::End;
+        }
+        tokio::select! {
+            biased;
+            read = read_more(io, buf) => match read {
+                Ok(0) | Err(_) => return HeadRead::End,
+                Ok(_) => {}
+            },
+            () = deadline.as_mut() => {
+                return if idle {
+                    HeadRead::End
+                } else {
+                    HeadRead::Refused(HeadError {
+                        status: StatusCode::REQUEST_TIMEOUT,
+                        message: "request head not sent in time",
+                    })
+                };
+            }
+            changed = drain.changed(), if idle => {
+                if changed.is_err() {
+                    return HeadRead::End;
+                }
+            }
+        }
+    }
+}
+
+/// Reads what the peer sent next into `buf`; 0 at its end.
+async fn read_more<T: Transport>(io: &mut T, buf: &mut BytesMut) -> io::Result<usize> {
+    if buf.capacity() == 0 {
+        io.ready_to_read().await?;
+    }
+    buf.reserve(READ_CHUNK);
+    io.read_buf(buf).await
+}
+
+/// Answers a head that cannot be served, then the connection closes.
+async fn refuse<T: Transport>(io: &mut T, status: StatusCode, message: &str) {
+    let mut out = BytesMut::with_capacity(256);
+    response::write_refusal(&mut out, status, message);
+    let _ = io.write_all(&out).await;
+    let _ = io.flush().await;
+}
+
+/// Serves one request: hands it to the proxy, pumps its body meanwhile, writes the response.
+/// Whether the connection may carry another request.
+async fn exchange<T: Transport>(
+    shared: &Shared,
+    io: &mut T,
+    buf: &mut BytesMut,
+    info: &ConnInfo,
+    head: RequestHead,
+) -> io::Result<bool> {
+    let RequestHead { request, framing, keep_alive, expect_continue } = head;
+    let method = request.method().clone();
+    let http10 = request.version() == Version::HTTP_10;
+    let (request, mut pump) = match framing {
+        Framing::Empty => (request.map(|()| body::empty()), None),
+        Framing::Length(_) | Framing::Chunked => {
+            let (body, pump) = request_body(framing, expect_continue);
+            (request.map(|()| body), Some(pump))
+        }
+    };
+    let mut handling = Box::pin(proxy::handle(shared, info, request));
+    let response = match pump.as_mut() {
+        None => handling.as_mut().await,
+        Some(pump) => {
+            let mut pumping = true;
+            loop {
+                tokio::select! {
+                    biased;
+                    response = &mut handling => break response,
+                    () = pump.run(io, buf), if pumping => pumping = false,
+                }
+            }
+        }
+    };
+    drop(handling);
+    // A body the handler did not read (a refusal, an early answer) keeps the connection only if
+    // the rest of it is already here; otherwise the connection closes after the answer.
+    let body_read = pump.map_or(true, |mut pump| pump.finish_from(buf));
+    let keep_alive = keep_alive && body_read;
+    write_response(io, response, &method, http10, keep_alive).await
+}
+
+/// Writes `response`; whether the connection may carry another request.
+async fn write_response<T: Transport>(
+    io: &mut T,
+    response: Response<Body>,
+    method: &Method,
+    http10: bool,
+    keep_alive: bool,
+) -> io::Result<bool> {
+    let (parts, mut body) = response.into_parts();
+    let framing =
+        response::body_framing(method, parts.status, &parts.headers, body.size_hint().exact(), http10);
+    let close = !keep_alive || framing == BodyFraming::Close;
+    let mut out = BytesMut::with_capacity(1024);
+    response::write_head(&mut out, parts.status, &parts.headers, framing, close, http10 && !close);
+    drop(parts);
+    let complete = match framing {
+        BodyFraming::None => {
+            // Nothing is sent; an upstream body already at its end still hands its connection
+            // back to the pool when polled once.
+            if !body.is_end_stream() {
+                let _ = poll_frame_once(&mut body).await;
+            }
+            io.write_all(&out).await?;
+            true
+        }
+        BodyFraming::Length(_) | BodyFraming::Chunked | BodyFraming::Close => {
+            write_body(io, &mut out, &mut body, framing).await?
+        }
+    };
+    io.flush().await?;
+    Ok(complete && !close)
+}
+
+/// Streams `body` after the head already in `out`; whether it was sent whole as framed.
+async fn write_body<T: Transport>(
+    io: &mut T,
+    out: &mut BytesMut,
+    body: &mut Body,
+    framing: BodyFraming,
+) -> io::Result<bool> {
+    let mut left = match framing {
+        BodyFraming::Length(length) => Some(length),
+        _ => None,
+    };
+    loop {
+        let frame = match next_frame(io, out, body).await? {
+            None => break,
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "response body failed; closing the connection");
+                io.write_all(out).await?;
+                return Ok(false);
+            }
+            Some(Ok(frame)) => frame,
+        };
+        let Ok(data) = frame.into_data() else { continue };
+        if data.is_empty() {
+            continue;
+        }
+        if let Some(left) = &mut left {
+            // More than the head declared would be read as the next response: stop here.
+            let len = data.len() as u64;
+            if len > *left {
+                out.extend_from_slice(&data[..*left as usize]);
+                io.write_all(out).await?;
+                return Ok(false);
+            }
+            *left -= len;
+        }
+        if framing == BodyFraming::Chunked {
+            chunked::chunk_start(out, data.len());
+        }
+        if data.len() <= COPY_LIMIT {
+            out.extend_from_slice(&data);
+        } else {
+            io.write_all(out).await?;
+            out.clear();
+            io.write_all(&data).await?;
+        }
+        if framing == BodyFraming::Chunked {
+            out.extend_from_slice(chunked::CHUNK_END);
+        }
+        if body.is_end_stream() {
+            break;
+        }
+    }
+    if framing == BodyFraming::Chunked {
+        out.extend_from_slice(chunked::LAST_CHUNK);
+    }
+    io.write_all(out).await?;
+    out.clear();
+    // A body that ended short of its declared length leaves the client waiting: close.
+    Ok(left.is_none_or(|left| left == 0))
+}
+
+/// The body's next frame. What is waiting in `out` goes out first if the frame is not ready
+/// at once: the head and the first piece of body share one write when they can.
+async fn next_frame<T: Transport>(
+    io: &mut T,
+    out: &mut BytesMut,
+    body: &mut Body,
+) -> io::Result<Option<Result<Frame<Bytes>, BoxError>>> {
+    if let Poll::Ready(frame) = poll_frame_once(body).await {
+        return Ok(frame);
+    }
+    if !out.is_empty() {
+        // An upstream body is usually one scheduling turn away (its connection's task has
+        // just read it): give that task its turn before writing the head alone.
+        tokio::task::yield_now().await;
+        if let Poll::Ready(frame) = poll_frame_once(body).await {
+            return Ok(frame);
+        }
+        io.write_all(out).await?;
+        io.flush().await?;
+        out.clear();
+    }
+    Ok(body.frame().await)
+}
+
+/// Polls `body` once, with the task's waker: ready or not, it returns at once.
+fn poll_frame_once(
+    body: &mut Body,
+) -> impl Future<Output = Poll<Option<Result<Frame<Bytes>, BoxError>>>> + '_ {
+    std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *body).poll_frame(cx)))
+}
+
+/// What the pump hands the request body.
+enum Piece {
+    Data(Bytes),
+    End,
+    Failed(BoxError),
+}
+
+/// The request body the proxy reads: pieces the connection pumps from the socket.
+struct RequestBody {
+    pieces: mpsc::Receiver<Piece>,
+    /// Told when the body is first read (the client waits for `100 Continue` until then).
+    wanted: Option<oneshot::Sender<()>>,
+    /// Bytes still to come, when the length is known.
+    left: Option<u64>,
+    ended: bool,
+}
+
+/// The body ended before its framing did.
+#[derive(Debug, thiserror::Error)]
+#[error("the client's request body ended early")]
+struct BodyCut;
+
+impl HttpBody for RequestBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        if let Some(wanted) = self.wanted.take() {
+            let _ = wanted.send(());
+        }
+        match self.pieces.poll_recv(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Piece::Data(data))) => {
+                if let Some(left) = &mut self.left {
+                    *left = left.saturating_sub(data.len() as u64);
+                }
+                Poll::Ready(Some(Ok(Frame::data(data))))
+            }
+            Poll::Ready(Some(Piece::End)) => {
+                self.ended = true;
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Piece::Failed(e))) => {
+                self.ended = true;
+                Poll::Ready(Some(Err(e)))
+            }
+            Poll::Ready(None) => {
+                self.ended = true;
+                Poll::Ready(Some(Err(Box::new(BodyCut))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended || self.left == Some(0)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.left.map_or_else(SizeHint::default, SizeHint::with_exact)
+    }
+}
+
+/// Reads a request body off the connection into its [`RequestBody`].
+struct BodyPump {
+    decoding: Decoding,
+    pieces: mpsc::Sender<Piece>,
+    wanted: Option<oneshot::Receiver<()>>,
+    /// `100 Continue` was started but not finished (the pump was stopped inside the write).
+    interim_unfinished: bool,
+    done: bool,
+}
+
+enum Decoding {
+    Length(u64),
+    Chunked(ChunkedDecoder),
+}
+
+impl Decoding {
+    /// The next piece from what is buffered; `None` when more must be read.
+    fn next_piece(&mut self, buf: &mut BytesMut) -> Result<Option<Piece>, chunked::ChunkError> {
+        match self {
+            Decoding::Length(0) => Ok(Some(Piece::End)),
+            Decoding::Length(_) if buf.is_empty() => Ok(None),
+            Decoding::Length(left) => {
+                let take = usize::try_from(*left).unwrap_or(usize::MAX).min(buf.len()).min(BODY_PIECE);
+                *left -= take as u64;
+                Ok(Some(Piece::Data(buf.split_to(take).freeze())))
+            }
+            Decoding::Chunked(decoder) => Ok(match decoder.decode(buf, BODY_PIECE)? {
+                Decoded::Data(data) => Some(Piece::Data(data)),
+                Decoded::End => Some(Piece::End),
+                Decoded::NeedMore => None,
+            }),
+        }
+    }
+}
+
+fn request_body(framing: Framing, expect_continue: bool) -> (Body, BodyPump) {
+    let (tx, rx) = mpsc::channel(1);
+    let (wanted_tx, wanted_rx) = if expect_continue {
+        let (tx, rx) = oneshot::channel();
+        (Some(tx), Some(rx))
+    } else {
+        (None, None)
+    };
+    let (decoding, left) = match framing {
+        Framing::Length(length) => (Decoding::Length(length), Some(length)),
+        _ => (Decoding::Chunked(ChunkedDecoder::default()), None),
+    };
+    let body = RequestBody { pieces: rx, wanted: wanted_tx, left, ended: false };
+    let pump = BodyPump { decoding, pieces: tx, wanted: wanted_rx, interim_unfinished: false, done: false };
+    (body.boxed(), pump)
+}
+
+impl BodyPump {
+    /// Pumps until the body ends, fails, or nobody reads it. Cancel-safe: the state moves
+    /// only when a piece is handed on.
+    async fn run<T: Transport>(&mut self, io: &mut T, buf: &mut BytesMut) {
+        if let Some(wanted) = self.wanted.take() {
+            if wanted.await.is_err() {
+                return;
+            }
+            self.interim_unfinished = true;
+            if io.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err() || io.flush().await.is_err() {
+                return;
+            }
+            self.interim_unfinished = false;
+        }
+        while !self.done {
+            let Ok(permit) = self.pieces.reserve().await else { return };
+            let piece = match self.decoding.next_piece(buf) {
+                Ok(Some(piece)) => piece,
+                Ok(None) => match read_more(io, buf).await {
+                    Ok(0) => Piece::Failed(Box::new(BodyCut)),
+                    Ok(_) => continue,
+                    Err(e) => Piece::Failed(Box::new(e)),
+                },
+                Err(e) => Piece::Failed(Box::new(e)),
+            };
+            if !matches!(piece, Piece::Data(_)) {
+                self.done = true;
+            }
+            permit.send(piece);
+        }
+    }
+
+    /// After the answer: whether the body was read to its end, discarding what the handler did
+    /// not read from what is already buffered.
+    fn finish_from(&mut self, buf: &mut BytesMut) -> bool {
+        if self.interim_unfinished {
+            return false;
+        }
+        if self.wanted.is_some() {
+            // The client still waits for `100 Continue`: it has sent no body, and will not.
+            return false;
+        }
+        while !self.done {
+            match self.decoding.next_piece(buf) {
+                Ok(Some(Piece::Data(_))) => {}
+                Ok(Some(_)) => self.done = true,
+                Ok(None) | Err(_) => return false,
+            }
+        }
+        true
+    }
+}

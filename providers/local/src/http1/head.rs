@@ -1,0 +1,292 @@
+//! Request heads as a client sends them: parsed in place, refused when they could be read two
+//! ways (RFC 9112 §6.3), and turned into `http` types that share the bytes read.
+
+use std::mem::MaybeUninit;
+
+#[cfg(test)]
+use bytes::Bytes;
+use bytes::BytesMut;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, StatusCode, Uri, Version};
+
+/// How a request's body is delimited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Framing {
+    /// No body.
+    Empty,
+    /// `Content-Length` bytes.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+}
+
+/// A request head read whole.
+#[derive(Debug)]
+pub(crate) struct RequestHead {
+    pub(crate) request: Request<()>,
+    pub(crate) framing: Framing,
+    /// The client may send another request on this connection afterwards.
+    pub(crate) keep_alive: bool,
+    /// The client waits for `100 Continue` before it sends the body.
+    pub(crate) expect_continue: bool,
+}
+
+/// Why a request head is refused; the connection is answered with `status` and closed.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct HeadError {
+    pub(crate) status: StatusCode,
+    pub(crate) message: &'static str,
+}
+
+fn refused(status: StatusCode, message: &'static str) -> HeadError {
+    HeadError { status, message }
+}
+
+fn bad(message: &'static str) -> HeadError {
+    refused(StatusCode::BAD_REQUEST, message)
+}
+
+/// Limits on a request head.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct HeadLimits {
+    pub(crate) max_bytes: usize,
+    pub(crate) max_headers: usize,
+}
+
+/// Room for the parser's header slots; `HeadLimits::max_headers` is capped at this.
+const HEADER_SLOTS: usize = 256;
+
+/// Where in the head one header's name and value are.
+#[derive(Clone, Copy)]
+struct Span {
+    name: (usize, usize),
+    value: (usize, usize),
+}
+
+/// Takes a whole request head off the front of `buf`. `Ok(None)`: more bytes are needed (and
+/// `buf` is still under the size limit).
+pub(crate) fn parse_request(
+    buf: &mut BytesMut,
+    limits: HeadLimits,
+) -> Result<Option<RequestHead>, HeadError> {
+    // Clients may send empty lines before a request (RFC 9112 §2.2).
+    let blank = buf.iter().take_while(|b| matches!(b, b'\r' | b'\n')).count();
+    if blank > 0 {
+        let _ = buf.split_to(blank);
+    }
+    let mut slots = [const { MaybeUninit::<httparse::Header>::uninit() }; HEADER_SLOTS];
+    let slots = &mut slots[..limits.max_headers.clamp(1, HEADER_SLOTS)];
+    let mut spans = [Span { name: (0, 0), value: (0, 0) }; HEADER_SLOTS];
+    let base = buf.as_ptr() as usize;
+    let offset = |s: &[u8]| (s.as_ptr() as usize - base, s.len());
+
+    let mut parsed = httparse::Request::new(&mut []);
+    let status = parsed.parse_with_uninit_headers(buf, slots);
+    let length = match status {
+        Ok(httparse::Status::Complete(length)) if length > limits.max_bytes => {
+            return Err(refused(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "request head too large"));
+        }
+        Ok(httparse::Status::Complete(length)) => length,
+        Ok(httparse::Status::Partial) if buf.len() > limits.max_bytes => {
+            return Err(refused(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "request head too large"));
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(refused(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "too many request headers"));
+        }
+        Err(httparse::Error::Version) => {
+            return Err(refused(StatusCode::HTTP_VERSION_NOT_SUPPORTED, "unsupported HTTP version"));
+        }
+        Err(_) => return Err(bad("malformed request head")),
+    };
+    let method = match parsed.method {
+        Some(m) => Method::from_bytes(m.as_bytes()).map_err(|_| bad("invalid method"))?,
+        None => return Err(bad("malformed request head")),
+    };
+    let version = if parsed.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
+    let target = offset(parsed.path.unwrap_or_default().as_bytes());
+    let count = parsed.headers.len();
+    for (span, header) in spans.iter_mut().zip(parsed.headers.iter()) {
+        *span = Span { name: offset(header.name.as_bytes()), value: offset(header.value) };
+    }
+
+    let head = buf.split_to(length).freeze();
+    let slice = |(at, len): (usize, usize)| head.slice(at..at + len);
+    let uri = Uri::from_maybe_shared(slice(target)).map_err(|_| bad("invalid request target"))?;
+    let mut headers = HeaderMap::with_capacity(count);
+    let mut framing = Framing::Empty;
+    let mut lengths: Option<u64> = None;
+    let mut chunked = false;
+    let mut close = version == Version::HTTP_10;
+    let mut expect_continue = false;
+    for span in &spans[..count] {
+        let name = HeaderName::from_bytes(&head[span.name.0..span.name.0 + span.name.1])
+            .map_err(|_| bad("invalid header name"))?;
+        let value =
+            HeaderValue::from_maybe_shared(slice(span.value)).map_err(|_| bad("invalid header value"))?;
+        match name {
+            http::header::CONTENT_LENGTH => {
+                let length = content_length(value.as_bytes())?;
+                if lengths.is_some_and(|known| known != length) {
+                    return Err(bad("conflicting Content-Length headers"));
+                }
+                lengths = Some(length);
+            }
+            http::header::TRANSFER_ENCODING => {
+                if version == Version::HTTP_10 {
+                    return Err(bad("Transfer-Encoding in an HTTP/1.0 request"));
+                }
+                // Only `chunked`, once and alone: any other coding is a body we cannot delimit.
+                if chunked || !value.as_bytes().eq_ignore_ascii_case(b"chunked") {
+                    return Err(refused(StatusCode::NOT_IMPLEMENTED, "unsupported Transfer-Encoding"));
+                }
+                chunked = true;
+            }
+            http::header::CONNECTION => {
+                for token in value.as_bytes().split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+                    if token.eq_ignore_ascii_case(b"close") {
+                        close = true;
+                    } else if token.eq_ignore_ascii_case(b"keep-alive") && version == Version::HTTP_10 {
+                        close = false;
+                    }
+                }
+            }
+            http::header::EXPECT if version == Version::HTTP_11 => {
+                if !value.as_bytes().eq_ignore_ascii_case(b"100-continue") {
+                    return Err(refused(StatusCode::EXPECTATION_FAILED, "unsupported expectation"));
+                }
+                expect_continue = true;
+            }
+            _ => {}
+        }
+        headers.append(name, value);
+    }
+    if chunked && lengths.is_some() {
+        // Read one way here and another by the backend, this is how requests are smuggled.
+        return Err(bad("both Content-Length and Transfer-Encoding"));
+    }
+    if chunked {
+        framing = Framing::Chunked;
+    } else if let Some(length) = lengths.filter(|l| *l > 0) {
+        framing = Framing::Length(length);
+    }
+    let mut request = Request::new(());
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    *request.version_mut() = version;
+    *request.headers_mut() = headers;
+    Ok(Some(RequestHead {
+        request,
+        framing,
+        keep_alive: !close,
+        expect_continue: expect_continue && framing != Framing::Empty,
+    }))
+}
+
+/// A `Content-Length` value: digits only (no sign, no list, no spaces inside).
+fn content_length(value: &[u8]) -> Result<u64, HeadError> {
+    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
+        return Err(bad("invalid Content-Length"));
+    }
+    Ok(value.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
+}
+
+/// The bytes of a request head a test or a caller wants parsed at once.
+#[cfg(test)]
+pub(crate) fn parse_all(bytes: &[u8]) -> Result<Option<RequestHead>, HeadError> {
+    let mut buf = BytesMut::from(bytes);
+    parse_request(&mut buf, HeadLimits { max_bytes: 64 * 1024, max_headers: 100 })
+}
+
+/// Unused bytes after a head, kept for the body or the next request.
+#[cfg(test)]
+fn rest_after(bytes: &[u8]) -> Bytes {
+    let mut buf = BytesMut::from(bytes);
+    let _ = parse_request(&mut buf, HeadLimits { max_bytes: 64 * 1024, max_headers: 100 });
+    buf.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(bytes: &str) -> RequestHead {
+        parse_all(bytes.as_bytes()).expect("valid").expect("complete")
+    }
+
+    fn refusal(bytes: &str) -> StatusCode {
+        parse_all(bytes.as_bytes()).expect_err("refused").status
+    }
+
+    #[test]
+    fn a_simple_head_becomes_a_request_and_leaves_the_rest() {
+        let parsed = head("GET /a?b=c HTTP/1.1\r\nHost: x\r\nX-Api-Key: k\r\n\r\n");
+        assert_eq!(parsed.request.method(), Method::GET);
+        assert_eq!(parsed.request.uri().path(), "/a");
+        assert_eq!(parsed.request.uri().query(), Some("b=c"));
+        assert_eq!(parsed.request.headers()["x-api-key"], "k");
+        assert_eq!(
+            (parsed.framing, parsed.keep_alive, parsed.expect_continue),
+            (Framing::Empty, true, false)
+        );
+        assert_eq!(&rest_after(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET /next")[..], b"GET /next");
+        assert!(parse_all(b"GET / HTTP/1.1\r\nHost: x\r\n").expect("partial is fine").is_none());
+    }
+
+    #[test]
+    fn body_framing_and_connection_handling() {
+        let length = head("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 12\r\n\r\n");
+        assert_eq!(length.framing, Framing::Length(12));
+        let same_twice = head("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n");
+        assert_eq!(same_twice.framing, Framing::Length(3));
+        let chunked =
+            head("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked\r\nExpect: 100-continue\r\n\r\n");
+        assert_eq!((chunked.framing, chunked.expect_continue), (Framing::Chunked, true));
+        assert!(!head("GET / HTTP/1.1\r\nHost: x\r\nConnection: foo, close\r\n\r\n").keep_alive);
+        assert!(!head("GET / HTTP/1.0\r\n\r\n").keep_alive);
+        assert!(head("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").keep_alive);
+        // Nothing to wait for without a body.
+        assert!(!head("GET / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n").expect_continue);
+        assert_eq!(head("\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n").request.uri().path(), "/");
+    }
+
+    #[test]
+    fn heads_that_could_be_read_two_ways_are_refused() {
+        let smuggled =
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(refusal(smuggled), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            refusal("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\n"),
+            StatusCode::BAD_REQUEST
+        );
+        for value in ["-1", "+4", "4, 4", " ", "0x10", "99999999999999999999"] {
+            let request = format!("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {value}\r\n\r\n");
+            assert_eq!(refusal(&request), StatusCode::BAD_REQUEST, "{value:?}");
+        }
+        for coding in ["gzip", "chunked, chunked", "gzip, chunked", "identity"] {
+            let request = format!("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: {coding}\r\n\r\n");
+            assert_eq!(refusal(&request), StatusCode::NOT_IMPLEMENTED, "{coding:?}");
+        }
+        let twice =
+            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(refusal(twice), StatusCode::NOT_IMPLEMENTED);
+        assert_eq!(refusal("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"), StatusCode::BAD_REQUEST);
+        // Folded header lines and junk are malformed.
+        assert_eq!(refusal("GET / HTTP/1.1\r\nHost: x\r\nX-A: a\r\n b\r\n\r\n"), StatusCode::BAD_REQUEST);
+        assert_eq!(refusal("GET / HTTP/1.1\r\nHost: x\r\nno colon\r\n\r\n"), StatusCode::BAD_REQUEST);
+        assert_eq!(refusal("GET / HTTP/1.1 extra\r\n\r\n"), StatusCode::BAD_REQUEST);
+        assert_eq!(refusal("GET / HTTP/2.0\r\n\r\n"), StatusCode::HTTP_VERSION_NOT_SUPPORTED);
+        assert_eq!(refusal("GET / HTTP/1.1\r\nExpect: teapot\r\n\r\n"), StatusCode::EXPECTATION_FAILED);
+    }
+
+    #[test]
+    fn heads_over_the_limits_are_refused() {
+        let limits = HeadLimits { max_bytes: 64, max_headers: 2 };
+        let mut long = BytesMut::from(format!("GET /{} HTTP/1.1\r\n", "a".repeat(80)).as_str());
+        let refused = parse_request(&mut long, limits).expect_err("too large");
+        assert_eq!(refused.status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+        let mut many = BytesMut::from("GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n");
+        let refused = parse_request(&mut many, limits).expect_err("too many");
+        assert_eq!(refused.status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    }
+}
