@@ -1783,7 +1783,8 @@ GET /ok/3 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
     let answer = raw_conversation(port, &[smuggled], "").await;
     assert!(answer.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{answer}");
     assert_eq!(answer.matches("HTTP/1.1").count(), 1, "{answer}");
-    let bad_chunk = b"POST /ok HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n";
+    let bad_chunk =
+        b"POST /ok HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n";
     let answer = raw_conversation(port, &[bad_chunk], "").await;
     assert!(!answer.contains("200 OK"), "a malformed chunked body was forwarded: {answer}");
     still_serves(&mut tollbridge, port).await;

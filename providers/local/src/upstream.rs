@@ -1,26 +1,29 @@
-//! Upstream connections: a keep-alive pool over hyper's HTTP/1.1 client connections.
+//! Upstream connections: HTTP/1.1 spoken by the request's own task, and a keep-alive pool.
 //!
-//! A connection goes back to the pool when its response body has been read to the end, so a
-//! pooled connection is always ready for the next request. Idle connections expire, and those
+//! The request head goes out in one write; the response body is read off the socket by
+//! whoever polls it (no connection task, no channel), and the connection goes back to the pool
+//! the moment its last byte is read, so a pooled connection is always ready for the next request. Idle connections expire, and those
 //! to endpoints no longer in the configuration are dropped when it changes. Each endpoint takes
 //! at most `max_connections_per_endpoint` requests at a time; a request waits at most
 //! `connection_wait` for one of them.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http::{Request, Response};
-use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
+use bytes::{Bytes, BytesMut};
+use http::{Method, Request, Response};
+use http_body_util::BodyExt;
+use hyper::body::{Body as HttpBody, Frame, SizeHint};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::body::{Body, BoxError};
+use crate::http1::{self, ChunkedDecoder, Decoded, Framing, HeadLimits, ResponseHead};
 
 /// Settings of the upstream connection pool.
 #[derive(Clone, Debug)]
@@ -46,6 +49,13 @@ impl Default for UpstreamSettings {
     }
 }
 
+/// Limits on an upstream's response head.
+const RESPONSE_HEAD: HeadLimits = HeadLimits { max_bytes: 64 * 1024, max_headers: 256 };
+/// Bytes asked of the socket per read.
+const READ_CHUNK: usize = 8 * 1024;
+/// Largest piece of response body handed on at once.
+const BODY_PIECE: usize = 64 * 1024;
+
 /// Why an upstream request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -53,8 +63,14 @@ pub enum UpstreamError {
     Connect(String, std::io::Error),
     #[error("connect to {0}: timed out")]
     ConnectTimeout(String),
-    #[error("upstream protocol error: {0}")]
-    Protocol(#[from] hyper::Error),
+    #[error("upstream I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Response(#[from] http1::BadResponse),
+    #[error("the upstream closed the connection before answering")]
+    Closed,
+    #[error("request body: {0}")]
+    RequestBody(#[source] BoxError),
     #[error("{0}: every connection the endpoint may have is busy")]
     Saturated(String),
 }
@@ -65,8 +81,23 @@ impl UpstreamError {
     }
 }
 
+/// A keep-alive connection to an upstream, with what was read past the last response.
+struct Connection {
+    stream: TcpStream,
+    buf: BytesMut,
+}
+
+impl Connection {
+    /// Whether the upstream has sent something (a close, most likely) while the connection sat
+    /// in the pool. Asks the runtime's readiness, not the socket: no system call.
+    fn has_news(&self) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        self.stream.poll_read_ready(&mut cx).is_ready()
+    }
+}
+
 struct Idle {
-    sender: SendRequest<Body>,
+    connection: Connection,
     since: Instant,
 }
 
@@ -110,18 +141,44 @@ impl UpstreamPool {
                 }
             }
         };
-        let mut sender = match self.checkout(address).await {
-            Some(sender) => sender,
-            None => self.connect(address).await?,
+        let (parts, mut body) = req.into_parts();
+        let head_request = parts.method == Method::HEAD;
+        // A request without a body may be sent again when a pooled connection turns out to have
+        // been closed by the upstream before it read a byte of it (RFC 9112 §9.3.1).
+        let retryable = body.is_end_stream() && is_idempotent(&parts.method);
+        let mut out = BytesMut::with_capacity(1024);
+        let chunked = !body.is_end_stream()
+            && body.size_hint().exact().is_none()
+            && !parts.headers.contains_key(http::header::CONTENT_LENGTH);
+        http1::write_request_head(&mut out, &parts, chunked);
+        drop(parts);
+        let (head, connection) = loop {
+            let (connection, reused) = match self.checkout(address) {
+                Some(connection) => (connection, true),
+                None => (self.connect(address).await?, false),
+            };
+            match exchange(connection, &out, &mut body, chunked, head_request).await {
+                Ok(answered) => break answered,
+                Err(UpstreamError::Closed | UpstreamError::Io(_)) if reused && retryable => continue,
+                Err(e) => return Err(e),
+            }
         };
-        let response = sender.send_request(req).await?;
-        let (head, body) = response.into_parts();
-        let body = PooledBody {
-            inner: body,
-            give_back: Some((self.clone(), address.clone(), sender)),
+        let ResponseHead { status, headers, framing, keep_alive } = head;
+        let body = UpstreamBody {
+            connection: Some(connection),
+            framing: match framing {
+                Some(Framing::Empty) => Reading::Length(0),
+                Some(Framing::Length(length)) => Reading::Length(length),
+                Some(Framing::Chunked) => Reading::Chunked(ChunkedDecoder::default()),
+                None => Reading::UntilClose,
+            },
+            give_back: keep_alive.then(|| (self.clone(), address.clone())),
             _permit: permit,
         };
-        Ok(Response::from_parts(head, http_body_util::BodyExt::boxed(body)))
+        let mut response = Response::new(body.boxed());
+        *response.status_mut() = status;
+        *response.headers_mut() = headers;
+        Ok(response)
     }
 
     /// Drops idle connections (and limits) of every address `keep` refuses: endpoints that left
@@ -136,40 +193,27 @@ impl UpstreamPool {
         self.idle.lock().unwrap_or_else(|e| e.into_inner()).get(address).map_or(0, Vec::len)
     }
 
-    /// An idle connection to `address` that is ready for a request, if there is one.
-    async fn checkout(&self, address: &str) -> Option<SendRequest<Body>> {
-        loop {
-            let entry = {
-                let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-                idle.get_mut(address)?.pop()?
-            };
-            if entry.since.elapsed() >= self.settings.pool_idle_timeout || entry.sender.is_closed() {
-                continue;
-            }
-            let mut sender = entry.sender;
-            if sender.is_ready() {
-                return Some(sender);
-            }
-            // A connection handed back at the end of a body becomes ready a moment later; one
-            // that does not within the connect timeout is dropped.
-            if let Ok(Ok(())) = tokio::time::timeout(self.settings.connect_timeout, sender.ready()).await {
-                return Some(sender);
+    /// An idle connection to `address` that has not expired nor heard from its upstream.
+    fn checkout(&self, address: &str) -> Option<Connection> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let list = idle.get_mut(address)?;
+        while let Some(entry) = list.pop() {
+            if entry.since.elapsed() < self.settings.pool_idle_timeout && !entry.connection.has_news() {
+                return Some(entry.connection);
             }
         }
+        None
     }
 
-    fn give_back(&self, address: Arc<str>, sender: SendRequest<Body>) {
-        if sender.is_closed() {
-            return;
-        }
+    fn give_back(&self, address: Arc<str>, connection: Connection) {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let list = idle.entry(address).or_default();
         if list.len() < self.settings.pool_max_idle_per_host {
-            list.push(Idle { sender, since: Instant::now() });
+            list.push(Idle { connection, since: Instant::now() });
         }
     }
 
-    async fn connect(&self, address: &str) -> Result<SendRequest<Body>, UpstreamError> {
+    async fn connect(&self, address: &str) -> Result<Connection, UpstreamError> {
         let stream =
             match tokio::time::timeout(self.settings.connect_timeout, TcpStream::connect(address)).await {
                 Ok(Ok(stream)) => stream,
@@ -177,33 +221,169 @@ impl UpstreamPool {
                 Err(_) => return Err(UpstreamError::ConnectTimeout(address.to_string())),
             };
         let _ = stream.set_nodelay(true);
-        let (sender, connection) = http1::Builder::new().handshake(TokioIo::new(stream)).await?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "upstream connection ended with an error");
-            }
-        });
-        Ok(sender)
+        Ok(Connection { stream, buf: BytesMut::new() })
     }
 }
 
-/// A response body that returns its connection to the pool once read to the end.
-struct PooledBody {
-    inner: Incoming,
-    give_back: Option<(Arc<UpstreamPool>, Arc<str>, SendRequest<Body>)>,
-    /// The endpoint's slot, held until the answer has been read (or dropped).
-    _permit: OwnedSemaphorePermit,
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
 }
 
-impl PooledBody {
-    fn release(&mut self) {
-        if let Some((pool, address, sender)) = self.give_back.take() {
-            pool.give_back(address, sender);
+/// Sends the head in `out` and the body, and reads the response head (skipping interim 1xx
+/// answers). An upstream that answers before it has read the whole body gets the rest no more,
+/// and its connection is not reused.
+async fn exchange(
+    mut connection: Connection,
+    out: &[u8],
+    body: &mut Body,
+    chunked: bool,
+    head_request: bool,
+) -> Result<(ResponseHead, Connection), UpstreamError> {
+    let Connection { stream, buf } = &mut connection;
+    let (mut reader, mut writer) = stream.split();
+    let head = if body.is_end_stream() {
+        writer.write_all(out).await?;
+        read_response_head(&mut reader, buf, head_request).await?
+    } else {
+        let sending = send_body(&mut writer, out, body, chunked);
+        tokio::pin!(sending);
+        let early = {
+            let reading = read_response_head(&mut reader, buf, head_request);
+            tokio::pin!(reading);
+            tokio::select! {
+                biased;
+                sent = &mut sending => {
+                    sent?;
+                    None
+                }
+                early = &mut reading => Some(early?),
+            }
+        };
+        match early {
+            Some(mut head) => {
+                head.keep_alive = false;
+                head
+            }
+            None => read_response_head(&mut reader, buf, head_request).await?,
+        }
+    };
+    Ok((head, connection))
+}
+
+async fn send_body(
+    writer: &mut tokio::net::tcp::WriteHalf<'_>,
+    head: &[u8],
+    body: &mut Body,
+    chunked: bool,
+) -> Result<(), UpstreamError> {
+    let mut out = BytesMut::from(head);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(UpstreamError::RequestBody)?;
+        let Ok(data) = frame.into_data() else { continue };
+        if data.is_empty() {
+            continue;
+        }
+        if chunked {
+            http1::chunk_start(&mut out, data.len());
+        }
+        out.extend_from_slice(&data);
+        if chunked {
+            out.extend_from_slice(http1::CHUNK_END);
+        }
+        writer.write_all(&out).await?;
+        out.clear();
+    }
+    if chunked {
+        out.extend_from_slice(http1::LAST_CHUNK);
+    }
+    writer.write_all(&out).await?;
+    Ok(())
+}
+
+async fn read_response_head(
+    reader: &mut tokio::net::tcp::ReadHalf<'_>,
+    buf: &mut BytesMut,
+    head_request: bool,
+) -> Result<ResponseHead, UpstreamError> {
+    loop {
+        if !buf.is_empty() {
+            if let Some(head) = http1::parse_response(buf, RESPONSE_HEAD, head_request)? {
+                if head.status.is_informational() {
+                    if head.status == http::StatusCode::SWITCHING_PROTOCOLS {
+                        return Err(http1::BadResponse("upgrade not asked for").into());
+                    }
+                    continue;
+                }
+                return Ok(head);
+            }
+        }
+        buf.reserve(READ_CHUNK);
+        if reader.read_buf(buf).await? == 0 {
+            return Err(UpstreamError::Closed);
         }
     }
 }
 
-impl HttpBody for PooledBody {
+/// How the rest of a response body is read.
+enum Reading {
+    Length(u64),
+    Chunked(ChunkedDecoder),
+    UntilClose,
+}
+
+/// A response body read straight off its upstream connection by whoever polls it; the
+/// connection goes back to the pool the moment the body's last byte is read.
+struct UpstreamBody {
+    connection: Option<Connection>,
+    framing: Reading,
+    /// Where the connection goes when the body ends, if the upstream keeps it open.
+    give_back: Option<(Arc<UpstreamPool>, Arc<str>)>,
+    /// The endpoint's slot, held until the answer has been read (or dropped).
+    _permit: OwnedSemaphorePermit,
+}
+
+/// The upstream's answer ended before its framing did.
+#[derive(Debug, thiserror::Error)]
+#[error("the upstream's response body ended early")]
+struct ResponseCut;
+
+impl UpstreamBody {
+    fn finish(&mut self) {
+        let connection = self.connection.take();
+        if let (Some(connection), Some((pool, address))) = (connection, self.give_back.take()) {
+            // Bytes past the body's end are not an answer to anything: such a connection is done.
+            if connection.buf.is_empty() {
+                pool.give_back(address, connection);
+            }
+        }
+    }
+
+    /// The next piece from what is buffered; `None` when more must be read.
+    fn next_piece(&mut self) -> Result<Option<Option<Bytes>>, BoxError> {
+        let Some(connection) = &mut self.connection else { return Ok(Some(None)) };
+        let buf = &mut connection.buf;
+        Ok(match &mut self.framing {
+            Reading::Length(0) => Some(None),
+            Reading::Length(_) | Reading::UntilClose if buf.is_empty() => None,
+            Reading::Length(left) => {
+                let take = usize::try_from(*left).unwrap_or(usize::MAX).min(buf.len()).min(BODY_PIECE);
+                *left -= take as u64;
+                Some(Some(buf.split_to(take).freeze()))
+            }
+            Reading::UntilClose => Some(Some(buf.split().freeze())),
+            Reading::Chunked(decoder) => match decoder.decode(buf, BODY_PIECE)? {
+                Decoded::Data(data) => Some(Some(data)),
+                Decoded::End => Some(None),
+                Decoded::NeedMore => None,
+            },
+        })
+    }
+}
+
+impl HttpBody for UpstreamBody {
     type Data = Bytes;
     type Error = BoxError;
 
@@ -211,22 +391,60 @@ impl HttpBody for PooledBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(None) => self.release(),
-            Poll::Ready(Some(Err(_))) => self.give_back = None,
-            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.release(),
-            _ => {}
+        let this = &mut *self;
+        loop {
+            match this.next_piece() {
+                Ok(Some(Some(data))) => {
+                    if matches!(this.framing, Reading::Length(0)) {
+                        this.finish();
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Ok(Some(None)) => {
+                    this.finish();
+                    return Poll::Ready(None);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    this.connection = None;
+                    return Poll::Ready(Some(Err(e)));
+                }
+            }
+            let Some(connection) = &mut this.connection else { return Poll::Ready(None) };
+            connection.buf.reserve(READ_CHUNK);
+            let read = {
+                let reading = connection.stream.read_buf(&mut connection.buf);
+                tokio::pin!(reading);
+                reading.poll(cx)
+            };
+            match read {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(0)) if matches!(this.framing, Reading::UntilClose) => {
+                    this.connection = None;
+                    return Poll::Ready(None);
+                }
+                Poll::Ready(Ok(0)) => {
+                    this.connection = None;
+                    return Poll::Ready(Some(Err(Box::new(ResponseCut))));
+                }
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(e)) => {
+                    this.connection = None;
+                    return Poll::Ready(Some(Err(Box::new(e))));
+                }
+            }
         }
-        polled.map(|frame| frame.map(|r| r.map_err(Into::into)))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.connection.is_none() || matches!(self.framing, Reading::Length(0))
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match self.framing {
+            Reading::Length(left) => SizeHint::with_exact(left),
+            _ => SizeHint::default(),
+        }
     }
 }
 
@@ -316,7 +534,7 @@ mod tests {
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .keep_alive(!close)
-                        .serve_connection(TokioIo::new(stream), service)
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
                         .await;
                 });
             }

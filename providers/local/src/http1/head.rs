@@ -183,6 +183,129 @@ pub(crate) fn parse_request(
     }))
 }
 
+/// A response head as an upstream sent it.
+#[derive(Debug)]
+pub(crate) struct ResponseHead {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    /// The body's framing: `Content-Length`, chunked, or (`None`) until the upstream closes.
+    pub(crate) framing: Option<Framing>,
+    /// The upstream keeps the connection open after this response.
+    pub(crate) keep_alive: bool,
+}
+
+/// Why an upstream's response head cannot be used.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("upstream response head: {0}")]
+pub struct BadResponse(pub(crate) &'static str);
+
+/// Takes a whole response head off the front of `buf`; `Ok(None)`: more bytes are needed.
+/// `head_request`: the request was HEAD, so no body follows whatever the head says.
+pub(crate) fn parse_response(
+    buf: &mut BytesMut,
+    limits: HeadLimits,
+    head_request: bool,
+) -> Result<Option<ResponseHead>, BadResponse> {
+    let mut slots = [const { MaybeUninit::<httparse::Header>::uninit() }; HEADER_SLOTS];
+    let slots = &mut slots[..limits.max_headers.clamp(1, HEADER_SLOTS)];
+    let mut spans = [Span { name: (0, 0), value: (0, 0) }; HEADER_SLOTS];
+    let base = buf.as_ptr() as usize;
+    let offset = |s: &[u8]| (s.as_ptr() as usize - base, s.len());
+    let mut parsed = httparse::Response::new(&mut []);
+    let length =
+        match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut parsed, buf, slots) {
+            Ok(httparse::Status::Complete(length)) if length <= limits.max_bytes => length,
+            Ok(httparse::Status::Partial) if buf.len() <= limits.max_bytes => return Ok(None),
+            Ok(_) | Err(httparse::Error::TooManyHeaders) => return Err(BadResponse("too large")),
+            Err(_) => return Err(BadResponse("malformed")),
+        };
+    let status =
+        parsed.code.and_then(|c| StatusCode::from_u16(c).ok()).ok_or(BadResponse("invalid status"))?;
+    let http10 = parsed.version == Some(0);
+    let count = parsed.headers.len();
+    for (span, header) in spans.iter_mut().zip(parsed.headers.iter()) {
+        *span = Span { name: offset(header.name.as_bytes()), value: offset(header.value) };
+    }
+    let head = buf.split_to(length).freeze();
+    let mut headers = HeaderMap::with_capacity(count);
+    let mut length: Option<u64> = None;
+    let mut chunked = false;
+    let mut other_coding = false;
+    let mut keep_alive = !http10;
+    for span in &spans[..count] {
+        let name = HeaderName::from_bytes(&head[span.name.0..span.name.0 + span.name.1])
+            .map_err(|_| BadResponse("invalid header name"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(span.value.0..span.value.0 + span.value.1))
+            .map_err(|_| BadResponse("invalid header value"))?;
+        match name {
+            http::header::CONTENT_LENGTH => {
+                let declared =
+                    content_length(value.as_bytes()).map_err(|_| BadResponse("invalid Content-Length"))?;
+                if length.is_some_and(|known| known != declared) {
+                    return Err(BadResponse("conflicting Content-Length headers"));
+                }
+                length = Some(declared);
+            }
+            http::header::TRANSFER_ENCODING => {
+                // The last coding decides: chunked is read here, anything else runs to the close.
+                let last = value.as_bytes().rsplit(|b| *b == b',').next().unwrap_or_default().trim_ascii();
+                chunked = last.eq_ignore_ascii_case(b"chunked");
+                other_coding |= !chunked;
+            }
+            http::header::CONNECTION => {
+                for token in value.as_bytes().split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+                    if token.eq_ignore_ascii_case(b"close") {
+                        keep_alive = false;
+                    } else if token.eq_ignore_ascii_case(b"keep-alive") && http10 {
+                        keep_alive = true;
+                    }
+                }
+            }
+            _ => {}
+        }
+        headers.append(name, value);
+    }
+    let bodiless = head_request
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let framing = if bodiless {
+        Some(Framing::Empty)
+    } else if chunked && !other_coding {
+        // A length beside chunked coding is ignored (RFC 9112 §6.3), and so is the connection.
+        keep_alive &= length.is_none();
+        Some(Framing::Chunked)
+    } else if chunked || other_coding {
+        None
+    } else {
+        match length {
+            Some(0) => Some(Framing::Empty),
+            Some(length) => Some(Framing::Length(length)),
+            None => None,
+        }
+    };
+    Ok(Some(ResponseHead { status, headers, framing, keep_alive: keep_alive && framing.is_some() }))
+}
+
+/// Writes a request head for an upstream: origin-form target, the headers as they are, and
+/// `Transfer-Encoding: chunked` when the body's length is not known.
+pub(crate) fn write_request_head(out: &mut BytesMut, parts: &http::request::Parts, chunked: bool) {
+    out.extend_from_slice(parts.method.as_str().as_bytes());
+    out.extend_from_slice(b" ");
+    out.extend_from_slice(parts.uri.path_and_query().map_or("/", |pq| pq.as_str()).as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in &parts.headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if chunked {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
 /// A `Content-Length` value: digits only (no sign, no list, no spaces inside).
 fn content_length(value: &[u8]) -> Result<u64, HeadError> {
     if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {

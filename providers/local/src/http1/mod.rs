@@ -1,10 +1,12 @@
-//! The HTTP/1.1 server side of the proxy: client connections are read and written here, with
-//! no protocol machinery between the socket and the request handler. HTTP/2 connections are
-//! served by hyper.
+//! HTTP/1.1 as the proxy speaks it: client connections are read and written here, and so are
+//! the messages to upstreams, with no protocol machinery between the sockets and the request
+//! handler. HTTP/2 client connections are served by hyper.
 
 mod chunked;
 mod conn;
 mod head;
 mod response;
 
+pub(crate) use chunked::{chunk_start, ChunkedDecoder, Decoded, CHUNK_END, LAST_CHUNK};
 pub(crate) use conn::serve;
+pub(crate) use head::{parse_response, write_request_head, BadResponse, Framing, HeadLimits, ResponseHead};
