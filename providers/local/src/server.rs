@@ -166,7 +166,7 @@ pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, mut stop: w
                 let _ = stream.set_nodelay(true);
                 let shared = shared.clone();
                 tokio::spawn(async move {
-                    serve_connection(shared, stream, ConnInfo::new(local, remote), permit).await;
+                    serve_connection(shared, stream, Box::new(ConnInfo::new(local, remote)), permit).await;
                 });
             }
             _ = stop.changed() => break,
@@ -175,10 +175,13 @@ pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, mut stop: w
     }
 }
 
+/// Serves one client connection. Its task lives as long as the connection, so what it keeps
+/// inline is kept for every idle connection: the connection's facts are boxed, and so is each
+/// phase larger than an idle HTTP/1 connection's wait.
 async fn serve_connection(
     shared: Arc<Shared>,
     stream: TcpStream,
-    info: ConnInfo,
+    info: Box<ConnInfo>,
     permit: OwnedSemaphorePermit,
 ) {
     shared.open.fetch_add(1, Ordering::SeqCst);
@@ -194,7 +197,7 @@ async fn serve_connection(
         // Boxed, as is HTTP/2: their state is larger than a plain HTTP/1 connection's whole
         // task, which is what most connections are.
         Some(config) => Box::pin(serve_tls(&shared, stream, info, config)).await,
-        None => match sniff(&stream, shared.settings.header_read_timeout).await {
+        None => match Box::pin(sniff(&stream, shared.settings.header_read_timeout)).await {
             Some(Protocol::Http1) => http1::serve(&shared, stream, info, shared.shutdown.subscribe()).await,
             Some(Protocol::Http2) => Box::pin(serve_http2(&shared, stream, info)).await,
             None => tracing::debug!(remote = %info.remote, "no request within the header timeout; closing"),
@@ -246,7 +249,7 @@ async fn sniff(stream: &TcpStream, deadline: Duration) -> Option<Protocol> {
 async fn serve_tls(
     shared: &Arc<Shared>,
     stream: TcpStream,
-    mut info: ConnInfo,
+    mut info: Box<ConnInfo>,
     config: Arc<rustls::ServerConfig>,
 ) {
     let accept = TlsAcceptor::from(config).accept(stream);
@@ -266,7 +269,7 @@ async fn serve_tls(
     }
 }
 
-async fn serve_http2<IO>(shared: &Arc<Shared>, io: IO, info: ConnInfo)
+async fn serve_http2<IO>(shared: &Arc<Shared>, io: IO, info: Box<ConnInfo>)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -276,7 +279,7 @@ where
     let first_request = Arc::new(AtomicBool::new(false));
     let seen = first_request.clone();
     let remote = info.remote;
-    let info = Arc::new(info);
+    let info: Arc<ConnInfo> = Arc::from(info);
     let service = service_fn(move |req: Request<Incoming>| {
         seen.store(true, Ordering::Relaxed);
         let shared = request_shared.clone();
@@ -376,6 +379,26 @@ mod tests {
         assert_eq!(sniffed(&[b"PR", b"OPFIND / HTTP/1.1\r\n"]).await, Some(Protocol::Http1));
         // Nothing sent, and the client closes: no protocol.
         assert_eq!(sniffed(&[]).await, None);
+    }
+
+    /// An idle keep-alive connection costs its task and little else, so the task must stay
+    /// small: what a request needs in flight is boxed, not kept inline.
+    #[tokio::test]
+    async fn a_connection_task_stays_small() {
+        let shared = Shared::new(
+            ServerSettings::default(),
+            Arc::new(PolicyState::new()),
+            None,
+            Arc::new(Metrics::default()),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address");
+        let _client = TcpStream::connect(address).await.expect("connect");
+        let (stream, remote) = listener.accept().await.expect("accept");
+        let permit = shared.connection_slots.clone().try_acquire_owned().expect("a slot");
+        let task = serve_connection(shared.clone(), stream, Box::new(ConnInfo::new(address, remote)), permit);
+        let size = std::mem::size_of_val(&task);
+        assert!(size <= 1024, "a connection's task takes {size} bytes");
     }
 
     #[tokio::test]

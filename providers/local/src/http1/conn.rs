@@ -24,8 +24,10 @@ use crate::body::{self, Body, BoxError};
 use crate::proxy::{self, ConnInfo};
 use crate::server::Shared;
 
-/// Bytes asked of the socket per read.
-const READ_CHUNK: usize = 8 * 1024;
+/// Room asked for per read of a request head (most fit in far less; a longer one grows the
+/// buffer), and per read of a request body.
+const HEAD_READ: usize = 2 * 1024;
+const BODY_READ: usize = 16 * 1024;
 /// Largest piece of request body handed on at once.
 const BODY_PIECE: usize = 64 * 1024;
 /// Body pieces up to this size are copied into the write buffer beside the framing (one write);
@@ -34,21 +36,21 @@ const COPY_LIMIT: usize = 16 * 1024;
 
 /// A client socket the server speaks HTTP/1.1 on.
 pub(crate) trait Transport: AsyncRead + AsyncWrite + Unpin + Send {
-    /// Resolves once the peer has sent something or closed, so that an idle connection can
-    /// wait without holding a read buffer.
-    fn ready_to_read(&self) -> impl Future<Output = io::Result<()>> + Send;
+    /// Ready once the peer has sent something or closed, so that an idle connection can wait
+    /// without holding a read buffer (polled: the waiting takes no room in the task).
+    fn poll_ready_to_read(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
 }
 
 impl Transport for TcpStream {
-    async fn ready_to_read(&self) -> io::Result<()> {
-        self.readable().await
+    fn poll_ready_to_read(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_read_ready(cx)
     }
 }
 
 impl Transport for TlsStream<TcpStream> {
-    async fn ready_to_read(&self) -> io::Result<()> {
+    fn poll_ready_to_read(&self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         // The TLS session may hold decrypted bytes already: read at once.
-        Ok(())
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -56,7 +58,7 @@ impl Transport for TlsStream<TcpStream> {
 pub(crate) async fn serve<T: Transport>(
     shared: &Shared,
     mut io: T,
-    info: ConnInfo,
+    info: Box<ConnInfo>,
     mut drain: watch::Receiver<bool>,
 ) {
     let settings = &shared.settings;
@@ -65,19 +67,26 @@ pub(crate) async fn serve<T: Transport>(
     let mut deadline = Box::pin(tokio::time::sleep(settings.header_read_timeout));
     loop {
         deadline.as_mut().reset(Instant::now() + settings.header_read_timeout);
-        let head = match read_head(&mut io, &mut buf, limits, deadline.as_mut(), &mut drain).await {
-            HeadRead::Head(head) => head,
-            HeadRead::End => return,
-            HeadRead::Refused(HeadError { status, message }) => {
-                refuse(&mut io, status, message).await;
-                return;
-            }
-        };
-        let keep_alive = match exchange(shared, &mut io, &mut buf, &info, head).await {
-            Ok(keep_alive) => keep_alive,
-            Err(e) => {
-                tracing::debug!(remote = %info.remote, error = %e, "connection ended with an error");
-                false
+        // What comes next is boxed: a request in flight (the handler's state, the response
+        // being written) or a refusal is no part of an idle connection's task. No await inside
+        // this match, so neither the head nor the head's reading is kept in the task either.
+        let keep_alive = {
+            let exchanging = match read_head(&mut io, &mut buf, limits, deadline.as_mut(), &mut drain).await {
+                HeadRead::Head(head) => Ok(Box::pin(exchange(shared, &mut io, &mut buf, &info, head))),
+                HeadRead::End => return,
+                HeadRead::Refused(HeadError { status, message }) => {
+                    Err(Box::pin(refuse(&mut io, status, message)))
+                }
+            };
+            match exchanging {
+                Ok(exchanging) => exchanging.await.unwrap_or_else(|e| {
+                    tracing::debug!(remote = %info.remote, error = %e, "connection ended with an error");
+                    false
+                }),
+                Err(refusing) => {
+                    refusing.await;
+                    return;
+                }
             }
         };
         if !keep_alive || *drain.borrow() {
@@ -118,7 +127,7 @@ async fn read_head<T: Transport>(
         }
         tokio::select! {
             biased;
-            read = read_more(io, buf) => match read {
+            read = read_more(io, buf, HEAD_READ) => match read {
                 Ok(0) | Err(_) => return HeadRead::End,
                 Ok(_) => {}
             },
@@ -141,12 +150,12 @@ async fn read_head<T: Transport>(
     }
 }
 
-/// Reads what the peer sent next into `buf`; 0 at its end.
-async fn read_more<T: Transport>(io: &mut T, buf: &mut BytesMut) -> io::Result<usize> {
+/// Reads what the peer sent next into `buf`, with room for at least `room` bytes; 0 at its end.
+async fn read_more<T: Transport>(io: &mut T, buf: &mut BytesMut, room: usize) -> io::Result<usize> {
     if buf.capacity() == 0 {
-        io.ready_to_read().await?;
+        std::future::poll_fn(|cx| io.poll_ready_to_read(cx)).await?;
     }
-    buf.reserve(READ_CHUNK);
+    buf.reserve(room);
     io.read_buf(buf).await
 }
 
@@ -177,7 +186,8 @@ async fn exchange<T: Transport>(
             (request.map(|()| body), Some(pump))
         }
     };
-    let mut handling = Box::pin(proxy::handle(shared, info, request));
+    let handling = proxy::handle(shared, info, request);
+    tokio::pin!(handling);
     let response = match pump.as_mut() {
         None => handling.as_mut().await,
         Some(pump) => {
@@ -191,7 +201,6 @@ async fn exchange<T: Transport>(
             }
         }
     };
-    drop(handling);
     // A body the handler did not read (a refusal, an early answer) keeps the connection only if
     // the rest of it is already here; otherwise the connection closes after the answer.
     let body_read = pump.map_or(true, |mut pump| pump.finish_from(buf));
@@ -462,7 +471,7 @@ impl BodyPump {
             let Ok(permit) = self.pieces.reserve().await else { return };
             let piece = match self.decoding.next_piece(buf) {
                 Ok(Some(piece)) => piece,
-                Ok(None) => match read_more(io, buf).await {
+                Ok(None) => match read_more(io, buf, BODY_READ).await {
                     Ok(0) => Piece::Failed(Box::new(BodyCut)),
                     Ok(_) => continue,
                     Err(e) => Piece::Failed(Box::new(e)),
