@@ -99,6 +99,8 @@ pub(crate) async fn serve<T: Transport>(
     }
 }
 
+// Returned once per head and matched at once, never kept in a connection's task.
+#[allow(clippy::large_enum_variant)]
 enum HeadRead {
     Head(RequestHead),
     /// The client closed, stayed silent past the deadline, or the server drains.
@@ -203,7 +205,7 @@ async fn exchange<T: Transport>(
     };
     // A body the handler did not read (a refusal, an early answer) keeps the connection only if
     // the rest of it is already here; otherwise the connection closes after the answer.
-    let body_read = pump.map_or(true, |mut pump| pump.finish_from(buf));
+    let body_read = pump.is_none_or(|mut pump| pump.finish_from(buf));
     let keep_alive = keep_alive && body_read;
     write_response(io, response, &method, http10, keep_alive).await
 }

@@ -27,7 +27,7 @@ use crate::server::Shared;
 
 use self::cors::{add_cors_headers, is_preflight, preflight};
 use self::forward::forward;
-use self::headers::strip_hop_by_hop;
+use self::headers::{remove_all, strip_hop_by_hop};
 use self::path::with_path;
 use self::redirect::redirect_response;
 
@@ -100,9 +100,7 @@ async fn serve(
     // Before anything reads the headers: hop-by-hop headers go (so `Connection: <name>` cannot
     // later delete a header the gateway adds), and so does any identity the client claims.
     strip_hop_by_hop(req.headers_mut());
-    for name in &gateway.identity_headers {
-        req.headers_mut().remove(name);
-    }
+    remove_all(req.headers_mut(), &gateway.identity_headers);
     request_check::normalize_authority(&mut req);
     // Route on the normalized path and forward that same path, so `/public/../admin` can never
     // reach `/admin` past the policy guarding it.
@@ -157,7 +155,10 @@ async fn serve(
     if let Some(policy) = &route.policy {
         let now = jiff::Timestamp::now();
         let decision = match &shared.counter_store {
-            Some(store) => gateway.policies.check_shared(store, &shared.state, policy, &mut parts, now).await,
+            // Boxed: the store's round trip is a large state, kept out of every other request's.
+            Some(store) => {
+                Box::pin(gateway.policies.check_shared(store, &shared.state, policy, &mut parts, now)).await
+            }
             None => gateway.policies.check(&shared.state, policy, &mut parts, now),
         };
         match decision {
