@@ -1783,6 +1783,29 @@ GET /ok/3 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
     let answer = raw_conversation(port, &[smuggled], "").await;
     assert!(answer.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{answer}");
     assert_eq!(answer.matches("HTTP/1.1").count(), 1, "{answer}");
+    // A body nobody reads (the request is refused first) is drained before the close, so the
+    // client reads its answer rather than a reset.
+    let mut unread = b"POST /a%5Cb HTTP/1.1\r\nHost: x\r\nContent-Length: 200000\r\n\r\n".to_vec();
+    unread.extend(std::iter::repeat_n(b'x', 200_000));
+    let (answer, end) = tokio::time::timeout(Duration::from_secs(10), async {
+        use tokio::io::AsyncReadExt;
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+        stream.write_all(&unread).await.expect("write");
+        let (mut seen, mut buf) = (Vec::new(), [0u8; 8192]);
+        let end = loop {
+            match stream.read(&mut buf).await {
+                Ok(0) => break Ok(()),
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+                Err(e) => break Err(e),
+            }
+        };
+        (String::from_utf8_lossy(&seen).into_owned(), end)
+    })
+    .await
+    .expect("the answer came in time");
+    assert!(answer.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{answer}");
+    assert!(answer.contains("connection: close\r\n"), "{answer}");
+    assert!(end.is_ok(), "the connection ended with a reset: {end:?}");
     let bad_chunk =
         b"POST /ok HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n";
     let answer = raw_conversation(port, &[bad_chunk], "").await;

@@ -1,5 +1,5 @@
-//! The tollbridge data plane: serves the routes of a [`GatewayIr`] with hyper, enforcing API
-//! keys, rate limits and quotas.
+//! The tollbridge data plane: serves the routes of a [`GatewayIr`] (HTTP/1.1 of its own, HTTP/2
+//! through hyper), enforcing API keys, rate limits and quotas.
 //!
 //! [`GatewayIr`]: tollbridge_provider::GatewayIr
 #![forbid(unsafe_code)]

@@ -6,6 +6,7 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::{Method, Response, StatusCode, Version};
@@ -165,8 +166,9 @@ async fn read_more<T: Transport>(io: &mut T, buf: &mut BytesMut, room: usize) ->
 async fn refuse<T: Transport>(io: &mut T, status: StatusCode, message: &str) {
     let mut out = BytesMut::with_capacity(256);
     response::write_refusal(&mut out, status, message);
-    let _ = io.write_all(&out).await;
-    let _ = io.flush().await;
+    if io.write_all(&out).await.is_ok() && io.flush().await.is_ok() {
+        linger(io).await;
+    }
 }
 
 /// Serves one request: hands it to the proxy, pumps its body meanwhile, writes the response.
@@ -206,8 +208,35 @@ async fn exchange<T: Transport>(
     // A body the handler did not read (a refusal, an early answer) keeps the connection only if
     // the rest of it is already here; otherwise the connection closes after the answer.
     let body_read = pump.is_none_or(|mut pump| pump.finish_from(buf));
-    let keep_alive = keep_alive && body_read;
-    write_response(io, response, &method, http10, keep_alive).await
+    // A draining server says so in this answer, before the client sends another request.
+    let keep_alive = keep_alive && body_read && !shared.is_draining();
+    let reusable = write_response(io, response, &method, http10, keep_alive).await?;
+    if !body_read {
+        linger(io).await;
+    }
+    Ok(reusable)
+}
+
+/// Before closing a connection whose client may still be sending (a body nobody read, a head
+/// too large): stop writing, then read and drop what arrives for a short while. Closing with
+/// unread bytes makes the kernel reset the connection, which can destroy the answer before the
+/// client has read it.
+async fn linger<T: Transport>(io: &mut T) {
+    const MOST: usize = 256 * 1024;
+    if io.shutdown().await.is_err() {
+        return;
+    }
+    let draining = async {
+        let mut sink = vec![0u8; 8 * 1024];
+        let mut read = 0;
+        while read < MOST {
+            match io.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => read += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), draining).await;
 }
 
 /// Writes `response`; whether the connection may carry another request.
