@@ -23,7 +23,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::body::{Body, BoxError};
-use crate::http1::{self, ChunkedDecoder, Decoded, Framing, HeadLimits, ResponseHead};
+use crate::http1::{self, BodyDecoder, ChunkedDecoder, Decoded, Framing, HeadLimits, ResponseHead};
 
 /// Settings of the upstream connection pool.
 #[derive(Clone, Debug)]
@@ -53,8 +53,6 @@ impl Default for UpstreamSettings {
 const RESPONSE_HEAD: HeadLimits = HeadLimits { max_bytes: 64 * 1024, max_headers: 256 };
 /// Bytes asked of the socket per read.
 const READ_CHUNK: usize = 8 * 1024;
-/// Largest piece of response body handed on at once.
-const BODY_PIECE: usize = 64 * 1024;
 
 /// Why an upstream request failed.
 #[derive(Debug, thiserror::Error)]
@@ -167,10 +165,10 @@ impl UpstreamPool {
         let body = UpstreamBody {
             connection: Some(connection),
             framing: match framing {
-                Some(Framing::Empty) => Reading::Length(0),
-                Some(Framing::Length(length)) => Reading::Length(length),
-                Some(Framing::Chunked) => Reading::Chunked(ChunkedDecoder::default()),
-                None => Reading::UntilClose,
+                Some(Framing::Empty) => BodyDecoder::Length(0),
+                Some(Framing::Length(length)) => BodyDecoder::Length(length),
+                Some(Framing::Chunked) => BodyDecoder::Chunked(ChunkedDecoder::default()),
+                None => BodyDecoder::UntilClose,
             },
             give_back: keep_alive.then(|| (self.clone(), address.clone())),
             _permit: permit,
@@ -327,18 +325,11 @@ async fn read_response_head(
     }
 }
 
-/// How the rest of a response body is read.
-enum Reading {
-    Length(u64),
-    Chunked(ChunkedDecoder),
-    UntilClose,
-}
-
 /// A response body read straight off its upstream connection by whoever polls it; the
 /// connection goes back to the pool the moment the body's last byte is read.
 struct UpstreamBody {
     connection: Option<Connection>,
-    framing: Reading,
+    framing: BodyDecoder,
     /// Where the connection goes when the body ends, if the upstream keeps it open.
     give_back: Option<(Arc<UpstreamPool>, Arc<str>)>,
     /// The endpoint's slot, held until the answer has been read (or dropped).
@@ -360,27 +351,6 @@ impl UpstreamBody {
             }
         }
     }
-
-    /// The next piece from what is buffered; `None` when more must be read.
-    fn next_piece(&mut self) -> Result<Option<Option<Bytes>>, BoxError> {
-        let Some(connection) = &mut self.connection else { return Ok(Some(None)) };
-        let buf = &mut connection.buf;
-        Ok(match &mut self.framing {
-            Reading::Length(0) => Some(None),
-            Reading::Length(_) | Reading::UntilClose if buf.is_empty() => None,
-            Reading::Length(left) => {
-                let take = usize::try_from(*left).unwrap_or(usize::MAX).min(buf.len()).min(BODY_PIECE);
-                *left -= take as u64;
-                Some(Some(buf.split_to(take).freeze()))
-            }
-            Reading::UntilClose => Some(Some(buf.split().freeze())),
-            Reading::Chunked(decoder) => match decoder.decode(buf, BODY_PIECE)? {
-                Decoded::Data(data) => Some(Some(data)),
-                Decoded::End => Some(None),
-                Decoded::NeedMore => None,
-            },
-        })
-    }
 }
 
 impl HttpBody for UpstreamBody {
@@ -393,21 +363,22 @@ impl HttpBody for UpstreamBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         loop {
-            match this.next_piece() {
-                Ok(Some(Some(data))) => {
-                    if matches!(this.framing, Reading::Length(0)) {
+            let Some(connection) = &mut this.connection else { return Poll::Ready(None) };
+            match this.framing.decode(&mut connection.buf) {
+                Ok(Decoded::Data(data)) => {
+                    if this.framing.length_done() {
                         this.finish();
                     }
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
-                Ok(Some(None)) => {
+                Ok(Decoded::End) => {
                     this.finish();
                     return Poll::Ready(None);
                 }
-                Ok(None) => {}
+                Ok(Decoded::NeedMore) => {}
                 Err(e) => {
                     this.connection = None;
-                    return Poll::Ready(Some(Err(e)));
+                    return Poll::Ready(Some(Err(Box::new(e))));
                 }
             }
             let Some(connection) = &mut this.connection else { return Poll::Ready(None) };
@@ -419,7 +390,7 @@ impl HttpBody for UpstreamBody {
             };
             match read {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(Ok(0)) if matches!(this.framing, Reading::UntilClose) => {
+                Poll::Ready(Ok(0)) if matches!(this.framing, BodyDecoder::UntilClose) => {
                     this.connection = None;
                     return Poll::Ready(None);
                 }
@@ -437,14 +408,11 @@ impl HttpBody for UpstreamBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.connection.is_none() || matches!(self.framing, Reading::Length(0))
+        self.connection.is_none() || self.framing.length_done()
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self.framing {
-            Reading::Length(left) => SizeHint::with_exact(left),
-            _ => SizeHint::default(),
-        }
+        self.framing.left().map_or_else(SizeHint::default, SizeHint::with_exact)
     }
 }
 

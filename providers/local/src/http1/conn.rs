@@ -19,6 +19,7 @@ use tokio::time::{Instant, Sleep};
 use tokio_rustls::server::TlsStream;
 
 use super::chunked::{self, ChunkedDecoder, Decoded};
+use super::decode::BodyDecoder;
 use super::head::{self, Framing, HeadError, HeadLimits, RequestHead};
 use super::response::{self, BodyFraming};
 use crate::body::{self, Body, BoxError};
@@ -29,8 +30,6 @@ use crate::server::Shared;
 /// buffer), and per read of a request body.
 const HEAD_READ: usize = 2 * 1024;
 const BODY_READ: usize = 16 * 1024;
-/// Largest piece of request body handed on at once.
-const BODY_PIECE: usize = 64 * 1024;
 /// Body pieces up to this size are copied into the write buffer beside the framing (one write);
 /// larger ones are written on their own.
 const COPY_LIMIT: usize = 16 * 1024;
@@ -434,37 +433,12 @@ impl HttpBody for RequestBody {
 
 /// Reads a request body off the connection into its [`RequestBody`].
 struct BodyPump {
-    decoding: Decoding,
+    decoding: BodyDecoder,
     pieces: mpsc::Sender<Piece>,
     wanted: Option<oneshot::Receiver<()>>,
     /// `100 Continue` was started but not finished (the pump was stopped inside the write).
     interim_unfinished: bool,
     done: bool,
-}
-
-enum Decoding {
-    Length(u64),
-    Chunked(ChunkedDecoder),
-}
-
-impl Decoding {
-    /// The next piece from what is buffered; `None` when more must be read.
-    fn next_piece(&mut self, buf: &mut BytesMut) -> Result<Option<Piece>, chunked::ChunkError> {
-        match self {
-            Decoding::Length(0) => Ok(Some(Piece::End)),
-            Decoding::Length(_) if buf.is_empty() => Ok(None),
-            Decoding::Length(left) => {
-                let take = usize::try_from(*left).unwrap_or(usize::MAX).min(buf.len()).min(BODY_PIECE);
-                *left -= take as u64;
-                Ok(Some(Piece::Data(buf.split_to(take).freeze())))
-            }
-            Decoding::Chunked(decoder) => Ok(match decoder.decode(buf, BODY_PIECE)? {
-                Decoded::Data(data) => Some(Piece::Data(data)),
-                Decoded::End => Some(Piece::End),
-                Decoded::NeedMore => None,
-            }),
-        }
-    }
 }
 
 fn request_body(framing: Framing, expect_continue: bool) -> (Body, BodyPump) {
@@ -476,8 +450,8 @@ fn request_body(framing: Framing, expect_continue: bool) -> (Body, BodyPump) {
         (None, None)
     };
     let (decoding, left) = match framing {
-        Framing::Length(length) => (Decoding::Length(length), Some(length)),
-        _ => (Decoding::Chunked(ChunkedDecoder::default()), None),
+        Framing::Length(length) => (BodyDecoder::Length(length), Some(length)),
+        _ => (BodyDecoder::Chunked(ChunkedDecoder::default()), None),
     };
     let body = RequestBody { pieces: rx, wanted: wanted_tx, left, ended: false };
     let pump = BodyPump { decoding, pieces: tx, wanted: wanted_rx, interim_unfinished: false, done: false };
@@ -500,9 +474,10 @@ impl BodyPump {
         }
         while !self.done {
             let Ok(permit) = self.pieces.reserve().await else { return };
-            let piece = match self.decoding.next_piece(buf) {
-                Ok(Some(piece)) => piece,
-                Ok(None) => match read_more(io, buf, BODY_READ).await {
+            let piece = match self.decoding.decode(buf) {
+                Ok(Decoded::Data(data)) => Piece::Data(data),
+                Ok(Decoded::End) => Piece::End,
+                Ok(Decoded::NeedMore) => match read_more(io, buf, BODY_READ).await {
                     Ok(0) => Piece::Failed(Box::new(BodyCut)),
                     Ok(_) => continue,
                     Err(e) => Piece::Failed(Box::new(e)),
@@ -527,10 +502,10 @@ impl BodyPump {
             return false;
         }
         while !self.done {
-            match self.decoding.next_piece(buf) {
-                Ok(Some(Piece::Data(_))) => {}
-                Ok(Some(_)) => self.done = true,
-                Ok(None) | Err(_) => return false,
+            match self.decoding.decode(buf) {
+                Ok(Decoded::Data(_)) => {}
+                Ok(Decoded::End) => self.done = true,
+                Ok(Decoded::NeedMore) | Err(_) => return false,
             }
         }
         true

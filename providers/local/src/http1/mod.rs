@@ -4,9 +4,11 @@
 
 mod chunked;
 mod conn;
+mod decode;
 mod head;
 mod response;
 
 pub(crate) use chunked::{chunk_start, ChunkedDecoder, Decoded, CHUNK_END, LAST_CHUNK};
 pub(crate) use conn::serve;
+pub(crate) use decode::BodyDecoder;
 pub(crate) use head::{parse_response, write_request_head, BadResponse, Framing, HeadLimits, ResponseHead};
