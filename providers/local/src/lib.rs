@@ -9,7 +9,7 @@ mod body;
 pub mod counter_store;
 pub mod echo;
 mod hostmatch;
-mod http1;
+pub mod http1;
 pub mod metrics;
 mod percent;
 pub mod policy;

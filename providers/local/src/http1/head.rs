@@ -11,7 +11,7 @@ use http::{Method, Request, StatusCode, Uri, Version};
 
 /// How a request's body is delimited.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Framing {
+pub enum Framing {
     /// No body.
     Empty,
     /// `Content-Length` bytes.
@@ -22,20 +22,20 @@ pub(crate) enum Framing {
 
 /// A request head read whole.
 #[derive(Debug)]
-pub(crate) struct RequestHead {
-    pub(crate) request: Request<()>,
-    pub(crate) framing: Framing,
+pub struct RequestHead {
+    pub request: Request<()>,
+    pub framing: Framing,
     /// The client may send another request on this connection afterwards.
-    pub(crate) keep_alive: bool,
+    pub keep_alive: bool,
     /// The client waits for `100 Continue` before it sends the body.
-    pub(crate) expect_continue: bool,
+    pub expect_continue: bool,
 }
 
 /// Why a request head is refused; the connection is answered with `status` and closed.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) struct HeadError {
-    pub(crate) status: StatusCode,
-    pub(crate) message: &'static str,
+pub struct HeadError {
+    pub status: StatusCode,
+    pub message: &'static str,
 }
 
 fn refused(status: StatusCode, message: &'static str) -> HeadError {
@@ -48,9 +48,9 @@ fn bad(message: &'static str) -> HeadError {
 
 /// Limits on a request head.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct HeadLimits {
-    pub(crate) max_bytes: usize,
-    pub(crate) max_headers: usize,
+pub struct HeadLimits {
+    pub max_bytes: usize,
+    pub max_headers: usize,
 }
 
 /// Room for the parser's header slots; `HeadLimits::max_headers` is capped at this.
@@ -65,10 +65,7 @@ struct Span {
 
 /// Takes a whole request head off the front of `buf`. `Ok(None)`: more bytes are needed (and
 /// `buf` is still under the size limit).
-pub(crate) fn parse_request(
-    buf: &mut BytesMut,
-    limits: HeadLimits,
-) -> Result<Option<RequestHead>, HeadError> {
+pub fn parse_request(buf: &mut BytesMut, limits: HeadLimits) -> Result<Option<RequestHead>, HeadError> {
     // Clients may send empty lines before a request (RFC 9112 §2.2).
     let blank = buf.iter().take_while(|b| matches!(b, b'\r' | b'\n')).count();
     if blank > 0 {
@@ -185,13 +182,13 @@ pub(crate) fn parse_request(
 
 /// A response head as an upstream sent it.
 #[derive(Debug)]
-pub(crate) struct ResponseHead {
-    pub(crate) status: StatusCode,
-    pub(crate) headers: HeaderMap,
+pub struct ResponseHead {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
     /// The body's framing: `Content-Length`, chunked, or (`None`) until the upstream closes.
-    pub(crate) framing: Option<Framing>,
+    pub framing: Option<Framing>,
     /// The upstream keeps the connection open after this response.
-    pub(crate) keep_alive: bool,
+    pub keep_alive: bool,
 }
 
 /// Why an upstream's response head cannot be used.
@@ -201,7 +198,7 @@ pub struct BadResponse(pub(crate) &'static str);
 
 /// Takes a whole response head off the front of `buf`; `Ok(None)`: more bytes are needed.
 /// `head_request`: the request was HEAD, so no body follows whatever the head says.
-pub(crate) fn parse_response(
+pub fn parse_response(
     buf: &mut BytesMut,
     limits: HeadLimits,
     head_request: bool,
@@ -289,7 +286,7 @@ pub(crate) fn parse_response(
 
 /// Writes a request head for an upstream: origin-form target, the headers as they are, and
 /// `Transfer-Encoding: chunked` when the body's length is not known.
-pub(crate) fn write_request_head(out: &mut BytesMut, parts: &http::request::Parts, chunked: bool) {
+pub fn write_request_head(out: &mut BytesMut, parts: &http::request::Parts, chunked: bool) {
     out.extend_from_slice(parts.method.as_str().as_bytes());
     out.extend_from_slice(b" ");
     out.extend_from_slice(parts.uri.path_and_query().map_or("/", |pq| pq.as_str()).as_bytes());
@@ -316,7 +313,7 @@ fn content_length(value: &[u8]) -> Result<u64, HeadError> {
 
 /// The bytes of a request head a test or a caller wants parsed at once.
 #[cfg(test)]
-pub(crate) fn parse_all(bytes: &[u8]) -> Result<Option<RequestHead>, HeadError> {
+pub fn parse_all(bytes: &[u8]) -> Result<Option<RequestHead>, HeadError> {
     let mut buf = BytesMut::from(bytes);
     parse_request(&mut buf, HeadLimits { max_bytes: 64 * 1024, max_headers: 100 })
 }

@@ -5,8 +5,8 @@
 mod chunked;
 mod conn;
 mod decode;
-mod head;
-mod response;
+pub mod head;
+pub mod response;
 
 pub(crate) use chunked::{chunk_start, ChunkedDecoder, Decoded, CHUNK_END, LAST_CHUNK};
 pub(crate) use conn::serve;

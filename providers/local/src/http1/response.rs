@@ -9,7 +9,7 @@ use http::{Method, StatusCode};
 
 /// How a response body is delimited on the wire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum BodyFraming {
+pub enum BodyFraming {
     /// No body is sent (HEAD, 1xx, 204, 304).
     None,
     /// Exactly this many bytes.
@@ -21,7 +21,7 @@ pub(crate) enum BodyFraming {
 
 /// The framing of a response to a request with `method`, from the response's own
 /// `Content-Length` or its body's known size; `http10` clients cannot read chunked bodies.
-pub(crate) fn body_framing(
+pub fn body_framing(
     method: &Method,
     status: StatusCode,
     headers: &HeaderMap,
@@ -46,7 +46,7 @@ pub(crate) fn body_framing(
 /// Writes the status line and headers. `framing` adds `Content-Length` when the headers lack
 /// it (or `Transfer-Encoding: chunked`); `close` says `Connection: close`, `keep_alive_10` tells
 /// an HTTP/1.0 client the connection stays. A `Date` is added when the response has none.
-pub(crate) fn write_head(
+pub fn write_head(
     out: &mut BytesMut,
     status: StatusCode,
     headers: &HeaderMap,
@@ -98,7 +98,7 @@ pub(crate) fn write_head(
 }
 
 /// A refusal written before any request was read whole: a short text body, then close.
-pub(crate) fn write_refusal(out: &mut BytesMut, status: StatusCode, message: &str) {
+pub fn write_refusal(out: &mut BytesMut, status: StatusCode, message: &str) {
     let mut headers = HeaderMap::new();
     headers.insert(header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; charset=utf-8"));
     write_head(out, status, &headers, BodyFraming::Length(message.len() as u64 + 1), true, false);
