@@ -24,19 +24,35 @@ rss_kib=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
 echo "routes: $ROUTES"
 echo "RSS after load: $((rss_kib / 1024)) MiB"
 
-# Reloads under load: wrk hits one route while the file is rewritten RELOADS times.
+# Reloads under load: wrk hits one route while the file is edited RELOADS times (each edit adds
+# an HTTPRoute), then rewritten once with every route changed (a label on each).
 url="http://127.0.0.1:$PORT/svc$((ROUTES / 2))/x"
-wrk -t1 -c16 -d$((RELOADS * 2 + 2))s -H 'x-api-key: bench-key-0123456789' "$url" >"$work/wrk" &
+wrk -t1 -c16 -d$((RELOADS * 2 + 4))s -H 'x-api-key: bench-key-0123456789' "$url" >"$work/wrk" &
 wrk_pid=$!
 sleep 1
 for i in $(seq 1 "$RELOADS"); do
-  echo "# reload $i" >> "$work/config/bench.yaml"
+  cat >> "$work/config/bench.yaml" <<EOF
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: added$i}
+spec:
+  parentRefs: [{name: bench}]
+  rules:
+  - matches:
+    - path: {type: PathPrefix, value: /added$i}
+    backendRefs:
+    - {name: backend, port: 80}
+EOF
   sleep 2
 done
+sed 's/^metadata: {name: svc/metadata: {labels: {edit: all}, name: svc/' "$work/config/bench.yaml" >"$work/edited.yaml"
+mv "$work/edited.yaml" "$work/config/bench.yaml"
+sleep 2
 wait "$wrk_pid"
 echo "load during reloads: $(awk '/Requests\/sec/ {print $2}' "$work/wrk") req/s; $(grep -E 'requests in' "$work/wrk" | xargs)"
 grep -E "Non-2xx|Socket errors" "$work/wrk" || echo "failed requests during reloads: 0"
-echo "reload timings (ms), first = startup:"
+echo "reload timings (ms): start-up, $RELOADS edits adding a route, one rewrite changing every route:"
 grep '"configuration applied"' "$work/log" | python3 -c '
 import json, sys
 for line in sys.stdin:

@@ -1,5 +1,6 @@
 //! The file → configuration steps of a reload with 10,000 HTTPRoutes behind an API key and a
-//! quota: loading the YAML into objects, and translating them (a whole reload, load + translate
+//! quota: loading the YAML into objects (all of it, or after an edit of one route with the
+//! documents of the previous load cached), and translating them (a whole reload, load + translate
 //! + compile, should take under 200 ms). Needs python3 (the configuration's generator).
 
 use std::hint::black_box;
@@ -44,6 +45,16 @@ fn reload(c: &mut Criterion) {
     let mut group = c.benchmark_group("reload 10,000 routes");
     group.sample_size(10);
     group.bench_function("load YAML", |b| b.iter(|| files::load_str(origin, black_box(&text)).is_ok()));
+    // A reload after an edit of one route: the other documents come from the cache.
+    let edited = text.replacen("value: /svc5000}", "value: /svc5000-edited}", 1);
+    assert_ne!(edited, text);
+    let mut cache = files::DocumentCache::default();
+    group.bench_function("load YAML, one route edited", |b| {
+        b.iter(|| {
+            files::load_str_cached(origin, &text, &mut cache).is_ok()
+                && files::load_str_cached(origin, black_box(&edited), &mut cache).is_ok()
+        })
+    });
     group.bench_function("translate", |b| {
         b.iter(|| translate(black_box(&loaded.snapshot), &providers::capabilities).gateways.len())
     });

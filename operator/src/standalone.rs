@@ -16,7 +16,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tollbridge_local::counter_store::CounterStoreStatus;
 use tollbridge_local::policy::PolicyState;
-use tollbridge_local::{AdminDocs, CounterStore, CounterStoreSettings, LocalProvider, ServerSettings};
+use tollbridge_local::{
+    AdminDocs, CounterStore, CounterStoreSettings, LazyJson, LocalProvider, ServerSettings,
+};
 use tollbridge_provider::{GatewayIr, GatewayKey, Provider, ProviderSettings};
 
 use crate::providers;
@@ -55,7 +57,7 @@ struct StatusDoc<'a> {
     statuses: &'a Statuses,
     errors: &'a [String],
     #[serde(rename = "counterStore", skip_serializing_if = "Option::is_none")]
-    counter_store: Option<CounterStoreStatus>,
+    counter_store: Option<&'a CounterStoreStatus>,
 }
 
 struct Standalone {
@@ -63,10 +65,12 @@ struct Standalone {
     provider: Arc<LocalProvider>,
     docs: Arc<ArcSwap<AdminDocs>>,
     applied: BTreeSet<GatewayKey>,
-    statuses: Statuses,
-    config: Vec<GatewayIr>,
+    statuses: Arc<Statuses>,
+    config: Arc<Vec<GatewayIr>>,
     /// The latest text of the config Secret (Secret source only).
     secret: Option<watch::Receiver<Option<Result<String, String>>>>,
+    /// Documents parsed by earlier reloads: a reload parses only what changed.
+    documents: files::DocumentCache,
     /// The load errors last published.
     errors: Vec<String>,
     /// Whether the counter store was up, and since when, as last published.
@@ -126,9 +130,10 @@ pub async fn run(options: RunOptions) -> Result<(), String> {
         provider,
         docs,
         applied: BTreeSet::new(),
-        statuses: Statuses::default(),
-        config: Vec::new(),
+        statuses: Arc::default(),
+        config: Arc::default(),
         secret: None,
+        documents: files::DocumentCache::default(),
         errors: Vec::new(),
         store_state: None,
     };
@@ -252,8 +257,8 @@ impl Standalone {
         for problem in statuses.problems() {
             tracing::warn!("{problem}");
         }
-        self.statuses = statuses;
-        self.config = config;
+        self.statuses = Arc::new(statuses);
+        self.config = Arc::new(config);
         self.publish(&[]);
         tracing::info!(
             gateways = self.applied.len(),
@@ -266,13 +271,13 @@ impl Standalone {
         Ok(())
     }
 
-    fn load(&self) -> Result<files::Loaded, files::LoadErrors> {
+    fn load(&mut self) -> Result<files::Loaded, files::LoadErrors> {
         match (&self.options.source, &self.secret) {
-            (ConfigSource::Files(paths), _) => files::load_paths(paths),
+            (ConfigSource::Files(paths), _) => files::load_paths_cached(paths, &mut self.documents),
             (ConfigSource::Secret { namespace, name }, Some(receiver)) => {
                 let origin = PathBuf::from(format!("Secret {namespace}/{name}"));
                 match &*receiver.borrow() {
-                    Some(Ok(text)) => files::load_str(&origin, text),
+                    Some(Ok(text)) => files::load_str_cached(&origin, text, &mut self.documents),
                     Some(Err(message)) => Err(files::LoadErrors(vec![files::LoadError {
                         file: origin,
                         document: 0,
@@ -301,30 +306,38 @@ impl Standalone {
     fn publish(&mut self, errors: &[String]) {
         self.errors = errors.to_vec();
         let store = self.provider.shared().counter_store.as_ref().map(|store| store.status());
-        let mut statuses = std::borrow::Cow::Borrowed(&self.statuses);
+        let mut degraded_gateways = Vec::new();
         if let Some(store) = &store {
             let since = match self.store_state {
                 Some((up, since)) if up == store.up => since,
                 _ => jiff::Timestamp::now(),
             };
             self.store_state = Some((store.up, since));
-            let counting: Vec<String> = self
+            degraded_gateways = self
                 .config
                 .iter()
                 .filter(|g| g.policies.iter().any(|p| p.rate_limit.is_some() || p.quota.is_some()))
                 .map(|g| g.key.id())
                 .collect();
-            for id in counting {
-                if let Some(status) = statuses.to_mut().gateways.get_mut(&id) {
-                    status.conditions.push(degraded(store, since, &status.conditions));
+        }
+        let since = self.store_state.map(|(_, since)| since);
+        let (statuses, errors) = (self.statuses.clone(), self.errors.clone());
+        let status = LazyJson::new(move || {
+            let mut statuses = std::borrow::Cow::Borrowed(&*statuses);
+            if let (Some(store), Some(since)) = (&store, since) {
+                for id in &degraded_gateways {
+                    if let Some(status) = statuses.to_mut().gateways.get_mut(id) {
+                        status.conditions.push(degraded(store, since, &status.conditions));
+                    }
                 }
             }
-        }
-        let doc = StatusDoc { statuses: &statuses, errors, counter_store: store };
-        let status = serde_json::to_vec_pretty(&doc).unwrap_or_default();
-        let config = serde_json::to_vec_pretty(&self.config).unwrap_or_default();
-        let configured = self.docs.load().configured || errors.is_empty();
-        self.docs.store(Arc::new(AdminDocs { status: status.into(), config: config.into(), configured }));
+            let doc = StatusDoc { statuses: &statuses, errors: &errors, counter_store: store.as_ref() };
+            serde_json::to_vec_pretty(&doc).unwrap_or_default()
+        });
+        let gateways = self.config.clone();
+        let config = LazyJson::new(move || serde_json::to_vec_pretty(&*gateways).unwrap_or_default());
+        let configured = self.docs.load().configured || self.errors.is_empty();
+        self.docs.store(Arc::new(AdminDocs { status, config, configured }));
     }
 
     fn save_state(&self) {

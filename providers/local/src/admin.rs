@@ -1,7 +1,7 @@
 //! The admin endpoint: `/healthz`, `/readyz`, `/metrics`, `/status`, `/config`.
 
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -17,14 +17,41 @@ use crate::body::{self, Body};
 use crate::provider::LocalProvider;
 
 /// Documents the admin endpoint serves, published by whoever drives the provider.
-#[derive(Clone, Debug, Default)]
+#[derive(Debug, Default)]
 pub struct AdminDocs {
     /// JSON for `/status`.
-    pub status: Bytes,
+    pub status: LazyJson,
     /// JSON for `/config` (secrets already redacted).
-    pub config: Bytes,
+    pub config: LazyJson,
     /// Whether a configuration has been applied at least once.
     pub configured: bool,
+}
+
+/// A JSON document rendered when first asked for, then kept: a reload of thousands of routes
+/// does not pay for documents nobody reads.
+#[derive(Default)]
+pub struct LazyJson {
+    render: Option<Box<dyn Fn() -> Vec<u8> + Send + Sync>>,
+    rendered: OnceLock<Bytes>,
+}
+
+impl LazyJson {
+    pub fn new(render: impl Fn() -> Vec<u8> + Send + Sync + 'static) -> Self {
+        LazyJson { render: Some(Box::new(render)), rendered: OnceLock::new() }
+    }
+
+    /// The document, rendered on the first call.
+    pub fn bytes(&self) -> Bytes {
+        self.rendered
+            .get_or_init(|| self.render.as_ref().map(|render| Bytes::from(render())).unwrap_or_default())
+            .clone()
+    }
+}
+
+impl std::fmt::Debug for LazyJson {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LazyJson").field("rendered", &self.rendered.get().map(Bytes::len)).finish()
+    }
 }
 
 pub async fn serve(
@@ -65,7 +92,7 @@ async fn route(
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n");
     }
-    let docs = docs.load();
+    let docs = docs.load_full();
     match req.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/readyz" => {
@@ -91,10 +118,15 @@ async fn route(
                 "/status and /config answer local clients only here (kubectl port-forward reaches them)\n",
             )
         }
-        "/status" => json(docs.status.clone()),
-        "/config" => json(docs.config.clone()),
+        "/status" => json(render(docs, |docs| docs.status.bytes()).await),
+        "/config" => json(render(docs, |docs| docs.config.bytes()).await),
         _ => text(StatusCode::NOT_FOUND, "not found: try /healthz /readyz /metrics /status /config\n"),
     }
+}
+
+/// Renders a document off the runtime's threads: thousands of routes take milliseconds.
+async fn render(docs: Arc<AdminDocs>, document: fn(&AdminDocs) -> Bytes) -> Bytes {
+    tokio::task::spawn_blocking(move || document(&docs)).await.unwrap_or_default()
 }
 
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {

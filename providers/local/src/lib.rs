@@ -22,7 +22,7 @@ mod server;
 mod tls;
 mod upstream;
 
-pub use admin::AdminDocs;
+pub use admin::{AdminDocs, LazyJson};
 pub use counter_store::{CounterStore, CounterStoreSettings, FailureMode};
 pub use provider::LocalProvider;
 pub use runtime::Bind;
