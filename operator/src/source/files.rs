@@ -397,10 +397,7 @@ fn parse_alone(text: &str) -> Option<Document> {
 /// order marks and line breaks other than `\n` and `\r\n` (they move document boundaries), and
 /// text before the first `---` that is not plainly empty.
 fn split_documents(text: &str) -> Option<Vec<&str>> {
-    let unusual_break = |(i, b): (usize, &u8)| *b == b'\r' && text.as_bytes().get(i + 1) != Some(&b'\n');
-    if text.contains(['\u{feff}', '\u{85}', '\u{2028}', '\u{2029}'])
-        || text.as_bytes().iter().enumerate().any(unusual_break)
-    {
+    if !has_plain_breaks(text) {
         return None;
     }
     let mut chunks = Vec::new();
@@ -426,6 +423,19 @@ fn split_documents(text: &str) -> Option<Vec<&str>> {
         chunks.remove(0);
     }
     Some(chunks)
+}
+
+/// No byte order mark and no line break but `\n` and `\r\n`: one pass over the bytes.
+fn has_plain_breaks(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    bytes.iter().enumerate().all(|(i, &b)| match b {
+        b'\r' => bytes.get(i + 1) == Some(&b'\n'),
+        // U+0085 (NEL); U+2028 and U+2029 (line and paragraph separators); U+FEFF (BOM).
+        0xC2 => bytes.get(i + 1) != Some(&0x85),
+        0xE2 => !matches!(bytes.get(i + 1..i + 3), Some([0x80, 0xA8 | 0xA9])),
+        0xEF => !matches!(bytes.get(i + 1..i + 3), Some([0xBB, 0xBF])),
+        _ => true,
+    })
 }
 
 /// Whether the parser reads `text` as no document: the stream of an empty text is one null
@@ -532,10 +542,21 @@ mod tests {
             "\u{feff}#\n--- {apiVersion: v1, kind: Service, metadata: {name: a}}\r--- {apiVersion: v1, kind: Service, metadata: {name: b}}\n",
             "\u{feff}#\n",
             "\u{feff}# header\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\n",
+            "# a\u{85}---\napiVersion: v1\nkind: Namespace\nmetadata: {name: n}\n",
+            "# a\u{2028}---\napiVersion: v1\nkind: Namespace\nmetadata: {name: n}\n",
+            "# é ü \u{2026}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: n}\n",
             "",
             &two,
         ]);
         assert_eq!(cache.len(), 2, "only the last load's documents are kept");
+    }
+
+    #[test]
+    fn only_plain_line_breaks_are_split_by_the_cache() {
+        assert!(has_plain_breaks("a: é…\r\nb: ü\n"));
+        for text in ["a\rb", "a\u{85}b", "a\u{2028}b", "a\u{2029}b", "\u{feff}a", "a\r"] {
+            assert!(!has_plain_breaks(text), "{text:?}");
+        }
     }
 
     #[test]
