@@ -306,14 +306,15 @@ impl Standalone {
     fn publish(&mut self, errors: &[String]) {
         self.errors = errors.to_vec();
         let store = self.provider.shared().counter_store.as_ref().map(|store| store.status());
-        let mut degraded_gateways = Vec::new();
+        // The Gateways whose limits the store counts, and since when it is up or down.
+        let mut counted = Vec::new();
         if let Some(store) = &store {
             let since = match self.store_state {
                 Some((up, since)) if up == store.up => since,
                 _ => jiff::Timestamp::now(),
             };
             self.store_state = Some((store.up, since));
-            degraded_gateways = self
+            counted = self
                 .config
                 .iter()
                 .filter(|g| g.policies.iter().any(|p| p.rate_limit.is_some() || p.quota.is_some()))
@@ -325,7 +326,7 @@ impl Standalone {
         let status = LazyJson::new(move || {
             let mut statuses = std::borrow::Cow::Borrowed(&*statuses);
             if let (Some(store), Some(since)) = (&store, since) {
-                for id in &degraded_gateways {
+                for id in &counted {
                     if let Some(status) = statuses.to_mut().gateways.get_mut(id) {
                         status.conditions.push(degraded(store, since, &status.conditions));
                     }

@@ -384,12 +384,15 @@ impl Loader<'_> {
 
 /// One document's text parsed alone; `None` when it is not exactly one valid, typed document.
 fn parse_alone(text: &str) -> Option<Document> {
+    parse_document(single_value(text)?).ok()
+}
+
+/// The value of `text` when the parser reads it as exactly one document (an empty text is one
+/// null document).
+fn single_value(text: &str) -> Option<serde_yaml::Value> {
     let mut stream = serde_yaml::Deserializer::from_str(text);
     let value = serde_yaml::Value::deserialize(stream.next()?).ok()?;
-    if stream.next().is_some() {
-        return None;
-    }
-    parse_document(value).ok()
+    stream.next().is_none().then_some(value)
 }
 
 /// The text of each YAML document in `text`, split at `---` lines, as the YAML stream counts
@@ -417,7 +420,7 @@ fn split_documents(text: &str) -> Option<Vec<&str>> {
     // Before the first `---`: a document, or nothing but comments and blank lines (checked by
     // the parser: a control character there is an error, not a blank).
     if !is_document_start(chunks[0]) && !has_content(chunks[0]) {
-        if !parses_to_nothing(chunks[0]) {
+        if single_value(chunks[0]) != Some(serde_yaml::Value::Null) {
             return None;
         }
         chunks.remove(0);
@@ -436,17 +439,6 @@ fn has_plain_breaks(text: &str) -> bool {
         0xEF => !matches!(bytes.get(i + 1..i + 3), Some([0xBB, 0xBF])),
         _ => true,
     })
-}
-
-/// Whether the parser reads `text` as no document: the stream of an empty text is one null
-/// document.
-fn parses_to_nothing(text: &str) -> bool {
-    let mut stream = serde_yaml::Deserializer::from_str(text);
-    let nothing = match stream.next() {
-        Some(document) => matches!(serde_yaml::Value::deserialize(document), Ok(serde_yaml::Value::Null)),
-        None => true,
-    };
-    nothing && stream.next().is_none()
 }
 
 /// A `---` marker line: `---` alone or followed by a space, a tab or a line end.

@@ -40,6 +40,11 @@ impl LazyJson {
         LazyJson { render: Some(Box::new(render)), rendered: OnceLock::new() }
     }
 
+    /// The document if it was rendered already.
+    pub fn rendered(&self) -> Option<Bytes> {
+        self.rendered.get().cloned()
+    }
+
     /// The document, rendered on the first call.
     pub fn bytes(&self) -> Bytes {
         self.rendered
@@ -118,15 +123,18 @@ async fn route(
                 "/status and /config answer local clients only here (kubectl port-forward reaches them)\n",
             )
         }
-        "/status" => json(render(docs, |docs| docs.status.bytes()).await),
-        "/config" => json(render(docs, |docs| docs.config.bytes()).await),
+        "/status" => json(render(docs, |docs| &docs.status).await),
+        "/config" => json(render(docs, |docs| &docs.config).await),
         _ => text(StatusCode::NOT_FOUND, "not found: try /healthz /readyz /metrics /status /config\n"),
     }
 }
 
 /// Renders a document off the runtime's threads: thousands of routes take milliseconds.
-async fn render(docs: Arc<AdminDocs>, document: fn(&AdminDocs) -> Bytes) -> Bytes {
-    tokio::task::spawn_blocking(move || document(&docs)).await.unwrap_or_default()
+async fn render(docs: Arc<AdminDocs>, document: fn(&AdminDocs) -> &LazyJson) -> Bytes {
+    if let Some(rendered) = document(&docs).rendered() {
+        return rendered;
+    }
+    tokio::task::spawn_blocking(move || document(&docs).bytes()).await.unwrap_or_default()
 }
 
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {

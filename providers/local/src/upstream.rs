@@ -23,7 +23,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::body::{Body, BoxError};
-use crate::http1::{self, BodyDecoder, ChunkedDecoder, Decoded, Framing, HeadLimits, ResponseHead};
+use crate::http1::{self, BodyDecoder, Decoded, HeadLimits, ResponseHead};
 
 /// Settings of the upstream connection pool.
 #[derive(Clone, Debug)]
@@ -164,12 +164,7 @@ impl UpstreamPool {
         let ResponseHead { status, headers, framing, keep_alive } = head;
         let body = UpstreamBody {
             connection: Some(connection),
-            framing: match framing {
-                Some(Framing::Empty) => BodyDecoder::Length(0),
-                Some(Framing::Length(length)) => BodyDecoder::Length(length),
-                Some(Framing::Chunked) => BodyDecoder::Chunked(ChunkedDecoder::default()),
-                None => BodyDecoder::UntilClose,
-            },
+            framing: framing.map_or(BodyDecoder::UntilClose, BodyDecoder::from),
             give_back: keep_alive.then(|| (self.clone(), address.clone())),
             _permit: permit,
         };

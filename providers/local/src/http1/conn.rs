@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, Sleep};
 use tokio_rustls::server::TlsStream;
 
-use super::chunked::{self, ChunkedDecoder, Decoded};
+use super::chunked::{self, Decoded};
 use super::decode::BodyDecoder;
 use super::head::{self, Framing, HeadError, HeadLimits, RequestHead};
 use super::response::{self, BodyFraming};
@@ -449,11 +449,8 @@ fn request_body(framing: Framing, expect_continue: bool) -> (Body, BodyPump) {
     } else {
         (None, None)
     };
-    let (decoding, left) = match framing {
-        Framing::Length(length) => (BodyDecoder::Length(length), Some(length)),
-        _ => (BodyDecoder::Chunked(ChunkedDecoder::default()), None),
-    };
-    let body = RequestBody { pieces: rx, wanted: wanted_tx, left, ended: false };
+    let decoding = BodyDecoder::from(framing);
+    let body = RequestBody { pieces: rx, wanted: wanted_tx, left: decoding.left(), ended: false };
     let pump = BodyPump { decoding, pieces: tx, wanted: wanted_rx, interim_unfinished: false, done: false };
     (body.boxed(), pump)
 }

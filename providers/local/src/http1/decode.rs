@@ -4,6 +4,7 @@
 use bytes::BytesMut;
 
 use super::chunked::{ChunkError, ChunkedDecoder, Decoded};
+use super::head::Framing;
 
 /// Largest piece of body handed on at once.
 const BODY_PIECE: usize = 64 * 1024;
@@ -43,6 +44,16 @@ impl BodyDecoder {
         match self {
             Self::Length(left) => Some(*left),
             _ => None,
+        }
+    }
+}
+
+impl From<Framing> for BodyDecoder {
+    fn from(framing: Framing) -> Self {
+        match framing {
+            Framing::Empty => Self::Length(0),
+            Framing::Length(length) => Self::Length(length),
+            Framing::Chunked => Self::Chunked(ChunkedDecoder::default()),
         }
     }
 }

@@ -313,7 +313,7 @@ fn content_length(value: &[u8]) -> Result<u64, HeadError> {
 
 /// The bytes of a request head a test or a caller wants parsed at once.
 #[cfg(test)]
-pub fn parse_all(bytes: &[u8]) -> Result<Option<RequestHead>, HeadError> {
+fn parse_all(bytes: &[u8]) -> Result<Option<RequestHead>, HeadError> {
     let mut buf = BytesMut::from(bytes);
     parse_request(&mut buf, HeadLimits { max_bytes: 64 * 1024, max_headers: 100 })
 }

@@ -21,7 +21,7 @@ pub enum BodyFraming {
 
 /// The framing of a response to a request with `method`, from the response's own
 /// `Content-Length` or its body's known size; `http10` clients cannot read chunked bodies.
-pub fn body_framing(
+pub(crate) fn body_framing(
     method: &Method,
     status: StatusCode,
     headers: &HeaderMap,
@@ -98,7 +98,7 @@ pub fn write_head(
 }
 
 /// A refusal written before any request was read whole: a short text body, then close.
-pub fn write_refusal(out: &mut BytesMut, status: StatusCode, message: &str) {
+pub(crate) fn write_refusal(out: &mut BytesMut, status: StatusCode, message: &str) {
     let mut headers = HeaderMap::new();
     headers.insert(header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; charset=utf-8"));
     write_head(out, status, &headers, BodyFraming::Length(message.len() as u64 + 1), true, false);
