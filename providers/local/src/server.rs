@@ -285,7 +285,7 @@ where
         let shared = request_shared.clone();
         let info = info.clone();
         let req = req.map(|incoming| incoming.map_err(BoxError::from).boxed());
-        async move { Ok::<_, Infallible>(proxy::handle(&shared, &info, req).await) }
+        async move { Ok::<_, Infallible>(proxy::handle(&shared, &info, req, None).await) }
     });
     let settings = &shared.settings;
     let conn = http2::Builder::new(TokioExecutor::new())

@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -99,22 +100,50 @@ struct Idle {
     since: Instant,
 }
 
+/// One upstream address: its request slots and its idle connections, found by one lookup per
+/// request and reached without one when a connection comes back.
+struct Endpoint {
+    /// A permit per request in flight.
+    slots: Arc<Semaphore>,
+    idle: Mutex<Vec<Idle>>,
+    max_idle: usize,
+    /// The endpoint left the configuration: connections that come back are closed.
+    removed: AtomicBool,
+}
+
+impl Endpoint {
+    /// An idle connection that has not expired nor heard from its upstream.
+    fn checkout(&self, idle_timeout: Duration) -> Option<Connection> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some(entry) = idle.pop() {
+            if entry.since.elapsed() < idle_timeout && !entry.connection.has_news() {
+                return Some(entry.connection);
+            }
+        }
+        None
+    }
+
+    fn give_back(&self, connection: Connection) {
+        if self.removed.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < self.max_idle {
+            idle.push(Idle { connection, since: Instant::now() });
+        }
+    }
+}
+
 /// Keep-alive connections per upstream address (`host:port`).
 pub struct UpstreamPool {
     settings: UpstreamSettings,
-    idle: Mutex<HashMap<Arc<str>, Vec<Idle>>>,
-    /// Per address: a permit per request in flight.
-    in_flight: Mutex<HashMap<Arc<str>, Arc<Semaphore>>>,
+    endpoints: Mutex<HashMap<Arc<str>, Arc<Endpoint>>>,
 }
 
 pub type UpstreamClient = Arc<UpstreamPool>;
 
 pub fn client(settings: &UpstreamSettings) -> UpstreamClient {
-    Arc::new(UpstreamPool {
-        settings: settings.clone(),
-        idle: Mutex::new(HashMap::new()),
-        in_flight: Mutex::new(HashMap::new()),
-    })
+    Arc::new(UpstreamPool { settings: settings.clone(), endpoints: Mutex::new(HashMap::new()) })
 }
 
 impl UpstreamPool {
@@ -124,16 +153,17 @@ impl UpstreamPool {
         address: &Arc<str>,
         req: Request<Body>,
     ) -> Result<Response<Body>, UpstreamError> {
-        let semaphore = {
-            let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
-            let limit = self.settings.max_connections_per_endpoint.max(1);
-            in_flight.entry(address.clone()).or_insert_with(|| Arc::new(Semaphore::new(limit))).clone()
-        };
+        let endpoint = self.endpoint(address);
         // A free slot is taken at once; only a request that has to wait arms a timer.
-        let permit = match semaphore.clone().try_acquire_owned() {
+        let permit = match endpoint.slots.clone().try_acquire_owned() {
             Ok(permit) => permit,
             Err(_) => {
-                match tokio::time::timeout(self.settings.connection_wait, semaphore.acquire_owned()).await {
+                match tokio::time::timeout(
+                    self.settings.connection_wait,
+                    endpoint.slots.clone().acquire_owned(),
+                )
+                .await
+                {
                     Ok(Ok(permit)) => permit,
                     _ => return Err(UpstreamError::Saturated(address.to_string())),
                 }
@@ -151,7 +181,7 @@ impl UpstreamPool {
         http1::write_request_head(&mut out, &parts, chunked);
         drop(parts);
         let (head, connection) = loop {
-            let (connection, reused) = match self.checkout(address) {
+            let (connection, reused) = match endpoint.checkout(self.settings.pool_idle_timeout) {
                 Some(connection) => (connection, true),
                 None => (self.connect(address).await?, false),
             };
@@ -165,7 +195,7 @@ impl UpstreamPool {
         let body = UpstreamBody {
             connection: Some(connection),
             framing: framing.map_or(BodyDecoder::UntilClose, BodyDecoder::from),
-            give_back: keep_alive.then(|| (self.clone(), address.clone())),
+            give_back: keep_alive.then_some(endpoint),
             _permit: permit,
         };
         let mut response = Response::new(body.boxed());
@@ -174,36 +204,39 @@ impl UpstreamPool {
         Ok(response)
     }
 
+    /// The endpoint at `address`, made on first use.
+    fn endpoint(&self, address: &Arc<str>) -> Arc<Endpoint> {
+        let mut endpoints = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(endpoint) = endpoints.get(address) {
+            return endpoint.clone();
+        }
+        let endpoint = Arc::new(Endpoint {
+            slots: Arc::new(Semaphore::new(self.settings.max_connections_per_endpoint.max(1))),
+            idle: Mutex::new(Vec::new()),
+            max_idle: self.settings.pool_max_idle_per_host,
+            removed: AtomicBool::new(false),
+        });
+        endpoints.insert(address.clone(), endpoint.clone());
+        endpoint
+    }
+
     /// Drops idle connections (and limits) of every address `keep` refuses: endpoints that left
-    /// the configuration.
+    /// the configuration. Their requests in flight finish; their connections are not kept.
     pub fn retain(&self, keep: impl Fn(&str) -> bool) {
-        self.idle.lock().unwrap_or_else(|e| e.into_inner()).retain(|address, _| keep(address));
-        self.in_flight.lock().unwrap_or_else(|e| e.into_inner()).retain(|address, _| keep(address));
+        self.endpoints.lock().unwrap_or_else(|e| e.into_inner()).retain(|address, endpoint| {
+            let kept = keep(address);
+            if !kept {
+                endpoint.removed.store(true, Ordering::Relaxed);
+                endpoint.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
+            }
+            kept
+        });
     }
 
     /// Idle connections kept for `address`.
     pub fn idle_count(&self, address: &str) -> usize {
-        self.idle.lock().unwrap_or_else(|e| e.into_inner()).get(address).map_or(0, Vec::len)
-    }
-
-    /// An idle connection to `address` that has not expired nor heard from its upstream.
-    fn checkout(&self, address: &str) -> Option<Connection> {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let list = idle.get_mut(address)?;
-        while let Some(entry) = list.pop() {
-            if entry.since.elapsed() < self.settings.pool_idle_timeout && !entry.connection.has_news() {
-                return Some(entry.connection);
-            }
-        }
-        None
-    }
-
-    fn give_back(&self, address: Arc<str>, connection: Connection) {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let list = idle.entry(address).or_default();
-        if list.len() < self.settings.pool_max_idle_per_host {
-            list.push(Idle { connection, since: Instant::now() });
-        }
+        let endpoints = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
+        endpoints.get(address).map_or(0, |e| e.idle.lock().unwrap_or_else(|e| e.into_inner()).len())
     }
 
     async fn connect(&self, address: &str) -> Result<Connection, UpstreamError> {
@@ -326,7 +359,7 @@ struct UpstreamBody {
     connection: Option<Connection>,
     framing: BodyDecoder,
     /// Where the connection goes when the body ends, if the upstream keeps it open.
-    give_back: Option<(Arc<UpstreamPool>, Arc<str>)>,
+    give_back: Option<Arc<Endpoint>>,
     /// The endpoint's slot, held until the answer has been read (or dropped).
     _permit: OwnedSemaphorePermit,
 }
@@ -339,10 +372,10 @@ struct ResponseCut;
 impl UpstreamBody {
     fn finish(&mut self) {
         let connection = self.connection.take();
-        if let (Some(connection), Some((pool, address))) = (connection, self.give_back.take()) {
+        if let (Some(connection), Some(endpoint)) = (connection, self.give_back.take()) {
             // Bytes past the body's end are not an answer to anything: such a connection is done.
             if connection.buf.is_empty() {
-                pool.give_back(address, connection);
+                endpoint.give_back(connection);
             }
         }
     }
@@ -466,6 +499,20 @@ mod tests {
         assert_eq!((pool.idle_count(&kept), pool.idle_count(&gone)), (1, 1));
         pool.retain(|address| address == &*kept);
         assert_eq!((pool.idle_count(&kept), pool.idle_count(&gone)), (1, 0));
+    }
+
+    #[tokio::test]
+    async fn a_connection_answering_after_its_endpoint_left_is_not_kept() {
+        let address = echo().await;
+        let pool = client(&UpstreamSettings::default());
+        let response = pool.send(&address, get(0)).await.expect("request");
+        pool.retain(|_| false);
+        let _ = response.into_body().collect().await;
+        assert_eq!(pool.idle_count(&address), 0);
+        // The address is new to the pool again: a later request connects afresh and is kept.
+        let response = pool.send(&address, get(0)).await.expect("request");
+        let _ = response.into_body().collect().await;
+        assert_eq!(pool.idle_count(&address), 1);
     }
 
     /// A backend on keep-alive connections.

@@ -65,6 +65,8 @@ pub(crate) async fn serve<T: Transport>(
     let limits = HeadLimits { max_bytes: settings.max_header_bytes, max_headers: settings.max_headers };
     let mut buf = BytesMut::new();
     let mut deadline = Box::pin(tokio::time::sleep(settings.header_read_timeout));
+    // Only ever moved later (a shorter route timeout re-arms it): see `proxy::RequestTimer`.
+    let mut request_timer = Box::pin(tokio::time::sleep(settings.header_read_timeout));
     loop {
         deadline.as_mut().reset(Instant::now() + settings.header_read_timeout);
         // What comes next is boxed: a request in flight (the handler's state, the response
@@ -72,7 +74,9 @@ pub(crate) async fn serve<T: Transport>(
         // this match, so neither the head nor the head's reading is kept in the task either.
         let keep_alive = {
             let exchanging = match read_head(&mut io, &mut buf, limits, deadline.as_mut(), &mut drain).await {
-                HeadRead::Head(head) => Ok(Box::pin(exchange(shared, &mut io, &mut buf, &info, head))),
+                HeadRead::Head(head) => {
+                    Ok(Box::pin(exchange(shared, &mut io, &mut buf, &info, head, request_timer.as_mut())))
+                }
                 HeadRead::End => return,
                 HeadRead::Refused(HeadError { status, message }) => {
                     Err(Box::pin(refuse(&mut io, status, message)))
@@ -178,6 +182,7 @@ async fn exchange<T: Transport>(
     buf: &mut BytesMut,
     info: &ConnInfo,
     head: RequestHead,
+    timer: Pin<&mut Sleep>,
 ) -> io::Result<bool> {
     let RequestHead { request, framing, keep_alive, expect_continue } = head;
     let method = request.method().clone();
@@ -189,7 +194,7 @@ async fn exchange<T: Transport>(
             (request.map(|()| body), Some(pump))
         }
     };
-    let handling = proxy::handle(shared, info, request);
+    let handling = proxy::handle(shared, info, request, Some(timer));
     tokio::pin!(handling);
     let response = match pump.as_mut() {
         None => handling.as_mut().await,

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use bytes::BytesMut;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, StatusCode, Uri, Version};
+use smallvec::SmallVec;
 
 /// How a request's body is delimited.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,6 +64,15 @@ struct Span {
     value: (usize, usize),
 }
 
+/// The spans of a head's headers: inline for the usual few, so that a head costs neither an
+/// allocation nor the zeroing of room for the most it could have.
+type Spans = SmallVec<[Span; 24]>;
+
+/// Room left in a request's header map for the forwarding headers the proxy adds.
+const ADDED_REQUEST_HEADERS: usize = 4;
+/// Room left in a response's header map for the rate-limit headers the proxy adds.
+const ADDED_RESPONSE_HEADERS: usize = 5;
+
 /// Takes a whole request head off the front of `buf`. `Ok(None)`: more bytes are needed (and
 /// `buf` is still under the size limit).
 pub fn parse_request(buf: &mut BytesMut, limits: HeadLimits) -> Result<Option<RequestHead>, HeadError> {
@@ -73,7 +83,6 @@ pub fn parse_request(buf: &mut BytesMut, limits: HeadLimits) -> Result<Option<Re
     }
     let mut slots = [const { MaybeUninit::<httparse::Header>::uninit() }; HEADER_SLOTS];
     let slots = &mut slots[..limits.max_headers.clamp(1, HEADER_SLOTS)];
-    let mut spans = [Span { name: (0, 0), value: (0, 0) }; HEADER_SLOTS];
     let base = buf.as_ptr() as usize;
     let offset = |s: &[u8]| (s.as_ptr() as usize - base, s.len());
 
@@ -102,21 +111,22 @@ pub fn parse_request(buf: &mut BytesMut, limits: HeadLimits) -> Result<Option<Re
     };
     let version = if parsed.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
     let target = offset(parsed.path.unwrap_or_default().as_bytes());
-    let count = parsed.headers.len();
-    for (span, header) in spans.iter_mut().zip(parsed.headers.iter()) {
-        *span = Span { name: offset(header.name.as_bytes()), value: offset(header.value) };
-    }
+    let spans: Spans = parsed
+        .headers
+        .iter()
+        .map(|header| Span { name: offset(header.name.as_bytes()), value: offset(header.value) })
+        .collect();
 
     let head = buf.split_to(length).freeze();
     let slice = |(at, len): (usize, usize)| head.slice(at..at + len);
     let uri = Uri::from_maybe_shared(slice(target)).map_err(|_| bad("invalid request target"))?;
-    let mut headers = HeaderMap::with_capacity(count);
+    let mut headers = HeaderMap::with_capacity(spans.len() + ADDED_REQUEST_HEADERS);
     let mut framing = Framing::Empty;
     let mut lengths: Option<u64> = None;
     let mut chunked = false;
     let mut close = version == Version::HTTP_10;
     let mut expect_continue = false;
-    for span in &spans[..count] {
+    for span in &spans {
         let name = HeaderName::from_bytes(&head[span.name.0..span.name.0 + span.name.1])
             .map_err(|_| bad("invalid header name"))?;
         let value =
@@ -205,7 +215,6 @@ pub fn parse_response(
 ) -> Result<Option<ResponseHead>, BadResponse> {
     let mut slots = [const { MaybeUninit::<httparse::Header>::uninit() }; HEADER_SLOTS];
     let slots = &mut slots[..limits.max_headers.clamp(1, HEADER_SLOTS)];
-    let mut spans = [Span { name: (0, 0), value: (0, 0) }; HEADER_SLOTS];
     let base = buf.as_ptr() as usize;
     let offset = |s: &[u8]| (s.as_ptr() as usize - base, s.len());
     let mut parsed = httparse::Response::new(&mut []);
@@ -219,17 +228,18 @@ pub fn parse_response(
     let status =
         parsed.code.and_then(|c| StatusCode::from_u16(c).ok()).ok_or(BadResponse("invalid status"))?;
     let http10 = parsed.version == Some(0);
-    let count = parsed.headers.len();
-    for (span, header) in spans.iter_mut().zip(parsed.headers.iter()) {
-        *span = Span { name: offset(header.name.as_bytes()), value: offset(header.value) };
-    }
+    let spans: Spans = parsed
+        .headers
+        .iter()
+        .map(|header| Span { name: offset(header.name.as_bytes()), value: offset(header.value) })
+        .collect();
     let head = buf.split_to(length).freeze();
-    let mut headers = HeaderMap::with_capacity(count);
+    let mut headers = HeaderMap::with_capacity(spans.len() + ADDED_RESPONSE_HEADERS);
     let mut length: Option<u64> = None;
     let mut chunked = false;
     let mut other_coding = false;
     let mut keep_alive = !http10;
-    for span in &spans[..count] {
+    for span in &spans {
         let name = HeaderName::from_bytes(&head[span.name.0..span.name.0 + span.name.1])
             .map_err(|_| BadResponse("invalid header name"))?;
         let value = HeaderValue::from_maybe_shared(head.slice(span.value.0..span.value.0 + span.value.1))

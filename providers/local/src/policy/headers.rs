@@ -44,9 +44,17 @@ pub(crate) struct LimitStatus {
     pub(crate) reset: u64,
 }
 
+/// The headers an allowed request's response carries: the rate-limit headers, five at most, set
+/// on the response as they are (no map of their own to build and hash).
+pub type LimitHeaders = Vec<(HeaderName, HeaderValue)>;
+
 /// Writes the rate-limit headers for `limits`; `refused` names the limit that caused a 429.
 /// The five values are cut from one buffer: one allocation per response.
-pub(crate) fn write_limits(headers: &mut HeaderMap, limits: &[LimitStatus], refused: Option<&str>) {
+pub(crate) fn write_limits(
+    headers: &mut impl Extend<(HeaderName, HeaderValue)>,
+    limits: &[LimitStatus],
+    refused: Option<&str>,
+) {
     let tightest = limits
         .iter()
         .filter(|l| refused.is_none_or(|name| l.name == name))
@@ -74,17 +82,18 @@ pub(crate) fn write_limits(headers: &mut HeaderMap, limits: &[LimitStatus], refu
         buf.split().freeze()
     };
     let (limit, remaining, reset) = (value(tightest.limit), value(tightest.remaining), value(tightest.reset));
-    for (name, value) in [
+    let values = [
         (RATELIMIT_POLICY, policy),
         (RATELIMIT, current),
         (X_RATELIMIT_LIMIT, limit),
         (X_RATELIMIT_REMAINING, remaining),
         (X_RATELIMIT_RESET, reset),
-    ] {
-        if let Ok(value) = HeaderValue::from_maybe_shared(value) {
-            headers.insert(name, value);
-        }
-    }
+    ];
+    headers.extend(
+        values
+            .into_iter()
+            .filter_map(|(name, value)| Some((name, HeaderValue::from_maybe_shared(value).ok()?))),
+    );
 }
 
 /// A direct answer with a JSON body `{"error": code, "message": message}`.

@@ -34,6 +34,7 @@ use jiff::Timestamp;
 use prometheus_client::metrics::counter::Counter;
 use tollbridge_provider::QuotaPolicyIr;
 
+pub use self::headers::LimitHeaders;
 use self::headers::LimitStatus;
 use self::keys::{KeyHash, KeyLocation};
 use self::quota::{Period, Window};
@@ -50,7 +51,7 @@ use crate::metrics::{ConsumerLabels, ConsumerRequests, Label};
 pub enum Decision {
     /// Forward. `response_headers` (RateLimit-Policy, RateLimit, X-RateLimit-*) go on the
     /// upstream's response.
-    Allow { response_headers: HeaderMap },
+    Allow { response_headers: LimitHeaders },
     /// Answer directly: 401, 403, 429 (or 500 for a policy id the Gateway does not have), with
     /// headers and a small JSON body `{"error": "...", "message": "..."}`.
     Deny { status: StatusCode, headers: HeaderMap, body: String },
@@ -400,9 +401,10 @@ impl Caller<'_> {
     /// Answers with the outcome of counting (`None`: nothing was counted), rewriting `req` when
     /// it goes through.
     fn finish(self, limited: Option<Limited>, req: &mut http::request::Parts) -> Decision {
-        let mut response_headers = HeaderMap::new();
+        let mut response_headers = LimitHeaders::new();
         match limited {
             Some(Limited::Allowed(limits)) => {
+                response_headers.reserve_exact(5);
                 headers::write_limits(&mut response_headers, limits.as_slice(), None)
             }
             Some(Limited::Refused { limits, by, retry_after }) => {

@@ -91,11 +91,13 @@ fn code(decision: &Decision) -> u16 {
 }
 
 fn header<'d>(decision: &'d Decision, name: &str) -> Option<&'d str> {
-    let headers = match decision {
-        Decision::Allow { response_headers } => response_headers,
-        Decision::Deny { headers, .. } => headers,
+    let value = match decision {
+        Decision::Allow { response_headers } => {
+            response_headers.iter().find(|(n, _)| n == name).map(|(_, value)| value)
+        }
+        Decision::Deny { headers, .. } => headers.get(name),
     };
-    headers.get(name).map(|v| v.to_str().unwrap())
+    value.map(|v| v.to_str().unwrap())
 }
 
 fn body_json(decision: &Decision) -> serde_json::Value {
@@ -136,7 +138,7 @@ fn header_key_is_accepted_stripped_and_consumer_forwarded() {
     let h = Harness::new(None, None);
     let mut req = request("/orders?x=1", &[("x-api-key", ACME_KEY), ("accept", "text/plain")]);
     let decision = h.check(GOLD, &mut req, noon());
-    assert_eq!(decision, Decision::Allow { response_headers: HeaderMap::new() }, "no limits, no headers");
+    assert_eq!(decision, Decision::Allow { response_headers: LimitHeaders::new() }, "no limits, no headers");
     assert!(req.headers.get("x-api-key").is_none());
     assert_eq!(req.headers[CONSUMER], "acme");
     assert_eq!(req.headers["accept"], "text/plain");

@@ -1,6 +1,7 @@
 //! Forwarding to a backend: backend choice, request transformations, timeouts and the
 //! answers to upstream errors.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,7 +21,7 @@ use crate::upstream::UpstreamError;
 use super::headers::{add_forwarded, apply_header_modifier, strip_hop_by_hop};
 use super::mirror::start_mirrors;
 use super::path::rewrite_path;
-use super::{plain, raw_authority, ConnInfo};
+use super::{plain, raw_authority, ConnInfo, RequestTimer};
 
 /// Forwards the request to one of `backends` and returns the upstream answer (or the error
 /// response when there is none).
@@ -34,6 +35,7 @@ pub(super) async fn forward(
     conn: &ConnInfo,
     mut parts: http::request::Parts,
     incoming: Body,
+    timer: RequestTimer<'_>,
 ) -> Response<Body> {
     let Some(chosen) = pick_backend(backends) else {
         return plain(StatusCode::INTERNAL_SERVER_ERROR, "no backend");
@@ -131,9 +133,9 @@ pub(super) async fn forward(
         .or(shared.settings.default_request_timeout);
     let call = shared.client.send(&authority, upstream_request);
     let result = match timeout {
-        Some(limit) => match tokio::time::timeout(limit, call).await {
-            Ok(result) => result,
-            Err(_) => {
+        Some(limit) => match within(limit, timer, call).await {
+            Some(result) => result,
+            None => {
                 upstream_error("timeout");
                 return plain(StatusCode::GATEWAY_TIMEOUT, "upstream timed out");
             }
@@ -164,6 +166,22 @@ pub(super) async fn forward(
     apply_header_modifier(&backend.response_headers, &mut head.headers);
     apply_header_modifier(&route.filters.response_headers, &mut head.headers);
     Response::from_parts(head, body)
+}
+
+/// What `call` returns, or `None` once `limit` has passed; timed on the connection's timer when
+/// it has one.
+async fn within<F: Future>(limit: Duration, timer: RequestTimer<'_>, call: F) -> Option<F::Output> {
+    match timer {
+        Some(mut timer) => {
+            timer.as_mut().reset(tokio::time::Instant::now() + limit);
+            tokio::select! {
+                biased;
+                output = call => Some(output),
+                () = timer => None,
+            }
+        }
+        None => tokio::time::timeout(limit, call).await.ok(),
+    }
 }
 
 /// Whether an upstream request failed because the client stopped sending its body.
@@ -200,9 +218,27 @@ fn pick_backend(backends: &[BackendIr]) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Instant;
+
     use tollbridge_provider::HeaderModifier;
 
     use super::*;
+
+    #[tokio::test]
+    async fn a_connection_timer_times_each_request_whether_moved_later_or_earlier() {
+        let mut timer = Box::pin(tokio::time::sleep(Duration::from_secs(30)));
+        let never = std::future::pending::<()>;
+        // Earlier than armed (re-armed), later (moved), then earlier again.
+        for millis in [20, 300, 50] {
+            let (limit, started) = (Duration::from_millis(millis), Instant::now());
+            assert_eq!(within(limit, Some(timer.as_mut()), never()).await, None);
+            let waited = started.elapsed();
+            assert!(waited >= limit && waited < limit + Duration::from_secs(2), "{limit:?}: {waited:?}");
+        }
+        let quick = tokio::time::sleep(Duration::from_millis(5));
+        assert_eq!(within(Duration::from_secs(60), Some(timer.as_mut()), quick).await, Some(()));
+        assert_eq!(within(Duration::from_millis(10), None, never()).await, None);
+    }
 
     #[test]
     fn weights_zero_pick_nothing() {

@@ -18,17 +18,29 @@ static HOP_BY_HOP: [HeaderName; 7] = [
 
 /// Removes the hop-by-hop headers, and those the `Connection` header names.
 pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Most messages carry none: one pass over the names, no hashing, settles it.
-    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
-        return;
-    }
-    if let Some(listed) = headers.get(header::CONNECTION).and_then(|v| v.to_str().ok()).map(str::to_string) {
-        for name in listed.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-            headers.remove(name);
+    // One pass over the names, no hashing, finds which are here: most messages carry none, or
+    // only `Connection: keep-alive`, and only those present are looked up to go.
+    let mut present = 0u8;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|hop| hop == name) {
+            present |= 1 << i;
         }
     }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
+    if present == 0 {
+        return;
+    }
+    if let Some(listed) = headers.get(header::CONNECTION).cloned() {
+        for token in listed.as_bytes().split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+            // Those of the list go below, if present.
+            if let Some(name) = HeaderName::from_bytes(token).ok().filter(|name| !HOP_BY_HOP.contains(name)) {
+                headers.remove(name);
+            }
+        }
+    }
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(name);
+        }
     }
 }
 
@@ -81,5 +93,43 @@ pub(super) fn apply_header_modifier(modifier: &HeaderModifier, headers: &mut Hea
     }
     for name in &modifier.remove {
         headers.remove(name.as_str());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        pairs.iter().map(|(n, v)| (HeaderName::from_static(n), HeaderValue::from_static(v))).collect()
+    }
+
+    fn names(headers: &HeaderMap) -> Vec<&str> {
+        headers.keys().map(HeaderName::as_str).collect()
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_those_connection_names_go() {
+        let mut message = headers(&[
+            ("connection", "keep-alive, X-Secret ,upgrade,,bad name"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "1"),
+            ("te", "trailers"),
+            ("transfer-encoding", "chunked"),
+            ("content-length", "3"),
+            ("x-kept", "1"),
+        ]);
+        strip_hop_by_hop(&mut message);
+        assert_eq!(names(&message), ["content-length", "x-kept"]);
+    }
+
+    #[test]
+    fn a_message_without_hop_by_hop_headers_is_left_alone() {
+        let mut message = headers(&[("x-secret", "1"), ("content-length", "3")]);
+        strip_hop_by_hop(&mut message);
+        assert_eq!(names(&message), ["x-secret", "content-length"]);
+        let mut keep_alive = headers(&[("connection", "keep-alive"), ("server", "nginx")]);
+        strip_hop_by_hop(&mut keep_alive);
+        assert_eq!(names(&keep_alive), ["server"]);
     }
 }

@@ -10,16 +10,18 @@ mod redirect;
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
+use tokio::time::Sleep;
 use tollbridge_provider::ActionIr;
 
 use crate::body::{self, Body};
 use crate::metrics::PolicyLabels;
-use crate::policy::Decision;
+use crate::policy::{Decision, LimitHeaders};
 use crate::request_check;
 use crate::router::RequestView;
 use crate::runtime::CompiledGateway;
@@ -54,15 +56,25 @@ impl ConnInfo {
     }
 }
 
+/// A connection's own timer for the upstream timeouts of its requests, one after another: each
+/// request moves it later instead of arming a timer of its own (moving a timer later costs an
+/// atomic store, arming one takes the timer wheel's lock, twice per request).
+pub(crate) type RequestTimer<'a> = Option<Pin<&'a mut Sleep>>;
+
 /// Serves one request on a connection and records its metrics (and access log line).
-pub(crate) async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Body>) -> Response<Body> {
+pub(crate) async fn handle(
+    shared: &Shared,
+    conn: &ConnInfo,
+    req: Request<Body>,
+    timer: RequestTimer<'_>,
+) -> Response<Body> {
     let started = Instant::now();
     let table = shared.table.load();
     let Some(gateway) = table.sockets.get(&conn.local).cloned() else {
         return plain(StatusCode::SERVICE_UNAVAILABLE, "listener is being removed");
     };
     drop(table);
-    let (response, route_index) = serve(shared, &gateway, conn, req).await;
+    let (response, route_index) = serve(shared, &gateway, conn, req, timer).await;
     let code = response.status().as_u16();
     let metrics = route_index.map_or(&gateway.unrouted_metrics, |i| &gateway.route_metrics[i]);
     let elapsed = started.elapsed();
@@ -90,6 +102,7 @@ async fn serve(
     gateway: &Arc<CompiledGateway>,
     conn: &ConnInfo,
     mut req: Request<Body>,
+    timer: RequestTimer<'_>,
 ) -> (Response<Body>, Option<usize>) {
     let Some(socket) = gateway.sockets.get(&conn.local) else {
         return (plain(StatusCode::NOT_FOUND, "no route"), None);
@@ -151,7 +164,7 @@ async fn serve(
     }
 
     let (mut parts, incoming) = req.into_parts();
-    let mut policy_headers = HeaderMap::new();
+    let mut policy_headers = LimitHeaders::new();
     if let Some(policy) = &route.policy {
         let now = jiff::Timestamp::now();
         let decision = match &shared.counter_store {
@@ -194,13 +207,16 @@ async fn serve(
         }
         ActionIr::Redirect(redirect) => redirect_response(redirect, &parts, conn),
         ActionIr::Forward { backends } => {
-            forward(shared, gateway, index, route, backends, conn, parts, incoming).await
+            forward(shared, gateway, index, route, backends, conn, parts, incoming, timer).await
         }
     };
     if let (Some(cors), Some(origin)) = (cors, &origin) {
         add_cors_headers(cors, origin, response.headers_mut());
     }
-    response.headers_mut().extend(policy_headers);
+    // The gateway's limits replace whatever the backend said of its own.
+    for (name, value) in policy_headers {
+        response.headers_mut().insert(name, value);
+    }
     (response, Some(route_id))
 }
 
