@@ -148,28 +148,18 @@ pub fn client(settings: &UpstreamSettings) -> UpstreamClient {
 
 impl UpstreamPool {
     /// Sends `req` to `address` (`host:port`), reusing an idle connection when there is one.
-    pub async fn send(
+    ///
+    /// The head is written before anything is awaited, so the request's parts are no part of
+    /// the returned future: it is moved into place once per request, and smaller is cheaper.
+    pub fn send(
         self: &Arc<Self>,
         address: &Arc<str>,
         req: Request<Body>,
-    ) -> Result<Response<Body>, UpstreamError> {
-        let endpoint = self.endpoint(address);
-        // A free slot is taken at once; only a request that has to wait arms a timer.
-        let permit = match endpoint.slots.clone().try_acquire_owned() {
-            Ok(permit) => permit,
-            Err(_) => {
-                match tokio::time::timeout(
-                    self.settings.connection_wait,
-                    endpoint.slots.clone().acquire_owned(),
-                )
-                .await
-                {
-                    Ok(Ok(permit)) => permit,
-                    _ => return Err(UpstreamError::Saturated(address.to_string())),
-                }
-            }
-        };
-        let (parts, mut body) = req.into_parts();
+    ) -> impl Future<Output = Result<Response<Body>, UpstreamError>> + Send + 'static {
+        let pool = self.clone();
+        let address = address.clone();
+        let endpoint = self.endpoint(&address);
+        let (parts, body) = req.into_parts();
         let head_request = parts.method == Method::HEAD;
         // A request without a body may be sent again when a pooled connection turns out to have
         // been closed by the upstream before it read a byte of it (RFC 9112 §9.3.1).
@@ -180,28 +170,50 @@ impl UpstreamPool {
             && !parts.headers.contains_key(http::header::CONTENT_LENGTH);
         http1::write_request_head(&mut out, &parts, chunked);
         drop(parts);
-        let (head, connection) = loop {
-            let (connection, reused) = match endpoint.checkout(self.settings.pool_idle_timeout) {
-                Some(connection) => (connection, true),
-                None => (self.connect(address).await?, false),
+        async move {
+            let permit = pool.permit(&endpoint, &address).await?;
+            let mut body = body;
+            let (head, connection) = loop {
+                let (connection, reused) = match endpoint.checkout(pool.settings.pool_idle_timeout) {
+                    Some(connection) => (connection, true),
+                    None => (pool.connect(&address).await?, false),
+                };
+                match exchange(connection, &out, &mut body, chunked, head_request).await {
+                    Ok(answered) => break answered,
+                    Err(UpstreamError::Closed | UpstreamError::Io(_)) if reused && retryable => continue,
+                    Err(e) => return Err(e),
+                }
             };
-            match exchange(connection, &out, &mut body, chunked, head_request).await {
-                Ok(answered) => break answered,
-                Err(UpstreamError::Closed | UpstreamError::Io(_)) if reused && retryable => continue,
-                Err(e) => return Err(e),
-            }
-        };
-        let ResponseHead { status, headers, framing, keep_alive } = head;
-        let body = UpstreamBody {
-            connection: Some(connection),
-            framing: framing.map_or(BodyDecoder::UntilClose, BodyDecoder::from),
-            give_back: keep_alive.then_some(endpoint),
-            _permit: permit,
-        };
-        let mut response = Response::new(body.boxed());
-        *response.status_mut() = status;
-        *response.headers_mut() = headers;
-        Ok(response)
+            let ResponseHead { status, headers, framing, keep_alive } = head;
+            let body = UpstreamBody {
+                connection: Some(connection),
+                framing: framing.map_or(BodyDecoder::UntilClose, BodyDecoder::from),
+                give_back: keep_alive.then_some(endpoint),
+                _permit: permit,
+            };
+            let mut response = Response::new(body.boxed());
+            *response.status_mut() = status;
+            *response.headers_mut() = headers;
+            Ok(response)
+        }
+    }
+
+    /// One of `endpoint`'s request slots: a free one at once; only a request that has to wait
+    /// arms a timer.
+    async fn permit(
+        &self,
+        endpoint: &Endpoint,
+        address: &str,
+    ) -> Result<OwnedSemaphorePermit, UpstreamError> {
+        if let Ok(permit) = endpoint.slots.clone().try_acquire_owned() {
+            return Ok(permit);
+        }
+        match tokio::time::timeout(self.settings.connection_wait, endpoint.slots.clone().acquire_owned())
+            .await
+        {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(UpstreamError::Saturated(address.to_string())),
+        }
     }
 
     /// The endpoint at `address`, made on first use.

@@ -2,6 +2,7 @@
 //! answers to upstream errors.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -131,9 +132,11 @@ pub(super) async fn forward(
         .min()
         .map(Duration::from_millis)
         .or(shared.settings.default_request_timeout);
+    // Pinned here, once: the timing below holds only a reference to it.
     let call = shared.client.send(&authority, upstream_request);
+    tokio::pin!(call);
     let result = match timeout {
-        Some(limit) => match within(limit, timer, call).await {
+        Some(limit) => match within(limit, timer, call.as_mut()).await {
             Some(result) => result,
             None => {
                 upstream_error("timeout");
@@ -170,7 +173,7 @@ pub(super) async fn forward(
 
 /// What `call` returns, or `None` once `limit` has passed; timed on the connection's timer when
 /// it has one.
-async fn within<F: Future>(limit: Duration, timer: RequestTimer<'_>, call: F) -> Option<F::Output> {
+async fn within<F: Future>(limit: Duration, timer: RequestTimer<'_>, call: Pin<&mut F>) -> Option<F::Output> {
     match timer {
         Some(mut timer) => {
             timer.as_mut().reset(tokio::time::Instant::now() + limit);
@@ -218,6 +221,7 @@ fn pick_backend(backends: &[BackendIr]) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
+    use std::pin::pin;
     use std::time::Instant;
 
     use tollbridge_provider::HeaderModifier;
@@ -231,13 +235,13 @@ mod tests {
         // Earlier than armed (re-armed), later (moved), then earlier again.
         for millis in [20, 300, 50] {
             let (limit, started) = (Duration::from_millis(millis), Instant::now());
-            assert_eq!(within(limit, Some(timer.as_mut()), never()).await, None);
+            assert_eq!(within(limit, Some(timer.as_mut()), pin!(never())).await, None);
             let waited = started.elapsed();
             assert!(waited >= limit && waited < limit + Duration::from_secs(2), "{limit:?}: {waited:?}");
         }
-        let quick = tokio::time::sleep(Duration::from_millis(5));
+        let quick = pin!(tokio::time::sleep(Duration::from_millis(5)));
         assert_eq!(within(Duration::from_secs(60), Some(timer.as_mut()), quick).await, Some(()));
-        assert_eq!(within(Duration::from_millis(10), None, never()).await, None);
+        assert_eq!(within(Duration::from_millis(10), None, pin!(never())).await, None);
     }
 
     #[test]
