@@ -36,12 +36,23 @@ pub fn check<B>(req: &Request<B>) -> Result<(), Rejection> {
         }
     }
     let path = req.uri().path();
-    // Some servers take `\` for `/`: `/public\..\admin` would pass routing here as one segment.
-    if path.contains('\\') || path.contains("%5C") || path.contains("%5c") {
-        return Err(bad("backslash in the request path"));
+    // One pass finds what the checks below look for; most paths have none of it.
+    let (mut escapes, mut semicolons) = (false, false);
+    for (i, byte) in path.bytes().enumerate() {
+        match byte {
+            // Some servers take `\` for `/`: `/public\..\admin` would pass routing as one segment.
+            b'\\' => return Err(bad("backslash in the request path")),
+            b'%' if percent::escape_at(path.as_bytes(), i) == Some(b'\\') => {
+                return Err(bad("backslash in the request path"));
+            }
+            b'%' => escapes = true,
+            b';' => semicolons = true,
+            _ => {}
+        }
     }
     // `..;x` and `.;x` are dot segments to servers that strip path parameters.
-    if path.split('/').any(|s| is_dot_segment_with_parameters(&percent::decode(s))) {
+    if (semicolons || escapes) && path.split('/').any(|s| is_dot_segment_with_parameters(&percent::decode(s)))
+    {
         return Err(bad("dot segment with parameters in the request path"));
     }
     if !req.uri().path().starts_with('/') {
@@ -96,10 +107,15 @@ fn is_unreserved(byte: u8) -> bool {
 /// segments removed (RFC 3986 §5.2.4), and repeated slashes merged. Encoded reserved characters
 /// such as `%2F` stay encoded. Borrowed when nothing changes (the common case).
 pub fn normalize_path(path: &str) -> Cow<'_, str> {
-    let needs_work = path.contains("//")
-        || path.contains('%')
-        || !path.is_ascii()
-        || path.split('/').any(|segment| segment == "." || segment == "..");
+    // In one pass: an escape, a byte outside ASCII, `//`, or a segment starting with a dot (a
+    // superset of `.` and `..`) sends the path through the work below.
+    let mut after_slash = false;
+    let needs_work = path.starts_with('.')
+        || path.bytes().any(|byte| {
+            let suspect = byte == b'%' || !byte.is_ascii() || (after_slash && matches!(byte, b'/' | b'.'));
+            after_slash = byte == b'/';
+            suspect
+        });
     if !needs_work {
         return Cow::Borrowed(path);
     }
@@ -149,6 +165,10 @@ pub fn normalize_path(path: &str) -> Cow<'_, str> {
     if out.is_empty() || trailing_slash {
         out.push('/');
     }
+    // `/.well-known/x` is looked at above and left as it was.
+    if out == path {
+        return Cow::Borrowed(path);
+    }
     Cow::Owned(out)
 }
 
@@ -159,6 +179,7 @@ mod tests {
     #[test]
     fn plain_paths_are_borrowed() {
         assert!(matches!(normalize_path("/a/b.c/d"), Cow::Borrowed("/a/b.c/d")));
+        assert!(matches!(normalize_path("/.well-known/a.b"), Cow::Borrowed("/.well-known/a.b")));
         assert!(matches!(normalize_path("/"), Cow::Borrowed("/")));
     }
 

@@ -2,7 +2,7 @@
 //!
 //! Compilation happens off the request path; the result is swapped in atomically.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -10,6 +10,7 @@ use std::sync::Arc;
 use rustls::ServerConfig;
 use tollbridge_provider::{ActionIr, BackendTarget, GatewayIr, ListenerIr};
 
+use crate::fast_hash::FastMap;
 use crate::metrics::{Label, RouteMetrics};
 use crate::policy::Policies;
 use crate::router::PortRouter;
@@ -182,13 +183,13 @@ impl CompiledGateway {
 /// Which Gateway serves each bound socket.
 #[derive(Default)]
 pub struct Table {
-    pub sockets: HashMap<SocketAddr, Arc<CompiledGateway>>,
+    pub(crate) sockets: FastMap<SocketAddr, Arc<CompiledGateway>>,
 }
 
 impl Table {
     /// Builds the table from every Gateway, or names the socket two Gateways both want.
     pub fn build(gateways: &BTreeMap<String, Arc<CompiledGateway>>) -> Result<Self, String> {
-        let mut sockets: HashMap<SocketAddr, Arc<CompiledGateway>> = HashMap::new();
+        let mut sockets: FastMap<SocketAddr, Arc<CompiledGateway>> = FastMap::default();
         for gateway in gateways.values() {
             for socket in gateway.sockets.keys() {
                 if let Some(other) = sockets.get(socket) {

@@ -7,7 +7,6 @@
 //! at most `max_connections_per_endpoint` requests at a time; a request waits at most
 //! `connection_wait` for one of them.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,6 +23,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::body::{Body, BoxError};
+use crate::fast_hash::FastMap;
 use crate::http1::{self, BodyDecoder, Decoded, HeadLimits, ResponseHead};
 
 /// Settings of the upstream connection pool.
@@ -137,13 +137,13 @@ impl Endpoint {
 /// Keep-alive connections per upstream address (`host:port`).
 pub struct UpstreamPool {
     settings: UpstreamSettings,
-    endpoints: Mutex<HashMap<Arc<str>, Arc<Endpoint>>>,
+    endpoints: Mutex<FastMap<Arc<str>, Arc<Endpoint>>>,
 }
 
 pub type UpstreamClient = Arc<UpstreamPool>;
 
 pub fn client(settings: &UpstreamSettings) -> UpstreamClient {
-    Arc::new(UpstreamPool { settings: settings.clone(), endpoints: Mutex::new(HashMap::new()) })
+    Arc::new(UpstreamPool { settings: settings.clone(), endpoints: Mutex::new(FastMap::default()) })
 }
 
 impl UpstreamPool {

@@ -57,11 +57,22 @@ pub struct HeadLimits {
 /// Room for the parser's header slots; `HeadLimits::max_headers` is capped at this.
 const HEADER_SLOTS: usize = 256;
 
-/// Where in the head one header's name and value are.
+/// Where in the head one header's name and value are: (start, end) offsets. Heads are far
+/// smaller than 4 GiB (the read limit refuses them long before), so 32 bits hold any offset.
 #[derive(Clone, Copy)]
 struct Span {
-    name: (usize, usize),
-    value: (usize, usize),
+    name: (u32, u32),
+    value: (u32, u32),
+}
+
+impl Span {
+    fn name(self) -> std::ops::Range<usize> {
+        self.name.0 as usize..self.name.1 as usize
+    }
+
+    fn value(self) -> std::ops::Range<usize> {
+        self.value.0 as usize..self.value.1 as usize
+    }
 }
 
 /// The spans of a head's headers: inline for the usual few, so that a head costs neither an
@@ -84,7 +95,10 @@ pub fn parse_request(buf: &mut BytesMut, limits: HeadLimits) -> Result<Option<Re
     let mut slots = [const { MaybeUninit::<httparse::Header>::uninit() }; HEADER_SLOTS];
     let slots = &mut slots[..limits.max_headers.clamp(1, HEADER_SLOTS)];
     let base = buf.as_ptr() as usize;
-    let offset = |s: &[u8]| (s.as_ptr() as usize - base, s.len());
+    let offset = |s: &[u8]| {
+        let start = s.as_ptr() as usize - base;
+        (start as u32, (start + s.len()) as u32)
+    };
 
     let mut parsed = httparse::Request::new(&mut []);
     let status = parsed.parse_with_uninit_headers(buf, slots);
@@ -111,26 +125,27 @@ pub fn parse_request(buf: &mut BytesMut, limits: HeadLimits) -> Result<Option<Re
     };
     let version = if parsed.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
     let target = offset(parsed.path.unwrap_or_default().as_bytes());
-    let spans: Spans = parsed
-        .headers
-        .iter()
-        .map(|header| Span { name: offset(header.name.as_bytes()), value: offset(header.value) })
-        .collect();
+    let mut spans = Spans::new();
+    spans.extend(
+        parsed
+            .headers
+            .iter()
+            .map(|header| Span { name: offset(header.name.as_bytes()), value: offset(header.value) }),
+    );
 
     let head = buf.split_to(length).freeze();
-    let slice = |(at, len): (usize, usize)| head.slice(at..at + len);
-    let uri = Uri::from_maybe_shared(slice(target)).map_err(|_| bad("invalid request target"))?;
+    let target = head.slice(target.0 as usize..target.1 as usize);
+    let uri = Uri::from_maybe_shared(target).map_err(|_| bad("invalid request target"))?;
     let mut headers = HeaderMap::with_capacity(spans.len() + ADDED_REQUEST_HEADERS);
     let mut framing = Framing::Empty;
     let mut lengths: Option<u64> = None;
     let mut chunked = false;
     let mut close = version == Version::HTTP_10;
     let mut expect_continue = false;
-    for span in &spans {
-        let name = HeaderName::from_bytes(&head[span.name.0..span.name.0 + span.name.1])
-            .map_err(|_| bad("invalid header name"))?;
-        let value =
-            HeaderValue::from_maybe_shared(slice(span.value)).map_err(|_| bad("invalid header value"))?;
+    for &span in &spans {
+        let name = HeaderName::from_bytes(&head[span.name()]).map_err(|_| bad("invalid header name"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(span.value()))
+            .map_err(|_| bad("invalid header value"))?;
         match name {
             http::header::CONTENT_LENGTH => {
                 let length = content_length(value.as_bytes())?;
@@ -216,7 +231,10 @@ pub fn parse_response(
     let mut slots = [const { MaybeUninit::<httparse::Header>::uninit() }; HEADER_SLOTS];
     let slots = &mut slots[..limits.max_headers.clamp(1, HEADER_SLOTS)];
     let base = buf.as_ptr() as usize;
-    let offset = |s: &[u8]| (s.as_ptr() as usize - base, s.len());
+    let offset = |s: &[u8]| {
+        let start = s.as_ptr() as usize - base;
+        (start as u32, (start + s.len()) as u32)
+    };
     let mut parsed = httparse::Response::new(&mut []);
     let length =
         match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut parsed, buf, slots) {
@@ -228,21 +246,25 @@ pub fn parse_response(
     let status =
         parsed.code.and_then(|c| StatusCode::from_u16(c).ok()).ok_or(BadResponse("invalid status"))?;
     let http10 = parsed.version == Some(0);
-    let spans: Spans = parsed
-        .headers
-        .iter()
-        .map(|header| Span { name: offset(header.name.as_bytes()), value: offset(header.value) })
-        .collect();
+    let mut spans = Spans::new();
+    spans.extend(
+        parsed
+            .headers
+            .iter()
+            .map(|header| Span { name: offset(header.name.as_bytes()), value: offset(header.value) }),
+    );
     let head = buf.split_to(length).freeze();
     let mut headers = HeaderMap::with_capacity(spans.len() + ADDED_RESPONSE_HEADERS);
     let mut length: Option<u64> = None;
     let mut chunked = false;
     let mut other_coding = false;
     let mut keep_alive = !http10;
-    for span in &spans {
-        let name = HeaderName::from_bytes(&head[span.name.0..span.name.0 + span.name.1])
-            .map_err(|_| BadResponse("invalid header name"))?;
-        let value = HeaderValue::from_maybe_shared(head.slice(span.value.0..span.value.0 + span.value.1))
+    // `Connection` values that name headers to drop (rare: most say only keep-alive or close).
+    let mut naming: Vec<HeaderValue> = Vec::new();
+    for &span in &spans {
+        let raw_name = &head[span.name()];
+        let name = HeaderName::from_bytes(raw_name).map_err(|_| BadResponse("invalid header name"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(span.value()))
             .map_err(|_| BadResponse("invalid header value"))?;
         match name {
             http::header::CONTENT_LENGTH => {
@@ -263,14 +285,26 @@ pub fn parse_response(
                 for token in value.as_bytes().split(|b| *b == b',').map(<[u8]>::trim_ascii) {
                     if token.eq_ignore_ascii_case(b"close") {
                         keep_alive = false;
-                    } else if token.eq_ignore_ascii_case(b"keep-alive") && http10 {
-                        keep_alive = true;
+                    } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                        keep_alive |= http10;
+                    } else if !token.is_empty() && naming.last() != Some(&value) {
+                        naming.push(value.clone());
                     }
                 }
             }
             _ => {}
         }
-        headers.append(name, value);
+        // What describes the connection to the upstream is read above and never passed on.
+        if !is_hop_by_hop(raw_name) {
+            headers.append(name, value);
+        }
+    }
+    for value in &naming {
+        for token in value.as_bytes().split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+            if let Ok(name) = HeaderName::from_bytes(token) {
+                headers.remove(name);
+            }
+        }
     }
     let bodiless = head_request
         || status.is_informational()
@@ -292,6 +326,21 @@ pub fn parse_response(
         }
     };
     Ok(Some(ResponseHead { status, headers, framing, keep_alive: keep_alive && framing.is_some() }))
+}
+
+/// Whether a header, by its name as sent, describes one hop of a connection (RFC 9110 §7.6.1)
+/// rather than the message: such headers are never forwarded.
+pub(crate) fn is_hop_by_hop(name: &[u8]) -> bool {
+    const HOP_BY_HOP: [&[u8]; 7] = [
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    ];
+    HOP_BY_HOP.iter().any(|hop| hop.len() == name.len() && hop.eq_ignore_ascii_case(name))
 }
 
 /// Writes a request head for an upstream: origin-form target, the headers as they are, and
@@ -346,6 +395,20 @@ mod tests {
 
     fn refusal(bytes: &str) -> StatusCode {
         parse_all(bytes.as_bytes()).expect_err("refused").status
+    }
+
+    #[test]
+    fn a_response_passes_on_no_hop_by_hop_header() {
+        let text =
+            "HTTP/1.1 200 OK\r\nServer: n\r\nConnection: keep-alive, X-Hop\r\nKeep-Alive: timeout=5\r\n\
+                    X-Hop: 1\r\nTrailer: x\r\nUpgrade: h2c\r\nTE: trailers\r\nProxy-Connection: x\r\n\
+                    Transfer-Encoding: chunked\r\nX-Kept: 2\r\n\r\n";
+        let mut buf = BytesMut::from(text);
+        let limits = HeadLimits { max_bytes: 64 * 1024, max_headers: 100 };
+        let response = parse_response(&mut buf, limits, false).expect("valid").expect("whole");
+        let names: Vec<&str> = response.headers.keys().map(HeaderName::as_str).collect();
+        assert_eq!(names, ["server", "x-kept"]);
+        assert_eq!((response.framing, response.keep_alive), (Some(Framing::Chunked), true));
     }
 
     #[test]

@@ -24,7 +24,6 @@ mod shared;
 mod state;
 mod usage;
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
@@ -44,6 +43,7 @@ use self::state::{BucketKey, Counters, QuotaCount, Subject};
 pub use self::state::{PolicyState, StateError, COUNTERS_FILE};
 pub use self::usage::{queries as usage_queries, KeyUsage, UsageQuery};
 use crate::counter_store::{CounterStore, FailureMode};
+use crate::fast_hash::FastMap;
 use crate::metrics::{ConsumerLabels, ConsumerRequests, Label};
 
 /// What to do with a request.
@@ -67,9 +67,9 @@ impl Decision {
 #[derive(Debug, Default)]
 pub struct Policies {
     policies: Vec<CompiledPolicy>,
-    by_id: HashMap<Arc<str>, usize>,
+    by_id: FastMap<Arc<str>, usize>,
     /// Every key of every policy, by hash. A hash may (rarely) belong to keys of several policies.
-    keys: HashMap<KeyHash, Vec<CompiledKey>>,
+    keys: FastMap<KeyHash, Vec<CompiledKey>>,
     /// Where requests with a known key are counted per consumer (none: not counted).
     consumers: Option<ConsumerSink>,
 }

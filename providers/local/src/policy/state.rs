@@ -5,8 +5,6 @@
 //! hold nothing a fresh bucket would not (a full rate bucket, a quota window that has ended) are
 //! dropped by a sweep that runs on a shard at most once a minute.
 
-use std::collections::hash_map::RandomState;
-use std::collections::HashMap;
 use std::fmt;
 use std::fs;
 use std::hash::BuildHasher;
@@ -21,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use super::keys::KeyHash;
 use super::quota::{Period, Window};
 use super::rate::NANOS_PER_SECOND;
+use crate::fast_hash::{FastMap, SeededState};
 
 /// The file quota counters are kept in, inside the state directory.
 pub const COUNTERS_FILE: &str = "quota-counters.json";
@@ -70,7 +69,7 @@ impl Counters {
 
 #[derive(Default)]
 struct Shard {
-    buckets: HashMap<BucketKey, Counters>,
+    buckets: FastMap<BucketKey, Counters>,
     /// Second of the last sweep.
     swept_at: i64,
 }
@@ -81,7 +80,7 @@ struct Shard {
 /// mutex-guarded shards, locked only for the few arithmetic operations of one decision.
 pub struct PolicyState {
     shards: Box<[Mutex<Shard>]>,
-    hasher: RandomState,
+    hasher: SeededState,
 }
 
 /// Why quota counters could not be loaded or saved.
@@ -149,7 +148,7 @@ fn lock(shard: &Mutex<Shard>) -> std::sync::MutexGuard<'_, Shard> {
 
 impl PolicyState {
     pub fn new() -> Self {
-        Self { shards: (0..SHARDS).map(|_| Mutex::default()).collect(), hasher: RandomState::new() }
+        Self { shards: (0..SHARDS).map(|_| Mutex::default()).collect(), hasher: SeededState::default() }
     }
 
     fn shard(&self, key: &BucketKey) -> &Mutex<Shard> {

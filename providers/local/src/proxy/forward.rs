@@ -19,10 +19,10 @@ use crate::runtime::{url_upstream, CompiledGateway};
 use crate::server::Shared;
 use crate::upstream::UpstreamError;
 
-use super::headers::{add_forwarded, apply_header_modifier, strip_hop_by_hop};
+use super::headers::{add_forwarded, apply_header_modifier};
 use super::mirror::start_mirrors;
 use super::path::rewrite_path;
-use super::{plain, raw_authority, ConnInfo, RequestTimer};
+use super::{plain, ConnInfo, RequestTimer};
 
 /// Forwards the request to one of `backends` and returns the upstream answer (or the error
 /// response when there is none).
@@ -84,27 +84,31 @@ pub(super) async fn forward(
     };
 
     // Request transformations, in the order the spec lists them.
-    let client_authority =
-        raw_authority(&parts.uri, &parts.headers).and_then(|a| HeaderValue::from_str(a).ok());
+    // The authority the client sent (see `raw_authority`); a Host header is shared, not copied.
+    let client_authority = match parts.uri.authority() {
+        Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
+        None => parts.headers.get(header::HOST).filter(|host| host.to_str().is_ok()).cloned(),
+    };
     add_forwarded(&mut parts.headers, conn, client_authority.as_ref());
     apply_header_modifier(&route.filters.request_headers, &mut parts.headers);
     apply_header_modifier(&backend.request_headers, &mut parts.headers);
-    let original_host = parts.headers.get(header::HOST).cloned();
+    let mut has_host = parts.headers.contains_key(header::HOST);
     let mut rewritten: Option<String> = None;
     if let Some(rewrite) = &route.filters.url_rewrite {
         if let Some(hostname) = &rewrite.hostname {
             if let Ok(value) = HeaderValue::from_str(hostname) {
                 parts.headers.insert(header::HOST, value);
+                has_host = true;
             }
         }
         if let Some(path) = &rewrite.path {
             rewritten = Some(rewrite_path(path, parts.uri.path(), parts.uri.query()));
         }
     }
-    if !parts.headers.contains_key(header::HOST) {
+    if !has_host {
         // HTTP/2 requests carry `:authority` instead; HTTP/1.1 upstreams need it as Host.
-        if let Some(h) = original_host.or(client_authority) {
-            parts.headers.insert(header::HOST, h);
+        if let Some(authority) = client_authority {
+            parts.headers.insert(header::HOST, authority);
         }
     }
     if let Some(prefix) = url_prefix {
@@ -164,8 +168,8 @@ pub(super) async fn forward(
             return plain(StatusCode::BAD_GATEWAY, "upstream unavailable");
         }
     };
+    // The upstream client passes on no hop-by-hop header (`http1::parse_response`).
     let (mut head, body) = upstream.into_parts();
-    strip_hop_by_hop(&mut head.headers);
     apply_header_modifier(&backend.response_headers, &mut head.headers);
     apply_header_modifier(&route.filters.response_headers, &mut head.headers);
     Response::from_parts(head, body)

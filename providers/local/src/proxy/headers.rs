@@ -31,7 +31,13 @@ pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
     if let Some(listed) = headers.get(header::CONNECTION).cloned() {
         for token in listed.as_bytes().split(|b| *b == b',').map(<[u8]>::trim_ascii) {
-            // Those of the list go below, if present.
+            // The usual tokens name no header beyond those of the list, which go below if present.
+            if token.is_empty()
+                || token.eq_ignore_ascii_case(b"keep-alive")
+                || token.eq_ignore_ascii_case(b"close")
+            {
+                continue;
+            }
             if let Some(name) = HeaderName::from_bytes(token).ok().filter(|name| !HOP_BY_HOP.contains(name)) {
                 headers.remove(name);
             }

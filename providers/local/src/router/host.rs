@@ -1,7 +1,7 @@
 //! Hostnames: the request's host made comparable, and an index from hostname patterns to values
 //! that yields the patterns matching a host from the most to the least specific.
 
-use super::hash::FastMap;
+use crate::fast_hash::FastMap;
 
 /// A listener or route hostname, lower case.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

@@ -22,7 +22,6 @@
 //! parameter costs one small allocation).
 
 mod conditions;
-mod hash;
 mod host;
 mod path;
 #[cfg(test)]

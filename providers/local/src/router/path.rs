@@ -8,7 +8,7 @@
 
 use tollbridge_provider::PathMatch;
 
-use super::hash::FastMap;
+use crate::fast_hash::FastMap;
 
 /// No candidate found yet; higher than every rank.
 const NONE: u32 = u32::MAX;

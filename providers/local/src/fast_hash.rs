@@ -1,7 +1,8 @@
-//! A fast keyed hash for the router's string maps.
+//! A fast keyed hash for the maps every request looks in: the router's, the listeners', the
+//! policies' and keys', the counters', the upstream endpoints'.
 //!
-//! The keys are short strings (hostnames, path segments) and every request hashes several of
-//! them, so SipHash would take a third of a lookup. This hash reads eight bytes per multiply and
+//! The keys are short (hostnames, path segments, addresses, key digests) and every request
+//! hashes several of them, so SipHash would take a third of a lookup. This hash reads eight bytes per multiply and
 //! is keyed with a random seed per map, so route authors cannot pick keys that collide.
 
 use std::collections::hash_map::RandomState;
@@ -9,14 +10,14 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 
 /// A `HashMap` using [`SeededState`].
-pub(super) type FastMap<K, V> = HashMap<K, V, SeededState>;
+pub(crate) type FastMap<K, V> = HashMap<K, V, SeededState>;
 
 const K1: u64 = 0x9e37_79b9_7f4a_7c15;
 const K2: u64 = 0xc2b2_ae3d_27d4_eb4f;
 
 /// Builds [`FoldHasher`]s from a random seed drawn when the map is created.
 #[derive(Clone, Debug)]
-pub(super) struct SeededState {
+pub(crate) struct SeededState {
     seed: u64,
 }
 
@@ -36,7 +37,7 @@ impl BuildHasher for SeededState {
 
 /// Mixes each 8-byte word in with a 64×64→128-bit multiply folded back to 64 bits.
 #[derive(Debug)]
-pub(super) struct FoldHasher {
+pub(crate) struct FoldHasher {
     state: u64,
 }
 
