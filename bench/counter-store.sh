@@ -30,19 +30,7 @@ for tool in nginx wrk redis-server redis-cli taskset python3 curl; do
 done
 source bench/lib.sh
 
-mkdir -p "$work/backend"
-cat >"$work/backend/nginx.conf" <<CONF
-worker_processes 1;
-daemon off;
-pid $work/backend/nginx.pid;
-error_log $work/backend/error.log warn;
-events { worker_connections 4000; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  server { listen 127.0.0.1:$BACKEND_PORT; location / { return 200 'hello from the backend\n'; } }
-}
-CONF
+nginx_conf backend "$(backend_server $BACKEND_PORT)"
 taskset -c 1 nginx -c "$work/backend/nginx.conf" -p "$work/backend" & pids+=($!)
 wait_http "http://127.0.0.1:$BACKEND_PORT/"
 taskset -c 1 redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no \

@@ -25,18 +25,7 @@ builds=${TOLLBRIDGE_BIN:-}
 source bench/lib.sh
 [ -n "$builds" ] || builds=$bin
 
-nginx_conf() { # name, server block
-  mkdir -p "$work/$1"
-  cat >"$work/$1/nginx.conf" <<CONF
-worker_processes 1;
-daemon off;
-pid $work/$1/nginx.pid;
-error_log $work/$1/error.log warn;
-events { worker_connections 4000; }
-http { access_log off; keepalive_requests 1000000; $2 }
-CONF
-}
-nginx_conf backend "server { listen 127.0.0.1:$BACKEND_PORT; location / { return 200 'hello from the backend\n'; } }"
+nginx_conf backend "$(backend_server $BACKEND_PORT)"
 nginx_conf proxy "upstream backend { server 127.0.0.1:$BACKEND_PORT; keepalive 256; }
   server { listen 127.0.0.1:$NGINX_PORT; location / { proxy_pass http://backend; proxy_http_version 1.1;
   proxy_set_header Connection \"\"; } }"

@@ -18,3 +18,25 @@ trap cleanup EXIT
 
 # wait_http URL: waits (at most 30 s) until URL answers 2xx.
 wait_http() { for _ in $(seq 1 300); do curl -fs -o /dev/null "$1" && return 0; sleep 0.1; done; echo "no answer from $1"; exit 1; }
+
+# nginx_conf NAME HTTP-BLOCK: an nginx config in $work/NAME (one worker, access log off,
+# keep-alive without a request limit) holding HTTP-BLOCK.
+nginx_conf() {
+  mkdir -p "$work/$1"
+  cat >"$work/$1/nginx.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $work/$1/nginx.pid;
+error_log $work/$1/error.log warn;
+worker_rlimit_nofile 20000;
+events { worker_connections 19000; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  $2
+}
+CONF
+}
+
+# backend_server PORT: the benchmarks' backend, answering 200 with a 23-byte body.
+backend_server() { echo "server { listen 127.0.0.1:$1; location / { return 200 'hello from the backend\n'; } }"; }

@@ -53,22 +53,6 @@ done
 source bench/lib.sh
 ulimit -n "$(ulimit -Hn)" # 10,000 idle connections need as many descriptors
 
-nginx_conf() { # name, body
-  mkdir -p "$work/$1"
-  cat > "$work/$1/nginx.conf" <<CONF
-worker_processes 1;
-daemon off;
-pid $work/$1/nginx.pid;
-error_log $work/$1/error.log warn;
-worker_rlimit_nofile 20000;
-events { worker_connections 19000; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  $2
-}
-CONF
-}
 
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=bench.local \
   -addext subjectAltName=DNS:bench.local,IP:127.0.0.1 -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
@@ -82,7 +66,7 @@ proxy_conf() { # port
     keepalive_requests 1000000; http2_max_requests 1000000; $location }"
 }
 
-nginx_conf backend "server { listen 127.0.0.1:$BACKEND_PORT; location / { return 200 'hello from the backend\n'; } }"
+nginx_conf backend "$(backend_server $BACKEND_PORT)"
 nginx_conf proxy "$(proxy_conf $NGINX_PORT)"
 nginx_conf twin "$(proxy_conf $TWIN_PORT)"
 

@@ -124,11 +124,10 @@ impl Endpoint {
     }
 
     fn give_back(&self, connection: Connection) {
-        if self.removed.load(Ordering::Relaxed) {
-            return;
-        }
+        // Read under the idle list's lock, which `retain` holds to set it: no connection is
+        // parked on an endpoint that has left.
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        if idle.len() < self.max_idle {
+        if !self.removed.load(Ordering::Relaxed) && idle.len() < self.max_idle {
             idle.push(Idle { connection, since: Instant::now() });
         }
     }
@@ -159,15 +158,21 @@ impl UpstreamPool {
         let pool = self.clone();
         let address = address.clone();
         let endpoint = self.endpoint(&address);
-        let (parts, body) = req.into_parts();
+        let (mut parts, body) = req.into_parts();
         let head_request = parts.method == Method::HEAD;
         // A request without a body may be sent again when a pooled connection turns out to have
         // been closed by the upstream before it read a byte of it (RFC 9112 §9.3.1).
         let retryable = body.is_end_stream() && is_idempotent(&parts.method);
         let mut out = BytesMut::with_capacity(1024);
-        let chunked = !body.is_end_stream()
-            && body.size_hint().exact().is_none()
-            && !parts.headers.contains_key(http::header::CONTENT_LENGTH);
+        let mut chunked = false;
+        if !body.is_end_stream() && !parts.headers.contains_key(http::header::CONTENT_LENGTH) {
+            // A body is never sent without its framing: read as the next request, it would be
+            // one smuggled past the gateway.
+            match body.size_hint().exact() {
+                Some(length) => drop(parts.headers.insert(http::header::CONTENT_LENGTH, length.into())),
+                None => chunked = true,
+            }
+        }
         http1::write_request_head(&mut out, &parts, chunked);
         drop(parts);
         async move {
@@ -238,8 +243,9 @@ impl UpstreamPool {
         self.endpoints.lock().unwrap_or_else(|e| e.into_inner()).retain(|address, endpoint| {
             let kept = keep(address);
             if !kept {
+                let mut idle = endpoint.idle.lock().unwrap_or_else(|e| e.into_inner());
                 endpoint.removed.store(true, Ordering::Relaxed);
-                endpoint.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
+                idle.clear();
             }
             kept
         });
@@ -511,6 +517,19 @@ mod tests {
         assert_eq!((pool.idle_count(&kept), pool.idle_count(&gone)), (1, 1));
         pool.retain(|address| address == &*kept);
         assert_eq!((pool.idle_count(&kept), pool.idle_count(&gone)), (1, 0));
+    }
+
+    #[tokio::test]
+    async fn a_body_of_known_length_goes_with_its_content_length() {
+        let address = echo().await;
+        let pool = client(&UpstreamSettings::default());
+        let body = crate::body::full("hello");
+        let request = Request::builder().method("POST").uri("/").header("host", "up").body(body).unwrap();
+        let response = pool.send(&address, request).await.expect("request");
+        let echoed = response.into_body().collect().await.expect("body").to_bytes();
+        let echoed: serde_json::Value = serde_json::from_slice(&echoed).expect("json");
+        assert_eq!(echoed["headers"]["content-length"], "5", "{echoed}");
+        assert_eq!(echoed["body_bytes"], 5, "{echoed}");
     }
 
     #[tokio::test]

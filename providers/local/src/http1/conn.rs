@@ -65,7 +65,8 @@ pub(crate) async fn serve<T: Transport>(
     let limits = HeadLimits { max_bytes: settings.max_header_bytes, max_headers: settings.max_headers };
     let mut buf = BytesMut::new();
     let mut deadline = Box::pin(tokio::time::sleep(settings.header_read_timeout));
-    // Only ever moved later (a shorter route timeout re-arms it): see `proxy::RequestTimer`.
+    // Moved to each request's deadline, later than the last one as a rule (then it costs an
+    // atomic store; a shorter route timeout re-arms it): see `proxy::RequestTimer`.
     let mut request_timer = Box::pin(tokio::time::sleep(settings.header_read_timeout));
     loop {
         deadline.as_mut().reset(Instant::now() + settings.header_read_timeout);

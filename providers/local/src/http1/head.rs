@@ -56,9 +56,11 @@ pub struct HeadLimits {
 
 /// Room for the parser's header slots; `HeadLimits::max_headers` is capped at this.
 const HEADER_SLOTS: usize = 256;
+/// The largest head read whatever `HeadLimits::max_bytes` says: offsets in a head are 32 bits.
+const MAX_HEAD_BYTES: usize = u32::MAX as usize;
 
-/// Where in the head one header's name and value are: (start, end) offsets. Heads are far
-/// smaller than 4 GiB (the read limit refuses them long before), so 32 bits hold any offset.
+/// Where in the head one header's name and value are: (start, end) offsets, 32 bits each
+/// (heads over `MAX_HEAD_BYTES` are refused).
 #[derive(Clone, Copy)]
 struct Span {
     name: (u32, u32),
@@ -79,6 +81,22 @@ impl Span {
 /// allocation nor the zeroing of room for the most it could have.
 type Spans = SmallVec<[Span; 24]>;
 
+/// Where `part`, a slice of the head read at `base`, starts and ends in it.
+fn offset(part: &[u8], base: *const u8) -> (u32, u32) {
+    let start = part.as_ptr() as usize - base as usize;
+    (start as u32, (start + part.len()) as u32)
+}
+
+/// The spans of `headers`, parsed from the head read at `base`.
+fn spans_of(headers: &[httparse::Header<'_>], base: *const u8) -> Spans {
+    let mut spans = Spans::new();
+    spans.extend(headers.iter().map(|header| Span {
+        name: offset(header.name.as_bytes(), base),
+        value: offset(header.value, base),
+    }));
+    spans
+}
+
 /// Room left in a request's header map for the forwarding headers the proxy adds.
 const ADDED_REQUEST_HEADERS: usize = 4;
 /// Room left in a response's header map for the rate-limit headers the proxy adds.
@@ -94,20 +112,16 @@ pub fn parse_request(buf: &mut BytesMut, limits: HeadLimits) -> Result<Option<Re
     }
     let mut slots = [const { MaybeUninit::<httparse::Header>::uninit() }; HEADER_SLOTS];
     let slots = &mut slots[..limits.max_headers.clamp(1, HEADER_SLOTS)];
-    let base = buf.as_ptr() as usize;
-    let offset = |s: &[u8]| {
-        let start = s.as_ptr() as usize - base;
-        (start as u32, (start + s.len()) as u32)
-    };
+    let base = buf.as_ptr();
 
     let mut parsed = httparse::Request::new(&mut []);
     let status = parsed.parse_with_uninit_headers(buf, slots);
     let length = match status {
-        Ok(httparse::Status::Complete(length)) if length > limits.max_bytes => {
+        Ok(httparse::Status::Complete(length)) if length > limits.max_bytes.min(MAX_HEAD_BYTES) => {
             return Err(refused(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "request head too large"));
         }
         Ok(httparse::Status::Complete(length)) => length,
-        Ok(httparse::Status::Partial) if buf.len() > limits.max_bytes => {
+        Ok(httparse::Status::Partial) if buf.len() > limits.max_bytes.min(MAX_HEAD_BYTES) => {
             return Err(refused(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "request head too large"));
         }
         Ok(httparse::Status::Partial) => return Ok(None),
@@ -124,14 +138,8 @@ pub fn parse_request(buf: &mut BytesMut, limits: HeadLimits) -> Result<Option<Re
         None => return Err(bad("malformed request head")),
     };
     let version = if parsed.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
-    let target = offset(parsed.path.unwrap_or_default().as_bytes());
-    let mut spans = Spans::new();
-    spans.extend(
-        parsed
-            .headers
-            .iter()
-            .map(|header| Span { name: offset(header.name.as_bytes()), value: offset(header.value) }),
-    );
+    let target = offset(parsed.path.unwrap_or_default().as_bytes(), base);
+    let spans = spans_of(parsed.headers, base);
 
     let head = buf.split_to(length).freeze();
     let target = head.slice(target.0 as usize..target.1 as usize);
@@ -230,29 +238,23 @@ pub fn parse_response(
 ) -> Result<Option<ResponseHead>, BadResponse> {
     let mut slots = [const { MaybeUninit::<httparse::Header>::uninit() }; HEADER_SLOTS];
     let slots = &mut slots[..limits.max_headers.clamp(1, HEADER_SLOTS)];
-    let base = buf.as_ptr() as usize;
-    let offset = |s: &[u8]| {
-        let start = s.as_ptr() as usize - base;
-        (start as u32, (start + s.len()) as u32)
-    };
+    let base = buf.as_ptr();
     let mut parsed = httparse::Response::new(&mut []);
     let length =
         match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut parsed, buf, slots) {
-            Ok(httparse::Status::Complete(length)) if length <= limits.max_bytes => length,
-            Ok(httparse::Status::Partial) if buf.len() <= limits.max_bytes => return Ok(None),
+            Ok(httparse::Status::Complete(length)) if length <= limits.max_bytes.min(MAX_HEAD_BYTES) => {
+                length
+            }
+            Ok(httparse::Status::Partial) if buf.len() <= limits.max_bytes.min(MAX_HEAD_BYTES) => {
+                return Ok(None)
+            }
             Ok(_) | Err(httparse::Error::TooManyHeaders) => return Err(BadResponse("too large")),
             Err(_) => return Err(BadResponse("malformed")),
         };
     let status =
         parsed.code.and_then(|c| StatusCode::from_u16(c).ok()).ok_or(BadResponse("invalid status"))?;
     let http10 = parsed.version == Some(0);
-    let mut spans = Spans::new();
-    spans.extend(
-        parsed
-            .headers
-            .iter()
-            .map(|header| Span { name: offset(header.name.as_bytes()), value: offset(header.value) }),
-    );
+    let spans = spans_of(parsed.headers, base);
     let head = buf.split_to(length).freeze();
     let mut headers = HeaderMap::with_capacity(spans.len() + ADDED_RESPONSE_HEADERS);
     let mut length: Option<u64> = None;
@@ -301,8 +303,10 @@ pub fn parse_response(
     }
     for value in &naming {
         for token in value.as_bytes().split(|b| *b == b',').map(<[u8]>::trim_ascii) {
-            if let Ok(name) = HeaderName::from_bytes(token) {
-                headers.remove(name);
+            // The length was read for the framing above, and the client is told it too.
+            match HeaderName::from_bytes(token) {
+                Ok(http::header::CONTENT_LENGTH) | Err(_) => {}
+                Ok(name) => drop(headers.remove(name)),
             }
         }
     }

@@ -29,8 +29,9 @@ pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if present == 0 {
         return;
     }
-    if let Some(listed) = headers.get(header::CONNECTION).cloned() {
-        for token in listed.as_bytes().split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+    let listed: Vec<HeaderValue> = headers.get_all(header::CONNECTION).iter().cloned().collect();
+    for value in &listed {
+        for token in value.as_bytes().split(|b| *b == b',').map(<[u8]>::trim_ascii) {
             // The usual tokens name no header beyond those of the list, which go below if present.
             if token.is_empty()
                 || token.eq_ignore_ascii_case(b"keep-alive")
@@ -38,7 +39,7 @@ pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
             {
                 continue;
             }
-            if let Some(name) = HeaderName::from_bytes(token).ok().filter(|name| !HOP_BY_HOP.contains(name)) {
+            if let Some(name) = HeaderName::from_bytes(token).ok().filter(may_be_listed) {
                 headers.remove(name);
             }
         }
@@ -48,6 +49,12 @@ pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
+}
+
+/// Whether `Connection` may name `name` for removal: not one of the list (removed anyway), nor
+/// what says where the message goes and where it ends, which the gateway has already read.
+fn may_be_listed(name: &HeaderName) -> bool {
+    !HOP_BY_HOP.contains(name) && *name != header::HOST && *name != header::CONTENT_LENGTH
 }
 
 /// Removes each of `names` the message carries.
@@ -127,6 +134,22 @@ mod tests {
         ]);
         strip_hop_by_hop(&mut message);
         assert_eq!(names(&message), ["content-length", "x-kept"]);
+    }
+
+    #[test]
+    fn connection_names_on_every_line_go_but_never_host_or_content_length() {
+        let mut message = headers(&[
+            ("connection", "x-first"),
+            ("connection", "x-second, host, Content-Length"),
+            ("host", "a.example"),
+            ("content-length", "5"),
+            ("x-first", "1"),
+            ("x-second", "2"),
+        ]);
+        strip_hop_by_hop(&mut message);
+        let mut left = names(&message);
+        left.sort_unstable();
+        assert_eq!(left, ["content-length", "host"]);
     }
 
     #[test]
