@@ -82,19 +82,20 @@ impl Span {
 type Spans = SmallVec<[Span; 24]>;
 
 /// Where `part`, a slice of the head read at `base`, starts and ends in it.
+#[inline]
 fn offset(part: &[u8], base: *const u8) -> (u32, u32) {
     let start = part.as_ptr() as usize - base as usize;
     (start as u32, (start + part.len()) as u32)
 }
 
-/// The spans of `headers`, parsed from the head read at `base`.
-fn spans_of(headers: &[httparse::Header<'_>], base: *const u8) -> Spans {
-    let mut spans = Spans::new();
+/// Records where each of `headers`, parsed from the head read at `base`, is (filled in place:
+/// the spans are not moved once more on their way out).
+#[inline]
+fn record_spans(spans: &mut Spans, headers: &[httparse::Header<'_>], base: *const u8) {
     spans.extend(headers.iter().map(|header| Span {
         name: offset(header.name.as_bytes(), base),
         value: offset(header.value, base),
     }));
-    spans
 }
 
 /// Room left in a request's header map for the forwarding headers the proxy adds.
@@ -139,7 +140,8 @@ pub fn parse_request(buf: &mut BytesMut, limits: HeadLimits) -> Result<Option<Re
     };
     let version = if parsed.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
     let target = offset(parsed.path.unwrap_or_default().as_bytes(), base);
-    let spans = spans_of(parsed.headers, base);
+    let mut spans = Spans::new();
+    record_spans(&mut spans, parsed.headers, base);
 
     let head = buf.split_to(length).freeze();
     let target = head.slice(target.0 as usize..target.1 as usize);
@@ -254,7 +256,8 @@ pub fn parse_response(
     let status =
         parsed.code.and_then(|c| StatusCode::from_u16(c).ok()).ok_or(BadResponse("invalid status"))?;
     let http10 = parsed.version == Some(0);
-    let spans = spans_of(parsed.headers, base);
+    let mut spans = Spans::new();
+    record_spans(&mut spans, parsed.headers, base);
     let head = buf.split_to(length).freeze();
     let mut headers = HeaderMap::with_capacity(spans.len() + ADDED_RESPONSE_HEADERS);
     let mut length: Option<u64> = None;
