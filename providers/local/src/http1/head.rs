@@ -335,19 +335,23 @@ pub fn parse_response(
     Ok(Some(ResponseHead { status, headers, framing, keep_alive: keep_alive && framing.is_some() }))
 }
 
+/// Headers that describe one hop of a connection (RFC 9110 §7.6.1), never forwarded.
+pub(crate) static HOP_BY_HOP: [HeaderName; 7] = [
+    http::header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    http::header::TE,
+    http::header::TRAILER,
+    http::header::TRANSFER_ENCODING,
+    http::header::UPGRADE,
+];
+
 /// Whether a header, by its name as sent, describes one hop of a connection (RFC 9110 §7.6.1)
 /// rather than the message: such headers are never forwarded.
 pub(crate) fn is_hop_by_hop(name: &[u8]) -> bool {
-    const HOP_BY_HOP: [&[u8]; 7] = [
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-    ];
-    HOP_BY_HOP.iter().any(|hop| hop.len() == name.len() && hop.eq_ignore_ascii_case(name))
+    HOP_BY_HOP
+        .iter()
+        .any(|hop| hop.as_str().len() == name.len() && hop.as_str().as_bytes().eq_ignore_ascii_case(name))
 }
 
 /// Writes a request head for an upstream: origin-form target, the headers as they are, and

@@ -4,17 +4,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use tollbridge_provider::HeaderModifier;
 
 use super::ConnInfo;
-
-/// Headers that describe one hop and are never forwarded.
-static HOP_BY_HOP: [HeaderName; 7] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
+use crate::http1::HOP_BY_HOP;
 
 /// Removes the hop-by-hop headers, and those the `Connection` header names.
 pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
