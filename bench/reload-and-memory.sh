@@ -2,12 +2,13 @@
 # Memory and reload time of `tollbridge run` with many routes (default 10,000), plus a check that
 # reloads under load fail no request.
 #
-# usage: bench/reload-and-memory.sh   (env: ROUTES=10000 RELOADS=5)
+# usage: bench/reload-and-memory.sh   (env: ROUTES=10000 RELOADS=5 IDLE_REWRITES=3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ROUTES=${ROUTES:-10000}
 RELOADS=${RELOADS:-5}
+IDLE_REWRITES=${IDLE_REWRITES:-3}
 PORT=18182
 BACKEND_PORT=18180
 ADMIN_PORT=18190
@@ -23,6 +24,19 @@ wait_http "http://127.0.0.1:$ADMIN_PORT/readyz"
 rss_kib=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
 echo "routes: $ROUTES"
 echo "RSS after load: $((rss_kib / 1024)) MiB"
+
+# Rewrites the file with a label of value $1 on every route: every document changes.
+relabel() {
+  sed -E "s/^metadata: \{(labels: \{rewrite: [a-z0-9]+\}, )?name: svc/metadata: {labels: {rewrite: $1}, name: svc/" \
+    "$work/config/bench.yaml" >"$work/edited.yaml"
+  mv "$work/edited.yaml" "$work/config/bench.yaml"
+}
+
+# Rewrites with no load: a whole file-to-serving reload on idle cores.
+for i in $(seq 1 "$IDLE_REWRITES"); do
+  relabel "idle$i"
+  sleep 2
+done
 
 # Reloads under load: wrk hits one route while the file is edited RELOADS times (each edit adds
 # an HTTPRoute), then rewritten once with every route changed (a label on each).
@@ -46,13 +60,13 @@ spec:
 EOF
   sleep 2
 done
-sed 's/^metadata: {name: svc/metadata: {labels: {edit: all}, name: svc/' "$work/config/bench.yaml" >"$work/edited.yaml"
-mv "$work/edited.yaml" "$work/config/bench.yaml"
+relabel loaded
 sleep 2
 wait "$wrk_pid"
 echo "load during reloads: $(awk '/Requests\/sec/ {print $2}' "$work/wrk") req/s; $(grep -E 'requests in' "$work/wrk" | xargs)"
 grep -E "Non-2xx|Socket errors" "$work/wrk" || echo "failed requests during reloads: 0"
-echo "reload timings (ms): start-up, $RELOADS edits adding a route, one rewrite changing every route:"
+echo "reload timings (ms): start-up, $IDLE_REWRITES idle rewrites changing every route, then under load"\
+  "$RELOADS edits adding a route and one rewrite changing every route:"
 grep '"configuration applied"' "$work/log" | python3 -c '
 import json, sys
 for line in sys.stdin:

@@ -3,11 +3,12 @@
 //! Files hold the objects a cluster would: multi-document YAML, `.yaml`/`.yml`, directories
 //! walked recursively in name order. Objects without a namespace are in `default`; without a
 //! generation they are at generation 1. Kinds tollbridge does not read are skipped with a
-//! warning. Errors name the file, the document and the field.
+//! warning. Errors name the file, the document and the field. Large files are parsed in parts on
+//! every core; reloads through a [`DocumentCache`] parse only the documents that changed.
 
-use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
+use tollbridge_local::fast_hash::FastMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::de::DeserializeOwned;
@@ -107,8 +108,8 @@ struct TypeMeta {
 /// documents that changed. Entries a load did not use are dropped at its end.
 #[derive(Default)]
 pub struct DocumentCache {
-    parsed: HashMap<String, Document>,
-    used: HashMap<String, Document>,
+    parsed: FastMap<String, Document>,
+    used: FastMap<String, Document>,
 }
 
 impl DocumentCache {
@@ -241,9 +242,13 @@ struct Loader<'c> {
     snapshot: Snapshot,
     warnings: Vec<String>,
     errors: Vec<LoadError>,
-    /// `Kind ns/name` → where it was first seen, to report duplicates.
-    seen: BTreeMap<String, String>,
+    /// `Kind ns/name` → the file (index in `files`) and document it was first seen in.
+    seen: FastMap<String, (usize, usize)>,
+    /// Files read so far, in order.
+    files: Vec<PathBuf>,
     cache: Option<&'c mut DocumentCache>,
+    /// Threads to parse a file's documents on; `None` picks by cores and document count.
+    parts: Option<usize>,
 }
 
 impl Loader<'_> {
@@ -279,7 +284,8 @@ impl Loader<'_> {
     }
 
     fn add_text(&mut self, file: &Path, text: &str) {
-        let chunks = self.cache.is_some().then(|| split_documents(text)).flatten();
+        self.files.push(file.to_path_buf());
+        let chunks = split_documents(text);
         if let Some(chunks) = &chunks {
             if let Some(documents) = self.cached_documents(chunks) {
                 for (i, document) in documents.into_iter().enumerate() {
@@ -288,32 +294,28 @@ impl Loader<'_> {
                 return;
             }
         }
-        // The whole file through one YAML stream (a syntax error ends it, so its message and
-        // position are the parser's), remembering each document when the file splits alike.
-        let mut documents = Vec::new();
-        for (i, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
-            let number = i + 1;
-            let value = match serde_yaml::Value::deserialize(document) {
-                Ok(value) => value,
-                Err(e) => {
-                    self.error(file, number, format!("invalid YAML: {e}"));
-                    return;
-                }
+        // Parts of the file on every core, or the whole file through one YAML stream (a syntax
+        // error ends it, so its message and position are the parser's).
+        let parts = |chunks: &[&str]| self.parts.unwrap_or_else(|| default_parts(chunks.len()));
+        let (documents, syntax_error) =
+            match chunks.as_deref().and_then(|c| parse_in_parts(text, c, parts(c))) {
+                Some(documents) => (documents, None),
+                None => parse_stream(text),
             };
-            let document = parse_document(value);
-            if chunks.is_some() {
-                documents.push(document.clone());
-            }
-            self.add_document(file, number, document);
-        }
-        if let (Some(chunks), Some(cache)) = (chunks, self.cache.as_deref_mut()) {
-            if chunks.len() == documents.len() {
+        if let (Some(chunks), Some(cache)) = (&chunks, self.cache.as_deref_mut()) {
+            if syntax_error.is_none() && chunks.len() == documents.len() {
                 for (chunk, document) in chunks.iter().zip(&documents) {
                     if let Ok(document) = document {
                         cache.keep(chunk, document);
                     }
                 }
             }
+        }
+        for (i, document) in documents.into_iter().enumerate() {
+            self.add_document(file, i + 1, document);
+        }
+        if let Some((number, message)) = syntax_error {
+            self.error(file, number, message);
         }
     }
 
@@ -372,14 +374,76 @@ impl Loader<'_> {
             }
             Document::Object(object) => {
                 let key = (*object).push_into(&mut self.snapshot)?;
-                if let Some(first) = self.seen.get(&key) {
-                    return Err(format!("duplicate {key}: already defined in {first}"));
+                if let Some(&(first_file, first_number)) = self.seen.get(&key) {
+                    let first = self.files[first_file].display();
+                    return Err(format!(
+                        "duplicate {key}: already defined in {first} (document {first_number})"
+                    ));
                 }
-                self.seen.insert(key, origin());
+                self.seen.insert(key, (self.files.len() - 1, number));
                 Ok(())
             }
         }
     }
+}
+
+/// A document typed, or why it cannot be.
+type Parsed = Result<Document, String>;
+
+/// Documents each thread of a parallel load parses at least: below this, one stream is faster.
+const PART_SIZE: usize = 256;
+
+/// Every document of `text`, typed, and the YAML syntax error (with its document number) that
+/// ended the stream, if any.
+fn parse_stream(text: &str) -> (Vec<Parsed>, Option<(usize, String)>) {
+    let mut documents = Vec::new();
+    for document in serde_yaml::Deserializer::from_str(text) {
+        match serde_yaml::Value::deserialize(document) {
+            Ok(value) => documents.push(parse_document(value)),
+            Err(e) => {
+                let number = documents.len() + 1;
+                return (documents, Some((number, format!("invalid YAML: {e}"))));
+            }
+        }
+    }
+    (documents, None)
+}
+
+/// One part per core the process may run on, each of at least [`PART_SIZE`] documents.
+fn default_parts(documents: usize) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    cores.min(documents / PART_SIZE)
+}
+
+/// The documents of `text` (split into `chunks`) parsed as `parts` streams on as many threads;
+/// `None` for fewer than two parts, or when a part does not read as its chunks (a syntax error,
+/// then reported by the whole stream).
+fn parse_in_parts(text: &str, chunks: &[&str], parts: usize) -> Option<Vec<Parsed>> {
+    if parts < 2 || chunks.len() < parts {
+        return None;
+    }
+    let per_part = chunks.len().div_ceil(parts);
+    let offset = |chunk: &str| chunk.as_ptr() as usize - text.as_ptr() as usize;
+    std::thread::scope(|scope| {
+        let mut threads = Vec::with_capacity(parts);
+        for part in chunks.chunks(per_part) {
+            let (first, last) = (part[0], part[part.len() - 1]);
+            let part_text = &text[offset(first)..offset(last) + last.len()];
+            let thread = std::thread::Builder::new()
+                .name("tollbridge-yaml".into())
+                .spawn_scoped(scope, move || match parse_stream(part_text) {
+                    (documents, None) if documents.len() == part.len() => Some(documents),
+                    _ => None,
+                })
+                .ok()?;
+            threads.push(thread);
+        }
+        let mut documents = Vec::with_capacity(chunks.len());
+        for thread in threads {
+            documents.extend(thread.join().ok()??);
+        }
+        Some(documents)
+    })
 }
 
 /// One document's text parsed alone; `None` when it is not exactly one valid, typed document.
@@ -541,6 +605,50 @@ mod tests {
             &two,
         ]);
         assert_eq!(cache.len(), 2, "only the last load's documents are kept");
+    }
+
+    #[test]
+    fn a_file_parsed_in_parts_loads_as_one_stream() {
+        let mut many = String::new();
+        for i in 0..10 {
+            many.push_str(&ROUTE.replace("name: r}", &format!("name: r{i}}}")));
+            many.push_str("---\n");
+        }
+        let texts = [
+            many.clone(),
+            format!("# header\n---\n{many}"),
+            many.replace("name: r3}", "name: [r3}"),
+            many.replace("spec: {}", "spec: {parentRefs: 3}"),
+            many.replace("name: r4}", "name: r5}"),
+            format!(
+                "{SERVICE}---\n{SERVICE}---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: d}}\n"
+            ),
+        ];
+        for text in &texts {
+            for parts in [2, 3, 7] {
+                let mut loader = Loader { parts: Some(parts), ..Loader::default() };
+                loader.add_text(Path::new("test.yaml"), text);
+                match (loader.finish(), load(text)) {
+                    (Ok(in_parts), Ok(whole)) => {
+                        assert_eq!(
+                            format!("{:?}", in_parts.snapshot),
+                            format!("{:?}", whole.snapshot),
+                            "{text}"
+                        );
+                        assert_eq!(in_parts.warnings, whole.warnings, "{text}");
+                    }
+                    (in_parts, whole) => assert_eq!(in_parts.err(), whole.err(), "{text}"),
+                }
+            }
+        }
+        let chunks = split_documents(&texts[0]).unwrap();
+        assert_eq!(parse_in_parts(&texts[0], &chunks, 3).map(|documents| documents.len()), Some(11));
+        assert!(
+            parse_in_parts(&texts[2], &split_documents(&texts[2]).unwrap(), 3).is_none(),
+            "a syntax error"
+        );
+        let error = load(&texts[2]).unwrap_err().to_string();
+        assert!(error.contains("(document 4): invalid YAML"), "{error}");
     }
 
     #[test]

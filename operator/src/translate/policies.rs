@@ -148,15 +148,15 @@ pub fn resolve(
     for (gw_index, gateway) in gateways.iter_mut().enumerate() {
         let entries = std::mem::take(&mut gateway.entries);
         for (key, entry) in entries {
-            for (applied_here, attachments) in split_by_policy(gw_index, &entry, &applied) {
-                let mut entry = entry.clone();
-                entry.attachments = attachments;
-                match applied_here {
-                    Some(Applied::Policy(id)) => entry.policy = Some(id),
-                    Some(Applied::Unenforceable) => entry.action = ActionIr::Respond { status: 500 },
-                    None => {}
-                }
-                gateway.entries.push((key.clone(), entry));
+            let mut groups = split_by_policy(gw_index, &entry, &applied);
+            // Most entries have one group: the entry itself is moved, not copied.
+            let last = groups.pop();
+            for (applied_here, attachments) in groups {
+                let copy = with_policy(entry.clone(), applied_here, attachments);
+                gateway.entries.push((key.clone(), copy));
+            }
+            if let Some((applied_here, attachments)) = last {
+                gateway.entries.push((key, with_policy(entry, applied_here, attachments)));
             }
         }
         let mut on_gateway: Vec<&String> = applied
@@ -174,6 +174,17 @@ pub fn resolve(
             .map(|id| policy_ir(&snapshot.quota_policies[accepted_policies[id]], keys.get(id)))
             .collect();
     }
+}
+
+/// The entry on `attachments`, guarded by what applies there.
+fn with_policy(mut entry: RouteIr, applied: Option<Applied>, attachments: Vec<AttachmentIr>) -> RouteIr {
+    entry.attachments = attachments;
+    match applied {
+        Some(Applied::Policy(id)) => entry.policy = Some(id),
+        Some(Applied::Unenforceable) => entry.action = ActionIr::Respond { status: 500 },
+        None => {}
+    }
+    entry
 }
 
 /// What applies in a scope: an accepted policy, or one the provider cannot enforce.

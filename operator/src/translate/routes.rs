@@ -77,16 +77,20 @@ fn attach_one(
 ) -> (Vec<Condition>, Vec<String>) {
     // Without a resolved provider the route is not accepted, but its references are still
     // checked so ResolvedRefs tells the truth.
-    let caps = gateway
-        .capabilities
-        .clone()
-        .unwrap_or_else(|| tollbridge_provider::Capabilities::everything("an unresolved provider"));
-    let outcome = rules::translate(route, index, &caps);
+    let unresolved;
+    let caps = match &gateway.capabilities {
+        Some(caps) => caps,
+        None => {
+            unresolved = tollbridge_provider::Capabilities::everything("an unresolved provider");
+            &unresolved
+        }
+    };
+    let outcome = rules::translate(route, index, caps);
     let resolved = match &outcome.ref_problem {
         None => stamp.yes(RESOLVED_REFS, reason::RESOLVED_REFS, "All references resolved"),
         Some(problem) => stamp.no(RESOLVED_REFS, problem.reason, problem.message.clone()),
     };
-    let selected = match select_listeners(route, parent, gateway, index, &caps) {
+    let selected = match select_listeners(route, parent, gateway, index, caps) {
         Ok(selected) => selected,
         Err((why, message)) => return (vec![stamp.no(ACCEPTED, why, message), resolved], Vec::new()),
     };

@@ -1,23 +1,25 @@
 //! A fast keyed hash for the maps every request looks in: the router's, the listeners', the
-//! policies' and keys', the counters', the upstream endpoints'.
+//! policies' and keys', the counters', the upstream endpoints'; and for the configuration
+//! loader's document cache, keyed by each document's text.
 //!
 //! The keys are short (hostnames, path segments, addresses, key digests) and every request
-//! hashes several of them, so SipHash would take a third of a lookup. This hash reads eight bytes per multiply and
-//! is keyed with a random seed per map, so route authors cannot pick keys that collide.
+//! hashes several of them, so SipHash would take a third of a lookup. This hash reads eight
+//! bytes per multiply and is keyed with a random seed per map, so route authors cannot pick keys
+//! that collide.
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 
 /// A `HashMap` using [`SeededState`].
-pub(crate) type FastMap<K, V> = HashMap<K, V, SeededState>;
+pub type FastMap<K, V> = HashMap<K, V, SeededState>;
 
 const K1: u64 = 0x9e37_79b9_7f4a_7c15;
 const K2: u64 = 0xc2b2_ae3d_27d4_eb4f;
 
 /// Builds [`FoldHasher`]s from a random seed drawn when the map is created.
 #[derive(Clone, Debug)]
-pub(crate) struct SeededState {
+pub struct SeededState {
     seed: u64,
 }
 
@@ -37,7 +39,7 @@ impl BuildHasher for SeededState {
 
 /// Mixes each 8-byte word in with a 64×64→128-bit multiply folded back to 64 bits.
 #[derive(Debug)]
-pub(crate) struct FoldHasher {
+pub struct FoldHasher {
     state: u64,
 }
 

@@ -8,7 +8,7 @@ pub mod admin;
 mod body;
 pub mod counter_store;
 pub mod echo;
-mod fast_hash;
+pub mod fast_hash;
 mod hostmatch;
 pub mod http1;
 pub mod metrics;
