@@ -19,7 +19,14 @@ const LIMITS: HeadLimits = HeadLimits { max_bytes: 2048, max_headers: 16 };
 enum Request {
     Partial,
     Refused(HeadError),
-    Head { method: String, target: String, headers: Vec<(String, Vec<u8>)>, framing: Framing, keep_alive: bool, rest: Vec<u8> },
+    Head {
+        method: String,
+        target: String,
+        headers: Vec<(String, Vec<u8>)>,
+        framing: Framing,
+        keep_alive: bool,
+        rest: Vec<u8>,
+    },
 }
 
 fn request(head: Result<Option<RequestHead>, HeadError>, rest: &BytesMut) -> Request {
@@ -46,14 +53,21 @@ fn request(head: Result<Option<RequestHead>, HeadError>, rest: &BytesMut) -> Req
 /// A response head's outcome, comparable.
 fn response(head: Result<Option<ResponseHead>, impl std::fmt::Debug>, rest: &BytesMut) -> String {
     match head {
-        Ok(Some(head)) => format!("{} {:?} {:?} {} {:?}", head.status, head.headers, head.framing, head.keep_alive, rest),
+        Ok(Some(head)) => {
+            format!("{} {:?} {:?} {} {:?}", head.status, head.headers, head.framing, head.keep_alive, rest)
+        }
         Ok(None) => "partial".into(),
         Err(e) => format!("{e:?}"),
     }
 }
 
 /// Reads `bytes` with `parse`, in one piece and in two cut at `cut`; both outcomes.
-fn both_ways<T>(bytes: &[u8], cut: usize, parse: impl Fn(&mut BytesMut) -> T, partial: impl Fn(&T) -> bool) -> ((T, BytesMut), (T, BytesMut)) {
+fn both_ways<T>(
+    bytes: &[u8],
+    cut: usize,
+    parse: impl Fn(&mut BytesMut) -> T,
+    partial: impl Fn(&T) -> bool,
+) -> ((T, BytesMut), (T, BytesMut)) {
     let mut whole = BytesMut::from(bytes);
     let at_once = parse(&mut whole);
     let mut buf = BytesMut::from(&bytes[..cut]);
@@ -78,6 +92,10 @@ fuzz_target!(|input: (u16, &[u8])| {
     for head_request in [false, true] {
         let ((a, a_rest), (b, b_rest)) =
             both_ways(bytes, cut, |buf| parse_response(buf, LIMITS, head_request), |r| matches!(r, Ok(None)));
-        assert_eq!(response(a, &a_rest), response(b, &b_rest), "a response head read differently in two reads");
+        assert_eq!(
+            response(a, &a_rest),
+            response(b, &b_rest),
+            "a response head read differently in two reads"
+        );
     }
 });

@@ -1,5 +1,6 @@
 //! Two YAML texts loaded in turn through one document cache: the second load's objects,
-//! warnings and errors are those of a load without a cache.
+//! warnings and errors are those of a load without a cache, and so are those of the second
+//! text parsed in three parts.
 //!
 //! The input is the two texts separated by the first NUL byte (the second defaults to the
 //! first), so the fuzzer explores edits of a file as well as unrelated files.
@@ -8,7 +9,9 @@
 use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
-use tollbridge::source::files::{load_str, load_str_cached, DocumentCache};
+use tollbridge::source::files::{
+    load_str, load_str_cached, load_str_in_parts, DocumentCache, LoadErrors, Loaded,
+};
 
 fuzz_target!(|data: &[u8]| {
     let (first, second) = match data.iter().position(|&b| b == 0) {
@@ -21,11 +24,17 @@ fuzz_target!(|data: &[u8]| {
     let mut cache = DocumentCache::default();
     let _ = load_str_cached(origin, &first, &mut cache);
     let cached = load_str_cached(origin, &second, &mut cache);
-    match (cached, load_str(origin, &second)) {
-        (Ok(cached), Ok(fresh)) => {
-            assert_eq!(format!("{:?}", cached.snapshot), format!("{:?}", fresh.snapshot));
-            assert_eq!(cached.warnings, fresh.warnings);
-        }
-        (cached, fresh) => assert_eq!(cached.err(), fresh.err()),
-    }
+    let fresh = load_str(origin, &second);
+    assert_same(cached, &fresh);
+    assert_same(load_str_in_parts(origin, &second, 3), &fresh);
 });
+
+fn assert_same(loaded: Result<Loaded, LoadErrors>, fresh: &Result<Loaded, LoadErrors>) {
+    match (loaded, fresh) {
+        (Ok(loaded), Ok(fresh)) => {
+            assert_eq!(format!("{:?}", loaded.snapshot), format!("{:?}", fresh.snapshot));
+            assert_eq!(loaded.warnings, fresh.warnings);
+        }
+        (loaded, fresh) => assert_eq!(loaded.err().as_ref(), fresh.as_ref().err()),
+    }
+}

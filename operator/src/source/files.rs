@@ -72,6 +72,15 @@ pub fn load_str(origin: &Path, text: &str) -> Result<Loaded, LoadErrors> {
     loader.finish()
 }
 
+/// Loads YAML text as [`load_str`] does, parsing a file that splits into documents in `parts`
+/// parts on as many threads, whatever its size (for tests that compare it with one stream).
+#[doc(hidden)]
+pub fn load_str_in_parts(origin: &Path, text: &str, parts: usize) -> Result<Loaded, LoadErrors> {
+    let mut loader = Loader { parts: Some(parts), ..Loader::default() };
+    loader.add_text(origin, text);
+    loader.finish()
+}
+
 /// The YAML files a path names: itself, or every `.yaml`/`.yml` below it, sorted.
 pub fn yaml_files(path: &Path) -> Result<Vec<PathBuf>, String> {
     let meta = std::fs::metadata(path).map_err(|e| format!("cannot open: {e}"))?;
@@ -411,6 +420,10 @@ fn parse_stream(text: &str) -> (Vec<Parsed>, Option<(usize, String)>) {
 
 /// One part per core the process may run on, each of at least [`PART_SIZE`] documents.
 fn default_parts(documents: usize) -> usize {
+    // Asking for the cores costs tens of system calls: not for small files.
+    if documents < 2 * PART_SIZE {
+        return 1;
+    }
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     cores.min(documents / PART_SIZE)
 }
@@ -435,12 +448,22 @@ fn parse_in_parts(text: &str, chunks: &[&str], parts: usize) -> Option<Vec<Parse
                     (documents, None) if documents.len() == part.len() => Some(documents),
                     _ => None,
                 })
-                .ok()?;
+                .ok();
+            // A thread that could not start leaves a `None`: the file then goes through one stream.
+            let started = thread.is_some();
             threads.push(thread);
+            if !started {
+                break;
+            }
         }
+        // Every thread joined before any result is looked at: none outlives the load.
+        let parts: Vec<_> = threads
+            .into_iter()
+            .map(|thread| thread.and_then(|thread| thread.join().ok().flatten()))
+            .collect();
         let mut documents = Vec::with_capacity(chunks.len());
-        for thread in threads {
-            documents.extend(thread.join().ok()??);
+        for part in parts {
+            documents.extend(part?);
         }
         Some(documents)
     })
@@ -626,9 +649,7 @@ mod tests {
         ];
         for text in &texts {
             for parts in [2, 3, 7] {
-                let mut loader = Loader { parts: Some(parts), ..Loader::default() };
-                loader.add_text(Path::new("test.yaml"), text);
-                match (loader.finish(), load(text)) {
+                match (load_str_in_parts(Path::new("test.yaml"), text, parts), load(text)) {
                     (Ok(in_parts), Ok(whole)) => {
                         assert_eq!(
                             format!("{:?}", in_parts.snapshot),
