@@ -576,21 +576,29 @@ mod tests {
         load_str(Path::new("test.yaml"), text)
     }
 
+    /// Checks a load gave the objects, warnings and errors of a fresh load of `text`.
+    fn assert_same(loaded: Result<Loaded, LoadErrors>, text: &str) {
+        match (loaded, load(text)) {
+            (Ok(loaded), Ok(fresh)) => {
+                assert_eq!(format!("{:?}", loaded.snapshot), format!("{:?}", fresh.snapshot), "{text}");
+                assert_eq!(loaded.warnings, fresh.warnings, "{text}");
+            }
+            (loaded, fresh) => assert_eq!(loaded.err(), fresh.err(), "{text}"),
+        }
+    }
+
     /// Loads each text in turn through one cache and checks each result equals an uncached load.
     fn assert_cache_agrees(texts: &[&str]) -> DocumentCache {
         let mut cache = DocumentCache::default();
         for text in texts {
-            let cached = load_str_cached(Path::new("test.yaml"), text, &mut cache);
-            let fresh = load(text);
-            match (cached, fresh) {
-                (Ok(cached), Ok(fresh)) => {
-                    assert_eq!(format!("{:?}", cached.snapshot), format!("{:?}", fresh.snapshot), "{text}");
-                    assert_eq!(cached.warnings, fresh.warnings, "{text}");
-                }
-                (cached, fresh) => assert_eq!(cached.err(), fresh.err(), "{text}"),
-            }
+            assert_same(load_str_cached(Path::new("test.yaml"), text, &mut cache), text);
         }
         cache
+    }
+
+    /// `count` HTTPRoutes `r0`, `r1`…, each followed by a `---` line.
+    fn routes(count: usize) -> String {
+        (0..count).map(|i| ROUTE.replace("name: r}", &format!("name: r{i}}}")) + "---\n").collect()
     }
 
     const SERVICE: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: s}\n";
@@ -632,11 +640,7 @@ mod tests {
 
     #[test]
     fn a_file_parsed_in_parts_loads_as_one_stream() {
-        let mut many = String::new();
-        for i in 0..10 {
-            many.push_str(&ROUTE.replace("name: r}", &format!("name: r{i}}}")));
-            many.push_str("---\n");
-        }
+        let many = routes(10);
         let texts = [
             many.clone(),
             format!("# header\n---\n{many}"),
@@ -649,17 +653,7 @@ mod tests {
         ];
         for text in &texts {
             for parts in [2, 3, 7] {
-                match (load_str_in_parts(Path::new("test.yaml"), text, parts), load(text)) {
-                    (Ok(in_parts), Ok(whole)) => {
-                        assert_eq!(
-                            format!("{:?}", in_parts.snapshot),
-                            format!("{:?}", whole.snapshot),
-                            "{text}"
-                        );
-                        assert_eq!(in_parts.warnings, whole.warnings, "{text}");
-                    }
-                    (in_parts, whole) => assert_eq!(in_parts.err(), whole.err(), "{text}"),
-                }
+                assert_same(load_str_in_parts(Path::new("test.yaml"), text, parts), text);
             }
         }
         let chunks = split_documents(&texts[0]).unwrap();
@@ -682,11 +676,7 @@ mod tests {
 
     #[test]
     fn a_reload_parses_only_changed_documents() {
-        let mut text = String::new();
-        for i in 0..100 {
-            text.push_str(&ROUTE.replace("name: r}", &format!("name: r{i}}}")));
-            text.push_str("---\n");
-        }
+        let text = routes(100);
         let mut cache = DocumentCache::default();
         load_str_cached(Path::new("a.yaml"), &text, &mut cache).unwrap();
         assert_eq!(cache.len(), 101, "100 routes and the empty document after the last `---`");
