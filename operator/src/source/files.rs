@@ -8,11 +8,11 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use tollbridge_local::fast_hash::FastMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
+use tollbridge_local::fast_hash::FastMap;
 
 use crate::snapshot::Snapshot;
 
