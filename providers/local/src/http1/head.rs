@@ -175,7 +175,7 @@ pub fn parse_request(buf: &mut BytesMut, limits: HeadLimits) -> Result<Option<Re
                 chunked = true;
             }
             http::header::CONNECTION => {
-                for token in value.as_bytes().split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+                for token in list_tokens(&value) {
                     if token.eq_ignore_ascii_case(b"close") {
                         close = true;
                     } else if token.eq_ignore_ascii_case(b"keep-alive") && version == Version::HTTP_10 {
@@ -287,7 +287,7 @@ pub fn parse_response(
                 other_coding |= !chunked;
             }
             http::header::CONNECTION => {
-                for token in value.as_bytes().split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+                for token in list_tokens(&value) {
                     if token.eq_ignore_ascii_case(b"close") {
                         keep_alive = false;
                     } else if token.eq_ignore_ascii_case(b"keep-alive") {
@@ -305,7 +305,7 @@ pub fn parse_response(
         }
     }
     for value in &naming {
-        for token in value.as_bytes().split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+        for token in list_tokens(value) {
             // The length was read for the framing above, and the client is told it too.
             match HeaderName::from_bytes(token) {
                 Ok(http::header::CONTENT_LENGTH) | Err(_) => {}
@@ -333,6 +333,11 @@ pub fn parse_response(
         }
     };
     Ok(Some(ResponseHead { status, headers, framing, keep_alive: keep_alive && framing.is_some() }))
+}
+
+/// The comma-separated items of a list header such as `Connection`, trimmed (empty ones kept).
+pub(crate) fn list_tokens(value: &HeaderValue) -> impl Iterator<Item = &[u8]> {
+    value.as_bytes().split(|b| *b == b',').map(<[u8]>::trim_ascii)
 }
 
 /// Headers that describe one hop of a connection (RFC 9110 §7.6.1), never forwarded.

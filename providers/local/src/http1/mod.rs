@@ -12,5 +12,5 @@ pub(crate) use chunked::{chunk_start, Decoded, CHUNK_END, LAST_CHUNK};
 pub(crate) use conn::serve;
 pub(crate) use decode::BodyDecoder;
 pub(crate) use head::{
-    parse_response, write_request_head, BadResponse, HeadLimits, ResponseHead, HOP_BY_HOP,
+    list_tokens, parse_response, write_request_head, BadResponse, HeadLimits, ResponseHead, HOP_BY_HOP,
 };

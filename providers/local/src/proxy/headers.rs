@@ -4,7 +4,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use tollbridge_provider::HeaderModifier;
 
 use super::ConnInfo;
-use crate::http1::HOP_BY_HOP;
+use crate::http1::{list_tokens, HOP_BY_HOP};
 
 /// Removes the hop-by-hop headers, and those the `Connection` header names.
 pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
@@ -21,7 +21,7 @@ pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
     let listed: Vec<HeaderValue> = headers.get_all(header::CONNECTION).iter().cloned().collect();
     for value in &listed {
-        for token in value.as_bytes().split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+        for token in list_tokens(value) {
             // The usual tokens name no header beyond those of the list, which go below if present.
             if token.is_empty()
                 || token.eq_ignore_ascii_case(b"keep-alive")
