@@ -22,7 +22,9 @@ fuzz_target!(|data: &[u8]| {
     let second = String::from_utf8_lossy(second);
     let origin = Path::new("fuzz.yaml");
     let mut cache = DocumentCache::default();
-    let _ = load_str_cached(origin, &first, &mut cache);
+    if let Ok(loaded) = load_str_cached(origin, &first, &mut cache) {
+        cache.remember(loaded.snapshot);
+    }
     let cached = load_str_cached(origin, &second, &mut cache);
     let fresh = load_str(origin, &second);
     assert_same(cached, &fresh);

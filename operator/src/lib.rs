@@ -6,6 +6,7 @@ pub mod api;
 pub mod cli;
 pub mod controller;
 pub mod crds;
+mod parallel;
 pub mod providers;
 pub mod snapshot;
 pub mod source;

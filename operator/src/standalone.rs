@@ -66,7 +66,7 @@ struct Standalone {
     docs: Arc<ArcSwap<AdminDocs>>,
     applied: BTreeSet<GatewayKey>,
     statuses: Arc<Statuses>,
-    config: Arc<Vec<GatewayIr>>,
+    config: Arc<Vec<Arc<GatewayIr>>>,
     /// The latest text of the config Secret (Secret source only).
     secret: Option<watch::Receiver<Option<Result<String, String>>>>,
     /// Documents parsed by earlier reloads: a reload parses only what changed.
@@ -238,7 +238,8 @@ impl Standalone {
                 tracing::warn!(gateway = %id, provider = gateway.provider.kind_name(), "skipped: `tollbridge run` serves Local Gateways only");
                 continue;
             }
-            let result = self.provider.apply(&gateway).await;
+            let gateway = Arc::new(gateway);
+            let result = self.provider.apply_shared(gateway.clone()).await;
             programmed::mark(status, result.as_ref(), Some(gateway.key.generation), snapshot.now);
             match result {
                 Ok(_) => {
@@ -268,6 +269,8 @@ impl Standalone {
             apply_ms = (started.elapsed() - translated_at).as_millis() as u64,
             "configuration applied"
         );
+        // After serving: the previous load's objects are freed here.
+        self.documents.remember(snapshot);
         Ok(())
     }
 
@@ -336,7 +339,10 @@ impl Standalone {
             serde_json::to_vec_pretty(&doc).unwrap_or_default()
         });
         let gateways = self.config.clone();
-        let config = LazyJson::new(move || serde_json::to_vec_pretty(&*gateways).unwrap_or_default());
+        let config = LazyJson::new(move || {
+            let gateways: Vec<&GatewayIr> = gateways.iter().map(|gateway| &**gateway).collect();
+            serde_json::to_vec_pretty(&gateways).unwrap_or_default()
+        });
         let configured = self.docs.load().configured || self.errors.is_empty();
         self.docs.store(Arc::new(AdminDocs { status, config, configured }));
     }

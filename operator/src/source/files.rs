@@ -14,6 +14,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use tollbridge_local::fast_hash::FastMap;
 
+use crate::parallel;
 use crate::snapshot::Snapshot;
 
 /// One problem with one document of one file.
@@ -113,40 +114,70 @@ struct TypeMeta {
     kind: String,
 }
 
-/// Documents parsed by earlier loads, keyed by their text, so that a reload parses only the
-/// documents that changed. Entries a load did not use are dropped at its end.
+/// The objects of the last load, and where each of its documents' texts put them, so that a
+/// reload parses only the documents that changed and copies the others from there.
+///
+/// A load through the cache is only remembered once its snapshot is handed back with
+/// [`DocumentCache::remember`]: the cache keeps that one copy of the objects instead of a copy of
+/// its own made during the load.
 #[derive(Default)]
 pub struct DocumentCache {
-    parsed: FastMap<String, Document>,
-    used: FastMap<String, Document>,
+    /// The snapshot of the last remembered load.
+    snapshot: Snapshot,
+    /// Document text → what it held in `snapshot`.
+    documents: FastMap<String, Cached>,
+    /// The last load's documents and its list lengths, until its snapshot is remembered.
+    pending: Option<(FastMap<String, Cached>, Vec<usize>)>,
+}
+
+/// What a cached document held.
+enum Cached {
+    Empty,
+    Skipped {
+        api_version: String,
+        kind: String,
+    },
+    /// The object at this index of its kind's list in the cache's snapshot.
+    Object(Kind, usize),
 }
 
 impl DocumentCache {
     /// Number of documents kept.
     pub fn len(&self) -> usize {
-        self.parsed.len()
+        self.documents.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.parsed.is_empty()
+        self.documents.is_empty()
     }
 
-    fn take(&mut self, text: &str) -> Option<Document> {
-        if let Some(document) = self.used.get(text) {
-            return Some(document.clone());
+    /// Keeps the objects of the last load, which gave `snapshot`, for the next load to copy
+    /// from. Given any other snapshot, the cache forgets everything (the next load parses all).
+    pub fn remember(&mut self, snapshot: Snapshot) {
+        match self.pending.take() {
+            Some((documents, lengths)) if lengths == list_lengths(&snapshot) => {
+                self.documents = documents;
+                self.snapshot = snapshot;
+            }
+            _ => *self = DocumentCache::default(),
         }
-        let (text, document) = self.parsed.remove_entry(text)?;
-        self.used.insert(text, document.clone());
-        Some(document)
     }
 
-    fn keep(&mut self, text: &str, document: &Document) {
-        self.used.insert(text.to_owned(), document.clone());
+    fn contains(&self, text: &str) -> bool {
+        self.documents.contains_key(text)
     }
 
-    /// Ends a load: what it did not use is forgotten.
-    fn finish_load(&mut self) {
-        self.parsed = std::mem::take(&mut self.used);
+    /// The document `text` held, copied out of the cache.
+    fn copy(&self, text: &str) -> Option<Document> {
+        Some(match self.documents.get(text)? {
+            Cached::Empty => Document::Empty,
+            Cached::Skipped { api_version, kind } => {
+                Document::Skipped { api_version: api_version.clone(), kind: kind.clone() }
+            }
+            Cached::Object(kind, index) => {
+                Document::Object(Box::new(Object::copy(&self.snapshot, *kind, *index)?))
+            }
+        })
     }
 }
 
@@ -166,7 +197,6 @@ pub fn load_str_cached(origin: &Path, text: &str, cache: &mut DocumentCache) -> 
 }
 
 /// One document, parsed and typed, before the loader's defaults and duplicate checks.
-#[derive(Clone)]
 enum Document {
     Empty,
     /// Boxed: objects are kilobytes, and documents move through vectors and the cache.
@@ -178,12 +208,42 @@ enum Document {
     },
 }
 
+impl Document {
+    fn object(&self) -> Option<&Object> {
+        match self {
+            Document::Object(object) => Some(object),
+            _ => None,
+        }
+    }
+}
+
 macro_rules! objects {
     ($($variant:ident: $group:literal $kind:literal $t:ty, $list:ident, $namespaced:literal;)*) => {
         /// An object of a kind tollbridge reads.
-        #[derive(Clone)]
         enum Object {
             $($variant($t),)*
+        }
+
+        /// The kinds tollbridge reads.
+        #[derive(Clone, Copy)]
+        enum Kind {
+            $($variant,)*
+        }
+
+        /// Makes room in `snapshot`'s lists for `objects`: growing a list of large objects
+        /// copies them all.
+        fn reserve<'o>(snapshot: &mut Snapshot, objects: impl Iterator<Item = &'o Object>) {
+            let mut counts = [0; [$(Kind::$variant),*].len()];
+            for object in objects {
+                counts[object.kind() as usize] += 1;
+            }
+            let mut counts = counts.into_iter();
+            $(snapshot.$list.reserve(counts.next().unwrap_or(0));)*
+        }
+
+        /// The length of each kind's list in `snapshot`.
+        fn list_lengths(snapshot: &Snapshot) -> Vec<usize> {
+            vec![$(snapshot.$list.len(),)*]
         }
 
         impl Object {
@@ -195,13 +255,27 @@ macro_rules! objects {
                 }
             }
 
-            /// Fills in defaults, appends the object to its list and returns its `Kind ns/name`.
-            fn push_into(self, snapshot: &mut Snapshot) -> Result<String, String> {
+            fn kind(&self) -> Kind {
+                match self {
+                    $(Object::$variant(_) => Kind::$variant,)*
+                }
+            }
+
+            /// A copy of the object at `index` of `kind`'s list in `snapshot`.
+            fn copy(snapshot: &Snapshot, kind: Kind, index: usize) -> Option<Object> {
+                match kind {
+                    $(Kind::$variant => snapshot.$list.get(index).cloned().map(Object::$variant),)*
+                }
+            }
+
+            /// Fills in defaults (again, for a copy: they do not change it), appends the object
+            /// to its list and returns its `Kind ns/name` and where it went.
+            fn push_into(self, snapshot: &mut Snapshot) -> Result<(String, Cached), String> {
                 match self {
                     $(Object::$variant(mut object) => {
                         let id = with_defaults(&mut object.metadata, $namespaced)?;
                         snapshot.$list.push(object);
-                        Ok(format!("{} {id}", $kind))
+                        Ok((format!("{} {id}", $kind), Cached::Object(Kind::$variant, snapshot.$list.len() - 1)))
                     })*
                 }
             }
@@ -256,6 +330,8 @@ struct Loader<'c> {
     /// Files read so far, in order.
     files: Vec<PathBuf>,
     cache: Option<&'c mut DocumentCache>,
+    /// With a cache: each document's text → what it put in `snapshot`.
+    remembered: FastMap<String, Cached>,
     /// Threads to parse a file's documents on; `None` picks by cores and document count.
     parts: Option<usize>,
 }
@@ -283,7 +359,7 @@ impl Loader<'_> {
 
     fn finish(self) -> Result<Loaded, LoadErrors> {
         if let Some(cache) = self.cache {
-            cache.finish_load();
+            cache.pending = self.errors.is_empty().then(|| (self.remembered, list_lengths(&self.snapshot)));
         }
         if self.errors.is_empty() {
             Ok(Loaded { snapshot: self.snapshot, warnings: self.warnings })
@@ -297,31 +373,27 @@ impl Loader<'_> {
         let chunks = split_documents(text);
         if let Some(chunks) = &chunks {
             if let Some(documents) = self.cached_documents(chunks) {
-                for (i, document) in documents.into_iter().enumerate() {
-                    self.add_document(file, i + 1, Ok(document));
+                reserve(&mut self.snapshot, documents.iter().filter_map(Document::object));
+                for (i, (chunk, document)) in chunks.iter().zip(documents).enumerate() {
+                    self.add_document(file, i + 1, Ok(document), Some(chunk));
                 }
                 return;
             }
         }
         // Parts of the file on every core, or the whole file through one YAML stream (a syntax
         // error ends it, so its message and position are the parser's).
-        let parts = |chunks: &[&str]| self.parts.unwrap_or_else(|| default_parts(chunks.len()));
+        let parts =
+            |chunks: &[&str]| self.parts.unwrap_or_else(|| parallel::parts_for(chunks.len(), PART_SIZE));
         let (documents, syntax_error) =
             match chunks.as_deref().and_then(|c| parse_in_parts(text, c, parts(c))) {
                 Some(documents) => (documents, None),
                 None => parse_stream(text),
             };
-        if let (Some(chunks), Some(cache)) = (&chunks, self.cache.as_deref_mut()) {
-            if syntax_error.is_none() && chunks.len() == documents.len() {
-                for (chunk, document) in chunks.iter().zip(&documents) {
-                    if let Ok(document) = document {
-                        cache.keep(chunk, document);
-                    }
-                }
-            }
-        }
+        reserve(&mut self.snapshot, documents.iter().flatten().filter_map(Document::object));
+        // Documents are cached by their text only when the split and the parser agree.
+        let chunks = chunks.filter(|c| syntax_error.is_none() && c.len() == documents.len());
         for (i, document) in documents.into_iter().enumerate() {
-            self.add_document(file, i + 1, document);
+            self.add_document(file, i + 1, document, chunks.as_ref().map(|c| c[i]));
         }
         if let Some((number, message)) = syntax_error {
             self.error(file, number, message);
@@ -331,39 +403,30 @@ impl Loader<'_> {
     /// The documents of a file from the cache, parsing the few that changed one by one; `None`
     /// when the whole file is better parsed as one stream (many changed, or one does not parse).
     fn cached_documents(&mut self, chunks: &[&str]) -> Option<Vec<Document>> {
-        let cache = self.cache.as_deref_mut()?;
-        let mut documents = Vec::with_capacity(chunks.len());
-        let mut changed = 0;
-        for chunk in chunks {
-            match cache.take(chunk) {
-                Some(document) => documents.push(Some(document)),
-                None => {
-                    changed += 1;
-                    documents.push(None);
-                }
-            }
-        }
+        let cache = self.cache.as_deref()?;
+        let changed = chunks.iter().filter(|chunk| !cache.contains(chunk)).count();
         // Parsing a document alone costs tens of microseconds more than within a stream.
         if changed > 64 && changed * 8 > chunks.len() {
             return None;
         }
-        chunks
-            .iter()
-            .zip(documents)
-            .map(|(chunk, document)| match document {
-                Some(document) => Some(document),
-                None => {
-                    let document = parse_alone(chunk)?;
-                    cache.keep(chunk, &document);
-                    Some(document)
-                }
-            })
-            .collect()
+        chunks.iter().map(|chunk| cache.copy(chunk).or_else(|| parse_alone(chunk))).collect()
     }
 
-    fn add_document(&mut self, file: &Path, number: usize, document: Result<Document, String>) {
-        if let Err(message) = self.accept(file, number, document) {
-            self.error(file, number, message);
+    /// Adds one document; `chunk`, its text, keys it in the cache.
+    fn add_document(
+        &mut self,
+        file: &Path,
+        number: usize,
+        document: Result<Document, String>,
+        chunk: Option<&str>,
+    ) {
+        match self.accept(file, number, document) {
+            Ok(cached) => {
+                if let (Some(chunk), Some(_)) = (chunk, &self.cache) {
+                    self.remembered.insert(chunk.to_owned(), cached);
+                }
+            }
+            Err(message) => self.error(file, number, message),
         }
     }
 
@@ -372,17 +435,17 @@ impl Loader<'_> {
         file: &Path,
         number: usize,
         document: Result<Document, String>,
-    ) -> Result<(), String> {
+    ) -> Result<Cached, String> {
         let origin = || format!("{} (document {number})", file.display());
         match document? {
-            Document::Empty => Ok(()),
+            Document::Empty => Ok(Cached::Empty),
             Document::Skipped { api_version, kind } => {
                 self.warnings
                     .push(format!("{}: skipped {api_version} {kind}: not a kind tollbridge reads", origin()));
-                Ok(())
+                Ok(Cached::Skipped { api_version, kind })
             }
             Document::Object(object) => {
-                let key = (*object).push_into(&mut self.snapshot)?;
+                let (key, cached) = (*object).push_into(&mut self.snapshot)?;
                 if let Some(&(first_file, first_number)) = self.seen.get(&key) {
                     let first = self.files[first_file].display();
                     return Err(format!(
@@ -390,7 +453,7 @@ impl Loader<'_> {
                     ));
                 }
                 self.seen.insert(key, (self.files.len() - 1, number));
-                Ok(())
+                Ok(cached)
             }
         }
     }
@@ -418,16 +481,6 @@ fn parse_stream(text: &str) -> (Vec<Parsed>, Option<(usize, String)>) {
     (documents, None)
 }
 
-/// One part per core the process may run on, each of at least [`PART_SIZE`] documents.
-fn default_parts(documents: usize) -> usize {
-    // Asking for the cores costs tens of system calls: not for small files.
-    if documents < 2 * PART_SIZE {
-        return 1;
-    }
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    cores.min(documents / PART_SIZE)
-}
-
 /// The documents of `text` (split into `chunks`) parsed as `parts` streams on as many threads;
 /// `None` for fewer than two parts, or when a part does not read as its chunks (a syntax error,
 /// then reported by the whole stream).
@@ -435,38 +488,19 @@ fn parse_in_parts(text: &str, chunks: &[&str], parts: usize) -> Option<Vec<Parse
     if parts < 2 || chunks.len() < parts {
         return None;
     }
-    let per_part = chunks.len().div_ceil(parts);
     let offset = |chunk: &str| chunk.as_ptr() as usize - text.as_ptr() as usize;
-    std::thread::scope(|scope| {
-        let mut threads = Vec::with_capacity(parts);
-        for part in chunks.chunks(per_part) {
-            let (first, last) = (part[0], part[part.len() - 1]);
-            let part_text = &text[offset(first)..offset(last) + last.len()];
-            let thread = std::thread::Builder::new()
-                .name("tollbridge-yaml".into())
-                .spawn_scoped(scope, move || match parse_stream(part_text) {
-                    (documents, None) if documents.len() == part.len() => Some(documents),
-                    _ => None,
-                })
-                .ok();
-            // A thread that could not start leaves a `None`: the file then goes through one stream.
-            let started = thread.is_some();
-            threads.push(thread);
-            if !started {
-                break;
-            }
+    let parsed = parallel::in_parts("tollbridge-yaml", chunks, parts, |part| {
+        let (first, last) = (part[0], part[part.len() - 1]);
+        match parse_stream(&text[offset(first)..offset(last) + last.len()]) {
+            (documents, None) if documents.len() == part.len() => Some(documents),
+            _ => None,
         }
-        // Every thread joined before any result is looked at: none outlives the load.
-        let parts: Vec<_> = threads
-            .into_iter()
-            .map(|thread| thread.and_then(|thread| thread.join().ok().flatten()))
-            .collect();
-        let mut documents = Vec::with_capacity(chunks.len());
-        for part in parts {
-            documents.extend(part?);
-        }
-        Some(documents)
-    })
+    })?;
+    let mut documents = Vec::with_capacity(chunks.len());
+    for part in parsed {
+        documents.extend(part?);
+    }
+    Some(documents)
 }
 
 /// One document's text parsed alone; `None` when it is not exactly one valid, typed document.
@@ -576,14 +610,19 @@ mod tests {
         load_str(Path::new("test.yaml"), text)
     }
 
-    /// Checks a load gave the objects, warnings and errors of a fresh load of `text`.
-    fn assert_same(loaded: Result<Loaded, LoadErrors>, text: &str) {
+    /// Checks a load gave the objects, warnings and errors of a fresh load of `text`; returns
+    /// its snapshot when it loaded.
+    fn assert_same(loaded: Result<Loaded, LoadErrors>, text: &str) -> Option<Snapshot> {
         match (loaded, load(text)) {
             (Ok(loaded), Ok(fresh)) => {
                 assert_eq!(format!("{:?}", loaded.snapshot), format!("{:?}", fresh.snapshot), "{text}");
                 assert_eq!(loaded.warnings, fresh.warnings, "{text}");
+                Some(loaded.snapshot)
             }
-            (loaded, fresh) => assert_eq!(loaded.err(), fresh.err(), "{text}"),
+            (loaded, fresh) => {
+                assert_eq!(loaded.err(), fresh.err(), "{text}");
+                None
+            }
         }
     }
 
@@ -591,7 +630,11 @@ mod tests {
     fn assert_cache_agrees(texts: &[&str]) -> DocumentCache {
         let mut cache = DocumentCache::default();
         for text in texts {
-            assert_same(load_str_cached(Path::new("test.yaml"), text, &mut cache), text);
+            if let Some(snapshot) =
+                assert_same(load_str_cached(Path::new("test.yaml"), text, &mut cache), text)
+            {
+                cache.remember(snapshot);
+            }
         }
         cache
     }
@@ -677,8 +720,14 @@ mod tests {
     #[test]
     fn a_reload_parses_only_changed_documents() {
         let text = routes(100);
+        let origin = Path::new("a.yaml");
         let mut cache = DocumentCache::default();
-        load_str_cached(Path::new("a.yaml"), &text, &mut cache).unwrap();
+        let mut loaded = load_str_cached(origin, &text, &mut cache).unwrap();
+        assert!(cache.is_empty(), "nothing is kept before the snapshot is remembered");
+        // Marks r0 in the remembered snapshot: a reload that copies it, and does not parse it
+        // again, shows the mark.
+        loaded.snapshot.http_routes[0].metadata.uid = Some("from-the-cache".into());
+        cache.remember(loaded.snapshot);
         assert_eq!(cache.len(), 101, "100 routes and the empty document after the last `---`");
         let with_header = format!("# generated\n\n---\n{text}");
         assert_eq!(
@@ -687,13 +736,32 @@ mod tests {
             "a header comment splits"
         );
         let edited = text.replace("name: r7}", "name: seven}");
-        let loaded = load_str_cached(Path::new("a.yaml"), &edited, &mut cache).unwrap();
-        assert!(loaded.snapshot.http_routes.iter().any(|r| r.metadata.name.as_deref() == Some("seven")));
+        let loaded = load_str_cached(origin, &edited, &mut cache).unwrap();
+        let routes = &loaded.snapshot.http_routes;
+        assert_eq!(routes[0].metadata.uid.as_deref(), Some("from-the-cache"));
+        assert_eq!(routes[7].metadata.name.as_deref(), Some("seven"));
+        cache.remember(loaded.snapshot);
         assert_eq!(cache.len(), 101);
+
+        // A load that is not remembered leaves the cache serving the last one that was.
+        let renamed = edited.replace("name: r8}", "name: eight}");
+        load_str_cached(origin, &renamed, &mut cache).unwrap();
+        let loaded = load_str_cached(origin, &edited, &mut cache).unwrap();
+        let routes = &loaded.snapshot.http_routes;
+        assert_eq!(routes[0].metadata.uid.as_deref(), Some("from-the-cache"));
+        assert_eq!(routes[8].metadata.name.as_deref(), Some("r8"));
+
+        // Another snapshot than the load's: everything is forgotten, and the next load is fresh.
+        load_str_cached(origin, &text, &mut cache).unwrap();
+        cache.remember(Snapshot::default());
+        assert!(cache.is_empty());
+        let loaded = load_str_cached(origin, &edited, &mut cache).unwrap();
+        assert_eq!(loaded.snapshot.http_routes[0].metadata.uid, None);
+
         // A document that does not parse alone sends the file through the stream: same errors.
         let broken = edited.replace("name: r9}", "name: [r9}");
-        let err = load_str_cached(Path::new("a.yaml"), &broken, &mut cache).unwrap_err();
-        assert_eq!(err, load_str(Path::new("a.yaml"), &broken).unwrap_err());
+        let err = load_str_cached(origin, &broken, &mut cache).unwrap_err();
+        assert_eq!(err, load_str(origin, &broken).unwrap_err());
     }
 
     #[test]

@@ -93,6 +93,16 @@ pub struct Translation {
 
 /// Translates a snapshot for the given provider capabilities.
 pub fn translate(snapshot: &Snapshot, capabilities: CapabilityLookup<'_>) -> Translation {
+    translate_with(snapshot, capabilities, true)
+}
+
+/// [`translate`], with many routes' rules translated on every core or all on this thread (the
+/// output is the same).
+fn translate_with(
+    snapshot: &Snapshot,
+    capabilities: CapabilityLookup<'_>,
+    on_every_core: bool,
+) -> Translation {
     let index = Index::new(snapshot);
     let mut statuses = Statuses::default();
 
@@ -113,7 +123,7 @@ pub fn translate(snapshot: &Snapshot, capabilities: CapabilityLookup<'_>) -> Tra
         })
         .collect();
 
-    let attachments = routes::attach_all(snapshot, &index, &mut gateways, &mut statuses);
+    let attachments = routes::attach_all(snapshot, &index, &mut gateways, &mut statuses, on_every_core);
     policies::resolve(snapshot, &index, &mut gateways, &attachments, &mut statuses);
 
     let mut irs = Vec::new();
@@ -123,4 +133,79 @@ pub fn translate(snapshot: &Snapshot, capabilities: CapabilityLookup<'_>) -> Tra
         irs.extend(ir);
     }
     Translation { gateways: irs, statuses }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::source::files;
+
+    /// Gateways `local`, `aws` (a provider with fewer features) and `broken` (its provider does
+    /// not resolve), and `routes` HTTPRoutes naming them in turn, alone, twice or together.
+    fn many_routes(routes: usize) -> String {
+        let mut text = String::from(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: local}\n\
+             spec: {controllerName: tollbridge.dev/gateway-controller}\n---\n\
+             apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: aws}\n\
+             spec: {controllerName: tollbridge.dev/gateway-controller, \
+             parametersRef: {group: tollbridge.dev, kind: ProviderConfig, name: aws}}\n---\n\
+             apiVersion: tollbridge.dev/v1alpha1\nkind: ProviderConfig\nmetadata: {name: aws}\n\
+             spec: {provider: AWS, aws: {region: us-east-1, apiType: HTTP}}\n---\n\
+             apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec: {ports: [{port: 80}]}\n",
+        );
+        for (name, class, extra) in [
+            ("local", "local", ""),
+            ("aws", "aws", ""),
+            ("broken", "local", ", infrastructure: {parametersRef: {group: tollbridge.dev, kind: ProviderConfig, name: gone}}"),
+        ] {
+            text += &format!(
+                "---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: {name}}}\n\
+                 spec: {{gatewayClassName: {class}, listeners: [{{name: http, protocol: HTTP, port: 80}}]{extra}}}\n"
+            );
+        }
+        let parents = [
+            "[{name: local}]",
+            "[{name: aws}]",
+            "[{name: broken}]",
+            "[{name: aws}, {name: local}]",
+            "[{name: local}, {name: local}]",
+            "[{name: gone}, {name: aws}]",
+            "[]",
+        ];
+        for i in 0..routes {
+            let backend = if i % 5 == 0 { "missing" } else { "web" };
+            let mirror = if i % 3 == 0 {
+                ", filters: [{type: RequestMirror, requestMirror: {backendRef: {name: web, port: 80}}}]"
+            } else {
+                ""
+            };
+            text += &format!(
+                "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: r{i}}}\n\
+                 spec: {{parentRefs: {}, rules: [{{matches: [{{path: {{type: PathPrefix, value: /r{i}}}}}], \
+                 backendRefs: [{{name: {backend}, port: 80}}]{mirror}}}]}}\n",
+                parents[i % parents.len()]
+            );
+        }
+        text
+    }
+
+    #[test]
+    fn rules_translated_on_every_core_give_the_same_translation() {
+        let routes = 3 * 512;
+        let loaded = files::load_str(Path::new("many.yaml"), &many_routes(routes)).unwrap();
+        let capabilities = &crate::providers::capabilities;
+        let split = translate_with(&loaded.snapshot, capabilities, true);
+        let alone = translate_with(&loaded.snapshot, capabilities, false);
+        assert_eq!(format!("{:?}", split.gateways), format!("{:?}", alone.gateways));
+        assert_eq!(split.statuses, alone.statuses);
+        // The routes went through every path: attached, dropped for a provider, unresolved.
+        assert_eq!(split.gateways.len(), 2, "local and aws are programmed, broken is not");
+        assert!(split.statuses.httproutes.len() > routes / 2);
+        let problems = split.statuses.problems().join("\n");
+        for expected in ["ResolvedRefs=False", "is not accepted", "Accepted=False UnsupportedValue"] {
+            assert!(problems.contains(expected), "{expected} in {problems}");
+        }
+    }
 }

@@ -146,7 +146,9 @@ pub fn resolve(
 
     // 4. Policy IR per Gateway, and the policy guarding each route entry.
     for (gw_index, gateway) in gateways.iter_mut().enumerate() {
-        let entries = std::mem::take(&mut gateway.entries);
+        // Sized up front: entries are large, and growing the vector would copy them all.
+        let room = Vec::with_capacity(gateway.entries.len());
+        let entries = std::mem::replace(&mut gateway.entries, room);
         for (key, entry) in entries {
             let mut groups = split_by_policy(gw_index, &entry, &applied);
             // Most entries have one group: the entry itself is moved, not copied.

@@ -10,22 +10,36 @@ use super::gateways::GatewayState;
 use super::hostnames;
 use super::index::Index;
 use super::precedence::SortKey;
-use super::{rules, Statuses, CONTROLLER_NAME};
+use super::rules::{self, RulesOutcome};
+use super::{Statuses, CONTROLLER_NAME};
 use crate::api::gateway::{HTTPRoute, HTTPRouteStatus, ParentReference, RouteParentStatus, GROUP};
+use crate::parallel;
 use crate::snapshot::{age_key, name_of, namespace_of, object_id, Snapshot};
 
 /// Where each route was accepted: route id → (gateway index, listener names).
 pub type Attachments = BTreeMap<String, Vec<(usize, Vec<String>)>>;
 
-/// Attaches every HTTPRoute to its parents, records route statuses and collects IR entries.
+/// Attaches every HTTPRoute to its parents, records route statuses and collects IR entries;
+/// with many routes, their rules are first translated on every core.
 pub fn attach_all(
     snapshot: &Snapshot,
     index: &Index<'_>,
     gateways: &mut [GatewayState<'_>],
     statuses: &mut Statuses,
+    on_every_core: bool,
 ) -> Attachments {
     let mut attachments = Attachments::new();
+    let mut ahead = if on_every_core { rules_ahead(snapshot, index, gateways) } else { Vec::new() };
+    // Room for the entries translated ahead: they are large, and growing the vector copies them.
+    let mut entries_ahead = vec![0; gateways.len()];
+    for (gw_index, rules) in ahead.iter().flatten() {
+        entries_ahead[*gw_index] += rules.rules.iter().map(|rule| rule.entries.len()).sum::<usize>();
+    }
+    for (gateway, entries) in gateways.iter_mut().zip(entries_ahead) {
+        gateway.entries.reserve(entries);
+    }
     for (load_index, route) in snapshot.http_routes.iter().enumerate() {
+        let mut route_ahead = ahead.get_mut(load_index).and_then(Option::take);
         let route_id = object_id(&route.metadata);
         let stamp = Stamp::new(route.metadata.generation, snapshot.now);
         let mut parents = Vec::new();
@@ -37,8 +51,9 @@ pub fn attach_all(
             seen.push(parent_ref);
             let Some(gw_index) = find_gateway(route, parent_ref, gateways) else { continue };
             let gateway = &mut gateways[gw_index];
-            let (conditions, listeners) =
-                attach_one(route, parent_ref, gateway, index, stamp, age_key(&route.metadata, load_index));
+            let rules = route_ahead.take_if(|(ahead_for, _)| *ahead_for == gw_index).map(|(_, rules)| rules);
+            let age = age_key(&route.metadata, load_index);
+            let (conditions, listeners) = attach_one(route, parent_ref, gateway, index, stamp, age, rules);
             if !listeners.is_empty() {
                 attachments.entry(route_id.clone()).or_default().push((gw_index, listeners));
             }
@@ -55,6 +70,35 @@ pub fn attach_all(
     attachments
 }
 
+/// Routes each thread translates the rules of at least: below this, one thread is faster.
+const ROUTES_PER_THREAD: usize = 512;
+
+/// Each route's rules translated ahead, on every core, for the first Gateway of ours it names
+/// (when that Gateway's provider is resolved): the part of attachment no other route changes.
+/// Empty when there are too few routes to split; attachment then translates them itself.
+fn rules_ahead(
+    snapshot: &Snapshot,
+    index: &Index<'_>,
+    gateways: &[GatewayState<'_>],
+) -> Vec<Option<(usize, RulesOutcome)>> {
+    let routes = &snapshot.http_routes;
+    let parts = parallel::parts_for(routes.len(), ROUTES_PER_THREAD);
+    if parts < 2 {
+        return Vec::new();
+    }
+    let ahead = |route: &HTTPRoute| {
+        let gw_index =
+            route.spec.parent_refs.iter().find_map(|parent| find_gateway(route, parent, gateways))?;
+        let caps = gateways[gw_index].capabilities.as_ref()?;
+        Some((gw_index, rules::translate(route, index, caps)))
+    };
+    parallel::in_parts("tollbridge-translate", routes, parts, |part| {
+        part.iter().map(ahead).collect::<Vec<_>>()
+    })
+    .map(|parts| parts.into_iter().flatten().collect())
+    .unwrap_or_default()
+}
+
 /// The index of the Gateway of ours a parentRef points to.
 fn find_gateway(route: &HTTPRoute, parent: &ParentReference, gateways: &[GatewayState<'_>]) -> Option<usize> {
     let group = parent.group.as_deref().unwrap_or(GROUP);
@@ -67,6 +111,7 @@ fn find_gateway(route: &HTTPRoute, parent: &ParentReference, gateways: &[Gateway
 }
 
 /// Attaches a route to one parent Gateway: its conditions and the listeners it attached to.
+/// `rules`: the route's rules already translated for this Gateway, if they were.
 fn attach_one(
     route: &HTTPRoute,
     parent: &ParentReference,
@@ -74,6 +119,7 @@ fn attach_one(
     index: &Index<'_>,
     stamp: Stamp,
     age: (jiff::Timestamp, usize),
+    rules: Option<RulesOutcome>,
 ) -> (Vec<Condition>, Vec<String>) {
     // Without a resolved provider the route is not accepted, but its references are still
     // checked so ResolvedRefs tells the truth.
@@ -85,7 +131,7 @@ fn attach_one(
             &unresolved
         }
     };
-    let outcome = rules::translate(route, index, caps);
+    let outcome = rules.unwrap_or_else(|| rules::translate(route, index, caps));
     let resolved = match &outcome.ref_problem {
         None => stamp.yes(RESOLVED_REFS, reason::RESOLVED_REFS, "All references resolved"),
         Some(problem) => stamp.no(RESOLVED_REFS, problem.reason, problem.message.clone()),

@@ -136,18 +136,13 @@ impl LocalProvider {
         inner.gateways = gateways;
         Ok(())
     }
-}
 
-#[async_trait]
-impl Provider for LocalProvider {
-    fn capabilities(&self) -> &Capabilities {
-        &self.capabilities
-    }
-
-    async fn apply(&self, gateway: &GatewayIr) -> Result<Provisioned, ProviderError> {
+    /// [`Provider::apply`] for a Gateway the caller keeps too: served without a copy.
+    pub async fn apply_shared(&self, gateway: Arc<GatewayIr>) -> Result<Provisioned, ProviderError> {
         let settings = &self.shared.settings;
-        let mut compiled = CompiledGateway::compile(gateway.clone(), settings.bind_address, settings.bind)
-            .map_err(|e| ProviderError::Invalid(format!("Gateway {}: {e}", gateway.key.id())))?;
+        let id = gateway.key.id();
+        let mut compiled = CompiledGateway::compile(gateway, settings.bind_address, settings.bind)
+            .map_err(|e| ProviderError::Invalid(format!("Gateway {id}: {e}")))?;
         let sink =
             ConsumerSink::new(self.shared.metrics.consumer_requests.clone(), Arc::new(compiled.id.clone()));
         compiled.policies.count_consumers(sink);
@@ -172,6 +167,17 @@ impl Provider for LocalProvider {
             }
         }
         Ok(provisioned)
+    }
+}
+
+#[async_trait]
+impl Provider for LocalProvider {
+    fn capabilities(&self) -> &Capabilities {
+        &self.capabilities
+    }
+
+    async fn apply(&self, gateway: &GatewayIr) -> Result<Provisioned, ProviderError> {
+        self.apply_shared(Arc::new(gateway.clone())).await
     }
 
     async fn delete(&self, key: &GatewayKey) -> Result<(), ProviderError> {

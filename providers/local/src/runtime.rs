@@ -47,7 +47,8 @@ pub struct CompiledGateway {
     pub route_metrics: Vec<RouteMetrics>,
     /// The metrics of requests no route matched.
     pub unrouted_metrics: RouteMetrics,
-    pub ir: GatewayIr,
+    /// The Gateway as translated (shared with whoever applied it, who may show it).
+    pub ir: Arc<GatewayIr>,
     /// Per socket: the route table and, for HTTPS, the TLS configuration.
     pub sockets: BTreeMap<SocketAddr, SocketConfig>,
     pub policies: Policies,
@@ -69,7 +70,7 @@ pub struct SocketConfig {
 impl CompiledGateway {
     /// Groups the listeners by socket: every requested address of the Gateway with
     /// `bind: Bind::Requested`, else (or when it asks for none) `default_bind`.
-    pub fn compile(ir: GatewayIr, default_bind: IpAddr, bind: Bind) -> Result<Self, CompileError> {
+    pub fn compile(ir: Arc<GatewayIr>, default_bind: IpAddr, bind: Bind) -> Result<Self, CompileError> {
         let mut ips = Vec::new();
         if bind == Bind::Requested {
             for address in &ir.addresses {
