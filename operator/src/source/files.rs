@@ -8,6 +8,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::de::DeserializeOwned;
@@ -125,10 +126,13 @@ pub struct DocumentCache {
     /// The snapshot of the last remembered load.
     snapshot: Snapshot,
     /// Document text → what it held in `snapshot`.
-    documents: FastMap<String, Cached>,
+    documents: Documents,
     /// The last load's documents and its list lengths, until its snapshot is remembered.
-    pending: Option<(FastMap<String, Cached>, Vec<usize>)>,
+    pending: Option<(Documents, Vec<usize>)>,
 }
+
+/// Document text → what it held.
+type Documents = FastMap<Arc<str>, Cached>;
 
 /// What a cached document held.
 enum Cached {
@@ -167,9 +171,10 @@ impl DocumentCache {
         self.documents.contains_key(text)
     }
 
-    /// The document `text` held, copied out of the cache.
-    fn copy(&self, text: &str) -> Option<Document> {
-        Some(match self.documents.get(text)? {
+    /// The document `text` held, copied out of the cache, and the cache's key for it.
+    fn copy(&self, text: &str) -> Option<(Document, Arc<str>)> {
+        let (key, cached) = self.documents.get_key_value(text)?;
+        let document = match cached {
             Cached::Empty => Document::Empty,
             Cached::Skipped { api_version, kind } => {
                 Document::Skipped { api_version: api_version.clone(), kind: kind.clone() }
@@ -177,7 +182,8 @@ impl DocumentCache {
             Cached::Object(kind, index) => {
                 Document::Object(Box::new(Object::copy(&self.snapshot, *kind, *index)?))
             }
-        })
+        };
+        Some((document, key.clone()))
     }
 }
 
@@ -331,7 +337,7 @@ struct Loader<'c> {
     files: Vec<PathBuf>,
     cache: Option<&'c mut DocumentCache>,
     /// With a cache: each document's text → what it put in `snapshot`.
-    remembered: FastMap<String, Cached>,
+    remembered: Documents,
     /// Threads to parse a file's documents on; `None` picks by cores and document count.
     parts: Option<usize>,
 }
@@ -373,9 +379,9 @@ impl Loader<'_> {
         let chunks = split_documents(text);
         if let Some(chunks) = &chunks {
             if let Some(documents) = self.cached_documents(chunks) {
-                reserve(&mut self.snapshot, documents.iter().filter_map(Document::object));
-                for (i, (chunk, document)) in chunks.iter().zip(documents).enumerate() {
-                    self.add_document(file, i + 1, Ok(document), Some(chunk));
+                reserve(&mut self.snapshot, documents.iter().filter_map(|(document, _)| document.object()));
+                for (i, (document, key)) in documents.into_iter().enumerate() {
+                    self.add_document(file, i + 1, Ok(document), Some(key));
                 }
                 return;
             }
@@ -393,7 +399,7 @@ impl Loader<'_> {
         // Documents are cached by their text only when the split and the parser agree.
         let chunks = chunks.filter(|c| syntax_error.is_none() && c.len() == documents.len());
         for (i, document) in documents.into_iter().enumerate() {
-            self.add_document(file, i + 1, document, chunks.as_ref().map(|c| c[i]));
+            self.add_document(file, i + 1, document, chunks.as_ref().map(|c| Arc::from(c[i])));
         }
         if let Some((number, message)) = syntax_error {
             self.error(file, number, message);
@@ -402,28 +408,31 @@ impl Loader<'_> {
 
     /// The documents of a file from the cache, parsing the few that changed one by one; `None`
     /// when the whole file is better parsed as one stream (many changed, or one does not parse).
-    fn cached_documents(&mut self, chunks: &[&str]) -> Option<Vec<Document>> {
+    fn cached_documents(&mut self, chunks: &[&str]) -> Option<Vec<(Document, Arc<str>)>> {
         let cache = self.cache.as_deref()?;
         let changed = chunks.iter().filter(|chunk| !cache.contains(chunk)).count();
         // Parsing a document alone costs tens of microseconds more than within a stream.
         if changed > 64 && changed * 8 > chunks.len() {
             return None;
         }
-        chunks.iter().map(|chunk| cache.copy(chunk).or_else(|| parse_alone(chunk))).collect()
+        chunks
+            .iter()
+            .map(|chunk| cache.copy(chunk).or_else(|| Some((parse_alone(chunk)?, Arc::from(*chunk)))))
+            .collect()
     }
 
-    /// Adds one document; `chunk`, its text, keys it in the cache.
+    /// Adds one document; `key`, its text, keys it in the cache.
     fn add_document(
         &mut self,
         file: &Path,
         number: usize,
         document: Result<Document, String>,
-        chunk: Option<&str>,
+        key: Option<Arc<str>>,
     ) {
         match self.accept(file, number, document) {
             Ok(cached) => {
-                if let (Some(chunk), Some(_)) = (chunk, &self.cache) {
-                    self.remembered.insert(chunk.to_owned(), cached);
+                if let (Some(key), Some(_)) = (key, &self.cache) {
+                    self.remembered.insert(key, cached);
                 }
             }
             Err(message) => self.error(file, number, message),
