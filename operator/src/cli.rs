@@ -219,6 +219,9 @@ pub struct ServeArgs {
     /// (0: no limit).
     #[arg(long, default_value_t = 30)]
     body_idle_timeout: u64,
+    /// Seconds a WebSocket connection may carry nothing either way before it is closed.
+    #[arg(long, default_value_t = 300)]
+    websocket_idle_timeout: u64,
     /// Requests in flight to one backend endpoint at a time; more wait (see
     /// --upstream-wait-ms), then get 503.
     #[arg(long, default_value_t = 1024)]
@@ -593,6 +596,7 @@ fn serve(
                 .then(|| Duration::from_secs(args.request_timeout)),
             request_body_idle_timeout: (args.body_idle_timeout > 0)
                 .then(|| Duration::from_secs(args.body_idle_timeout)),
+            websocket_idle_timeout: Duration::from_secs(args.websocket_idle_timeout.max(1)),
             max_mirror_requests: args.max_mirror_requests.max(1),
             // In a pod the admin port is on the pod's address (probes, metrics): the status and
             // the configuration stay for local clients (kubectl port-forward).

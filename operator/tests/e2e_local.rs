@@ -1812,3 +1812,137 @@ GET /ok/3 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
     assert!(!answer.contains("200 OK"), "a malformed chunked body was forwarded: {answer}");
     still_serves(&mut tollbridge, port).await;
 }
+
+/// A backend that switches to WebSocket when asked (RFC 6455's sample handshake answer) and
+/// then sends back what it gets in upper case, answering 200 `ok` to anything else. Every
+/// request head it read is sent on `heads`.
+async fn websocket_backend() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind websocket backend");
+    let addr = listener.local_addr().expect("websocket backend address");
+    let (heads, received) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else { continue };
+            let heads = heads.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if stream.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).to_lowercase();
+                let _ = heads.send(head.clone());
+                if !head.contains("\r\nupgrade: websocket\r\n") {
+                    let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nok\n").await;
+                    return;
+                }
+                let switch =
+                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                              Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
+                if stream.write_all(switch.as_bytes()).await.is_err() {
+                    return;
+                }
+                let mut piece = [0u8; 1024];
+                loop {
+                    match stream.read(&mut piece).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => {
+                            if stream.write_all(&piece[..n].to_ascii_uppercase()).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, received)
+}
+
+/// Sends `request` on a new connection to `port` and reads the answer's head.
+async fn send_head(port: u16, request: &str) -> (TcpStream, String) {
+    use tokio::io::AsyncReadExt;
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).await.expect("connect to the proxy");
+    stream.write_all(request.as_bytes()).await.expect("send the request");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut byte)).await;
+        assert!(
+            matches!(read, Ok(Ok(1))),
+            "the answer's head ended early: {:?}",
+            String::from_utf8_lossy(&head)
+        );
+        head.push(byte[0]);
+    }
+    (stream, String::from_utf8_lossy(&head).to_lowercase())
+}
+
+const WEBSOCKET_REQUEST: &str =
+    "GET /chat HTTP/1.1\r\nHost: chat.example\r\nConnection: keep-alive, Upgrade\r\n\
+    Upgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_upgrades_are_tunnelled_to_the_backend() {
+    use tokio::io::AsyncReadExt;
+    let port = free_port();
+    let (backend, mut heads) = websocket_backend().await;
+    let dir = ConfigDir::new();
+    dir.write("gateway.yaml", &yaml::simple_gateway(port));
+    dir.write("backends.yaml", &yaml::backend("chat", backend));
+    dir.write("routes.yaml", &yaml::route("chat", None, &[], &yaml::prefix_rule("/", "chat")));
+    let mut tollbridge = Tollbridge::start(&dir, &["--websocket-idle-timeout", "1"]).await;
+
+    let (mut stream, head) = send_head(port, WEBSOCKET_REQUEST).await;
+    assert!(head.starts_with("http/1.1 101 "), "{head}");
+    for line in [
+        "\r\nconnection: upgrade\r\n",
+        "\r\nupgrade: websocket\r\n",
+        "\r\nsec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo=\r\n",
+    ] {
+        assert!(head.contains(line), "{line:?} in {head}");
+    }
+    let asked = heads.recv().await.expect("the backend read the request");
+    for line in [
+        "\r\nconnection: upgrade\r\n",
+        "\r\nupgrade: websocket\r\n",
+        "\r\nsec-websocket-key: ",
+        "\r\nx-forwarded-for: 127.0.0.1\r\n",
+    ] {
+        assert!(asked.contains(line), "{line:?} in {asked}");
+    }
+    // Bytes go both ways, as many times as the two ends like.
+    for message in ["hello", "and again"] {
+        stream.write_all(message.as_bytes()).await.unwrap();
+        let mut answer = vec![0u8; message.len()];
+        tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut answer)).await.unwrap().unwrap();
+        assert_eq!(answer, message.to_uppercase().as_bytes());
+    }
+    // The client's end of sending reaches the backend, which closes: so does the client's side.
+    stream.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest)).await;
+    assert!(matches!(read, Ok(Ok(0))), "{read:?} {rest:?}");
+
+    // Nothing moving for the idle limit (1 s here) closes both ends.
+    let (mut idle, head) = send_head(port, WEBSOCKET_REQUEST).await;
+    assert!(head.starts_with("http/1.1 101 "), "{head}");
+    let started = Instant::now();
+    let read = tokio::time::timeout(Duration::from_secs(5), idle.read(&mut [0u8; 16])).await;
+    assert!(matches!(read, Ok(Ok(0))), "{read:?}");
+    assert!(started.elapsed() >= Duration::from_millis(900), "closed after {:?}", started.elapsed());
+
+    // Any other upgrade is a plain request: the backend neither sees nor grants it.
+    let h2c = "GET /chat HTTP/1.1\r\nHost: chat.example\r\nConnection: Upgrade, HTTP2-Settings\r\n\
+               Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n";
+    let (_, head) = send_head(port, h2c).await;
+    assert!(head.starts_with("http/1.1 200 "), "{head}");
+    while let Ok(asked) = heads.try_recv() {
+        assert!(!asked.contains("upgrade") || asked.contains("upgrade: websocket"), "{asked}");
+    }
+    still_serves(&mut tollbridge, port).await;
+}

@@ -49,6 +49,8 @@ pub struct ServerSettings {
     pub default_request_timeout: Option<Duration>,
     /// Longest wait for the next piece of a request body; the request then gets 408.
     pub request_body_idle_timeout: Option<Duration>,
+    /// How long a WebSocket tunnel may carry nothing either way before both ends are closed.
+    pub websocket_idle_timeout: Duration,
     /// Mirrored requests in flight at a time; more are not mirrored (and counted).
     pub max_mirror_requests: usize,
     /// Whether the admin endpoint's `/status` and `/config` answer clients other than loopback
@@ -71,6 +73,7 @@ impl Default for ServerSettings {
             access_log: false,
             default_request_timeout: Some(Duration::from_secs(60)),
             request_body_idle_timeout: Some(Duration::from_secs(30)),
+            websocket_idle_timeout: Duration::from_secs(300),
             max_mirror_requests: 256,
             remote_debug_endpoints: true,
             upstream: UpstreamSettings::default(),

@@ -160,6 +160,8 @@ impl UpstreamPool {
         let endpoint = self.endpoint(&address);
         let (mut parts, body) = req.into_parts();
         let head_request = parts.method == Method::HEAD;
+        // Only a request that asks for an upgrade may be answered with `101`.
+        let upgrade = parts.headers.contains_key(http::header::UPGRADE);
         // A request without a body may be sent again when a pooled connection turns out to have
         // been closed by the upstream before it read a byte of it (RFC 9112 §9.3.1).
         let retryable = body.is_end_stream() && is_idempotent(&parts.method);
@@ -183,13 +185,22 @@ impl UpstreamPool {
                     Some(connection) => (connection, true),
                     None => (pool.connect(&address).await?, false),
                 };
-                match exchange(connection, &out, &mut body, chunked, head_request).await {
+                match exchange(connection, &out, &mut body, chunked, head_request, upgrade).await {
                     Ok(answered) => break answered,
                     Err(UpstreamError::Closed | UpstreamError::Io(_)) if reused && retryable => continue,
                     Err(e) => return Err(e),
                 }
             };
             let ResponseHead { status, headers, framing, keep_alive } = head;
+            if status == http::StatusCode::SWITCHING_PROTOCOLS {
+                // The connection is the backend's end of the tunnel now, and keeps its slot.
+                let upgraded = Upgraded { stream: connection.stream, buf: connection.buf, _permit: permit };
+                let mut response = Response::new(crate::body::empty());
+                *response.status_mut() = status;
+                *response.headers_mut() = headers;
+                response.extensions_mut().insert(UpgradedUpstream(Arc::new(Mutex::new(Some(upgraded)))));
+                return Ok(response);
+            }
             let body = UpstreamBody {
                 connection: Some(connection),
                 framing: framing.map_or(BodyDecoder::UntilClose, BodyDecoder::from),
@@ -285,17 +296,18 @@ async fn exchange(
     body: &mut Body,
     chunked: bool,
     head_request: bool,
+    upgrade: bool,
 ) -> Result<(ResponseHead, Connection), UpstreamError> {
     let Connection { stream, buf } = &mut connection;
     let (mut reader, mut writer) = stream.split();
     let head = if body.is_end_stream() {
         writer.write_all(out).await?;
-        read_response_head(&mut reader, buf, head_request).await?
+        read_response_head(&mut reader, buf, head_request, upgrade).await?
     } else {
         let sending = send_body(&mut writer, out, body, chunked);
         tokio::pin!(sending);
         let early = {
-            let reading = read_response_head(&mut reader, buf, head_request);
+            let reading = read_response_head(&mut reader, buf, head_request, upgrade);
             tokio::pin!(reading);
             tokio::select! {
                 biased;
@@ -311,7 +323,7 @@ async fn exchange(
                 head.keep_alive = false;
                 head
             }
-            None => read_response_head(&mut reader, buf, head_request).await?,
+            None => read_response_head(&mut reader, buf, head_request, upgrade).await?,
         }
     };
     Ok((head, connection))
@@ -351,12 +363,16 @@ async fn read_response_head(
     reader: &mut tokio::net::tcp::ReadHalf<'_>,
     buf: &mut BytesMut,
     head_request: bool,
+    upgrade: bool,
 ) -> Result<ResponseHead, UpstreamError> {
     loop {
         if !buf.is_empty() {
             if let Some(head) = http1::parse_response(buf, RESPONSE_HEAD, head_request)? {
                 if head.status.is_informational() {
                     if head.status == http::StatusCode::SWITCHING_PROTOCOLS {
+                        if upgrade {
+                            return Ok(head);
+                        }
                         return Err(http1::BadResponse("upgrade not asked for").into());
                     }
                     continue;
@@ -368,6 +384,25 @@ async fn read_response_head(
         if reader.read_buf(buf).await? == 0 {
             return Err(UpstreamError::Closed);
         }
+    }
+}
+
+/// The backend's end of a switched connection: its socket and what it sent after its `101`.
+pub struct Upgraded {
+    pub stream: TcpStream,
+    pub buf: BytesMut,
+    /// The endpoint's connection slot, held as long as the tunnel is open.
+    _permit: OwnedSemaphorePermit,
+}
+
+/// In the extensions of a `101` response from [`UpstreamPool::send`]: taken once, by whoever
+/// joins it to the client's connection.
+#[derive(Clone)]
+pub struct UpgradedUpstream(Arc<Mutex<Option<Upgraded>>>);
+
+impl UpgradedUpstream {
+    pub fn take(&self) -> Option<Upgraded> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 }
 

@@ -22,9 +22,11 @@ use super::chunked::{self, Decoded};
 use super::decode::BodyDecoder;
 use super::head::{self, Framing, HeadError, HeadLimits, RequestHead};
 use super::response::{self, BodyFraming};
+use super::tunnel;
 use crate::body::{self, Body, BoxError};
 use crate::proxy::{self, ConnInfo};
 use crate::server::Shared;
+use crate::upstream::UpgradedUpstream;
 
 /// Room asked for per read of a request head (most fit in far less; a longer one grows the
 /// buffer), and per read of a request body.
@@ -213,6 +215,9 @@ async fn exchange<T: Transport>(
     // A body the handler did not read (a refusal, an early answer) keeps the connection only if
     // the rest of it is already here; otherwise the connection closes after the answer.
     let body_read = pump.is_none_or(|mut pump| pump.finish_from(buf));
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        return switch(shared, io, buf, response).await;
+    }
     // A draining server says so in this answer, before the client sends another request.
     let keep_alive = keep_alive && body_read && !shared.is_draining();
     let reusable = write_response(io, response, &method, http10, keep_alive).await?;
@@ -220,6 +225,29 @@ async fn exchange<T: Transport>(
         linger(io).await;
     }
     Ok(reusable)
+}
+
+/// Answers a request the backend switched to WebSocket with its `101`, then carries the
+/// connection's bytes both ways until it ends. A `101` with no backend connection to join (a
+/// route answering 101 itself) is answered 502 instead. The connection is never reused.
+async fn switch<T: Transport>(
+    shared: &Shared,
+    io: &mut T,
+    buf: &mut BytesMut,
+    response: Response<Body>,
+) -> io::Result<bool> {
+    let upstream = response.extensions().get::<UpgradedUpstream>().and_then(UpgradedUpstream::take);
+    let Some(upstream) = upstream else {
+        refuse(io, StatusCode::BAD_GATEWAY, "the backend switched protocols without being asked").await;
+        return Ok(false);
+    };
+    let mut out = BytesMut::with_capacity(512);
+    response::write_switch_to_websocket(&mut out, response.headers());
+    drop(response);
+    io.write_all(&out).await?;
+    io.flush().await?;
+    tunnel::join(io, std::mem::take(buf), upstream, shared.settings.websocket_idle_timeout).await;
+    Ok(false)
 }
 
 /// Before closing a connection whose client may still be sending (a body nobody read, a head

@@ -97,6 +97,15 @@ pub fn write_head(
     out.extend_from_slice(b"\r\n");
 }
 
+/// The head of a `101 Switching Protocols` to WebSocket: the backend's headers (its
+/// `Sec-WebSocket-*` answer) and the two that say what the connection becomes.
+pub(crate) fn write_switch_to_websocket(out: &mut BytesMut, headers: &HeaderMap) {
+    write_head(out, StatusCode::SWITCHING_PROTOCOLS, headers, BodyFraming::None, false, false);
+    // The head ends with its blank line: the two go before it.
+    out.truncate(out.len() - 2);
+    out.extend_from_slice(b"connection: upgrade\r\nupgrade: websocket\r\n\r\n");
+}
+
 /// A refusal written before any request was read whole: a short text body, then close.
 pub(crate) fn write_refusal(out: &mut BytesMut, status: StatusCode, message: &str) {
     let mut headers = HeaderMap::new();

@@ -22,6 +22,7 @@ use crate::upstream::UpstreamError;
 use super::headers::{add_forwarded, apply_header_modifier};
 use super::mirror::start_mirrors;
 use super::path::rewrite_path;
+use super::upgrade::{self, WebSocketUpgrade};
 use super::{plain, ConnInfo, RequestTimer};
 
 /// Forwards the request to one of `backends` and returns the upstream answer (or the error
@@ -127,6 +128,10 @@ pub(super) async fn forward(
     parts.version = http::Version::HTTP_11;
 
     let taps = start_mirrors(shared, gateway, &route.filters.mirrors, &parts, &path_and_query);
+    // Mirrors get the request, not the upgrade: only the backend answering it switches.
+    if parts.extensions.get::<WebSocketUpgrade>().is_some() {
+        upgrade::ask_upstream(&mut parts.headers);
+    }
     let body = TeeBody::new(incoming, taps, shared.settings.request_body_idle_timeout);
     let upstream_request = Request::from_parts(parts, body.boxed());
 

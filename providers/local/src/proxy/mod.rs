@@ -7,6 +7,7 @@ mod headers;
 mod mirror;
 mod path;
 mod redirect;
+pub(crate) mod upgrade;
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
@@ -109,6 +110,10 @@ async fn serve(
     };
     if let Err(rejection) = request_check::check(&req) {
         return (plain(rejection.status, rejection.message), None);
+    }
+    // Read before the hop-by-hop headers that ask for it go.
+    if upgrade::asks_for_websocket(&req) {
+        req.extensions_mut().insert(upgrade::WebSocketUpgrade);
     }
     // Before anything reads the headers: hop-by-hop headers go (so `Connection: <name>` cannot
     // later delete a header the gateway adds), and so does any identity the client claims.
