@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 
 use k8s_openapi::api::core::v1::{Service, ServicePort};
-use tollbridge_provider::{BackendIr, BackendTarget, Endpoint, HeaderModifier};
+use tollbridge_provider::{BackendIr, BackendTarget, Capabilities, Endpoint, Feature, HeaderModifier};
 
 use super::conditions::reason;
 use super::index::{Index, RefEnd};
@@ -19,12 +19,13 @@ pub struct RefProblem {
     pub message: String,
 }
 
-/// Resolves one backend reference of a route in `route_namespace`.
+/// Resolves one backend reference of a route in `route_namespace`, for a provider with `caps`.
 pub fn resolve(
     backend: &BackendObjectReference,
     weight: u32,
     route_namespace: &str,
     index: &Index<'_>,
+    caps: &Capabilities,
 ) -> (BackendIr, Option<RefProblem>) {
     let namespace = backend.namespace.as_deref().unwrap_or(route_namespace);
     let port = backend.port.unwrap_or(0);
@@ -34,7 +35,7 @@ pub fn resolve(
         }
         _ => format!("{namespace}/{}/{}:{port}", backend.kind.as_deref().unwrap_or("Service"), backend.name),
     };
-    let target = target(backend, namespace, route_namespace, index);
+    let target = target(backend, namespace, route_namespace, index, caps);
     let problem = match &target {
         Err(problem) => Some(problem.clone()),
         Ok(_) => None,
@@ -55,6 +56,7 @@ fn target(
     namespace: &str,
     route_namespace: &str,
     index: &Index<'_>,
+    caps: &Capabilities,
 ) -> Result<BackendTarget, RefProblem> {
     let group = backend.group.as_deref().unwrap_or("");
     let kind = backend.kind.as_deref().unwrap_or("Service");
@@ -101,7 +103,28 @@ fn target(
         reason: reason::BACKEND_NOT_FOUND,
         message: format!("Service {id} has no port {port}"),
     })?;
+    if let Some(why) = unsupported_protocol(service_port.app_protocol.as_deref(), caps) {
+        return Err(RefProblem {
+            reason: reason::UNSUPPORTED_PROTOCOL,
+            message: format!("Service {id} port {port}: {why}"),
+        });
+    }
     Ok(BackendTarget::Endpoints { endpoints: ready_endpoints(index, namespace, &backend.name, service_port) })
+}
+
+/// Why a Service port's `appProtocol` cannot be spoken to, if it cannot. Kubernetes' own
+/// protocols are checked; other values (`http`, a vendor's) name nothing the route must change.
+fn unsupported_protocol(app_protocol: Option<&str>, caps: &Capabilities) -> Option<String> {
+    match app_protocol? {
+        "kubernetes.io/ws" if caps.supports(Feature::HTTPRouteBackendProtocolWebSocket) => None,
+        "kubernetes.io/ws" => {
+            Some(format!("appProtocol kubernetes.io/ws (WebSocket) is not supported by {}", caps.provider))
+        }
+        other @ ("kubernetes.io/wss" | "kubernetes.io/h2c") => {
+            Some(format!("appProtocol {other} is not supported by {}", caps.provider))
+        }
+        _ => None,
+    }
 }
 
 fn annotation_url(service: &Service) -> Option<String> {

@@ -375,7 +375,7 @@ impl RuleContext<'_, '_> {
             return None;
         }
         let namespace = namespace_of(&self.route.metadata);
-        let (backend, problem) = backends::resolve(&mirror.backend_ref, 1, namespace, self.index);
+        let (backend, problem) = backends::resolve(&mirror.backend_ref, 1, namespace, self.index, self.caps);
         let resolved = problem.is_none();
         self.refs(problem);
         resolved.then_some(MirrorIr { backend, numerator: numerator as u32, denominator: denominator as u32 })
@@ -447,7 +447,7 @@ impl RuleContext<'_, '_> {
         for backend_ref in &rule.backend_refs {
             let weight = backend_ref.weight.unwrap_or(1).max(0) as u32;
             let (mut backend, problem) =
-                backends::resolve(&backend_ref.object(), weight, &namespace, self.index);
+                backends::resolve(&backend_ref.object(), weight, &namespace, self.index, self.caps);
             self.refs(problem);
             for filter in &backend_ref.filters {
                 match filter.type_ {

@@ -65,6 +65,9 @@ features! {
     HTTPRouteParentRefPort = "HTTPRouteParentRefPort", upstream = true;
     HTTPRouteNamedRouteRule = "HTTPRouteNamedRouteRule", upstream = true;
     HTTPRouteCORS = "HTTPRouteCORS", upstream = true;
+    /// Backends whose Service port has `appProtocol: kubernetes.io/ws`: WebSocket upgrades
+    /// carried to them.
+    HTTPRouteBackendProtocolWebSocket = "HTTPRouteBackendProtocolWebSocket", upstream = true;
     /// Core header matching (some clouds cannot match on headers).
     HeaderMatching = "tollbridge.dev/HeaderMatching", upstream = false;
     /// Regular-expression path, header and query matches.
