@@ -23,7 +23,7 @@ fuzz_target!(|data: &[u8]| {
     let origin = Path::new("fuzz.yaml");
     let mut cache = DocumentCache::default();
     if let Ok(loaded) = load_str_cached(origin, &first, &mut cache) {
-        cache.remember(loaded.snapshot);
+        cache.remember(loaded);
     }
     let cached = load_str_cached(origin, &second, &mut cache);
     let fresh = load_str(origin, &second);

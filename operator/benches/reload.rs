@@ -50,7 +50,7 @@ fn reload(c: &mut Criterion) {
     assert_ne!(edited, text);
     let mut cache = files::DocumentCache::default();
     let mut load_cached = |text: &str| match files::load_str_cached(origin, black_box(text), &mut cache) {
-        Ok(loaded) => cache.remember(loaded.snapshot),
+        Ok(loaded) => cache.remember(loaded),
         Err(errors) => panic!("{errors}"),
     };
     group.bench_function("load YAML, one route edited", |b| {

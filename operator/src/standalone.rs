@@ -220,10 +220,11 @@ impl Standalone {
         for warning in &loaded.warnings {
             tracing::warn!("{warning}");
         }
-        let mut snapshot = loaded.snapshot;
-        snapshot.now = jiff::Timestamp::now();
+        let mut loaded = loaded;
+        loaded.snapshot.now = jiff::Timestamp::now();
+        let snapshot = &loaded.snapshot;
         let loaded_at = started.elapsed();
-        let translation = translate::translate(&snapshot, &providers::capabilities);
+        let translation = translate::translate(snapshot, &providers::capabilities);
         let translated_at = started.elapsed();
         let mut statuses = translation.statuses;
         let mut served = BTreeSet::new();
@@ -270,7 +271,7 @@ impl Standalone {
             "configuration applied"
         );
         // After serving: the previous load's objects are freed here.
-        self.documents.remember(snapshot);
+        self.documents.remember(loaded);
         Ok(())
     }
 

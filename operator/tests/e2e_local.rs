@@ -1815,7 +1815,9 @@ GET /ok/3 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
 
 /// A backend that switches to WebSocket when asked (RFC 6455's sample handshake answer) and
 /// then sends back what it gets in upper case, answering 200 `ok` to anything else. Every
-/// request head it read is sent on `heads`.
+/// request head it read is sent on `heads`. On `/liar` it switches with a wrong
+/// `Sec-WebSocket-Accept`; on `/flood` it sends without end once switched (at most 1 GiB), and
+/// sends `flood ended` on `heads` when it can no longer.
 async fn websocket_backend() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<String>) {
     use tokio::io::AsyncReadExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind websocket backend");
@@ -1840,10 +1842,26 @@ async fn websocket_backend() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceive
                     let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nok\n").await;
                     return;
                 }
-                let switch =
+                let accept = if head.starts_with("get /liar ") {
+                    "bm90IHRoZSBhbnN3ZXI="
+                } else {
+                    "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+                };
+                let switch = format!(
                     "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-                              Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
+                     Sec-WebSocket-Accept: {accept}\r\n\r\n"
+                );
                 if stream.write_all(switch.as_bytes()).await.is_err() {
+                    return;
+                }
+                if head.starts_with("get /flood ") {
+                    let piece = vec![b'x'; 64 * 1024];
+                    for _ in 0..16 * 1024 {
+                        if stream.write_all(&piece).await.is_err() {
+                            break;
+                        }
+                    }
+                    let _ = heads.send("flood ended".to_string());
                     return;
                 }
                 let mut piece = [0u8; 1024];
@@ -1935,6 +1953,26 @@ async fn websocket_upgrades_are_tunnelled_to_the_backend() {
     let read = tokio::time::timeout(Duration::from_secs(5), idle.read(&mut [0u8; 16])).await;
     assert!(matches!(read, Ok(Ok(0))), "{read:?}");
     assert!(started.elapsed() >= Duration::from_millis(900), "closed after {:?}", started.elapsed());
+
+    // A client that stops reading holds nothing past the idle limit either: the backend's
+    // writes fail once the proxy has let go of both ends.
+    let flood = WEBSOCKET_REQUEST.replace("GET /chat ", "GET /flood ");
+    let (_stalled, head) = send_head(port, &flood).await;
+    assert!(head.starts_with("http/1.1 101 "), "{head}");
+    let ended = tokio::time::timeout(Duration::from_secs(15), async {
+        while let Some(message) = heads.recv().await {
+            if message == "flood ended" {
+                return true;
+            }
+        }
+        false
+    });
+    assert!(matches!(ended.await, Ok(true)), "the tunnel to a client that does not read stayed open");
+
+    // A 101 that does not answer the client's handshake is not joined: 502.
+    let liar = WEBSOCKET_REQUEST.replace("GET /chat ", "GET /liar ");
+    let (_, head) = send_head(port, &liar).await;
+    assert!(head.starts_with("http/1.1 502 "), "{head}");
 
     // Any other upgrade is a plain request: the backend neither sees nor grants it.
     let h2c = "GET /chat HTTP/1.1\r\nHost: chat.example\r\nConnection: Upgrade, HTTP2-Settings\r\n\

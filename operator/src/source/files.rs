@@ -58,6 +58,8 @@ impl fmt::Display for LoadErrors {
 pub struct Loaded {
     pub snapshot: Snapshot,
     pub warnings: Vec<String>,
+    /// Which load through a [`DocumentCache`] this is (0: none).
+    load: u64,
 }
 
 /// Loads every YAML file under `paths` into one snapshot.
@@ -118,7 +120,7 @@ struct TypeMeta {
 /// The objects of the last load, and where each of its documents' texts put them, so that a
 /// reload parses only the documents that changed and copies the others from there.
 ///
-/// A load through the cache is only remembered once its snapshot is handed back with
+/// A load through the cache is only remembered once it is handed back with
 /// [`DocumentCache::remember`]: the cache keeps that one copy of the objects instead of a copy of
 /// its own made during the load.
 #[derive(Default)]
@@ -127,8 +129,10 @@ pub struct DocumentCache {
     snapshot: Snapshot,
     /// Document text → what it held in `snapshot`.
     documents: Documents,
-    /// The last load's documents and its list lengths, until its snapshot is remembered.
-    pending: Option<(Documents, Vec<usize>)>,
+    /// The last load (its number), its documents and its list lengths, until it is remembered.
+    pending: Option<(u64, Documents, Vec<usize>)>,
+    /// Loads made through the cache so far.
+    loads: u64,
 }
 
 /// Document text → what it held.
@@ -155,15 +159,21 @@ impl DocumentCache {
         self.documents.is_empty()
     }
 
-    /// Keeps the objects of the last load, which gave `snapshot`, for the next load to copy
-    /// from. Given any other snapshot, the cache forgets everything (the next load parses all).
-    pub fn remember(&mut self, snapshot: Snapshot) {
+    /// Keeps the objects of `loaded`, the last load through this cache, for the next load to
+    /// copy from: its objects must be as loaded (`now` aside). Given any other load (or one
+    /// whose lists changed since), the cache forgets everything and the next load parses all.
+    pub fn remember(&mut self, loaded: Loaded) {
         match self.pending.take() {
-            Some((documents, lengths)) if lengths == list_lengths(&snapshot) => {
+            Some((load, documents, lengths))
+                if load == loaded.load && lengths == list_lengths(&loaded.snapshot) =>
+            {
                 self.documents = documents;
-                self.snapshot = snapshot;
+                self.snapshot = loaded.snapshot;
             }
-            _ => *self = DocumentCache::default(),
+            _ => {
+                self.documents = Documents::default();
+                self.snapshot = Snapshot::default();
+            }
         }
     }
 
@@ -364,11 +374,15 @@ impl Loader<'_> {
     }
 
     fn finish(self) -> Result<Loaded, LoadErrors> {
+        let mut load = 0;
         if let Some(cache) = self.cache {
-            cache.pending = self.errors.is_empty().then(|| (self.remembered, list_lengths(&self.snapshot)));
+            cache.loads += 1;
+            load = cache.loads;
+            cache.pending =
+                self.errors.is_empty().then(|| (load, self.remembered, list_lengths(&self.snapshot)));
         }
         if self.errors.is_empty() {
-            Ok(Loaded { snapshot: self.snapshot, warnings: self.warnings })
+            Ok(Loaded { snapshot: self.snapshot, warnings: self.warnings, load })
         } else {
             Err(LoadErrors(self.errors))
         }
@@ -620,13 +634,13 @@ mod tests {
     }
 
     /// Checks a load gave the objects, warnings and errors of a fresh load of `text`; returns
-    /// its snapshot when it loaded.
-    fn assert_same(loaded: Result<Loaded, LoadErrors>, text: &str) -> Option<Snapshot> {
+    /// the load when it loaded.
+    fn assert_same(loaded: Result<Loaded, LoadErrors>, text: &str) -> Option<Loaded> {
         match (loaded, load(text)) {
             (Ok(loaded), Ok(fresh)) => {
                 assert_eq!(format!("{:?}", loaded.snapshot), format!("{:?}", fresh.snapshot), "{text}");
                 assert_eq!(loaded.warnings, fresh.warnings, "{text}");
-                Some(loaded.snapshot)
+                Some(loaded)
             }
             (loaded, fresh) => {
                 assert_eq!(loaded.err(), fresh.err(), "{text}");
@@ -639,10 +653,9 @@ mod tests {
     fn assert_cache_agrees(texts: &[&str]) -> DocumentCache {
         let mut cache = DocumentCache::default();
         for text in texts {
-            if let Some(snapshot) =
-                assert_same(load_str_cached(Path::new("test.yaml"), text, &mut cache), text)
+            if let Some(loaded) = assert_same(load_str_cached(Path::new("test.yaml"), text, &mut cache), text)
             {
-                cache.remember(snapshot);
+                cache.remember(loaded);
             }
         }
         cache
@@ -736,7 +749,7 @@ mod tests {
         // Marks r0 in the remembered snapshot: a reload that copies it, and does not parse it
         // again, shows the mark.
         loaded.snapshot.http_routes[0].metadata.uid = Some("from-the-cache".into());
-        cache.remember(loaded.snapshot);
+        cache.remember(loaded);
         assert_eq!(cache.len(), 101, "100 routes and the empty document after the last `---`");
         let with_header = format!("# generated\n\n---\n{text}");
         assert_eq!(
@@ -749,7 +762,7 @@ mod tests {
         let routes = &loaded.snapshot.http_routes;
         assert_eq!(routes[0].metadata.uid.as_deref(), Some("from-the-cache"));
         assert_eq!(routes[7].metadata.name.as_deref(), Some("seven"));
-        cache.remember(loaded.snapshot);
+        cache.remember(loaded);
         assert_eq!(cache.len(), 101);
 
         // A load that is not remembered leaves the cache serving the last one that was.
@@ -760,9 +773,10 @@ mod tests {
         assert_eq!(routes[0].metadata.uid.as_deref(), Some("from-the-cache"));
         assert_eq!(routes[8].metadata.name.as_deref(), Some("r8"));
 
-        // Another snapshot than the load's: everything is forgotten, and the next load is fresh.
+        // Another load than the last: everything is forgotten, and the next load is fresh.
+        let earlier = load_str_cached(origin, &text, &mut cache).unwrap();
         load_str_cached(origin, &text, &mut cache).unwrap();
-        cache.remember(Snapshot::default());
+        cache.remember(earlier);
         assert!(cache.is_empty());
         let loaded = load_str_cached(origin, &edited, &mut cache).unwrap();
         assert_eq!(loaded.snapshot.http_routes[0].metadata.uid, None);

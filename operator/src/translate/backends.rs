@@ -90,11 +90,19 @@ fn target(
             message: format!("backendRef to Service {id} needs a port"),
         });
     };
+    let spec = service.spec.clone().unwrap_or_default();
+    let service_port = spec.ports.iter().flatten().find(|p| p.port == port);
+    // Whatever the port leads to (endpoints, a backend URL, an external name), its protocol
+    // must be one the provider speaks.
+    if let Some(why) = unsupported_protocol(service_port.and_then(|p| p.app_protocol.as_deref()), caps) {
+        return Err(RefProblem {
+            reason: reason::UNSUPPORTED_PROTOCOL,
+            message: format!("Service {id} port {port}: {why}"),
+        });
+    }
     if let Some(url) = annotation_url(service) {
         return Ok(BackendTarget::Url { url });
     }
-    let spec = service.spec.clone().unwrap_or_default();
-    let service_port = spec.ports.iter().flatten().find(|p| p.port == port);
     if spec.type_.as_deref() == Some("ExternalName") {
         let host = spec.external_name.clone().unwrap_or_default();
         return Ok(BackendTarget::Url { url: external_url(&host, port, service_port) });
@@ -103,12 +111,6 @@ fn target(
         reason: reason::BACKEND_NOT_FOUND,
         message: format!("Service {id} has no port {port}"),
     })?;
-    if let Some(why) = unsupported_protocol(service_port.app_protocol.as_deref(), caps) {
-        return Err(RefProblem {
-            reason: reason::UNSUPPORTED_PROTOCOL,
-            message: format!("Service {id} port {port}: {why}"),
-        });
-    }
     Ok(BackendTarget::Endpoints { endpoints: ready_endpoints(index, namespace, &backend.name, service_port) })
 }
 

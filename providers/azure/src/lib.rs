@@ -44,7 +44,8 @@ use desired::{Desired, EntityKey, Kind};
 
 /// What API Management can express, as this provider provisions it (docs/providers.md).
 pub fn capabilities() -> Capabilities {
-    // Not (yet) mapped to policies: CORS, host rewrites, mirroring a share of requests.
+    // Not (yet) mapped to policies: CORS, host rewrites, mirroring a share of requests. HTTP
+    // APIs do not carry WebSockets (API Management has WebSocket APIs of their own).
     let unsupported = [
         Feature::GatewayStaticAddresses,
         Feature::GatewayAddressEmpty,
@@ -55,6 +56,7 @@ pub fn capabilities() -> Capabilities {
         Feature::HTTPRouteCORS,
         Feature::HTTPRouteHostRewrite,
         Feature::HTTPRouteRequestPercentageMirror,
+        Feature::HTTPRouteBackendProtocolWebSocket,
     ];
     Capabilities::with(
         "Azure API Management",

@@ -25,6 +25,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::body::{Body, BoxError};
 use crate::fast_hash::FastMap;
 use crate::http1::{self, BodyDecoder, Decoded, HeadLimits, ResponseHead};
+use crate::proxy::upgrade::WebSocketUpgrade;
 
 /// Settings of the upstream connection pool.
 #[derive(Clone, Debug)]
@@ -160,8 +161,10 @@ impl UpstreamPool {
         let endpoint = self.endpoint(&address);
         let (mut parts, body) = req.into_parts();
         let head_request = parts.method == Method::HEAD;
-        // Only a request that asks for an upgrade may be answered with `101`.
-        let upgrade = parts.headers.contains_key(http::header::UPGRADE);
+        // Only a request the client asked to switch may be answered with `101` (a header a
+        // route adds does not count).
+        let accept = parts.extensions.get::<WebSocketUpgrade>().map(|upgrade| upgrade.accept.clone());
+        let upgrade = accept.is_some();
         // A request without a body may be sent again when a pooled connection turns out to have
         // been closed by the upstream before it read a byte of it (RFC 9112 §9.3.1).
         let retryable = body.is_end_stream() && is_idempotent(&parts.method);
@@ -193,8 +196,16 @@ impl UpstreamPool {
             };
             let ResponseHead { status, headers, framing, keep_alive } = head;
             if status == http::StatusCode::SWITCHING_PROTOCOLS {
-                // The connection is the backend's end of the tunnel now, and keeps its slot.
-                let upgraded = Upgraded { stream: connection.stream, buf: connection.buf, _permit: permit };
+                // Only a backend that answered this very handshake gets the client's
+                // connection: anything else would hand the client a raw line to the backend.
+                if headers.get(http::header::SEC_WEBSOCKET_ACCEPT) != accept.as_ref() {
+                    return Err(http1::BadResponse("101 without the WebSocket handshake's answer").into());
+                }
+                // The connection is the backend's end of the tunnel now. Its request slot is
+                // free again: tunnels are bounded by the client connections they take, so they
+                // cannot starve the endpoint's requests.
+                drop(permit);
+                let upgraded = Upgraded { stream: connection.stream, buf: connection.buf };
                 let mut response = Response::new(crate::body::empty());
                 *response.status_mut() = status;
                 *response.headers_mut() = headers;
@@ -391,8 +402,6 @@ async fn read_response_head(
 pub struct Upgraded {
     pub stream: TcpStream,
     pub buf: BytesMut,
-    /// The endpoint's connection slot, held as long as the tunnel is open.
-    _permit: OwnedSemaphorePermit,
 }
 
 /// In the extensions of a `101` response from [`UpstreamPool::send`]: taken once, by whoever

@@ -129,9 +129,7 @@ pub(super) async fn forward(
 
     let taps = start_mirrors(shared, gateway, &route.filters.mirrors, &parts, &path_and_query);
     // Mirrors get the request, not the upgrade: only the backend answering it switches.
-    if parts.extensions.get::<WebSocketUpgrade>().is_some() {
-        upgrade::ask_upstream(&mut parts.headers);
-    }
+    upgrade::ask_upstream(&mut parts.headers, parts.extensions.get::<WebSocketUpgrade>());
     let body = TeeBody::new(incoming, taps, shared.settings.request_body_idle_timeout);
     let upstream_request = Request::from_parts(parts, body.boxed());
 

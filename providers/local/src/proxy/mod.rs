@@ -112,8 +112,8 @@ async fn serve(
         return (plain(rejection.status, rejection.message), None);
     }
     // Read before the hop-by-hop headers that ask for it go.
-    if upgrade::asks_for_websocket(&req) {
-        req.extensions_mut().insert(upgrade::WebSocketUpgrade);
+    if let Some(upgrade) = upgrade::asks_for_websocket(&req) {
+        req.extensions_mut().insert(upgrade);
     }
     // Before anything reads the headers: hop-by-hop headers go (so `Connection: <name>` cannot
     // later delete a header the gateway adds), and so does any identity the client claims.

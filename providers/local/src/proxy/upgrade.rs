@@ -1,32 +1,62 @@
 //! WebSocket upgrades over HTTP/1.1 (RFC 6455 §4.1, RFC 9110 §7.8): a request that asks for
-//! one is forwarded with its upgrade, and the backend's `101` joins the two connections.
-//! No other protocol is switched to (`h2c` included): such a request is served as a plain one.
+//! one is forwarded with its upgrade, and the backend's `101` joins the two connections once it
+//! answers this very handshake. No other protocol is switched to (`h2c` included): such a
+//! request is served as a plain one.
 
+use base64::Engine as _;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Version};
 use hyper::body::Body as _;
+use sha1::{Digest, Sha1};
 
 use crate::body::Body;
 use crate::http1::list_tokens;
 
-/// Marks a request that asked for a WebSocket upgrade, once its hop-by-hop headers are gone.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct WebSocketUpgrade;
-
-/// Whether `req` asks to switch to WebSocket: an HTTP/1.1 GET without a body, with `upgrade`
-/// among its `Connection` tokens and `websocket` among its `Upgrade` protocols.
-pub(crate) fn asks_for_websocket(req: &Request<Body>) -> bool {
-    req.version() == Version::HTTP_11
-        && req.method() == Method::GET
-        && req.body().is_end_stream()
-        && has_token(req.headers(), header::CONNECTION, b"upgrade")
-        && has_token(req.headers(), header::UPGRADE, b"websocket")
+/// Marks a request that asked for a WebSocket upgrade, once its hop-by-hop headers are gone;
+/// holds the `Sec-WebSocket-Accept` that proves a backend's `101` answers this handshake.
+#[derive(Clone, Debug)]
+pub(crate) struct WebSocketUpgrade {
+    pub(crate) accept: HeaderValue,
 }
 
-/// Adds the headers that ask the backend for the upgrade.
-pub(crate) fn ask_upstream(headers: &mut HeaderMap) {
-    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+/// What `req` asks to switch to WebSocket with, if it does: an HTTP/1.1 GET without a body,
+/// with `upgrade` among its `Connection` tokens, `websocket` among its `Upgrade` protocols, one
+/// `Sec-WebSocket-Key` of 16 bytes and `Sec-WebSocket-Version: 13` (RFC 6455 §4.1).
+pub(crate) fn asks_for_websocket(req: &Request<Body>) -> Option<WebSocketUpgrade> {
+    let headers = req.headers();
+    let asks = req.version() == Version::HTTP_11
+        && req.method() == Method::GET
+        && req.body().is_end_stream()
+        && has_token(headers, header::CONNECTION, b"upgrade")
+        && has_token(headers, header::UPGRADE, b"websocket")
+        && headers.get(header::SEC_WEBSOCKET_VERSION).is_some_and(|v| v == "13");
+    if !asks {
+        return None;
+    }
+    let mut keys = headers.get_all(header::SEC_WEBSOCKET_KEY).iter();
+    let key = keys.next().filter(|_| keys.next().is_none())?;
+    let nonce = base64::engine::general_purpose::STANDARD.decode(key.as_bytes()).ok()?;
+    (nonce.len() == 16).then(|| WebSocketUpgrade { accept: accept_for(key.as_bytes()) })
+}
+
+/// The `Sec-WebSocket-Accept` answering `key` (RFC 6455 §4.2.2).
+fn accept_for(key: &[u8]) -> HeaderValue {
+    const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+    let digest = Sha1::new().chain_update(key).chain_update(GUID).finalize();
+    let accept = base64::engine::general_purpose::STANDARD.encode(digest);
+    HeaderValue::from_str(&accept).expect("base64 is a valid header value")
+}
+
+/// Sets the headers that ask the backend for the upgrade on a request that asked for it, and
+/// removes them from any other (a route's header filter cannot ask on a client's behalf).
+pub(crate) fn ask_upstream(headers: &mut HeaderMap, upgrade: Option<&WebSocketUpgrade>) {
+    if upgrade.is_some() {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    } else if headers.contains_key(header::UPGRADE) || headers.contains_key(header::CONNECTION) {
+        headers.remove(header::CONNECTION);
+        headers.remove(header::UPGRADE);
+    }
 }
 
 fn has_token(headers: &HeaderMap, name: header::HeaderName, wanted: &[u8]) -> bool {
@@ -44,37 +74,59 @@ mod tests {
     use super::*;
     use crate::body;
 
-    fn request(method: Method, version: Version, headers: &[(&str, &str)]) -> Request<Body> {
+    const KEY: (&str, &str) = ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==");
+    const VERSION: (&str, &str) = ("sec-websocket-version", "13");
+    const UPGRADE: [(&str, &str); 2] = [("connection", "keep-alive, Upgrade"), ("upgrade", "WebSocket")];
+
+    fn asks(method: Method, version: Version, headers: &[(&str, &str)]) -> Option<WebSocketUpgrade> {
         let mut builder = Request::builder().method(method).version(version).uri("/chat");
         for (name, value) in headers {
             builder = builder.header(*name, *value);
         }
-        builder.body(body::empty()).unwrap()
+        asks_for_websocket(&builder.body(body::empty()).unwrap())
+    }
+
+    /// A GET over HTTP/1.1 with a key and version 13, plus `headers`.
+    fn handshake(headers: &[(&str, &str)]) -> bool {
+        let all = [&[KEY, VERSION][..], headers].concat();
+        asks(Method::GET, Version::HTTP_11, &all).is_some()
     }
 
     #[test]
     fn only_a_websocket_upgrade_on_an_http11_get_is_one() {
-        let asks = |method, version, headers: &[(&str, &str)]| {
-            asks_for_websocket(&request(method, version, headers))
-        };
-        let upgrade = [("connection", "keep-alive, Upgrade"), ("upgrade", "WebSocket")];
-        assert!(asks(Method::GET, Version::HTTP_11, &upgrade));
-        assert!(asks(
-            Method::GET,
-            Version::HTTP_11,
-            &[("connection", "upgrade"), ("upgrade", "foo, websocket/13")]
-        ));
-        assert!(!asks(Method::POST, Version::HTTP_11, &upgrade), "not a GET");
-        assert!(!asks(Method::GET, Version::HTTP_10, &upgrade), "HTTP/1.0 has no upgrade");
-        assert!(!asks(Method::GET, Version::HTTP_11, &[("upgrade", "websocket")]), "Connection must name it");
-        assert!(
-            !asks(Method::GET, Version::HTTP_11, &[("connection", "upgrade"), ("upgrade", "h2c")]),
-            "h2c"
-        );
-        assert!(!asks(
-            Method::GET,
-            Version::HTTP_11,
-            &[("connection", "upgrade"), ("upgrade", "websockets")]
-        ));
+        assert!(handshake(&UPGRADE));
+        assert!(handshake(&[("connection", "upgrade"), ("upgrade", "foo, websocket/13")]));
+        let with_key = [&[KEY, VERSION][..], &UPGRADE].concat();
+        assert!(asks(Method::POST, Version::HTTP_11, &with_key).is_none(), "not a GET");
+        assert!(asks(Method::GET, Version::HTTP_10, &with_key).is_none(), "HTTP/1.0 has no upgrade");
+        assert!(!handshake(&[("upgrade", "websocket")]), "Connection must name it");
+        assert!(!handshake(&[("connection", "upgrade"), ("upgrade", "h2c")]), "h2c");
+        assert!(!handshake(&[("connection", "upgrade"), ("upgrade", "websockets")]));
+    }
+
+    #[test]
+    fn a_handshake_needs_one_key_of_16_bytes_and_version_13() {
+        let with =
+            |headers: &[(&str, &str)]| asks(Method::GET, Version::HTTP_11, &[&UPGRADE[..], headers].concat());
+        assert!(with(&[KEY]).is_none(), "no version");
+        assert!(with(&[KEY, ("sec-websocket-version", "8")]).is_none(), "an old version");
+        assert!(with(&[VERSION]).is_none(), "no key");
+        assert!(with(&[VERSION, ("sec-websocket-key", "c2hvcnQ=")]).is_none(), "a key not of 16 bytes");
+        assert!(with(&[VERSION, KEY, KEY]).is_none(), "two keys");
+        // RFC 6455 §1.3's sample handshake.
+        assert_eq!(with(&[KEY, VERSION]).unwrap().accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+    }
+
+    #[test]
+    fn only_a_client_handshake_asks_the_backend_to_switch() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        ask_upstream(&mut headers, None);
+        assert!(headers.is_empty(), "a route's filter added them: {headers:?}");
+        let upgrade = WebSocketUpgrade { accept: HeaderValue::from_static("x") };
+        ask_upstream(&mut headers, Some(&upgrade));
+        assert_eq!(headers[header::UPGRADE], "websocket");
+        assert_eq!(headers[header::CONNECTION], "upgrade");
     }
 }
