@@ -129,7 +129,9 @@ pub(super) async fn forward(
 
     let taps = start_mirrors(shared, gateway, &route.filters.mirrors, &parts, &path_and_query);
     // Mirrors get the request, not the upgrade: only the backend answering it switches.
-    upgrade::ask_upstream(&mut parts.headers, parts.extensions.get::<WebSocketUpgrade>());
+    if parts.extensions.get::<WebSocketUpgrade>().is_some() {
+        upgrade::ask_upstream(&mut parts.headers);
+    }
     let body = TeeBody::new(incoming, taps, shared.settings.request_body_idle_timeout);
     let upstream_request = Request::from_parts(parts, body.boxed());
 

@@ -78,21 +78,22 @@ pub(super) fn add_forwarded(headers: &mut HeaderMap, conn: &ConnInfo, authority:
     };
 }
 
-/// Applies set, add and remove (in that order, as Gateway API describes them).
+/// Applies set, add and remove (in that order, as Gateway API describes them). Hop-by-hop
+/// headers are the gateway's to write: a modifier naming one is not applied (it could ask a
+/// backend to switch protocols, or frame a message differently from what is sent).
 pub(super) fn apply_header_modifier(modifier: &HeaderModifier, headers: &mut HeaderMap) {
-    for h in &modifier.set {
-        if let (Ok(name), Ok(value)) =
-            (HeaderName::from_bytes(h.name.as_bytes()), HeaderValue::from_str(&h.value))
-        {
-            headers.insert(name, value);
-        }
+    let parse = |name: &str, value: &str| match (
+        HeaderName::from_bytes(name.as_bytes()),
+        HeaderValue::from_str(value),
+    ) {
+        (Ok(name), Ok(value)) if !HOP_BY_HOP.contains(&name) => Some((name, value)),
+        _ => None,
+    };
+    for (name, value) in modifier.set.iter().filter_map(|h| parse(&h.name, &h.value)) {
+        headers.insert(name, value);
     }
-    for h in &modifier.add {
-        if let (Ok(name), Ok(value)) =
-            (HeaderName::from_bytes(h.name.as_bytes()), HeaderValue::from_str(&h.value))
-        {
-            headers.append(name, value);
-        }
+    for (name, value) in modifier.add.iter().filter_map(|h| parse(&h.name, &h.value)) {
+        headers.append(name, value);
     }
     for name in &modifier.remove {
         headers.remove(name.as_str());
@@ -109,6 +110,20 @@ mod tests {
 
     fn names(headers: &HeaderMap) -> Vec<&str> {
         headers.keys().map(HeaderName::as_str).collect()
+    }
+
+    #[test]
+    fn a_header_modifier_cannot_write_hop_by_hop_headers() {
+        let header =
+            |name: &str| tollbridge_provider::HeaderValue { name: name.into(), value: "websocket".into() };
+        let modifier = HeaderModifier {
+            set: vec![header("Upgrade"), header("x-set")],
+            add: vec![header("connection"), header("x-added")],
+            remove: Vec::new(),
+        };
+        let mut message = HeaderMap::new();
+        apply_header_modifier(&modifier, &mut message);
+        assert_eq!(names(&message), ["x-set", "x-added"]);
     }
 
     #[test]
