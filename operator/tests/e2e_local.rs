@@ -1984,3 +1984,61 @@ async fn websocket_upgrades_are_tunnelled_to_the_backend() {
     }
     still_serves(&mut tollbridge, port).await;
 }
+
+/// Service `name` whose port 80 says `appProtocol: kubernetes.io/h2c`, with one endpoint.
+fn h2c_backend(name: &str, addr: SocketAddr) -> String {
+    let service =
+        yaml::service(name).replace("    port: 80\n", "    port: 80\n    appProtocol: kubernetes.io/h2c\n");
+    docs(&[service, yaml::endpoint_slice(name, addr)])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_backends_are_spoken_to_in_http2_whatever_the_client_speaks() {
+    let port = free_port();
+    let grpcish = echo("h2c").await;
+    let plain = echo("plain").await;
+    let dir = ConfigDir::new();
+    dir.write("gateway.yaml", &yaml::simple_gateway(port));
+    dir.write("backends.yaml", &docs(&[h2c_backend("h2c", grpcish), yaml::backend("plain", plain)]));
+    let rules = format!("{}{}", yaml::prefix_rule("/h2c", "h2c"), yaml::prefix_rule("/", "plain"));
+    dir.write("routes.yaml", &yaml::route("both", None, &[], &rules));
+    let mut tollbridge = Tollbridge::start(&dir, &[]).await;
+
+    for client in [Client::new(), Client::h2c()] {
+        let resp = client.get(&format!("http://127.0.0.1:{port}/h2c/a?b=c"), &[("x-tag", "1")]).await;
+        assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+        let echoed = resp.json();
+        assert_eq!(echoed["protocol"], "HTTP/2.0", "{echoed}");
+        assert_eq!(echoed["path"], "/h2c/a");
+        assert_eq!(echoed["query"], "b=c");
+        assert_eq!(echoed["host"], format!("127.0.0.1:{port}"), "the client's authority: {echoed}");
+        assert_eq!(echoed["headers"]["x-tag"], "1");
+        assert_eq!(echoed["headers"]["x-forwarded-for"], "127.0.0.1");
+        assert!(echoed["headers"].get("host").is_none(), "HTTP/2 carries the authority alone: {echoed}");
+        // Other backends still get HTTP/1.1.
+        let resp = client.get(&format!("http://127.0.0.1:{port}/other"), &[]).await;
+        assert_eq!(resp.json()["protocol"], "HTTP/1.1");
+    }
+
+    // A body of a size the client did not announce (chunked) arrives whole.
+    let body = "x".repeat(300 * 1024);
+    let resp =
+        Client::new().request(Method::POST, &format!("http://127.0.0.1:{port}/h2c/upload"), &[], &body).await;
+    assert_eq!(resp.json()["body_bytes"], body.len());
+
+    // Many requests at once, multiplexed on the endpoint's connection.
+    let client = Client::h2c();
+    let mut requests = tokio::task::JoinSet::new();
+    for i in 0..50 {
+        let client = client.clone();
+        requests
+            .spawn(async move { client.get(&format!("http://127.0.0.1:{port}/h2c/{i}"), &[]).await.status });
+    }
+    let answers = requests.join_all().await;
+    assert!(answers.iter().all(|s| *s == StatusCode::OK), "{answers:?}");
+
+    // A WebSocket handshake to an h2c backend is a plain request there: nothing switches.
+    let (_, head) = send_head(port, &WEBSOCKET_REQUEST.replace("GET /chat ", "GET /h2c/chat ")).await;
+    assert!(head.starts_with("http/1.1 200 "), "{head}");
+    still_serves(&mut tollbridge, port).await;
+}

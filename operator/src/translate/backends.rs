@@ -3,7 +3,9 @@
 use std::collections::BTreeSet;
 
 use k8s_openapi::api::core::v1::{Service, ServicePort};
-use tollbridge_provider::{BackendIr, BackendTarget, Capabilities, Endpoint, Feature, HeaderModifier};
+use tollbridge_provider::{
+    BackendIr, BackendProtocol, BackendTarget, Capabilities, Endpoint, Feature, HeaderModifier,
+};
 
 use super::conditions::reason;
 use super::index::{Index, RefEnd};
@@ -40,11 +42,13 @@ pub fn resolve(
         Err(problem) => Some(problem.clone()),
         Ok(_) => None,
     };
-    let target = target.unwrap_or_else(|p| BackendTarget::Invalid { reason: p.message });
+    let (target, protocol) =
+        target.unwrap_or_else(|p| (BackendTarget::Invalid { reason: p.message }, BackendProtocol::Http1));
     let ir = BackendIr {
         name,
         weight,
         target,
+        protocol,
         request_headers: HeaderModifier::default(),
         response_headers: HeaderModifier::default(),
     };
@@ -57,7 +61,7 @@ fn target(
     route_namespace: &str,
     index: &Index<'_>,
     caps: &Capabilities,
-) -> Result<BackendTarget, RefProblem> {
+) -> Result<(BackendTarget, BackendProtocol), RefProblem> {
     let group = backend.group.as_deref().unwrap_or("");
     let kind = backend.kind.as_deref().unwrap_or("Service");
     let id = format!("{namespace}/{}", backend.name);
@@ -94,38 +98,53 @@ fn target(
     let service_port = spec.ports.iter().flatten().find(|p| p.port == port);
     // Whatever the port leads to (endpoints, a backend URL, an external name), its protocol
     // must be one the provider speaks.
-    if let Some(why) = unsupported_protocol(service_port.and_then(|p| p.app_protocol.as_deref()), caps) {
-        return Err(RefProblem {
-            reason: reason::UNSUPPORTED_PROTOCOL,
-            message: format!("Service {id} port {port}: {why}"),
-        });
-    }
+    let protocol =
+        backend_protocol(service_port.and_then(|p| p.app_protocol.as_deref()), caps).map_err(|why| {
+            RefProblem {
+                reason: reason::UNSUPPORTED_PROTOCOL,
+                message: format!("Service {id} port {port}: {why}"),
+            }
+        })?;
     if let Some(url) = annotation_url(service) {
-        return Ok(BackendTarget::Url { url });
+        return Ok((BackendTarget::Url { url }, protocol));
     }
     if spec.type_.as_deref() == Some("ExternalName") {
         let host = spec.external_name.clone().unwrap_or_default();
-        return Ok(BackendTarget::Url { url: external_url(&host, port, service_port) });
+        return Ok((BackendTarget::Url { url: external_url(&host, port, service_port) }, protocol));
     }
     let service_port = service_port.ok_or_else(|| RefProblem {
         reason: reason::BACKEND_NOT_FOUND,
         message: format!("Service {id} has no port {port}"),
     })?;
-    Ok(BackendTarget::Endpoints { endpoints: ready_endpoints(index, namespace, &backend.name, service_port) })
+    let endpoints = ready_endpoints(index, namespace, &backend.name, service_port);
+    Ok((BackendTarget::Endpoints { endpoints }, protocol))
 }
 
-/// Why a Service port's `appProtocol` cannot be spoken to, if it cannot. Kubernetes' own
-/// protocols are checked; other values (`http`, a vendor's) name nothing the route must change.
-fn unsupported_protocol(app_protocol: Option<&str>, caps: &Capabilities) -> Option<String> {
-    match app_protocol? {
-        "kubernetes.io/ws" if caps.supports(Feature::HTTPRouteBackendProtocolWebSocket) => None,
-        "kubernetes.io/ws" => {
-            Some(format!("appProtocol kubernetes.io/ws (WebSocket) is not supported by {}", caps.provider))
+/// The protocol a Service port's `appProtocol` asks for, or why the provider cannot speak it.
+/// Kubernetes' own protocols are checked; other values (`http`, a vendor's) change nothing.
+fn backend_protocol(app_protocol: Option<&str>, caps: &Capabilities) -> Result<BackendProtocol, String> {
+    let needs = |feature: Feature, protocol: BackendProtocol, what: &str| {
+        if caps.supports(feature) {
+            Ok(protocol)
+        } else {
+            Err(format!("appProtocol {what} is not supported by {}", caps.provider))
         }
-        other @ ("kubernetes.io/wss" | "kubernetes.io/h2c") => {
-            Some(format!("appProtocol {other} is not supported by {}", caps.provider))
+    };
+    match app_protocol {
+        Some("kubernetes.io/ws") => needs(
+            Feature::HTTPRouteBackendProtocolWebSocket,
+            BackendProtocol::Http1,
+            "kubernetes.io/ws (WebSocket)",
+        ),
+        Some("kubernetes.io/h2c") => needs(
+            Feature::HTTPRouteBackendProtocolH2C,
+            BackendProtocol::H2c,
+            "kubernetes.io/h2c (HTTP/2 without TLS)",
+        ),
+        Some("kubernetes.io/wss") => {
+            Err(format!("appProtocol kubernetes.io/wss is not supported by {}", caps.provider))
         }
-        _ => None,
+        _ => Ok(BackendProtocol::Http1),
     }
 }
 

@@ -477,6 +477,7 @@ mod tests {
             name: "apps/web:80".into(),
             weight: 1,
             target: BackendTarget::Url { url: url.into() },
+            protocol: Default::default(),
             request_headers: HeaderModifier::default(),
             response_headers: HeaderModifier::default(),
         }

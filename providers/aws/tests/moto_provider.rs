@@ -44,6 +44,7 @@ fn backend(url: &str) -> BackendIr {
         name: "shop/orders:443".into(),
         weight: 1,
         target: BackendTarget::Url { url: url.into() },
+        protocol: Default::default(),
         request_headers: HeaderModifier::default(),
         response_headers: HeaderModifier::default(),
     }

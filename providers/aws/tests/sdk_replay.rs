@@ -72,6 +72,7 @@ fn gateway(settings: &AwsSettings, rate: u32) -> GatewayIr {
                     name: "shop/a:443".into(),
                     weight: 1,
                     target: BackendTarget::Url { url: "https://a.example.com".into() },
+                    protocol: Default::default(),
                     request_headers: HeaderModifier::default(),
                     response_headers: HeaderModifier::default(),
                 }],

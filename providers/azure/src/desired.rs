@@ -556,6 +556,7 @@ mod tests {
                     name: "shop/a:443".into(),
                     weight: 1,
                     target: BackendTarget::Url { url: url.into() },
+                    protocol: Default::default(),
                     request_headers: HeaderModifier::default(),
                     response_headers: HeaderModifier::default(),
                 }],

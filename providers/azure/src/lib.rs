@@ -45,7 +45,8 @@ use desired::{Desired, EntityKey, Kind};
 /// What API Management can express, as this provider provisions it (docs/providers.md).
 pub fn capabilities() -> Capabilities {
     // Not (yet) mapped to policies: CORS, host rewrites, mirroring a share of requests. HTTP
-    // APIs do not carry WebSockets (API Management has WebSocket APIs of their own).
+    // APIs do not carry WebSockets (API Management has WebSocket APIs of their own), and speak
+    // HTTP/1.1 to backends without TLS.
     let unsupported = [
         Feature::GatewayStaticAddresses,
         Feature::GatewayAddressEmpty,
@@ -57,6 +58,7 @@ pub fn capabilities() -> Capabilities {
         Feature::HTTPRouteHostRewrite,
         Feature::HTTPRouteRequestPercentageMirror,
         Feature::HTTPRouteBackendProtocolWebSocket,
+        Feature::HTTPRouteBackendProtocolH2C,
     ];
     Capabilities::with(
         "Azure API Management",

@@ -33,6 +33,7 @@ fn gateway(routes: usize, changed: Option<usize>) -> GatewayIr {
                         name: format!("bench/{host}:443"),
                         weight: 1,
                         target: BackendTarget::Url { url: format!("https://{host}.example.com") },
+                        protocol: Default::default(),
                         request_headers: HeaderModifier::default(),
                         response_headers: HeaderModifier::default(),
                     }],

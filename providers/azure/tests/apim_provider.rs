@@ -34,6 +34,7 @@ fn backend(url: &str, weight: u32) -> BackendIr {
         name: format!("shop/{url}"),
         weight,
         target: BackendTarget::Url { url: url.into() },
+        protocol: Default::default(),
         request_headers: HeaderModifier::default(),
         response_headers: HeaderModifier::default(),
     }

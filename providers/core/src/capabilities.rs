@@ -68,6 +68,9 @@ features! {
     /// Backends whose Service port has `appProtocol: kubernetes.io/ws`: WebSocket upgrades
     /// carried to them.
     HTTPRouteBackendProtocolWebSocket = "HTTPRouteBackendProtocolWebSocket", upstream = true;
+    /// Backends whose Service port has `appProtocol: kubernetes.io/h2c`: HTTP/2 without TLS,
+    /// with prior knowledge.
+    HTTPRouteBackendProtocolH2C = "HTTPRouteBackendProtocolH2C", upstream = true;
     /// Core header matching (some clouds cannot match on headers).
     HeaderMatching = "tollbridge.dev/HeaderMatching", upstream = false;
     /// Regular-expression path, header and query matches.

@@ -419,10 +419,30 @@ pub struct BackendIr {
     pub name: String,
     pub weight: u32,
     pub target: BackendTarget,
+    /// How requests are spoken to the backend (its Service port's `appProtocol`).
+    #[serde(skip_serializing_if = "BackendProtocol::is_http1")]
+    pub protocol: BackendProtocol,
     #[serde(skip_serializing_if = "HeaderModifier::is_empty")]
     pub request_headers: HeaderModifier,
     #[serde(skip_serializing_if = "HeaderModifier::is_empty")]
     pub response_headers: HeaderModifier,
+}
+
+/// The protocol a backend is spoken to in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum BackendProtocol {
+    /// HTTP/1.1 (and WebSocket upgrades over it).
+    #[default]
+    Http1,
+    /// HTTP/2 without TLS, with prior knowledge (`appProtocol: kubernetes.io/h2c`).
+    H2c,
+}
+
+impl BackendProtocol {
+    pub fn is_http1(&self) -> bool {
+        *self == Self::Http1
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

@@ -26,6 +26,8 @@ const MAX_DELAY: Duration = Duration::from_secs(60);
 #[derive(Serialize)]
 struct Echo<'a> {
     backend: &'a str,
+    /// `HTTP/1.1` or `HTTP/2.0`, as the request arrived.
+    protocol: String,
     method: String,
     path: String,
     query: Option<String>,
@@ -64,6 +66,7 @@ async fn answer(name: &str, req: Request<Incoming>) -> Response<Body> {
         .and_then(|s| StatusCode::from_u16(s).ok());
     let mut echo = Echo {
         backend: name,
+        protocol: format!("{:?}", req.version()),
         method: req.method().to_string(),
         path: req.uri().path().to_string(),
         query: req.uri().query().map(str::to_string),

@@ -15,6 +15,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use futures_util::future::Either;
 use http::{Method, Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
@@ -22,10 +23,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use tollbridge_provider::BackendProtocol;
+
 use crate::body::{Body, BoxError};
 use crate::fast_hash::FastMap;
 use crate::http1::{self, BodyDecoder, Decoded, HeadLimits, ResponseHead};
 use crate::proxy::upgrade::WebSocketUpgrade;
+
+mod h2c;
 
 /// Settings of the upstream connection pool.
 #[derive(Clone, Debug)]
@@ -73,6 +78,8 @@ pub enum UpstreamError {
     RequestBody(#[source] BoxError),
     #[error("{0}: every connection the endpoint may have is busy")]
     Saturated(String),
+    #[error("upstream HTTP/2: {0}")]
+    Http2(#[source] hyper::Error),
 }
 
 impl UpstreamError {
@@ -110,6 +117,8 @@ struct Endpoint {
     max_idle: usize,
     /// The endpoint left the configuration: connections that come back are closed.
     removed: AtomicBool,
+    /// Its HTTP/2 connection, for a backend spoken to in h2c.
+    h2: h2c::H2Connection,
 }
 
 impl Endpoint {
@@ -243,6 +252,19 @@ impl UpstreamPool {
         }
     }
 
+    /// Sends `req` to `address` in `protocol`.
+    pub fn send_in(
+        self: &Arc<Self>,
+        protocol: BackendProtocol,
+        address: &Arc<str>,
+        req: Request<Body>,
+    ) -> impl Future<Output = Result<Response<Body>, UpstreamError>> + Send + 'static {
+        match protocol {
+            BackendProtocol::Http1 => Either::Left(self.send(address, req)),
+            BackendProtocol::H2c => Either::Right(self.send_h2c(address, req)),
+        }
+    }
+
     /// The endpoint at `address`, made on first use.
     fn endpoint(&self, address: &Arc<str>) -> Arc<Endpoint> {
         let mut endpoints = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
@@ -254,6 +276,7 @@ impl UpstreamPool {
             idle: Mutex::new(Vec::new()),
             max_idle: self.settings.pool_max_idle_per_host,
             removed: AtomicBool::new(false),
+            h2: h2c::H2Connection::default(),
         });
         endpoints.insert(address.clone(), endpoint.clone());
         endpoint
@@ -268,6 +291,7 @@ impl UpstreamPool {
                 let mut idle = endpoint.idle.lock().unwrap_or_else(|e| e.into_inner());
                 endpoint.removed.store(true, Ordering::Relaxed);
                 idle.clear();
+                endpoint.h2.close();
             }
             kept
         });

@@ -128,8 +128,9 @@ pub(super) async fn forward(
     parts.version = http::Version::HTTP_11;
 
     let taps = start_mirrors(shared, gateway, &route.filters.mirrors, &parts, &path_and_query);
-    // Mirrors get the request, not the upgrade: only the backend answering it switches.
-    if parts.extensions.get::<WebSocketUpgrade>().is_some() {
+    // Mirrors get the request, not the upgrade: only the backend answering it switches, and
+    // only over HTTP/1.1 (an h2c backend gets the handshake as a plain GET).
+    if backend.protocol.is_http1() && parts.extensions.get::<WebSocketUpgrade>().is_some() {
         upgrade::ask_upstream(&mut parts.headers);
     }
     let body = TeeBody::new(incoming, taps, shared.settings.request_body_idle_timeout);
@@ -142,7 +143,7 @@ pub(super) async fn forward(
         .map(Duration::from_millis)
         .or(shared.settings.default_request_timeout);
     // Pinned here, once: the timing below holds only a reference to it.
-    let call = shared.client.send(&authority, upstream_request);
+    let call = shared.client.send_in(backend.protocol, &authority, upstream_request);
     tokio::pin!(call);
     let result = match timeout {
         Some(limit) => match within(limit, timer, call.as_mut()).await {
@@ -259,6 +260,7 @@ mod tests {
             name: "b".into(),
             weight,
             target: BackendTarget::Url { url: "http://x".into() },
+            protocol: Default::default(),
             request_headers: HeaderModifier::default(),
             response_headers: HeaderModifier::default(),
         };

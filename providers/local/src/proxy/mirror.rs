@@ -55,6 +55,7 @@ pub(super) fn start_mirrors(
         *request.uri_mut() = uri;
         *request.headers_mut() = parts.headers.clone();
         let client = shared.client.clone();
+        let protocol = mirror.backend.protocol;
         let metrics = shared.metrics.clone();
         let failed = labels("mirror");
         tokio::spawn(async move {
@@ -62,7 +63,7 @@ pub(super) fn start_mirrors(
             // The answer is read to the end (so the connection returns to the pool), all
             // within the mirror's time.
             let exchange = async {
-                let response = client.send(&address, request).await.map_err(drop)?;
+                let response = client.send_in(protocol, &address, request).await.map_err(drop)?;
                 response.into_body().collect().await.map(drop).map_err(drop)
             };
             if !matches!(tokio::time::timeout(Duration::from_secs(30), exchange).await, Ok(Ok(()))) {
