@@ -35,6 +35,7 @@ fn the_crds_are_established() {
         "gatewayclasses.gateway.networking.k8s.io",
         "gateways.gateway.networking.k8s.io",
         "httproutes.gateway.networking.k8s.io",
+        "grpcroutes.gateway.networking.k8s.io",
         "providerconfigs.tollbridge.dev",
         "quotapolicies.tollbridge.dev",
         "apikeys.tollbridge.dev",

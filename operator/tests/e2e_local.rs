@@ -2042,3 +2042,92 @@ async fn h2c_backends_are_spoken_to_in_http2_whatever_the_client_speaks() {
     assert!(head.starts_with("http/1.1 200 "), "{head}");
     still_serves(&mut tollbridge, port).await;
 }
+
+/// A gRPC-shaped backend on h2c: answers every call with one empty message and its status in
+/// trailers (`grpc-status: 0`, and `x-seen-te` saying whether the call carried `te: trailers`).
+async fn grpc_backend() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind gRPC backend");
+    let addr = listener.local_addr().expect("gRPC backend address");
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
+                    let te = req.headers().get("te").map(|v| v.to_str().unwrap_or("?").to_string());
+                    let path = req.uri().path().to_string();
+                    let _ = req.into_body().collect().await;
+                    let mut trailers = http::HeaderMap::new();
+                    trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+                    trailers
+                        .insert("x-seen-te", http::HeaderValue::from_str(&te.unwrap_or_default()).unwrap());
+                    let frames = [
+                        Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(Bytes::from_static(&[
+                            0, 0, 0, 0, 0,
+                        ]))),
+                        Ok(hyper::body::Frame::trailers(trailers)),
+                    ];
+                    let body = http_body_util::StreamBody::new(futures::stream::iter(frames));
+                    let response = http::Response::builder()
+                        .header("content-type", "application/grpc")
+                        .header("x-path", path)
+                        .body(body)
+                        .unwrap();
+                    Ok::<_, std::convert::Infallible>(response)
+                });
+                let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_routes_carry_calls_and_the_gateway_answers_in_grpc_status() {
+    let port = free_port();
+    let backend = grpc_backend().await;
+    let dir = ConfigDir::new();
+    dir.write("gateway.yaml", &yaml::simple_gateway(port));
+    // No appProtocol: a GRPCRoute's backends are spoken to in h2c all the same.
+    dir.write("backends.yaml", &docs(&[yaml::backend("echo", backend), yaml::service("gone")]));
+    dir.write(
+        "routes.yaml",
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: GRPCRoute\nmetadata: {name: echo}\nspec:\n  \
+         parentRefs: [{name: gw}]\n  rules:\n  \
+         - matches: [{method: {service: pkg.Echo, method: Say}}]\n    \
+           backendRefs: [{name: echo, port: 80}]\n  \
+         - matches: [{method: {service: pkg.Gone}}]\n    \
+           backendRefs: [{name: gone, port: 80}]\n",
+    );
+    let mut tollbridge = Tollbridge::start(&dir, &[]).await;
+    let grpc = [("content-type", "application/grpc"), ("te", "trailers")];
+    let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
+    let client = Client::h2c();
+
+    // A call the route matches reaches the backend, with its trailers on the way back.
+    let resp = client.request(Method::POST, &url("/pkg.Echo/Say"), &grpc, "\0\0\0\0\0").await;
+    assert_eq!(resp.status, StatusCode::OK);
+    assert_eq!(resp.header("x-path"), Some("/pkg.Echo/Say"));
+    let trailers = resp.trailers.clone().unwrap_or_else(|| panic!("no trailers: {resp:?}"));
+    assert_eq!(trailers["grpc-status"], "0");
+    assert_eq!(trailers["x-seen-te"], "trailers", "the backend is asked to accept trailers");
+
+    // What no rule matches is UNIMPLEMENTED (12), in gRPC's own terms.
+    let resp = client.request(Method::POST, &url("/pkg.Echo/Shout"), &grpc, "").await;
+    assert_eq!(resp.status, StatusCode::OK);
+    assert_eq!(resp.header("content-type"), Some("application/grpc"));
+    assert_eq!(resp.header("grpc-status"), Some("12"), "{resp:?}");
+    assert_eq!(resp.header("grpc-message"), Some("no route matches this request"));
+    // A backend with no endpoints is UNAVAILABLE (14).
+    let resp = client.request(Method::POST, &url("/pkg.Gone/Any"), &grpc, "").await;
+    assert_eq!(resp.header("grpc-status"), Some("14"), "{resp:?}");
+    // A request that is not gRPC keeps HTTP's answer.
+    let resp = client.request(Method::POST, &url("/pkg.Echo/Shout"), &[], "").await;
+    assert_eq!(resp.status, StatusCode::NOT_FOUND);
+    assert!(resp.headers.get("grpc-status").is_none());
+
+    let status = tollbridge.admin_get("/status").await.json();
+    let parent = &status["grpcroutes"]["default/echo"]["parents"][0];
+    assert_eq!(parent["conditions"][0]["status"], "True", "{status}");
+    assert!(tollbridge.is_running(), "tollbridge exited; log:\n{}", tollbridge.log());
+}

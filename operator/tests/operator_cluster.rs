@@ -190,6 +190,11 @@ async fn a_local_gateway_gets_statuses_events_and_its_proxy_objects() {
     ns.apply(&gateway_yaml(class.name(), 18080));
     ns.apply(&backend_yaml("echo", 19999));
     ns.apply(&route_yaml("orders", "/orders", "echo"));
+    ns.apply(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: GRPCRoute\nmetadata: {name: orders}\nspec:\n  \
+         parentRefs: [{name: gw}]\n  rules:\n  - matches: [{method: {service: shop.Orders}}]\n    \
+         backendRefs: [{name: echo, port: 80}]\n",
+    );
     let (_op, port) = operator(&ns, "solo").await;
 
     eventually("GatewayClass Accepted", CONVERGE, || async {
@@ -203,15 +208,20 @@ async fn a_local_gateway_gets_statuses_events_and_its_proxy_objects() {
         condition(&gw["status"]["conditions"], "Accepted") == ("True", "Accepted")
             && condition(&gw["status"]["conditions"], "Programmed") == ("False", "Pending")
             && gw["status"]["addresses"][0]["value"].as_str().is_some_and(|a| a.starts_with("10.0.0."))
-            && gw["status"]["listeners"][0]["attachedRoutes"] == 1
+            && gw["status"]["listeners"][0]["attachedRoutes"] == 2
     })
     .await;
-    let route = ns.get_json("httproute", "orders");
-    let parent = &route["status"]["parents"][0];
-    assert_eq!(parent["controllerName"], CONTROLLER_NAME);
-    assert_eq!(condition(&parent["conditions"], "Accepted").0, "True");
-    assert_eq!(condition(&parent["conditions"], "ResolvedRefs").0, "True");
-    assert_eq!(parent["conditions"][0]["observedGeneration"], 1);
+    // An HTTPRoute and a GRPCRoute of the same name, each with its own status.
+    for kind in ["httproute", "grpcroute"] {
+        let route = ns.get_json(kind, "orders");
+        let parent = &route["status"]["parents"][0];
+        assert_eq!(parent["controllerName"], CONTROLLER_NAME, "{kind}");
+        assert_eq!(condition(&parent["conditions"], "Accepted").0, "True", "{kind}");
+        assert_eq!(condition(&parent["conditions"], "ResolvedRefs").0, "True", "{kind}");
+        assert_eq!(parent["conditions"][0]["observedGeneration"], 1, "{kind}");
+    }
+    let kinds = &ns.get_json("gateway", "gw")["status"]["listeners"][0]["supportedKinds"];
+    assert_eq!(kinds[1]["kind"], "GRPCRoute", "{kinds}");
 
     // The proxy's objects, owned by the Gateway, with a Role that reads only the config Secret.
     let gw_uid = ns.get_json("gateway", "gw")["metadata"]["uid"].clone();
@@ -862,6 +872,7 @@ async fn route_parents_written_meanwhile_by_another_controller_are_kept() {
         .unwrap()],
         gateways: vec![serde_json::from_value(typed("gateway", "gw")).unwrap()],
         http_routes: vec![serde_json::from_value(typed("httproute", "orders")).unwrap()],
+        grpc_routes: Vec::new(),
         reference_grants: Vec::new(),
         namespaces: vec![
             serde_json::from_value(cluster.get_cluster_scoped_json("namespace", ns.name())).unwrap()

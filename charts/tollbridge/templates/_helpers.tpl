@@ -133,13 +133,13 @@ Server-side apply of an object that does not exist yet is a create: `patch` and 
 # server-side apply (patch on the Gateway itself; the record is re-read, get, before a place
 # is dropped from it).
 - apiGroups: ["gateway.networking.k8s.io"]
-  resources: ["gateways", "httproutes", "referencegrants"]
+  resources: ["gateways", "httproutes", "grpcroutes", "referencegrants"]
   verbs: ["list", "watch"]
 - apiGroups: ["gateway.networking.k8s.io"]
   resources: ["gateways"]
   verbs: ["get", "patch"]
 - apiGroups: ["gateway.networking.k8s.io"]
-  resources: ["gateways/status", "httproutes/status"]
+  resources: ["gateways/status", "httproutes/status", "grpcroutes/status"]
   verbs: ["patch"]
 # QuotaPolicies and ApiKeys: watched; statuses written.
 - apiGroups: ["tollbridge.dev"]

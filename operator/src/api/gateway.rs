@@ -1,5 +1,5 @@
 //! Gateway API v1 types (standard channel of Gateway API v1.6) for the kinds tollbridge reads:
-//! GatewayClass, Gateway, HTTPRoute and ReferenceGrant.
+//! GatewayClass, Gateway, HTTPRoute, GRPCRoute and ReferenceGrant.
 //!
 //! Hand-written serde types with the upstream names. Open enums (listener protocol, filter type)
 //! keep unknown values so the translator can report them instead of failing to parse.
@@ -649,6 +649,116 @@ pub struct RouteParentStatus {
     pub controller_name: String,
     pub conditions: Vec<Condition>,
 }
+
+// ---------------------------------------------------------------------------------------------
+// GRPCRoute
+
+/// gRPC routing rules attached to one or more Gateways: services and methods to backends.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "gateway.networking.k8s.io",
+    version = "v1",
+    kind = "GRPCRoute",
+    namespaced,
+    status = "GRPCRouteStatus",
+    schema = "disabled"
+)]
+#[serde(rename_all = "camelCase")]
+pub struct GRPCRouteSpec {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parent_refs: Vec<ParentReference>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hostnames: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<GRPCRouteRule>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GRPCRouteRule {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub matches: Vec<GRPCRouteMatch>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<GRPCRouteFilter>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backend_refs: Vec<GRPCBackendRef>,
+}
+
+/// Conditions a gRPC request must meet; all present fields must match.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GRPCRouteMatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<GRPCMethodMatch>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<HTTPHeaderMatch>,
+}
+
+/// The service and method a request calls (its path is `/service/method`); either may be
+/// omitted, not both.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GRPCMethodMatch {
+    #[serde(default, rename = "type")]
+    pub type_: StringMatchType,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+}
+
+/// A GRPCRoute filter: the HTTPRoute filters gRPC keeps (header modifiers, mirrors, extension
+/// references); `type` names which member is set.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GRPCRouteFilter {
+    #[serde(rename = "type")]
+    pub type_: GRPCRouteFilterType,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_header_modifier: Option<HTTPHeaderFilter>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_header_modifier: Option<HTTPHeaderFilter>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_mirror: Option<HTTPRequestMirrorFilter>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extension_ref: Option<LocalObjectReference>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub enum GRPCRouteFilterType {
+    #[default]
+    RequestHeaderModifier,
+    ResponseHeaderModifier,
+    RequestMirror,
+    ExtensionRef,
+    /// A filter type GRPCRoute does not have (reported as unsupported).
+    #[serde(other)]
+    Unknown,
+}
+
+/// A weighted backend of a GRPCRoute, with its own filters.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GRPCBackendRef {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<i32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<GRPCRouteFilter>,
+}
+
+/// A GRPCRoute's status has the shape of an HTTPRoute's: one entry per parent.
+pub type GRPCRouteStatus = HTTPRouteStatus;
 
 // ---------------------------------------------------------------------------------------------
 // ReferenceGrant

@@ -289,8 +289,8 @@ pub struct ProviderConfigStatus {
 // ---------------------------------------------------------------------------------------------
 // QuotaPolicy
 
-/// API keys, rate limits and quotas for the HTTPRoutes or Gateways it targets (a Direct policy
-/// attachment, GEP-713).
+/// API keys, rate limits and quotas for the HTTPRoutes, GRPCRoutes or Gateways it targets (a
+/// Direct policy attachment, GEP-713).
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 // Printer columns repeat `type_ = "string"`, which clippy mistakes for duplicated attributes.
 #[allow(clippy::duplicated_attributes)]
@@ -299,7 +299,7 @@ pub struct ProviderConfigStatus {
     version = "v1alpha1",
     kind = "QuotaPolicy",
     namespaced,
-    doc = "API keys, rate limits and quotas for the HTTPRoutes or Gateways it targets.",
+    doc = "API keys, rate limits and quotas for the HTTPRoutes, GRPCRoutes or Gateways it targets.",
     status = "PolicyStatus",
     shortname = "qp",
     category = "tollbridge",
@@ -326,7 +326,7 @@ pub struct ProviderConfigStatus {
     .reason(Reason::FieldValueRequired))]
 #[serde(rename_all = "camelCase")]
 pub struct QuotaPolicySpec {
-    /// The HTTPRoutes or Gateways this policy applies to (same namespace).
+    /// The HTTPRoutes, GRPCRoutes or Gateways this policy applies to (same namespace).
     #[schemars(length(min = 1, max = 16))]
     pub target_refs: Vec<PolicyTargetReference>,
     /// Require an API key (ApiKey objects referring to this policy) on every request.
@@ -341,20 +341,20 @@ pub struct QuotaPolicySpec {
 }
 
 /// A Gateway API object in the policy's namespace, optionally one section of it (a listener of a
-/// Gateway, a named rule of an HTTPRoute).
+/// Gateway, a named rule of a route).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PolicyTargetReference {
     /// API group of the target: gateway.networking.k8s.io.
     #[schemars(extend("enum" = ["gateway.networking.k8s.io"]))]
     pub group: String,
-    /// Kind of the target: HTTPRoute or Gateway.
-    #[schemars(extend("enum" = ["HTTPRoute", "Gateway"]))]
+    /// Kind of the target: HTTPRoute, GRPCRoute or Gateway.
+    #[schemars(extend("enum" = ["HTTPRoute", "GRPCRoute", "Gateway"]))]
     pub kind: String,
     /// Name of the target.
     #[schemars(length(min = 1, max = 253))]
     pub name: String,
-    /// A listener name (Gateway) or rule name (HTTPRoute); unset means the whole object.
+    /// A listener name (Gateway) or rule name (HTTPRoute, GRPCRoute); unset means the whole object.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub section_name: Option<String>,
@@ -1089,7 +1089,10 @@ spec:
         let target = format!("{refs}/items");
         assert_eq!(at(&s, &format!("{target}/required")), &json!(["group", "kind", "name"]));
         assert_eq!(at(&s, &format!("{target}/properties/group/enum")), &json!(["gateway.networking.k8s.io"]));
-        assert_eq!(at(&s, &format!("{target}/properties/kind/enum")), &json!(["HTTPRoute", "Gateway"]));
+        assert_eq!(
+            at(&s, &format!("{target}/properties/kind/enum")),
+            &json!(["HTTPRoute", "GRPCRoute", "Gateway"])
+        );
         let api_key = format!("{spec}/properties/apiKey");
         assert_eq!(at(&s, &format!("{api_key}/properties/required/default")), true);
         let rate = format!("{spec}/properties/rateLimit");

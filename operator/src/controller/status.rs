@@ -9,7 +9,7 @@ use kube::{Client, Resource};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::api::gateway::RouteParentStatus;
+use crate::api::gateway::{HTTPRouteStatus, RouteParentStatus};
 use crate::snapshot::{name_of, object_id, Snapshot};
 use crate::translate::{Statuses, CONTROLLER_NAME};
 
@@ -24,7 +24,7 @@ pub struct StatusPatch {
     pub name: String,
     /// The whole `status` object.
     pub status: Value,
-    /// For statuses other controllers write into too (HTTPRoute `parents`): the object's
+    /// For statuses other controllers write into too (route `parents`): the object's
     /// resourceVersion the patch was planned from; the write fails if it changed meanwhile.
     pub resource_version: Option<String>,
 }
@@ -39,7 +39,7 @@ impl StatusPatch {
 }
 
 /// The patches that make the live objects in `snapshot` carry `desired`. Conditions whose
-/// status did not change keep their `lastTransitionTime`; HTTPRoute parents written by other
+/// status did not change keep their `lastTransitionTime`; route parents written by other
 /// controllers are kept as they are.
 pub fn plan(snapshot: &Snapshot, desired: &Statuses) -> Vec<StatusPatch> {
     let mut out = Vec::new();
@@ -63,21 +63,12 @@ pub fn plan(snapshot: &Snapshot, desired: &Statuses) -> Vec<StatusPatch> {
         push_if_changed(&mut out, gateway, &want, &live);
     }
     for route in &snapshot.http_routes {
-        let Some(want) = desired.httproutes.get(&object_id(&route.metadata)) else { continue };
-        let mut want = want.clone();
-        let live = route.status.clone().unwrap_or_default();
-        for parent in &mut want.parents {
-            if let Some(old) = live.parents.iter().find(|p| same_parent(p, parent)) {
-                keep_times(&mut parent.conditions, &old.conditions);
-            }
-        }
-        let foreign = live.parents.iter().filter(|p| p.controller_name != CONTROLLER_NAME).cloned();
-        want.parents.extend(foreign);
-        let before = out.len();
-        push_if_changed(&mut out, route, &want, &live);
-        if let Some(patch) = out.get_mut(before) {
-            patch.resource_version = route.metadata.resource_version.clone();
-        }
+        let want = desired.httproutes.get(&object_id(&route.metadata));
+        plan_route(&mut out, route, want, route.status.as_ref());
+    }
+    for route in &snapshot.grpc_routes {
+        let want = desired.grpcroutes.get(&object_id(&route.metadata));
+        plan_route(&mut out, route, want, route.status.as_ref());
     }
     for policy in &snapshot.quota_policies {
         let Some(want) = desired.quotapolicies.get(&object_id(&policy.metadata)) else { continue };
@@ -104,6 +95,31 @@ pub fn plan(snapshot: &Snapshot, desired: &Statuses) -> Vec<StatusPatch> {
         push_if_changed(&mut out, key, &want, &live);
     }
     out
+}
+
+/// A route's status patch, if it differs: our parents as desired (their unchanged conditions
+/// keeping their times), other controllers' parents as they are.
+fn plan_route<K: Resource<DynamicType = ()>>(
+    out: &mut Vec<StatusPatch>,
+    route: &K,
+    want: Option<&HTTPRouteStatus>,
+    live: Option<&HTTPRouteStatus>,
+) {
+    let Some(want) = want else { return };
+    let mut want = want.clone();
+    let live = live.cloned().unwrap_or_default();
+    for parent in &mut want.parents {
+        if let Some(old) = live.parents.iter().find(|p| same_parent(p, parent)) {
+            keep_times(&mut parent.conditions, &old.conditions);
+        }
+    }
+    let foreign = live.parents.iter().filter(|p| p.controller_name != CONTROLLER_NAME).cloned();
+    want.parents.extend(foreign);
+    let before = out.len();
+    push_if_changed(out, route, &want, &live);
+    if let Some(patch) = out.get_mut(before) {
+        patch.resource_version = route.meta().resource_version.clone();
+    }
 }
 
 fn same_parent(a: &RouteParentStatus, b: &RouteParentStatus) -> bool {

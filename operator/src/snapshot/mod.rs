@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use crate::api::gateway::{Gateway, GatewayClass, HTTPRoute, ReferenceGrant};
+use crate::api::gateway::{GRPCRoute, Gateway, GatewayClass, HTTPRoute, ReferenceGrant};
 use crate::api::tollbridge::{ApiKey, ProviderConfig, QuotaPolicy};
 
 /// A consistent view of the objects the translator reads. The order of each list is the load
@@ -19,6 +19,7 @@ pub struct Snapshot {
     pub gateway_classes: Vec<GatewayClass>,
     pub gateways: Vec<Gateway>,
     pub http_routes: Vec<HTTPRoute>,
+    pub grpc_routes: Vec<GRPCRoute>,
     pub reference_grants: Vec<ReferenceGrant>,
     pub namespaces: Vec<Namespace>,
     pub services: Vec<Service>,

@@ -20,7 +20,8 @@ use crate::translate::SERVICE_NAME_LABEL;
 const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
 
 /// The objects the Gateway `namespace/name` depends on: itself, its class, the ProviderConfigs
-/// they name, the HTTPRoutes whose parentRefs name it and the Namespaces of it and them, the
+/// they name, the HTTPRoutes and GRPCRoutes whose parentRefs name it and the Namespaces of it
+/// and them, the
 /// Services and EndpointSlices those routes send to, the QuotaPolicies in the namespaces of the
 /// Gateway and its routes, their ApiKeys, the Secrets of its listeners and keys, and the
 /// ReferenceGrants in the namespaces those Services and Secrets live in. The config Secret is
@@ -31,17 +32,29 @@ pub fn for_gateway(snapshot: &Snapshot, namespace: &str, name: &str) -> Option<S
         .gateways
         .iter()
         .find(|g| namespace_of(&g.metadata) == namespace && name_of(&g.metadata) == name)?;
-    let http_routes: Vec<_> =
-        snapshot.http_routes.iter().filter(|r| names_gateway(r, gateway)).cloned().collect();
+    let http_routes: Vec<_> = snapshot
+        .http_routes
+        .iter()
+        .filter(|r| names_gateway(&r.metadata, &r.spec.parent_refs, gateway))
+        .cloned()
+        .collect();
+    let grpc_routes: Vec<_> = snapshot
+        .grpc_routes
+        .iter()
+        .filter(|r| names_gateway(&r.metadata, &r.spec.parent_refs, gateway))
+        .cloned()
+        .collect();
 
     let mut backends = BTreeSet::new();
-    for route in &http_routes {
-        let spec = serde_json::to_value(&route.spec).unwrap_or_default();
-        collect_backends(&spec, namespace_of(&route.metadata), &mut backends);
+    let specs = (http_routes.iter().map(|r| (&r.metadata, serde_json::to_value(&r.spec))))
+        .chain(grpc_routes.iter().map(|r| (&r.metadata, serde_json::to_value(&r.spec))));
+    for (metadata, spec) in specs {
+        collect_backends(&spec.unwrap_or_default(), namespace_of(metadata), &mut backends);
     }
     // The Gateway's namespace and its routes': where its policies and Namespace objects come from.
     let mut namespaces: BTreeSet<&str> = [namespace].into();
     namespaces.extend(http_routes.iter().map(|r| namespace_of(&r.metadata)));
+    namespaces.extend(grpc_routes.iter().map(|r| namespace_of(&r.metadata)));
     let quota_policies: Vec<_> = snapshot
         .quota_policies
         .iter()
@@ -110,6 +123,7 @@ pub fn for_gateway(snapshot: &Snapshot, namespace: &str, name: &str) -> Option<S
             .cloned()
             .collect(),
         http_routes,
+        grpc_routes,
         quota_policies,
         api_keys,
     };
@@ -178,10 +192,14 @@ fn hash_key_secret(secret: &Secret, subset: &Snapshot) -> Secret {
     Secret { metadata, type_: secret.type_.clone(), data: Some(data), ..Secret::default() }
 }
 
-/// Whether one of the route's parentRefs names the Gateway.
-fn names_gateway(route: &crate::api::gateway::HTTPRoute, gateway: &Gateway) -> bool {
-    let route_ns = namespace_of(&route.metadata);
-    route.spec.parent_refs.iter().any(|p| {
+/// Whether one of a route's parentRefs names the Gateway.
+fn names_gateway(
+    route: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    parent_refs: &[crate::api::gateway::ParentReference],
+    gateway: &Gateway,
+) -> bool {
+    let route_ns = namespace_of(route);
+    parent_refs.iter().any(|p| {
         p.group.as_deref().unwrap_or(GATEWAY_GROUP) == GATEWAY_GROUP
             && p.kind.as_deref().unwrap_or("Gateway") == "Gateway"
             && p.name == name_of(&gateway.metadata)
@@ -241,6 +259,9 @@ pub fn to_yaml(snapshot: &Snapshot) -> Result<String, serde_yaml::Error> {
         push(o)?;
     }
     for o in &snapshot.http_routes {
+        push(o)?;
+    }
+    for o in &snapshot.grpc_routes {
         push(o)?;
     }
     for o in &snapshot.reference_grants {

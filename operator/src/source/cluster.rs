@@ -18,7 +18,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-use crate::api::gateway::{Gateway, GatewayClass, HTTPRoute, ReferenceGrant};
+use crate::api::gateway::{GRPCRoute, Gateway, GatewayClass, HTTPRoute, ReferenceGrant};
 use crate::api::tollbridge::{ApiKey, ProviderConfig, QuotaPolicy};
 use crate::snapshot::{name_of, namespace_of, referenced_secret_ids, Snapshot};
 use crate::translate::SERVICE_NAME_LABEL;
@@ -146,6 +146,7 @@ pub struct ClusterSource {
     gateway_classes: Store<GatewayClass>,
     gateways: Store<Gateway>,
     http_routes: Store<HTTPRoute>,
+    grpc_routes: Store<GRPCRoute>,
     reference_grants: Store<ReferenceGrant>,
     namespaces: Store<Namespace>,
     services: Store<Service>,
@@ -168,6 +169,7 @@ impl ClusterSource {
             gateway_classes: w.watch("GatewayClass", Api::all(client.clone()), all.clone()),
             gateways: w.watch("Gateway", scope.api(&client), all.clone()),
             http_routes: w.watch("HTTPRoute", scope.api(&client), all.clone()),
+            grpc_routes: w.watch("GRPCRoute", scope.api(&client), all.clone()),
             reference_grants: w.watch("ReferenceGrant", scope.api(&client), all.clone()),
             namespaces: w.watch("Namespace", Api::all(client.clone()), all.clone()),
             services: w.watch("Service", scope.api(&client), all.clone()),
@@ -234,6 +236,7 @@ impl ClusterSource {
             gateway_classes: sorted(&self.gateway_classes),
             gateways: sorted(&self.gateways),
             http_routes: sorted(&self.http_routes),
+            grpc_routes: sorted(&self.grpc_routes),
             reference_grants: sorted(&self.reference_grants),
             namespaces: sorted(&self.namespaces),
             services: sorted(&self.services),

@@ -303,6 +303,7 @@ objects! {
     GatewayClass: "gateway.networking.k8s.io" "GatewayClass" crate::api::gateway::GatewayClass, gateway_classes, false;
     Gateway: "gateway.networking.k8s.io" "Gateway" crate::api::gateway::Gateway, gateways, true;
     HttpRoute: "gateway.networking.k8s.io" "HTTPRoute" crate::api::gateway::HTTPRoute, http_routes, true;
+    GrpcRoute: "gateway.networking.k8s.io" "GRPCRoute" crate::api::gateway::GRPCRoute, grpc_routes, true;
     ReferenceGrant: "gateway.networking.k8s.io" "ReferenceGrant" crate::api::gateway::ReferenceGrant, reference_grants, true;
     Namespace: "" "Namespace" k8s_openapi::api::core::v1::Namespace, namespaces, false;
     Service: "" "Service" k8s_openapi::api::core::v1::Service, services, true;

@@ -43,22 +43,6 @@ impl<'a> GatewayState<'a> {
         capabilities: CapabilityLookup<'_>,
         now: Timestamp,
     ) -> Self {
-        let stamp = Stamp::new(gateway.metadata.generation, now);
-        let listeners = listeners::validate(gateway, index, stamp);
-        let attached = vec![BTreeSet::new(); listeners.len()];
-        let mut state = Self {
-            gateway,
-            id: object_id(&gateway.metadata),
-            stamp,
-            settings: None,
-            capabilities: None,
-            rejected: None,
-            listeners,
-            attached,
-            entries: Vec::new(),
-            routes_seen: BTreeSet::new(),
-            policies: Vec::new(),
-        };
         let settings = match (&class.settings, gateway_parameters(gateway)) {
             (Err(why), _) => Err((
                 reason::INVALID_PARAMETERS,
@@ -88,9 +72,30 @@ impl<'a> GatewayState<'a> {
                 .map_err(|why| (reason::INVALID_PARAMETERS, format!("infrastructure.parametersRef: {why}"))),
             (Ok(settings), None) => Ok(settings.clone()),
         };
-        match settings {
-            Ok(settings) => {
-                let caps = capabilities(&settings);
+        let stamp = Stamp::new(gateway.metadata.generation, now);
+        let resolved = settings.map(|settings| {
+            let caps = capabilities(&settings);
+            (settings, caps)
+        });
+        // A Gateway whose provider is unknown admits no route, so its listeners name every kind.
+        let grpc = resolved.as_ref().map_or(true, |(_, caps)| caps.supports(Feature::GRPCRoute));
+        let listeners = listeners::validate(gateway, index, stamp, grpc);
+        let attached = vec![BTreeSet::new(); listeners.len()];
+        let mut state = Self {
+            gateway,
+            id: object_id(&gateway.metadata),
+            stamp,
+            settings: None,
+            capabilities: None,
+            rejected: None,
+            listeners,
+            attached,
+            entries: Vec::new(),
+            routes_seen: BTreeSet::new(),
+            policies: Vec::new(),
+        };
+        match resolved {
+            Ok((settings, caps)) => {
                 state.rejected = address_problem(gateway, &caps);
                 state.settings = Some(settings);
                 state.capabilities = Some(caps);

@@ -6,7 +6,7 @@ use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 
-use crate::api::gateway::{HTTPRoute, ReferenceGrant};
+use crate::api::gateway::{GRPCRoute, HTTPRoute, ReferenceGrant};
 use crate::api::tollbridge::{ProviderConfig, QuotaPolicy};
 use crate::snapshot::{name_of, namespace_of, Snapshot};
 
@@ -26,6 +26,7 @@ pub struct Index<'a> {
     grants: HashMap<&'a str, Vec<&'a ReferenceGrant>>,
     provider_configs: HashMap<&'a str, &'a ProviderConfig>,
     routes: HashMap<Key, (usize, &'a HTTPRoute)>,
+    grpc_routes: HashMap<Key, &'a GRPCRoute>,
     policies: HashMap<Key, (usize, &'a QuotaPolicy)>,
 }
 
@@ -60,6 +61,7 @@ impl<'a> Index<'a> {
             grants,
             provider_configs: snap.provider_configs.iter().map(|p| (name_of(&p.metadata), p)).collect(),
             routes: snap.http_routes.iter().enumerate().map(|(i, r)| (key(&r.metadata), (i, r))).collect(),
+            grpc_routes: snap.grpc_routes.iter().map(|r| (key(&r.metadata), r)).collect(),
             policies: snap
                 .quota_policies
                 .iter()
@@ -87,6 +89,10 @@ impl<'a> Index<'a> {
 
     pub fn route(&self, namespace: &str, name: &str) -> Option<(usize, &'a HTTPRoute)> {
         self.routes.get(&join(namespace, name)).copied()
+    }
+
+    pub fn grpc_route(&self, namespace: &str, name: &str) -> Option<&'a GRPCRoute> {
+        self.grpc_routes.get(&join(namespace, name)).copied()
     }
 
     pub fn policy(&self, namespace: &str, name: &str) -> Option<(usize, &'a QuotaPolicy)> {

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use tollbridge_provider::{CertificateIr, ListenerProtocol, SecretBytes};
+use tollbridge_provider::{CertificateIr, ListenerProtocol, RouteKind, SecretBytes};
 
 use super::conditions::{reason, Problem, Stamp, ACCEPTED, CONFLICTED, PROGRAMMED, RESOLVED_REFS};
 use super::index::{Index, RefEnd};
@@ -30,14 +30,15 @@ pub struct ListenerState {
 }
 
 impl ListenerState {
-    /// Whether an HTTPRoute from `route_namespace` may attach, per `allowedRoutes`.
+    /// Whether a route of `kind` from `route_namespace` may attach, per `allowedRoutes`.
     pub fn allows_route_from(
         &self,
+        kind: RouteKind,
         gateway_namespace: &str,
         route_namespace: &str,
         index: &Index<'_>,
     ) -> bool {
-        let http_route_supported = self.supported_kinds.iter().any(|k| k.kind == "HTTPRoute");
+        let kind_supported = self.supported_kinds.iter().any(|k| k.kind == kind.name());
         let namespaces = self.allowed_routes.namespaces.clone().unwrap_or_default();
         let namespace_ok = match namespaces.from.unwrap_or_default() {
             FromNamespaces::All => true,
@@ -47,15 +48,15 @@ impl ListenerState {
             }
             FromNamespaces::None => false,
         };
-        http_route_supported && namespace_ok
+        kind_supported && namespace_ok
     }
 }
 
 const HTTP: &str = "HTTP";
 const HTTPS: &str = "HTTPS";
 
-/// Validates every listener of a Gateway.
-pub fn validate(gateway: &Gateway, index: &Index<'_>, stamp: Stamp) -> Vec<ListenerState> {
+/// Validates every listener of a Gateway; `grpc`: whether its provider carries GRPCRoutes.
+pub fn validate(gateway: &Gateway, index: &Index<'_>, stamp: Stamp, grpc: bool) -> Vec<ListenerState> {
     let namespace = crate::snapshot::namespace_of(&gateway.metadata);
     let conflicts = conflicts(&gateway.spec.listeners);
     gateway
@@ -63,7 +64,8 @@ pub fn validate(gateway: &Gateway, index: &Index<'_>, stamp: Stamp) -> Vec<Liste
         .listeners
         .iter()
         .map(|listener| {
-            validate_one(listener, namespace, conflicts.get(listener.name.as_str()).copied(), index, stamp)
+            let conflict = conflicts.get(listener.name.as_str()).copied();
+            validate_one(listener, namespace, conflict, index, stamp, grpc)
         })
         .collect()
 }
@@ -74,6 +76,7 @@ fn validate_one(
     conflict: Option<&'static str>,
     index: &Index<'_>,
     stamp: Stamp,
+    grpc: bool,
 ) -> ListenerState {
     let protocol = match listener.protocol.as_str() {
         HTTP => Some(ListenerProtocol::Http),
@@ -81,7 +84,7 @@ fn validate_one(
         _ => None,
     };
     let mut conditions = Vec::new();
-    let (supported_kinds, kinds_problem) = route_kinds(listener, protocol.is_some());
+    let (supported_kinds, kinds_problem) = route_kinds(listener, protocol.is_some(), grpc);
     let mut accepted = true;
 
     if protocol.is_none() {
@@ -176,22 +179,27 @@ fn conflicts(listeners: &[Listener]) -> BTreeMap<&str, &'static str> {
 }
 
 /// The route kinds the listener supports, and a problem when it asks for unsupported ones.
-fn route_kinds(listener: &Listener, http_like: bool) -> (Vec<RouteGroupKind>, Option<Problem>) {
-    let http_route = || RouteGroupKind { group: Some(GATEWAY_GROUP.to_string()), kind: "HTTPRoute".into() };
+/// HTTP and HTTPS listeners carry HTTPRoutes, and GRPCRoutes where the provider does (`grpc`).
+fn route_kinds(listener: &Listener, http_like: bool, grpc: bool) -> (Vec<RouteGroupKind>, Option<Problem>) {
+    let kind =
+        |kind: RouteKind| RouteGroupKind { group: Some(GATEWAY_GROUP.to_string()), kind: kind.name().into() };
+    let carried: &[RouteKind] = match (http_like, grpc) {
+        (false, _) => &[],
+        (true, false) => &[RouteKind::HTTPRoute],
+        (true, true) => &[RouteKind::HTTPRoute, RouteKind::GRPCRoute],
+    };
     let requested = listener.allowed_routes.as_ref().map(|a| a.kinds.as_slice()).unwrap_or_default();
     if requested.is_empty() {
-        return (if http_like { vec![http_route()] } else { Vec::new() }, None);
+        return (carried.iter().map(|k| kind(*k)).collect(), None);
     }
     let mut supported = Vec::new();
     let mut invalid = Vec::new();
-    for kind in requested {
-        let group = kind.group.as_deref().unwrap_or(GATEWAY_GROUP);
-        if http_like && group == GATEWAY_GROUP && kind.kind == "HTTPRoute" {
-            if !supported.contains(&http_route()) {
-                supported.push(http_route());
-            }
-        } else {
-            invalid.push(format!("{group}/{}", kind.kind));
+    for asked in requested {
+        let group = asked.group.as_deref().unwrap_or(GATEWAY_GROUP);
+        match carried.iter().find(|k| group == GATEWAY_GROUP && k.name() == asked.kind) {
+            Some(carried) if !supported.contains(&kind(*carried)) => supported.push(kind(*carried)),
+            Some(_) => {}
+            None => invalid.push(format!("{group}/{}", asked.kind)),
         }
     }
     let problem = (!invalid.is_empty())

@@ -6,6 +6,7 @@ pub mod conditions;
 mod duration;
 mod gatewayclass;
 mod gateways;
+mod grpc;
 mod hostnames;
 mod index;
 pub(crate) mod listeners;
@@ -25,7 +26,7 @@ pub use gatewayclass::settings_from_spec;
 pub(crate) use index::SERVICE_NAME_LABEL;
 pub use listeners::secret_value;
 
-use crate::api::gateway::{GatewayClassStatus, GatewayStatus, HTTPRouteStatus};
+use crate::api::gateway::{GRPCRouteStatus, GatewayClassStatus, GatewayStatus, HTTPRouteStatus};
 use crate::api::tollbridge::{ApiKeyStatus, PolicyStatus};
 use crate::snapshot::{name_of, Snapshot};
 use conditions::Stamp;
@@ -44,6 +45,8 @@ pub struct Statuses {
     pub gatewayclasses: BTreeMap<String, GatewayClassStatus>,
     pub gateways: BTreeMap<String, GatewayStatus>,
     pub httproutes: BTreeMap<String, HTTPRouteStatus>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub grpcroutes: BTreeMap<String, GRPCRouteStatus>,
     pub quotapolicies: BTreeMap<String, PolicyStatus>,
     pub apikeys: BTreeMap<String, ApiKeyStatus>,
 }
@@ -67,9 +70,11 @@ impl Statuses {
                 push("Gateway", id, format!(" listener {}", l.name), &l.conditions);
             }
         }
-        for (id, s) in &self.httproutes {
-            for p in &s.parents {
-                push("HTTPRoute", id, format!(" parent {}", p.parent_ref.name), &p.conditions);
+        for (kind, routes) in [("HTTPRoute", &self.httproutes), ("GRPCRoute", &self.grpcroutes)] {
+            for (id, s) in routes {
+                for p in &s.parents {
+                    push(kind, id, format!(" parent {}", p.parent_ref.name), &p.conditions);
+                }
             }
         }
         for (id, s) in &self.quotapolicies {
@@ -123,7 +128,13 @@ fn translate_with(
         })
         .collect();
 
-    let attachments = routes::attach_all(snapshot, &index, &mut gateways, &mut statuses, on_every_core);
+    // HTTPRoutes first, then GRPCRoutes: the order stands in for age where routes have none.
+    let lowered: Vec<grpc::Lowered> = snapshot.grpc_routes.iter().map(grpc::lower).collect();
+    let routes: Vec<rules::RouteSource<'_>> = (snapshot.http_routes.iter().map(rules::RouteSource::http))
+        .chain(lowered.iter().map(rules::RouteSource::grpc))
+        .collect();
+    let attachments =
+        routes::attach_all(&routes, snapshot.now, &index, &mut gateways, &mut statuses, on_every_core);
     policies::resolve(snapshot, &index, &mut gateways, &attachments, &mut statuses);
 
     let mut irs = Vec::new();

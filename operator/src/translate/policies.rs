@@ -313,19 +313,31 @@ fn target(
                 not_found: None,
             }
         }
-        "HTTPRoute" => {
-            let Some((_, route)) = index.route(namespace, &target.name) else {
-                return missing(format!("HTTPRoute {namespace}/{} not found", target.name));
+        kind @ ("HTTPRoute" | "GRPCRoute") => {
+            // The route's metadata and rule names, and how attachment names it.
+            let found = match kind {
+                "HTTPRoute" => index.route(namespace, &target.name).map(|(_, route)| {
+                    let rules: Vec<Option<&str>> =
+                        route.spec.rules.iter().map(|r| r.name.as_deref()).collect();
+                    (object_id(&route.metadata), rules)
+                }),
+                _ => index.grpc_route(namespace, &target.name).map(|route| {
+                    let rules: Vec<Option<&str>> =
+                        route.spec.rules.iter().map(|r| r.name.as_deref()).collect();
+                    (format!("GRPCRoute {}", object_id(&route.metadata)), rules)
+                }),
+            };
+            let Some((route_id, rule_names)) = found else {
+                return missing(format!("{kind} {namespace}/{} not found", target.name));
             };
             if let Some(section) = &target.section_name {
-                if !route.spec.rules.iter().any(|r| r.name.as_deref() == Some(section)) {
+                if !rule_names.contains(&Some(section.as_str())) {
                     return missing(format!(
-                        "HTTPRoute {namespace}/{} has no rule named {section:?}",
+                        "{kind} {namespace}/{} has no rule named {section:?}",
                         target.name
                     ));
                 }
             }
-            let route_id = object_id(&route.metadata);
             let reach: Vec<_> = attachments
                 .get(&route_id)
                 .into_iter()
@@ -339,11 +351,16 @@ fn target(
                 })
                 .collect();
             if reach.is_empty() {
-                return missing(format!("HTTPRoute {route_id} is not accepted by any tollbridge Gateway"));
+                return missing(format!(
+                    "{kind} {namespace}/{} is not accepted by any tollbridge Gateway",
+                    target.name
+                ));
             }
             Target { key, reach, not_found: None }
         }
-        other => missing(format!("target kind {other:?} is not supported; use Gateway or HTTPRoute")),
+        other => {
+            missing(format!("target kind {other:?} is not supported; use Gateway, HTTPRoute or GRPCRoute"))
+        }
     }
 }
 

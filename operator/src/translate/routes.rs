@@ -1,35 +1,37 @@
-//! HTTPRoute attachment to Gateways and listeners, and the route's per-parent status.
+//! Route (HTTPRoute and GRPCRoute) attachment to Gateways and listeners, and each route's
+//! per-parent status.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use tollbridge_provider::{AttachmentIr, Feature};
+use tollbridge_provider::{AttachmentIr, Feature, RouteKind};
 
 use super::conditions::{reason, Problem, Stamp, ACCEPTED, PARTIALLY_INVALID, RESOLVED_REFS};
 use super::gateways::GatewayState;
 use super::hostnames;
 use super::index::Index;
 use super::precedence::SortKey;
-use super::rules::{self, RulesOutcome};
+use super::rules::{self, RouteSource, RulesOutcome};
 use super::{Statuses, CONTROLLER_NAME};
-use crate::api::gateway::{HTTPRoute, HTTPRouteStatus, ParentReference, RouteParentStatus, GROUP};
+use crate::api::gateway::{HTTPRouteStatus, ParentReference, RouteParentStatus, GROUP};
 use crate::parallel;
-use crate::snapshot::{age_key, name_of, namespace_of, object_id, Snapshot};
+use crate::snapshot::{age_key, name_of, namespace_of, object_id};
 
 /// Where each route was accepted: route id → (gateway index, listener names).
 pub type Attachments = BTreeMap<String, Vec<(usize, Vec<String>)>>;
 
-/// Attaches every HTTPRoute to its parents, records route statuses and collects IR entries;
+/// Attaches every route to its parents, records route statuses and collects IR entries;
 /// with many routes, their rules are first translated on every core.
 pub fn attach_all(
-    snapshot: &Snapshot,
+    routes: &[RouteSource<'_>],
+    now: jiff::Timestamp,
     index: &Index<'_>,
     gateways: &mut [GatewayState<'_>],
     statuses: &mut Statuses,
     on_every_core: bool,
 ) -> Attachments {
     let mut attachments = Attachments::new();
-    let mut ahead = if on_every_core { rules_ahead(snapshot, index, gateways) } else { Vec::new() };
+    let mut ahead = if on_every_core { rules_ahead(routes, index, gateways) } else { Vec::new() };
     // Room for the entries translated ahead: they are large, and growing the vector copies them.
     let mut entries_ahead = vec![0; gateways.len()];
     for (gw_index, rules) in ahead.iter().flatten() {
@@ -38,10 +40,11 @@ pub fn attach_all(
     for (gateway, entries) in gateways.iter_mut().zip(entries_ahead) {
         gateway.entries.reserve(entries);
     }
-    for (load_index, route) in snapshot.http_routes.iter().enumerate() {
+    for (load_index, source) in routes.iter().enumerate() {
+        let route = source.route;
         let mut route_ahead = ahead.get_mut(load_index).and_then(Option::take);
-        let route_id = object_id(&route.metadata);
-        let stamp = Stamp::new(route.metadata.generation, snapshot.now);
+        let route_id = source.id();
+        let stamp = Stamp::new(route.metadata.generation, now);
         let mut parents = Vec::new();
         let mut seen: Vec<&ParentReference> = Vec::new();
         for parent_ref in &route.spec.parent_refs {
@@ -49,11 +52,11 @@ pub fn attach_all(
                 continue;
             }
             seen.push(parent_ref);
-            let Some(gw_index) = find_gateway(route, parent_ref, gateways) else { continue };
+            let Some(gw_index) = find_gateway(&route.metadata, parent_ref, gateways) else { continue };
             let gateway = &mut gateways[gw_index];
             let rules = route_ahead.take_if(|(ahead_for, _)| *ahead_for == gw_index).map(|(_, rules)| rules);
             let age = age_key(&route.metadata, load_index);
-            let (conditions, listeners) = attach_one(route, parent_ref, gateway, index, stamp, age, rules);
+            let (conditions, listeners) = attach_one(*source, parent_ref, gateway, index, stamp, age, rules);
             if !listeners.is_empty() {
                 attachments.entry(route_id.clone()).or_default().push((gw_index, listeners));
             }
@@ -64,7 +67,11 @@ pub fn attach_all(
             });
         }
         if !parents.is_empty() {
-            statuses.httproutes.insert(route_id, HTTPRouteStatus { parents });
+            let kept = match source.kind {
+                RouteKind::HTTPRoute => &mut statuses.httproutes,
+                RouteKind::GRPCRoute => &mut statuses.grpcroutes,
+            };
+            kept.insert(object_id(&route.metadata), HTTPRouteStatus { parents });
         }
     }
     attachments
@@ -77,20 +84,23 @@ const ROUTES_PER_THREAD: usize = 512;
 /// (when that Gateway's provider is resolved): the part of attachment no other route changes.
 /// Empty when there are too few routes to split; attachment then translates them itself.
 fn rules_ahead(
-    snapshot: &Snapshot,
+    routes: &[RouteSource<'_>],
     index: &Index<'_>,
     gateways: &[GatewayState<'_>],
 ) -> Vec<Option<(usize, RulesOutcome)>> {
-    let routes = &snapshot.http_routes;
     let parts = parallel::parts_for(routes.len(), ROUTES_PER_THREAD);
     if parts < 2 {
         return Vec::new();
     }
-    let ahead = |route: &HTTPRoute| {
-        let gw_index =
-            route.spec.parent_refs.iter().find_map(|parent| find_gateway(route, parent, gateways))?;
+    let ahead = |source: &RouteSource<'_>| {
+        let route = source.route;
+        let gw_index = route
+            .spec
+            .parent_refs
+            .iter()
+            .find_map(|parent| find_gateway(&route.metadata, parent, gateways))?;
         let caps = gateways[gw_index].capabilities.as_ref()?;
-        Some((gw_index, rules::translate(route, index, caps)))
+        Some((gw_index, rules::translate(*source, index, caps)))
     };
     parallel::in_parts("tollbridge-translate", routes, parts, |part| {
         part.iter().map(ahead).collect::<Vec<_>>()
@@ -99,21 +109,25 @@ fn rules_ahead(
     .unwrap_or_default()
 }
 
-/// The index of the Gateway of ours a parentRef points to.
-fn find_gateway(route: &HTTPRoute, parent: &ParentReference, gateways: &[GatewayState<'_>]) -> Option<usize> {
+/// The index of the Gateway of ours a parentRef of a route (with `route`'s metadata) points to.
+fn find_gateway(
+    route: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    parent: &ParentReference,
+    gateways: &[GatewayState<'_>],
+) -> Option<usize> {
     let group = parent.group.as_deref().unwrap_or(GROUP);
     let kind = parent.kind.as_deref().unwrap_or("Gateway");
     if group != GROUP || kind != "Gateway" {
         return None;
     }
-    let namespace = parent.namespace.as_deref().unwrap_or(namespace_of(&route.metadata));
+    let namespace = parent.namespace.as_deref().unwrap_or(namespace_of(route));
     gateways.iter().position(|g| g.namespace() == namespace && g.name() == parent.name)
 }
 
 /// Attaches a route to one parent Gateway: its conditions and the listeners it attached to.
 /// `rules`: the route's rules already translated for this Gateway, if they were.
 fn attach_one(
-    route: &HTTPRoute,
+    source: RouteSource<'_>,
     parent: &ParentReference,
     gateway: &mut GatewayState<'_>,
     index: &Index<'_>,
@@ -131,12 +145,13 @@ fn attach_one(
             &unresolved
         }
     };
-    let outcome = rules.unwrap_or_else(|| rules::translate(route, index, caps));
+    let route = source.route;
+    let outcome = rules.unwrap_or_else(|| rules::translate(source, index, caps));
     let resolved = match &outcome.ref_problem {
         None => stamp.yes(RESOLVED_REFS, reason::RESOLVED_REFS, "All references resolved"),
         Some(problem) => stamp.no(RESOLVED_REFS, problem.reason, problem.message.clone()),
     };
-    let selected = match select_listeners(route, parent, gateway, index, caps) {
+    let selected = match select_listeners(source, parent, gateway, index, caps) {
         Ok(selected) => selected,
         Err((why, message)) => return (vec![stamp.no(ACCEPTED, why, message), resolved], Vec::new()),
     };
@@ -157,7 +172,7 @@ fn attach_one(
         ));
     }
 
-    let route_id = object_id(&route.metadata);
+    let route_id = source.id();
     let listener_names: Vec<String> =
         selected.iter().map(|(i, _)| gateway.listeners[*i].name.clone()).collect();
     for (listener, _) in &selected {
@@ -195,7 +210,7 @@ fn with_resolved(mut conditions: Vec<Condition>, resolved: Condition) -> Vec<Con
 
 /// The listeners (index, effective hostnames) a parentRef selects and admits, or why none does.
 fn select_listeners(
-    route: &HTTPRoute,
+    source: RouteSource<'_>,
     parent: &ParentReference,
     gateway: &GatewayState<'_>,
     index: &Index<'_>,
@@ -227,17 +242,21 @@ fn select_listeners(
         };
         return Err((reason::NO_MATCHING_PARENT, format!("Gateway {} has no {what}", gateway.id)));
     }
+    let route = source.route;
     let route_namespace = namespace_of(&route.metadata);
     let allowed: Vec<usize> = candidates
         .into_iter()
-        .filter(|i| gateway.listeners[*i].allows_route_from(gateway.namespace(), route_namespace, index))
+        .filter(|i| {
+            gateway.listeners[*i].allows_route_from(source.kind, gateway.namespace(), route_namespace, index)
+        })
         .collect();
     if allowed.is_empty() {
         return Err((
             reason::NOT_ALLOWED_BY_LISTENERS,
             format!(
-                "no listener of Gateway {} allows HTTPRoute {} (allowedRoutes)",
+                "no listener of Gateway {} allows {} {} (allowedRoutes)",
                 gateway.id,
+                source.kind.name(),
                 name_of(&route.metadata)
             ),
         ));

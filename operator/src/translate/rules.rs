@@ -1,9 +1,10 @@
-//! HTTPRoute rules → IR entries, checked against the provider's capabilities.
+//! Route rules (HTTPRoute, or GRPCRoute lowered to one) → IR entries, checked against the
+//! provider's capabilities.
 
 use tollbridge_provider::{
-    ActionIr, BackendIr, BackendTarget, Capabilities, CorsIr, Feature, FiltersIr, HeaderModifier,
-    HeaderValue, KeyValueMatch, MatchIr, MirrorIr, PathMatch, PathModifier, RedirectIr, RouteId, RouteIr,
-    StringMatch, TimeoutsIr, UrlRewrite,
+    ActionIr, BackendIr, BackendProtocol, BackendTarget, Capabilities, CorsIr, Feature, FiltersIr,
+    HeaderModifier, HeaderValue, KeyValueMatch, MatchIr, MirrorIr, PathMatch, PathModifier, RedirectIr,
+    RouteId, RouteIr, RouteKind, StringMatch, TimeoutsIr, UrlRewrite,
 };
 
 use super::backends::{self, RefProblem};
@@ -14,7 +15,7 @@ use crate::api::gateway::{
     HTTPHeaderFilter, HTTPPathModifier, HTTPRoute, HTTPRouteFilter, HTTPRouteFilterType, HTTPRouteMatch,
     HTTPRouteRule, PathMatchType, PathModifierType, StringMatchType,
 };
-use crate::snapshot::{name_of, namespace_of};
+use crate::snapshot::{name_of, namespace_of, object_id};
 
 /// One rule: its entries (one per match), or why the provider cannot serve it.
 pub struct RuleOutcome {
@@ -34,7 +35,37 @@ impl RulesOutcome {
     }
 }
 
-pub fn translate(route: &HTTPRoute, index: &Index<'_>, caps: &Capabilities) -> RulesOutcome {
+/// A route as the rules see it: an HTTPRoute, or a GRPCRoute lowered to one
+/// ([`super::grpc`]) with what its shape could not say.
+#[derive(Clone, Copy)]
+pub struct RouteSource<'a> {
+    pub route: &'a HTTPRoute,
+    pub kind: RouteKind,
+    /// Why rules are invalid before they are translated: (rule index, message).
+    pub invalid: &'a [(usize, String)],
+}
+
+impl<'a> RouteSource<'a> {
+    pub fn http(route: &'a HTTPRoute) -> Self {
+        Self { route, kind: RouteKind::HTTPRoute, invalid: &[] }
+    }
+
+    pub fn grpc(lowered: &'a super::grpc::Lowered) -> Self {
+        Self { route: &lowered.route, kind: RouteKind::GRPCRoute, invalid: &lowered.invalid }
+    }
+
+    /// How attachment and policies name the route: `namespace/name`, with the kind first for
+    /// a GRPCRoute.
+    pub fn id(&self) -> String {
+        match self.kind {
+            RouteKind::HTTPRoute => object_id(&self.route.metadata),
+            kind => format!("{} {}", kind.name(), object_id(&self.route.metadata)),
+        }
+    }
+}
+
+pub fn translate(source: RouteSource<'_>, index: &Index<'_>, caps: &Capabilities) -> RulesOutcome {
+    let route = source.route;
     let mut ref_problem = None;
     let rules = route
         .spec
@@ -44,11 +75,12 @@ pub fn translate(route: &HTTPRoute, index: &Index<'_>, caps: &Capabilities) -> R
         .map(|(i, rule)| {
             let mut ctx = RuleContext {
                 route,
+                kind: source.kind,
                 index,
                 caps,
                 rule_index: i,
                 needs: Vec::new(),
-                invalid: Vec::new(),
+                invalid: source.invalid.iter().filter(|(r, _)| *r == i).map(|(_, why)| why.clone()).collect(),
                 ref_problem: None,
             };
             let entries = ctx.entries(rule);
@@ -64,6 +96,7 @@ pub fn translate(route: &HTTPRoute, index: &Index<'_>, caps: &Capabilities) -> R
 
 struct RuleContext<'a, 'i> {
     route: &'a HTTPRoute,
+    kind: RouteKind,
     index: &'a Index<'i>,
     caps: &'a Capabilities,
     rule_index: usize,
@@ -75,6 +108,14 @@ struct RuleContext<'a, 'i> {
 }
 
 impl RuleContext<'_, '_> {
+    /// gRPC needs HTTP/2: a GRPCRoute's backends are spoken to in h2c whatever their port's
+    /// `appProtocol` says (GRPCRoute's spec: HTTP/2 with prior knowledge by default).
+    fn speak_grpc(&self, backend: &mut BackendIr) {
+        if self.kind == RouteKind::GRPCRoute {
+            backend.protocol = BackendProtocol::H2c;
+        }
+    }
+
     fn need(&mut self, feature: Feature) {
         if !self.needs.contains(&feature) {
             self.needs.push(feature);
@@ -159,6 +200,7 @@ impl RuleContext<'_, '_> {
                         rule: self.rule_index,
                         match_index,
                         rule_name: rule.name.clone(),
+                        kind: self.kind,
                     },
                     attachments: Vec::new(),
                     matcher,
@@ -375,9 +417,11 @@ impl RuleContext<'_, '_> {
             return None;
         }
         let namespace = namespace_of(&self.route.metadata);
-        let (backend, problem) = backends::resolve(&mirror.backend_ref, 1, namespace, self.index, self.caps);
+        let (mut backend, problem) =
+            backends::resolve(&mirror.backend_ref, 1, namespace, self.index, self.caps);
         let resolved = problem.is_none();
         self.refs(problem);
+        self.speak_grpc(&mut backend);
         resolved.then_some(MirrorIr { backend, numerator: numerator as u32, denominator: denominator as u32 })
     }
 
@@ -449,6 +493,7 @@ impl RuleContext<'_, '_> {
             let (mut backend, problem) =
                 backends::resolve(&backend_ref.object(), weight, &namespace, self.index, self.caps);
             self.refs(problem);
+            self.speak_grpc(&mut backend);
             for filter in &backend_ref.filters {
                 match filter.type_ {
                     HTTPRouteFilterType::RequestHeaderModifier => {

@@ -21,6 +21,8 @@ pub struct Resp {
     pub version: Version,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// The trailers after the body, if any came (HTTP/2).
+    pub trailers: Option<HeaderMap>,
 }
 
 impl Resp {
@@ -82,8 +84,10 @@ impl Client {
         let call = async {
             let response = self.inner.request(req).await.map_err(|e| format!("request failed: {e:?}"))?;
             let (head, body) = response.into_parts();
-            let body = body.collect().await.map_err(|e| format!("reading the body failed: {e}"))?.to_bytes();
-            Ok(Resp { status: head.status, version: head.version, headers: head.headers, body })
+            let collected = body.collect().await.map_err(|e| format!("reading the body failed: {e}"))?;
+            let trailers = collected.trailers().cloned();
+            let body = collected.to_bytes();
+            Ok(Resp { status: head.status, version: head.version, headers: head.headers, body, trailers })
         };
         tokio::time::timeout(REQUEST_TIMEOUT, call).await.map_err(|_| "request timed out".to_string())?
     }

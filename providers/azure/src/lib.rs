@@ -46,7 +46,7 @@ use desired::{Desired, EntityKey, Kind};
 pub fn capabilities() -> Capabilities {
     // Not (yet) mapped to policies: CORS, host rewrites, mirroring a share of requests. HTTP
     // APIs do not carry WebSockets (API Management has WebSocket APIs of their own), and speak
-    // HTTP/1.1 to backends without TLS.
+    // HTTP/1.1 to backends without TLS, so gRPC is not carried either.
     let unsupported = [
         Feature::GatewayStaticAddresses,
         Feature::GatewayAddressEmpty,
@@ -59,6 +59,8 @@ pub fn capabilities() -> Capabilities {
         Feature::HTTPRouteRequestPercentageMirror,
         Feature::HTTPRouteBackendProtocolWebSocket,
         Feature::HTTPRouteBackendProtocolH2C,
+        Feature::GRPCRoute,
+        Feature::GRPCRouteNamedRouteRule,
     ];
     Capabilities::with(
         "Azure API Management",

@@ -71,6 +71,10 @@ features! {
     /// Backends whose Service port has `appProtocol: kubernetes.io/h2c`: HTTP/2 without TLS,
     /// with prior knowledge.
     HTTPRouteBackendProtocolH2C = "HTTPRouteBackendProtocolH2C", upstream = true;
+    /// GRPCRoute: gRPC services and methods routed to backends spoken to in HTTP/2.
+    GRPCRoute = "GRPCRoute", upstream = true;
+    /// GRPCRoute rules with a `name`.
+    GRPCRouteNamedRouteRule = "GRPCRouteNamedRouteRule", upstream = true;
     /// Core header matching (some clouds cannot match on headers).
     HeaderMatching = "tollbridge.dev/HeaderMatching", upstream = false;
     /// Regular-expression path, header and query matches.

@@ -208,7 +208,7 @@ pub struct CertificateIr {
     pub private_key_pem: SecretBytes,
 }
 
-/// Identifies one match of one rule of one HTTPRoute.
+/// Identifies one match of one rule of one route (an HTTPRoute or a GRPCRoute).
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RouteId {
@@ -219,12 +219,41 @@ pub struct RouteId {
     pub match_index: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rule_name: Option<String>,
+    #[serde(skip_serializing_if = "RouteKind::is_http")]
+    pub kind: RouteKind,
 }
 
 impl RouteId {
-    /// `namespace/name` of the HTTPRoute.
+    /// `namespace/name` of the route, with its kind when it is not an HTTPRoute (an HTTPRoute
+    /// and a GRPCRoute may share a name).
     pub fn route(&self) -> String {
-        format!("{}/{}", self.namespace, self.name)
+        match self.kind {
+            RouteKind::HTTPRoute => format!("{}/{}", self.namespace, self.name),
+            RouteKind::GRPCRoute => format!("GRPCRoute {}/{}", self.namespace, self.name),
+        }
+    }
+}
+
+/// The kind of route an entry comes from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum RouteKind {
+    #[default]
+    HTTPRoute,
+    /// Its rules match gRPC services and methods (as request paths), and its backends are
+    /// spoken to in HTTP/2.
+    GRPCRoute,
+}
+
+impl RouteKind {
+    pub fn is_http(&self) -> bool {
+        *self == Self::HTTPRoute
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::HTTPRoute => "HTTPRoute",
+            Self::GRPCRoute => "GRPCRoute",
+        }
     }
 }
 

@@ -19,6 +19,7 @@ use crate::runtime::{url_upstream, CompiledGateway};
 use crate::server::Shared;
 use crate::upstream::UpstreamError;
 
+use super::grpc;
 use super::headers::{add_forwarded, apply_header_modifier};
 use super::mirror::start_mirrors;
 use super::path::rewrite_path;
@@ -128,6 +129,10 @@ pub(super) async fn forward(
     parts.version = http::Version::HTTP_11;
 
     let taps = start_mirrors(shared, gateway, &route.filters.mirrors, &parts, &path_and_query);
+    // gRPC asks its server to accept trailers (hop-by-hop, so the client's own `te` is gone).
+    if !backend.protocol.is_http1() && grpc::is_grpc(&parts.headers) {
+        parts.headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
     // Mirrors get the request, not the upgrade: only the backend answering it switches, and
     // only over HTTP/1.1 (an h2c backend gets the handshake as a plain GET).
     if backend.protocol.is_http1() && parts.extensions.get::<WebSocketUpgrade>().is_some() {

@@ -3,6 +3,7 @@
 
 mod cors;
 mod forward;
+mod grpc;
 mod headers;
 mod mirror;
 mod path;
@@ -75,7 +76,13 @@ pub(crate) async fn handle(
         return plain(StatusCode::SERVICE_UNAVAILABLE, "listener is being removed");
     };
     drop(table);
-    let (response, route_index) = serve(shared, &gateway, conn, req, timer).await;
+    let grpc = grpc::is_grpc(req.headers());
+    let (mut response, route_index) = serve(shared, &gateway, conn, req, timer).await;
+    if grpc {
+        if let Some(answer) = response.extensions_mut().remove::<grpc::GatewayAnswer>() {
+            response = grpc::as_grpc(response, &answer.0);
+        }
+    }
     let code = response.status().as_u16();
     let metrics = route_index.map_or(&gateway.unrouted_metrics, |i| &gateway.route_metrics[i]);
     let elapsed = started.elapsed();
@@ -191,8 +198,16 @@ async fn serve(
                         code: status.as_u16(),
                     })
                     .inc();
+                // A gRPC client is told in `grpc-message` what the JSON body says.
+                let grpc_message = grpc::is_grpc(&parts.headers).then(|| {
+                    let body: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+                    grpc::GatewayAnswer(body["message"].as_str().unwrap_or_default().into())
+                });
                 let mut response = Response::new(body::full(body));
                 *response.status_mut() = status;
+                if let Some(answer) = grpc_message {
+                    response.extensions_mut().insert(answer);
+                }
                 response.headers_mut().extend(headers);
                 response
                     .headers_mut()
@@ -235,6 +250,7 @@ fn plain(status: StatusCode, message: &str) -> Response<Body> {
     let mut response =
         Response::new(if message.is_empty() { body::empty() } else { body::full(format!("{message}\n")) });
     *response.status_mut() = status;
+    response.extensions_mut().insert(grpc::GatewayAnswer(message.into()));
     if !message.is_empty() {
         response
             .headers_mut()
