@@ -1818,6 +1818,17 @@ GET /ok/3 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
 /// request head it read is sent on `heads`. On `/liar` it switches with a wrong
 /// `Sec-WebSocket-Accept`; on `/flood` it sends without end once switched (at most 1 GiB), and
 /// sends `flood ended` on `heads` when it can no longer.
+/// The `Sec-WebSocket-Accept` answering `key` (RFC 6455 §4.2.2).
+fn websocket_accept(key: &str) -> String {
+    use base64::Engine as _;
+    use sha1::Digest as _;
+    let digest = sha1::Sha1::new()
+        .chain_update(key.as_bytes())
+        .chain_update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11")
+        .finalize();
+    base64::engine::general_purpose::STANDARD.encode(digest)
+}
+
 async fn websocket_backend() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<String>) {
     use tokio::io::AsyncReadExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind websocket backend");
@@ -1836,16 +1847,22 @@ async fn websocket_backend() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceive
                     }
                     head.push(byte[0]);
                 }
-                let head = String::from_utf8_lossy(&head).to_lowercase();
+                let raw = String::from_utf8_lossy(&head).into_owned();
+                // The key as sent (base64: its case matters).
+                let key = raw.split("\r\n").find_map(|line| {
+                    let (name, value) = line.split_once(':')?;
+                    name.trim().eq_ignore_ascii_case("sec-websocket-key").then(|| value.trim().to_string())
+                });
+                let head = raw.to_lowercase();
                 let _ = heads.send(head.clone());
                 if !head.contains("\r\nupgrade: websocket\r\n") {
                     let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nok\n").await;
                     return;
                 }
                 let accept = if head.starts_with("get /liar ") {
-                    "bm90IHRoZSBhbnN3ZXI="
+                    "bm90IHRoZSBhbnN3ZXI=".to_string()
                 } else {
-                    "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+                    websocket_accept(key.as_deref().unwrap_or_default())
                 };
                 let switch = format!(
                     "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -2129,5 +2146,87 @@ async fn grpc_routes_carry_calls_and_the_gateway_answers_in_grpc_status() {
     let status = tollbridge.admin_get("/status").await.json();
     let parent = &status["grpcroutes"]["default/echo"]["parents"][0];
     assert_eq!(parent["conditions"][0]["status"], "True", "{status}");
+    assert!(tollbridge.is_running(), "tollbridge exited; log:\n{}", tollbridge.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websockets_over_http2_are_tunnelled_to_an_http11_backend() {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use tokio::io::AsyncReadExt;
+    let port = free_port();
+    let (backend, mut heads) = websocket_backend().await;
+    let dir = ConfigDir::new();
+    dir.write("gateway.yaml", &yaml::simple_gateway(port));
+    dir.write("backends.yaml", &yaml::backend("chat", backend));
+    let rules = format!("{}{}", yaml::prefix_rule("/chat", "chat"), yaml::prefix_rule("/liar", "chat"));
+    dir.write("routes.yaml", &yaml::route("chat", None, &[], &rules));
+    let mut tollbridge = Tollbridge::start(&dir, &[]).await;
+
+    let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    // The server's SETTINGS, which allow extended CONNECT, come with its first answer.
+    let ready =
+        Request::get(format!("http://127.0.0.1:{port}/chat")).body(http_body_util::Empty::<Bytes>::new());
+    let _ = sender.send_request(ready.unwrap()).await.unwrap();
+    let plain = heads.recv().await.expect("the backend read the plain GET");
+    assert!(!plain.contains("upgrade"), "{plain}");
+    let connect = |path: &str, protocol: &'static str| {
+        let mut req = Request::builder()
+            .method(Method::CONNECT)
+            .version(http::Version::HTTP_2)
+            .uri(format!("http://127.0.0.1:{port}{path}"))
+            .header("sec-websocket-version", "13")
+            .body(http_body_util::Empty::<Bytes>::new())
+            .unwrap();
+        req.extensions_mut().insert(hyper::ext::Protocol::from_static(protocol));
+        req
+    };
+
+    let response = sender.send_request(connect("/chat", "websocket")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK, "{response:?}");
+    assert!(response.headers().get("sec-websocket-accept").is_none());
+    let asked = heads.recv().await.expect("the backend read the handshake");
+    assert!(asked.starts_with("get /chat http/1.1\r\n"), "{asked}");
+    for line in ["\r\nupgrade: websocket\r\n", "\r\nsec-websocket-key: ", "\r\nsec-websocket-version: 13\r\n"]
+    {
+        assert!(asked.contains(line), "{line:?} in {asked}");
+    }
+    let mut stream = TokioIo::new(hyper::upgrade::on(response).await.expect("the stream opens"));
+    for message in ["hello", "over two"] {
+        stream.write_all(message.as_bytes()).await.unwrap();
+        let mut answer = vec![0u8; message.len()];
+        tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut answer)).await.unwrap().unwrap();
+        assert_eq!(answer, message.to_uppercase().as_bytes());
+    }
+    stream.shutdown().await.unwrap();
+    // Tunnels and the bytes they carry are in the metrics; the tunnel is gone once both ends
+    // have closed.
+    let tunnel_metrics = |text: &str| {
+        let value = |name: &str| {
+            text.lines().find_map(|line| line.strip_prefix(name)?.trim().parse::<f64>().ok()).unwrap_or(-1.0)
+        };
+        (
+            value("tollbridge_websocket_tunnels "),
+            value(r#"tollbridge_websocket_bytes_total{direction="to_backend"} "#),
+            value(r#"tollbridge_websocket_bytes_total{direction="to_client"} "#),
+        )
+    };
+    let carried = ("hello".len() + "over two".len()) as f64;
+    let proxy = &tollbridge;
+    support::eventually("the tunnel closed and counted", Duration::from_secs(5), || async move {
+        tunnel_metrics(&proxy.admin_get("/metrics").await.text()) == (0.0, carried, carried)
+    })
+    .await;
+
+    // A backend whose 101 does not answer the gateway's key gets the client 502, not a tunnel.
+    let response = sender.send_request(connect("/liar", "websocket")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+    // Another protocol is not tunnelled.
+    let response = sender.send_request(connect("/chat", "connect-udp")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
     assert!(tollbridge.is_running(), "tollbridge exited; log:\n{}", tollbridge.log());
 }

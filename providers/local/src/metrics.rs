@@ -28,6 +28,11 @@ pub struct RouteLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DirectionLabels {
+    pub direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct UpstreamErrorLabels {
     pub gateway: String,
     pub backend: String,
@@ -142,6 +147,11 @@ pub struct Metrics {
     pub connections: Gauge,
     pub connections_refused: Counter,
     pub config_reloads: Counter,
+    /// WebSocket tunnels open now (HTTP/1.1 upgrades and HTTP/2 extended CONNECTs).
+    pub websocket_tunnels: Gauge,
+    /// Bytes carried by WebSocket tunnels, client to backend and back.
+    pub websocket_bytes_to_backend: Counter,
+    pub websocket_bytes_to_client: Counter,
 }
 
 impl Default for Metrics {
@@ -157,6 +167,8 @@ impl Default for Metrics {
         let connections = Gauge::default();
         let connections_refused = Counter::default();
         let config_reloads = Counter::default();
+        let websocket_tunnels = Gauge::default();
+        let websocket_bytes = Family::<DirectionLabels, Counter>::default();
         registry.register("http_requests", "Requests served, by route and status code", requests.clone());
         registry.register(
             "http_request_duration_seconds",
@@ -185,6 +197,14 @@ impl Default for Metrics {
             connections_refused.clone(),
         );
         registry.register("config_reloads", "Configurations applied", config_reloads.clone());
+        registry.register("websocket_tunnels", "WebSocket tunnels open now", websocket_tunnels.clone());
+        registry.register(
+            "websocket_bytes",
+            "Bytes carried by WebSocket tunnels, by direction (to_backend, to_client)",
+            websocket_bytes.clone(),
+        );
+        let direction =
+            |direction: &'static str| websocket_bytes.get_or_create(&DirectionLabels { direction }).clone();
         Self {
             registry,
             requests,
@@ -195,6 +215,9 @@ impl Default for Metrics {
             connections,
             connections_refused,
             config_reloads,
+            websocket_tunnels,
+            websocket_bytes_to_backend: direction("to_backend"),
+            websocket_bytes_to_client: direction("to_client"),
         }
     }
 }

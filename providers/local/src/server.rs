@@ -9,25 +9,27 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use http::Request;
+use bytes::BytesMut;
+use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::server::conn::http2;
 use hyper::service::service_fn;
+use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
-use crate::body::BoxError;
+use crate::body::{Body, BoxError};
 use crate::counter_store::CounterStore;
-use crate::http1;
+use crate::http1::{self, tunnel};
 use crate::metrics::Metrics;
 use crate::policy::PolicyState;
 use crate::proxy::{self, ConnInfo};
 use crate::runtime::{Bind, Table};
-use crate::upstream::{self, UpstreamClient, UpstreamSettings};
+use crate::upstream::{self, UpgradedUpstream, UpstreamClient, UpstreamSettings};
 
 /// Limits and options of the data plane.
 #[derive(Clone, Debug)]
@@ -287,17 +289,55 @@ where
         seen.store(true, Ordering::Relaxed);
         let shared = request_shared.clone();
         let info = info.clone();
-        let req = req.map(|incoming| incoming.map_err(BoxError::from).boxed());
-        async move { Ok::<_, Infallible>(proxy::handle(&shared, &info, req, None).await) }
+        let mut req = req.map(|incoming| incoming.map_err(BoxError::from).boxed());
+        // An extended CONNECT's stream, once its answer is sent (RFC 8441).
+        let stream = (req.method() == Method::CONNECT).then(|| hyper::upgrade::on(&mut req));
+        async move {
+            let response = proxy::handle(&shared, &info, req, None).await;
+            Ok::<_, Infallible>(match stream {
+                Some(stream) => answer_connect(&shared, response, stream),
+                None => response,
+            })
+        }
     });
     let settings = &shared.settings;
     let conn = http2::Builder::new(TokioExecutor::new())
+        .enable_connect_protocol()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX))
         .keep_alive_interval(Some(settings.header_read_timeout))
         .max_concurrent_streams(256)
         .serve_connection(TokioIo::new(io), service);
     drive(shared, conn, |c| c.graceful_shutdown(), &first_request, remote).await;
+}
+
+/// The answer to an HTTP/2 extended CONNECT: `200` once the backend switched to WebSocket,
+/// with the stream then joined to the backend's connection; any other success becomes 502, as
+/// a `2xx` tells the client its tunnel is open.
+fn answer_connect(shared: &Arc<Shared>, mut response: Response<Body>, stream: OnUpgrade) -> Response<Body> {
+    let upstream = response.extensions().get::<UpgradedUpstream>().and_then(UpgradedUpstream::take);
+    let Some(upstream) = upstream else {
+        if response.status().is_success() || response.status().is_informational() {
+            return proxy::plain(StatusCode::BAD_GATEWAY, "the backend did not switch to WebSocket");
+        }
+        return response;
+    };
+    *response.status_mut() = StatusCode::OK;
+    // HTTP/2 WebSockets carry no key and no accept (RFC 8441 §5).
+    response.headers_mut().remove(header::SEC_WEBSOCKET_ACCEPT);
+    response.headers_mut().remove(header::CONTENT_LENGTH);
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        let idle = shared.settings.websocket_idle_timeout;
+        match stream.await {
+            Ok(client) => {
+                tunnel::join(&mut TokioIo::new(client), BytesMut::new(), upstream, idle, &shared.metrics)
+                    .await
+            }
+            Err(e) => tracing::debug!(error = %e, "the HTTP/2 WebSocket stream was not opened"),
+        }
+    });
+    response
 }
 
 /// Runs a served connection to its end: closed early when no request came within the header

@@ -246,7 +246,8 @@ async fn switch<T: Transport>(
     drop(response);
     io.write_all(&out).await?;
     io.flush().await?;
-    tunnel::join(io, std::mem::take(buf), upstream, shared.settings.websocket_idle_timeout).await;
+    let idle = shared.settings.websocket_idle_timeout;
+    tunnel::join(io, std::mem::take(buf), upstream, idle, &shared.metrics).await;
     Ok(false)
 }
 

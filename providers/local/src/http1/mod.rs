@@ -7,7 +7,7 @@ mod conn;
 mod decode;
 pub mod head;
 pub mod response;
-mod tunnel;
+pub(crate) mod tunnel;
 
 pub(crate) use chunked::{chunk_start, Decoded, CHUNK_END, LAST_CHUNK};
 pub(crate) use conn::serve;

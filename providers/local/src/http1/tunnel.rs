@@ -9,19 +9,24 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
-use super::conn::Transport;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+
+use crate::metrics::Metrics;
 use crate::upstream::Upgraded;
 
 /// Room for one read from either side: small, as tunnels are many and messages short.
 const PIECE: usize = 4 * 1024;
 
 /// Copies between `client` and `upstream` (each side's bytes read past its head go first).
-pub(crate) async fn join<T: Transport>(
+pub(crate) async fn join<T: AsyncRead + AsyncWrite + Unpin>(
     client: &mut T,
     client_early: BytesMut,
     upstream: Upgraded,
     idle: Duration,
+    metrics: &Metrics,
 ) {
+    let _open = OpenTunnel::count(&metrics.websocket_tunnels);
     let Upgraded { stream: mut upstream_stream, buf: upstream_early } = upstream;
     let (upstream_read, upstream_write) = upstream_stream.split();
     let (client_read, client_write) = tokio::io::split(client);
@@ -30,8 +35,22 @@ pub(crate) async fn join<T: Transport>(
     let moved = AtomicU64::new(0);
     let both = async {
         tokio::join!(
-            copy(client_early, client_read, upstream_write, started, &moved),
-            copy(upstream_early, upstream_read, client_write, started, &moved),
+            copy(
+                client_early,
+                client_read,
+                upstream_write,
+                started,
+                &moved,
+                &metrics.websocket_bytes_to_backend
+            ),
+            copy(
+                upstream_early,
+                upstream_read,
+                client_write,
+                started,
+                &moved,
+                &metrics.websocket_bytes_to_client
+            ),
         )
     };
     tokio::select! {
@@ -47,12 +66,14 @@ async fn copy(
     mut to: impl AsyncWrite + Unpin,
     started: Instant,
     moved: &AtomicU64,
+    carried: &Counter,
 ) {
     let mark = || moved.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
     if !early.is_empty() {
         if to.write_all(&early).await.is_err() || to.flush().await.is_err() {
             return;
         }
+        carried.inc_by(early.len() as u64);
         mark();
     }
     drop(early);
@@ -65,6 +86,7 @@ async fn copy(
                 if to.write_all(&piece[..n]).await.is_err() || to.flush().await.is_err() {
                     return;
                 }
+                carried.inc_by(n as u64);
                 mark();
             }
         }
@@ -81,5 +103,21 @@ async fn watchdog(started: Instant, moved: &AtomicU64, idle: Duration) {
             return;
         }
         tokio::time::sleep_until(last + idle).await;
+    }
+}
+
+/// One open tunnel in the gauge, for as long as it lives (ended or cancelled alike).
+struct OpenTunnel<'a>(&'a Gauge);
+
+impl<'a> OpenTunnel<'a> {
+    fn count(open: &'a Gauge) -> Self {
+        open.inc();
+        Self(open)
+    }
+}
+
+impl Drop for OpenTunnel<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }

@@ -135,8 +135,8 @@ pub(super) async fn forward(
     }
     // Mirrors get the request, not the upgrade: only the backend answering it switches, and
     // only over HTTP/1.1 (an h2c backend gets the handshake as a plain GET).
-    if backend.protocol.is_http1() && parts.extensions.get::<WebSocketUpgrade>().is_some() {
-        upgrade::ask_upstream(&mut parts.headers);
+    if let Some(asked) = parts.extensions.get::<WebSocketUpgrade>().filter(|_| backend.protocol.is_http1()) {
+        upgrade::ask_upstream(&mut parts.headers, asked);
     }
     let body = TeeBody::new(incoming, taps, shared.settings.request_body_idle_timeout);
     let upstream_request = Request::from_parts(parts, body.boxed());

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderMap, HeaderValue};
-use http::{Request, Response, StatusCode, Uri};
+use http::{Method, Request, Response, StatusCode, Uri};
 use tokio::time::Sleep;
 use tollbridge_provider::ActionIr;
 
@@ -120,7 +120,14 @@ async fn serve(
     }
     // Read before the hop-by-hop headers that ask for it go.
     if let Some(upgrade) = upgrade::asks_for_websocket(&req) {
+        if upgrade.over_http2() {
+            // Routed, checked and sent on as the GET it stands for.
+            *req.method_mut() = Method::GET;
+        }
         req.extensions_mut().insert(upgrade);
+    } else if req.method() == Method::CONNECT {
+        // An extended CONNECT for another protocol: nothing here tunnels it.
+        return (plain(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported"), None);
     }
     // Before anything reads the headers: hop-by-hop headers go (so `Connection: <name>` cannot
     // later delete a header the gateway adds), and so does any identity the client claims.
@@ -246,7 +253,7 @@ fn raw_authority<'a>(uri: &'a Uri, headers: &'a HeaderMap) -> Option<&'a str> {
 }
 
 /// A response with `status` and `message` as its plain-text body (no body when empty).
-fn plain(status: StatusCode, message: &str) -> Response<Body> {
+pub(crate) fn plain(status: StatusCode, message: &str) -> Response<Body> {
     let mut response =
         Response::new(if message.is_empty() { body::empty() } else { body::full(format!("{message}\n")) });
     *response.status_mut() = status;

@@ -2,6 +2,10 @@
 //! one is forwarded with its upgrade, and the backend's `101` joins the two connections once it
 //! answers this very handshake. No other protocol is switched to (`h2c` included): such a
 //! request is served as a plain one.
+//!
+//! Over HTTP/2 a WebSocket is an extended `CONNECT` with `:protocol websocket` (RFC 8441): it is
+//! routed as the `GET` it stands for, and sent to the backend as an HTTP/1.1 handshake with a
+//! key of the gateway's own, whose answer the backend's `101` must carry.
 
 use base64::Engine as _;
 use http::header::{self, HeaderMap, HeaderValue};
@@ -17,12 +21,25 @@ use crate::http1::list_tokens;
 #[derive(Clone, Debug)]
 pub(crate) struct WebSocketUpgrade {
     pub(crate) accept: HeaderValue,
+    /// The key the gateway made for an HTTP/2 client's WebSocket (which has none of its own).
+    pub(crate) key: Option<HeaderValue>,
+}
+
+impl WebSocketUpgrade {
+    /// Whether the client asked over HTTP/2 (an extended `CONNECT`).
+    pub(crate) fn over_http2(&self) -> bool {
+        self.key.is_some()
+    }
 }
 
 /// What `req` asks to switch to WebSocket with, if it does: an HTTP/1.1 GET without a body,
 /// with `upgrade` among its `Connection` tokens, `websocket` among its `Upgrade` protocols, one
-/// `Sec-WebSocket-Key` of 16 bytes and `Sec-WebSocket-Version: 13` (RFC 6455 §4.1).
+/// `Sec-WebSocket-Key` of 16 bytes and `Sec-WebSocket-Version: 13` (RFC 6455 §4.1); or an
+/// HTTP/2 `CONNECT` with `:protocol websocket` and that version (RFC 8441 §5).
 pub(crate) fn asks_for_websocket(req: &Request<Body>) -> Option<WebSocketUpgrade> {
+    if req.version() == Version::HTTP_2 {
+        return asks_over_http2(req);
+    }
     let headers = req.headers();
     let asks = req.version() == Version::HTTP_11
         && req.method() == Method::GET
@@ -36,7 +53,24 @@ pub(crate) fn asks_for_websocket(req: &Request<Body>) -> Option<WebSocketUpgrade
     let mut keys = headers.get_all(header::SEC_WEBSOCKET_KEY).iter();
     let key = keys.next().filter(|_| keys.next().is_none())?;
     let nonce = base64::engine::general_purpose::STANDARD.decode(key.as_bytes()).ok()?;
-    (nonce.len() == 16).then(|| WebSocketUpgrade { accept: accept_for(key.as_bytes()) })
+    (nonce.len() == 16).then(|| WebSocketUpgrade { accept: accept_for(key.as_bytes()), key: None })
+}
+
+fn asks_over_http2(req: &Request<Body>) -> Option<WebSocketUpgrade> {
+    let protocol = req.extensions().get::<hyper::ext::Protocol>()?;
+    let asks = req.method() == Method::CONNECT
+        && protocol.as_str().eq_ignore_ascii_case("websocket")
+        && req.headers().get(header::SEC_WEBSOCKET_VERSION).is_some_and(|v| v == "13");
+    if !asks {
+        return None;
+    }
+    let nonce: [u8; 16] = rand::random();
+    let key = base64::engine::general_purpose::STANDARD.encode(nonce);
+    let accept = accept_for(key.as_bytes());
+    Some(WebSocketUpgrade {
+        accept,
+        key: Some(HeaderValue::from_str(&key).expect("base64 is a valid header value")),
+    })
 }
 
 /// The `Sec-WebSocket-Accept` answering `key` (RFC 6455 §4.2.2).
@@ -50,9 +84,12 @@ fn accept_for(key: &[u8]) -> HeaderValue {
 /// Sets the headers that ask the backend for the upgrade. Nothing else writes them on a
 /// forwarded request: the client's hop-by-hop headers are gone, and header modifiers cannot
 /// name them.
-pub(crate) fn ask_upstream(headers: &mut HeaderMap) {
+pub(crate) fn ask_upstream(headers: &mut HeaderMap, upgrade: &WebSocketUpgrade) {
     headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    if let Some(key) = &upgrade.key {
+        headers.insert(header::SEC_WEBSOCKET_KEY, key.clone());
+    }
 }
 
 fn has_token(headers: &HeaderMap, name: header::HeaderName, wanted: &[u8]) -> bool {
@@ -98,6 +135,30 @@ mod tests {
         assert!(!handshake(&[("upgrade", "websocket")]), "Connection must name it");
         assert!(!handshake(&[("connection", "upgrade"), ("upgrade", "h2c")]), "h2c");
         assert!(!handshake(&[("connection", "upgrade"), ("upgrade", "websockets")]));
+    }
+
+    #[test]
+    fn an_extended_connect_for_websocket_is_a_handshake_with_a_key_of_the_gateways() {
+        let connect = |protocol: Option<&'static str>, version: Option<&str>| {
+            let mut builder =
+                Request::builder().method(Method::CONNECT).version(Version::HTTP_2).uri("/chat");
+            if let Some(version) = version {
+                builder = builder.header("sec-websocket-version", version);
+            }
+            if let Some(protocol) = protocol {
+                builder = builder.extension(hyper::ext::Protocol::from_static(protocol));
+            }
+            asks_for_websocket(&builder.body(body::empty()).unwrap())
+        };
+        let upgrade = connect(Some("websocket"), Some("13")).expect("a WebSocket");
+        assert!(upgrade.over_http2());
+        let key = upgrade.key.clone().unwrap();
+        assert_eq!(base64::engine::general_purpose::STANDARD.decode(key.as_bytes()).unwrap().len(), 16);
+        assert_eq!(upgrade.accept, accept_for(key.as_bytes()));
+        assert_ne!(connect(Some("websocket"), Some("13")).unwrap().key, Some(key), "a new key each time");
+        assert!(connect(Some("connect-udp"), Some("13")).is_none(), "another protocol");
+        assert!(connect(None, Some("13")).is_none(), "a plain CONNECT");
+        assert!(connect(Some("websocket"), None).is_none(), "no version");
     }
 
     #[test]
