@@ -274,8 +274,13 @@ async fn a_local_gateway_gets_statuses_events_and_its_proxy_objects() {
         route["status"]["parents"][0]["conditions"][0]["observedGeneration"] == 2
     })
     .await;
-    // A deleted route: no longer attached.
+    // Deleted routes: no longer attached.
     ns.delete("httproute", "orders");
+    eventually("only the GRPCRoute attached", CONVERGE, || async {
+        ns.get_json("gateway", "gw")["status"]["listeners"][0]["attachedRoutes"] == 1
+    })
+    .await;
+    ns.delete("grpcroute", "orders");
     eventually("no attached routes", CONVERGE, || async {
         ns.get_json("gateway", "gw")["status"]["listeners"][0]["attachedRoutes"] == 0
     })
