@@ -2230,3 +2230,110 @@ async fn websockets_over_http2_are_tunnelled_to_an_http11_backend() {
     assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
     assert!(tollbridge.is_running(), "tollbridge exited; log:\n{}", tollbridge.log());
 }
+
+/// An HTTPS backend for `name` (its certificate self-signed, so it is its own CA): answers every
+/// request with the TLS server name it was asked for and the path.
+async fn tls_backend(name: &str) -> (SocketAddr, TestCert) {
+    use rustls::pki_types::pem::PemObject as _;
+    let cert = TestCert::self_signed(name);
+    let chain = vec![cert.der.clone()];
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(cert.key_pem.as_bytes()).expect("key");
+    let config =
+        rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .expect("server config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind TLS backend");
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else { return };
+                let sni = tls.get_ref().1.server_name().unwrap_or_default().to_string();
+                let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let body = format!("{} {}", sni, req.uri().path());
+                    async move {
+                        Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
+                            Bytes::from(body),
+                        )))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    (addr, cert)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backends_a_backend_tls_policy_targets_are_spoken_to_in_checked_tls() {
+    let port = free_port();
+    let (backend, cert) = tls_backend("orders.internal").await;
+    let dir = ConfigDir::new();
+    dir.write("gateway.yaml", &yaml::simple_gateway(port));
+    let indent = |pem: &str| pem.lines().map(|l| format!("    {l}\n")).collect::<String>();
+    let policy = |name: &str, service: &str, hostname: &str, ca: &str| {
+        format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: BackendTLSPolicy\nmetadata: {{name: {name}}}\nspec:\n  \
+             targetRefs: [{{group: \"\", kind: Service, name: {service}}}]\n  validation:\n    \
+             caCertificateRefs: [{{group: \"\", kind: ConfigMap, name: {ca}}}]\n    hostname: {hostname}\n"
+        )
+    };
+    let other_ca = TestCert::self_signed("orders.internal");
+    dir.write(
+        "backends.yaml",
+        &docs(&[
+            yaml::backend("orders", backend),
+            yaml::backend("wrong-name", backend),
+            yaml::backend("wrong-ca", backend),
+            yaml::backend("plain", backend),
+            policy("orders", "orders", "orders.internal", "orders-ca"),
+            policy("wrong-name", "wrong-name", "billing.internal", "orders-ca"),
+            policy("wrong-ca", "wrong-ca", "orders.internal", "other-ca"),
+            format!(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: orders-ca}}\ndata:\n  ca.crt: |\n{}",
+                indent(&cert.cert_pem)
+            ),
+            format!(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: other-ca}}\ndata:\n  ca.crt: |\n{}",
+                indent(&other_ca.cert_pem)
+            ),
+        ]),
+    );
+    let rules: String = ["orders", "wrong-name", "wrong-ca", "plain"]
+        .iter()
+        .map(|service| yaml::prefix_rule(&format!("/{service}"), service))
+        .collect();
+    dir.write("routes.yaml", &yaml::route("all", None, &[], &rules));
+    let mut tollbridge = Tollbridge::start(&dir, &[]).await;
+    let client = Client::new();
+    let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
+
+    // TLS with the policy's hostname as SNI, checked against its CA; kept alive and reused.
+    for _ in 0..3 {
+        let resp = client.get(&url("/orders/list"), &[]).await;
+        assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+        assert_eq!(resp.text(), "orders.internal /orders/list");
+    }
+    let metrics = tollbridge.admin_get("/metrics").await.text();
+    assert!(!metrics.contains(r#"kind="connect""#), "{metrics}");
+    // A certificate not valid for the hostname, or not signed by a trusted CA: 502, never plaintext.
+    for path in ["/wrong-name", "/wrong-ca"] {
+        let resp = client.get(&url(path), &[]).await;
+        assert_eq!(resp.status, StatusCode::BAD_GATEWAY, "{path}: {}", resp.text());
+    }
+    // Without a policy the same backend is spoken to in plaintext, which it refuses.
+    let resp = client.get(&url("/plain"), &[]).await;
+    assert_eq!(resp.status, StatusCode::BAD_GATEWAY, "{}", resp.text());
+
+    let status = tollbridge.admin_get("/status").await.json();
+    let accepted = &status["backendtlspolicies"]["default/orders"]["ancestors"][0]["conditions"][0];
+    assert_eq!(accepted["status"], "True", "{status}");
+    assert!(tollbridge.is_running(), "tollbridge exited; log:\n{}", tollbridge.log());
+}

@@ -877,17 +877,11 @@ async fn route_parents_written_meanwhile_by_another_controller_are_kept() {
         .unwrap()],
         gateways: vec![serde_json::from_value(typed("gateway", "gw")).unwrap()],
         http_routes: vec![serde_json::from_value(typed("httproute", "orders")).unwrap()],
-        grpc_routes: Vec::new(),
-        reference_grants: Vec::new(),
         namespaces: vec![
             serde_json::from_value(cluster.get_cluster_scoped_json("namespace", ns.name())).unwrap()
         ],
         services: vec![serde_json::from_value(typed("service", "echo")).unwrap()],
-        endpoint_slices: Vec::new(),
-        secrets: Vec::new(),
-        provider_configs: Vec::new(),
-        quota_policies: Vec::new(),
-        api_keys: Vec::new(),
+        ..Default::default()
     };
     // The other controller writes its entry now.
     let other = r#"{"status":{"parents":[{"parentRef":{"group":"gateway.networking.k8s.io","kind":"Gateway","name":"mesh"},"controllerName":"example.com/other","conditions":[{"type":"Accepted","status":"True","reason":"Accepted","message":"ok","observedGeneration":1,"lastTransitionTime":"2026-01-01T00:00:00Z"}]}]}}"#;

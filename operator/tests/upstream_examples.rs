@@ -1,6 +1,6 @@
 //! Round trip of the upstream Gateway API manifests through `tollbridge::api::gateway`.
 //!
-//! Every GatewayClass, Gateway, HTTPRoute, GRPCRoute and ReferenceGrant found in the standard examples of
+//! Every GatewayClass, Gateway, HTTPRoute, GRPCRoute, BackendTLSPolicy and ReferenceGrant found in the standard examples of
 //! `sigs.k8s.io/gateway-api` and in the manifests of its conformance suite must deserialize into
 //! our types and serialize back to the same JSON, so a field the types do not know (and would
 //! silently drop) fails the test.
@@ -18,7 +18,9 @@ use std::sync::{Mutex, PoisonError};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
-use tollbridge::api::gateway::{GRPCRoute, Gateway, GatewayClass, HTTPRoute, ReferenceGrant, GROUP};
+use tollbridge::api::gateway::{
+    BackendTLSPolicy, GRPCRoute, Gateway, GatewayClass, HTTPRoute, ReferenceGrant, GROUP,
+};
 
 const GATEWAY_API_MODULE: &str = "sigs.k8s.io/gateway-api";
 const CONFORMANCE_MODULE: &str = "sigs.k8s.io/gateway-api/conformance";
@@ -30,6 +32,7 @@ const KINDS: &[(&str, &str)] = &[
     ("Gateway", "gateways"),
     ("HTTPRoute", "httproutes"),
     ("GRPCRoute", "grpcroutes"),
+    ("BackendTLSPolicy", "backendtlspolicies"),
     ("ReferenceGrant", "referencegrants"),
 ];
 
@@ -54,7 +57,14 @@ fn standard_examples_round_trip() {
     let report = round_trip_tree(&gateway_api.join("examples/standard"), &crds);
     report.finish(
         "examples/standard",
-        &[("GatewayClass", 4), ("Gateway", 22), ("HTTPRoute", 48), ("GRPCRoute", 7), ("ReferenceGrant", 3)],
+        &[
+            ("GatewayClass", 4),
+            ("Gateway", 22),
+            ("HTTPRoute", 48),
+            ("GRPCRoute", 7),
+            ("BackendTLSPolicy", 2),
+            ("ReferenceGrant", 3),
+        ],
     );
 }
 
@@ -66,7 +76,14 @@ fn conformance_manifests_round_trip() {
     let report = round_trip_tree(&conformance.join("tests"), &crds);
     report.finish(
         "conformance tests",
-        &[("GatewayClass", 1), ("Gateway", 92), ("HTTPRoute", 141), ("GRPCRoute", 8), ("ReferenceGrant", 30)],
+        &[
+            ("GatewayClass", 1),
+            ("Gateway", 92),
+            ("HTTPRoute", 141),
+            ("GRPCRoute", 8),
+            ("BackendTLSPolicy", 21),
+            ("ReferenceGrant", 30),
+        ],
     );
 }
 
@@ -394,6 +411,7 @@ fn round_trip_document(at: &str, doc: serde_yaml::Value, crds: &Crds, report: &m
         "Gateway" => round_trip::<Gateway>(&doc, &original),
         "HTTPRoute" => round_trip::<HTTPRoute>(&doc, &original),
         "GRPCRoute" => round_trip::<GRPCRoute>(&doc, &original),
+        "BackendTLSPolicy" => round_trip::<BackendTLSPolicy>(&doc, &original),
         "ReferenceGrant" => round_trip::<ReferenceGrant>(&doc, &original),
         _ => unreachable!("kind filtered above"),
     };

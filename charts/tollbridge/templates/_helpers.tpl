@@ -128,18 +128,19 @@ Server-side apply of an object that does not exist yet is a create: `patch` and 
 
 {{/* Namespaced kinds: in the ClusterRole, or in a Role in watchNamespace. */}}
 {{- define "tollbridge.namespacedRules" -}}
-# Gateways, HTTPRoutes, ReferenceGrants: watched; statuses written; the cleanup finalizer of
+# Gateways, HTTPRoutes, GRPCRoutes, BackendTLSPolicies, ReferenceGrants: watched; statuses
+# written; the cleanup finalizer of
 # cloud Gateways and the record of where they were provisioned added and removed by
 # server-side apply (patch on the Gateway itself; the record is re-read, get, before a place
 # is dropped from it).
 - apiGroups: ["gateway.networking.k8s.io"]
-  resources: ["gateways", "httproutes", "grpcroutes", "referencegrants"]
+  resources: ["gateways", "httproutes", "grpcroutes", "backendtlspolicies", "referencegrants"]
   verbs: ["list", "watch"]
 - apiGroups: ["gateway.networking.k8s.io"]
   resources: ["gateways"]
   verbs: ["get", "patch"]
 - apiGroups: ["gateway.networking.k8s.io"]
-  resources: ["gateways/status", "httproutes/status", "grpcroutes/status"]
+  resources: ["gateways/status", "httproutes/status", "grpcroutes/status", "backendtlspolicies/status"]
   verbs: ["patch"]
 # QuotaPolicies and ApiKeys: watched; statuses written.
 - apiGroups: ["tollbridge.dev"]
@@ -155,6 +156,10 @@ Server-side apply of an object that does not exist yet is a create: `patch` and 
   verbs: ["list", "watch", "create", "patch", "delete"]
 - apiGroups: ["discovery.k8s.io"]
   resources: ["endpointslices"]
+  verbs: ["list", "watch"]
+# ConfigMaps: watched; those a BackendTLSPolicy names hold the CA certificates it trusts.
+- apiGroups: [""]
+  resources: ["configmaps"]
   verbs: ["list", "watch"]
 # Secrets: watched by metadata; those a listener, an ApiKey or a counter store names are read
 # (get); an ApiKey's missing Secret is created; a Local Gateway's config Secret is applied and

@@ -1,5 +1,5 @@
 //! Gateway API v1 types (standard channel of Gateway API v1.6) for the kinds tollbridge reads:
-//! GatewayClass, Gateway, HTTPRoute, GRPCRoute and ReferenceGrant.
+//! GatewayClass, Gateway, HTTPRoute, GRPCRoute, BackendTLSPolicy and ReferenceGrant.
 //!
 //! Hand-written serde types with the upstream names. Open enums (listener protocol, filter type)
 //! keep unknown values so the translator can report them instead of failing to parse.
@@ -759,6 +759,70 @@ pub struct GRPCBackendRef {
 
 /// A GRPCRoute's status has the shape of an HTTPRoute's: one entry per parent.
 pub type GRPCRouteStatus = HTTPRouteStatus;
+
+// ---------------------------------------------------------------------------------------------
+// BackendTLSPolicy
+
+/// How the gateway speaks TLS to the Services (or Service ports) it targets: the CAs to trust and
+/// the name their certificates must carry.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "gateway.networking.k8s.io",
+    version = "v1",
+    kind = "BackendTLSPolicy",
+    namespaced,
+    status = "crate::api::tollbridge::PolicyStatus",
+    schema = "disabled"
+)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendTLSPolicySpec {
+    #[serde(default)]
+    pub target_refs: Vec<PolicyTargetReferenceWithSectionName>,
+    #[serde(default)]
+    pub validation: BackendTLSPolicyValidation,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub options: BTreeMap<String, String>,
+}
+
+/// An object in the policy's namespace (a Service), optionally one section of it (a port name).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyTargetReferenceWithSectionName {
+    #[serde(default)]
+    pub group: String,
+    pub kind: String,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub section_name: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendTLSPolicyValidation {
+    /// ConfigMaps (key `ca.crt`) holding the CAs to trust.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ca_certificate_refs: Vec<LocalObjectReference>,
+    /// `System`: trust the system's well-known CAs.
+    #[serde(default, rename = "wellKnownCACertificates", skip_serializing_if = "Option::is_none")]
+    pub well_known_ca_certificates: Option<String>,
+    /// Sent as SNI; the certificate must be valid for it (unless subjectAltNames are given).
+    #[serde(default)]
+    pub hostname: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subject_alt_names: Vec<SubjectAltName>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SubjectAltName {
+    /// `Hostname` or `URI`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
+}
 
 // ---------------------------------------------------------------------------------------------
 // ReferenceGrant

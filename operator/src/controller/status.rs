@@ -84,6 +84,27 @@ pub fn plan(snapshot: &Snapshot, desired: &Statuses) -> Vec<StatusPatch> {
         }
         push_if_changed(&mut out, policy, &want, &live);
     }
+    for policy in &snapshot.backend_tls_policies {
+        let Some(want) = desired.backendtlspolicies.get(&object_id(&policy.metadata)) else { continue };
+        let mut want = want.clone();
+        let live = policy.status.clone().unwrap_or_default();
+        for ancestor in &mut want.ancestors {
+            let old = live.ancestors.iter().find(|a| {
+                a.ancestor_ref == ancestor.ancestor_ref && a.controller_name == ancestor.controller_name
+            });
+            if let Some(old) = old {
+                keep_times(&mut ancestor.conditions, &old.conditions);
+            }
+        }
+        // Other implementations report on the same policy: their ancestors stay.
+        let foreign = live.ancestors.iter().filter(|a| a.controller_name != CONTROLLER_NAME).cloned();
+        want.ancestors.extend(foreign);
+        let before = out.len();
+        push_if_changed(&mut out, policy, &want, &live);
+        if let Some(patch) = out.get_mut(before) {
+            patch.resource_version = policy.metadata.resource_version.clone();
+        }
+    }
     for key in &snapshot.api_keys {
         let Some(want) = desired.apikeys.get(&object_id(&key.metadata)) else { continue };
         let mut want = want.clone();

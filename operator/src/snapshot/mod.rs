@@ -3,11 +3,11 @@
 pub mod subset;
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use crate::api::gateway::{GRPCRoute, Gateway, GatewayClass, HTTPRoute, ReferenceGrant};
+use crate::api::gateway::{BackendTLSPolicy, GRPCRoute, Gateway, GatewayClass, HTTPRoute, ReferenceGrant};
 use crate::api::tollbridge::{ApiKey, ProviderConfig, QuotaPolicy};
 
 /// A consistent view of the objects the translator reads. The order of each list is the load
@@ -20,11 +20,14 @@ pub struct Snapshot {
     pub gateways: Vec<Gateway>,
     pub http_routes: Vec<HTTPRoute>,
     pub grpc_routes: Vec<GRPCRoute>,
+    pub backend_tls_policies: Vec<BackendTLSPolicy>,
     pub reference_grants: Vec<ReferenceGrant>,
     pub namespaces: Vec<Namespace>,
     pub services: Vec<Service>,
     pub endpoint_slices: Vec<EndpointSlice>,
     pub secrets: Vec<Secret>,
+    /// ConfigMaps: the CA certificates of BackendTLSPolicies.
+    pub config_maps: Vec<ConfigMap>,
     pub provider_configs: Vec<ProviderConfig>,
     pub quota_policies: Vec<QuotaPolicy>,
     pub api_keys: Vec<ApiKey>,
@@ -70,6 +73,20 @@ pub fn referenced_secret_ids(snapshot: &Snapshot) -> std::collections::BTreeSet<
     }
     for key in &snapshot.api_keys {
         ids.insert((namespace_of(&key.metadata).to_string(), key.spec.secret_ref.name.clone()));
+    }
+    ids
+}
+
+/// `(namespace, name)` of every ConfigMap a BackendTLSPolicy names for its CA certificates.
+pub fn referenced_config_map_ids(snapshot: &Snapshot) -> std::collections::BTreeSet<(String, String)> {
+    let mut ids = std::collections::BTreeSet::new();
+    for policy in &snapshot.backend_tls_policies {
+        let namespace = namespace_of(&policy.metadata);
+        for reference in &policy.spec.validation.ca_certificate_refs {
+            if reference.group.is_empty() && reference.kind == "ConfigMap" {
+                ids.insert((namespace.to_string(), reference.name.clone()));
+            }
+        }
     }
     ids
 }

@@ -85,6 +85,16 @@ pub fn for_gateway(snapshot: &Snapshot, namespace: &str, name: &str) -> Option<S
         )
         .collect();
 
+    // The BackendTLSPolicies of the Services its routes send to, and their CA ConfigMaps.
+    let backend_tls_policies: Vec<_> = snapshot
+        .backend_tls_policies
+        .iter()
+        .filter(|p| {
+            let namespace = namespace_of(&p.metadata);
+            p.spec.target_refs.iter().any(|t| backends.contains(&(namespace.to_string(), t.name.clone())))
+        })
+        .cloned()
+        .collect();
     let mut subset = Snapshot {
         now: snapshot.now,
         gateway_classes: gateway_classes.into_iter().cloned().collect(),
@@ -124,9 +134,20 @@ pub fn for_gateway(snapshot: &Snapshot, namespace: &str, name: &str) -> Option<S
             .collect(),
         http_routes,
         grpc_routes,
+        backend_tls_policies,
+        config_maps: Vec::new(),
         quota_policies,
         api_keys,
     };
+    let config_maps = super::referenced_config_map_ids(&subset);
+    subset.config_maps = snapshot
+        .config_maps
+        .iter()
+        .filter(|c| {
+            config_maps.contains(&(namespace_of(&c.metadata).to_string(), name_of(&c.metadata).to_string()))
+        })
+        .cloned()
+        .collect();
     let secrets = referenced_secret_ids(&subset);
     subset.secrets = snapshot
         .secrets
@@ -262,6 +283,12 @@ pub fn to_yaml(snapshot: &Snapshot) -> Result<String, serde_yaml::Error> {
         push(o)?;
     }
     for o in &snapshot.grpc_routes {
+        push(o)?;
+    }
+    for o in &snapshot.backend_tls_policies {
+        push(o)?;
+    }
+    for o in &snapshot.config_maps {
         push(o)?;
     }
     for o in &snapshot.reference_grants {

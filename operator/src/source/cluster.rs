@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, PartialObjectMeta};
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -18,7 +18,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-use crate::api::gateway::{GRPCRoute, Gateway, GatewayClass, HTTPRoute, ReferenceGrant};
+use crate::api::gateway::{BackendTLSPolicy, GRPCRoute, Gateway, GatewayClass, HTTPRoute, ReferenceGrant};
 use crate::api::tollbridge::{ApiKey, ProviderConfig, QuotaPolicy};
 use crate::snapshot::{name_of, namespace_of, referenced_secret_ids, Snapshot};
 use crate::translate::SERVICE_NAME_LABEL;
@@ -147,7 +147,9 @@ pub struct ClusterSource {
     gateways: Store<Gateway>,
     http_routes: Store<HTTPRoute>,
     grpc_routes: Store<GRPCRoute>,
+    backend_tls_policies: Store<BackendTLSPolicy>,
     reference_grants: Store<ReferenceGrant>,
+    config_maps: Store<ConfigMap>,
     namespaces: Store<Namespace>,
     services: Store<Service>,
     endpoint_slices: Store<EndpointSlice>,
@@ -170,6 +172,8 @@ impl ClusterSource {
             gateways: w.watch("Gateway", scope.api(&client), all.clone()),
             http_routes: w.watch("HTTPRoute", scope.api(&client), all.clone()),
             grpc_routes: w.watch("GRPCRoute", scope.api(&client), all.clone()),
+            backend_tls_policies: w.watch("BackendTLSPolicy", scope.api(&client), all.clone()),
+            config_maps: w.watch("ConfigMap", scope.api(&client), all.clone()),
             reference_grants: w.watch("ReferenceGrant", scope.api(&client), all.clone()),
             namespaces: w.watch("Namespace", Api::all(client.clone()), all.clone()),
             services: w.watch("Service", scope.api(&client), all.clone()),
@@ -237,17 +241,35 @@ impl ClusterSource {
             gateways: sorted(&self.gateways),
             http_routes: sorted(&self.http_routes),
             grpc_routes: sorted(&self.grpc_routes),
+            backend_tls_policies: sorted(&self.backend_tls_policies),
             reference_grants: sorted(&self.reference_grants),
             namespaces: sorted(&self.namespaces),
             services: sorted(&self.services),
             endpoint_slices: sorted(&self.endpoint_slices),
             secrets: Vec::new(),
+            config_maps: Vec::new(),
             provider_configs: sorted(&self.provider_configs),
             quota_policies: sorted(&self.quota_policies),
             api_keys: sorted(&self.api_keys),
         };
         snapshot.secrets = self.referenced_secrets(&snapshot).await?;
+        snapshot.config_maps = self.referenced_config_maps(&snapshot);
         Ok(snapshot)
+    }
+
+    /// The ConfigMaps the snapshot's BackendTLSPolicies name (their CA certificates).
+    fn referenced_config_maps(&self, snapshot: &Snapshot) -> Vec<ConfigMap> {
+        let wanted = crate::snapshot::referenced_config_map_ids(snapshot);
+        let mut out: Vec<ConfigMap> = wanted
+            .iter()
+            .filter_map(|(namespace, name)| {
+                self.config_maps.get(&ObjectRef::new(name).within(namespace)).map(|c| (*c).clone())
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            (&a.metadata.namespace, &a.metadata.name).cmp(&(&b.metadata.namespace, &b.metadata.name))
+        });
+        out
     }
 
     /// The Secrets the snapshot references, from the cache when their resourceVersion is

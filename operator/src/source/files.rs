@@ -304,10 +304,12 @@ objects! {
     Gateway: "gateway.networking.k8s.io" "Gateway" crate::api::gateway::Gateway, gateways, true;
     HttpRoute: "gateway.networking.k8s.io" "HTTPRoute" crate::api::gateway::HTTPRoute, http_routes, true;
     GrpcRoute: "gateway.networking.k8s.io" "GRPCRoute" crate::api::gateway::GRPCRoute, grpc_routes, true;
+    BackendTlsPolicy: "gateway.networking.k8s.io" "BackendTLSPolicy" crate::api::gateway::BackendTLSPolicy, backend_tls_policies, true;
     ReferenceGrant: "gateway.networking.k8s.io" "ReferenceGrant" crate::api::gateway::ReferenceGrant, reference_grants, true;
     Namespace: "" "Namespace" k8s_openapi::api::core::v1::Namespace, namespaces, false;
     Service: "" "Service" k8s_openapi::api::core::v1::Service, services, true;
     Secret: "" "Secret" k8s_openapi::api::core::v1::Secret, secrets, true;
+    ConfigMap: "" "ConfigMap" k8s_openapi::api::core::v1::ConfigMap, config_maps, true;
     EndpointSlice: "discovery.k8s.io" "EndpointSlice" k8s_openapi::api::discovery::v1::EndpointSlice, endpoint_slices, true;
     ProviderConfig: "tollbridge.dev" "ProviderConfig" crate::api::tollbridge::ProviderConfig, provider_configs, false;
     QuotaPolicy: "tollbridge.dev" "QuotaPolicy" crate::api::tollbridge::QuotaPolicy, quota_policies, true;

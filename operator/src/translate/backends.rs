@@ -4,9 +4,10 @@ use std::collections::BTreeSet;
 
 use k8s_openapi::api::core::v1::{Service, ServicePort};
 use tollbridge_provider::{
-    BackendIr, BackendProtocol, BackendTarget, Capabilities, Endpoint, Feature, HeaderModifier,
+    BackendIr, BackendProtocol, BackendTarget, BackendTlsIr, Capabilities, Endpoint, Feature, HeaderModifier,
 };
 
+use super::backend_tls::Applied;
 use super::conditions::reason;
 use super::index::{Index, RefEnd};
 use crate::api::gateway::{BackendObjectReference, GROUP as GATEWAY_GROUP};
@@ -42,13 +43,38 @@ pub fn resolve(
         Err(problem) => Some(problem.clone()),
         Ok(_) => None,
     };
-    let (target, protocol) =
-        target.unwrap_or_else(|p| (BackendTarget::Invalid { reason: p.message }, BackendProtocol::Http1));
+    let (mut target, protocol, tls) = target
+        .unwrap_or_else(|p| (BackendTarget::Invalid { reason: p.message }, BackendProtocol::Http1, None));
+    // TLS the provider cannot speak as asked, or asked of a cleartext protocol: never plaintext.
+    let tls = tls.map(|applied| {
+        let unusable = match &applied.tls {
+            Err(why) => Some(format!("BackendTLSPolicy {}: {why}", applied.policy)),
+            Ok(_) if !caps.supports(Feature::BackendTLSPolicy) => {
+                Some(format!("BackendTLSPolicy {} is not supported by {}", applied.policy, caps.provider))
+            }
+            Ok(_) if protocol == BackendProtocol::H2c => Some(format!(
+                "BackendTLSPolicy {} asks for TLS to a cleartext HTTP/2 (h2c) port",
+                applied.policy
+            )),
+            Ok(_) => None,
+        };
+        if let Some(reason) = unusable {
+            if !matches!(target, BackendTarget::Invalid { .. }) {
+                target = BackendTarget::Invalid { reason };
+            }
+        }
+        applied.tls.clone().unwrap_or_else(|_| BackendTlsIr {
+            hostname: String::new(),
+            ca_certificates_pem: Vec::new(),
+            policy: applied.policy.clone(),
+        })
+    });
     let ir = BackendIr {
         name,
         weight,
         target,
         protocol,
+        tls,
         request_headers: HeaderModifier::default(),
         response_headers: HeaderModifier::default(),
     };
@@ -61,7 +87,7 @@ fn target(
     route_namespace: &str,
     index: &Index<'_>,
     caps: &Capabilities,
-) -> Result<(BackendTarget, BackendProtocol), RefProblem> {
+) -> Result<(BackendTarget, BackendProtocol, Option<Applied>), RefProblem> {
     let group = backend.group.as_deref().unwrap_or("");
     let kind = backend.kind.as_deref().unwrap_or("Service");
     let id = format!("{namespace}/{}", backend.name);
@@ -105,19 +131,21 @@ fn target(
                 message: format!("Service {id} port {port}: {why}"),
             }
         })?;
+    let port_name = service_port.and_then(|p| p.name.as_deref());
+    let tls = index.backend_tls.lookup(namespace, &backend.name, port_name).cloned();
     if let Some(url) = annotation_url(service) {
-        return Ok((BackendTarget::Url { url }, protocol));
+        return Ok((BackendTarget::Url { url }, protocol, tls));
     }
     if spec.type_.as_deref() == Some("ExternalName") {
         let host = spec.external_name.clone().unwrap_or_default();
-        return Ok((BackendTarget::Url { url: external_url(&host, port, service_port) }, protocol));
+        return Ok((BackendTarget::Url { url: external_url(&host, port, service_port) }, protocol, tls));
     }
     let service_port = service_port.ok_or_else(|| RefProblem {
         reason: reason::BACKEND_NOT_FOUND,
         message: format!("Service {id} has no port {port}"),
     })?;
     let endpoints = ready_endpoints(index, namespace, &backend.name, service_port);
-    Ok((BackendTarget::Endpoints { endpoints }, protocol))
+    Ok((BackendTarget::Endpoints { endpoints }, protocol, tls))
 }
 
 /// The protocol a Service port's `appProtocol` asks for, or why the provider cannot speak it.

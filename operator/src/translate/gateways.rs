@@ -32,6 +32,8 @@ pub struct GatewayState<'a> {
     pub entries: Vec<(SortKey, RouteIr)>,
     /// Routes that already contributed entries (a route may list this Gateway twice).
     pub routes_seen: BTreeSet<String>,
+    /// `namespace/name` of every BackendTLSPolicy applied to a backend of an attached route.
+    pub backend_tls_policies: BTreeSet<String>,
     pub policies: Vec<QuotaPolicyIr>,
 }
 
@@ -92,6 +94,7 @@ impl<'a> GatewayState<'a> {
             attached,
             entries: Vec::new(),
             routes_seen: BTreeSet::new(),
+            backend_tls_policies: BTreeSet::new(),
             policies: Vec::new(),
         };
         match resolved {

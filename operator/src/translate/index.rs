@@ -6,6 +6,7 @@ use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 
+use super::backend_tls::BackendTlsTable;
 use crate::api::gateway::{GRPCRoute, HTTPRoute, ReferenceGrant};
 use crate::api::tollbridge::{ProviderConfig, QuotaPolicy};
 use crate::snapshot::{name_of, namespace_of, Snapshot};
@@ -28,6 +29,8 @@ pub struct Index<'a> {
     routes: HashMap<Key, (usize, &'a HTTPRoute)>,
     grpc_routes: HashMap<Key, &'a GRPCRoute>,
     policies: HashMap<Key, (usize, &'a QuotaPolicy)>,
+    /// Which BackendTLSPolicy applies to which Service port.
+    pub backend_tls: BackendTlsTable,
 }
 
 /// One side of a cross-namespace reference: API group, kind and namespace.
@@ -68,6 +71,7 @@ impl<'a> Index<'a> {
                 .enumerate()
                 .map(|(i, p)| (key(&p.metadata), (i, p)))
                 .collect(),
+            backend_tls: BackendTlsTable::new(snap),
         }
     }
 

@@ -1,6 +1,7 @@
 //! The pure translator: a [`Snapshot`] in, one [`GatewayIr`] per Gateway of our classes and the
 //! status of every object looked at out. No IO; the same snapshot always gives the same output.
 
+mod backend_tls;
 mod backends;
 pub mod conditions;
 mod duration;
@@ -19,7 +20,7 @@ mod rules;
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use tollbridge_provider::{Capabilities, GatewayIr, ProviderSettings};
+use tollbridge_provider::{Capabilities, Feature, GatewayIr, ProviderSettings};
 
 pub use backends::BACKEND_URL_ANNOTATION;
 pub use gatewayclass::settings_from_spec;
@@ -47,6 +48,8 @@ pub struct Statuses {
     pub httproutes: BTreeMap<String, HTTPRouteStatus>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub grpcroutes: BTreeMap<String, GRPCRouteStatus>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub backendtlspolicies: BTreeMap<String, PolicyStatus>,
     pub quotapolicies: BTreeMap<String, PolicyStatus>,
     pub apikeys: BTreeMap<String, ApiKeyStatus>,
 }
@@ -77,9 +80,13 @@ impl Statuses {
                 }
             }
         }
-        for (id, s) in &self.quotapolicies {
-            for a in &s.ancestors {
-                push("QuotaPolicy", id, format!(" ancestor {}", a.ancestor_ref.name), &a.conditions);
+        for (kind, policies) in
+            [("QuotaPolicy", &self.quotapolicies), ("BackendTLSPolicy", &self.backendtlspolicies)]
+        {
+            for (id, s) in policies {
+                for a in &s.ancestors {
+                    push(kind, id, format!(" ancestor {}", a.ancestor_ref.name), &a.conditions);
+                }
             }
         }
         for (id, s) in &self.apikeys {
@@ -136,6 +143,20 @@ fn translate_with(
     let attachments =
         routes::attach_all(&routes, snapshot.now, &index, &mut gateways, &mut statuses, on_every_core);
     policies::resolve(snapshot, &index, &mut gateways, &attachments, &mut statuses);
+
+    // BackendTLSPolicies report to the Gateways whose routes send where they apply.
+    let mut used = BTreeMap::new();
+    let mut unsupported = BTreeMap::new();
+    for gateway in &gateways {
+        used.insert(gateway.id.clone(), gateway.backend_tls_policies.clone());
+        if let Some(caps) = gateway.capabilities.as_ref().filter(|c| !c.supports(Feature::BackendTLSPolicy)) {
+            unsupported.insert(
+                gateway.id.clone(),
+                format!("BackendTLSPolicy is not supported by {}", caps.provider),
+            );
+        }
+    }
+    statuses.backendtlspolicies = index.backend_tls.statuses(&used, &unsupported, snapshot.now);
 
     let mut irs = Vec::new();
     for gateway in gateways {

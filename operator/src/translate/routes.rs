@@ -185,6 +185,7 @@ fn attach_one(
     // A route listed twice under one Gateway (two parentRefs) merges its attachments.
     let seen_before = !gateway.routes_seen.insert(route_id.clone());
     for rule in outcome.rules {
+        gateway.backend_tls_policies.extend(rule.backend_tls_policies);
         for mut entry in rule.entries {
             let existing =
                 if seen_before { gateway.entries.iter_mut().find(|(_, e)| e.id == entry.id) } else { None };

@@ -21,6 +21,9 @@ use crate::snapshot::{name_of, namespace_of, object_id};
 pub struct RuleOutcome {
     pub entries: Vec<RouteIr>,
     pub dropped: Option<String>,
+    /// `namespace/name` of the BackendTLSPolicies applied to its backends and mirrors (usable or
+    /// not: each reports to the Gateways the rule is on).
+    pub backend_tls_policies: Vec<String>,
 }
 
 /// All rules of a route for one provider, plus the first unresolved reference.
@@ -82,13 +85,19 @@ pub fn translate(source: RouteSource<'_>, index: &Index<'_>, caps: &Capabilities
                 needs: Vec::new(),
                 invalid: source.invalid.iter().filter(|(r, _)| *r == i).map(|(_, why)| why.clone()).collect(),
                 ref_problem: None,
+                backend_tls_policies: Vec::new(),
             };
             let entries = ctx.entries(rule);
             if ref_problem.is_none() {
                 ref_problem = ctx.ref_problem.take();
             }
             let dropped = ctx.verdict(rule);
-            RuleOutcome { entries: if dropped.is_some() { Vec::new() } else { entries }, dropped }
+            let backend_tls_policies = std::mem::take(&mut ctx.backend_tls_policies);
+            RuleOutcome {
+                entries: if dropped.is_some() { Vec::new() } else { entries },
+                dropped,
+                backend_tls_policies,
+            }
         })
         .collect();
     RulesOutcome { rules, ref_problem }
@@ -105,14 +114,28 @@ struct RuleContext<'a, 'i> {
     /// Values that make the rule invalid whatever the provider.
     invalid: Vec<String>,
     ref_problem: Option<RefProblem>,
+    backend_tls_policies: Vec<String>,
 }
 
 impl RuleContext<'_, '_> {
     /// gRPC needs HTTP/2: a GRPCRoute's backends are spoken to in h2c whatever their port's
     /// `appProtocol` says (GRPCRoute's spec: HTTP/2 with prior knowledge by default).
-    fn speak_grpc(&self, backend: &mut BackendIr) {
-        if self.kind == RouteKind::GRPCRoute {
-            backend.protocol = BackendProtocol::H2c;
+    ///
+    /// Notes the BackendTLSPolicy applied to `backend`; for a GRPCRoute, speaks h2c to it.
+    fn finish_backend(&mut self, backend: &mut BackendIr) {
+        if let Some(tls) = &backend.tls {
+            if !self.backend_tls_policies.contains(&tls.policy) {
+                self.backend_tls_policies.push(tls.policy.clone());
+            }
+        }
+        if self.kind != RouteKind::GRPCRoute {
+            return;
+        }
+        backend.protocol = BackendProtocol::H2c;
+        if let (Some(tls), false) = (&backend.tls, matches!(backend.target, BackendTarget::Invalid { .. })) {
+            let reason =
+                format!("BackendTLSPolicy {}: gRPC over TLS to backends is not supported yet", tls.policy);
+            backend.target = BackendTarget::Invalid { reason };
         }
     }
 
@@ -421,7 +444,7 @@ impl RuleContext<'_, '_> {
             backends::resolve(&mirror.backend_ref, 1, namespace, self.index, self.caps);
         let resolved = problem.is_none();
         self.refs(problem);
-        self.speak_grpc(&mut backend);
+        self.finish_backend(&mut backend);
         resolved.then_some(MirrorIr { backend, numerator: numerator as u32, denominator: denominator as u32 })
     }
 
@@ -493,7 +516,7 @@ impl RuleContext<'_, '_> {
             let (mut backend, problem) =
                 backends::resolve(&backend_ref.object(), weight, &namespace, self.index, self.caps);
             self.refs(problem);
-            self.speak_grpc(&mut backend);
+            self.finish_backend(&mut backend);
             for filter in &backend_ref.filters {
                 match filter.type_ {
                     HTTPRouteFilterType::RequestHeaderModifier => {

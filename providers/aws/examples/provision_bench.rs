@@ -29,6 +29,7 @@ fn gateway(settings: &AwsSettings, routes: usize, changed: Option<usize>) -> Gat
                         weight: 1,
                         target: BackendTarget::Url { url: format!("https://{host}.example.com") },
                         protocol: Default::default(),
+                        tls: None,
                         request_headers: HeaderModifier::default(),
                         response_headers: HeaderModifier::default(),
                     }],

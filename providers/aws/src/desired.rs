@@ -478,6 +478,7 @@ mod tests {
             weight: 1,
             target: BackendTarget::Url { url: url.into() },
             protocol: Default::default(),
+            tls: None,
             request_headers: HeaderModifier::default(),
             response_headers: HeaderModifier::default(),
         }

@@ -45,6 +45,7 @@ fn backend(url: &str) -> BackendIr {
         weight: 1,
         target: BackendTarget::Url { url: url.into() },
         protocol: Default::default(),
+        tls: None,
         request_headers: HeaderModifier::default(),
         response_headers: HeaderModifier::default(),
     }

@@ -73,6 +73,7 @@ fn gateway(settings: &AwsSettings, rate: u32) -> GatewayIr {
                     weight: 1,
                     target: BackendTarget::Url { url: "https://a.example.com".into() },
                     protocol: Default::default(),
+                    tls: None,
                     request_headers: HeaderModifier::default(),
                     response_headers: HeaderModifier::default(),
                 }],

@@ -46,7 +46,8 @@ use desired::{Desired, EntityKey, Kind};
 pub fn capabilities() -> Capabilities {
     // Not (yet) mapped to policies: CORS, host rewrites, mirroring a share of requests. HTTP
     // APIs do not carry WebSockets (API Management has WebSocket APIs of their own), and speak
-    // HTTP/1.1 to backends without TLS, so gRPC is not carried either.
+    // HTTP/1.1 to backends without TLS, so gRPC is not carried either. Backend certificates are
+    // not checked against a BackendTLSPolicy's CAs (not mapped yet).
     let unsupported = [
         Feature::GatewayStaticAddresses,
         Feature::GatewayAddressEmpty,
@@ -61,6 +62,7 @@ pub fn capabilities() -> Capabilities {
         Feature::HTTPRouteBackendProtocolH2C,
         Feature::GRPCRoute,
         Feature::GRPCRouteNamedRouteRule,
+        Feature::BackendTLSPolicy,
     ];
     Capabilities::with(
         "Azure API Management",

@@ -34,6 +34,7 @@ fn gateway(routes: usize, changed: Option<usize>) -> GatewayIr {
                         weight: 1,
                         target: BackendTarget::Url { url: format!("https://{host}.example.com") },
                         protocol: Default::default(),
+                        tls: None,
                         request_headers: HeaderModifier::default(),
                         response_headers: HeaderModifier::default(),
                     }],

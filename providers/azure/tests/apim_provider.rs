@@ -35,6 +35,7 @@ fn backend(url: &str, weight: u32) -> BackendIr {
         weight,
         target: BackendTarget::Url { url: url.into() },
         protocol: Default::default(),
+        tls: None,
         request_headers: HeaderModifier::default(),
         response_headers: HeaderModifier::default(),
     }

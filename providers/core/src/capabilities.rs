@@ -71,6 +71,8 @@ features! {
     /// Backends whose Service port has `appProtocol: kubernetes.io/h2c`: HTTP/2 without TLS,
     /// with prior knowledge.
     HTTPRouteBackendProtocolH2C = "HTTPRouteBackendProtocolH2C", upstream = true;
+    /// BackendTLSPolicy: TLS to backends, checked against the CAs and hostname it names.
+    BackendTLSPolicy = "BackendTLSPolicy", upstream = true;
     /// GRPCRoute: gRPC services and methods routed to backends spoken to in HTTP/2.
     GRPCRoute = "GRPCRoute", upstream = true;
     /// GRPCRoute rules with a `name`.

@@ -451,10 +451,26 @@ pub struct BackendIr {
     /// How requests are spoken to the backend (its Service port's `appProtocol`).
     #[serde(skip_serializing_if = "BackendProtocol::is_http1")]
     pub protocol: BackendProtocol,
+    /// TLS to the backend (a BackendTLSPolicy targets its Service port); plain when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<BackendTlsIr>,
     #[serde(skip_serializing_if = "HeaderModifier::is_empty")]
     pub request_headers: HeaderModifier,
     #[serde(skip_serializing_if = "HeaderModifier::is_empty")]
     pub response_headers: HeaderModifier,
+}
+
+/// How the gateway checks a backend it speaks TLS to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendTlsIr {
+    /// Sent as SNI; the backend's certificate must be valid for it.
+    pub hostname: String,
+    /// PEM certificates of the CAs to trust; empty: the system's well-known CAs.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ca_certificates_pem: Vec<String>,
+    /// `namespace/name` of the BackendTLSPolicy that asks for TLS.
+    pub policy: String,
 }
 
 /// The protocol a backend is spoken to in.

@@ -8,13 +8,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use rustls::ServerConfig;
-use tollbridge_provider::{ActionIr, BackendTarget, GatewayIr, ListenerIr};
+use tollbridge_provider::{ActionIr, BackendIr, BackendTarget, GatewayIr, ListenerIr};
 
 use crate::fast_hash::FastMap;
 use crate::metrics::{Label, RouteMetrics};
 use crate::policy::Policies;
 use crate::router::PortRouter;
 use crate::tls;
+use crate::upstream::UpstreamTls;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CompileError {
@@ -57,8 +58,46 @@ pub struct CompiledGateway {
     pub identity_headers: Vec<http::HeaderName>,
     /// Round-robin position per (route entry, backend).
     round_robin: Vec<Vec<AtomicUsize>>,
-    /// `address:port` of every endpoint, per (route entry, backend), built once.
-    endpoint_addresses: Vec<Vec<Vec<Arc<str>>>>,
+    /// Where each backend's requests go, per (route entry, backend), built once.
+    backend_plans: Vec<Vec<BackendPlan>>,
+    /// The same for each mirror, per (route entry, mirror).
+    mirror_plans: Vec<Vec<BackendPlan>>,
+}
+
+/// Where one backend's requests go, worked out when the configuration is compiled.
+pub struct BackendPlan {
+    /// The upstream pool's key of each endpoint (of the URL's address, for a backend URL).
+    pub keys: Vec<Arc<str>>,
+    /// TLS to the backend, or why its TLS settings cannot be used.
+    pub tls: Result<Option<Arc<UpstreamTls>>, String>,
+    /// The path a backend URL puts requests under (`http://host/api` → `/api`).
+    pub url_prefix: Option<String>,
+}
+
+impl BackendPlan {
+    fn of(backend: &BackendIr) -> Self {
+        let url = match &backend.target {
+            BackendTarget::Url { url } => url_upstream(url),
+            _ => None,
+        };
+        let tls = match (&backend.tls, &url) {
+            (Some(tls), _) => UpstreamTls::new(&tls.hostname, &tls.ca_certificates_pem).map(Some),
+            (None, Some(url)) if url.https => UpstreamTls::new(&url.host, &[]).map(Some),
+            _ => Ok(None),
+        };
+        let key = |address: String| match &tls {
+            Ok(Some(tls)) => tls.pool_key(&address),
+            _ => Arc::from(address),
+        };
+        let keys = match (&backend.target, &url) {
+            (BackendTarget::Endpoints { endpoints }, _) => {
+                endpoints.iter().map(|e| key(socket_address(&e.address, e.port))).collect()
+            }
+            (_, Some(url)) => vec![key(url.address.clone())],
+            _ => Vec::new(),
+        };
+        Self { keys, tls, url_prefix: url.and_then(|u| u.prefix) }
+    }
 }
 
 pub struct SocketConfig {
@@ -113,22 +152,17 @@ impl CompiledGateway {
         let route_metrics =
             ir.routes.iter().map(|r| RouteMetrics::new(id_label.clone(), Arc::new(r.id.route()))).collect();
         let unrouted_metrics = RouteMetrics::new(id_label.clone(), Arc::new(String::new()));
-        let endpoint_addresses = ir
+        let plans = |backends: &mut dyn Iterator<Item = &BackendIr>| backends.map(BackendPlan::of).collect();
+        let backend_plans = ir
             .routes
             .iter()
             .map(|r| match &r.action {
-                ActionIr::Forward { backends } => backends
-                    .iter()
-                    .map(|b| match &b.target {
-                        BackendTarget::Endpoints { endpoints } => {
-                            endpoints.iter().map(|e| Arc::from(socket_address(&e.address, e.port))).collect()
-                        }
-                        _ => Vec::new(),
-                    })
-                    .collect(),
+                ActionIr::Forward { backends } => plans(&mut backends.iter()),
                 _ => Vec::new(),
             })
             .collect();
+        let mirror_plans =
+            ir.routes.iter().map(|r| plans(&mut r.filters.mirrors.iter().map(|m| &m.backend))).collect();
         let mut identity_headers = vec![http::HeaderName::from_static(DEFAULT_CONSUMER_HEADER)];
         for name in ir.policies.iter().filter_map(|p| p.api_key.as_ref()).map(|k| k.consumer_header.as_str())
         {
@@ -147,37 +181,31 @@ impl CompiledGateway {
             ir,
             sockets,
             round_robin,
-            endpoint_addresses,
+            backend_plans,
+            mirror_plans,
         })
     }
 
-    /// Every upstream address this Gateway may send to: its backends' and its mirrors'.
+    /// The upstream pool's key of every endpoint this Gateway may send to: its backends' and its
+    /// mirrors'.
     pub fn upstream_addresses(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        for route in &self.ir.routes {
-            let backends = match &route.action {
-                ActionIr::Forward { backends } => backends.as_slice(),
-                _ => &[],
-            };
-            let mirrors = route.filters.mirrors.iter().map(|m| &m.backend);
-            for backend in backends.iter().chain(mirrors) {
-                match &backend.target {
-                    BackendTarget::Endpoints { endpoints } => {
-                        out.extend(endpoints.iter().map(|e| socket_address(&e.address, e.port)))
-                    }
-                    BackendTarget::Url { url } => out.extend(url_upstream(url).map(|(address, _)| address)),
-                    _ => {}
-                }
-            }
-        }
-        out
+        let plans = self.backend_plans.iter().chain(&self.mirror_plans).flatten();
+        plans.flat_map(|plan| plan.keys.iter().map(|key| key.to_string())).collect()
     }
 
-    /// The `address:port` of the next endpoint of a backend, round robin.
+    pub fn backend_plan(&self, route: usize, backend: usize) -> &BackendPlan {
+        &self.backend_plans[route][backend]
+    }
+
+    pub fn mirror_plan(&self, route: usize, mirror: usize) -> &BackendPlan {
+        &self.mirror_plans[route][mirror]
+    }
+
+    /// The pool key of the next endpoint of a backend, round robin.
     pub fn next_endpoint(&self, route: usize, backend: usize) -> Option<&Arc<str>> {
-        let addresses = &self.endpoint_addresses[route][backend];
+        let keys = &self.backend_plans[route][backend].keys;
         let counter = &self.round_robin[route][backend];
-        addresses.get(counter.fetch_add(1, Ordering::Relaxed) % addresses.len().max(1))
+        keys.get(counter.fetch_add(1, Ordering::Relaxed) % keys.len().max(1))
     }
 }
 
@@ -207,17 +235,33 @@ impl Table {
 }
 
 /// `address:port`, with brackets around IPv6 addresses.
-/// The upstream address (`host:port`) and path prefix of an `http://` backend URL; None for any
-/// other URL.
-pub fn url_upstream(url: &str) -> Option<(String, Option<String>)> {
+/// Where a backend URL points.
+pub struct UrlUpstream {
+    /// `host:port` (the scheme's port when the URL has none).
+    pub address: String,
+    pub host: String,
+    pub https: bool,
+    pub prefix: Option<String>,
+}
+
+/// The upstream of an `http://` or `https://` backend URL; None for any other URL.
+pub fn url_upstream(url: &str) -> Option<UrlUpstream> {
     let uri = url.parse::<http::Uri>().ok()?;
-    if uri.scheme_str() != Some("http") {
-        return None;
-    }
-    let authority = uri.authority()?.as_str();
-    let address = if authority.contains(':') { authority.to_string() } else { format!("{authority}:80") };
+    let https = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
+        _ => return None,
+    };
+    let authority = uri.authority()?;
+    let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
+    let host = authority.host().trim_start_matches('[').trim_end_matches(']').to_string();
     let prefix = uri.path().trim_end_matches('/');
-    Some((address, (!prefix.is_empty()).then(|| prefix.to_string())))
+    Some(UrlUpstream {
+        address: socket_address(&host, port),
+        host,
+        https,
+        prefix: (!prefix.is_empty()).then(|| prefix.to_string()),
+    })
 }
 
 pub fn socket_address(address: &str, port: u16) -> String {

@@ -31,6 +31,11 @@ use crate::http1::{self, BodyDecoder, Decoded, HeadLimits, ResponseHead};
 use crate::proxy::upgrade::WebSocketUpgrade;
 
 mod h2c;
+mod stream;
+mod tls;
+
+pub use stream::UpstreamStream;
+pub use tls::{address_of, UpstreamTls};
 
 /// Settings of the upstream connection pool.
 #[derive(Clone, Debug)]
@@ -68,6 +73,8 @@ pub enum UpstreamError {
     Connect(String, std::io::Error),
     #[error("connect to {0}: timed out")]
     ConnectTimeout(String),
+    #[error("TLS with {0}: {1}")]
+    Tls(String, std::io::Error),
     #[error("upstream I/O: {0}")]
     Io(#[from] std::io::Error),
     #[error(transparent)]
@@ -90,7 +97,7 @@ impl UpstreamError {
 
 /// A keep-alive connection to an upstream, with what was read past the last response.
 struct Connection {
-    stream: TcpStream,
+    stream: UpstreamStream,
     buf: BytesMut,
 }
 
@@ -99,7 +106,7 @@ impl Connection {
     /// in the pool. Asks the runtime's readiness, not the socket: no system call.
     fn has_news(&self) -> bool {
         let mut cx = Context::from_waker(Waker::noop());
-        self.stream.poll_read_ready(&mut cx).is_ready()
+        self.stream.tcp().poll_read_ready(&mut cx).is_ready()
     }
 }
 
@@ -156,17 +163,20 @@ pub fn client(settings: &UpstreamSettings) -> UpstreamClient {
 }
 
 impl UpstreamPool {
-    /// Sends `req` to `address` (`host:port`), reusing an idle connection when there is one.
+    /// Sends `req` to the endpoint `key` names (`host:port`, and how TLS is checked when `tls`
+    /// is given: [`UpstreamTls::pool_key`]), reusing an idle connection when there is one.
     ///
     /// The head is written before anything is awaited, so the request's parts are no part of
     /// the returned future: it is moved into place once per request, and smaller is cheaper.
     pub fn send(
         self: &Arc<Self>,
         address: &Arc<str>,
+        tls: Option<&Arc<UpstreamTls>>,
         req: Request<Body>,
     ) -> impl Future<Output = Result<Response<Body>, UpstreamError>> + Send + 'static {
         let pool = self.clone();
         let address = address.clone();
+        let tls = tls.cloned();
         let endpoint = self.endpoint(&address);
         let (mut parts, body) = req.into_parts();
         let head_request = parts.method == Method::HEAD;
@@ -195,7 +205,7 @@ impl UpstreamPool {
             let (head, connection) = loop {
                 let (connection, reused) = match endpoint.checkout(pool.settings.pool_idle_timeout) {
                     Some(connection) => (connection, true),
-                    None => (pool.connect(&address).await?, false),
+                    None => (pool.connect(&address, tls.as_deref()).await?, false),
                 };
                 match exchange(connection, &out, &mut body, chunked, head_request, upgrade).await {
                     Ok(answered) => break answered,
@@ -257,10 +267,11 @@ impl UpstreamPool {
         self: &Arc<Self>,
         protocol: BackendProtocol,
         address: &Arc<str>,
+        tls: Option<&Arc<UpstreamTls>>,
         req: Request<Body>,
     ) -> impl Future<Output = Result<Response<Body>, UpstreamError>> + Send + 'static {
         match protocol {
-            BackendProtocol::Http1 => Either::Left(self.send(address, req)),
+            BackendProtocol::Http1 => Either::Left(self.send(address, tls, req)),
             BackendProtocol::H2c => Either::Right(self.send_h2c(address, req)),
         }
     }
@@ -303,15 +314,23 @@ impl UpstreamPool {
         endpoints.get(address).map_or(0, |e| e.idle.lock().unwrap_or_else(|e| e.into_inner()).len())
     }
 
-    async fn connect(&self, address: &str) -> Result<Connection, UpstreamError> {
-        let stream =
-            match tokio::time::timeout(self.settings.connect_timeout, TcpStream::connect(address)).await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(e)) => return Err(UpstreamError::Connect(address.to_string(), e)),
-                Err(_) => return Err(UpstreamError::ConnectTimeout(address.to_string())),
-            };
-        let _ = stream.set_nodelay(true);
-        Ok(Connection { stream, buf: BytesMut::new() })
+    /// A new connection to the endpoint `key` names, TLS done when `tls` is given: both within
+    /// the connect timeout.
+    async fn connect(&self, key: &str, tls: Option<&UpstreamTls>) -> Result<Connection, UpstreamError> {
+        let address = address_of(key);
+        let connecting = async {
+            let tcp =
+                TcpStream::connect(address).await.map_err(|e| UpstreamError::Connect(address.into(), e))?;
+            let _ = tcp.set_nodelay(true);
+            match tls {
+                Some(tls) => tls.handshake(tcp).await.map_err(|e| UpstreamError::Tls(address.into(), e)),
+                None => Ok(UpstreamStream::Plain(tcp)),
+            }
+        };
+        match tokio::time::timeout(self.settings.connect_timeout, connecting).await {
+            Ok(stream) => Ok(Connection { stream: stream?, buf: BytesMut::new() }),
+            Err(_) => Err(UpstreamError::ConnectTimeout(address.to_string())),
+        }
     }
 }
 
@@ -365,7 +384,7 @@ async fn exchange(
 }
 
 async fn send_body(
-    writer: &mut tokio::net::tcp::WriteHalf<'_>,
+    writer: &mut stream::StreamWrite<'_>,
     head: &[u8],
     body: &mut Body,
     chunked: bool,
@@ -395,7 +414,7 @@ async fn send_body(
 }
 
 async fn read_response_head(
-    reader: &mut tokio::net::tcp::ReadHalf<'_>,
+    reader: &mut stream::StreamRead<'_>,
     buf: &mut BytesMut,
     head_request: bool,
     upgrade: bool,
@@ -424,7 +443,7 @@ async fn read_response_head(
 
 /// The backend's end of a switched connection: its socket and what it sent after its `101`.
 pub struct Upgraded {
-    pub stream: TcpStream,
+    pub stream: UpstreamStream,
     pub buf: BytesMut,
 }
 
@@ -563,14 +582,14 @@ mod tests {
             ..UpstreamSettings::default()
         };
         let pool = client(&settings);
-        let first = pool.send(&address, get(0)).await.expect("first request");
+        let first = pool.send(&address, None, get(0)).await.expect("first request");
         // The first answer is not read yet: its connection is busy, and the endpoint's only one.
         let started = Instant::now();
-        let second = pool.send(&address, get(0)).await;
+        let second = pool.send(&address, None, get(0)).await;
         assert!(matches!(second, Err(UpstreamError::Saturated(_))), "{second:?}");
         assert!(started.elapsed() < Duration::from_secs(2), "waited {:?}", started.elapsed());
         let _ = first.into_body().collect().await;
-        let third = pool.send(&address, get(0)).await.expect("a slot is free again");
+        let third = pool.send(&address, None, get(0)).await.expect("a slot is free again");
         assert_eq!(third.status(), 200);
     }
 
@@ -579,7 +598,7 @@ mod tests {
         let (kept, gone) = (echo().await, echo().await);
         let pool = client(&UpstreamSettings::default());
         for address in [&kept, &gone] {
-            let response = pool.send(address, get(0)).await.expect("request");
+            let response = pool.send(address, None, get(0)).await.expect("request");
             let _ = response.into_body().collect().await;
         }
         assert_eq!((pool.idle_count(&kept), pool.idle_count(&gone)), (1, 1));
@@ -593,7 +612,7 @@ mod tests {
         let pool = client(&UpstreamSettings::default());
         let body = crate::body::full("hello");
         let request = Request::builder().method("POST").uri("/").header("host", "up").body(body).unwrap();
-        let response = pool.send(&address, request).await.expect("request");
+        let response = pool.send(&address, None, request).await.expect("request");
         let echoed = response.into_body().collect().await.expect("body").to_bytes();
         let echoed: serde_json::Value = serde_json::from_slice(&echoed).expect("json");
         assert_eq!(echoed["headers"]["content-length"], "5", "{echoed}");
@@ -604,12 +623,12 @@ mod tests {
     async fn a_connection_answering_after_its_endpoint_left_is_not_kept() {
         let address = echo().await;
         let pool = client(&UpstreamSettings::default());
-        let response = pool.send(&address, get(0)).await.expect("request");
+        let response = pool.send(&address, None, get(0)).await.expect("request");
         pool.retain(|_| false);
         let _ = response.into_body().collect().await;
         assert_eq!(pool.idle_count(&address), 0);
         // The address is new to the pool again: a later request connects afresh and is kept.
-        let response = pool.send(&address, get(0)).await.expect("request");
+        let response = pool.send(&address, None, get(0)).await.expect("request");
         let _ = response.into_body().collect().await;
         assert_eq!(pool.idle_count(&address), 1);
     }
@@ -652,7 +671,7 @@ mod tests {
     }
 
     async fn exchange(pool: &UpstreamClient, address: &Arc<str>) -> u16 {
-        let response = pool.send(address, get(0)).await.expect("request");
+        let response = pool.send(address, None, get(0)).await.expect("request");
         let status = response.status().as_u16();
         let _ = response.into_body().collect().await;
         status

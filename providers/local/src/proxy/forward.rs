@@ -15,7 +15,7 @@ use tollbridge_provider::{BackendIr, BackendTarget, RouteIr};
 
 use crate::body::{Body, TeeBody};
 use crate::metrics::UpstreamErrorLabels;
-use crate::runtime::{url_upstream, CompiledGateway};
+use crate::runtime::CompiledGateway;
 use crate::server::Shared;
 use crate::upstream::UpstreamError;
 
@@ -55,8 +55,15 @@ pub(super) async fn forward(
             })
             .inc();
     };
-    // A backend URL may carry a path prefix (`http://host:8080/api`): requests go below it.
-    let mut url_prefix: Option<String> = None;
+    let plan = gateway.backend_plan(index, chosen);
+    let tls = match &plan.tls {
+        Ok(tls) => tls.as_ref(),
+        Err(why) => {
+            upstream_error("tls_settings");
+            tracing::debug!(gateway = %gateway.id, backend = %backend.name, error = %why, "backend TLS settings unusable");
+            return plain(StatusCode::BAD_GATEWAY, "the backend's TLS settings cannot be used");
+        }
+    };
     let authority = match &backend.target {
         BackendTarget::Invalid { .. } => {
             upstream_error("invalid_backend");
@@ -70,20 +77,19 @@ pub(super) async fn forward(
             Some(address) => address.clone(),
             None => return plain(StatusCode::SERVICE_UNAVAILABLE, "no ready endpoints"),
         },
-        BackendTarget::Url { url } => match url_upstream(url) {
-            Some((address, prefix)) => {
-                url_prefix = prefix;
-                Arc::from(address)
-            }
+        BackendTarget::Url { .. } => match plan.keys.first() {
+            Some(key) => key.clone(),
             None => {
                 upstream_error("protocol");
                 return plain(
                     StatusCode::BAD_GATEWAY,
-                    "only http:// backend URLs are supported by the local proxy",
+                    "only http:// and https:// backend URLs are supported by the local proxy",
                 );
             }
         },
     };
+    // A backend URL may carry a path prefix (`http://host:8080/api`): requests go below it.
+    let url_prefix = plan.url_prefix.as_deref();
 
     // Request transformations, in the order the spec lists them.
     // The authority the client sent (see `raw_authority`); a Host header is shared, not copied.
@@ -128,7 +134,7 @@ pub(super) async fn forward(
     parts.uri = Uri::from(path_and_query.clone());
     parts.version = http::Version::HTTP_11;
 
-    let taps = start_mirrors(shared, gateway, &route.filters.mirrors, &parts, &path_and_query);
+    let taps = start_mirrors(shared, gateway, index, &route.filters.mirrors, &parts, &path_and_query);
     // gRPC asks its server to accept trailers (hop-by-hop, so the client's own `te` is gone).
     if !backend.protocol.is_http1() && grpc::is_grpc(&parts.headers) {
         parts.headers.insert(header::TE, HeaderValue::from_static("trailers"));
@@ -148,7 +154,7 @@ pub(super) async fn forward(
         .map(Duration::from_millis)
         .or(shared.settings.default_request_timeout);
     // Pinned here, once: the timing below holds only a reference to it.
-    let call = shared.client.send_in(backend.protocol, &authority, upstream_request);
+    let call = shared.client.send_in(backend.protocol, &authority, tls, upstream_request);
     tokio::pin!(call);
     let result = match timeout {
         Some(limit) => match within(limit, timer, call.as_mut()).await {
@@ -266,6 +272,7 @@ mod tests {
             weight,
             target: BackendTarget::Url { url: "http://x".into() },
             protocol: Default::default(),
+            tls: None,
             request_headers: HeaderModifier::default(),
             response_headers: HeaderModifier::default(),
         };

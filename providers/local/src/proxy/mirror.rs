@@ -13,7 +13,7 @@ use tollbridge_provider::{BackendTarget, MirrorIr};
 
 use crate::body::ChannelBody;
 use crate::metrics::UpstreamErrorLabels;
-use crate::runtime::{socket_address, CompiledGateway};
+use crate::runtime::CompiledGateway;
 use crate::server::Shared;
 
 const MIRROR_CHANNEL_CHUNKS: usize = 16;
@@ -22,19 +22,23 @@ const MIRROR_CHANNEL_CHUNKS: usize = 16;
 pub(super) fn start_mirrors(
     shared: &Shared,
     gateway: &Arc<CompiledGateway>,
+    route: usize,
     mirrors: &[MirrorIr],
     parts: &http::request::Parts,
     path_and_query: &PathAndQuery,
 ) -> Vec<mpsc::Sender<Bytes>> {
     let mut taps = Vec::new();
-    for mirror in mirrors {
+    for (mirror_index, mirror) in mirrors.iter().enumerate() {
         if mirror.numerator < mirror.denominator
             && rand::rng().random_range(0..mirror.denominator) >= mirror.numerator
         {
             continue;
         }
-        let BackendTarget::Endpoints { endpoints } = &mirror.backend.target else { continue };
-        let Some(endpoint) = endpoints.get(rand::rng().random_range(0..endpoints.len().max(1))) else {
+        let BackendTarget::Endpoints { .. } = &mirror.backend.target else { continue };
+        let plan = gateway.mirror_plan(route, mirror_index);
+        let (Some(address), Ok(tls)) =
+            (plan.keys.get(rand::rng().random_range(0..plan.keys.len().max(1))), &plan.tls)
+        else {
             continue;
         };
         let labels = |kind: &str| UpstreamErrorLabels {
@@ -47,7 +51,7 @@ pub(super) fn start_mirrors(
             shared.metrics.upstream_errors.get_or_create(&labels("mirror_dropped")).inc();
             continue;
         };
-        let address: Arc<str> = Arc::from(socket_address(&endpoint.address, endpoint.port));
+        let (address, tls) = (address.clone(), tls.clone());
         let uri = Uri::from(path_and_query.clone());
         let (tx, rx) = mpsc::channel(MIRROR_CHANNEL_CHUNKS);
         let mut request = Request::new(ChannelBody::new(rx).boxed());
@@ -63,7 +67,8 @@ pub(super) fn start_mirrors(
             // The answer is read to the end (so the connection returns to the pool), all
             // within the mirror's time.
             let exchange = async {
-                let response = client.send_in(protocol, &address, request).await.map_err(drop)?;
+                let response =
+                    client.send_in(protocol, &address, tls.as_ref(), request).await.map_err(drop)?;
                 response.into_body().collect().await.map(drop).map_err(drop)
             };
             if !matches!(tokio::time::timeout(Duration::from_secs(30), exchange).await, Ok(Ok(()))) {

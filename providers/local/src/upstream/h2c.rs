@@ -97,7 +97,7 @@ impl UpstreamPool {
         endpoint: &Endpoint,
         address: &str,
     ) -> Result<SendRequest<Body>, UpstreamError> {
-        let connection = self.connect(address).await?;
+        let connection = self.connect(address, None).await?;
         let (sender, driver) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .handshake(TokioIo::new(connection.stream))
