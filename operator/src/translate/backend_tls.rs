@@ -1,14 +1,15 @@
 //! BackendTLSPolicy: which Service ports the gateway speaks TLS to, and how it checks them.
 //!
 //! Each policy is judged once per translation: its CA references (ConfigMaps with `ca.crt`, or
-//! the system's well-known CAs), and whether an older policy already claims one of its
-//! targets (a Service, or one port of it by name; a port's own policy wins over its Service's).
+//! the system's well-known CAs), and, target by target, whether an older policy claims it
+//! already (a Service, or one port of it by name; a port's own policy wins over its Service's).
 //! A backend whose port a usable policy targets is spoken to in TLS; one whose policy cannot be
-//! used gets 500, never plaintext. Its status goes to every Gateway whose routes send there.
+//! used gets 500, never plaintext. Its status goes to every Gateway whose routes send to a
+//! Service it names.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use tollbridge_provider::BackendTlsIr;
@@ -36,19 +37,20 @@ pub struct Applied {
     pub tls: Result<BackendTlsIr, String>,
 }
 
-/// Every policy judged, and which one applies to each target.
+/// Every policy judged, which one applies to each target, and which policies name each Service.
 #[derive(Default)]
 pub struct BackendTlsTable {
     applied: HashMap<Target, Applied>,
+    /// Per Service (`namespace/name`): every policy targeting it, for their status.
+    naming: HashMap<String, Vec<String>>,
     verdicts: Vec<Verdict>,
 }
 
 struct Verdict {
     id: String,
     generation: Option<i64>,
-    targets: Vec<Target>,
-    /// Accepted: `Ok(())`, or the reason and message it is not.
-    accepted: Result<(), (&'static str, String)>,
+    /// Accepted: `Ok(note)`, or the reason and message it is not.
+    accepted: Result<Option<String>, (&'static str, String)>,
     resolved: Result<(), (&'static str, String)>,
 }
 
@@ -56,50 +58,84 @@ impl BackendTlsTable {
     pub fn new(snapshot: &Snapshot) -> Self {
         let config_maps: HashMap<String, &ConfigMap> =
             snapshot.config_maps.iter().map(|c| (object_id(&c.metadata), c)).collect();
+        let services: HashMap<String, &Service> =
+            snapshot.services.iter().map(|s| (object_id(&s.metadata), s)).collect();
         // Oldest first, then by namespace and name: the first to claim a target keeps it.
         let mut policies: Vec<(usize, &BackendTLSPolicy)> =
             snapshot.backend_tls_policies.iter().enumerate().collect();
         policies.sort_by_key(|(i, p)| (age_key(&p.metadata, *i), object_id(&p.metadata)));
         let mut table = Self::default();
         for (_, policy) in policies {
-            table.judge(policy, &config_maps);
+            table.judge(policy, &config_maps, &services);
         }
         table
     }
 
-    fn judge(&mut self, policy: &BackendTLSPolicy, config_maps: &HashMap<String, &ConfigMap>) {
+    /// Claims each target still free (each target on its own: a policy that loses one keeps
+    /// the others), with the policy's settings, usable or not: a target whose policy cannot be
+    /// used gets 500, never plaintext.
+    fn judge(
+        &mut self,
+        policy: &BackendTLSPolicy,
+        config_maps: &HashMap<String, &ConfigMap>,
+        services: &HashMap<String, &Service>,
+    ) {
         let id = object_id(&policy.metadata);
         let namespace = namespace_of(&policy.metadata);
-        let targets: Vec<Target> = policy
-            .spec
-            .target_refs
-            .iter()
-            .filter(|t| t.group.is_empty() && t.kind == "Service")
-            .map(|t| (format!("{namespace}/{}", t.name), t.section_name.clone()))
-            .collect();
         let (tls, resolved) = settings(policy, namespace, config_maps);
-        let mut accepted = match &tls {
-            Ok(_) => Ok(()),
-            Err((reason, message)) => Err((*reason, message.clone())),
-        };
-        if let Some(other) = targets.iter().find_map(|t| self.applied.get(t)) {
-            accepted =
-                Err((reason::CONFLICTED, format!("BackendTLSPolicy {} targets it already", other.policy)));
-        } else if targets.len() < policy.spec.target_refs.len() {
-            accepted = Err((reason::INVALID, "only core Services can be targeted".to_string()));
-        } else {
-            let tls = tls.map_err(|(_, message)| message);
-            for target in &targets {
-                self.applied.insert(target.clone(), Applied { policy: id.clone(), tls: tls.clone() });
+        let applied = Applied { policy: id.clone(), tls: tls.clone().map_err(|(_, message)| message) };
+        let (mut won, mut lost, mut invalid) = (Vec::new(), Vec::new(), Vec::new());
+        for target in &policy.spec.target_refs {
+            let shown = match &target.section_name {
+                Some(section) => format!("Service {namespace}/{} port {section}", target.name),
+                None => format!("Service {namespace}/{}", target.name),
+            };
+            if !target.group.is_empty() || target.kind != "Service" {
+                invalid
+                    .push(format!("{}/{} {} is not a core Service", target.group, target.kind, target.name));
+                continue;
+            }
+            let service = format!("{namespace}/{}", target.name);
+            let naming = self.naming.entry(service.clone()).or_default();
+            if !naming.contains(&id) {
+                naming.push(id.clone());
+            }
+            // A port named that does not exist: the policy cannot attach there (the Service
+            // itself may come later; then it is judged again).
+            let port_missing = target.section_name.as_deref().is_some_and(|section| {
+                services.get(&service).is_some_and(|svc| {
+                    !svc.spec
+                        .iter()
+                        .flat_map(|s| s.ports.iter().flatten())
+                        .any(|p| p.name.as_deref() == Some(section))
+                })
+            });
+            if port_missing {
+                invalid.push(format!("{shown} does not exist"));
+                continue;
+            }
+            let key = (service, target.section_name.clone());
+            match self.applied.get(&key) {
+                Some(other) => lost.push(format!("{shown} (BackendTLSPolicy {} is older)", other.policy)),
+                None => {
+                    self.applied.insert(key, applied.clone());
+                    won.push(shown);
+                }
             }
         }
-        self.verdicts.push(Verdict {
-            id,
-            generation: policy.metadata.generation,
-            targets,
-            accepted,
-            resolved,
-        });
+        let accepted = match (&tls, won.is_empty()) {
+            (Err((reason, message)), _) => Err((*reason, message.clone())),
+            (Ok(_), true) if !lost.is_empty() => {
+                Err((reason::CONFLICTED, format!("another policy applies to {}", lost.join(", "))))
+            }
+            (Ok(_), true) => Err((reason::TARGET_NOT_FOUND, invalid.join("; "))),
+            (Ok(_), false) => {
+                let mut notes: Vec<String> = lost.iter().map(|l| format!("not applied to {l}")).collect();
+                notes.extend(invalid.iter().cloned());
+                Ok((!notes.is_empty()).then(|| notes.join("; ")))
+            }
+        };
+        self.verdicts.push(Verdict { id, generation: policy.metadata.generation, accepted, resolved });
     }
 
     /// The policy that applies to port `port_name` of Service `namespace/service`, if any.
@@ -109,38 +145,37 @@ impl BackendTlsTable {
         port.or_else(|| self.applied.get(&(service, None)))
     }
 
+    /// Every policy that targets Service `namespace/service` (applied there or not).
+    pub fn naming(&self, namespace: &str, service: &str) -> &[String] {
+        self.naming.get(&format!("{namespace}/{service}")).map_or(&[], Vec::as_slice)
+    }
+
     /// Each policy's status: one ancestor per Gateway (`namespace/name`) whose routes send to
-    /// what it targets, by way of the policies `used` there. `unsupported`: the Gateways whose
-    /// provider cannot speak TLS as a policy asks, with why.
+    /// a Service it targets (`naming`: the policies seen at each Gateway). `unsupported`: the
+    /// Gateways whose provider cannot speak TLS as a policy asks, with why.
     pub fn statuses(
         &self,
-        used: &BTreeMap<String, BTreeSet<String>>,
+        naming: &BTreeMap<String, BTreeSet<String>>,
         unsupported: &BTreeMap<String, String>,
         now: jiff::Timestamp,
     ) -> BTreeMap<String, PolicyStatus> {
         let mut out = BTreeMap::new();
         for verdict in &self.verdicts {
-            // The Gateways that send to any of its targets, through whichever policy won there.
-            let winners: BTreeSet<&str> = verdict
-                .targets
-                .iter()
-                .filter_map(|t| self.applied.get(t))
-                .map(|a| a.policy.as_str())
-                .collect();
-            let gateways: BTreeSet<&String> = used
-                .iter()
-                .filter(|(_, policies)| policies.iter().any(|p| winners.contains(p.as_str())))
-                .map(|(gateway, _)| gateway)
-                .collect();
+            let gateways =
+                naming.iter().filter(|(_, policies)| policies.contains(&verdict.id)).map(|(g, _)| g);
             let stamp = Stamp::new(verdict.generation, now);
             let ancestors = gateways
-                .into_iter()
                 .map(|gateway| {
                     let (namespace, name) = gateway.split_once('/').unwrap_or(("default", gateway));
                     let accepted = match (&verdict.accepted, unsupported.get(gateway)) {
                         (Err((why, message)), _) => stamp.no(ACCEPTED, why, message.clone()),
-                        (Ok(()), Some(why)) => stamp.no(ACCEPTED, reason::INVALID, why.clone()),
-                        (Ok(()), None) => stamp.yes(ACCEPTED, reason::ACCEPTED, "Policy is accepted"),
+                        (Ok(_), Some(why)) => stamp.no(ACCEPTED, reason::INVALID, why.clone()),
+                        (Ok(note), None) => {
+                            let message = note.as_deref().map_or("Policy is accepted".to_string(), |n| {
+                                format!("Policy is accepted; {n}")
+                            });
+                            stamp.yes(ACCEPTED, reason::ACCEPTED, message)
+                        }
                     };
                     let resolved = match &verdict.resolved {
                         Ok(()) => stamp.yes(RESOLVED_REFS, reason::RESOLVED_REFS, "All references resolved"),

@@ -45,6 +45,14 @@ pub fn resolve(
     };
     let (mut target, protocol, tls) = target
         .unwrap_or_else(|p| (BackendTarget::Invalid { reason: p.message }, BackendProtocol::Http1, None));
+    // Cleartext HTTP/2 cannot reach an https:// URL; sending it there would be plaintext.
+    if let BackendTarget::Url { url } = &target {
+        if protocol == BackendProtocol::H2c && url.starts_with("https://") {
+            let reason =
+                format!("{url}: appProtocol kubernetes.io/h2c is cleartext HTTP/2, the URL asks for TLS");
+            target = BackendTarget::Invalid { reason };
+        }
+    }
     // TLS the provider cannot speak as asked, or asked of a cleartext protocol: never plaintext.
     let tls = tls.map(|applied| {
         let unusable = match &applied.tls {

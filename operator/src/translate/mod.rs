@@ -144,7 +144,7 @@ fn translate_with(
         routes::attach_all(&routes, snapshot.now, &index, &mut gateways, &mut statuses, on_every_core);
     policies::resolve(snapshot, &index, &mut gateways, &attachments, &mut statuses);
 
-    // BackendTLSPolicies report to the Gateways whose routes send where they apply.
+    // BackendTLSPolicies report to the Gateways whose routes send to a Service they name.
     let mut used = BTreeMap::new();
     let mut unsupported = BTreeMap::new();
     for gateway in &gateways {

@@ -3,12 +3,13 @@
 //! Hostname precedence comes first and is applied by the data plane's host index; this key
 //! orders everything after it: Exact path, then regular expressions (longest first; their
 //! place is implementation-specific), then the longest PathPrefix, then method, more header
-//! matches, more query matches, the oldest route, `namespace/name`, rule and match order.
+//! matches, more query matches, the oldest route, `namespace/name`, rule and match order. A
+//! GRPCRoute's method matches rank exact, then by service (prefix), then method alone.
 
 use std::cmp::Reverse;
 
 use jiff::Timestamp;
-use tollbridge_provider::{MatchIr, PathMatch, RouteId};
+use tollbridge_provider::{MatchIr, PathMatch, RouteId, RouteKind};
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct SortKey {
@@ -25,10 +26,14 @@ pub struct SortKey {
 
 impl SortKey {
     pub fn new(matcher: &MatchIr, id: &RouteId, age: (Timestamp, usize)) -> Self {
-        let (path_kind, path_len) = match &matcher.path {
-            PathMatch::Exact(p) => (0, p.len()),
-            PathMatch::Regex(p) => (1, p.len()),
-            PathMatch::Prefix(p) => (2, p.len()),
+        let (path_kind, path_len) = match (&matcher.path, id.kind) {
+            (PathMatch::Exact(p), _) => (0, p.len()),
+            // A GRPCRoute's prefix is a service and its regular expressions a method alone (or
+            // patterns): its spec ranks the longer service first, so prefixes come before them.
+            (PathMatch::Prefix(p), RouteKind::GRPCRoute) => (1, p.len()),
+            (PathMatch::Regex(p), RouteKind::GRPCRoute) => (2, p.len()),
+            (PathMatch::Regex(p), RouteKind::HTTPRoute) => (1, p.len()),
+            (PathMatch::Prefix(p), RouteKind::HTTPRoute) => (2, p.len()),
         };
         Self {
             path_kind,

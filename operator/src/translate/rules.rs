@@ -12,8 +12,8 @@ use super::conditions::reason;
 use super::duration;
 use super::index::Index;
 use crate::api::gateway::{
-    HTTPHeaderFilter, HTTPPathModifier, HTTPRoute, HTTPRouteFilter, HTTPRouteFilterType, HTTPRouteMatch,
-    HTTPRouteRule, PathMatchType, PathModifierType, StringMatchType,
+    BackendObjectReference, HTTPHeaderFilter, HTTPPathModifier, HTTPRoute, HTTPRouteFilter,
+    HTTPRouteFilterType, HTTPRouteMatch, HTTPRouteRule, PathMatchType, PathModifierType, StringMatchType,
 };
 use crate::snapshot::{name_of, namespace_of, object_id};
 
@@ -21,8 +21,8 @@ use crate::snapshot::{name_of, namespace_of, object_id};
 pub struct RuleOutcome {
     pub entries: Vec<RouteIr>,
     pub dropped: Option<String>,
-    /// `namespace/name` of the BackendTLSPolicies applied to its backends and mirrors (usable or
-    /// not: each reports to the Gateways the rule is on).
+    /// `namespace/name` of the BackendTLSPolicies naming the Services of its backends and
+    /// mirrors (applied, conflicted or unusable: each reports to the Gateways the rule is on).
     pub backend_tls_policies: Vec<String>,
 }
 
@@ -118,23 +118,36 @@ struct RuleContext<'a, 'i> {
 }
 
 impl RuleContext<'_, '_> {
-    /// gRPC needs HTTP/2: a GRPCRoute's backends are spoken to in h2c whatever their port's
-    /// `appProtocol` says (GRPCRoute's spec: HTTP/2 with prior knowledge by default).
-    ///
-    /// Notes the BackendTLSPolicy applied to `backend`; for a GRPCRoute, speaks h2c to it.
-    fn finish_backend(&mut self, backend: &mut BackendIr) {
-        if let Some(tls) = &backend.tls {
-            if !self.backend_tls_policies.contains(&tls.policy) {
-                self.backend_tls_policies.push(tls.policy.clone());
+    /// Last steps for a resolved backend (of `reference`): notes the BackendTLSPolicies that
+    /// name its Service (they report to the Gateways the rule is on); for a GRPCRoute, speaks
+    /// h2c to it, whatever its port's `appProtocol` says (gRPC needs HTTP/2; GRPCRoute's spec
+    /// defaults to prior knowledge), and never in plaintext where TLS was asked for.
+    fn finish_backend(&mut self, reference: &BackendObjectReference, backend: &mut BackendIr) {
+        if reference.group.as_deref().unwrap_or("").is_empty()
+            && reference.kind.as_deref().unwrap_or("Service") == "Service"
+        {
+            let namespace = reference.namespace.as_deref().unwrap_or(namespace_of(&self.route.metadata));
+            for policy in self.index.backend_tls.naming(namespace, &reference.name) {
+                if !self.backend_tls_policies.contains(policy) {
+                    self.backend_tls_policies.push(policy.clone());
+                }
             }
         }
-        if self.kind != RouteKind::GRPCRoute {
+        if self.kind != RouteKind::GRPCRoute || matches!(backend.target, BackendTarget::Invalid { .. }) {
             return;
         }
         backend.protocol = BackendProtocol::H2c;
-        if let (Some(tls), false) = (&backend.tls, matches!(backend.target, BackendTarget::Invalid { .. })) {
-            let reason =
-                format!("BackendTLSPolicy {}: gRPC over TLS to backends is not supported yet", tls.policy);
+        let unusable = match (&backend.tls, &backend.target) {
+            (Some(tls), _) => Some(format!(
+                "BackendTLSPolicy {}: gRPC over TLS to backends is not supported yet",
+                tls.policy
+            )),
+            (None, BackendTarget::Url { url }) if url.starts_with("https://") => {
+                Some(format!("{url}: gRPC over TLS to backends is not supported yet"))
+            }
+            _ => None,
+        };
+        if let Some(reason) = unusable {
             backend.target = BackendTarget::Invalid { reason };
         }
     }
@@ -444,7 +457,7 @@ impl RuleContext<'_, '_> {
             backends::resolve(&mirror.backend_ref, 1, namespace, self.index, self.caps);
         let resolved = problem.is_none();
         self.refs(problem);
-        self.finish_backend(&mut backend);
+        self.finish_backend(&mirror.backend_ref, &mut backend);
         resolved.then_some(MirrorIr { backend, numerator: numerator as u32, denominator: denominator as u32 })
     }
 
@@ -513,10 +526,11 @@ impl RuleContext<'_, '_> {
         let mut out = Vec::new();
         for backend_ref in &rule.backend_refs {
             let weight = backend_ref.weight.unwrap_or(1).max(0) as u32;
+            let reference = backend_ref.object();
             let (mut backend, problem) =
-                backends::resolve(&backend_ref.object(), weight, &namespace, self.index, self.caps);
+                backends::resolve(&reference, weight, &namespace, self.index, self.caps);
             self.refs(problem);
-            self.finish_backend(&mut backend);
+            self.finish_backend(&reference, &mut backend);
             for filter in &backend_ref.filters {
                 match filter.type_ {
                     HTTPRouteFilterType::RequestHeaderModifier => {

@@ -2,7 +2,7 @@
 //!
 //! Compilation happens off the request path; the result is swapped in atomically.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -74,15 +74,25 @@ pub struct BackendPlan {
     pub url_prefix: Option<String>,
 }
 
+/// TLS client settings made while compiling, by hostname and CAs: backends checked the same
+/// way share one (and its session cache).
+type TlsSettings = HashMap<(String, Vec<String>), Result<Arc<UpstreamTls>, String>>;
+
 impl BackendPlan {
-    fn of(backend: &BackendIr) -> Self {
+    fn of(backend: &BackendIr, made: &mut TlsSettings) -> Self {
         let url = match &backend.target {
             BackendTarget::Url { url } => url_upstream(url),
             _ => None,
         };
+        let mut tls_for = |hostname: &str, ca: &[String]| {
+            made.entry((hostname.to_string(), ca.to_vec()))
+                .or_insert_with(|| UpstreamTls::new(hostname, ca))
+                .clone()
+                .map(Some)
+        };
         let tls = match (&backend.tls, &url) {
-            (Some(tls), _) => UpstreamTls::new(&tls.hostname, &tls.ca_certificates_pem).map(Some),
-            (None, Some(url)) if url.https => UpstreamTls::new(&url.host, &[]).map(Some),
+            (Some(tls), _) => tls_for(&tls.hostname, &tls.ca_certificates_pem),
+            (None, Some(url)) if url.https => tls_for(&url.host, &[]),
             _ => Ok(None),
         };
         let key = |address: String| match &tls {
@@ -152,7 +162,10 @@ impl CompiledGateway {
         let route_metrics =
             ir.routes.iter().map(|r| RouteMetrics::new(id_label.clone(), Arc::new(r.id.route()))).collect();
         let unrouted_metrics = RouteMetrics::new(id_label.clone(), Arc::new(String::new()));
-        let plans = |backends: &mut dyn Iterator<Item = &BackendIr>| backends.map(BackendPlan::of).collect();
+        let mut made = TlsSettings::new();
+        let mut plans = |backends: &mut dyn Iterator<Item = &BackendIr>| {
+            backends.map(|backend| BackendPlan::of(backend, &mut made)).collect::<Vec<_>>()
+        };
         let backend_plans = ir
             .routes
             .iter()

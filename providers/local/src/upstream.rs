@@ -182,7 +182,9 @@ impl UpstreamPool {
         let head_request = parts.method == Method::HEAD;
         // Only a request the client asked to switch may be answered with `101` (a header a
         // route adds does not count).
-        let accept = parts.extensions.get::<WebSocketUpgrade>().map(|upgrade| upgrade.accept.clone());
+        let asked = parts.extensions.get::<WebSocketUpgrade>();
+        let accept = asked.map(|upgrade| upgrade.accept.clone());
+        let over_http2 = asked.is_some_and(WebSocketUpgrade::over_http2);
         let upgrade = accept.is_some();
         // A request without a body may be sent again when a pooled connection turns out to have
         // been closed by the upstream before it read a byte of it (RFC 9112 §9.3.1).
@@ -220,11 +222,12 @@ impl UpstreamPool {
                 if headers.get(http::header::SEC_WEBSOCKET_ACCEPT) != accept.as_ref() {
                     return Err(http1::BadResponse("101 without the WebSocket handshake's answer").into());
                 }
-                // The connection is the backend's end of the tunnel now. Its request slot is
-                // free again: tunnels are bounded by the client connections they take, so they
-                // cannot starve the endpoint's requests.
-                drop(permit);
-                let upgraded = Upgraded { stream: connection.stream, buf: connection.buf };
+                // The connection is the backend's end of the tunnel now. An HTTP/1.1 client's
+                // tunnel frees its request slot: it is bounded by the client connection it
+                // takes. An HTTP/2 client may open a tunnel per stream, so those keep the slot
+                // for as long as they last.
+                let slot = over_http2.then_some(permit);
+                let upgraded = Upgraded { stream: connection.stream, buf: connection.buf, slot };
                 let mut response = Response::new(crate::body::empty());
                 *response.status_mut() = status;
                 *response.headers_mut() = headers;
@@ -270,9 +273,16 @@ impl UpstreamPool {
         tls: Option<&Arc<UpstreamTls>>,
         req: Request<Body>,
     ) -> impl Future<Output = Result<Response<Body>, UpstreamError>> + Send + 'static {
-        match protocol {
-            BackendProtocol::Http1 => Either::Left(self.send(address, tls, req)),
-            BackendProtocol::H2c => Either::Right(self.send_h2c(address, req)),
+        match (protocol, tls) {
+            (BackendProtocol::Http1, tls) => Either::Left(self.send(address, tls, req)),
+            (BackendProtocol::H2c, None) => Either::Right(Either::Left(self.send_h2c(address, req))),
+            // h2c is cleartext: where TLS was asked for, nothing is sent (the translator marks
+            // such backends invalid; this is the proxy's own guard).
+            (BackendProtocol::H2c, Some(_)) => {
+                let refused =
+                    UpstreamError::Tls(address.to_string(), std::io::Error::other("h2c asked over TLS"));
+                Either::Right(Either::Right(std::future::ready(Err(refused))))
+            }
         }
     }
 
@@ -445,6 +455,8 @@ async fn read_response_head(
 pub struct Upgraded {
     pub stream: UpstreamStream,
     pub buf: BytesMut,
+    /// The endpoint's request slot, held by tunnels of HTTP/2 clients.
+    pub slot: Option<OwnedSemaphorePermit>,
 }
 
 /// In the extensions of a `101` response from [`UpstreamPool::send`]: taken once, by whoever

@@ -27,7 +27,8 @@ pub(crate) async fn join<T: AsyncRead + AsyncWrite + Unpin>(
     metrics: &Metrics,
 ) {
     let _open = OpenTunnel::count(&metrics.websocket_tunnels);
-    let Upgraded { stream: mut upstream_stream, buf: upstream_early } = upstream;
+    // The slot (if the tunnel holds one) is let go when the tunnel ends.
+    let Upgraded { stream: mut upstream_stream, buf: upstream_early, slot: _slot } = upstream;
     let (upstream_read, upstream_write) = upstream_stream.split();
     let (client_read, client_write) = tokio::io::split(client);
     let started = Instant::now();

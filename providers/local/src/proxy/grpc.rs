@@ -26,6 +26,10 @@ pub(crate) fn is_grpc(headers: &HeaderMap) -> bool {
 /// `Retry-After`, `WWW-Authenticate`) with the status and message in `grpc-status` and
 /// `grpc-message`.
 pub(crate) fn as_grpc(response: Response<Body>, message: &str) -> Response<Body> {
+    // 421 tells the client to retry on another connection, which gRPC clients understand too.
+    if response.status() == StatusCode::MISDIRECTED_REQUEST {
+        return response;
+    }
     let (mut parts, _) = response.into_parts();
     let code = code_for(parts.status);
     let message =
@@ -52,7 +56,6 @@ fn code_for(status: StatusCode) -> u16 {
         408 | 504 => 4,  // DEADLINE_EXCEEDED
         413 | 431 => 8,  // RESOURCE_EXHAUSTED: larger than the gateway takes
         429 => 8,        // RESOURCE_EXHAUSTED: a rate limit or quota
-        421 => 14,       // UNAVAILABLE: retry on another connection
         500 => 13,       // INTERNAL: the route's backend is invalid
         502 | 503 => 14, // UNAVAILABLE
         _ => 2,          // UNKNOWN

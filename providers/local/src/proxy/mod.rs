@@ -78,12 +78,13 @@ pub(crate) async fn handle(
     drop(table);
     let grpc = grpc::is_grpc(req.headers());
     let (mut response, route_index) = serve(shared, &gateway, conn, req, timer).await;
+    // Metrics and the access log keep the HTTP status a gRPC client hears as `grpc-status`.
+    let code = response.status().as_u16();
     if grpc {
         if let Some(answer) = response.extensions_mut().remove::<grpc::GatewayAnswer>() {
             response = grpc::as_grpc(response, &answer.0);
         }
     }
-    let code = response.status().as_u16();
     let metrics = route_index.map_or(&gateway.unrouted_metrics, |i| &gateway.route_metrics[i]);
     let elapsed = started.elapsed();
     metrics.record(&shared.metrics, code, elapsed.as_secs_f64());

@@ -15,6 +15,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use super::{Endpoint, UpstreamError, UpstreamPool};
 use crate::body::{Body, BoxError};
 
+/// How often an HTTP/2 connection with requests open is PINGed, and how long an answer may take.
+const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(20);
+const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// An endpoint's HTTP/2 connection, while it lasts.
 #[derive(Default)]
 pub(super) struct H2Connection(Mutex<Option<(SendRequest<Body>, Instant)>>);
@@ -98,8 +102,12 @@ impl UpstreamPool {
         address: &str,
     ) -> Result<SendRequest<Body>, UpstreamError> {
         let connection = self.connect(address, None).await?;
+        // PINGs while requests are open: a backend gone without a word fails them instead of
+        // holding them until their timeout.
         let (sender, driver) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
+            .keep_alive_interval(KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
             .handshake(TokioIo::new(connection.stream))
             .await
             .map_err(UpstreamError::Http2)?;
