@@ -157,10 +157,11 @@ Server-side apply of an object that does not exist yet is a create: `patch` and 
 - apiGroups: ["discovery.k8s.io"]
   resources: ["endpointslices"]
   verbs: ["list", "watch"]
-# ConfigMaps: watched; those a BackendTLSPolicy names hold the CA certificates it trusts.
+# ConfigMaps: watched by metadata; those a BackendTLSPolicy names (the CA certificates it
+# trusts) are read.
 - apiGroups: [""]
   resources: ["configmaps"]
-  verbs: ["list", "watch"]
+  verbs: ["get", "list", "watch"]
 # Secrets: watched by metadata; those a listener, an ApiKey or a counter store names are read
 # (get); an ApiKey's missing Secret is created; a Local Gateway's config Secret is applied and
 # deleted. The get / list / watch also let the operator grant them to the proxies' Roles (RBAC

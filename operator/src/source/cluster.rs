@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 
 use crate::api::gateway::{BackendTLSPolicy, GRPCRoute, Gateway, GatewayClass, HTTPRoute, ReferenceGrant};
 use crate::api::tollbridge::{ApiKey, ProviderConfig, QuotaPolicy};
-use crate::snapshot::{name_of, namespace_of, referenced_secret_ids, Snapshot};
+use crate::snapshot::{name_of, namespace_of, referenced_config_map_ids, referenced_secret_ids, Snapshot};
 use crate::translate::SERVICE_NAME_LABEL;
 
 /// Which namespaces to read: all of them, or one (namespaced kinds only).
@@ -149,7 +149,7 @@ pub struct ClusterSource {
     grpc_routes: Store<GRPCRoute>,
     backend_tls_policies: Store<BackendTLSPolicy>,
     reference_grants: Store<ReferenceGrant>,
-    config_maps: Store<ConfigMap>,
+    config_map_metadata: Store<PartialObjectMeta<ConfigMap>>,
     namespaces: Store<Namespace>,
     services: Store<Service>,
     endpoint_slices: Store<EndpointSlice>,
@@ -160,6 +160,8 @@ pub struct ClusterSource {
     /// Referenced Secrets fetched so far, by `namespace/name`, checked against the metadata
     /// watch's resourceVersion before use.
     secrets: Mutex<HashMap<String, Secret>>,
+    /// Referenced ConfigMaps fetched so far, likewise.
+    config_maps: Mutex<HashMap<String, ConfigMap>>,
 }
 
 impl ClusterSource {
@@ -173,7 +175,7 @@ impl ClusterSource {
             http_routes: w.watch("HTTPRoute", scope.api(&client), all.clone()),
             grpc_routes: w.watch("GRPCRoute", scope.api(&client), all.clone()),
             backend_tls_policies: w.watch("BackendTLSPolicy", scope.api(&client), all.clone()),
-            config_maps: w.watch("ConfigMap", scope.api(&client), all.clone()),
+            config_map_metadata: w.watch_metadata::<ConfigMap>("ConfigMap", scope.api(&client), all.clone()),
             reference_grants: w.watch("ReferenceGrant", scope.api(&client), all.clone()),
             namespaces: w.watch("Namespace", Api::all(client.clone()), all.clone()),
             services: w.watch("Service", scope.api(&client), all.clone()),
@@ -183,6 +185,7 @@ impl ClusterSource {
             quota_policies: w.watch("QuotaPolicy", scope.api(&client), all.clone()),
             api_keys: w.watch("ApiKey", scope.api(&client), all),
             secrets: Mutex::default(),
+            config_maps: Mutex::default(),
             watches: w,
             client,
         }
@@ -252,51 +255,55 @@ impl ClusterSource {
             quota_policies: sorted(&self.quota_policies),
             api_keys: sorted(&self.api_keys),
         };
-        snapshot.secrets = self.referenced_secrets(&snapshot).await?;
-        snapshot.config_maps = self.referenced_config_maps(&snapshot);
+        let secrets = referenced_secret_ids(&snapshot);
+        snapshot.secrets = self.referenced("Secret", secrets, &self.secret_metadata, &self.secrets).await?;
+        let config_maps = referenced_config_map_ids(&snapshot);
+        snapshot.config_maps =
+            self.referenced("ConfigMap", config_maps, &self.config_map_metadata, &self.config_maps).await?;
         Ok(snapshot)
     }
 
-    /// The ConfigMaps the snapshot's BackendTLSPolicies name (their CA certificates).
-    fn referenced_config_maps(&self, snapshot: &Snapshot) -> Vec<ConfigMap> {
-        let wanted = crate::snapshot::referenced_config_map_ids(snapshot);
-        let mut out: Vec<ConfigMap> = wanted
-            .iter()
-            .filter_map(|(namespace, name)| {
-                self.config_maps.get(&ObjectRef::new(name).within(namespace)).map(|c| (*c).clone())
-            })
-            .collect();
-        out.sort_by(|a, b| {
-            (&a.metadata.namespace, &a.metadata.name).cmp(&(&b.metadata.namespace, &b.metadata.name))
-        });
-        out
-    }
-
-    /// The Secrets the snapshot references, from the cache when their resourceVersion is
-    /// unchanged, else read (several at a time). A Secret that cannot be read is not taken for
-    /// absent: its last good value is used, and when there is none the snapshot is refused (an
-    /// absent API key would be deleted from a cloud, an absent certificate would take a
-    /// listener down).
-    async fn referenced_secrets(&self, snapshot: &Snapshot) -> Result<Vec<Secret>, String> {
-        /// Secrets read at once (the first pass after a start reads them all).
+    /// The objects of kind `K` (Secrets, ConfigMaps) the snapshot references (`ids`), watched by
+    /// metadata only: from `cache` when their resourceVersion is unchanged, else read (several
+    /// at a time). One that cannot be read is not taken for absent: its last good value is
+    /// used, and when there is none the snapshot is refused (an absent API key would be deleted
+    /// from a cloud, an absent certificate would take a listener down, an absent CA would fail
+    /// a backend's TLS).
+    async fn referenced<K>(
+        &self,
+        kind: &str,
+        ids: std::collections::BTreeSet<(String, String)>,
+        metadata: &Store<PartialObjectMeta<K>>,
+        cache: &Mutex<HashMap<String, K>>,
+    ) -> Result<Vec<K>, String>
+    where
+        K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + Debug
+            + Send
+            + Sync
+            + 'static,
+    {
+        /// Objects read at once (the first pass after a start reads them all).
         const CONCURRENT_READS: usize = 8;
         let mut out = Vec::new();
         let mut to_read = Vec::new();
-        for (namespace, name) in referenced_secret_ids(snapshot) {
-            let Some(meta) = self.secret_metadata.get(&ObjectRef::new(&name).within(&namespace)) else {
+        for (namespace, name) in ids {
+            let Some(meta) = metadata.get(&ObjectRef::new(&name).within(&namespace)) else {
                 continue;
             };
             let id = format!("{namespace}/{name}");
-            let cached = self.secrets.lock().ok().and_then(|c| c.get(&id).cloned());
+            let cached = cache.lock().ok().and_then(|c| c.get(&id).cloned());
             match cached {
-                Some(secret) if secret.metadata.resource_version == meta.metadata.resource_version => {
-                    out.push(secret)
+                Some(object) if object.meta().resource_version == meta.metadata.resource_version => {
+                    out.push(object)
                 }
                 cached => to_read.push((namespace, name, id, cached)),
             }
         }
         let reads = futures::stream::iter(to_read.into_iter().map(|(namespace, name, id, cached)| {
-            let api: Api<Secret> = Api::namespaced(self.client.clone(), &namespace);
+            let api: Api<K> = Api::namespaced(self.client.clone(), &namespace);
             async move { (api.get_opt(&name).await, id, cached) }
         }))
         .buffer_unordered(CONCURRENT_READS)
@@ -305,37 +312,36 @@ impl ClusterSource {
         let mut unreadable = Vec::new();
         for (result, id, cached) in reads {
             match result {
-                Ok(Some(mut secret)) => {
-                    secret.metadata.managed_fields = None;
-                    if let Ok(mut cache) = self.secrets.lock() {
-                        cache.insert(id, secret.clone());
+                Ok(Some(mut object)) => {
+                    object.meta_mut().managed_fields = None;
+                    if let Ok(mut cache) = cache.lock() {
+                        cache.insert(id, object.clone());
                     }
-                    out.push(secret);
+                    out.push(object);
                 }
                 Ok(None) => {}
                 Err(error) => match cached {
                     Some(last_good) => {
-                        tracing::warn!(secret = %id, %error, "cannot read referenced Secret; using its last good value");
+                        tracing::warn!(kind, object = %id, %error, "cannot read a referenced object; using its last good value");
                         out.push(last_good);
                     }
                     None => {
-                        tracing::error!(secret = %id, %error, "cannot read referenced Secret");
+                        tracing::error!(kind, object = %id, %error, "cannot read a referenced object");
                         unreadable.push(format!("{id}: {error}"));
                     }
                 },
             }
         }
         if !unreadable.is_empty() {
-            return Err(format!("cannot read referenced Secrets: {}", unreadable.join("; ")));
+            return Err(format!("cannot read referenced {kind}s: {}", unreadable.join("; ")));
         }
-        if let Ok(mut cache) = self.secrets.lock() {
+        if let Ok(mut cache) = cache.lock() {
             let keep: std::collections::HashSet<String> =
-                out.iter().map(|s| crate::snapshot::object_id(&s.metadata)).collect();
+                out.iter().map(|o| crate::snapshot::object_id(o.meta())).collect();
             cache.retain(|id, _| keep.contains(id));
         }
         out.sort_by(|a, b| {
-            (namespace_of(&a.metadata), name_of(&a.metadata))
-                .cmp(&(namespace_of(&b.metadata), name_of(&b.metadata)))
+            (namespace_of(a.meta()), name_of(a.meta())).cmp(&(namespace_of(b.meta()), name_of(b.meta())))
         });
         Ok(out)
     }
