@@ -2235,7 +2235,18 @@ async fn websockets_over_http2_are_tunnelled_to_an_http11_backend() {
 /// request with the TLS server name it was asked for and the path.
 async fn tls_backend(name: &str) -> (SocketAddr, TestCert) {
     use rustls::pki_types::pem::PemObject as _;
-    let cert = TestCert::self_signed(name);
+    // Its own CA, for `name` and the URI `spiffe://shop/<name>`.
+    let mut params = rcgen::CertificateParams::new(vec![name.to_string()]).expect("certificate params");
+    let uri = rcgen::string::Ia5String::try_from(format!("spiffe://shop/{name}")).expect("URI");
+    params.subject_alt_names.push(rcgen::SanType::URI(uri));
+    let key_pair = rcgen::KeyPair::generate().expect("key pair");
+    let certified = params.self_signed(&key_pair).expect("certificate");
+    let cert = TestCert {
+        name: name.to_string(),
+        cert_pem: certified.pem(),
+        key_pem: key_pair.serialize_pem(),
+        der: certified.der().clone(),
+    };
     let chain = vec![cert.der.clone()];
     let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(cert.key_pem.as_bytes()).expect("key");
     let config =
@@ -2278,13 +2289,17 @@ async fn backends_a_backend_tls_policy_targets_are_spoken_to_in_checked_tls() {
     let dir = ConfigDir::new();
     dir.write("gateway.yaml", &yaml::simple_gateway(port));
     let indent = |pem: &str| pem.lines().map(|l| format!("    {l}\n")).collect::<String>();
-    let policy = |name: &str, service: &str, hostname: &str, ca: &str| {
+    let policy_with = |name: &str, service: &str, hostname: &str, ca: &str, extra: &str| {
         format!(
             "apiVersion: gateway.networking.k8s.io/v1\nkind: BackendTLSPolicy\nmetadata: {{name: {name}}}\nspec:\n  \
              targetRefs: [{{group: \"\", kind: Service, name: {service}}}]\n  validation:\n    \
-             caCertificateRefs: [{{group: \"\", kind: ConfigMap, name: {ca}}}]\n    hostname: {hostname}\n"
+             caCertificateRefs: [{{group: \"\", kind: ConfigMap, name: {ca}}}]\n    hostname: {hostname}\n{extra}"
         )
     };
+    let policy =
+        |name: &str, service: &str, hostname: &str, ca: &str| policy_with(name, service, hostname, ca, "");
+    // subjectAltNames are checked instead of the hostname (which stays the SNI).
+    let sans = |names: &str| format!("    subjectAltNames: [{names}]\n");
     let other_ca = TestCert::self_signed("orders.internal");
     dir.write(
         "backends.yaml",
@@ -2296,6 +2311,30 @@ async fn backends_a_backend_tls_policy_targets_are_spoken_to_in_checked_tls() {
             policy("orders", "orders", "orders.internal", "orders-ca"),
             policy("wrong-name", "wrong-name", "billing.internal", "orders-ca"),
             policy("wrong-ca", "wrong-ca", "orders.internal", "other-ca"),
+            yaml::backend("by-uri", backend),
+            yaml::backend("by-name", backend),
+            yaml::backend("wrong-uri", backend),
+            policy_with(
+                "by-uri",
+                "by-uri",
+                "sni.example",
+                "orders-ca",
+                &sans("{type: URI, uri: \"spiffe://shop/orders.internal\"}"),
+            ),
+            policy_with(
+                "by-name",
+                "by-name",
+                "sni.example",
+                "orders-ca",
+                &sans("{type: Hostname, hostname: orders.internal}"),
+            ),
+            policy_with(
+                "wrong-uri",
+                "wrong-uri",
+                "orders.internal",
+                "orders-ca",
+                &sans("{type: URI, uri: \"spiffe://shop/billing\"}"),
+            ),
             format!(
                 "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: orders-ca}}\ndata:\n  ca.crt: |\n{}",
                 indent(&cert.cert_pem)
@@ -2306,7 +2345,7 @@ async fn backends_a_backend_tls_policy_targets_are_spoken_to_in_checked_tls() {
             ),
         ]),
     );
-    let rules: String = ["orders", "wrong-name", "wrong-ca", "plain"]
+    let rules: String = ["orders", "wrong-name", "wrong-ca", "plain", "by-uri", "by-name", "wrong-uri"]
         .iter()
         .map(|service| yaml::prefix_rule(&format!("/{service}"), service))
         .collect();
@@ -2323,8 +2362,16 @@ async fn backends_a_backend_tls_policy_targets_are_spoken_to_in_checked_tls() {
     }
     let metrics = tollbridge.admin_get("/metrics").await.text();
     assert!(!metrics.contains(r#"kind="connect""#), "{metrics}");
-    // A certificate not valid for the hostname, or not signed by a trusted CA: 502, never plaintext.
-    for path in ["/wrong-name", "/wrong-ca"] {
+    // With subjectAltNames, one of them is what the certificate must carry (a URI exactly, a
+    // DNS name as usual); the hostname is only the SNI.
+    for path in ["/by-uri", "/by-name"] {
+        let resp = client.get(&url(path), &[]).await;
+        assert_eq!(resp.status, StatusCode::OK, "{path}: {}", resp.text());
+        assert_eq!(resp.text(), format!("sni.example {path}"));
+    }
+    // A certificate not valid for the hostname or the names, or not signed by a trusted CA: 502,
+    // never plaintext.
+    for path in ["/wrong-name", "/wrong-ca", "/wrong-uri"] {
         let resp = client.get(&url(path), &[]).await;
         assert_eq!(resp.status, StatusCode::BAD_GATEWAY, "{path}: {}", resp.text());
     }

@@ -12,11 +12,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
-use tollbridge_provider::BackendTlsIr;
+use tollbridge_provider::{BackendTlsIr, SubjectAltNameIr};
 
 use super::conditions::{reason, Stamp, ACCEPTED, RESOLVED_REFS};
 use super::CONTROLLER_NAME;
-use crate::api::gateway::{BackendTLSPolicy, ParentReference, GROUP};
+use crate::api::gateway::{BackendTLSPolicy, ParentReference, SubjectAltName, GROUP};
 use crate::api::tollbridge::{PolicyAncestorStatus, PolicyStatus};
 use crate::snapshot::{age_key, name_of, namespace_of, object_id, Snapshot};
 
@@ -245,11 +245,8 @@ fn settings(
     let system = validation.well_known_ca_certificates.as_deref() == Some("System");
     let tls = if let Some(other) = validation.well_known_ca_certificates.as_deref().filter(|_| !system) {
         Err((reason::INVALID, format!("wellKnownCACertificates {other:?} is not supported; use System")))
-    } else if !validation.subject_alt_names.is_empty() {
-        Err((
-            reason::INVALID,
-            "subjectAltNames are not supported yet: the hostname is what is checked".to_string(),
-        ))
+    } else if let Some(why) = subject_alt_names(&validation.subject_alt_names).err() {
+        Err((reason::INVALID, why))
     } else if rustls::pki_types::ServerName::try_from(validation.hostname.as_str()).is_err() {
         Err((reason::INVALID, format!("validation.hostname {:?} is not a DNS name", validation.hostname)))
     } else if pem.is_empty() && !system {
@@ -262,10 +259,33 @@ fn settings(
         Ok(BackendTlsIr {
             hostname: validation.hostname.clone(),
             ca_certificates_pem: if system { Vec::new() } else { pem },
+            subject_alt_names: subject_alt_names(&validation.subject_alt_names).unwrap_or_default(),
             policy: format!("{namespace}/{}", name_of(&policy.metadata)),
         })
     };
     (tls, resolved)
+}
+
+/// The names a certificate may carry instead of the hostname, or what is wrong with one.
+fn subject_alt_names(names: &[SubjectAltName]) -> Result<Vec<SubjectAltNameIr>, String> {
+    let dns_name = |name: &str| rustls::pki_types::ServerName::try_from(name).is_ok();
+    names
+        .iter()
+        .map(|name| match (name.type_.as_str(), &name.hostname, &name.uri) {
+            ("Hostname", Some(hostname), _) if dns_name(hostname) => {
+                Ok(SubjectAltNameIr::Hostname(hostname.clone()))
+            }
+            ("Hostname", hostname, _) => Err(format!(
+                "subjectAltName hostname {:?} is not a DNS name (wildcards are not allowed)",
+                hostname.as_deref().unwrap_or_default()
+            )),
+            ("URI", _, Some(uri)) if uri.contains(':') => Ok(SubjectAltNameIr::Uri(uri.clone())),
+            ("URI", _, uri) => {
+                Err(format!("subjectAltName uri {:?} is not a URI", uri.as_deref().unwrap_or_default()))
+            }
+            (other, _, _) => Err(format!("subjectAltName type {other:?} is not Hostname or URI")),
+        })
+        .collect()
 }
 
 /// Whether `text` holds at least one PEM certificate, and nothing that fails to parse as one.

@@ -60,6 +60,15 @@ pub fn resolve(
             Ok(_) if !caps.supports(Feature::BackendTLSPolicy) => {
                 Some(format!("BackendTLSPolicy {} is not supported by {}", applied.policy, caps.provider))
             }
+            Ok(tls)
+                if !tls.subject_alt_names.is_empty()
+                    && !caps.supports(Feature::BackendTLSPolicySANValidation) =>
+            {
+                Some(format!(
+                    "BackendTLSPolicy {}: subjectAltNames are not supported by {}",
+                    applied.policy, caps.provider
+                ))
+            }
             Ok(_) if protocol == BackendProtocol::H2c => Some(format!(
                 "BackendTLSPolicy {} asks for TLS to a cleartext HTTP/2 (h2c) port",
                 applied.policy
@@ -74,6 +83,7 @@ pub fn resolve(
         applied.tls.clone().unwrap_or_else(|_| BackendTlsIr {
             hostname: String::new(),
             ca_certificates_pem: Vec::new(),
+            subject_alt_names: Vec::new(),
             policy: applied.policy.clone(),
         })
     });

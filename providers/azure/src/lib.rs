@@ -63,6 +63,7 @@ pub fn capabilities() -> Capabilities {
         Feature::GRPCRoute,
         Feature::GRPCRouteNamedRouteRule,
         Feature::BackendTLSPolicy,
+        Feature::BackendTLSPolicySANValidation,
     ];
     Capabilities::with(
         "Azure API Management",

@@ -73,6 +73,8 @@ features! {
     HTTPRouteBackendProtocolH2C = "HTTPRouteBackendProtocolH2C", upstream = true;
     /// BackendTLSPolicy: TLS to backends, checked against the CAs and hostname it names.
     BackendTLSPolicy = "BackendTLSPolicy", upstream = true;
+    /// BackendTLSPolicy `subjectAltNames` (hostnames and URIs) checked instead of the hostname.
+    BackendTLSPolicySANValidation = "BackendTLSPolicySANValidation", upstream = true;
     /// GRPCRoute: gRPC services and methods routed to backends spoken to in HTTP/2.
     GRPCRoute = "GRPCRoute", upstream = true;
     /// GRPCRoute rules with a `name`.

@@ -469,8 +469,21 @@ pub struct BackendTlsIr {
     /// PEM certificates of the CAs to trust; empty: the system's well-known CAs.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub ca_certificates_pem: Vec<String>,
+    /// Names one of which the certificate must carry, instead of the hostname.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub subject_alt_names: Vec<SubjectAltNameIr>,
     /// `namespace/name` of the BackendTLSPolicy that asks for TLS.
     pub policy: String,
+}
+
+/// A subject alternative name a backend's certificate may carry.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(tag = "type", content = "value", rename_all = "camelCase")]
+pub enum SubjectAltNameIr {
+    /// A DNS name (a wildcard in the certificate matches as usual).
+    Hostname(String),
+    /// A URI, compared exactly (e.g. a SPIFFE ID).
+    Uri(String),
 }
 
 /// The protocol a backend is spoken to in.

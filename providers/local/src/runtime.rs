@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use rustls::ServerConfig;
-use tollbridge_provider::{ActionIr, BackendIr, BackendTarget, GatewayIr, ListenerIr};
+use tollbridge_provider::{ActionIr, BackendIr, BackendTarget, GatewayIr, ListenerIr, SubjectAltNameIr};
 
 use crate::fast_hash::FastMap;
 use crate::metrics::{Label, RouteMetrics};
@@ -76,7 +76,7 @@ pub struct BackendPlan {
 
 /// TLS client settings made while compiling, by hostname and CAs: backends checked the same
 /// way share one (and its session cache).
-type TlsSettings = HashMap<(String, Vec<String>), Result<Arc<UpstreamTls>, String>>;
+type TlsSettings = HashMap<(String, Vec<String>, Vec<SubjectAltNameIr>), Result<Arc<UpstreamTls>, String>>;
 
 impl BackendPlan {
     fn of(backend: &BackendIr, made: &mut TlsSettings) -> Self {
@@ -84,15 +84,15 @@ impl BackendPlan {
             BackendTarget::Url { url } => url_upstream(url),
             _ => None,
         };
-        let mut tls_for = |hostname: &str, ca: &[String]| {
-            made.entry((hostname.to_string(), ca.to_vec()))
-                .or_insert_with(|| UpstreamTls::new(hostname, ca))
+        let mut tls_for = |hostname: &str, ca: &[String], names: &[SubjectAltNameIr]| {
+            made.entry((hostname.to_string(), ca.to_vec(), names.to_vec()))
+                .or_insert_with(|| UpstreamTls::new(hostname, ca, names))
                 .clone()
                 .map(Some)
         };
         let tls = match (&backend.tls, &url) {
-            (Some(tls), _) => tls_for(&tls.hostname, &tls.ca_certificates_pem),
-            (None, Some(url)) if url.https => tls_for(&url.host, &[]),
+            (Some(tls), _) => tls_for(&tls.hostname, &tls.ca_certificates_pem, &tls.subject_alt_names),
+            (None, Some(url)) if url.https => tls_for(&url.host, &[], &[]),
             _ => Ok(None),
         };
         let key = |address: String| match &tls {
