@@ -19,9 +19,10 @@ use crate::body::{Body, BoxError};
 const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(20);
 const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// An endpoint's HTTP/2 connection, while it lasts.
+/// An endpoint's HTTP/2 connection, while it lasts, and a lock its handshakes take so that
+/// requests arriving together share one new connection instead of opening one each.
 #[derive(Default)]
-pub(super) struct H2Connection(Mutex<Option<(SendRequest<Body>, Instant)>>);
+pub(super) struct H2Connection(Mutex<Option<(SendRequest<Body>, Instant)>>, tokio::sync::Mutex<()>);
 
 impl H2Connection {
     /// The open connection, if there is one the backend has not closed and that has not sat idle
@@ -48,6 +49,15 @@ impl H2Connection {
     pub(super) fn close(&self) {
         *self.0.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
+
+    /// Forgets the connection if the backend has closed it (and only then: another request
+    /// may have made a new one meanwhile).
+    fn forget_if_closed(&self) {
+        let mut slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.as_ref().is_some_and(|(sender, _)| sender.is_closed()) {
+            *slot = None;
+        }
+    }
 }
 
 impl UpstreamPool {
@@ -68,7 +78,7 @@ impl UpstreamPool {
             let fresh = reused.is_none();
             let mut sender = match reused {
                 Some(sender) => sender,
-                None => pool.handshake(&endpoint, &address).await?,
+                None => pool.connection(&endpoint, &address).await?,
             };
             let response = match sender.try_send_request(req).await {
                 Ok(response) => response,
@@ -76,8 +86,8 @@ impl UpstreamPool {
                 // sent, so it goes again on a new connection, whatever its method.
                 Err(mut failed) => match failed.take_message() {
                     Some(req) if !fresh => {
-                        endpoint.h2.close();
-                        let mut sender = pool.handshake(&endpoint, &address).await?;
+                        endpoint.h2.forget_if_closed();
+                        let mut sender = pool.connection(&endpoint, &address).await?;
                         sender.send_request(req).await.map_err(UpstreamError::Http2)?
                     }
                     _ => return Err(UpstreamError::Http2(failed.into_error())),
@@ -92,6 +102,19 @@ impl UpstreamPool {
                     })
                     .boxed()
             }))
+        }
+    }
+
+    /// The endpoint's connection: the one another request has just made, or a new one.
+    async fn connection(
+        &self,
+        endpoint: &Endpoint,
+        address: &str,
+    ) -> Result<SendRequest<Body>, UpstreamError> {
+        let _one_at_a_time = endpoint.h2.1.lock().await;
+        match endpoint.h2.current(self.settings.pool_idle_timeout) {
+            Some(sender) => Ok(sender),
+            None => self.handshake(endpoint, address).await,
         }
     }
 
@@ -193,6 +216,37 @@ mod tests {
             Instant::now() - std::time::Duration::from_secs(3600);
         assert!(endpoint.h2.current(UpstreamSettings::default().pool_idle_timeout).is_none());
         answer(&pool, &address, get("b")).await;
+    }
+
+    #[tokio::test]
+    async fn requests_arriving_together_share_one_new_connection() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address: Arc<str> = Arc::from(listener.local_addr().expect("addr").to_string());
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(|_req| async {
+                        Ok::<_, std::convert::Infallible>(Response::new(crate::body::empty()))
+                    });
+                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        let pool = client(&UpstreamSettings::default());
+        let mut calls = tokio::task::JoinSet::new();
+        for _ in 0..20 {
+            calls.spawn(pool.send_h2c(&address, get("a")));
+        }
+        for answered in calls.join_all().await {
+            assert_eq!(answered.expect("answered").status(), 200);
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "one connection for all of them");
     }
 
     #[tokio::test]
