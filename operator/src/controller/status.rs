@@ -10,6 +10,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::api::gateway::{HTTPRouteStatus, RouteParentStatus};
+use crate::api::tollbridge::PolicyStatus;
 use crate::snapshot::{name_of, object_id, Snapshot};
 use crate::translate::{Statuses, CONTROLLER_NAME};
 
@@ -71,39 +72,14 @@ pub fn plan(snapshot: &Snapshot, desired: &Statuses) -> Vec<StatusPatch> {
         plan_route(&mut out, route, want, route.status.as_ref());
     }
     for policy in &snapshot.quota_policies {
-        let Some(want) = desired.quotapolicies.get(&object_id(&policy.metadata)) else { continue };
-        let mut want = want.clone();
-        let live = policy.status.clone().unwrap_or_default();
-        for ancestor in &mut want.ancestors {
-            let old = live.ancestors.iter().find(|a| {
-                a.ancestor_ref == ancestor.ancestor_ref && a.controller_name == ancestor.controller_name
-            });
-            if let Some(old) = old {
-                keep_times(&mut ancestor.conditions, &old.conditions);
-            }
-        }
-        push_if_changed(&mut out, policy, &want, &live);
+        let want = desired.quotapolicies.get(&object_id(&policy.metadata));
+        // Only tollbridge reports on its own policies.
+        plan_policy(&mut out, policy, want, policy.status.as_ref(), false);
     }
     for policy in &snapshot.backend_tls_policies {
-        let Some(want) = desired.backendtlspolicies.get(&object_id(&policy.metadata)) else { continue };
-        let mut want = want.clone();
-        let live = policy.status.clone().unwrap_or_default();
-        for ancestor in &mut want.ancestors {
-            let old = live.ancestors.iter().find(|a| {
-                a.ancestor_ref == ancestor.ancestor_ref && a.controller_name == ancestor.controller_name
-            });
-            if let Some(old) = old {
-                keep_times(&mut ancestor.conditions, &old.conditions);
-            }
-        }
+        let want = desired.backendtlspolicies.get(&object_id(&policy.metadata));
         // Other implementations report on the same policy: their ancestors stay.
-        let foreign = live.ancestors.iter().filter(|a| a.controller_name != CONTROLLER_NAME).cloned();
-        want.ancestors.extend(foreign);
-        let before = out.len();
-        push_if_changed(&mut out, policy, &want, &live);
-        if let Some(patch) = out.get_mut(before) {
-            patch.resource_version = policy.metadata.resource_version.clone();
-        }
+        plan_policy(&mut out, policy, want, policy.status.as_ref(), true);
     }
     for key in &snapshot.api_keys {
         let Some(want) = desired.apikeys.get(&object_id(&key.metadata)) else { continue };
@@ -140,6 +116,38 @@ fn plan_route<K: Resource<DynamicType = ()>>(
     push_if_changed(out, route, &want, &live);
     if let Some(patch) = out.get_mut(before) {
         patch.resource_version = route.meta().resource_version.clone();
+    }
+}
+
+/// A policy's status patch, if it differs: our ancestors as desired (their unchanged
+/// conditions keeping their times), and with `shared`, other controllers' ancestors as they are
+/// (the write then fails if the object changed since it was read).
+fn plan_policy<K: Resource<DynamicType = ()>>(
+    out: &mut Vec<StatusPatch>,
+    policy: &K,
+    want: Option<&PolicyStatus>,
+    live: Option<&PolicyStatus>,
+    shared: bool,
+) {
+    let Some(want) = want else { return };
+    let mut want = want.clone();
+    let live = live.cloned().unwrap_or_default();
+    for ancestor in &mut want.ancestors {
+        let old = live.ancestors.iter().find(|a| {
+            a.ancestor_ref == ancestor.ancestor_ref && a.controller_name == ancestor.controller_name
+        });
+        if let Some(old) = old {
+            keep_times(&mut ancestor.conditions, &old.conditions);
+        }
+    }
+    if shared {
+        let foreign = live.ancestors.iter().filter(|a| a.controller_name != CONTROLLER_NAME).cloned();
+        want.ancestors.extend(foreign);
+    }
+    let before = out.len();
+    push_if_changed(out, policy, &want, &live);
+    if let (true, Some(patch)) = (shared, out.get_mut(before)) {
+        patch.resource_version = policy.meta().resource_version.clone();
     }
 }
 

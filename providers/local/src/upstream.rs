@@ -569,7 +569,8 @@ mod tests {
 
     use super::*;
 
-    async fn echo() -> Arc<str> {
+    /// An echo backend on a free port of 127.0.0.1: its address.
+    pub(super) async fn echo() -> Arc<str> {
         let addr =
             crate::echo::spawn(SocketAddr::from(([127, 0, 0, 1], 0)), "up").await.expect("echo backend");
         Arc::from(addr.to_string())

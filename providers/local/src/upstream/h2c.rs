@@ -166,16 +166,9 @@ fn as_http2(req: Request<Body>, address: &str) -> Request<Body> {
 
 #[cfg(test)]
 mod tests {
-    use std::net::SocketAddr;
-
     use super::*;
+    use crate::upstream::tests::echo;
     use crate::upstream::{client, UpstreamSettings};
-
-    async fn echo() -> Arc<str> {
-        let addr =
-            crate::echo::spawn(SocketAddr::from(([127, 0, 0, 1], 0)), "up").await.expect("echo backend");
-        Arc::from(addr.to_string())
-    }
 
     fn get(host: &str) -> Request<Body> {
         Request::builder().uri("/hello?x=1").header("host", host).body(crate::body::empty()).expect("request")

@@ -65,36 +65,30 @@ impl AsyncRead for UpstreamStream {
     }
 }
 
-impl AsyncWrite for UpstreamStream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        either!(self, s => Pin::new(s).poll_write(cx, buf))
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        either!(self, s => Pin::new(s).poll_flush(cx))
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        either!(self, s => Pin::new(s).poll_shutdown(cx))
-    }
-}
-
 impl AsyncRead for StreamRead<'_> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         either!(self, s => Pin::new(s).poll_read(cx, buf))
     }
 }
 
-impl AsyncWrite for StreamWrite<'_> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        either!(self, s => Pin::new(s).poll_write(cx, buf))
-    }
+/// Writing, on whichever stream it holds.
+macro_rules! write_through {
+    ($type:ty) => {
+        impl AsyncWrite for $type {
+            fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+                either!(self, s => Pin::new(s).poll_write(cx, buf))
+            }
 
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        either!(self, s => Pin::new(s).poll_flush(cx))
-    }
+            fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                either!(self, s => Pin::new(s).poll_flush(cx))
+            }
 
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        either!(self, s => Pin::new(s).poll_shutdown(cx))
-    }
+            fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                either!(self, s => Pin::new(s).poll_shutdown(cx))
+            }
+        }
+    };
 }
+
+write_through!(UpstreamStream);
+write_through!(StreamWrite<'_>);
