@@ -2361,7 +2361,7 @@ async fn backends_a_backend_tls_policy_targets_are_spoken_to_in_checked_tls() {
         assert_eq!(resp.text(), "orders.internal /orders/list");
     }
     let metrics = tollbridge.admin_get("/metrics").await.text();
-    assert!(!metrics.contains(r#"kind="connect""#), "{metrics}");
+    assert!(!metrics.contains(r#"kind="tls""#), "{metrics}");
     // With subjectAltNames, one of them is what the certificate must carry (a URI exactly, a
     // DNS name as usual); the hostname is only the SNI.
     for path in ["/by-uri", "/by-name"] {
@@ -2374,6 +2374,11 @@ async fn backends_a_backend_tls_policy_targets_are_spoken_to_in_checked_tls() {
     for path in ["/wrong-name", "/wrong-ca", "/wrong-uri"] {
         let resp = client.get(&url(path), &[]).await;
         assert_eq!(resp.status, StatusCode::BAD_GATEWAY, "{path}: {}", resp.text());
+    }
+    let metrics = tollbridge.admin_get("/metrics").await.text();
+    let refused = |backend: &str| format!(r#"backend="default/{backend}:80",kind="tls"}} 1"#);
+    for backend in ["wrong-name", "wrong-ca", "wrong-uri"] {
+        assert!(metrics.contains(&refused(backend)), "{backend} in {metrics}");
     }
     // Without a policy the same backend is spoken to in plaintext, which it refuses.
     let resp = client.get(&url("/plain"), &[]).await;

@@ -22,8 +22,6 @@ use crate::snapshot::{age_key, name_of, namespace_of, object_id, Snapshot};
 
 /// The key in a CA ConfigMap that holds the certificates (PEM).
 const CA_KEY: &str = "ca.crt";
-const NO_VALID_CA_CERTIFICATE: &str = "NoValidCACertificate";
-const INVALID_CA_CERTIFICATE_REF: &str = "InvalidCACertificateRef";
 
 /// A Service (`namespace/name`), or one port of it by name.
 type Target = (String, Option<String>);
@@ -227,7 +225,7 @@ fn settings(
             Some(text) if holds_certificates(text) => pem.push(text.clone()),
             Some(_) => {
                 resolved = resolved.and(Err((
-                    INVALID_CA_CERTIFICATE_REF,
+                    reason::INVALID_CA_CERTIFICATE_REF,
                     format!(
                         "ConfigMap {namespace}/{}: {CA_KEY} holds no valid PEM certificate",
                         reference.name
@@ -236,7 +234,7 @@ fn settings(
             }
             None => {
                 resolved = resolved.and(Err((
-                    INVALID_CA_CERTIFICATE_REF,
+                    reason::INVALID_CA_CERTIFICATE_REF,
                     format!("ConfigMap {namespace}/{} with a {CA_KEY} key not found", reference.name),
                 )))
             }
@@ -254,7 +252,7 @@ fn settings(
             Err((_, message)) => message.clone(),
             Ok(()) => "no CA certificates: set caCertificateRefs or wellKnownCACertificates".to_string(),
         };
-        Err((NO_VALID_CA_CERTIFICATE, message))
+        Err((reason::NO_VALID_CA_CERTIFICATE, message))
     } else {
         Ok(BackendTlsIr {
             hostname: validation.hostname.clone(),

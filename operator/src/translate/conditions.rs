@@ -37,6 +37,8 @@ pub mod reason {
     pub const BACKEND_NOT_FOUND: &str = "BackendNotFound";
     pub const CONFLICTED: &str = "Conflicted";
     pub const TARGET_NOT_FOUND: &str = "TargetNotFound";
+    pub const NO_VALID_CA_CERTIFICATE: &str = "NoValidCACertificate";
+    pub const INVALID_CA_CERTIFICATE_REF: &str = "InvalidCACertificateRef";
     pub const POLICY_NOT_FOUND: &str = "PolicyNotFound";
     pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
     pub const READY: &str = "Ready";

@@ -36,7 +36,9 @@ pub struct DirectionLabels {
 pub struct UpstreamErrorLabels {
     pub gateway: String,
     pub backend: String,
-    /// `connect`, `timeout`, `invalid_backend`, `no_endpoints` or `protocol`.
+    /// `connect`, `tls` (the backend's certificate did not check out), `tls_settings`, `timeout`,
+    /// `invalid_backend`, `no_endpoints`, `protocol`, `saturated`, `request_body_idle`, `mirror`
+    /// or `mirror_dropped`.
     pub kind: String,
 }
 

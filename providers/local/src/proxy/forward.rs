@@ -180,7 +180,11 @@ pub(super) async fn forward(
             return plain(StatusCode::REQUEST_TIMEOUT, "request body stalled");
         }
         Err(e) => {
-            upstream_error(if e.is_connect() { "connect" } else { "protocol" });
+            upstream_error(match &e {
+                UpstreamError::Tls(..) => "tls",
+                e if e.is_connect() => "connect",
+                _ => "protocol",
+            });
             tracing::debug!(gateway = %gateway.id, backend = %backend.name, error = %e, "upstream request failed");
             return plain(StatusCode::BAD_GATEWAY, "upstream unavailable");
         }
