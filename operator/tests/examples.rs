@@ -39,7 +39,7 @@ use support::recorder::Recorder;
 use support::tls::TestCert;
 use tollbridge::source::files;
 use tollbridge::translate::{self, Translation};
-use tollbridge_provider::{GatewayIr, ProviderSettings};
+use tollbridge_provider::{ActionIr, BackendProtocol, GatewayIr, ProviderSettings, RouteIr, RouteKind};
 
 /// The example directories, relative to the repository root. Every directory under
 /// `examples/` must be covered by one of these (see `every_example_directory_is_tested`).
@@ -50,6 +50,7 @@ const KEYS_CLUSTER: &str = "examples/api-keys-and-quotas/cluster";
 const KEYS_STANDALONE: &str = "examples/api-keys-and-quotas/standalone";
 const EKS: &str = "examples/eks/manifests";
 const AKS: &str = "examples/aks/manifests";
+const GRPC_AND_TLS: &str = "examples/grpc-and-backend-tls";
 
 /// The problem the cluster variant of the API-key example has without a cluster: nothing
 /// generates globex's Secret (the operator does; see its README).
@@ -187,10 +188,11 @@ fn tls_secret_yaml() -> String {
 
 #[test]
 fn every_example_directory_is_tested() {
-    let covered: BTreeSet<&str> = [QUICKSTART, INVALID, KIND, KEYS_CLUSTER, KEYS_STANDALONE, EKS, AKS]
-        .iter()
-        .map(|d| d.trim_start_matches("examples/").split('/').next().unwrap())
-        .collect();
+    let covered: BTreeSet<&str> =
+        [QUICKSTART, INVALID, KIND, KEYS_CLUSTER, KEYS_STANDALONE, EKS, AKS, GRPC_AND_TLS]
+            .iter()
+            .map(|d| d.trim_start_matches("examples/").split('/').next().unwrap())
+            .collect();
     let root = abs("examples");
     let mut found = BTreeSet::new();
     for entry in fs::read_dir(&root).unwrap_or_else(|e| panic!("list {}: {e}", root.display())) {
@@ -210,6 +212,7 @@ const DOCS: &[&str] = &[
     "examples/api-keys-and-quotas/README.md",
     "examples/eks/README.md",
     "examples/aks/README.md",
+    "examples/grpc-and-backend-tls/README.md",
     "docs/install.md",
     "docs/concepts.md",
     "docs/providers.md",
@@ -329,6 +332,27 @@ fn quickstart_is_valid() {
     let checked = check(&[abs(QUICKSTART)]);
     assert_outcome(QUICKSTART, &checked, &[], &[]);
     assert_binary_check(&[QUICKSTART], &[]);
+}
+
+#[test]
+fn grpc_and_backend_tls_example() {
+    let checked = check(&[abs(GRPC_AND_TLS)]);
+    assert_outcome(GRPC_AND_TLS, &checked, &[], &[]);
+    assert_binary_check(&[GRPC_AND_TLS], &[]);
+    let gateway = checked.gateway("default/api");
+    let grpc: Vec<_> = gateway.routes.iter().filter(|r| r.id.kind == RouteKind::GRPCRoute).collect();
+    assert_eq!(grpc.len(), 2, "{:#?}", gateway.routes);
+    let backends = |route: &RouteIr| match &route.action {
+        ActionIr::Forward { backends } => backends.clone(),
+        other => panic!("{other:?}"),
+    };
+    // The canary rule (its method and header) ranks first, and gRPC speaks h2c.
+    assert_eq!(grpc[0].id.rule_name.as_deref(), Some("canary"));
+    assert!(backends(grpc[0]).iter().all(|b| b.protocol == BackendProtocol::H2c));
+    let orders = gateway.routes.iter().find(|r| r.id.name == "orders").expect("the orders route");
+    let tls = backends(orders)[0].tls.clone().expect("TLS to orders");
+    assert_eq!(tls.hostname, "orders.internal");
+    assert_eq!(tls.ca_certificates_pem.len(), 1);
 }
 
 #[test]
