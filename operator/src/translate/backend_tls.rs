@@ -54,6 +54,9 @@ struct Verdict {
 
 impl BackendTlsTable {
     pub fn new(snapshot: &Snapshot) -> Self {
+        if snapshot.backend_tls_policies.is_empty() {
+            return Self::default();
+        }
         let config_maps: HashMap<String, &ConfigMap> =
             snapshot.config_maps.iter().map(|c| (object_id(&c.metadata), c)).collect();
         let services: HashMap<String, &Service> =
