@@ -35,6 +35,7 @@ mod stream;
 mod tls;
 
 pub use stream::UpstreamStream;
+pub(crate) use tls::trusted_roots;
 pub use tls::{address_of, UpstreamTls};
 
 /// Settings of the upstream connection pool.

@@ -6,8 +6,7 @@ use std::fmt;
 use std::io;
 use std::sync::Arc;
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -134,27 +133,10 @@ fn split_port(authority: &str) -> Option<(String, u16)> {
 
 /// TLS trusting `ca_pem`, or the system's certificates when none is given.
 fn tls_config(ca_pem: Option<&[u8]>) -> Result<rustls::ClientConfig, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    match ca_pem {
-        Some(pem) => {
-            for cert in CertificateDer::pem_slice_iter(pem) {
-                let cert = cert.map_err(|e| format!("the CA certificate is not PEM: {e}"))?;
-                roots.add(cert).map_err(|e| format!("the CA certificate cannot be used: {e}"))?;
-            }
-            if roots.is_empty() {
-                return Err("the CA file holds no certificate".into());
-            }
-        }
-        None => {
-            for cert in rustls_native_certs::load_native_certs().certs {
-                // A system certificate rustls cannot use is skipped, as browsers do.
-                let _ = roots.add(cert);
-            }
-            if roots.is_empty() {
-                return Err("no system CA certificates were found: give the store's CA".into());
-            }
-        }
-    }
+    let roots = crate::upstream::trusted_roots(ca_pem.as_slice()).map_err(|why| match ca_pem {
+        Some(_) => why,
+        None => format!("{why}: give the store's CA"),
+    })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     Ok(rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

@@ -43,22 +43,13 @@ impl UpstreamTls {
     ) -> Result<Arc<Self>, String> {
         let server_name = ServerName::try_from(hostname.to_string())
             .map_err(|_| format!("{hostname:?} is not a DNS name or IP address"))?;
-        let (roots, trusted) = if ca_pem.is_empty() {
-            (system_roots()?, "system".to_string())
+        let pems: Vec<&[u8]> = ca_pem.iter().map(|pem| pem.as_bytes()).collect();
+        let roots = trusted_roots(&pems)?;
+        let trusted = if ca_pem.is_empty() {
+            "system".to_string()
         } else {
-            let mut roots = RootCertStore::empty();
-            let mut digest = Sha256::new();
-            for pem in ca_pem {
-                digest.update(pem.as_bytes());
-                for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
-                    let cert = cert.map_err(|e| format!("a CA certificate is not PEM: {e}"))?;
-                    roots.add(cert).map_err(|e| format!("a CA certificate cannot be used: {e}"))?;
-                }
-            }
-            if roots.is_empty() {
-                return Err("the CA certificates hold no certificate".into());
-            }
-            (Arc::new(roots), hex::encode(&digest.finalize()[..8]))
+            let digest = ca_pem.iter().fold(Sha256::new(), |digest, pem| digest.chain_update(pem.as_bytes()));
+            hex::encode(&digest.finalize()[..8])
         };
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = ClientConfig::builder_with_provider(provider.clone())
@@ -96,6 +87,25 @@ impl UpstreamTls {
 /// The address a pool key names (what precedes its TLS part, if any).
 pub fn address_of(pool_key: &str) -> &str {
     pool_key.split('|').next().unwrap_or(pool_key)
+}
+
+/// The CAs to trust: the certificates in `ca_pem`, or the system's well-known CAs when it is
+/// empty. Shared by every TLS client of the proxy (backends, the counter store).
+pub(crate) fn trusted_roots(ca_pem: &[&[u8]]) -> Result<Arc<RootCertStore>, String> {
+    if ca_pem.is_empty() {
+        return system_roots();
+    }
+    let mut roots = RootCertStore::empty();
+    for pem in ca_pem {
+        for cert in CertificateDer::pem_slice_iter(pem) {
+            let cert = cert.map_err(|e| format!("the CA certificate is not PEM: {e}"))?;
+            roots.add(cert).map_err(|e| format!("the CA certificate cannot be used: {e}"))?;
+        }
+    }
+    if roots.is_empty() {
+        return Err("the CA certificates hold no certificate".into());
+    }
+    Ok(Arc::new(roots))
 }
 
 /// The system's well-known CAs, read once.
