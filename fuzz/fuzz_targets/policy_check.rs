@@ -67,7 +67,7 @@ fn policy(u: &mut Unstructured<'_>) -> arbitrary::Result<QuotaPolicyIr> {
             expires_at: if u.arbitrary()? { Some(u.arbitrary()?) } else { None },
         });
     }
-    Ok(QuotaPolicyIr { id: u.choose(&POLICY_IDS)?.to_string(), api_key, rate_limit, quota, keys })
+    Ok(QuotaPolicyIr { id: u.choose(&POLICY_IDS)?.to_string(), api_key, jwt: None, rate_limit, quota, keys })
 }
 
 fn hex(bytes: &[u8]) -> String {

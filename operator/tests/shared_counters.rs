@@ -90,6 +90,7 @@ async fn the_store_decides_exactly_as_the_local_counters_do() {
     let store = connected(&redis).await;
     let settings = key_settings();
     let policy = |id: &str, rate, quota| QuotaPolicyIr {
+        jwt: None,
         id: id.into(),
         api_key: Some(settings.clone()),
         rate_limit: rate,
@@ -150,6 +151,7 @@ async fn the_store_decides_exactly_as_the_local_counters_do() {
 /// `shop/daily`: 3 requests a day for key `KEY`.
 fn daily_quota_of_3() -> QuotaPolicyIr {
     QuotaPolicyIr {
+        jwt: None,
         id: "shop/daily".into(),
         api_key: Some(key_settings()),
         rate_limit: None,
@@ -168,6 +170,7 @@ async fn replicas_with_skewed_clocks_neither_reset_nor_drop_buckets() {
     let policies = Policies::compile(&[
         daily_quota_of_3(),
         QuotaPolicyIr {
+            jwt: None,
             id: "shop/rate".into(),
             api_key: Some(key_settings()),
             rate_limit: Some(RateLimitIr { requests: 1, period_seconds: 10, burst: 1 }),

@@ -321,9 +321,14 @@ pub struct ProviderConfigStatus {
     printcolumn(name = "Period", type_ = "string", json_path = ".spec.quota.period"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
-#[x_kube(validation = Rule::new("has(self.apiKey) || has(self.rateLimit) || has(self.quota)")
-    .message("at least one of apiKey, rateLimit or quota must be set")
-    .reason(Reason::FieldValueRequired))]
+#[x_kube(
+    validation = Rule::new("has(self.apiKey) || has(self.jwt) || has(self.rateLimit) || has(self.quota)")
+        .message("at least one of apiKey, jwt, rateLimit or quota must be set")
+        .reason(Reason::FieldValueRequired),
+    validation = Rule::new("!has(self.apiKey) || !has(self.jwt)")
+        .message("apiKey and jwt cannot both be set: a policy identifies its consumers one way")
+        .field_path(".jwt")
+)]
 #[serde(rename_all = "camelCase")]
 pub struct QuotaPolicySpec {
     /// The HTTPRoutes, GRPCRoutes or Gateways this policy applies to (same namespace).
@@ -332,7 +337,11 @@ pub struct QuotaPolicySpec {
     /// Require an API key (ApiKey objects referring to this policy) on every request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key: Option<ApiKeySettings>,
-    /// Request rate per key (per target when keys are not required).
+    /// Require a JSON Web Token (`Authorization: Bearer`) on every request; its consumer claim
+    /// is counted by the rate limit and quota as an API key's consumer is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt: Option<JwtSettings>,
+    /// Request rate per key or token consumer (per target when neither is required).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimit>,
     /// Request quota per key over calendar windows in UTC.
@@ -428,6 +437,88 @@ impl ApiKeySettings {
 /// `Some(s)` for a set, non-empty string: an empty string means "not used" in our specs.
 fn non_empty(value: &Option<String>) -> Option<&str> {
     value.as_deref().filter(|s| !s.is_empty())
+}
+
+/// How requests prove who they are with a JSON Web Token (RFC 7519) signed by an issuer.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JwtSettings {
+    /// The issuer (`iss`) every token must name, e.g. https://login.example.com/.
+    #[schemars(length(min = 1, max = 2048))]
+    pub issuer: String,
+    /// Tokens must name at least one of these in `aud`; empty means the audience is not checked.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16), inner(length(min = 1, max = 2048)))]
+    pub audiences: Vec<String>,
+    /// Where the issuer's public signing keys are found.
+    pub jwks: JwksSource,
+    /// The claim naming the consumer, counted by the rate limit and quota and forwarded upstream
+    /// (default `sub`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub consumer_claim: Option<String>,
+    /// Claims a token must carry, each with one of the listed values.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub required_claims: Vec<RequiredClaim>,
+    /// Request header set upstream to the token's consumer (default x-tollbridge-consumer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256), regex(pattern = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]*$"))]
+    pub forward_consumer_header: Option<String>,
+    /// Keep the `Authorization` header on the request sent upstream (default: removed).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub forward_token: bool,
+}
+
+/// The issuer's public signing keys (a JSON Web Key Set, RFC 7517): exactly one source.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[x_kube(validation = Rule::new(
+    "(has(self.openIDDiscovery) && self.openIDDiscovery ? 1 : 0) + (has(self.uri) ? 1 : 0) + (has(self.inline) ? 1 : 0) == 1"
+)
+    .message("set exactly one of openIDDiscovery, uri or inline"))]
+#[serde(rename_all = "camelCase")]
+pub struct JwksSource {
+    /// Read the key set's location from the issuer's OpenID Connect discovery document
+    /// (`<issuer>/.well-known/openid-configuration`); every provider supports this.
+    #[serde(default, rename = "openIDDiscovery", skip_serializing_if = "is_false")]
+    pub openid_discovery: bool,
+    /// An `https://` URL serving the key set; fetched, cached and refreshed by the proxy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 9, max = 2048), regex(pattern = r"^https://"))]
+    pub uri: Option<String>,
+    /// The key set itself, as JSON (`{"keys": [...]}`): public RSA, EC (P-256, P-384) or Ed25519
+    /// keys only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 2, max = 65536))]
+    pub inline: Option<String>,
+}
+
+/// A claim a token must carry with one of the listed values. For a list claim, or a string of
+/// space-separated words such as `scope`, one of its items must be listed.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RequiredClaim {
+    /// Name of the claim, e.g. `scope` or `tenant`.
+    #[schemars(length(min = 1, max = 256))]
+    pub name: String,
+    /// The accepted values.
+    #[schemars(length(min = 1, max = 16), inner(length(min = 1, max = 1024)))]
+    pub values: Vec<String>,
+}
+
+impl JwtSettings {
+    /// The consumer claim when `consumerClaim` is unset.
+    pub const DEFAULT_CONSUMER_CLAIM: &'static str = "sub";
+
+    /// The claim naming the consumer: `consumerClaim`, or [`Self::DEFAULT_CONSUMER_CLAIM`].
+    pub fn consumer_claim(&self) -> &str {
+        non_empty(&self.consumer_claim).unwrap_or(Self::DEFAULT_CONSUMER_CLAIM)
+    }
+
+    /// The header forwarded upstream with the consumer name.
+    pub fn consumer_header(&self) -> &str {
+        non_empty(&self.forward_consumer_header).unwrap_or(ApiKeySettings::DEFAULT_CONSUMER_HEADER)
+    }
 }
 
 /// A token-bucket rate limit.
@@ -1104,7 +1195,16 @@ spec:
         assert_eq!(at(&s, &format!("{quota}/required")), &json!(["period", "requests"]));
         assert_eq!(at(&s, &format!("{quota}/properties/requests/minimum")), 1.0);
         assert_eq!(at(&s, &format!("{quota}/properties/period/enum")), &json!(["Day", "Week", "Month"]));
-        assert_eq!(rules_at(&s, spec), ["has(self.apiKey) || has(self.rateLimit) || has(self.quota)"]);
+        assert_eq!(
+            rules_at(&s, spec),
+            [
+                "has(self.apiKey) || has(self.jwt) || has(self.rateLimit) || has(self.quota)",
+                "!has(self.apiKey) || !has(self.jwt)"
+            ]
+        );
+        let jwt = format!("{spec}/properties/jwt");
+        assert_eq!(at(&s, &format!("{jwt}/required")), &json!(["issuer", "jwks"]));
+        assert_eq!(at(&s, &format!("{jwt}/properties/jwks/properties/uri/pattern")), "^https://");
         assert_eq!(rules_at(&s, &rate), ["!has(self.burst) || self.burst >= self.requests"]);
         assert_eq!(
             rules_at(&s, &api_key),
@@ -1175,7 +1275,7 @@ spec:
                     .unwrap_or_else(|e| panic!("{pointer}: {rule} does not compile: {e}"));
             }
         }
-        assert_eq!(total, 5, "a rule was added or lost: update the rule tests");
+        assert_eq!(total, 7, "a rule was added or lost: update the rule tests");
     }
 
     #[test]
@@ -1219,7 +1319,22 @@ spec:
         let ok = Vec::<String>::new();
         assert_eq!(
             cel_failures(&crd, &object("")),
-            ["spec: at least one of apiKey, rateLimit or quota must be set"]
+            ["spec: at least one of apiKey, jwt, rateLimit or quota must be set"]
+        );
+        let jwt = |jwks: &str| format!(", jwt: {{issuer: 'https://id.example', jwks: {{{jwks}}}}}");
+        assert_eq!(cel_failures(&crd, &object(&jwt("openIDDiscovery: true"))), ok);
+        assert_eq!(cel_failures(&crd, &object(&jwt("uri: 'https://id.example/keys'"))), ok);
+        assert_eq!(cel_failures(&crd, &object(&jwt("inline: '{\"keys\": []}'"))), ok);
+        let one_source = "spec.jwt.jwks: set exactly one of openIDDiscovery, uri or inline";
+        assert_eq!(cel_failures(&crd, &object(&jwt(""))), [one_source]);
+        assert_eq!(cel_failures(&crd, &object(&jwt("openIDDiscovery: false"))), [one_source]);
+        assert_eq!(
+            cel_failures(&crd, &object(&jwt("openIDDiscovery: true, uri: 'https://id.example/keys'"))),
+            [one_source]
+        );
+        assert_eq!(
+            cel_failures(&crd, &object(&(jwt("openIDDiscovery: true") + ", apiKey: {}"))),
+            ["spec.jwt: apiKey and jwt cannot both be set: a policy identifies its consumers one way"]
         );
         assert_eq!(cel_failures(&crd, &object(", apiKey: {}")), ok);
         assert_eq!(cel_failures(&crd, &object(", quota: {requests: 5, period: Day}")), ok);

@@ -276,6 +276,7 @@ mod tests {
 
     fn gold() -> QuotaPolicyIr {
         QuotaPolicyIr {
+            jwt: None,
             id: "shop/gold".into(),
             api_key: None,
             rate_limit: None,

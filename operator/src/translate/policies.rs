@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use sha2::{Digest, Sha256};
 use tollbridge_provider::{
-    ActionIr, ApiKeyIr, ApiKeySettingsIr, AttachmentIr, Feature, QuotaIr, QuotaPolicyIr, RateLimitIr,
-    RouteIr, SecretString,
+    ActionIr, ApiKeyIr, ApiKeySettingsIr, AttachmentIr, Feature, JwksIr, JwtIr, QuotaIr, QuotaPolicyIr,
+    RateLimitIr, RequiredClaimIr, RouteIr, SecretString,
 };
 
 use super::conditions::{reason, Stamp, ACCEPTED, READY};
@@ -112,7 +112,7 @@ pub fn resolve(
                     );
                     continue;
                 }
-                match unsupported(policy, &gateways[scope_gateway(scope)]) {
+                match invalid(policy).or_else(|| unsupported(policy, &gateways[scope_gateway(scope)])) {
                     Some(message) => {
                         add(ancestor.clone(), stamp.no(ACCEPTED, reason::INVALID, message));
                         // Fail closed: what the policy guards is not served without it.
@@ -364,12 +364,61 @@ fn target(
     }
 }
 
+/// What is wrong with a policy whatever its provider. The API server's rules catch most of this,
+/// but files read by `tollbridge run` were never checked by one.
+fn invalid(policy: &QuotaPolicy) -> Option<String> {
+    let spec = &policy.spec;
+    if spec.api_key.is_none() && spec.jwt.is_none() && spec.rate_limit.is_none() && spec.quota.is_none() {
+        return Some("at least one of apiKey, jwt, rateLimit or quota must be set".into());
+    }
+    if spec.api_key.is_some() && spec.jwt.is_some() {
+        return Some("apiKey and jwt cannot both be set: a policy identifies its consumers one way".into());
+    }
+    let jwt = spec.jwt.as_ref()?;
+    if jwt.issuer.trim().is_empty() {
+        return Some("jwt.issuer must not be empty".into());
+    }
+    if let Some(claim) = jwt.required_claims.iter().find(|c| c.values.is_empty()) {
+        return Some(format!("jwt.requiredClaims {:?} lists no values", claim.name));
+    }
+    let jwks = &jwt.jwks;
+    match (jwks.openid_discovery, &jwks.uri, &jwks.inline) {
+        (true, None, None) => {
+            if !jwt.issuer.starts_with("https://") {
+                return Some(format!(
+                    "jwt.jwks.openIDDiscovery needs an https:// issuer, not {:?}",
+                    jwt.issuer
+                ));
+            }
+        }
+        (false, Some(uri), None) => {
+            if !uri.starts_with("https://") || uri.len() <= "https://".len() {
+                return Some(format!("jwt.jwks.uri must be an https:// URL, not {uri:?}"));
+            }
+        }
+        (false, None, Some(inline)) => {
+            if let Err(error) = tollbridge_provider::jwks::parse(inline) {
+                return Some(format!("jwt.jwks.inline: {error}"));
+            }
+        }
+        _ => return Some("jwt.jwks: set exactly one of openIDDiscovery, uri or inline".into()),
+    }
+    None
+}
+
 /// Why a policy cannot be enforced by the Gateway's provider, naming feature and provider.
 fn unsupported(policy: &QuotaPolicy, gateway: &GatewayState<'_>) -> Option<String> {
     let caps = gateway.capabilities.as_ref()?;
     let spec = &policy.spec;
+    let jwt = spec.jwt.as_ref();
+    let limited = spec.rate_limit.is_some() || spec.quota.is_some();
     let needed = [
         (spec.api_key.as_ref().is_some_and(|k| k.required), Feature::ApiKeys),
+        (jwt.is_some(), Feature::JwtAuthentication),
+        (jwt.is_some_and(|j| j.jwks.uri.is_some()), Feature::JwtKeySetUri),
+        (jwt.is_some_and(|j| j.jwks.inline.is_some()), Feature::JwtInlineKeys),
+        (jwt.is_some_and(|j| !j.required_claims.is_empty()), Feature::JwtRequiredClaims),
+        (jwt.is_some() && limited, Feature::JwtConsumerLimits),
         (spec.rate_limit.is_some(), Feature::RateLimits),
         (spec.quota.is_some(), Feature::Quotas),
     ];
@@ -387,6 +436,23 @@ fn policy_ir(policy: &QuotaPolicy, keys: Option<&Vec<ApiKeyIr>>) -> QuotaPolicyI
             header: k.header_name().map(str::to_ascii_lowercase),
             query_param: k.query_param.clone().filter(|q| !q.is_empty()),
             consumer_header: k.consumer_header().to_ascii_lowercase(),
+        }),
+        jwt: spec.jwt.as_ref().map(|j| JwtIr {
+            issuer: j.issuer.clone(),
+            audiences: j.audiences.clone(),
+            jwks: match (&j.jwks.uri, &j.jwks.inline) {
+                (Some(uri), _) => JwksIr::Uri(uri.clone()),
+                (None, Some(inline)) => JwksIr::Inline(inline.clone()),
+                (None, None) => JwksIr::OpenIdDiscovery,
+            },
+            consumer_claim: j.consumer_claim().to_string(),
+            required_claims: j
+                .required_claims
+                .iter()
+                .map(|c| RequiredClaimIr { name: c.name.clone(), values: c.values.clone() })
+                .collect(),
+            consumer_header: j.consumer_header().to_ascii_lowercase(),
+            forward_token: j.forward_token,
         }),
         rate_limit: spec.rate_limit.as_ref().map(|r| RateLimitIr {
             requests: r.requests,

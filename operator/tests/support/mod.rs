@@ -9,6 +9,7 @@
 pub mod client;
 pub mod cluster;
 pub mod helm;
+pub mod jwt;
 pub mod moto;
 pub mod process;
 pub mod recorder;

@@ -108,8 +108,19 @@ impl Tollbridge {
         tollbridge
     }
 
+    /// [`start`](Self::start) with extra environment variables.
+    pub async fn start_with_env(dir: &ConfigDir, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut tollbridge = Self::spawn_with_env(dir, extra, env);
+        tollbridge.wait_ready(READY_TIMEOUT).await;
+        tollbridge
+    }
+
     /// Starts the process without waiting for it.
     pub fn spawn(dir: &ConfigDir, extra: &[&str]) -> Self {
+        Self::spawn_with_env(dir, extra, &[])
+    }
+
+    fn spawn_with_env(dir: &ConfigDir, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let n = STARTED.fetch_add(1, Ordering::SeqCst);
         let log = dir.root().join(format!("tollbridge-{n}.log"));
@@ -121,6 +132,7 @@ impl Tollbridge {
             .args(["--admin-address", &admin.to_string(), "--poll-interval-ms", "100"])
             .args(extra)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)

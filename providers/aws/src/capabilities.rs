@@ -18,13 +18,14 @@ const BASE: &[Feature] = &[
     Feature::HTTPRouteBackendTimeout,
 ];
 
-/// HTTP APIs (API Gateway v2): route throttling, no keys or quotas.
+/// HTTP APIs (API Gateway v2): route throttling, JWT authorizers (keys found through the
+/// issuer's OpenID Connect discovery), no keys or quotas.
 pub fn http_api() -> Capabilities {
     Capabilities {
         max_timeout: Some(Duration::from_secs(30)),
         ..Capabilities::with(
             "Amazon API Gateway (HTTP API)",
-            BASE.iter().copied().chain([Feature::RateLimits]),
+            BASE.iter().copied().chain([Feature::RateLimits, Feature::JwtAuthentication]),
         )
     }
 }

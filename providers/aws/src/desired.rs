@@ -594,6 +594,7 @@ mod tests {
 
     fn gold_policy(with_keys: bool) -> QuotaPolicyIr {
         QuotaPolicyIr {
+            jwt: None,
             id: "apps/gold".into(),
             api_key: with_keys.then(|| ApiKeySettingsIr {
                 required: true,

@@ -108,6 +108,7 @@ fn http_routes() -> Vec<RouteIr> {
 
 fn throttle_policy() -> QuotaPolicyIr {
     QuotaPolicyIr {
+        jwt: None,
         id: "shop/public-limit".into(),
         api_key: None,
         rate_limit: Some(RateLimitIr { requests: 50, period_seconds: 1, burst: 100 }),
@@ -144,6 +145,7 @@ mod sha2_free {
 
 fn gold_policy(keys: Vec<ApiKeyIr>) -> QuotaPolicyIr {
     QuotaPolicyIr {
+        jwt: None,
         id: "shop/gold".into(),
         api_key: Some(ApiKeySettingsIr {
             required: true,

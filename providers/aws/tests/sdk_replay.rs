@@ -82,6 +82,7 @@ fn gateway(settings: &AwsSettings, rate: u32) -> GatewayIr {
             policy: Some("shop/limit".into()),
         }],
         policies: vec![QuotaPolicyIr {
+            jwt: None,
             id: "shop/limit".into(),
             api_key: None,
             rate_limit: Some(RateLimitIr { requests: rate, period_seconds: 1, burst: rate * 2 }),

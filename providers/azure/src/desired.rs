@@ -600,6 +600,7 @@ mod tests {
     fn a_mapping_shows_no_key_in_debug_output() {
         let mut gw = gateway(vec![route("a", PathMatch::Prefix("/a".into()), "https://a.example.com")]);
         gw.policies.push(QuotaPolicyIr {
+            jwt: None,
             id: "shop/gold".into(),
             api_key: Some(ApiKeySettingsIr {
                 required: true,

@@ -64,6 +64,9 @@ pub fn capabilities() -> Capabilities {
         Feature::GRPCRouteNamedRouteRule,
         Feature::BackendTLSPolicy,
         Feature::BackendTLSPolicySANValidation,
+        // validate-jwt reads keys from an OpenID Connect discovery document or inline, not
+        // from a bare key set URL.
+        Feature::JwtKeySetUri,
     ];
     Capabilities::with(
         "Azure API Management",

@@ -136,6 +136,7 @@ fn gateway(keys: Vec<ApiKeyIr>) -> GatewayIr {
         infrastructure: Default::default(),
         routes: routes(),
         policies: vec![QuotaPolicyIr {
+            jwt: None,
             id: "shop/gold".into(),
             api_key: Some(ApiKeySettingsIr {
                 required: true,

@@ -95,6 +95,16 @@ features! {
     Quotas = "Quotas", upstream = false;
     /// Request rate limits (QuotaPolicy `rateLimit`).
     RateLimits = "RateLimits", upstream = false;
+    /// JSON Web Tokens (QuotaPolicy `jwt`) with keys found through OpenID Connect discovery.
+    JwtAuthentication = "JWTAuthentication", upstream = false;
+    /// JWT signing keys fetched from a key set URL (`jwks.uri`).
+    JwtKeySetUri = "JWTKeySetURI", upstream = false;
+    /// JWT signing keys given inline (`jwks.inline`).
+    JwtInlineKeys = "JWTInlineKeys", upstream = false;
+    /// JWT claims required with given values (`jwt.requiredClaims`).
+    JwtRequiredClaims = "JWTRequiredClaims", upstream = false;
+    /// Rate limits and quotas counted per token consumer (`jwt` with `rateLimit` or `quota`).
+    JwtConsumerLimits = "JWTConsumerLimits", upstream = false;
 }
 
 /// The features one provider supports, and its limits.

@@ -545,11 +545,58 @@ pub struct QuotaPolicyIr {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub api_key: Option<ApiKeySettingsIr>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwt: Option<JwtIr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimitIr>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub quota: Option<QuotaIr>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub keys: Vec<ApiKeyIr>,
+}
+
+/// JSON Web Tokens required on every request (`Authorization: Bearer`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JwtIr {
+    pub issuer: String,
+    /// Empty: the audience is not checked.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub audiences: Vec<String>,
+    pub jwks: JwksIr,
+    pub consumer_claim: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub required_claims: Vec<RequiredClaimIr>,
+    /// Lower-case header the consumer name is forwarded in.
+    pub consumer_header: String,
+    /// Keep the `Authorization` header upstream.
+    pub forward_token: bool,
+}
+
+/// Where the issuer's signing keys are.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum JwksIr {
+    /// From `<issuer>/.well-known/openid-configuration`'s `jwks_uri`.
+    OpenIdDiscovery,
+    /// An `https://` URL serving the key set.
+    Uri(String),
+    /// The key set's JSON, checked by [`crate::jwks::parse`] when translated.
+    Inline(String),
+}
+
+impl JwtIr {
+    /// The URL of the issuer's OpenID Connect discovery document.
+    pub fn discovery_url(&self) -> String {
+        format!("{}/.well-known/openid-configuration", self.issuer.trim_end_matches('/'))
+    }
+}
+
+/// A claim that must carry one of `values`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RequiredClaimIr {
+    pub name: String,
+    pub values: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

@@ -5,6 +5,7 @@
 
 pub mod capabilities;
 pub mod ir;
+pub mod jwks;
 pub mod provider;
 pub mod ratelimit;
 pub mod reconcile;

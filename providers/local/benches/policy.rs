@@ -31,6 +31,7 @@ fn policies() -> Vec<QuotaPolicyIr> {
         })
         .collect();
     vec![QuotaPolicyIr {
+        jwt: None,
         id: POLICY.into(),
         api_key: Some(ApiKeySettingsIr {
             required: true,

@@ -177,8 +177,11 @@ impl CompiledGateway {
         let mirror_plans =
             ir.routes.iter().map(|r| plans(&mut r.filters.mirrors.iter().map(|m| &m.backend))).collect();
         let mut identity_headers = vec![http::HeaderName::from_static(DEFAULT_CONSUMER_HEADER)];
-        for name in ir.policies.iter().filter_map(|p| p.api_key.as_ref()).map(|k| k.consumer_header.as_str())
-        {
+        let consumer_headers = ir.policies.iter().flat_map(|p| {
+            let key = p.api_key.as_ref().map(|k| k.consumer_header.as_str());
+            key.into_iter().chain(p.jwt.as_ref().map(|j| j.consumer_header.as_str()))
+        });
+        for name in consumer_headers {
             if let Ok(name) = http::HeaderName::from_bytes(name.as_bytes()) {
                 if !identity_headers.contains(&name) {
                     identity_headers.push(name);

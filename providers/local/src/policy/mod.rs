@@ -7,7 +7,8 @@
 //! A request guarded by a policy goes through three steps:
 //! 1. Identify: find the key (header first, then query parameter), hash it, look the hash up among
 //!    the keys of all policies of the Gateway. Missing, unknown, disabled or expired → 401; a key
-//!    of another policy → 403. No key on a policy that does not require one → anonymous.
+//!    of another policy → 403. No key on a policy that does not require one → anonymous. A policy
+//!    with `jwt` checks the bearer token instead ([`jwt`]): its consumer claim is the subject.
 //! 2. Limit: rate (GCRA) first, then quota, in one critical section on the bucket of
 //!    (policy, key or anonymous). A request refused by the rate limit does not count against the
 //!    quota, and a request refused by the quota does not take a rate token.
@@ -17,6 +18,8 @@
 //! Plain keys are never stored: only their SHA-256 is, and Debug output shows key ids only.
 
 mod headers;
+mod jwt;
+mod key_sets;
 mod keys;
 mod quota;
 mod rate;
@@ -25,7 +28,7 @@ mod state;
 mod usage;
 
 use std::fmt;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, StatusCode};
@@ -35,6 +38,7 @@ use tollbridge_provider::QuotaPolicyIr;
 
 pub use self::headers::LimitHeaders;
 use self::headers::LimitStatus;
+use self::jwt::{TokenCheck, TokenConsumer};
 use self::keys::{KeyHash, KeyLocation};
 use self::quota::{Period, Window};
 use self::rate::{seconds_ceil, Gcra, NANOS_PER_SECOND};
@@ -114,6 +118,10 @@ impl ConsumerSink {
 struct CompiledPolicy {
     id: Arc<str>,
     api_key: Option<KeySettings>,
+    jwt: Option<TokenCheck>,
+    /// Request counters of the token consumers seen, by name (at most
+    /// [`MAX_TOKEN_CONSUMERS`]; later ones are counted as [`OTHER_CONSUMERS`]).
+    token_counters: Mutex<FastMap<Arc<str>, Arc<[Counter; Outcome::ALL.len()]>>>,
     rate: Option<Gcra>,
     quota: Option<(u64, Period)>,
 }
@@ -151,6 +159,12 @@ impl fmt::Debug for CompiledKey {
             .finish()
     }
 }
+
+/// Token consumers with series of their own, per policy: tokens are not configured, so their
+/// number is bounded here.
+const MAX_TOKEN_CONSUMERS: usize = 1000;
+/// The consumer label of token consumers beyond [`MAX_TOKEN_CONSUMERS`].
+const OTHER_CONSUMERS: &str = "(other)";
 
 fn header_name(name: &str, policy: &str, what: &str) -> Option<HeaderName> {
     let parsed = HeaderName::from_bytes(name.as_bytes()).ok();
@@ -199,6 +213,8 @@ impl Policies {
             }
             compiled.by_id.insert(id.clone(), index);
             compiled.policies.push(CompiledPolicy {
+                jwt: ir.jwt.as_ref().map(|jwt| TokenCheck::compile(&ir.id, jwt)),
+                token_counters: Mutex::default(),
                 id,
                 api_key,
                 rate: ir.rate_limit.as_ref().map(Gcra::new),
@@ -213,9 +229,15 @@ impl Policies {
         self.consumers = Some(sink);
     }
 
-    /// Counts one request of `caller` (when it has a known key).
+    /// Counts one request of `caller` (when it has a known key or an accepted token).
     fn count(&self, caller: &Caller<'_>, outcome: Outcome) {
-        let (Some(sink), Some(key)) = (&self.consumers, caller.key) else { return };
+        let Some(sink) = &self.consumers else { return };
+        if let Some(token) = &caller.token {
+            let counters = caller.policy.token_counters(sink, &token.name);
+            counters[outcome as usize].inc();
+            return;
+        }
+        let Some(key) = caller.key else { return };
         let counters = key.counters.get_or_init(|| {
             Outcome::ALL.map(|outcome| {
                 sink.counters.counter(ConsumerLabels {
@@ -328,6 +350,14 @@ impl Policies {
             ));
         };
         let policy = &self.policies[index];
+        if let Some(check) = &policy.jwt {
+            let token = check.check(req).map_err(|refusal| {
+                tracing::debug!(policy = %policy.id, ?refusal, "token refused");
+                refusal.decision()
+            })?;
+            let subject = Subject::Key(KeyHash::of(token.name.as_bytes()));
+            return Ok(Caller { policy, subject, key: None, token: Some(token), stripped_uri: None });
+        }
         let (subject, key) = self.identify(index, policy, req, now)?;
         // Computed before counting so that a request we could not rewrite uses no quota.
         let stripped_uri = match &policy.api_key {
@@ -341,7 +371,7 @@ impl Policies {
             })?,
             None => None,
         };
-        Ok(Caller { policy, subject, key, stripped_uri })
+        Ok(Caller { policy, subject, key, token: None, stripped_uri })
     }
 
     /// Who is calling: the bucket subject and the key (none: anonymous), or the refusal.
@@ -389,6 +419,8 @@ struct Caller<'p> {
     policy: &'p CompiledPolicy,
     subject: Subject,
     key: Option<&'p CompiledKey>,
+    /// The consumer of an accepted bearer token.
+    token: Option<TokenConsumer>,
     stripped_uri: Option<http::Uri>,
 }
 
@@ -413,6 +445,14 @@ impl Caller<'_> {
             }
             None => {}
         }
+        if let (Some(check), Some(token)) = (&self.policy.jwt, &self.token) {
+            if !check.forward_token {
+                req.headers.remove(http::header::AUTHORIZATION);
+            }
+            if let Some(name) = &check.consumer_header {
+                req.headers.insert(name.clone(), token.header.clone());
+            }
+        }
         if let Some(settings) = &self.policy.api_key {
             settings.location.strip_header(req);
             if let Some(uri) = self.stripped_uri {
@@ -426,6 +466,30 @@ impl Caller<'_> {
             }
         }
         Decision::Allow { response_headers }
+    }
+}
+
+impl CompiledPolicy {
+    /// The request counters of token consumer `name`, made on first use.
+    fn token_counters(&self, sink: &ConsumerSink, name: &Arc<str>) -> Arc<[Counter; Outcome::ALL.len()]> {
+        let mut seen = self.token_counters.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(counters) = seen.get(name) {
+            return counters.clone();
+        }
+        let label: Arc<str> =
+            if seen.len() < MAX_TOKEN_CONSUMERS { name.clone() } else { OTHER_CONSUMERS.into() };
+        let counters = Arc::new(Outcome::ALL.map(|outcome| {
+            sink.counters.counter(ConsumerLabels {
+                gateway: sink.gateway.clone(),
+                policy: self.id.clone(),
+                consumer: label.clone(),
+                outcome: outcome.label(),
+            })
+        }));
+        if seen.len() < MAX_TOKEN_CONSUMERS {
+            seen.insert(name.clone(), counters.clone());
+        }
+        counters
     }
 }
 

@@ -54,6 +54,7 @@ fn gateway(rate: Option<RateLimitIr>, quota: Option<QuotaIr>) -> Vec<QuotaPolicy
     late.expires_at = Some(noon().as_second());
     vec![
         QuotaPolicyIr {
+            jwt: None,
             id: GOLD.into(),
             api_key: Some(settings(true, Some("x-api-key"), Some("api_key"))),
             rate_limit: rate,
@@ -61,6 +62,7 @@ fn gateway(rate: Option<RateLimitIr>, quota: Option<QuotaIr>) -> Vec<QuotaPolicy
             keys: vec![api_key("acme", "acme", ACME_KEY), api_key("beta", "beta", BETA_KEY), old, late],
         },
         QuotaPolicyIr {
+            jwt: None,
             id: SILVER.into(),
             api_key: Some(settings(true, Some("x-api-key"), None)),
             rate_limit: None,
@@ -186,6 +188,7 @@ fn consumer_header_cannot_be_spoofed() {
 
     // Anonymous callers get no consumer at all.
     let policies = Policies::compile(&[QuotaPolicyIr {
+        jwt: None,
         id: "shop/open".into(),
         api_key: Some(settings(false, Some("x-api-key"), None)),
         rate_limit: None,
@@ -236,6 +239,7 @@ fn key_of_another_policy_is_403() {
 #[test]
 fn optional_keys_allow_anonymous_callers_counted_together() {
     let policies = Policies::compile(&[QuotaPolicyIr {
+        jwt: None,
         id: "shop/open".into(),
         api_key: Some(settings(false, Some("x-api-key"), None)),
         rate_limit: rate(1, 60, 2),
@@ -260,6 +264,7 @@ fn optional_keys_allow_anonymous_callers_counted_together() {
 #[test]
 fn policy_without_key_settings_counts_everyone_together() {
     let policies = Policies::compile(&[QuotaPolicyIr {
+        jwt: None,
         id: "shop/public".into(),
         api_key: None,
         rate_limit: None,

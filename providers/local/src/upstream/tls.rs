@@ -78,7 +78,7 @@ impl UpstreamTls {
         Arc::from(format!("{address}{}", self.pool_suffix))
     }
 
-    pub(super) async fn handshake(&self, tcp: TcpStream) -> std::io::Result<UpstreamStream> {
+    pub(crate) async fn handshake(&self, tcp: TcpStream) -> std::io::Result<UpstreamStream> {
         let tls = self.connector.connect(self.server_name.clone(), tcp).await?;
         Ok(UpstreamStream::Tls(Box::new(tls)))
     }
