@@ -20,6 +20,7 @@ use tollbridge_provider::{
     KeyValueMatch, PathMatch, PathModifier, QuotaPeriod, QuotaPolicyIr, RouteIr, StringMatch,
 };
 
+use crate::jwt;
 use crate::xml::escape;
 
 /// Entity kinds, in creation order (a kind refers only to earlier kinds).
@@ -464,7 +465,7 @@ fn map_product(
     m: &mut Mapping,
 ) {
     let keyed = policy.api_key.as_ref().is_some_and(|k| k.required);
-    if !keyed && policy.quota.is_none() && policy.rate_limit.is_none() {
+    if !keyed && policy.jwt.is_none() && policy.quota.is_none() && policy.rate_limit.is_none() {
         return;
     }
     let product = format!("{prefix}pr-{}", short(&policy.id));
@@ -473,12 +474,20 @@ fn map_product(
         Desired { body: Value::Null },
     );
     let mut limits = String::new();
+    // Who the limits count: the subscription (keys), the token's consumer, or the caller's IP.
+    let counter = match &policy.jwt {
+        Some(jwt) => {
+            limits.push_str(&jwt::validate(policy, jwt, &mut m.unprovisioned));
+            jwt::consumer_expression(jwt)
+        }
+        None => "@(context.Request.IpAddress)".to_string(),
+    };
+    // Policy expressions are C# in `rawxml`: written as they are, not XML-escaped.
     if let Some(rate) = policy.rate_limit {
         let calls = u64::from(rate.requests).max(1);
         let period = rate.period_seconds.max(1);
         let tag = if keyed { "rate-limit" } else { "rate-limit-by-key" };
-        let key =
-            if keyed { String::new() } else { " counter-key=\"@(context.Request.IpAddress)\"".to_string() };
+        let key = if keyed { String::new() } else { format!(" counter-key=\"{counter}\"") };
         limits.push_str(&format!("<{tag} calls=\"{calls}\" renewal-period=\"{period}\"{key} />"));
     }
     if let Some(quota) = policy.quota {
@@ -495,8 +504,14 @@ fn map_product(
             limits.push_str(&format!("<quota calls=\"{}\" renewal-period=\"{period}\" />", quota.requests));
         } else {
             limits.push_str(&format!(
-                "<quota-by-key calls=\"{}\" renewal-period=\"{period}\" counter-key=\"@(context.Request.IpAddress)\" />",
+                "<quota-by-key calls=\"{}\" renewal-period=\"{period}\" counter-key=\"{counter}\" />",
                 quota.requests
+            ));
+        }
+        if consumption && policy.jwt.is_some() {
+            m.unprovisioned.push(format!(
+                "QuotaPolicy {}: this tier has no quota-by-key, so the quota counts all token consumers together",
+                policy.id
             ));
         }
         if quota.period == QuotaPeriod::Month {
@@ -505,6 +520,9 @@ fn map_product(
                 policy.id
             ));
         }
+    }
+    if let Some(jwt) = &policy.jwt {
+        limits.push_str(&jwt::forward(jwt));
     }
     let xml = format!(
         "<policies><inbound><base />{limits}</inbound><backend><base /></backend><outbound><base /></outbound><on-error><base /></on-error></policies>"

@@ -21,6 +21,7 @@
 pub mod arm;
 pub mod audit;
 pub mod desired;
+pub mod jwt;
 pub mod usage;
 pub mod xml;
 

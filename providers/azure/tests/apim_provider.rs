@@ -739,3 +739,47 @@ async fn key_usage_is_read_from_the_reports_by_subscription_one_report_per_perio
     assert_eq!(azure.key_usage(&gw, &bob_now).await.expect("key usage"), [None]);
     // Dropping `apim` asserts that Prism refused no request: the reports' calls included.
 }
+
+#[tokio::test]
+async fn a_jwt_policy_becomes_validate_jwt_counting_per_token_consumer() {
+    let apim = Apim::start().await;
+    let azure = provider(&apim);
+    let mut gw = gateway(Vec::new());
+    gw.policies = vec![QuotaPolicyIr {
+        id: "shop/gold".into(),
+        api_key: None,
+        jwt: Some(JwtIr {
+            issuer: "https://login.shop.example/".into(),
+            audiences: vec!["orders-api".into()],
+            jwks: JwksIr::OpenIdDiscovery,
+            consumer_claim: "azp".into(),
+            required_claims: vec![RequiredClaimIr { name: "roles".into(), values: vec!["buyer".into()] }],
+            consumer_header: "x-consumer".into(),
+            forward_token: false,
+        }),
+        rate_limit: Some(RateLimitIr { requests: 10, period_seconds: 60, burst: 10 }),
+        quota: Some(QuotaIr { requests: 1000, period: QuotaPeriod::Day }),
+        keys: Vec::new(),
+    }];
+
+    azure.apply(&gw).await.expect("apply");
+    let product = apim.properties(&apim.paths(Kind::Product)[0]).unwrap();
+    assert_eq!(product["subscriptionRequired"], false, "tokens, not subscriptions, identify callers");
+    let xml = policy_of(&apim, Kind::ProductPolicy, "validate-jwt");
+    let by_consumer = "counter-key=\"@(((Jwt)context.Variables[&quot;tollbridge-jwt&quot;]).Claims.GetValueOrDefault(&quot;azp&quot;, &quot;&quot;))\"";
+    for part in [
+        "<openid-config url=\"https://login.shop.example/.well-known/openid-configuration\" />",
+        "<issuer>https://login.shop.example/</issuer>",
+        "<value>buyer</value>",
+        by_consumer,
+        "<set-header name=\"Authorization\" exists-action=\"delete\" />",
+    ] {
+        assert!(xml.contains(part), "{part} missing from:\n{xml}");
+    }
+    assert_eq!(xml.matches(by_consumer).count(), 2, "rate limit and quota count per consumer:\n{xml}");
+    // validate-jwt runs before the limits count anything.
+    assert!(xml.find("<validate-jwt").unwrap() < xml.find("<rate-limit-by-key").unwrap(), "{xml}");
+    assert!(apim.names(Kind::Subscription).is_empty());
+    azure.delete(&gw.key).await.expect("delete");
+    assert!(apim.paths(Kind::Product).is_empty());
+}
