@@ -14,6 +14,8 @@ pub enum Kind {
     // HTTP APIs (API Gateway v2)
     Api,
     Integration,
+    /// A JWT authorizer of an HTTP API, keyed by its name.
+    Authorizer,
     Route,
     Stage,
     // REST APIs (API Gateway v1)
@@ -39,6 +41,7 @@ impl ResourceKind for Kind {
         match self {
             Kind::Api => "api",
             Kind::Integration => "integration",
+            Kind::Authorizer => "authorizer",
             Kind::Route => "route",
             Kind::Stage => "stage",
             Kind::RestApi => "rest-api",
@@ -82,9 +85,17 @@ pub enum Spec {
         timeout_ms: i32,
         parameters: BTreeMap<String, String>,
     },
-    /// An HTTP API route (`ANY /a/{proxy+}`) and the key of its integration.
+    /// A JWT authorizer: the issuer (its keys from the issuer's OpenID Connect discovery) and
+    /// the audiences (sorted), read from `Authorization: Bearer`.
+    Authorizer {
+        issuer: String,
+        audiences: Vec<String>,
+    },
+    /// An HTTP API route (`ANY /a/{proxy+}`), the key of its integration and of its JWT
+    /// authorizer, if any.
     Route {
         integration: String,
+        authorizer: Option<String>,
     },
     /// The `$default` stage (auto-deploy) with per-route throttling.
     Stage {
@@ -212,7 +223,7 @@ impl Model for ApiGateway {
     /// Only the Gateway's API (not an extra one a crash left) has its parts observed.
     fn parent((kind, _): &ResourceKey) -> Option<ResourceKey> {
         let api = match kind {
-            Kind::Integration | Kind::Route | Kind::Stage => Kind::Api,
+            Kind::Integration | Kind::Authorizer | Kind::Route | Kind::Stage => Kind::Api,
             Kind::Resource | Kind::Method | Kind::Deployment => Kind::RestApi,
             _ => return None,
         };
@@ -267,7 +278,7 @@ mod tests {
     use super::*;
 
     fn route(integration: &str) -> Spec {
-        Spec::Route { integration: integration.into() }
+        Spec::Route { integration: integration.into(), authorizer: None }
     }
 
     fn integration(uri: &str) -> Spec {

@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
 
 use tollbridge_provider::{
-    ActionIr, AwsSettings, BackendIr, BackendTarget, GatewayIr, GatewayKey, HeaderModifier, ListenerProtocol,
-    PathMatch, PathModifier, QuotaPeriod, QuotaPolicyIr, RouteIr,
+    ActionIr, AwsSettings, BackendIr, BackendTarget, GatewayIr, GatewayKey, HeaderModifier, JwksIr,
+    ListenerProtocol, PathMatch, PathModifier, QuotaPeriod, QuotaPolicyIr, RouteIr,
 };
 
 use crate::changes::{Kind, Resources, Spec, Throttle};
@@ -220,6 +220,14 @@ fn map_http(
         let (modifiers, problems) = header_changes(route, usable.backend);
         m.unprovisioned.extend(problems);
         let throttle = route_throttle(gateway, route);
+        let authorizer = match route_authorizer(gateway, route, m) {
+            Ok(authorizer) => authorizer,
+            // Fail closed: a route whose tokens cannot be checked is not made at all.
+            Err(problem) => {
+                m.unprovisioned.push(problem);
+                continue;
+            }
+        };
         for (path, greedy) in paths {
             let route_key = http_route_key(route.matcher.method.as_deref(), &path, greedy);
             if m.resources.contains_key(&(Kind::Route, route_key.clone())) {
@@ -235,6 +243,12 @@ fn map_http(
                 Some(_) => upstream_path(route, &path, greedy, "$request.path.proxy"),
             };
             parameters.insert("overwrite:path".to_string(), join(&base_path, &upstream));
+            if let Some((_, header, claim)) = &authorizer {
+                parameters.insert(
+                    format!("overwrite:header.{header}"),
+                    format!("$context.authorizer.claims.{claim}"),
+                );
+            }
             for modifier in &modifiers {
                 for h in &modifier.set {
                     parameters.insert(format!("overwrite:header.{}", h.name), h.value.clone());
@@ -255,7 +269,8 @@ fn map_http(
             };
             let integration = format!("i-{}", short_hash(&format!("{spec:?}")));
             m.resources.insert((Kind::Integration, integration.clone()), spec);
-            m.resources.insert((Kind::Route, route_key.clone()), Spec::Route { integration });
+            let authorizer = authorizer.as_ref().map(|(key, _, _)| key.clone());
+            m.resources.insert((Kind::Route, route_key.clone()), Spec::Route { integration, authorizer });
             if let Some(t) = throttle {
                 throttles.insert(route_key, t);
             }
@@ -274,6 +289,50 @@ fn http_route_key(method: Option<&str>, path: &str, greedy: bool) -> String {
 }
 
 /// The rate limit of the policy guarding a route when it applies to everyone (no keys).
+/// The JWT authorizer guarding `route` (added to `m`), with the consumer header and claim
+/// forwarded; or why the route's tokens cannot be checked on an HTTP API.
+fn route_authorizer(
+    gateway: &GatewayIr,
+    route: &RouteIr,
+    m: &mut Mapping,
+) -> Result<Option<(String, String, String)>, String> {
+    let Some(policy) = gateway.policies.iter().find(|p| Some(&p.id) == route.policy.as_ref()) else {
+        return Ok(None);
+    };
+    let Some(jwt) = &policy.jwt else { return Ok(None) };
+    let refuse = |why: &str| {
+        Err(format!("HTTPRoute {} is left out: QuotaPolicy {}: {why}", route.id.route(), policy.id))
+    };
+    if jwt.jwks != JwksIr::OpenIdDiscovery {
+        return refuse("JWT authorizers find keys through the issuer's OpenID Connect discovery only");
+    }
+    if jwt.audiences.is_empty() {
+        return refuse("JWT authorizers need at least one audience");
+    }
+    if !jwt.required_claims.is_empty() {
+        return refuse("JWT authorizers cannot require claims");
+    }
+    if !jwt.consumer_claim.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        return refuse("the consumer claim must be letters, digits and _ to be forwarded");
+    }
+    let mut audiences = jwt.audiences.clone();
+    audiences.sort();
+    audiences.dedup();
+    let key = format!("jwt-{}", short_hash(&policy.id));
+    m.resources
+        .insert((Kind::Authorizer, key.clone()), Spec::Authorizer { issuer: jwt.issuer.clone(), audiences });
+    if !jwt.forward_token {
+        let kept = format!(
+            "QuotaPolicy {}: API Gateway sends the Authorization header on to the backend (forwardToken: false is not carried)",
+            policy.id
+        );
+        if !m.unprovisioned.contains(&kept) {
+            m.unprovisioned.push(kept);
+        }
+    }
+    Ok(Some((key, jwt.consumer_header.clone(), jwt.consumer_claim.clone())))
+}
+
 fn route_throttle(gateway: &GatewayIr, route: &RouteIr) -> Option<Throttle> {
     let policy = gateway.policies.iter().find(|p| Some(&p.id) == route.policy.as_ref())?;
     let rate = policy.rate_limit?;
@@ -531,7 +590,8 @@ mod tests {
             keys_of(&m, Kind::Route),
             ["$default", "ANY /", "ANY /exact", "ANY /orders", "ANY /orders/{proxy+}"]
         );
-        let Spec::Route { integration } = &m.resources[&(Kind::Route, "ANY /orders/{proxy+}".into())] else {
+        let Spec::Route { integration, .. } = &m.resources[&(Kind::Route, "ANY /orders/{proxy+}".into())]
+        else {
             panic!()
         };
         let Spec::Integration { uri, parameters, timeout_ms, .. } =

@@ -3,8 +3,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use aws_sdk_apigatewayv2::types::{
-    ConnectionType, DomainNameConfiguration, EndpointType, IntegrationType, ProtocolType, RouteSettings,
-    SecurityPolicy,
+    AuthorizationType, AuthorizerType, ConnectionType, DomainNameConfiguration, EndpointType,
+    IntegrationType, JwtConfiguration, ProtocolType, RouteSettings, SecurityPolicy,
 };
 use tollbridge_provider::reconcile::ResourceKind;
 use tollbridge_provider::ProviderError;
@@ -20,7 +20,8 @@ use crate::tags;
 const INTEGRATION_PREFIX: &str = "tollbridge:";
 
 /// Everything the Gateway `owner` has: its API (the oldest, when a crash left more than one:
-/// the others are observed as extra APIs to delete), the API's integrations, routes and stage,
+/// the others are observed as extra APIs to delete), the API's integrations, JWT authorizers,
+/// routes and stage,
 /// and its tagged domain names with their mappings.
 pub async fn observe(clients: &Clients, owner: &str) -> Result<Observed, ProviderError> {
     let mut observed = Observed::new();
@@ -100,6 +101,30 @@ async fn observe_api(clients: &Clients, api_id: &str, observed: &mut Observed) -
         };
         record(observed, (Kind::Integration, key), id, spec);
     }
+    let authorizers = pages::all("GetAuthorizers", |token| async move {
+        let page = v2
+            .get_authorizers()
+            .api_id(api_id)
+            .max_results(HTTP_PAGE)
+            .set_next_token(token)
+            .send()
+            .await
+            .map_err(|e| classify("GetAuthorizers", e))?;
+        Ok((page.items.unwrap_or_default(), page.next_token))
+    })
+    .await?;
+    let mut authorizer_keys = HashMap::new();
+    for a in &authorizers {
+        let id = a.authorizer_id().unwrap_or_default().to_string();
+        let key = a.name().unwrap_or_default().to_string();
+        authorizer_keys.insert(id.clone(), key.clone());
+        let jwt = a.jwt_configuration();
+        let mut audiences: Vec<String> = jwt.map(|j| j.audience().to_vec()).unwrap_or_default();
+        audiences.sort();
+        let spec =
+            Spec::Authorizer { issuer: jwt.and_then(|j| j.issuer()).unwrap_or_default().into(), audiences };
+        record(observed, (Kind::Authorizer, key), id, spec);
+    }
     let routes = pages::all("GetRoutes", |token| async move {
         let page = v2
             .get_routes()
@@ -117,11 +142,21 @@ async fn observe_api(clients: &Clients, api_id: &str, observed: &mut Observed) -
         let integration =
             integration_keys.get(target).cloned().unwrap_or_else(|| format!("unknown {target}"));
         let id = r.route_id().unwrap_or_default().to_string();
+        let authorizer = match r.authorization_type() {
+            Some(AuthorizationType::Jwt) => Some(
+                r.authorizer_id()
+                    .map(|a| authorizer_keys.get(a).cloned().unwrap_or_else(|| format!("unknown {a}")))
+                    .unwrap_or_default(),
+            ),
+            // NONE, or a kind tollbridge does not make (compared as different from ours).
+            Some(AuthorizationType::None) | None => None,
+            Some(other) => Some(format!("{} authorizer", other.as_str())),
+        };
         record(
             observed,
             (Kind::Route, r.route_key().unwrap_or_default().into()),
             id,
-            Spec::Route { integration },
+            Spec::Route { integration, authorizer },
         );
     }
     let stages = pages::all("GetStages", |token| async move {
@@ -285,24 +320,55 @@ pub async fn execute(
                 .await
                 .map_err(|e| classify("UpdateIntegration", e))?;
         }
-        Change::Create { key, desired: Spec::Route { integration } } => {
+        Change::Create { key, desired: Spec::Authorizer { issuer, audiences } } => {
+            let out = v2
+                .create_authorizer()
+                .api_id(api())
+                .name(&key.1)
+                .authorizer_type(AuthorizerType::Jwt)
+                .identity_source("$request.header.Authorization")
+                .jwt_configuration(jwt_configuration(issuer, audiences))
+                .send()
+                .await
+                .map_err(|e| classify("CreateAuthorizer", e))?;
+            ids.insert(key.clone(), out.authorizer_id().unwrap_or_default().into());
+        }
+        Change::Update { key, handle: id, desired: Spec::Authorizer { issuer, audiences } } => {
+            v2.update_authorizer()
+                .api_id(api())
+                .authorizer_id(id)
+                .name(&key.1)
+                .authorizer_type(AuthorizerType::Jwt)
+                .identity_source("$request.header.Authorization")
+                .jwt_configuration(jwt_configuration(issuer, audiences))
+                .send()
+                .await
+                .map_err(|e| classify("UpdateAuthorizer", e))?;
+        }
+        Change::Create { key, desired: Spec::Route { integration, authorizer } } => {
             let target = integration_target(ids, integration)?;
+            let (kind, authorizer) = authorization(ids, authorizer.as_deref())?;
             let out = v2
                 .create_route()
                 .api_id(api())
                 .route_key(&key.1)
                 .target(target)
+                .authorization_type(kind)
+                .set_authorizer_id(authorizer)
                 .send()
                 .await
                 .map_err(|e| classify("CreateRoute", e))?;
             ids.insert(key.clone(), out.route_id().unwrap_or_default().into());
         }
-        Change::Update { handle: id, desired: Spec::Route { integration }, .. } => {
+        Change::Update { handle: id, desired: Spec::Route { integration, authorizer }, .. } => {
             let target = integration_target(ids, integration)?;
+            let (kind, authorizer) = authorization(ids, authorizer.as_deref())?;
             v2.update_route()
                 .api_id(api())
                 .route_id(id)
                 .target(target)
+                .authorization_type(kind)
+                .set_authorizer_id(authorizer)
                 .send()
                 .await
                 .map_err(|e| classify("UpdateRoute", e))?;
@@ -395,6 +461,22 @@ fn integration_target(
         .ok_or_else(|| ProviderError::Other(format!("integration {integration} has no id")))
 }
 
+/// How a route is authorised: by the JWT authorizer of key `authorizer` (by its id), or not.
+fn authorization(
+    ids: &HashMap<ResourceKey, String>,
+    authorizer: Option<&str>,
+) -> Result<(AuthorizationType, Option<String>), ProviderError> {
+    let Some(key) = authorizer else { return Ok((AuthorizationType::None, None)) };
+    let id = ids
+        .get(&(Kind::Authorizer, key.to_string()))
+        .ok_or_else(|| ProviderError::Other(format!("authorizer {key} has no id")))?;
+    Ok((AuthorizationType::Jwt, Some(id.clone())))
+}
+
+fn jwt_configuration(issuer: &str, audiences: &[String]) -> JwtConfiguration {
+    JwtConfiguration::builder().issuer(issuer).set_audience(Some(audiences.to_vec())).build()
+}
+
 fn route_settings(throttles: &BTreeMap<String, Throttle>) -> HashMap<String, RouteSettings> {
     throttles
         .iter()
@@ -426,6 +508,7 @@ async fn delete(clients: &Clients, key: &ResourceKey, id: &str, api: &str) -> Re
     let operation = match key.0 {
         Kind::Api => "DeleteApi",
         Kind::Integration => "DeleteIntegration",
+        Kind::Authorizer => "DeleteAuthorizer",
         Kind::Route => "DeleteRoute",
         Kind::Stage => "DeleteStage",
         Kind::DomainName => "DeleteDomainName",
@@ -438,6 +521,9 @@ async fn delete(clients: &Clients, key: &ResourceKey, id: &str, api: &str) -> Re
             gone_ok(operation, v2.delete_integration().api_id(api).integration_id(id).send().await)
         }
         Kind::Route => gone_ok(operation, v2.delete_route().api_id(api).route_id(id).send().await),
+        Kind::Authorizer => {
+            gone_ok(operation, v2.delete_authorizer().api_id(api).authorizer_id(id).send().await)
+        }
         Kind::Stage => gone_ok(operation, v2.delete_stage().api_id(api).stage_name(id).send().await),
         Kind::DomainName => gone_ok(operation, v2.delete_domain_name().domain_name(id).send().await),
         _ => gone_ok(operation, v2.delete_api_mapping().domain_name(&key.1).api_mapping_id(id).send().await),

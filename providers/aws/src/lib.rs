@@ -128,6 +128,7 @@ impl AwsProvider {
             let done = match change.key().0 {
                 Kind::Api
                 | Kind::Integration
+                | Kind::Authorizer
                 | Kind::Route
                 | Kind::Stage
                 | Kind::DomainName

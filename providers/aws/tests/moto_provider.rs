@@ -958,3 +958,120 @@ fn kinds_are_ordered_parents_first() {
     );
     assert!(Kind::UsagePlan < Kind::ApiKey && Kind::ApiKey < Kind::UsagePlanKey);
 }
+
+fn jwt_policy(audiences: &[&str]) -> QuotaPolicyIr {
+    QuotaPolicyIr {
+        id: "shop/sso".into(),
+        api_key: None,
+        jwt: Some(JwtIr {
+            issuer: "https://login.shop.example".into(),
+            audiences: audiences.iter().map(|a| a.to_string()).collect(),
+            jwks: JwksIr::OpenIdDiscovery,
+            consumer_claim: "sub".into(),
+            required_claims: Vec::new(),
+            consumer_header: "x-tollbridge-consumer".into(),
+            forward_token: true,
+        }),
+        rate_limit: None,
+        quota: None,
+        keys: Vec::new(),
+    }
+}
+
+#[tokio::test]
+async fn http_api_jwt_authorizer_guards_the_policys_routes_and_goes_with_it() {
+    let _moto = Moto::fresh().await;
+    let settings = settings(Moto::shared().url(), "HTTP");
+    let aws = provider(&settings).await;
+    let inspector = provider(&settings).await;
+    let mut orders = route("orders", PathMatch::Exact("/orders".into()), "https://orders.example.com");
+    orders.policy = Some("shop/sso".into());
+    let open = route("health", PathMatch::Exact("/healthz".into()), "https://status.example.com");
+    let gw = gateway("jwt", &settings, vec![orders.clone(), open.clone()], vec![jwt_policy(&["orders-api"])]);
+
+    let provisioned = aws.apply(&gw).await.expect("apply");
+    assert!(provisioned.unprovisioned.is_empty(), "{:?}", provisioned.unprovisioned);
+    let api_id = provisioned.resource_ids["api"].clone();
+    let (v2, _) = inspector.sdk();
+    let routes = v2.get_routes().api_id(&api_id).send().await.expect("GetRoutes");
+    let route_of = |key: &str| routes.items().iter().find(|r| r.route_key() == Some(key)).cloned().unwrap();
+    let guarded = route_of("ANY /orders");
+    assert_eq!(guarded.authorization_type().map(|t| t.as_str()), Some("JWT"));
+    let authorizer = v2
+        .get_authorizer()
+        .api_id(&api_id)
+        .authorizer_id(guarded.authorizer_id().expect("an authorizer"))
+        .send()
+        .await
+        .expect("GetAuthorizer");
+    let jwt = authorizer.jwt_configuration().expect("a JWT configuration");
+    assert_eq!(jwt.issuer(), Some("https://login.shop.example"));
+    assert_eq!(jwt.audience(), ["orders-api"]);
+    assert_eq!(authorizer.identity_source(), ["$request.header.Authorization"]);
+    assert_ne!(route_of("ANY /healthz").authorization_type().map(|t| t.as_str()), Some("JWT"));
+    let integration = v2
+        .get_integration()
+        .api_id(&api_id)
+        .integration_id(guarded.target().unwrap().trim_start_matches("integrations/"))
+        .send()
+        .await
+        .expect("GetIntegration");
+    assert_eq!(
+        integration.request_parameters().unwrap()["overwrite:header.x-tollbridge-consumer"],
+        "$context.authorizer.claims.sub"
+    );
+
+    // Applied again: nothing to write. A new audience updates the authorizer in place.
+    let writes = aws.calls().writes();
+    aws.apply(&gw).await.expect("re-apply");
+    assert_eq!(aws.calls().writes(), writes, "a no-op apply wrote");
+    let wider = gateway(
+        "jwt",
+        &settings,
+        vec![orders.clone(), open.clone()],
+        vec![jwt_policy(&["web", "orders-api"])],
+    );
+    aws.apply(&wider).await.expect("apply wider");
+    assert_eq!(aws.calls().writes(), writes + 1, "one UpdateAuthorizer");
+    let updated = v2
+        .get_authorizer()
+        .api_id(&api_id)
+        .authorizer_id(guarded.authorizer_id().unwrap())
+        .send()
+        .await
+        .expect("GetAuthorizer");
+    assert_eq!(updated.jwt_configuration().unwrap().audience(), ["orders-api", "web"]);
+
+    // Without an audience the route is left out (never served unchecked), and reported.
+    let unchecked = gateway("jwt", &settings, vec![orders.clone(), open.clone()], vec![jwt_policy(&[])]);
+    let provisioned = aws.apply(&unchecked).await.expect("apply without audience");
+    assert!(
+        provisioned.unprovisioned.iter().any(|u| u.contains("at least one audience")),
+        "{:?}",
+        provisioned.unprovisioned
+    );
+    let keys: Vec<String> = v2
+        .get_routes()
+        .api_id(&api_id)
+        .send()
+        .await
+        .unwrap()
+        .items()
+        .iter()
+        .filter_map(|r| r.route_key().map(str::to_string))
+        .collect();
+    assert_eq!(keys, ["ANY /healthz"]);
+
+    // The policy goes: the route is open again and the authorizer is deleted.
+    let mut plain = orders.clone();
+    plain.policy = None;
+    aws.apply(&gateway("jwt", &settings, vec![plain, open], Vec::new())).await.expect("apply without policy");
+    let routes = v2.get_routes().api_id(&api_id).send().await.unwrap();
+    let orders_now =
+        routes.items().iter().find(|r| r.route_key() == Some("ANY /orders")).expect("route back");
+    assert_ne!(orders_now.authorization_type().map(|t| t.as_str()), Some("JWT"));
+    let gone =
+        v2.get_authorizer().api_id(&api_id).authorizer_id(guarded.authorizer_id().unwrap()).send().await;
+    assert!(gone.is_err(), "the authorizer is left: {gone:?}");
+    aws.delete(&gw.key).await.expect("delete");
+}

@@ -102,6 +102,7 @@ async fn a_changed_throttle_updates_the_default_stage() {
             json!({ "items": [{ "apiId": "api1", "name": "tollbridge-shop-web", "protocolType": "HTTP", "routeSelectionExpression": "$request.method $request.path", "tags": tags }] }),
         ),
         exchange("GET", "/v2/apis/api1/integrations", json!({ "items": [] })),
+        exchange("GET", "/v2/apis/api1/authorizers", json!({ "items": [] })),
         exchange("GET", "/v2/apis/api1/routes", json!({ "items": [] })),
         exchange(
             "GET",
@@ -132,7 +133,7 @@ async fn a_changed_throttle_updates_the_default_stage() {
         })
         .collect();
     assert_eq!(
-        paths[9..],
+        paths[10..],
         [
             "POST /v2/apis/api1/integrations",
             "POST /v2/apis/api1/routes",
@@ -146,7 +147,7 @@ async fn a_changed_throttle_updates_the_default_stage() {
     assert_eq!(body["routeSettings"]["ANY /a"]["throttlingRateLimit"], 50.0);
     assert_eq!(body["routeSettings"]["ANY /a"]["throttlingBurstLimit"], 100);
     let route: Value =
-        serde_json::from_slice(replay.actual_requests().nth(10).unwrap().body().bytes().unwrap()).unwrap();
+        serde_json::from_slice(replay.actual_requests().nth(11).unwrap().body().bytes().unwrap()).unwrap();
     assert_eq!(route["target"], "integrations/int1");
     assert_eq!(aws.calls().writes(), 3);
 }
