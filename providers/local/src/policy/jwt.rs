@@ -8,19 +8,25 @@
 //!
 //! Symmetric algorithms (HS*) and `none` are never accepted: the keys are public, so a token
 //! "signed" with them as an HMAC secret would be forged by anyone.
+//!
+//! A signature check costs tens to hundreds of microseconds (ES256 the most), and clients send
+//! one token many times: accepted tokens are remembered by their SHA-256 until they expire or the
+//! key set changes, at most [`MAX_REMEMBERED`] per policy (then forgotten all at once).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use http::header::{HeaderName, HeaderValue, AUTHORIZATION, WWW_AUTHENTICATE};
 use http::{HeaderMap, StatusCode};
 use jsonwebtoken::{DecodingKey, Validation};
 use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
 use tollbridge_provider::jwks::{self, Algorithm, PublicKey};
 use tollbridge_provider::{JwksIr, JwtIr, RequiredClaimIr};
 
 use super::headers;
 use super::key_sets::{self, KeySource, RemoteKeys};
 use super::Decision;
+use crate::fast_hash::FastMap;
 
 /// Seconds of clock skew allowed on `exp` and `nbf`.
 const LEEWAY_SECONDS: u64 = 60;
@@ -28,6 +34,8 @@ const LEEWAY_SECONDS: u64 = 60;
 const MAX_KEYS_TRIED: usize = 4;
 /// Longest consumer name taken from a token.
 const MAX_CONSUMER_LEN: usize = 256;
+/// Accepted tokens remembered per policy.
+const MAX_REMEMBERED: usize = 4096;
 
 /// The verifying keys of one key set.
 pub(crate) struct KeySet {
@@ -82,6 +90,15 @@ pub(crate) struct TokenCheck {
     /// `None` when the configured name is not a valid header name.
     pub(crate) consumer_header: Option<HeaderName>,
     pub(crate) forward_token: bool,
+    /// Accepted tokens by SHA-256.
+    remembered: Mutex<FastMap<[u8; 32], Remembered>>,
+}
+
+/// An accepted token: its consumer, until when, and under which key set.
+struct Remembered {
+    consumer: TokenConsumer,
+    expires_at: i64,
+    keys: Arc<KeySet>,
 }
 
 impl std::fmt::Debug for TokenCheck {
@@ -185,26 +202,51 @@ impl TokenCheck {
             required_claims: ir.required_claims.clone(),
             consumer_header,
             forward_token: ir.forward_token,
+            remembered: Mutex::default(),
         }
     }
 
     /// The consumer named by the request's bearer token, or why it is refused.
     pub(crate) fn check(&self, req: &http::request::Parts) -> Result<TokenConsumer, Refusal> {
         let token = bearer_token(req)?;
-        let claims = self.verify(token)?;
+        let Some(keys) = self.keys.current() else {
+            return Err(Refusal::invalid("the issuer's signing keys are not available yet"));
+        };
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let now = jiff::Timestamp::now().as_second();
+        if let Some(consumer) = self.recall(&digest, &keys, now) {
+            return Ok(consumer);
+        }
+        let claims = self.verify(token, &keys)?;
         self.require_claims(&claims)?;
-        self.consumer(&claims)
+        let consumer = self.consumer(&claims)?;
+        if let Some(expires_at) = claims.get("exp").and_then(Value::as_i64) {
+            self.remember(digest, &consumer, expires_at, keys);
+        }
+        Ok(consumer)
+    }
+
+    /// The consumer of a token accepted before, while it is unexpired under the same keys.
+    fn recall(&self, digest: &[u8; 32], keys: &Arc<KeySet>, now: i64) -> Option<TokenConsumer> {
+        let remembered = self.remembered.lock().unwrap_or_else(|e| e.into_inner());
+        let hit = remembered.get(digest)?;
+        (now < hit.expires_at && Arc::ptr_eq(&hit.keys, keys)).then(|| hit.consumer.clone())
+    }
+
+    fn remember(&self, digest: [u8; 32], consumer: &TokenConsumer, expires_at: i64, keys: Arc<KeySet>) {
+        let mut remembered = self.remembered.lock().unwrap_or_else(|e| e.into_inner());
+        if remembered.len() >= MAX_REMEMBERED {
+            remembered.clear();
+        }
+        remembered.insert(digest, Remembered { consumer: consumer.clone(), expires_at, keys });
     }
 
     /// The token's claims, once its signature, issuer, audience and times are good.
-    fn verify(&self, token: &str) -> Result<Map<String, Value>, Refusal> {
+    fn verify(&self, token: &str, keys: &KeySet) -> Result<Map<String, Value>, Refusal> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| Refusal::invalid("the token is not a signed JWT"))?;
         let Some(alg) = algorithm(header.alg) else {
             return Err(Refusal::invalid("the token's algorithm is not accepted"));
-        };
-        let Some(keys) = self.keys.current() else {
-            return Err(Refusal::invalid("the issuer's signing keys are not available yet"));
         };
         let mut named = false;
         let mut tried = 0;
@@ -549,6 +591,28 @@ mod tests {
             outcome(&check, &crossed),
             invalid("the token's algorithm does not match the issuer's keys")
         );
+    }
+
+    #[test]
+    fn accepted_tokens_are_remembered_until_they_expire_and_refused_ones_never() {
+        let ec = SigningKey::ec("e1");
+        let check = check(&[&ec], Vec::new());
+        let token = ec.sign(&claims("acme"));
+        assert_eq!(outcome(&check, &token), Ok("acme".into()));
+        assert_eq!(outcome(&check, &token), Ok("acme".into()));
+        let remembered = |check: &TokenCheck| check.remembered.lock().unwrap().len();
+        assert_eq!(remembered(&check), 1);
+        let mut old = claims("acme");
+        old["exp"] = json!(now() - 3600);
+        assert!(outcome(&check, &ec.sign(&old)).is_err());
+        assert_eq!(remembered(&check), 1, "a refused token was remembered");
+        // Within the leeway a token is accepted but not remembered past its expiry.
+        let mut ending = claims("acme");
+        ending["exp"] = json!(now() - 1);
+        let ending = ec.sign(&ending);
+        assert_eq!(outcome(&check, &ending), Ok("acme".into()));
+        let digest: [u8; 32] = Sha256::digest(ending.as_bytes()).into();
+        assert!(check.recall(&digest, &check.keys.current().unwrap(), now()).is_none());
     }
 
     #[test]
