@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
-use tollbridge_provider::{BackendTlsIr, SubjectAltNameIr};
+use tollbridge_provider::{BackendTlsIr, Capabilities, Feature, SubjectAltNameIr};
 
 use super::conditions::{reason, Stamp, ACCEPTED, RESOLVED_REFS};
 use super::CONTROLLER_NAME;
@@ -47,6 +47,8 @@ pub struct BackendTlsTable {
 struct Verdict {
     id: String,
     generation: Option<i64>,
+    /// The settings, when the policy has usable ones.
+    tls: Option<BackendTlsIr>,
     /// Accepted: `Ok(note)`, or the reason and message it is not.
     accepted: Result<Option<String>, (&'static str, String)>,
     resolved: Result<(), (&'static str, String)>,
@@ -136,7 +138,8 @@ impl BackendTlsTable {
                 Ok((!notes.is_empty()).then(|| notes.join("; ")))
             }
         };
-        self.verdicts.push(Verdict { id, generation: policy.metadata.generation, accepted, resolved });
+        let tls = tls.ok();
+        self.verdicts.push(Verdict { id, generation: policy.metadata.generation, tls, accepted, resolved });
     }
 
     /// The policy that applies to port `port_name` of Service `namespace/service`, if any.
@@ -152,12 +155,15 @@ impl BackendTlsTable {
     }
 
     /// Each policy's status: one ancestor per Gateway (`namespace/name`) whose routes send to
-    /// a Service it targets (`naming`: the policies seen at each Gateway). `unsupported`: the
-    /// Gateways whose provider cannot speak TLS as a policy asks, with why.
+    /// a Service it targets (`naming`: the policies seen at each Gateway), Invalid where a
+    /// backend it applies to could not be reached as it asks (`problems`, per Gateway and
+    /// policy) or the Gateway's provider (`capabilities`, absent: unresolved) cannot speak TLS
+    /// as it asks.
     pub fn statuses(
         &self,
         naming: &BTreeMap<String, BTreeSet<String>>,
-        unsupported: &BTreeMap<String, String>,
+        problems: &BTreeMap<String, BTreeMap<String, String>>,
+        capabilities: &BTreeMap<String, Capabilities>,
         now: jiff::Timestamp,
     ) -> BTreeMap<String, PolicyStatus> {
         let mut out = BTreeMap::new();
@@ -168,9 +174,14 @@ impl BackendTlsTable {
             let ancestors = gateways
                 .map(|gateway| {
                     let (namespace, name) = gateway.split_once('/').unwrap_or(("default", gateway));
-                    let accepted = match (&verdict.accepted, unsupported.get(gateway)) {
+                    let problem = problems.get(gateway).and_then(|p| p.get(&verdict.id)).cloned();
+                    let unsupported = problem.or_else(|| {
+                        let caps = capabilities.get(gateway)?;
+                        unsupported_by(verdict.tls.as_ref()?, &verdict.id, caps)
+                    });
+                    let accepted = match (&verdict.accepted, unsupported) {
                         (Err((why, message)), _) => stamp.no(ACCEPTED, why, message.clone()),
-                        (Ok(_), Some(why)) => stamp.no(ACCEPTED, reason::INVALID, why.clone()),
+                        (Ok(_), Some(why)) => stamp.no(ACCEPTED, reason::INVALID, why),
                         (Ok(note), None) => {
                             let message = note.as_deref().map_or("Policy is accepted".to_string(), |n| {
                                 format!("Policy is accepted; {n}")
@@ -202,6 +213,28 @@ impl BackendTlsTable {
         }
         out
     }
+}
+
+/// Why a provider with `caps` cannot speak TLS as `policy` asks (`tls`), if it cannot. A cloud
+/// without the whole of BackendTLSPolicy may still check backends against the well-known CAs
+/// and the host it connects to.
+pub fn unsupported_by(tls: &BackendTlsIr, policy: &str, caps: &Capabilities) -> Option<String> {
+    let provider = &caps.provider;
+    let sans = !tls.subject_alt_names.is_empty();
+    if caps.supports(Feature::BackendTLSPolicy) {
+        return (sans && !caps.supports(Feature::BackendTLSPolicySANValidation))
+            .then(|| format!("BackendTLSPolicy {policy}: subjectAltNames are not supported by {provider}"));
+    }
+    if !caps.supports(Feature::BackendTlsWellKnownCas) {
+        return Some(format!("BackendTLSPolicy {policy} is not supported by {provider}"));
+    }
+    if !tls.ca_certificates_pem.is_empty() {
+        return Some(format!(
+            "BackendTLSPolicy {policy}: CA certificates from ConfigMaps are not supported by {provider}, which \
+             checks backends against the well-known CAs (wellKnownCACertificates: System)"
+        ));
+    }
+    sans.then(|| format!("BackendTLSPolicy {policy}: subjectAltNames are not supported by {provider}"))
 }
 
 type Problem = (&'static str, String);

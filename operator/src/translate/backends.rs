@@ -7,7 +7,7 @@ use tollbridge_provider::{
     BackendIr, BackendProtocol, BackendTarget, BackendTlsIr, Capabilities, Endpoint, Feature, HeaderModifier,
 };
 
-use super::backend_tls::Applied;
+use super::backend_tls::{unsupported_by, Applied};
 use super::conditions::reason;
 use super::index::{Index, RefEnd};
 use crate::api::gateway::{BackendObjectReference, GROUP as GATEWAY_GROUP};
@@ -55,25 +55,18 @@ pub fn resolve(
     }
     // TLS the provider cannot speak as asked, or asked of a cleartext protocol: never plaintext.
     let tls = tls.map(|applied| {
+        let policy = &applied.policy;
         let unusable = match &applied.tls {
-            Err(why) => Some(format!("BackendTLSPolicy {}: {why}", applied.policy)),
-            Ok(_) if !caps.supports(Feature::BackendTLSPolicy) => {
-                Some(format!("BackendTLSPolicy {} is not supported by {}", applied.policy, caps.provider))
+            Err(why) => Some(format!("BackendTLSPolicy {policy}: {why}")),
+            Ok(_) if protocol == BackendProtocol::H2c => {
+                Some(format!("BackendTLSPolicy {policy} asks for TLS to a cleartext HTTP/2 (h2c) port"))
             }
-            Ok(tls)
-                if !tls.subject_alt_names.is_empty()
-                    && !caps.supports(Feature::BackendTLSPolicySANValidation) =>
-            {
-                Some(format!(
-                    "BackendTLSPolicy {}: subjectAltNames are not supported by {}",
-                    applied.policy, caps.provider
-                ))
-            }
-            Ok(_) if protocol == BackendProtocol::H2c => Some(format!(
-                "BackendTLSPolicy {} asks for TLS to a cleartext HTTP/2 (h2c) port",
-                applied.policy
-            )),
-            Ok(_) => None,
+            Ok(tls) => unsupported_by(tls, policy, caps).or_else(|| {
+                // A cloud checks the host it connects to: the URL must be that host, in https.
+                (!caps.supports(Feature::BackendTLSPolicy))
+                    .then(|| to_checked_url(&mut target, tls, policy, &caps.provider))
+                    .flatten()
+            }),
         };
         if let Some(reason) = unusable {
             if !matches!(target, BackendTarget::Invalid { .. }) {
@@ -97,6 +90,29 @@ pub fn resolve(
         response_headers: HeaderModifier::default(),
     };
     (ir, problem)
+}
+
+/// For a cloud checking backends against the well-known CAs and the host it connects to: the
+/// URL target made `https://`, or why the policy's hostname cannot be checked there.
+fn to_checked_url(
+    target: &mut BackendTarget,
+    tls: &BackendTlsIr,
+    policy: &str,
+    provider: &str,
+) -> Option<String> {
+    let BackendTarget::Url { url } = target else { return None };
+    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"))?;
+    let host = rest.split(['/', '?']).next().unwrap_or(rest);
+    let host = host.rsplit_once(':').filter(|(_, port)| port.parse::<u16>().is_ok()).map_or(host, |(h, _)| h);
+    if !host.eq_ignore_ascii_case(&tls.hostname) {
+        return Some(format!(
+            "BackendTLSPolicy {policy}: hostname {} is not the backend's host {host}; {provider} checks the \
+             certificate against the host it connects to",
+            tls.hostname
+        ));
+    }
+    *url = format!("https://{rest}");
+    None
 }
 
 fn target(

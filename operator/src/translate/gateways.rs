@@ -1,6 +1,6 @@
 //! Per-Gateway state collected during translation, and its final status and IR.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use jiff::Timestamp;
@@ -34,6 +34,8 @@ pub struct GatewayState<'a> {
     pub routes_seen: BTreeSet<String>,
     /// `namespace/name` of every BackendTLSPolicy applied to a backend of an attached route.
     pub backend_tls_policies: BTreeSet<String>,
+    /// Per BackendTLSPolicy, why a backend it applies to could not be reached as it asks.
+    pub backend_tls_problems: BTreeMap<String, String>,
     pub policies: Vec<QuotaPolicyIr>,
 }
 
@@ -95,6 +97,7 @@ impl<'a> GatewayState<'a> {
             entries: Vec::new(),
             routes_seen: BTreeSet::new(),
             backend_tls_policies: BTreeSet::new(),
+            backend_tls_problems: BTreeMap::new(),
             policies: Vec::new(),
         };
         match resolved {

@@ -20,7 +20,7 @@ mod rules;
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use tollbridge_provider::{Capabilities, Feature, GatewayIr, ProviderSettings};
+use tollbridge_provider::{Capabilities, GatewayIr, ProviderSettings};
 
 pub use backends::BACKEND_URL_ANNOTATION;
 pub use gatewayclass::settings_from_spec;
@@ -146,17 +146,16 @@ fn translate_with(
 
     // BackendTLSPolicies report to the Gateways whose routes send to a Service they name.
     let mut used = BTreeMap::new();
-    let mut unsupported = BTreeMap::new();
+    let mut capabilities = BTreeMap::new();
+    let mut problems = BTreeMap::new();
     for gateway in &gateways {
         used.insert(gateway.id.clone(), gateway.backend_tls_policies.clone());
-        if let Some(caps) = gateway.capabilities.as_ref().filter(|c| !c.supports(Feature::BackendTLSPolicy)) {
-            unsupported.insert(
-                gateway.id.clone(),
-                format!("BackendTLSPolicy is not supported by {}", caps.provider),
-            );
+        problems.insert(gateway.id.clone(), gateway.backend_tls_problems.clone());
+        if let Some(caps) = &gateway.capabilities {
+            capabilities.insert(gateway.id.clone(), caps.clone());
         }
     }
-    statuses.backendtlspolicies = index.backend_tls.statuses(&used, &unsupported, snapshot.now);
+    statuses.backendtlspolicies = index.backend_tls.statuses(&used, &problems, &capabilities, snapshot.now);
 
     let mut irs = Vec::new();
     for gateway in gateways {

@@ -186,6 +186,9 @@ fn attach_one(
     let seen_before = !gateway.routes_seen.insert(route_id.clone());
     for rule in outcome.rules {
         gateway.backend_tls_policies.extend(rule.backend_tls_policies);
+        for (policy, problem) in rule.backend_tls_problems {
+            gateway.backend_tls_problems.entry(policy).or_insert(problem);
+        }
         for mut entry in rule.entries {
             let existing =
                 if seen_before { gateway.entries.iter_mut().find(|(_, e)| e.id == entry.id) } else { None };

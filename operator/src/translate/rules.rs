@@ -24,6 +24,9 @@ pub struct RuleOutcome {
     /// `namespace/name` of the BackendTLSPolicies naming the Services of its backends and
     /// mirrors (applied, conflicted or unusable: each reports to the Gateways the rule is on).
     pub backend_tls_policies: Vec<String>,
+    /// (policy, why) for each backend a BackendTLSPolicy applies to that cannot be reached as
+    /// it asks (the backend answers 500).
+    pub backend_tls_problems: Vec<(String, String)>,
 }
 
 /// All rules of a route for one provider, plus the first unresolved reference.
@@ -86,6 +89,7 @@ pub fn translate(source: RouteSource<'_>, index: &Index<'_>, caps: &Capabilities
                 invalid: source.invalid.iter().filter(|(r, _)| *r == i).map(|(_, why)| why.clone()).collect(),
                 ref_problem: None,
                 backend_tls_policies: Vec::new(),
+                backend_tls_problems: Vec::new(),
             };
             let entries = ctx.entries(rule);
             if ref_problem.is_none() {
@@ -93,10 +97,12 @@ pub fn translate(source: RouteSource<'_>, index: &Index<'_>, caps: &Capabilities
             }
             let dropped = ctx.verdict(rule);
             let backend_tls_policies = std::mem::take(&mut ctx.backend_tls_policies);
+            let backend_tls_problems = std::mem::take(&mut ctx.backend_tls_problems);
             RuleOutcome {
                 entries: if dropped.is_some() { Vec::new() } else { entries },
                 dropped,
                 backend_tls_policies,
+                backend_tls_problems,
             }
         })
         .collect();
@@ -115,6 +121,7 @@ struct RuleContext<'a, 'i> {
     invalid: Vec<String>,
     ref_problem: Option<RefProblem>,
     backend_tls_policies: Vec<String>,
+    backend_tls_problems: Vec<(String, String)>,
 }
 
 impl RuleContext<'_, '_> {
@@ -133,9 +140,21 @@ impl RuleContext<'_, '_> {
                 }
             }
         }
-        if self.kind != RouteKind::GRPCRoute || matches!(backend.target, BackendTarget::Invalid { .. }) {
-            return;
+        if self.kind == RouteKind::GRPCRoute && !matches!(backend.target, BackendTarget::Invalid { .. }) {
+            Self::speak_grpc(backend);
         }
+        // Why the policy could not be followed to this backend goes on the policy's status.
+        if let (Some(tls), BackendTarget::Invalid { reason }) = (&backend.tls, &backend.target) {
+            let problem = (tls.policy.clone(), reason.clone());
+            if reason.starts_with("BackendTLSPolicy ") && !self.backend_tls_problems.contains(&problem) {
+                self.backend_tls_problems.push(problem);
+            }
+        }
+    }
+
+    /// A GRPCRoute's backend: spoken to in h2c (gRPC needs HTTP/2), never in plaintext where
+    /// TLS was asked for.
+    fn speak_grpc(backend: &mut BackendIr) {
         backend.protocol = BackendProtocol::H2c;
         let unusable = match (&backend.tls, &backend.target) {
             (Some(tls), _) => Some(format!(

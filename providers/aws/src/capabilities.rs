@@ -16,6 +16,7 @@ const BASE: &[Feature] = &[
     Feature::HTTPRoutePathRewrite,
     Feature::HTTPRouteRequestTimeout,
     Feature::HTTPRouteBackendTimeout,
+    Feature::BackendTlsWellKnownCas,
 ];
 
 /// HTTP APIs (API Gateway v2): route throttling, JWT authorizers (keys found through the

@@ -186,7 +186,13 @@ pub fn map(gateway: &GatewayIr, settings: &AzureSettings, cluster_id: &str, now:
             .insert((Kind::OperationPolicy, format!("{op_path}/policies/policy")), policy_body(&policy));
     }
     for (url, id) in &backends {
-        let body = json!({ "properties": { "url": url, "protocol": "http", "description": format!("tollbridge {owner}") } });
+        let mut body = json!({ "properties": { "url": url, "protocol": "http", "description": format!("tollbridge {owner}") } });
+        if url.starts_with("https://") {
+            // The chain against the well-known CAs, and the URL's host as the name (what a
+            // BackendTLSPolicy carried to API Management asks), said rather than defaulted.
+            body["properties"]["tls"] =
+                json!({ "validateCertificateChain": true, "validateCertificateName": true });
+        }
         m.entities.insert((Kind::Backend, format!("backends/{id}")), Desired { body });
     }
     for route in &gateway.routes {

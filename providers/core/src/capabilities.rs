@@ -75,6 +75,9 @@ features! {
     BackendTLSPolicy = "BackendTLSPolicy", upstream = true;
     /// BackendTLSPolicy `subjectAltNames` (hostnames and URIs) checked instead of the hostname.
     BackendTLSPolicySANValidation = "BackendTLSPolicySANValidation", upstream = true;
+    /// BackendTLSPolicy as a cloud carries it: the well-known CAs (`wellKnownCACertificates:
+    /// System`) and the backend URL's own host as the name checked.
+    BackendTlsWellKnownCas = "tollbridge.dev/BackendTLSWellKnownCAs", upstream = false;
     /// GRPCRoute: gRPC services and methods routed to backends spoken to in HTTP/2.
     GRPCRoute = "GRPCRoute", upstream = true;
     /// GRPCRoute rules with a `name`.
