@@ -1830,65 +1830,27 @@ fn websocket_accept(key: &str) -> String {
 }
 
 async fn websocket_backend() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<String>) {
-    use tokio::io::AsyncReadExt;
+    websocket_backend_with(None).await
+}
+
+/// [`websocket_backend`] behind TLS with `acceptor`'s certificate, when given.
+async fn websocket_backend_with(
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+) -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<String>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind websocket backend");
     let addr = listener.local_addr().expect("websocket backend address");
     let (heads, received) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
         loop {
-            let Ok((mut stream, _)) = listener.accept().await else { continue };
+            let Ok((stream, _)) = listener.accept().await else { continue };
             let heads = heads.clone();
+            let acceptor = acceptor.clone();
             tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") {
-                    if stream.read(&mut byte).await.unwrap_or(0) == 0 {
-                        return;
-                    }
-                    head.push(byte[0]);
-                }
-                let raw = String::from_utf8_lossy(&head).into_owned();
-                // The key as sent (base64: its case matters).
-                let key = raw.split("\r\n").find_map(|line| {
-                    let (name, value) = line.split_once(':')?;
-                    name.trim().eq_ignore_ascii_case("sec-websocket-key").then(|| value.trim().to_string())
-                });
-                let head = raw.to_lowercase();
-                let _ = heads.send(head.clone());
-                if !head.contains("\r\nupgrade: websocket\r\n") {
-                    let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nok\n").await;
-                    return;
-                }
-                let accept = if head.starts_with("get /liar ") {
-                    "bm90IHRoZSBhbnN3ZXI=".to_string()
-                } else {
-                    websocket_accept(key.as_deref().unwrap_or_default())
-                };
-                let switch = format!(
-                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-                     Sec-WebSocket-Accept: {accept}\r\n\r\n"
-                );
-                if stream.write_all(switch.as_bytes()).await.is_err() {
-                    return;
-                }
-                if head.starts_with("get /flood ") {
-                    let piece = vec![b'x'; 64 * 1024];
-                    for _ in 0..16 * 1024 {
-                        if stream.write_all(&piece).await.is_err() {
-                            break;
-                        }
-                    }
-                    let _ = heads.send("flood ended".to_string());
-                    return;
-                }
-                let mut piece = [0u8; 1024];
-                loop {
-                    match stream.read(&mut piece).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => {
-                            if stream.write_all(&piece[..n].to_ascii_uppercase()).await.is_err() {
-                                return;
-                            }
+                match acceptor {
+                    None => serve_websocket(stream, heads).await,
+                    Some(acceptor) => {
+                        if let Ok(tls) = acceptor.accept(stream).await {
+                            serve_websocket(tls, heads).await;
                         }
                     }
                 }
@@ -1896,6 +1858,68 @@ async fn websocket_backend() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceive
         }
     });
     (addr, received)
+}
+
+/// One connection of the WebSocket test backend: the handshake (a wrong accept for `/liar`),
+/// then every piece read is sent back upper-cased (`/flood` sends 1 GiB instead).
+async fn serve_websocket<S>(mut stream: S, heads: tokio::sync::mpsc::UnboundedSender<String>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if stream.read(&mut byte).await.unwrap_or(0) == 0 {
+            return;
+        }
+        head.push(byte[0]);
+    }
+    let raw = String::from_utf8_lossy(&head).into_owned();
+    // The key as sent (base64: its case matters).
+    let key = raw.split("\r\n").find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.trim().eq_ignore_ascii_case("sec-websocket-key").then(|| value.trim().to_string())
+    });
+    let head = raw.to_lowercase();
+    let _ = heads.send(head.clone());
+    if !head.contains("\r\nupgrade: websocket\r\n") {
+        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nok\n").await;
+        return;
+    }
+    let accept = if head.starts_with("get /liar ") {
+        "bm90IHRoZSBhbnN3ZXI=".to_string()
+    } else {
+        websocket_accept(key.as_deref().unwrap_or_default())
+    };
+    let switch = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Accept: {accept}\r\n\r\n"
+    );
+    if stream.write_all(switch.as_bytes()).await.is_err() {
+        return;
+    }
+    if head.starts_with("get /flood ") {
+        let piece = vec![b'x'; 64 * 1024];
+        for _ in 0..16 * 1024 {
+            if stream.write_all(&piece).await.is_err() {
+                break;
+            }
+        }
+        let _ = heads.send("flood ended".to_string());
+        return;
+    }
+    let mut piece = [0u8; 1024];
+    loop {
+        match stream.read(&mut piece).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if stream.write_all(&piece[..n].to_ascii_uppercase()).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
 }
 
 /// Sends `request` on a new connection to `port` and reads the answer's head.
@@ -2233,9 +2257,10 @@ async fn websockets_over_http2_are_tunnelled_to_an_http11_backend() {
 
 /// An HTTPS backend for `name` (its certificate self-signed, so it is its own CA): answers every
 /// request with the TLS server name it was asked for and the path.
-async fn tls_backend(name: &str) -> (SocketAddr, TestCert) {
+/// A TLS acceptor with a certificate of its own CA, for `name` and the URI
+/// `spiffe://shop/<name>`.
+fn tls_acceptor(name: &str) -> (tokio_rustls::TlsAcceptor, TestCert) {
     use rustls::pki_types::pem::PemObject as _;
-    // Its own CA, for `name` and the URI `spiffe://shop/<name>`.
     let mut params = rcgen::CertificateParams::new(vec![name.to_string()]).expect("certificate params");
     let uri = rcgen::string::Ia5String::try_from(format!("spiffe://shop/{name}")).expect("URI");
     params.subject_alt_names.push(rcgen::SanType::URI(uri));
@@ -2257,6 +2282,11 @@ async fn tls_backend(name: &str) -> (SocketAddr, TestCert) {
             .with_single_cert(chain, key)
             .expect("server config");
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    (acceptor, cert)
+}
+
+async fn tls_backend(name: &str) -> (SocketAddr, TestCert) {
+    let (acceptor, cert) = tls_acceptor(name);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind TLS backend");
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -2388,4 +2418,59 @@ async fn backends_a_backend_tls_policy_targets_are_spoken_to_in_checked_tls() {
     let accepted = &status["backendtlspolicies"]["default/orders"]["ancestors"][0]["conditions"][0];
     assert_eq!(accepted["status"], "True", "{status}");
     assert!(tollbridge.is_running(), "tollbridge exited; log:\n{}", tollbridge.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wss_backends_get_websockets_in_the_tls_their_policy_asks_for() {
+    use tokio::io::AsyncReadExt;
+    let port = free_port();
+    let (acceptor, cert) = tls_acceptor("chat.internal");
+    let (backend, mut heads) = websocket_backend_with(Some(acceptor)).await;
+    let dir = ConfigDir::new();
+    dir.write("gateway.yaml", &yaml::simple_gateway(port));
+    let wss = |name: &str| {
+        let service = yaml::service(name)
+            .replace("    port: 80\n", "    port: 80\n    appProtocol: kubernetes.io/wss\n");
+        docs(&[service, yaml::endpoint_slice(name, backend)])
+    };
+    let indent = |pem: &str| pem.lines().map(|l| format!("    {l}\n")).collect::<String>();
+    dir.write(
+        "backends.yaml",
+        &docs(&[
+            wss("chat"),
+            wss("unchecked"),
+            format!(
+                "apiVersion: gateway.networking.k8s.io/v1\nkind: BackendTLSPolicy\nmetadata: {{name: chat}}\nspec:\n  \
+                 targetRefs: [{{group: \"\", kind: Service, name: chat}}]\n  validation:\n    \
+                 caCertificateRefs: [{{group: \"\", kind: ConfigMap, name: chat-ca}}]\n    hostname: chat.internal\n"
+            ),
+            format!(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: chat-ca}}\ndata:\n  ca.crt: |\n{}",
+                indent(&cert.cert_pem)
+            ),
+        ]),
+    );
+    dir.write(
+        "routes.yaml",
+        &docs(&[
+            yaml::route("chat", None, &[], &yaml::prefix_rule("/chat", "chat")),
+            yaml::route("unchecked", None, &[], &yaml::prefix_rule("/unchecked", "unchecked")),
+        ]),
+    );
+    let _tollbridge = Tollbridge::start(&dir, &[]).await;
+
+    // Through the proxy in HTTP/1.1, to the backend in TLS checked against the policy's CA.
+    let (mut stream, head) = send_head(port, WEBSOCKET_REQUEST).await;
+    assert!(head.starts_with("http/1.1 101 "), "{head}");
+    let asked = heads.recv().await.expect("the backend read the request over TLS");
+    assert!(asked.starts_with("get /chat "), "{asked}");
+    stream.write_all(b"over tls").await.unwrap();
+    let mut answer = [0u8; 8];
+    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut answer)).await.unwrap().unwrap();
+    assert_eq!(&answer, b"OVER TLS");
+
+    // A wss port without a policy is never spoken to in plaintext: 500.
+    let unchecked = WEBSOCKET_REQUEST.replace("GET /chat ", "GET /unchecked ");
+    let (_, head) = send_head(port, &unchecked).await;
+    assert!(head.starts_with("http/1.1 500 "), "{head}");
 }

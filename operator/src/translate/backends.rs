@@ -167,6 +167,18 @@ fn target(
         })?;
     let port_name = service_port.and_then(|p| p.name.as_deref());
     let tls = index.backend_tls.lookup(namespace, &backend.name, port_name).cloned();
+    // WebSocket over TLS: the TLS is a BackendTLSPolicy's (which CAs, which name), as for any
+    // backend; without one nothing says how to check the backend.
+    let wss = service_port.and_then(|p| p.app_protocol.as_deref()) == Some("kubernetes.io/wss");
+    if wss && tls.is_none() {
+        return Err(RefProblem {
+            reason: reason::UNSUPPORTED_PROTOCOL,
+            message: format!(
+                "Service {id} port {port}: appProtocol kubernetes.io/wss needs a BackendTLSPolicy for the port \
+                 (the CAs and hostname to check)"
+            ),
+        });
+    }
     if let Some(url) = annotation_url(service) {
         return Ok((BackendTarget::Url { url }, protocol, tls));
     }
@@ -202,6 +214,11 @@ fn backend_protocol(app_protocol: Option<&str>, caps: &Capabilities) -> Result<B
             Feature::HTTPRouteBackendProtocolH2C,
             BackendProtocol::H2c,
             "kubernetes.io/h2c (HTTP/2 without TLS)",
+        ),
+        Some("kubernetes.io/wss") if caps.supports(Feature::BackendTLSPolicy) => needs(
+            Feature::HTTPRouteBackendProtocolWebSocket,
+            BackendProtocol::Http1,
+            "kubernetes.io/wss (WebSocket over TLS)",
         ),
         Some("kubernetes.io/wss") => {
             Err(format!("appProtocol kubernetes.io/wss is not supported by {}", caps.provider))

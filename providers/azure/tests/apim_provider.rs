@@ -215,7 +215,10 @@ async fn lifecycle_and_every_mapping_row() {
         pool["pool"]["services"].as_array().unwrap().iter().map(|s| s["weight"].as_u64().unwrap()).collect();
     assert_eq!(weights, [90, 10]);
     let orders = backends.iter().find(|b| b["url"] == "https://orders.example.com").expect("orders backend");
-    assert_eq!(orders["tls"], serde_json::json!({"validateCertificateChain": true, "validateCertificateName": true}));
+    assert_eq!(
+        orders["tls"],
+        serde_json::json!({"validateCertificateChain": true, "validateCertificateName": true})
+    );
 
     // Product, its API, its policy, the subscription with the Secret's key.
     let products = apim.paths(Kind::Product);
