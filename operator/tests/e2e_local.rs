@@ -2439,11 +2439,10 @@ async fn wss_backends_get_websockets_in_the_tls_their_policy_asks_for() {
         &docs(&[
             wss("chat"),
             wss("unchecked"),
-            format!(
-                "apiVersion: gateway.networking.k8s.io/v1\nkind: BackendTLSPolicy\nmetadata: {{name: chat}}\nspec:\n  \
-                 targetRefs: [{{group: \"\", kind: Service, name: chat}}]\n  validation:\n    \
-                 caCertificateRefs: [{{group: \"\", kind: ConfigMap, name: chat-ca}}]\n    hostname: chat.internal\n"
-            ),
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: BackendTLSPolicy\nmetadata: {name: chat}\nspec:\n  \
+             targetRefs: [{group: \"\", kind: Service, name: chat}]\n  validation:\n    \
+             caCertificateRefs: [{group: \"\", kind: ConfigMap, name: chat-ca}]\n    hostname: chat.internal\n"
+                .to_string(),
             format!(
                 "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: chat-ca}}\ndata:\n  ca.crt: |\n{}",
                 indent(&cert.cert_pem)
