@@ -12,7 +12,7 @@ use serde_json::json;
 
 use support::client::{Client, Resp};
 use support::eventually;
-use support::jwt::{key_set, now, Issuer, SigningKey};
+use support::jwt::{key_set, now, served_key_set, Issuer, SigningKey};
 use support::process::{free_port, ConfigDir, Tollbridge};
 use support::yaml::{self, docs};
 
@@ -126,7 +126,7 @@ async fn tokens_are_checked_against_discovered_keys_that_rotate_and_survive_an_o
     // Rotation: the issuer now signs with k2 only. A token naming k2 makes the proxy fetch the
     // set again (no restart); k1 is gone from it, so its tokens stop working.
     let served = issuer.key_sets_served();
-    issuer.serve(Some(key_set(&[&second])));
+    issuer.serve(Some(served_key_set(&[&second])));
     let mut initech = issuer.claims("orders", "initech");
     initech["scope"] = json!("orders.read");
     let rotated = bearer(second.sign(&initech));

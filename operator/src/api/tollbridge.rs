@@ -455,7 +455,7 @@ pub struct JwtSettings {
     /// The claim naming the consumer, counted by the rate limit and quota and forwarded upstream
     /// (default `sub`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 256))]
+    #[schemars(length(min = 1, max = 256), regex(pattern = r"^[A-Za-z0-9_.:/-]+$"))]
     pub consumer_claim: Option<String>,
     /// Claims a token must carry, each with one of the listed values.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -499,7 +499,7 @@ pub struct JwksSource {
 #[serde(rename_all = "camelCase")]
 pub struct RequiredClaim {
     /// Name of the claim, e.g. `scope` or `tenant`.
-    #[schemars(length(min = 1, max = 256))]
+    #[schemars(length(min = 1, max = 256), regex(pattern = r"^[A-Za-z0-9_.:/-]+$"))]
     pub name: String,
     /// The accepted values.
     #[schemars(length(min = 1, max = 16), inner(length(min = 1, max = 1024)))]

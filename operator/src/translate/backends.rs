@@ -101,7 +101,11 @@ fn to_checked_url(
     provider: &str,
 ) -> Option<String> {
     let BackendTarget::Url { url } = target else { return None };
-    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"))?;
+    let Some(rest) = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://")) else {
+        return Some(format!(
+            "BackendTLSPolicy {policy}: the backend URL {url:?} is not an http:// or https:// URL"
+        ));
+    };
     let host = rest.split(['/', '?']).next().unwrap_or(rest);
     let host = host.rsplit_once(':').filter(|(_, port)| port.parse::<u16>().is_ok()).map_or(host, |(h, _)| h);
     if !host.eq_ignore_ascii_case(&tls.hostname) {

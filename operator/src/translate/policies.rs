@@ -378,6 +378,26 @@ fn invalid(policy: &QuotaPolicy) -> Option<String> {
     if jwt.issuer.trim().is_empty() {
         return Some("jwt.issuer must not be empty".into());
     }
+    let claim_names =
+        std::iter::once(jwt.consumer_claim()).chain(jwt.required_claims.iter().map(|c| c.name.as_str()));
+    for name in claim_names {
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.:/-".contains(&b)) {
+            return Some(format!("jwt claim name {name:?} must be letters, digits and _ . : / -"));
+        }
+    }
+    // Cloud policy languages read `{{name}}` as a stored value and a leading `@` as code.
+    let texts = std::iter::once(("jwt.issuer", jwt.issuer.as_str()))
+        .chain(jwt.audiences.iter().map(|a| ("jwt.audiences", a.as_str())))
+        .chain(
+            jwt.required_claims
+                .iter()
+                .flat_map(|c| c.values.iter().map(|v| ("jwt.requiredClaims values", v.as_str()))),
+        );
+    for (field, text) in texts {
+        if text.contains("{{") || text.contains("}}") || text.starts_with('@') {
+            return Some(format!("{field}: {text:?} must not contain {{{{ or }}}} nor start with @"));
+        }
+    }
     if let Some(claim) = jwt.required_claims.iter().find(|c| c.values.is_empty()) {
         return Some(format!("jwt.requiredClaims {:?} lists no values", claim.name));
     }

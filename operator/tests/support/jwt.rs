@@ -55,6 +55,16 @@ pub fn key_set(keys: &[&SigningKey]) -> String {
     json!({"keys": keys.iter().map(|k| k.jwk.clone()).collect::<Vec<_>>()}).to_string()
 }
 
+/// The key set of `keys` as an issuer serves it: with an encryption key too (as Keycloak's
+/// sets have), which verifiers must leave out rather than refuse the set for.
+pub fn served_key_set(keys: &[&SigningKey]) -> String {
+    let mut set: Value = serde_json::from_str(&key_set(keys)).expect("key set");
+    let encryption =
+        json!({"kty": "RSA", "kid": "enc-1", "use": "enc", "alg": "RSA-OAEP", "n": "sXch", "e": "AQAB"});
+    set["keys"].as_array_mut().expect("keys").push(encryption);
+    set.to_string()
+}
+
 /// Seconds since the epoch.
 pub fn now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() as i64
@@ -84,8 +94,12 @@ impl Issuer {
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind issuer");
         let url = format!("https://localhost:{}", listener.local_addr().expect("address").port());
-        let issuer =
-            Self { url, cert, keys: Arc::new(Mutex::new(Some(key_set(keys)))), served: Arc::default() };
+        let issuer = Self {
+            url,
+            cert,
+            keys: Arc::new(Mutex::new(Some(served_key_set(keys)))),
+            served: Arc::default(),
+        };
         let (url, keys, served) = (issuer.url.clone(), issuer.keys.clone(), issuer.served.clone());
         tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {

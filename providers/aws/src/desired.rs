@@ -220,14 +220,7 @@ fn map_http(
         let (modifiers, problems) = header_changes(route, usable.backend);
         m.unprovisioned.extend(problems);
         let throttle = route_throttle(gateway, route);
-        let authorizer = match route_authorizer(gateway, route, m) {
-            Ok(authorizer) => authorizer,
-            // Fail closed: a route whose tokens cannot be checked is not made at all.
-            Err(problem) => {
-                m.unprovisioned.push(problem);
-                continue;
-            }
-        };
+        let authorizer = route_authorizer(gateway, route, m);
         for (path, greedy) in paths {
             let route_key = http_route_key(route.matcher.method.as_deref(), &path, greedy);
             if m.resources.contains_key(&(Kind::Route, route_key.clone())) {
@@ -243,7 +236,7 @@ fn map_http(
                 Some(_) => upstream_path(route, &path, greedy, "$request.path.proxy"),
             };
             parameters.insert("overwrite:path".to_string(), join(&base_path, &upstream));
-            if let Some((_, header, claim)) = &authorizer {
+            if let Some((_, header, claim)) = authorizer.as_ref().filter(|(_, _, claim)| !claim.is_empty()) {
                 parameters.insert(
                     format!("overwrite:header.{header}"),
                     format!("$context.authorizer.claims.{claim}"),
@@ -288,51 +281,67 @@ fn http_route_key(method: Option<&str>, path: &str, greedy: bool) -> String {
     }
 }
 
-/// The rate limit of the policy guarding a route when it applies to everyone (no keys).
+/// The audience of the authorizer that refuses every token.
+const DENY_AUDIENCE: &str = "tollbridge.dev/deny-all";
+
 /// The JWT authorizer guarding `route` (added to `m`), with the consumer header and claim
-/// forwarded; or why the route's tokens cannot be checked on an HTTP API.
+/// forwarded (the claim empty: none). A route whose tokens an HTTP API cannot check as the
+/// policy asks gets an authorizer that refuses every token, and the reason is reported: left
+/// out, a broader route (`ANY /{proxy+}`, `$default`) would answer its paths unchecked.
 fn route_authorizer(
     gateway: &GatewayIr,
     route: &RouteIr,
     m: &mut Mapping,
-) -> Result<Option<(String, String, String)>, String> {
-    let Some(policy) = gateway.policies.iter().find(|p| Some(&p.id) == route.policy.as_ref()) else {
-        return Ok(None);
+) -> Option<(String, String, String)> {
+    let policy = gateway.policies.iter().find(|p| Some(&p.id) == route.policy.as_ref())?;
+    let jwt = policy.jwt.as_ref()?;
+    let mut report = |text: String| {
+        if !m.unprovisioned.contains(&text) {
+            m.unprovisioned.push(text);
+        }
     };
-    let Some(jwt) = &policy.jwt else { return Ok(None) };
-    let refuse = |why: &str| {
-        Err(format!("HTTPRoute {} is left out: QuotaPolicy {}: {why}", route.id.route(), policy.id))
+    let problem = if jwt.jwks != JwksIr::OpenIdDiscovery {
+        Some("JWT authorizers find keys through the issuer's OpenID Connect discovery only")
+    } else if jwt.audiences.is_empty() {
+        Some("JWT authorizers need at least one audience")
+    } else if !jwt.required_claims.is_empty() {
+        Some("JWT authorizers cannot require claims")
+    } else if !jwt.consumer_claim.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        Some("the consumer claim must be letters, digits and _ to be forwarded")
+    } else {
+        None
     };
-    if jwt.jwks != JwksIr::OpenIdDiscovery {
-        return refuse("JWT authorizers find keys through the issuer's OpenID Connect discovery only");
+    if let Some(why) = problem {
+        report(format!("QuotaPolicy {}: {why}; its routes refuse every token", policy.id));
+        let key = authorizer_key(&format!("deny {}", policy.id));
+        let deny =
+            Spec::Authorizer { issuer: jwt.issuer.clone(), audiences: vec![DENY_AUDIENCE.to_string()] };
+        m.resources.insert((Kind::Authorizer, key.clone()), deny);
+        return Some((key, jwt.consumer_header.clone(), String::new()));
     }
-    if jwt.audiences.is_empty() {
-        return refuse("JWT authorizers need at least one audience");
-    }
-    if !jwt.required_claims.is_empty() {
-        return refuse("JWT authorizers cannot require claims");
-    }
-    if !jwt.consumer_claim.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-        return refuse("the consumer claim must be letters, digits and _ to be forwarded");
+    if !jwt.forward_token {
+        report(format!(
+            "QuotaPolicy {}: API Gateway sends the Authorization header on to the backend (forwardToken: false is not carried)",
+            policy.id
+        ));
     }
     let mut audiences = jwt.audiences.clone();
     audiences.sort();
     audiences.dedup();
-    let key = format!("jwt-{}", short_hash(&policy.id));
+    let key = authorizer_key(&policy.id);
     m.resources
         .insert((Kind::Authorizer, key.clone()), Spec::Authorizer { issuer: jwt.issuer.clone(), audiences });
-    if !jwt.forward_token {
-        let kept = format!(
-            "QuotaPolicy {}: API Gateway sends the Authorization header on to the backend (forwardToken: false is not carried)",
-            policy.id
-        );
-        if !m.unprovisioned.contains(&kept) {
-            m.unprovisioned.push(kept);
-        }
-    }
-    Ok(Some((key, jwt.consumer_header.clone(), jwt.consumer_claim.clone())))
+    Some((key, jwt.consumer_header.clone(), jwt.consumer_claim.clone()))
 }
 
+/// An authorizer's name: `jwt-` and 128 bits of the SHA-256 of what it stands for, so that no
+/// policy can be named to collide with another's.
+fn authorizer_key(of: &str) -> String {
+    use sha2::{Digest, Sha256};
+    format!("jwt-{}", hex::encode(&Sha256::digest(of.as_bytes())[..16]))
+}
+
+/// The rate limit of the policy guarding a route when it applies to everyone (no keys).
 fn route_throttle(gateway: &GatewayIr, route: &RouteIr) -> Option<Throttle> {
     let policy = gateway.policies.iter().find(|p| Some(&p.id) == route.policy.as_ref())?;
     let rate = policy.rate_limit?;

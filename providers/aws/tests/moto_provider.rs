@@ -1042,25 +1042,30 @@ async fn http_api_jwt_authorizer_guards_the_policys_routes_and_goes_with_it() {
         .expect("GetAuthorizer");
     assert_eq!(updated.jwt_configuration().unwrap().audience(), ["orders-api", "web"]);
 
-    // Without an audience the route is left out (never served unchecked), and reported.
+    // Without an audience the route stays, behind an authorizer no token satisfies (left out,
+    // a broader route could answer its paths unchecked), and the reason is reported.
     let unchecked = gateway("jwt", &settings, vec![orders.clone(), open.clone()], vec![jwt_policy(&[])]);
     let provisioned = aws.apply(&unchecked).await.expect("apply without audience");
     assert!(
-        provisioned.unprovisioned.iter().any(|u| u.contains("at least one audience")),
+        provisioned
+            .unprovisioned
+            .iter()
+            .any(|u| u.contains("at least one audience; its routes refuse every token")),
         "{:?}",
         provisioned.unprovisioned
     );
-    let keys: Vec<String> = v2
-        .get_routes()
+    let routes = v2.get_routes().api_id(&api_id).send().await.unwrap();
+    let denied =
+        routes.items().iter().find(|r| r.route_key() == Some("ANY /orders")).expect("the route stays");
+    assert_eq!(denied.authorization_type().map(|t| t.as_str()), Some("JWT"));
+    let deny = v2
+        .get_authorizer()
         .api_id(&api_id)
+        .authorizer_id(denied.authorizer_id().unwrap())
         .send()
         .await
-        .unwrap()
-        .items()
-        .iter()
-        .filter_map(|r| r.route_key().map(str::to_string))
-        .collect();
-    assert_eq!(keys, ["ANY /healthz"]);
+        .expect("GetAuthorizer");
+    assert_eq!(deny.jwt_configuration().unwrap().audience(), ["tollbridge.dev/deny-all"]);
 
     // The policy goes: the route is open again and the authorizer is deleted.
     let mut plain = orders.clone();

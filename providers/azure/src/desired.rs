@@ -172,7 +172,8 @@ pub fn map(gateway: &GatewayIr, settings: &AzureSettings, cluster_id: &str, now:
     for ((method, template), routes) in &operations {
         let op_id = format!("op-{}", short(&format!("{method} {template}")));
         let op_path = format!("apis/{api_id}/operations/{op_id}");
-        let policy = operation_policy(routes, &prefix, &mut backends, &mut m.unprovisioned);
+        let policy =
+            operation_policy(routes, gateway, settings, &prefix, &mut backends, &mut m.unprovisioned);
         let body = json!({
             "properties": {
                 "displayName": format!("{method} {template}"),
@@ -263,6 +264,8 @@ fn pool(list: &[BackendIr], prefix: &str) -> Option<(String, Value)> {
 /// The `<choose>` of an operation: one `<when>` per rule, in precedence order; no match → 404.
 fn operation_policy(
     routes: &[&RouteIr],
+    gateway: &GatewayIr,
+    settings: &AzureSettings,
     prefix: &str,
     backends: &mut BTreeMap<String, String>,
     problems: &mut Vec<String>,
@@ -274,6 +277,18 @@ fn operation_policy(
         let condition = condition(route);
         inbound.push_str(&format!("<when condition=\"{}\">", escape(&condition)));
         inbound.push_str(&format!("<set-variable name=\"tb-rule\" value=\"{rule}\" />"));
+        // A JWT policy is checked in the route's own branch, whatever subscription the
+        // request names (a product's policy runs only for its own subscriptions).
+        let policy = gateway.policies.iter().find(|p| Some(&p.id) == route.policy.as_ref());
+        if let Some((policy, jwt)) = policy.and_then(|p| Some((p, p.jwt.as_ref()?))) {
+            let mut reported = Vec::new();
+            inbound.push_str(&jwt::guard(policy, jwt, consumption_tier(settings), &mut reported));
+            for problem in reported {
+                if !problems.contains(&problem) {
+                    problems.push(problem);
+                }
+            }
+        }
         inbound.push_str(&headers(&route.filters.request_headers));
         if let Some(rewrite) = route.filters.url_rewrite.as_ref().and_then(|r| r.path.as_ref()) {
             // The path below the API's own path segment, with the matched prefix replaced.
@@ -461,6 +476,11 @@ fn condition(route: &RouteIr) -> String {
     }
 }
 
+/// Tiers without the `-by-key` quota (Consumption and the v2 tiers).
+fn consumption_tier(settings: &AzureSettings) -> bool {
+    settings.tier.as_deref().is_some_and(|t| t.eq_ignore_ascii_case("Consumption") || t.ends_with("V2"))
+}
+
 fn map_product(
     gateway: &GatewayIr,
     policy: &QuotaPolicyIr,
@@ -471,7 +491,8 @@ fn map_product(
     m: &mut Mapping,
 ) {
     let keyed = policy.api_key.as_ref().is_some_and(|k| k.required);
-    if !keyed && policy.jwt.is_none() && policy.quota.is_none() && policy.rate_limit.is_none() {
+    // JWT policies live in the operations of their routes (see operation_policy).
+    if policy.jwt.is_some() || (!keyed && policy.quota.is_none() && policy.rate_limit.is_none()) {
         return;
     }
     let product = format!("{prefix}pr-{}", short(&policy.id));
@@ -480,15 +501,8 @@ fn map_product(
         Desired { body: Value::Null },
     );
     let mut limits = String::new();
-    // Who the limits count: the subscription (keys), the token's consumer, or the caller's IP.
-    let counter = match &policy.jwt {
-        Some(jwt) => {
-            limits.push_str(&jwt::validate(policy, jwt, &mut m.unprovisioned));
-            jwt::consumer_expression(jwt)
-        }
-        None => "@(context.Request.IpAddress)".to_string(),
-    };
-    // Policy expressions are C# in `rawxml`: written as they are, not XML-escaped.
+    // Who the limits count: the subscription (keys), or the caller's IP.
+    let counter = "@(context.Request.IpAddress)";
     if let Some(rate) = policy.rate_limit {
         let calls = u64::from(rate.requests).max(1);
         let period = rate.period_seconds.max(1);
@@ -502,22 +516,12 @@ fn map_product(
             QuotaPeriod::Week => 604_800,
             QuotaPeriod::Month => 2_592_000,
         };
-        let consumption = settings
-            .tier
-            .as_deref()
-            .is_some_and(|t| t.eq_ignore_ascii_case("Consumption") || t.ends_with("V2"));
-        if keyed || consumption {
+        if keyed || consumption_tier(settings) {
             limits.push_str(&format!("<quota calls=\"{}\" renewal-period=\"{period}\" />", quota.requests));
         } else {
             limits.push_str(&format!(
                 "<quota-by-key calls=\"{}\" renewal-period=\"{period}\" counter-key=\"{counter}\" />",
                 quota.requests
-            ));
-        }
-        if consumption && policy.jwt.is_some() {
-            m.unprovisioned.push(format!(
-                "QuotaPolicy {}: this tier has no quota-by-key, so the quota counts all token consumers together",
-                policy.id
             ));
         }
         if quota.period == QuotaPeriod::Month {
@@ -526,9 +530,6 @@ fn map_product(
                 policy.id
             ));
         }
-    }
-    if let Some(jwt) = &policy.jwt {
-        limits.push_str(&jwt::forward(jwt));
     }
     let xml = format!(
         "<policies><inbound><base />{limits}</inbound><backend><base /></backend><outbound><base /></outbound><on-error><base /></on-error></policies>"

@@ -1,14 +1,68 @@
-//! A QuotaPolicy's `jwt` as API Management policy: `validate-jwt` (keys from the issuer's OpenID
-//! Connect discovery document, or inline RSA keys), then the consumer claim as the limits'
-//! counter key and the forwarded consumer header.
+//! A QuotaPolicy's `jwt` as API Management policy, in the branch of each route it guards:
+//! `validate-jwt` (keys from the issuer's OpenID Connect discovery document, or inline RSA
+//! keys), the limits counted per consumer claim, then the forwarded consumer header.
+//!
+//! It lives in the operations, not in a product: a product's policy runs only for calls made
+//! with its subscriptions, and a caller could name another product's subscription key to skip
+//! the check.
 
 use tollbridge_provider::jwks::{self, PublicKey};
-use tollbridge_provider::{JwksIr, JwtIr, QuotaPolicyIr};
+use tollbridge_provider::{JwksIr, JwtIr, QuotaPeriod, QuotaPolicyIr};
 
 use crate::xml::escape;
 
 /// The context variable `validate-jwt` leaves the accepted token in.
 const TOKEN_VARIABLE: &str = "tollbridge-jwt";
+
+/// What a route guarded by `policy` runs first: the token check, the limits per consumer, the
+/// consumer header. What cannot be carried is added to `unprovisioned`.
+pub fn guard(
+    policy: &QuotaPolicyIr,
+    jwt: &JwtIr,
+    consumption_tier: bool,
+    unprovisioned: &mut Vec<String>,
+) -> String {
+    let mut xml = validate(policy, jwt, unprovisioned);
+    // Counters of `-by-key` policies are the service's: the policy id keeps policies apart.
+    let counter = format!(
+        "@({} + ((Jwt)context.Variables[\"{TOKEN_VARIABLE}\"]).Claims.GetValueOrDefault({}, \"\"))",
+        csharp_string(&format!("{}|", policy.id)),
+        csharp_string(&jwt.consumer_claim)
+    );
+    if let Some(rate) = policy.rate_limit {
+        xml.push_str(&format!(
+            "<rate-limit-by-key calls=\"{}\" renewal-period=\"{}\" counter-key=\"{counter}\" />",
+            u64::from(rate.requests).max(1),
+            rate.period_seconds.max(1)
+        ));
+    }
+    if let Some(quota) = policy.quota {
+        let period = match quota.period {
+            QuotaPeriod::Day => 86_400,
+            QuotaPeriod::Week => 604_800,
+            QuotaPeriod::Month => 2_592_000,
+        };
+        if consumption_tier {
+            unprovisioned.push(format!(
+                "QuotaPolicy {}: this tier has no quota-by-key: the quota per token consumer is not enforced",
+                policy.id
+            ));
+        } else {
+            xml.push_str(&format!(
+                "<quota-by-key calls=\"{}\" renewal-period=\"{period}\" counter-key=\"{counter}\" />",
+                quota.requests
+            ));
+        }
+        if quota.period == QuotaPeriod::Month {
+            unprovisioned.push(format!(
+                "QuotaPolicy {}: API Management quotas renew every 30 days, not on calendar months",
+                policy.id
+            ));
+        }
+    }
+    xml.push_str(&forward(jwt));
+    xml
+}
 
 /// The `validate-jwt` element; what it cannot carry is added to `unprovisioned`. A policy whose
 /// keys cannot be carried gets an element with no keys: every token is refused.

@@ -745,12 +745,15 @@ async fn key_usage_is_read_from_the_reports_by_subscription_one_report_per_perio
 }
 
 #[tokio::test]
-async fn a_jwt_policy_becomes_validate_jwt_counting_per_token_consumer() {
+async fn a_jwt_policy_becomes_validate_jwt_in_its_routes_counting_per_token_consumer() {
     let apim = Apim::start().await;
     let azure = provider(&apim);
-    let mut gw = gateway(Vec::new());
-    gw.policies = vec![QuotaPolicyIr {
-        id: "shop/gold".into(),
+    let mut gw = gateway(vec![alice()]);
+    // `orders` keeps the keyed policy; `ids` is guarded by tokens.
+    let ids = gw.routes.iter_mut().find(|r| r.id.name == "ids").expect("the ids route");
+    ids.policy = Some("shop/sso".into());
+    gw.policies.push(QuotaPolicyIr {
+        id: "shop/sso".into(),
         api_key: None,
         jwt: Some(JwtIr {
             issuer: "https://login.shop.example/".into(),
@@ -764,13 +767,14 @@ async fn a_jwt_policy_becomes_validate_jwt_counting_per_token_consumer() {
         rate_limit: Some(RateLimitIr { requests: 10, period_seconds: 60, burst: 10 }),
         quota: Some(QuotaIr { requests: 1000, period: QuotaPeriod::Day }),
         keys: Vec::new(),
-    }];
+    });
 
     azure.apply(&gw).await.expect("apply");
-    let product = apim.properties(&apim.paths(Kind::Product)[0]).unwrap();
-    assert_eq!(product["subscriptionRequired"], false, "tokens, not subscriptions, identify callers");
-    let xml = policy_of(&apim, Kind::ProductPolicy, "validate-jwt");
-    let by_consumer = "counter-key=\"@(((Jwt)context.Variables[&quot;tollbridge-jwt&quot;]).Claims.GetValueOrDefault(&quot;azp&quot;, &quot;&quot;))\"";
+    // No product for the token policy: a subscription key of the keyed product cannot skip the
+    // check, which runs in the route's own operation branch.
+    assert_eq!(apim.paths(Kind::Product).len(), 1, "only the keyed policy's product");
+    let xml = policy_of(&apim, Kind::OperationPolicy, "validate-jwt");
+    let by_consumer = "counter-key=\"@(&quot;shop/sso|&quot; + ((Jwt)context.Variables[&quot;tollbridge-jwt&quot;]).Claims.GetValueOrDefault(&quot;azp&quot;, &quot;&quot;))\"";
     for part in [
         "<openid-config url=\"https://login.shop.example/.well-known/openid-configuration\" />",
         "<issuer>https://login.shop.example/</issuer>",
@@ -781,9 +785,10 @@ async fn a_jwt_policy_becomes_validate_jwt_counting_per_token_consumer() {
         assert!(xml.contains(part), "{part} missing from:\n{xml}");
     }
     assert_eq!(xml.matches(by_consumer).count(), 2, "rate limit and quota count per consumer:\n{xml}");
-    // validate-jwt runs before the limits count anything.
+    // Checked before anything is counted, inside the branch of the guarded route only.
     assert!(xml.find("<validate-jwt").unwrap() < xml.find("<rate-limit-by-key").unwrap(), "{xml}");
-    assert!(apim.names(Kind::Subscription).is_empty());
+    let orders = policy_of(&apim, Kind::OperationPolicy, "x-served-by");
+    assert!(!orders.contains("validate-jwt"), "a route without the policy checks tokens:\n{orders}");
     azure.delete(&gw.key).await.expect("delete");
     assert!(apim.paths(Kind::Product).is_empty());
 }

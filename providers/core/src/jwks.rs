@@ -111,6 +111,27 @@ pub fn parse(json: &str) -> Result<Vec<Jwk>, JwksError> {
     set.keys.iter().enumerate().map(|(i, raw)| parse_key(raw).map_err(|e| name_key(i, raw, e))).collect()
 }
 
+/// Parses a key set an issuer serves: keys tollbridge cannot use (encryption keys, other
+/// curves, symmetric ones) are left out and described, as an issuer's set often holds some;
+/// an error only when no usable key is left.
+pub fn parse_usable(json: &str) -> Result<(Vec<Jwk>, Vec<JwksError>), JwksError> {
+    let set: RawSet = serde_json::from_str(json)
+        .map_err(|e| JwksError(format!("not a JSON Web Key Set ({{\"keys\": [...]}}): {e}")))?;
+    let (mut keys, mut skipped) = (Vec::new(), Vec::new());
+    for (i, raw) in set.keys.iter().enumerate() {
+        match parse_key(raw) {
+            Ok(key) if keys.len() < MAX_KEYS => keys.push(key),
+            Ok(_) => skipped.push(name_key(i, raw, format!("beyond the first {MAX_KEYS} keys"))),
+            Err(message) => skipped.push(name_key(i, raw, message)),
+        }
+    }
+    if keys.is_empty() {
+        let why = skipped.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+        return Err(JwksError(format!("the key set has no usable signing key ({why})")));
+    }
+    Ok((keys, skipped))
+}
+
 fn name_key(index: usize, raw: &Value, message: String) -> JwksError {
     match raw.get("kid").and_then(Value::as_str) {
         Some(kid) => JwksError(format!("key {index} (kid {kid:?}): {message}")),
@@ -221,6 +242,13 @@ mod tests {
         assert!(error(r#"{"keys": [{"kty": "RSA", "n": "x+/=", "e": "AQAB"}]}"#).contains("base64url"));
         assert!(error(r#"{"keys": [{"kty": "EC", "crv": "P-521", "x": "a", "y": "b"}]}"#).contains("P-521"));
         assert!(error(r#"{"keys": []}"#).contains("no keys"));
+        // An issuer's set: encryption and unsupported keys are left out, not fatal.
+        let served = r#"{"keys": [{"kty": "RSA", "kid": "enc", "use": "enc", "n": "x", "e": "AQAB"},
+                                  {"kty": "RSA", "kid": "sig", "use": "sig", "n": "x", "e": "AQAB"}]}"#;
+        let (keys, skipped) = parse_usable(served).unwrap();
+        assert_eq!((keys.len(), keys[0].kid.as_deref()), (1, Some("sig")));
+        assert!(skipped[0].to_string().contains("kid \"enc\""), "{skipped:?}");
+        assert!(parse_usable(r#"{"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}"#).is_err());
         assert!(error("[1]").contains("not a JSON Web Key Set"));
     }
 }

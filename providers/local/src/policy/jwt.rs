@@ -56,9 +56,19 @@ impl std::fmt::Debug for KeySet {
 }
 
 impl KeySet {
-    /// The keys of a JSON Web Key Set, refused as [`jwks::parse`] refuses them.
+    /// The keys of a JSON Web Key Set given inline, refused as [`jwks::parse`] refuses them.
     pub(crate) fn parse(json: &str) -> Result<Self, String> {
-        let parsed = jwks::parse(json).map_err(|e| e.to_string())?;
+        Self::from_keys(jwks::parse(json).map_err(|e| e.to_string())?)
+    }
+
+    /// The usable keys of a set an issuer serves ([`jwks::parse_usable`]), and what was left
+    /// out.
+    pub(crate) fn parse_served(json: &str) -> Result<(Self, Vec<String>), String> {
+        let (keys, skipped) = jwks::parse_usable(json).map_err(|e| e.to_string())?;
+        Ok((Self::from_keys(keys)?, skipped.iter().map(ToString::to_string).collect()))
+    }
+
+    fn from_keys(parsed: Vec<jwks::Jwk>) -> Result<Self, String> {
         let keys = parsed
             .into_iter()
             .enumerate()
@@ -282,11 +292,13 @@ impl TokenCheck {
         let mut validation = Validation::new(alg);
         validation.leeway = LEEWAY_SECONDS;
         validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp", "iss"]);
         validation.set_issuer(&[&self.issuer]);
         if self.audiences.is_empty() {
+            validation.set_required_spec_claims(&["exp", "iss"]);
             validation.validate_aud = false;
         } else {
+            // Without `aud` the crate would not check the audience at all.
+            validation.set_required_spec_claims(&["exp", "iss", "aud"]);
             validation.set_audience(&self.audiences);
         }
         validation
@@ -546,6 +558,9 @@ mod tests {
             outcome(&check, &with("aud", json!("payments"))),
             invalid("the token's audience is not accepted")
         );
+        let mut no_aud = claims("acme");
+        no_aud.as_object_mut().unwrap().remove("aud");
+        assert_eq!(outcome(&check, &ec.sign(&no_aud)), invalid("the token has no audience (aud)"));
         let mut no_exp = claims("acme");
         no_exp.as_object_mut().unwrap().remove("exp");
         assert_eq!(outcome(&check, &ec.sign(&no_exp)), invalid("the token has no expiry (exp)"));

@@ -184,7 +184,11 @@ async fn fetch(location: &Location) -> Result<KeySet, String> {
     };
     let body = get(&url).await?;
     let text = std::str::from_utf8(&body).map_err(|_| format!("the key set at {url} is not UTF-8"))?;
-    KeySet::parse(text).map_err(|e| format!("the key set at {url}: {e}"))
+    let (set, skipped) = KeySet::parse_served(text).map_err(|e| format!("the key set at {url}: {e}"))?;
+    if !skipped.is_empty() {
+        tracing::debug!(%url, ?skipped, "keys of the set that cannot verify tokens are left out");
+    }
+    Ok(set)
 }
 
 /// The body of a 200 answer to a GET of an `https://` URL, checked against the system's CAs.
