@@ -192,7 +192,7 @@ spec:
     );
     assert_mentions(
         &err,
-        &["spec", "Required value", "at least one of apiKey, rateLimit or quota must be set"],
+        &["spec", "Required value", "at least one of apiKey, jwt, rateLimit or quota must be set"],
     );
 }
 
