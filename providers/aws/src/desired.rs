@@ -90,7 +90,16 @@ pub fn map(
     let routes = usable_routes(gateway, &mut mapping.unprovisioned);
     match api_type {
         ApiType::Http => map_http(gateway, settings, &routes, &tags, &mut mapping),
-        ApiType::Rest => map_rest(gateway, settings, &routes, &tags, now, &mut mapping),
+        ApiType::Rest => {
+            let served: Vec<Usable<'_>> = routes
+                .into_iter()
+                .filter_map(|entry| match entry {
+                    Entry::Serve(usable) => Some(usable),
+                    Entry::Close(_) => None,
+                })
+                .collect();
+            map_rest(gateway, settings, &served, &tags, now, &mut mapping)
+        }
     }
     map_domains(gateway, settings, &tags, api_type, &mut mapping);
     mapping
@@ -103,7 +112,14 @@ struct Usable<'a> {
     url: &'a str,
 }
 
-fn usable_routes<'a>(gateway: &'a GatewayIr, problems: &mut Vec<String>) -> Vec<Usable<'a>> {
+/// A route entry as API Gateway takes it: served from one backend URL, or closed (what it asks
+/// cannot be provisioned, and its paths must not fall to a broader route).
+enum Entry<'a> {
+    Serve(Usable<'a>),
+    Close(&'a RouteIr),
+}
+
+fn usable_routes<'a>(gateway: &'a GatewayIr, problems: &mut Vec<String>) -> Vec<Entry<'a>> {
     let mut out = Vec::new();
     for route in &gateway.routes {
         let id = route.id.route();
@@ -114,27 +130,36 @@ fn usable_routes<'a>(gateway: &'a GatewayIr, problems: &mut Vec<String>) -> Vec<
                     "HTTPRoute {id}: {} weighted backends (API Gateway takes one)",
                     backends.len()
                 ));
+                out.push(Entry::Close(route));
                 continue;
             }
             ActionIr::Redirect(_) => {
                 problems.push(format!("HTTPRoute {id}: redirects are not provisioned on API Gateway"));
+                out.push(Entry::Close(route));
                 continue;
             }
             ActionIr::Respond { status } => {
                 problems.push(format!(
-                    "HTTPRoute {id}: a rule answering {status} (no usable backend) is left out"
+                    "HTTPRoute {id}: a rule answering {status} (no usable backend) is not served"
                 ));
+                out.push(Entry::Close(route));
                 continue;
             }
         };
         match &backend.target {
-            BackendTarget::Url { url } => out.push(Usable { route, backend, url }),
-            BackendTarget::Endpoints { .. } => problems.push(format!(
-                "HTTPRoute {id}: backend {} is a cluster Service; API Gateway reaches an ExternalName Service, a \
-                 tollbridge.dev/backend-url annotation, or a VPC link target",
-                backend.name
-            )),
-            BackendTarget::Invalid { reason } => problems.push(format!("HTTPRoute {id}: backend {}: {reason}", backend.name)),
+            BackendTarget::Url { url } => out.push(Entry::Serve(Usable { route, backend, url })),
+            BackendTarget::Endpoints { .. } => {
+                problems.push(format!(
+                    "HTTPRoute {id}: backend {} is a cluster Service; API Gateway reaches an ExternalName Service, \
+                     a tollbridge.dev/backend-url annotation, or a VPC link target",
+                    backend.name
+                ));
+                out.push(Entry::Close(route));
+            }
+            BackendTarget::Invalid { reason } => {
+                problems.push(format!("HTTPRoute {id}: backend {}: {reason}", backend.name));
+                out.push(Entry::Close(route));
+            }
         }
     }
     out
@@ -208,12 +233,19 @@ fn short_hash<T: Hash>(value: &T) -> String {
 fn map_http(
     gateway: &GatewayIr,
     settings: &AwsSettings,
-    routes: &[Usable<'_>],
+    routes: &[Entry<'_>],
     tags: &BTreeMap<String, String>,
     m: &mut Mapping,
 ) {
     let mut throttles = BTreeMap::new();
-    for usable in routes {
+    for entry in routes {
+        let usable = match entry {
+            Entry::Serve(usable) => usable,
+            Entry::Close(route) => {
+                close(route, m);
+                continue;
+            }
+        };
         let route = usable.route;
         let Some(paths) = route_paths(&route.matcher.path) else { continue };
         let (url, base_path) = split_url(usable.url);
@@ -283,6 +315,57 @@ fn http_route_key(method: Option<&str>, path: &str, greedy: bool) -> String {
 
 /// The audience of the authorizer that refuses every token.
 const DENY_AUDIENCE: &str = "tollbridge.dev/deny-all";
+/// The issuer of that authorizer: a name that cannot resolve (RFC 6761 `.invalid`), so no key
+/// can be found for it and no token, whatever its audience, passes.
+const DENY_ISSUER: &str = "https://deny-all.invalid/";
+/// Where closed routes point: never reached, their authorizer refuses first.
+const DENY_TARGET: &str = "https://deny-all.invalid";
+
+/// The authorizer refusing every token, added to `m`; its key.
+fn deny_authorizer(m: &mut Mapping) -> String {
+    let key = authorizer_key("deny-all");
+    let deny =
+        Spec::Authorizer { issuer: DENY_ISSUER.to_string(), audiences: vec![DENY_AUDIENCE.to_string()] };
+    m.resources.insert((Kind::Authorizer, key.clone()), deny);
+    key
+}
+
+/// Closes `route` on an HTTP API: its paths answer 401 (the deny-all authorizer) instead of
+/// falling to a broader route (`ANY /{proxy+}`, `$default`) that would serve them unchecked.
+fn close(route: &RouteIr, m: &mut Mapping) {
+    let Some(paths) = route_paths(&route.matcher.path) else { return };
+    let authorizer = deny_authorizer(m);
+    let spec = Spec::Integration {
+        uri: DENY_TARGET.to_string(),
+        vpc_link: None,
+        timeout_ms: 1_000,
+        parameters: BTreeMap::new(),
+    };
+    let integration = format!("i-{}", short_hash(&format!("{spec:?}")));
+    for (path, greedy) in paths {
+        let route_key = http_route_key(route.matcher.method.as_deref(), &path, greedy);
+        if m.resources.contains_key(&(Kind::Route, route_key.clone())) {
+            continue;
+        }
+        m.resources.insert((Kind::Integration, integration.clone()), spec.clone());
+        let closed = Spec::Route { integration: integration.clone(), authorizer: Some(authorizer.clone()) };
+        m.resources.insert((Kind::Route, route_key), closed);
+    }
+    report(
+        m,
+        format!(
+            "HTTPRoute {}: its paths answer 401 on this HTTP API (closed, not left to broader routes)",
+            route.id.route()
+        ),
+    );
+}
+
+/// Adds `text` to what could not be expressed, once.
+fn report(m: &mut Mapping, text: String) {
+    if !m.unprovisioned.contains(&text) {
+        m.unprovisioned.push(text);
+    }
+}
 
 /// The JWT authorizer guarding `route` (added to `m`), with the consumer header and claim
 /// forwarded (the claim empty: none). A route whose tokens an HTTP API cannot check as the
@@ -295,11 +378,6 @@ fn route_authorizer(
 ) -> Option<(String, String, String)> {
     let policy = gateway.policies.iter().find(|p| Some(&p.id) == route.policy.as_ref())?;
     let jwt = policy.jwt.as_ref()?;
-    let mut report = |text: String| {
-        if !m.unprovisioned.contains(&text) {
-            m.unprovisioned.push(text);
-        }
-    };
     let problem = if jwt.jwks != JwksIr::OpenIdDiscovery {
         Some("JWT authorizers find keys through the issuer's OpenID Connect discovery only")
     } else if jwt.audiences.is_empty() {
@@ -312,15 +390,11 @@ fn route_authorizer(
         None
     };
     if let Some(why) = problem {
-        report(format!("QuotaPolicy {}: {why}; its routes refuse every token", policy.id));
-        let key = authorizer_key(&format!("deny {}", policy.id));
-        let deny =
-            Spec::Authorizer { issuer: jwt.issuer.clone(), audiences: vec![DENY_AUDIENCE.to_string()] };
-        m.resources.insert((Kind::Authorizer, key.clone()), deny);
-        return Some((key, jwt.consumer_header.clone(), String::new()));
+        report(m, format!("QuotaPolicy {}: {why}; its routes refuse every token", policy.id));
+        return Some((deny_authorizer(m), jwt.consumer_header.clone(), String::new()));
     }
     if !jwt.forward_token {
-        report(format!(
+        report(m, format!(
             "QuotaPolicy {}: API Gateway sends the Authorization header on to the backend (forwardToken: false is not carried)",
             policy.id
         ));
@@ -657,8 +731,36 @@ mod tests {
             }],
         };
         let m = map(&gateway(vec![internal], Vec::new()), &settings("HTTP"), "c1", ApiType::Http, 0);
-        assert!(keys_of(&m, Kind::Route).is_empty());
         assert!(m.unprovisioned[0].contains("is a cluster Service"), "{:?}", m.unprovisioned);
+        // Closed, not left out: a broader route must not answer its paths.
+        assert_eq!(keys_of(&m, Kind::Route), ["ANY /in", "ANY /in/{proxy+}"]);
+        let Spec::Route { authorizer: Some(deny), .. } = &m.resources[&(Kind::Route, "ANY /in".into())]
+        else {
+            panic!("the closed route has no authorizer");
+        };
+        let Spec::Authorizer { issuer, audiences } = &m.resources[&(Kind::Authorizer, deny.clone())] else {
+            panic!("no authorizer {deny}");
+        };
+        assert_eq!(
+            (issuer.as_str(), audiences.as_slice()),
+            (DENY_ISSUER, [DENY_AUDIENCE.to_string()].as_slice())
+        );
+        assert!(m.unprovisioned[1].contains("its paths answer 401"), "{:?}", m.unprovisioned);
+        // A REST API leaves it out (it has no fixed answers here either).
+        let rest =
+            map(&gateway(vec![internal_route()], Vec::new()), &settings("REST"), "c1", ApiType::Rest, 0);
+        assert!(keys_of(&rest, Kind::Method).is_empty());
+    }
+
+    fn internal_route() -> RouteIr {
+        let mut internal = route("internal", PathMatch::Prefix("/in".into()), "unused");
+        internal.action = ActionIr::Forward {
+            backends: vec![BackendIr {
+                target: BackendTarget::Endpoints { endpoints: Vec::new() },
+                ..backend("x")
+            }],
+        };
+        internal
     }
 
     fn gold_policy(with_keys: bool) -> QuotaPolicyIr {

@@ -21,7 +21,7 @@ use tollbridge_provider::{
 };
 
 use crate::jwt;
-use crate::xml::escape;
+use crate::xml::{csharp_string, csharp_verbatim, escape, interpreted};
 
 /// Entity kinds, in creation order (a kind refers only to earlier kinds).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -282,21 +282,22 @@ fn operation_policy(
         let policy = gateway.policies.iter().find(|p| Some(&p.id) == route.policy.as_ref());
         if let Some((policy, jwt)) = policy.and_then(|p| Some((p, p.jwt.as_ref()?))) {
             let mut reported = Vec::new();
-            inbound.push_str(&jwt::guard(policy, jwt, consumption_tier(settings), &mut reported));
+            let tier = settings.tier.as_deref().unwrap_or_default();
+            inbound.push_str(&jwt::guard(policy, jwt, prefix, tier, &mut reported));
             for problem in reported {
                 if !problems.contains(&problem) {
                     problems.push(problem);
                 }
             }
         }
-        inbound.push_str(&headers(&route.filters.request_headers));
+        inbound.push_str(&headers(route, &route.filters.request_headers, problems));
         if let Some(rewrite) = route.filters.url_rewrite.as_ref().and_then(|r| r.path.as_ref()) {
             // The path below the API's own path segment, with the matched prefix replaced.
             let template = match rewrite {
                 PathModifier::Full { path } => path.clone(),
                 PathModifier::Prefix { matched, replacement } => format!(
-                    "@(\"{}\" + context.Request.OriginalUrl.Path.Substring(context.Api.Path.Length + 1 + {}))",
-                    replacement.trim_end_matches('/'),
+                    "@({} + context.Request.OriginalUrl.Path.Substring(context.Api.Path.Length + 1 + {}))",
+                    csharp_string(replacement.trim_end_matches('/')),
                     matched.trim_end_matches('/').len()
                 ),
             };
@@ -320,7 +321,7 @@ fn operation_policy(
                         let id =
                             backends.entry(url.clone()).or_insert_with(|| backend_id(prefix, url)).clone();
                         inbound.push_str(&format!("<set-backend-service backend-id=\"{id}\" />"));
-                        inbound.push_str(&headers(&one.request_headers));
+                        inbound.push_str(&headers(route, &one.request_headers, problems));
                     }
                     other => {
                         problems.push(unreachable_backend(route, one, other));
@@ -353,7 +354,7 @@ fn operation_policy(
                 escape(&format!(
                     "@(context.Variables.GetValueOrDefault<string>(\"tb-rule\", \"\") == \"{rule}\")"
                 )),
-                headers(&route.filters.response_headers)
+                headers(route, &route.filters.response_headers, problems)
             ));
         }
         if timeout.is_none() {
@@ -411,18 +412,27 @@ fn redirect_response(redirect: &tollbridge_provider::RedirectIr) -> String {
     )
 }
 
-fn headers(modifier: &HeaderModifier) -> String {
+/// A route's header changes; a value API Management would read as a named value or an
+/// expression is left out and reported (a route's author must not reach the service's secrets).
+fn headers(route: &RouteIr, modifier: &HeaderModifier, problems: &mut Vec<String>) -> String {
     let mut out = String::new();
-    for h in &modifier.set {
+    let changes =
+        modifier.set.iter().map(|h| (h, "override")).chain(modifier.add.iter().map(|h| (h, "append")));
+    for (h, action) in changes {
+        if interpreted(&h.value) {
+            let problem = format!(
+                "HTTPRoute {}: header {} is not set: API Management would read {:?} as a named value or an expression",
+                route.id.route(),
+                h.name,
+                h.value
+            );
+            if !problems.contains(&problem) {
+                problems.push(problem);
+            }
+            continue;
+        }
         out.push_str(&format!(
-            "<set-header name=\"{}\" exists-action=\"override\"><value>{}</value></set-header>",
-            escape(&h.name),
-            escape(&h.value)
-        ));
-    }
-    for h in &modifier.add {
-        out.push_str(&format!(
-            "<set-header name=\"{}\" exists-action=\"append\"><value>{}</value></set-header>",
+            "<set-header name=\"{}\" exists-action=\"{action}\"><value>{}</value></set-header>",
             escape(&h.name),
             escape(&h.value)
         ));
@@ -441,27 +451,29 @@ fn condition(route: &RouteIr) -> String {
         let checks: Vec<String> = hosts
             .iter()
             .map(|h| match h.strip_prefix('*') {
-                Some(suffix) => format!("context.Request.OriginalUrl.Host.EndsWith(\"{suffix}\")"),
-                None => format!("context.Request.OriginalUrl.Host == \"{h}\""),
+                Some(suffix) => {
+                    format!("context.Request.OriginalUrl.Host.EndsWith({})", csharp_string(suffix))
+                }
+                None => format!("context.Request.OriginalUrl.Host == {}", csharp_string(h)),
             })
             .collect();
         parts.push(format!("({})", checks.join(" || ")));
     }
     if let PathMatch::Regex(re) = &route.matcher.path {
         parts.push(format!(
-            "System.Text.RegularExpressions.Regex.IsMatch(context.Request.Url.Path, \"^(?:{}))$\")",
-            re.replace('"', "\\\"")
+            "System.Text.RegularExpressions.Regex.IsMatch(context.Request.Url.Path, {})",
+            csharp_verbatim(&format!("^(?:{re})$"))
         ));
     }
-    let value_check = |source: &str, m: &KeyValueMatch| {
-        match &m.value {
-        StringMatch::Exact(v) => format!("{source}.GetValueOrDefault(\"{}\", \"\") == \"{}\"", m.name, v.replace('"', "\\\"")),
+    let value_check = |source: &str, m: &KeyValueMatch| match &m.value {
+        StringMatch::Exact(v) => {
+            format!("{source}.GetValueOrDefault({}, \"\") == {}", csharp_string(&m.name), csharp_string(v))
+        }
         StringMatch::Regex(re) => format!(
-            "System.Text.RegularExpressions.Regex.IsMatch({source}.GetValueOrDefault(\"{}\", \"\"), \"^(?:{})$\")",
-            m.name,
-            re.replace('"', "\\\"")
+            "System.Text.RegularExpressions.Regex.IsMatch({source}.GetValueOrDefault({}, \"\"), {})",
+            csharp_string(&m.name),
+            csharp_verbatim(&format!("^(?:{re})$"))
         ),
-    }
     };
     for h in &route.matcher.headers {
         parts.push(value_check("context.Request.Headers", h));
@@ -650,6 +662,34 @@ mod tests {
         for shown in [format!("{m:?}"), format!("{m:#?}"), format!("{subscription:?}")] {
             assert!(!shown.contains("alice-plaintext-key-42"), "{shown}");
         }
+    }
+
+    #[test]
+    fn route_text_cannot_become_code_or_reach_named_values() {
+        let mut r = route("a", PathMatch::Regex(r#"/items/\d+"#.into()), "https://a.example.com");
+        r.matcher.headers.push(KeyValueMatch {
+            name: "x-tenant".into(),
+            value: StringMatch::Exact(r#"acme\" || true || \""#.into()),
+        });
+        let condition = condition(&r);
+        // The value stays one C# literal; the regex keeps its backslash in a verbatim literal.
+        assert!(condition.contains(r#"== "acme\\\" || true || \\\"""#), "{condition}");
+        assert!(condition.contains(r#"@"^(?:/items/\d+)$""#), "{condition}");
+
+        r.filters
+            .request_headers
+            .set
+            .push(HeaderValue { name: "x-secret".into(), value: "{{backend-key}}".into() });
+        r.filters.request_headers.add.push(HeaderValue { name: "x-code".into(), value: "@(1)".into() });
+        r.filters.request_headers.set.push(HeaderValue { name: "x-fine".into(), value: "plain".into() });
+        let mut problems = Vec::new();
+        let xml = headers(&r, &r.filters.request_headers, &mut problems);
+        assert_eq!(
+            xml,
+            r#"<set-header name="x-fine" exists-action="override"><value>plain</value></set-header>"#
+        );
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].contains("header x-secret is not set"), "{problems:?}");
     }
 
     #[test]

@@ -9,7 +9,7 @@
 use tollbridge_provider::jwks::{self, PublicKey};
 use tollbridge_provider::{JwksIr, JwtIr, QuotaPeriod, QuotaPolicyIr};
 
-use crate::xml::escape;
+use crate::xml::{csharp_string, escape};
 
 /// The context variable `validate-jwt` leaves the accepted token in.
 const TOKEN_VARIABLE: &str = "tollbridge-jwt";
@@ -19,17 +19,28 @@ const TOKEN_VARIABLE: &str = "tollbridge-jwt";
 pub fn guard(
     policy: &QuotaPolicyIr,
     jwt: &JwtIr,
-    consumption_tier: bool,
+    prefix: &str,
+    tier: &str,
     unprovisioned: &mut Vec<String>,
 ) -> String {
     let mut xml = validate(policy, jwt, unprovisioned);
-    // Counters of `-by-key` policies are the service's: the policy id keeps policies apart.
+    // Counters of `-by-key` policies are the service's: the Gateway's prefix and the policy id
+    // keep Gateways and policies apart.
     let counter = format!(
         "@({} + ((Jwt)context.Variables[\"{TOKEN_VARIABLE}\"]).Claims.GetValueOrDefault({}, \"\"))",
-        csharp_string(&format!("{}|", policy.id)),
+        csharp_string(&format!("{prefix}{}|", policy.id)),
         csharp_string(&jwt.consumer_claim)
     );
-    if let Some(rate) = policy.rate_limit {
+    // The Consumption tier has no `-by-key` limits; the v2 tiers have no `quota-by-key`.
+    let consumption = tier.eq_ignore_ascii_case("Consumption");
+    let no_quota_by_key = consumption || tier.ends_with("V2");
+    if policy.rate_limit.is_some() && consumption {
+        unprovisioned.push(format!(
+            "QuotaPolicy {}: this tier has no rate-limit-by-key: the rate limit per token consumer is not enforced",
+            policy.id
+        ));
+    }
+    if let Some(rate) = policy.rate_limit.filter(|_| !consumption) {
         xml.push_str(&format!(
             "<rate-limit-by-key calls=\"{}\" renewal-period=\"{}\" counter-key=\"{counter}\" />",
             u64::from(rate.requests).max(1),
@@ -42,7 +53,7 @@ pub fn guard(
             QuotaPeriod::Week => 604_800,
             QuotaPeriod::Month => 2_592_000,
         };
-        if consumption_tier {
+        if no_quota_by_key {
             unprovisioned.push(format!(
                 "QuotaPolicy {}: this tier has no quota-by-key: the quota per token consumer is not enforced",
                 policy.id
@@ -153,22 +164,6 @@ pub fn forward(jwt: &JwtIr) -> String {
         xml.push_str("<set-header name=\"Authorization\" exists-action=\"delete\" />");
     }
     xml
-}
-
-/// A C# string literal of `text`: a claim name cannot end the literal and add code.
-fn csharp_string(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if c.is_control() => out.push_str(&format!("\\u{:04x}", u32::from(c))),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 #[cfg(test)]

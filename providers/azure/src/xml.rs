@@ -18,6 +18,36 @@ pub fn escape(text: &str) -> String {
     out
 }
 
+/// A C# string literal of `text`, for a value written into a policy expression: nothing in
+/// it can end the literal and add code.
+pub fn csharp_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// A C# verbatim string literal (`@"…"`) of `text`: backslashes kept as they are (a regular
+/// expression's), `"` doubled, so nothing in it can end the literal.
+pub fn csharp_verbatim(text: &str) -> String {
+    format!("@\"{}\"", text.replace('"', "\"\""))
+}
+
+/// Whether API Management would read more into `text` than its characters when it stands as
+/// a value in a policy: `{{name}}` is replaced by a named value (a secret, perhaps), and a
+/// leading `@` makes a policy expression.
+pub fn interpreted(text: &str) -> bool {
+    text.contains("{{") || text.contains("}}") || text.trim_start().starts_with('@')
+}
+
 fn unescape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;

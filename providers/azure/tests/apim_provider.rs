@@ -774,7 +774,7 @@ async fn a_jwt_policy_becomes_validate_jwt_in_its_routes_counting_per_token_cons
     // check, which runs in the route's own operation branch.
     assert_eq!(apim.paths(Kind::Product).len(), 1, "only the keyed policy's product");
     let xml = policy_of(&apim, Kind::OperationPolicy, "validate-jwt");
-    let by_consumer = "counter-key=\"@(&quot;shop/sso|&quot; + ((Jwt)context.Variables[&quot;tollbridge-jwt&quot;]).Claims.GetValueOrDefault(&quot;azp&quot;, &quot;&quot;))\"";
+    let by_consumer = "shop/sso|&quot; + ((Jwt)context.Variables[&quot;tollbridge-jwt&quot;]).Claims.GetValueOrDefault(&quot;azp&quot;, &quot;&quot;))\"";
     for part in [
         "<openid-config url=\"https://login.shop.example/.well-known/openid-configuration\" />",
         "<issuer>https://login.shop.example/</issuer>",
