@@ -280,6 +280,18 @@ fn operation_policy(
         // A JWT policy is checked in the route's own branch, whatever subscription the
         // request names (a product's policy runs only for its own subscriptions).
         let policy = gateway.policies.iter().find(|p| Some(&p.id) == route.policy.as_ref());
+        // A keyed route answers only to its own policy's product: the API takes any of its
+        // products' subscriptions, and another policy's key must not open this route (403).
+        if let Some(policy) = policy.filter(|p| p.api_key.as_ref().is_some_and(|k| k.required)) {
+            inbound.push_str(&format!(
+                "<choose><when condition=\"{}\">{}</when></choose>",
+                escape(&format!(
+                    "@(context.Product == null || context.Product.Id != {})",
+                    csharp_string(&product_id(prefix, &policy.id))
+                )),
+                "<return-response><set-status code=\"403\" reason=\"Forbidden\" /></return-response>"
+            ));
+        }
         if let Some((policy, jwt)) = policy.and_then(|p| Some((p, p.jwt.as_ref()?))) {
             let mut reported = Vec::new();
             let tier = settings.tier.as_deref().unwrap_or_default();
@@ -384,6 +396,11 @@ fn unreachable_backend(route: &RouteIr, backend: &BackendIr, target: &BackendTar
             backend.name
         ),
     }
+}
+
+/// The product a QuotaPolicy with keys or limits becomes.
+fn product_id(prefix: &str, policy: &str) -> String {
+    format!("{prefix}pr-{}", short(policy))
 }
 
 fn respond(status: u16) -> String {
@@ -507,7 +524,7 @@ fn map_product(
     if policy.jwt.is_some() || (!keyed && policy.quota.is_none() && policy.rate_limit.is_none()) {
         return;
     }
-    let product = format!("{prefix}pr-{}", short(&policy.id));
+    let product = product_id(prefix, &policy.id);
     m.entities.insert(
         (Kind::ProductApi, format!("products/{product}/apis/{api_id}")),
         Desired { body: Value::Null },

@@ -198,6 +198,8 @@ async fn lifecycle_and_every_mapping_row() {
     assert!(orders.contains("beta"), "{orders}");
     assert!(orders.contains("exists-action=\"delete\""), "{orders}");
     assert!(orders.contains("x-served-by"), "response header in <outbound>: {orders}");
+    // Another product's subscription cannot open the keyed route.
+    assert!(orders.contains("context.Product.Id != ") && orders.contains("code=\"403\""), "{orders}");
     assert!(orders.contains("timeout=\"13\""), "{orders}");
     assert!(orders.contains("api.shop.example"), "hostname check: {orders}");
     let legacy = policy_of(&apim, Kind::OperationPolicy, "rewrite-uri");
