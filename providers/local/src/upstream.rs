@@ -208,7 +208,9 @@ impl UpstreamPool {
             let (head, connection) = loop {
                 let (connection, reused) = match endpoint.checkout(pool.settings.pool_idle_timeout) {
                     Some(connection) => (connection, true),
-                    None => (pool.connect(&address, tls.as_deref()).await?, false),
+                    // Boxed: a TLS handshake's state is large, and held inline it would be
+                    // moved with every request's future, though pooled connections need none.
+                    None => (Box::pin(pool.connect(&address, tls.as_deref())).await?, false),
                 };
                 match exchange(connection, &out, &mut body, chunked, head_request, upgrade).await {
                     Ok(answered) => break answered,
@@ -274,15 +276,18 @@ impl UpstreamPool {
         tls: Option<&Arc<UpstreamTls>>,
         req: Request<Body>,
     ) -> impl Future<Output = Result<Response<Body>, UpstreamError>> + Send + 'static {
+        // The h2c call is boxed: held inline, its state would grow the future of every
+        // HTTP/1.1 request (moved a few times per request) for the rarer protocol's sake.
+        type Boxed = Pin<Box<dyn Future<Output = Result<Response<Body>, UpstreamError>> + Send>>;
         match (protocol, tls) {
             (BackendProtocol::Http1, tls) => Either::Left(self.send(address, tls, req)),
-            (BackendProtocol::H2c, None) => Either::Right(Either::Left(self.send_h2c(address, req))),
+            (BackendProtocol::H2c, None) => Either::Right(Box::pin(self.send_h2c(address, req)) as Boxed),
             // h2c is cleartext: where TLS was asked for, nothing is sent (the translator marks
             // such backends invalid; this is the proxy's own guard).
             (BackendProtocol::H2c, Some(_)) => {
                 let refused =
                     UpstreamError::Tls(address.to_string(), std::io::Error::other("h2c asked over TLS"));
-                Either::Right(Either::Right(std::future::ready(Err(refused))))
+                Either::Right(Box::pin(std::future::ready(Err(refused))) as Boxed)
             }
         }
     }
