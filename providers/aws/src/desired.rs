@@ -90,16 +90,7 @@ pub fn map(
     let routes = usable_routes(gateway, &mut mapping.unprovisioned);
     match api_type {
         ApiType::Http => map_http(gateway, settings, &routes, &tags, &mut mapping),
-        ApiType::Rest => {
-            let served: Vec<Usable<'_>> = routes
-                .into_iter()
-                .filter_map(|entry| match entry {
-                    Entry::Serve(usable) => Some(usable),
-                    Entry::Close(_) => None,
-                })
-                .collect();
-            map_rest(gateway, settings, &served, &tags, now, &mut mapping)
-        }
+        ApiType::Rest => map_rest(gateway, settings, &routes, &tags, now, &mut mapping),
     }
     map_domains(gateway, settings, &tags, api_type, &mut mapping);
     mapping
@@ -447,13 +438,20 @@ fn integration_target(url: &str, settings: &AwsSettings) -> (String, Option<Stri
 fn map_rest(
     gateway: &GatewayIr,
     settings: &AwsSettings,
-    routes: &[Usable<'_>],
+    routes: &[Entry<'_>],
     tags: &BTreeMap<String, String>,
     now: i64,
     m: &mut Mapping,
 ) {
     let mut methods = BTreeMap::new();
-    for usable in routes {
+    for entry in routes {
+        let usable = match entry {
+            Entry::Serve(usable) => usable,
+            Entry::Close(route) => {
+                close_rest(route, &mut methods, m);
+                continue;
+            }
+        };
         let route = usable.route;
         let Some(paths) = route_paths(&route.matcher.path) else { continue };
         let (url, base_path) = split_url(usable.url);
@@ -510,6 +508,37 @@ fn map_rest(
     m.resources
         .insert((Kind::Deployment, REST_STAGE.into()), Spec::Deployment { stage: REST_STAGE.into(), digest });
     map_usage_plans(gateway, tags, now, m);
+}
+
+/// Closes `route` on a REST API: its methods point at an address that cannot resolve, so they
+/// answer 5xx instead of falling to a broader method that would serve their paths.
+fn close_rest(route: &RouteIr, methods: &mut BTreeMap<String, Spec>, m: &mut Mapping) {
+    let Some(paths) = route_paths(&route.matcher.path) else { return };
+    for (path, greedy) in paths {
+        let resource = if greedy { join(&path, "/{proxy+}") } else { path.clone() };
+        let method_key = format!("{} {resource}", route.matcher.method.as_deref().unwrap_or("ANY"));
+        if methods.contains_key(&method_key) {
+            continue;
+        }
+        for ancestor in ancestors(&resource) {
+            m.resources.insert((Kind::Resource, ancestor), Spec::Resource);
+        }
+        let closed = Spec::Method {
+            api_key_required: false,
+            uri: DENY_TARGET.to_string(),
+            vpc_link: None,
+            timeout_ms: 1_000,
+            parameters: BTreeMap::new(),
+        };
+        methods.insert(method_key, closed);
+    }
+    report(
+        m,
+        format!(
+            "HTTPRoute {}: its paths answer 5xx on this REST API (closed, not left to broader routes)",
+            route.id.route()
+        ),
+    );
 }
 
 /// Every resource path from the first segment down to `path` (the root `/` exists already).
@@ -746,10 +775,14 @@ mod tests {
             (DENY_ISSUER, [DENY_AUDIENCE.to_string()].as_slice())
         );
         assert!(m.unprovisioned[1].contains("its paths answer 401"), "{:?}", m.unprovisioned);
-        // A REST API leaves it out (it has no fixed answers here either).
+        // A REST API closes it too: its methods point where nothing answers.
         let rest =
             map(&gateway(vec![internal_route()], Vec::new()), &settings("REST"), "c1", ApiType::Rest, 0);
-        assert!(keys_of(&rest, Kind::Method).is_empty());
+        assert_eq!(keys_of(&rest, Kind::Method), ["ANY /in", "ANY /in/{proxy+}"]);
+        let Spec::Method { uri, .. } = &rest.resources[&(Kind::Method, "ANY /in".into())] else {
+            panic!("no method")
+        };
+        assert_eq!(uri, DENY_TARGET);
     }
 
     fn internal_route() -> RouteIr {
