@@ -155,8 +155,19 @@ async fn tokens_are_checked_against_discovered_keys_that_rotate_and_survive_an_o
     assert_eq!(echoed_header(&resp, "x-client").as_deref(), Some("batch-job"));
     assert_eq!(echoed_header(&resp, "authorization").as_deref(), Some(inline_token.as_str()));
 
-    // Per-consumer metrics name the token consumers.
+    // Per-consumer metrics name the token consumers; fetches are counted, the outage's too.
+    let discovery = format!("{}/.well-known/openid-configuration", issuer.url);
+    let fetches = |outcome: &str| {
+        format!(r#"tollbridge_jwt_key_set_fetches_total{{location="{discovery}",outcome="{outcome}"}}"#)
+    };
+    // An unknown key asks for the set again (at most every 10 s); the issuer is down.
+    eventually("the failed fetch to be counted", Duration::from_secs(20), || async {
+        client.get(&orders, &[("authorization", &unknown)]).await;
+        tollbridge.admin_get("/metrics").await.text().contains(&fetches("failed"))
+    })
+    .await;
     let metrics = tollbridge.admin_get("/metrics").await.text();
+    assert!(metrics.contains(&fetches("fetched")), "{metrics}");
     let series = r#"tollbridge_consumer_requests_total{gateway="default/gw",policy="default/orders",consumer="acme",outcome="rate_limited"} 1"#;
     assert!(metrics.contains(series), "{metrics}");
     assert!(!tollbridge.log().contains(&acme[7..]), "a token reached the log");

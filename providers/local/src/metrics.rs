@@ -27,6 +27,14 @@ pub struct RouteLabels {
     pub route: Label,
 }
 
+/// One location of issuers' signing keys (a discovery document or key set URL, as configured:
+/// bounded by the policies) and what became of a fetch (`fetched`, `failed`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KeySetFetchLabels {
+    pub location: String,
+    pub outcome: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DirectionLabels {
     pub direction: &'static str,
@@ -154,6 +162,8 @@ pub struct Metrics {
     /// Bytes carried by WebSocket tunnels, client to backend and back.
     pub websocket_bytes_to_backend: Counter,
     pub websocket_bytes_to_client: Counter,
+    /// Fetches of JWT signing keys, by location and outcome.
+    pub key_set_fetches: Family<KeySetFetchLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -205,6 +215,12 @@ impl Default for Metrics {
             "Bytes carried by WebSocket tunnels, by direction (to_backend, to_client)",
             websocket_bytes.clone(),
         );
+        let key_set_fetches = Family::<KeySetFetchLabels, Counter>::default();
+        registry.register(
+            "jwt_key_set_fetches",
+            "Fetches of issuers' JWT signing keys, by location and outcome (fetched, failed)",
+            key_set_fetches.clone(),
+        );
         let direction =
             |direction: &'static str| websocket_bytes.get_or_create(&DirectionLabels { direction }).clone();
         Self {
@@ -220,6 +236,7 @@ impl Default for Metrics {
             websocket_tunnels,
             websocket_bytes_to_backend: direction("to_backend"),
             websocket_bytes_to_client: direction("to_client"),
+            key_set_fetches,
         }
     }
 }

@@ -42,6 +42,7 @@ impl LocalProvider {
         counter_store: Option<Arc<CounterStore>>,
     ) -> Self {
         let mut metrics = Metrics::default();
+        crate::policy::count_key_set_fetches_in(metrics.key_set_fetches.clone());
         if let Some(store) = &counter_store {
             store.register(&mut metrics.registry);
         }

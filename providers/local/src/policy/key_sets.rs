@@ -20,6 +20,7 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 use super::jwt::KeySet;
+use crate::metrics::KeySetFetchLabels;
 use crate::upstream::UpstreamTls;
 
 /// How often a good set is fetched again.
@@ -85,6 +86,33 @@ impl std::fmt::Debug for RemoteKeys {
     }
 }
 
+/// Where fetches are counted: the process's proxy metrics (set once by the provider).
+static FETCHES: OnceLock<
+    prometheus_client::metrics::family::Family<
+        KeySetFetchLabels,
+        prometheus_client::metrics::counter::Counter,
+    >,
+> = OnceLock::new();
+
+/// Counts every fetch of a key set in `fetches` from now on (the first caller's family wins).
+pub fn count_fetches_in(
+    fetches: prometheus_client::metrics::family::Family<
+        KeySetFetchLabels,
+        prometheus_client::metrics::counter::Counter,
+    >,
+) {
+    let _ = FETCHES.set(fetches);
+}
+
+fn count_fetch(location: &Location, outcome: &'static str) {
+    if let Some(fetches) = FETCHES.get() {
+        let location = match location {
+            Location::KeySet(url) | Location::Discovery { url, .. } => url.clone(),
+        };
+        fetches.get_or_create(&KeySetFetchLabels { location, outcome }).inc();
+    }
+}
+
 fn registry() -> &'static Mutex<HashMap<Location, Weak<RemoteKeys>>> {
     static REGISTRY: OnceLock<Mutex<HashMap<Location, Weak<RemoteKeys>>>> = OnceLock::new();
     REGISTRY.get_or_init(Default::default)
@@ -134,6 +162,7 @@ async fn fetcher(keys: Weak<RemoteKeys>, wake: Arc<Notify>) {
         let location = remote.location.clone();
         let wait = match tokio::time::timeout(FETCH_TIMEOUT, fetch(&location)).await {
             Ok(Ok(set)) => {
+                count_fetch(&location, "fetched");
                 if failures > 0 || remote.current.load().is_none() {
                     tracing::info!(?location, keys = set.len(), "signing keys fetched");
                 }
@@ -142,6 +171,7 @@ async fn fetcher(keys: Weak<RemoteKeys>, wake: Arc<Notify>) {
                 REFRESH
             }
             outcome => {
+                count_fetch(&location, "failed");
                 let error = match outcome {
                     Ok(Err(error)) => error,
                     _ => format!("no answer within {} seconds", FETCH_TIMEOUT.as_secs()),

@@ -39,6 +39,7 @@ use tollbridge_provider::QuotaPolicyIr;
 pub use self::headers::LimitHeaders;
 use self::headers::LimitStatus;
 use self::jwt::{TokenCheck, TokenConsumer};
+pub use self::key_sets::count_fetches_in as count_key_set_fetches_in;
 use self::keys::{KeyHash, KeyLocation};
 use self::quota::{Period, Window};
 use self::rate::{seconds_ceil, Gcra, NANOS_PER_SECOND};
