@@ -16,6 +16,8 @@ use bytes::Bytes;
 use http::header::{ACCEPT, HOST};
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::rt::TokioIo;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
@@ -86,21 +88,14 @@ impl std::fmt::Debug for RemoteKeys {
     }
 }
 
+/// Fetches by location and outcome.
+type Fetches = Family<KeySetFetchLabels, Counter>;
+
 /// Where fetches are counted: the process's proxy metrics (set once by the provider).
-static FETCHES: OnceLock<
-    prometheus_client::metrics::family::Family<
-        KeySetFetchLabels,
-        prometheus_client::metrics::counter::Counter,
-    >,
-> = OnceLock::new();
+static FETCHES: OnceLock<Fetches> = OnceLock::new();
 
 /// Counts every fetch of a key set in `fetches` from now on (the first caller's family wins).
-pub fn count_fetches_in(
-    fetches: prometheus_client::metrics::family::Family<
-        KeySetFetchLabels,
-        prometheus_client::metrics::counter::Counter,
-    >,
-) {
+pub fn count_fetches_in(fetches: Fetches) {
     let _ = FETCHES.set(fetches);
 }
 
