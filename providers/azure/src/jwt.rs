@@ -77,7 +77,7 @@ pub fn guard(
 
 /// The `validate-jwt` element; what it cannot carry is added to `unprovisioned`. A policy whose
 /// keys cannot be carried gets an element with no keys: every token is refused.
-pub fn validate(policy: &QuotaPolicyIr, jwt: &JwtIr, unprovisioned: &mut Vec<String>) -> String {
+fn validate(policy: &QuotaPolicyIr, jwt: &JwtIr, unprovisioned: &mut Vec<String>) -> String {
     let mut xml = format!(
         "<validate-jwt header-name=\"Authorization\" failed-validation-httpcode=\"401\" \
          failed-validation-error-message=\"the bearer token is missing or not valid\" \
@@ -146,7 +146,7 @@ fn inline_keys(policy: &QuotaPolicyIr, set: &str, unprovisioned: &mut Vec<String
 
 /// A policy expression naming the token's consumer. Expressions are C#, written raw in `rawxml`
 /// policies: the claim name is a C# string literal, so it cannot end the literal.
-pub fn consumer_expression(jwt: &JwtIr) -> String {
+fn consumer_expression(jwt: &JwtIr) -> String {
     format!(
         "@(((Jwt)context.Variables[\"{TOKEN_VARIABLE}\"]).Claims.GetValueOrDefault({}, \"\"))",
         csharp_string(&jwt.consumer_claim)
@@ -154,7 +154,7 @@ pub fn consumer_expression(jwt: &JwtIr) -> String {
 }
 
 /// The consumer header set upstream, and the token removed unless it is forwarded.
-pub fn forward(jwt: &JwtIr) -> String {
+fn forward(jwt: &JwtIr) -> String {
     let mut xml = format!(
         "<set-header name=\"{}\" exists-action=\"override\"><value>{}</value></set-header>",
         escape(&jwt.consumer_header),

@@ -25,6 +25,7 @@ use tollbridge_provider::{JwksIr, JwtIr, RequiredClaimIr};
 
 use super::headers;
 use super::key_sets::{self, KeySource, RemoteKeys};
+use super::keys::KeyHash;
 use super::Decision;
 use crate::fast_hash::FastMap;
 
@@ -127,6 +128,8 @@ impl std::fmt::Debug for TokenCheck {
 pub(crate) struct TokenConsumer {
     pub(crate) name: Arc<str>,
     pub(crate) header: HeaderValue,
+    /// The counters' subject: the name's SHA-256, hashed once per accepted token.
+    pub(crate) subject: KeyHash,
 }
 
 /// Why a request's token is refused.
@@ -331,7 +334,7 @@ impl TokenCheck {
             .ok_or_else(|| {
                 Refusal::Invalid(format!("the token's {} claim is not a usable name", self.consumer_claim))
             })?;
-        Ok(TokenConsumer { name: name.into(), header })
+        Ok(TokenConsumer { subject: KeyHash::of(name.as_bytes()), name: name.into(), header })
     }
 }
 

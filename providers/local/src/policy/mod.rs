@@ -356,7 +356,7 @@ impl Policies {
                 tracing::debug!(policy = %policy.id, ?refusal, "token refused");
                 refusal.decision()
             })?;
-            let subject = Subject::Key(KeyHash::of(token.name.as_bytes()));
+            let subject = Subject::Key(token.subject);
             return Ok(Caller { policy, subject, key: None, token: Some(token), stripped_uri: None });
         }
         let (subject, key) = self.identify(index, policy, req, now)?;
