@@ -219,6 +219,10 @@ pub struct ServeArgs {
     /// (0: no limit).
     #[arg(long, default_value_t = 30)]
     body_idle_timeout: u64,
+    /// Largest request body, in bytes, kept to be sent again on a route with `retry`; a longer
+    /// body is streamed to the backend once, without retries.
+    #[arg(long, default_value_t = 64 * 1024)]
+    retry_body_limit: usize,
     /// Seconds a WebSocket connection may carry nothing either way before it is closed.
     #[arg(long, default_value_t = 300)]
     websocket_idle_timeout: u64,
@@ -596,6 +600,7 @@ fn serve(
                 .then(|| Duration::from_secs(args.request_timeout)),
             request_body_idle_timeout: (args.body_idle_timeout > 0)
                 .then(|| Duration::from_secs(args.body_idle_timeout)),
+            retry_body_limit: args.retry_body_limit,
             websocket_idle_timeout: Duration::from_secs(args.websocket_idle_timeout.max(1)),
             max_mirror_requests: args.max_mirror_requests.max(1),
             // In a pod the admin port is on the pod's address (probes, metrics): the status and

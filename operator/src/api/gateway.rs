@@ -364,6 +364,23 @@ pub struct HTTPRouteRule {
     pub backend_refs: Vec<HTTPBackendRef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeouts: Option<HTTPRouteTimeouts>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<HTTPRouteRetry>,
+}
+
+/// When a failed backend request is tried again (standard since Gateway API v1.7.0).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct HTTPRouteRetry {
+    /// Backend response codes (400–599) tried again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub codes: Vec<i32>,
+    /// Retries after the first request, at most (default 1; 0 disables retries).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<i32>,
+    /// Gateway API duration: the base interval of the backoff between attempts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff: Option<String>,
 }
 
 /// Conditions a request must meet; all present fields must match.

@@ -56,6 +56,7 @@ fn lower_rule(rule: &GRPCRouteRule, invalid: &mut dyn FnMut(String)) -> HTTPRout
         filters: rule.filters.iter().map(lower_filter).collect(),
         backend_refs: rule.backend_refs.iter().map(lower_backend).collect(),
         timeouts: None,
+        retry: None,
     }
 }
 

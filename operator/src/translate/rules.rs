@@ -4,7 +4,7 @@
 use tollbridge_provider::{
     ActionIr, BackendIr, BackendProtocol, BackendTarget, Capabilities, CorsIr, Feature, FiltersIr,
     HeaderModifier, HeaderValue, KeyValueMatch, MatchIr, MirrorIr, PathMatch, PathModifier, RedirectIr,
-    RouteId, RouteIr, RouteKind, StringMatch, TimeoutsIr, UrlRewrite,
+    RetryIr, RouteId, RouteIr, RouteKind, StringMatch, TimeoutsIr, UrlRewrite,
 };
 
 use super::backends::{self, RefProblem};
@@ -202,6 +202,7 @@ impl RuleContext<'_, '_> {
     fn entries(&mut self, rule: &HTTPRouteRule) -> Vec<RouteIr> {
         let filters = self.filters(&rule.filters);
         let timeouts = self.timeouts(rule);
+        let retry = self.retry(rule);
         let backends = self.backends(rule);
         let default_match = [HTTPRouteMatch::default()];
         let matches = if rule.matches.is_empty() { &default_match[..] } else { &rule.matches[..] };
@@ -262,6 +263,7 @@ impl RuleContext<'_, '_> {
                     filters,
                     action,
                     timeouts: timeouts.clone(),
+                    retry: retry.clone(),
                     policy: None,
                 }
             })
@@ -540,6 +542,41 @@ impl RuleContext<'_, '_> {
         TimeoutsIr { request_ms, backend_request_ms }
     }
 
+    /// The rule's `retry`; `None` when absent or with zero attempts (retries disabled).
+    fn retry(&mut self, rule: &HTTPRouteRule) -> Option<RetryIr> {
+        let retry = rule.retry.as_ref()?;
+        let attempts = retry.attempts.unwrap_or(1);
+        if !(0..=MAX_RETRY_ATTEMPTS).contains(&attempts) {
+            self.invalid.push(format!("retry.attempts {attempts} must be between 0 and {MAX_RETRY_ATTEMPTS}"));
+            return None;
+        }
+        let mut codes = Vec::with_capacity(retry.codes.len());
+        for &code in &retry.codes {
+            match u16::try_from(code).ok().filter(|c| (400..=599).contains(c)) {
+                Some(code) => codes.push(code),
+                None => self.invalid.push(format!("retry.codes {code} is not an HTTP status from 400 to 599")),
+            }
+        }
+        codes.sort_unstable();
+        codes.dedup();
+        let backoff_ms = match retry.backoff.as_deref().map(duration::parse_millis) {
+            None => None,
+            Some(Ok(ms)) => Some(ms),
+            Some(Err(e)) => {
+                self.invalid.push(format!("retry.backoff: {e}"));
+                None
+            }
+        };
+        if attempts == 0 {
+            return None;
+        }
+        self.need(Feature::HTTPRouteRetryConnectionError);
+        if !codes.is_empty() {
+            self.need(Feature::HTTPRouteRetryCodes);
+        }
+        Some(RetryIr { codes, attempts: attempts as u32, backoff_ms })
+    }
+
     fn backends(&mut self, rule: &HTTPRouteRule) -> Vec<BackendIr> {
         let namespace = namespace_of(&self.route.metadata).to_string();
         let mut out = Vec::new();
@@ -579,6 +616,10 @@ impl RuleContext<'_, '_> {
         out
     }
 }
+
+/// The most retries one request may make: enough for any sane rule, and a bound on what one
+/// request can cost a failing backend.
+const MAX_RETRY_ATTEMPTS: i32 = 100;
 
 /// Forward to the backends; 500 when there are none or none is valid.
 fn forward_or_500(backends: &[BackendIr]) -> ActionIr {

@@ -35,6 +35,7 @@ fn gateway(settings: &AwsSettings, routes: usize, changed: Option<usize>) -> Gat
                     }],
                 },
                 timeouts: TimeoutsIr::default(),
+                retry: None,
                 policy: None,
             }
         })

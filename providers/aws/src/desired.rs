@@ -663,6 +663,7 @@ mod tests {
             filters: FiltersIr::default(),
             action: ActionIr::Forward { backends: vec![backend(url)] },
             timeouts: TimeoutsIr::default(),
+            retry: None,
             policy: None,
         }
     }

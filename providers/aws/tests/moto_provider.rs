@@ -59,6 +59,7 @@ fn route(name: &str, path: PathMatch, url: &str) -> RouteIr {
         filters: FiltersIr::default(),
         action: ActionIr::Forward { backends: vec![backend(url)] },
         timeouts: TimeoutsIr::default(),
+        retry: None,
         policy: None,
     }
 }

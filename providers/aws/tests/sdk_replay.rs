@@ -79,6 +79,7 @@ fn gateway(settings: &AwsSettings, rate: u32) -> GatewayIr {
                 }],
             },
             timeouts: TimeoutsIr::default(),
+            retry: None,
             policy: Some("shop/limit".into()),
         }],
         policies: vec![QuotaPolicyIr {

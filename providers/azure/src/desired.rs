@@ -617,6 +617,7 @@ mod tests {
                 }],
             },
             timeouts: TimeoutsIr::default(),
+            retry: None,
             policy: None,
         }
     }

@@ -40,6 +40,7 @@ fn gateway(routes: usize, changed: Option<usize>) -> GatewayIr {
                     }],
                 },
                 timeouts: TimeoutsIr::default(),
+                retry: None,
                 policy: None,
             }
         })

@@ -52,6 +52,7 @@ fn route(name: &str, path: PathMatch, backends: Vec<BackendIr>) -> RouteIr {
         filters: FiltersIr::default(),
         action: ActionIr::Forward { backends },
         timeouts: TimeoutsIr::default(),
+        retry: None,
         policy: None,
     }
 }

@@ -62,6 +62,10 @@ features! {
     HTTPRouteRequestPercentageMirror = "HTTPRouteRequestPercentageMirror", upstream = true;
     HTTPRouteRequestTimeout = "HTTPRouteRequestTimeout", upstream = true;
     HTTPRouteBackendTimeout = "HTTPRouteBackendTimeout", upstream = true;
+    /// HTTPRoute `retry.codes`: backend answers with these codes tried again.
+    HTTPRouteRetryCodes = "HTTPRouteRetryCodes", upstream = true;
+    /// HTTPRoute `retry`: backend requests whose connection could not be made tried again.
+    HTTPRouteRetryConnectionError = "HTTPRouteRetryConnectionError", upstream = true;
     HTTPRouteParentRefPort = "HTTPRouteParentRefPort", upstream = true;
     HTTPRouteNamedRouteRule = "HTTPRouteNamedRouteRule", upstream = true;
     HTTPRouteCORS = "HTTPRouteCORS", upstream = true;

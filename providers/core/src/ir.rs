@@ -271,6 +271,9 @@ pub struct RouteIr {
     pub action: ActionIr,
     #[serde(skip_serializing_if = "TimeoutsIr::is_empty")]
     pub timeouts: TimeoutsIr,
+    /// When a failed backend request is tried again (`None`: never).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryIr>,
     /// `namespace/name` of the QuotaPolicy guarding this entry.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub policy: Option<String>,
@@ -534,6 +537,20 @@ impl TimeoutsIr {
     pub fn is_empty(&self) -> bool {
         self.request_ms.is_none() && self.backend_request_ms.is_none()
     }
+}
+
+/// An HTTPRoute rule's `retry`, with at least one attempt (zero attempts is no retry at all).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RetryIr {
+    /// Backend response codes that are tried again (sorted, each once).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub codes: Vec<u16>,
+    /// Backend requests made after the first, at most.
+    pub attempts: u32,
+    /// Base interval of the backoff between attempts; `None`: the provider's default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backoff_ms: Option<u64>,
 }
 
 /// An accepted QuotaPolicy and its keys.

@@ -52,6 +52,7 @@ fn entry(i: usize) -> RouteIr {
         filters: Default::default(),
         action: ActionIr::Respond { status: 200 },
         timeouts: Default::default(),
+        retry: None,
         policy: None,
     }
 }

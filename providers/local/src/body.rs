@@ -1,4 +1,5 @@
-//! Body types: everything is streamed; nothing buffers a whole body.
+//! Body types: everything is streamed; only a request that may be retried has its body
+//! buffered, and only up to a bound ([`buffer_up_to`]).
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -112,6 +113,77 @@ where
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// A request body read for sending more than once, or what was read of it.
+pub enum Buffered {
+    /// The whole body, within the bound: it can be sent again.
+    Whole(Bytes),
+    /// Longer than the bound (or with trailers): the frames read so far, then the rest, to be
+    /// sent once.
+    Streaming(Body),
+    /// The client's body failed while it was read (stalled, reset).
+    Failed(BoxError),
+}
+
+/// Reads `body` whole if it holds at most `limit` bytes of data and no trailers.
+pub async fn buffer_up_to<B>(mut body: B, limit: usize) -> Buffered
+where
+    B: HttpBody<Data = Bytes, Error = BoxError> + Send + Sync + Unpin + 'static,
+{
+    if body.size_hint().lower() > limit as u64 {
+        return Buffered::Streaming(body.boxed());
+    }
+    let mut read: Vec<Frame<Bytes>> = Vec::new();
+    let mut length = 0;
+    loop {
+        match body.frame().await {
+            None => break,
+            Some(Err(e)) => return Buffered::Failed(e),
+            Some(Ok(frame)) => {
+                let is_data = frame.data_ref().map(|data| length += data.len()).is_some();
+                read.push(frame);
+                if !is_data || length > limit {
+                    return Buffered::Streaming(Prefixed { read: read.into(), rest: body }.boxed());
+                }
+            }
+        }
+    }
+    let mut whole = bytes::BytesMut::with_capacity(length);
+    for frame in read {
+        if let Ok(data) = frame.into_data() {
+            whole.extend_from_slice(&data);
+        }
+    }
+    Buffered::Whole(whole.freeze())
+}
+
+/// Frames already read, then the rest of the body they came from.
+struct Prefixed<B> {
+    read: std::collections::VecDeque<Frame<Bytes>>,
+    rest: B,
+}
+
+impl<B> HttpBody for Prefixed<B>
+where
+    B: HttpBody<Data = Bytes, Error = BoxError> + Unpin,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.read.pop_front() {
+            Some(frame) => Poll::Ready(Some(Ok(frame))),
+            None => Pin::new(&mut self.rest).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.read.is_empty() && self.rest.is_end_stream()
     }
 }
 

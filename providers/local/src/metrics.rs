@@ -50,6 +50,16 @@ pub struct UpstreamErrorLabels {
     pub kind: String,
 }
 
+/// A backend request tried again, or a retry the route asked for that was not made.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RetryLabels {
+    pub gateway: Label,
+    pub route: Label,
+    /// Made: `connect_error`, `status_code`, `backend_timeout`. Skipped: `budget_exhausted`,
+    /// `body_too_large`.
+    pub reason: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PolicyLabels {
     pub gateway: String,
@@ -123,6 +133,11 @@ impl RouteMetrics {
         &self.route
     }
 
+    /// The labels of a retry of this route's requests.
+    pub fn retry_labels(&self, reason: &'static str) -> RetryLabels {
+        RetryLabels { gateway: self.gateway.clone(), route: self.route.clone(), reason }
+    }
+
     /// Counts one request answered with `code` after `seconds`.
     pub fn record(&self, metrics: &Metrics, code: u16, seconds: f64) {
         let labels = || RequestLabels { gateway: self.gateway.clone(), route: self.route.clone(), code };
@@ -152,6 +167,8 @@ pub struct Metrics {
     pub requests: Family<RequestLabels, Counter>,
     pub latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
     pub upstream_errors: Family<UpstreamErrorLabels, Counter>,
+    pub upstream_retries: Family<RetryLabels, Counter>,
+    pub upstream_retries_skipped: Family<RetryLabels, Counter>,
     pub policy_rejections: Family<PolicyLabels, Counter>,
     pub consumer_requests: ConsumerRequests,
     pub connections: Gauge,
@@ -174,6 +191,8 @@ impl Default for Metrics {
             latency_histogram as fn() -> Histogram,
         );
         let upstream_errors = Family::<UpstreamErrorLabels, Counter>::default();
+        let upstream_retries = Family::<RetryLabels, Counter>::default();
+        let upstream_retries_skipped = Family::<RetryLabels, Counter>::default();
         let policy_rejections = Family::<PolicyLabels, Counter>::default();
         let consumer_requests = ConsumerRequests::default();
         let connections = Gauge::default();
@@ -191,6 +210,16 @@ impl Default for Metrics {
             "upstream_errors",
             "Requests that failed upstream, by kind",
             upstream_errors.clone(),
+        );
+        registry.register(
+            "upstream_retries",
+            "Backend requests tried again, by route and reason (connect_error, status_code, backend_timeout)",
+            upstream_retries.clone(),
+        );
+        registry.register(
+            "upstream_retries_skipped",
+            "Retries a route asked for that were not made, by reason (budget_exhausted, body_too_large)",
+            upstream_retries_skipped.clone(),
         );
         registry.register(
             "policy_rejections",
@@ -228,6 +257,8 @@ impl Default for Metrics {
             requests,
             latency,
             upstream_errors,
+            upstream_retries,
+            upstream_retries_skipped,
             policy_rejections,
             consumer_requests,
             connections,

@@ -13,6 +13,7 @@ use tollbridge_provider::{ActionIr, BackendIr, BackendTarget, GatewayIr, Listene
 use crate::fast_hash::FastMap;
 use crate::metrics::{Label, RouteMetrics};
 use crate::policy::Policies;
+use crate::proxy::RetryBudget;
 use crate::router::PortRouter;
 use crate::tls;
 use crate::upstream::UpstreamTls;
@@ -62,6 +63,8 @@ pub struct CompiledGateway {
     backend_plans: Vec<Vec<BackendPlan>>,
     /// The same for each mirror, per (route entry, mirror).
     mirror_plans: Vec<Vec<BackendPlan>>,
+    /// Per route entry with `retry`: how many of its requests are retrying.
+    retry_budgets: Vec<Option<RetryBudget>>,
 }
 
 /// Where one backend's requests go, worked out when the configuration is compiled.
@@ -176,6 +179,7 @@ impl CompiledGateway {
             .collect();
         let mirror_plans =
             ir.routes.iter().map(|r| plans(&mut r.filters.mirrors.iter().map(|m| &m.backend))).collect();
+        let retry_budgets = ir.routes.iter().map(|r| r.retry.as_ref().map(|_| RetryBudget::default())).collect();
         let mut identity_headers = vec![http::HeaderName::from_static(DEFAULT_CONSUMER_HEADER)];
         let consumer_headers = ir.policies.iter().flat_map(|p| {
             let key = p.api_key.as_ref().map(|k| k.consumer_header.as_str());
@@ -199,6 +203,7 @@ impl CompiledGateway {
             round_robin,
             backend_plans,
             mirror_plans,
+            retry_budgets,
         })
     }
 
@@ -215,6 +220,11 @@ impl CompiledGateway {
 
     pub fn mirror_plan(&self, route: usize, mirror: usize) -> &BackendPlan {
         &self.mirror_plans[route][mirror]
+    }
+
+    /// The retry budget of a route entry with `retry`.
+    pub(crate) fn retry_budget(&self, route: usize) -> Option<&RetryBudget> {
+        self.retry_budgets.get(route).and_then(Option::as_ref)
     }
 
     /// The pool key of the next endpoint of a backend, round robin.

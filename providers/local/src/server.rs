@@ -51,6 +51,9 @@ pub struct ServerSettings {
     pub default_request_timeout: Option<Duration>,
     /// Longest wait for the next piece of a request body; the request then gets 408.
     pub request_body_idle_timeout: Option<Duration>,
+    /// Largest request body kept to be sent again on a route with `retry`; a longer one is
+    /// streamed and sent once.
+    pub retry_body_limit: usize,
     /// How long a WebSocket tunnel may carry nothing either way before both ends are closed.
     pub websocket_idle_timeout: Duration,
     /// Mirrored requests in flight at a time; more are not mirrored (and counted).
@@ -75,6 +78,7 @@ impl Default for ServerSettings {
             access_log: false,
             default_request_timeout: Some(Duration::from_secs(60)),
             request_body_idle_timeout: Some(Duration::from_secs(30)),
+            retry_body_limit: 64 * 1024,
             websocket_idle_timeout: Duration::from_secs(300),
             max_mirror_requests: 256,
             remote_debug_endpoints: true,

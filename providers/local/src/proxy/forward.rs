@@ -17,12 +17,13 @@ use crate::body::{Body, TeeBody};
 use crate::metrics::UpstreamErrorLabels;
 use crate::runtime::CompiledGateway;
 use crate::server::Shared;
-use crate::upstream::UpstreamError;
+use crate::upstream::{UpstreamError, UpstreamTls};
 
 use super::grpc;
 use super::headers::{add_forwarded, apply_header_modifier};
 use super::mirror::start_mirrors;
 use super::path::rewrite_path;
+use super::retry::{self, Unanswered};
 use super::upgrade::{self, WebSocketUpgrade};
 use super::{plain, ConnInfo, RequestTimer};
 
@@ -145,41 +146,34 @@ pub(super) async fn forward(
         upgrade::ask_upstream(&mut parts.headers, asked);
     }
     let body = TeeBody::new(incoming, taps, shared.settings.request_body_idle_timeout);
-    let upstream_request = Request::from_parts(parts, body.boxed());
-
-    let timeout = [route.timeouts.request_ms, route.timeouts.backend_request_ms]
-        .into_iter()
-        .flatten()
-        .min()
-        .map(Duration::from_millis)
-        .or(shared.settings.default_request_timeout);
-    // Pinned here, once: the timing below holds only a reference to it.
-    let call = shared.client.send_in(backend.protocol, &authority, tls, upstream_request);
-    tokio::pin!(call);
-    let result = match timeout {
-        Some(limit) => match within(limit, timer, call.as_mut()).await {
-            Some(result) => result,
-            None => {
-                upstream_error("timeout");
-                return plain(StatusCode::GATEWAY_TIMEOUT, "upstream timed out");
-            }
-        },
-        None => call.await,
+    // A WebSocket handshake is sent once: what it opens cannot be replayed.
+    let retry = route.retry.as_ref().filter(|_| !parts.extensions.get::<WebSocketUpgrade>().is_some());
+    let result = match retry {
+        // Boxed: the retrying call's state stays out of every other request's future.
+        Some(retry) => {
+            let target = retry::Target { shared, gateway, index, chosen, backend, tls, authority };
+            Box::pin(retry::send(target, retry, &route.timeouts, parts, body)).await
+        }
+        None => send_once(shared, route, backend, &authority, tls, Request::from_parts(parts, body.boxed()), timer).await,
     };
     let upstream = match result {
         Ok(response) => response,
-        Err(UpstreamError::Saturated(_)) => {
+        Err(Unanswered::TimedOut) => {
+            upstream_error("timeout");
+            return plain(StatusCode::GATEWAY_TIMEOUT, "upstream timed out");
+        }
+        Err(Unanswered::Failed(UpstreamError::Saturated(_))) => {
             upstream_error("saturated");
             return plain(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "upstream busy: every connection it may have is in use",
             );
         }
-        Err(e) if body_idle(&e) => {
+        Err(Unanswered::Failed(e)) if body_idle(&e) => {
             upstream_error("request_body_idle");
             return plain(StatusCode::REQUEST_TIMEOUT, "request body stalled");
         }
-        Err(e) => {
+        Err(Unanswered::Failed(e)) => {
             upstream_error(match &e {
                 UpstreamError::Tls(..) => "tls",
                 e if e.is_connect() => "connect",
@@ -194,6 +188,33 @@ pub(super) async fn forward(
     apply_header_modifier(&backend.response_headers, &mut head.headers);
     apply_header_modifier(&route.filters.response_headers, &mut head.headers);
     Response::from_parts(head, body)
+}
+
+/// One backend request, within the route's timeouts (the shorter of the two, or the server's
+/// default).
+async fn send_once(
+    shared: &Shared,
+    route: &RouteIr,
+    backend: &BackendIr,
+    authority: &Arc<str>,
+    tls: Option<&Arc<UpstreamTls>>,
+    request: Request<Body>,
+    timer: RequestTimer<'_>,
+) -> Result<Response<Body>, Unanswered> {
+    let timeout = [route.timeouts.request_ms, route.timeouts.backend_request_ms]
+        .into_iter()
+        .flatten()
+        .min()
+        .map(Duration::from_millis)
+        .or(shared.settings.default_request_timeout);
+    // Pinned here, once: the timing below holds only a reference to it.
+    let call = shared.client.send_in(backend.protocol, authority, tls, request);
+    tokio::pin!(call);
+    let result = match timeout {
+        Some(limit) => within(limit, timer, call.as_mut()).await.ok_or(Unanswered::TimedOut)?,
+        None => call.await,
+    };
+    result.map_err(Unanswered::Failed)
 }
 
 /// What `call` returns, or `None` once `limit` has passed; timed on the connection's timer when

@@ -8,6 +8,7 @@ mod headers;
 mod mirror;
 mod path;
 mod redirect;
+mod retry;
 pub(crate) mod upgrade;
 
 use std::borrow::Cow;
@@ -34,6 +35,7 @@ use self::forward::forward;
 use self::headers::{remove_all, strip_hop_by_hop};
 use self::path::with_path;
 use self::redirect::redirect_response;
+pub(crate) use self::retry::RetryBudget;
 
 /// What a connection knows about itself.
 #[derive(Clone, Debug)]

@@ -73,6 +73,7 @@ fn route(name: &str, path: PathMatch) -> RouteIr {
         filters: Default::default(),
         action: ActionIr::Respond { status: 200 },
         timeouts: Default::default(),
+        retry: None,
         policy: None,
     }
 }
