@@ -49,7 +49,8 @@ impl FailingBackend {
                             let query: HashMap<String, String> =
                                 url_pairs(req.uri().query().unwrap_or_default());
                             let number = |name: &str| query.get(name).and_then(|v| v.parse::<u64>().ok());
-                            let body = req.into_body().collect().await.map(|b| b.to_bytes().len()).unwrap_or(0);
+                            let body =
+                                req.into_body().collect().await.map(|b| b.to_bytes().len()).unwrap_or(0);
                             let id = query.get("id").cloned().unwrap_or_default();
                             let attempt = {
                                 let mut seen = seen.lock().unwrap();
@@ -178,7 +179,14 @@ async fn setup(extra: &[&str]) -> Setup {
 impl Setup {
     /// GET `path` asking the backend to fail `fail` times with `code`: the status and the
     /// attempts the backend saw.
-    async fn get(&self, client: &Client, path: &str, code: u16, fail: u32, extra: &str) -> (StatusCode, usize) {
+    async fn get(
+        &self,
+        client: &Client,
+        path: &str,
+        code: u16,
+        fail: u32,
+        extra: &str,
+    ) -> (StatusCode, usize) {
         let id = next_id();
         let url = format!("{}{path}?id={id}&code={code}&fail={fail}{extra}", self.base);
         let status = client.get(&url, &[]).await.status;
@@ -217,9 +225,7 @@ async fn retries_follow_the_codes_and_attempts_of_the_rule() {
     // A request that may not be repeated is not retried on an answer; with an Idempotency-Key
     // it is, and its body reaches the backend whole each time.
     let body = "b".repeat(1000);
-    for (headers, status, attempts) in
-        [(vec![], 500, 1), (vec![("idempotency-key", "order-7")], 200, 2)]
-    {
+    for (headers, status, attempts) in [(vec![], 500, 1), (vec![("idempotency-key", "order-7")], 200, 2)] {
         let id = next_id();
         let url = format!("{}/retry/code-all-attempts-2?id={id}&code=500&fail=1", setup.base);
         let resp = client.request(Method::POST, &url, &headers, &body).await;
@@ -228,7 +234,8 @@ async fn retries_follow_the_codes_and_attempts_of_the_rule() {
     }
 
     let metrics = setup.tollbridge.admin_get("/metrics").await.text();
-    let retried = metric(&metrics, "tollbridge_upstream_retries_total", &["reason=\"status_code\"", "default/retries"]);
+    let retried =
+        metric(&metrics, "tollbridge_upstream_retries_total", &["reason=\"status_code\"", "default/retries"]);
     // 2 + 3 + 1 + 2 + 1 + 2 + 1 + 2 + 1 + 2 for the GETs above, 1 for the keyed POST.
     assert_eq!(retried, 18.0, "{metrics}");
 }
@@ -270,7 +277,11 @@ async fn connection_errors_are_retried_on_another_endpoint_for_any_method() {
         let method = if i % 2 == 0 { Method::GET } else { Method::POST };
         let resp = client.request(method.clone(), &url, &[], "payload").await;
         assert_eq!(resp.status, StatusCode::OK, "{method} {i}");
-        assert_eq!(setup.healthy.bodies(&id), vec![7], "{method} {i}: one attempt reached the backend, whole");
+        assert_eq!(
+            setup.healthy.bodies(&id),
+            vec![7],
+            "{method} {i}: one attempt reached the backend, whole"
+        );
     }
     let metrics = setup.tollbridge.admin_get("/metrics").await.text();
     let retried = metric(&metrics, "tollbridge_upstream_retries_total", &["reason=\"connect_error\""]);
@@ -296,7 +307,8 @@ async fn the_retry_budget_and_the_body_limit_bound_what_retries_cost() {
     let attempts: usize = setup.flaky.seen.lock().unwrap().values().map(Vec::len).sum();
     let took = started.elapsed();
     let metrics = setup.tollbridge.admin_get("/metrics").await.text();
-    let skipped = metric(&metrics, "tollbridge_upstream_retries_skipped_total", &["reason=\"budget_exhausted\""]);
+    let skipped =
+        metric(&metrics, "tollbridge_upstream_retries_skipped_total", &["reason=\"budget_exhausted\""]);
     eprintln!("budget: {attempts} backend attempts for 20 requests in {took:?}, {skipped} retries refused");
     assert!(skipped >= 16.0, "{skipped} retries refused: {metrics}");
     assert!(attempts < 20 * 6, "{attempts} attempts: the budget let every request retry");
@@ -308,6 +320,7 @@ async fn the_retry_budget_and_the_body_limit_bound_what_retries_cost() {
     assert_eq!(resp.status, StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(setup.flaky.bodies(&id), vec![4096]);
     let metrics = setup.tollbridge.admin_get("/metrics").await.text();
-    let skipped = metric(&metrics, "tollbridge_upstream_retries_skipped_total", &["reason=\"body_too_large\""]);
+    let skipped =
+        metric(&metrics, "tollbridge_upstream_retries_skipped_total", &["reason=\"body_too_large\""]);
     assert_eq!(skipped, 1.0, "{metrics}");
 }

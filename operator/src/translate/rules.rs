@@ -547,14 +547,17 @@ impl RuleContext<'_, '_> {
         let retry = rule.retry.as_ref()?;
         let attempts = retry.attempts.unwrap_or(1);
         if !(0..=MAX_RETRY_ATTEMPTS).contains(&attempts) {
-            self.invalid.push(format!("retry.attempts {attempts} must be between 0 and {MAX_RETRY_ATTEMPTS}"));
+            self.invalid
+                .push(format!("retry.attempts {attempts} must be between 0 and {MAX_RETRY_ATTEMPTS}"));
             return None;
         }
         let mut codes = Vec::with_capacity(retry.codes.len());
         for &code in &retry.codes {
             match u16::try_from(code).ok().filter(|c| (400..=599).contains(c)) {
                 Some(code) => codes.push(code),
-                None => self.invalid.push(format!("retry.codes {code} is not an HTTP status from 400 to 599")),
+                None => {
+                    self.invalid.push(format!("retry.codes {code} is not an HTTP status from 400 to 599"))
+                }
             }
         }
         codes.sort_unstable();

@@ -21,6 +21,7 @@ use tollbridge_provider::{
 };
 
 use crate::jwt;
+use crate::retry;
 use crate::xml::{csharp_string, csharp_verbatim, escape, interpreted};
 
 /// Entity kinds, in creation order (a kind refers only to earlier kinds).
@@ -273,6 +274,7 @@ fn operation_policy(
     let mut inbound = String::new();
     let mut outbound = String::new();
     let mut timeout = None;
+    let mut retried = Vec::new();
     for (rule, route) in routes.iter().enumerate() {
         let condition = condition(route);
         inbound.push_str(&format!("<when condition=\"{}\">", escape(&condition)));
@@ -373,10 +375,55 @@ fn operation_policy(
             timeout =
                 [route.timeouts.request_ms, route.timeouts.backend_request_ms].into_iter().flatten().min();
         }
+        if let Some(retry) = &route.retry {
+            let rule_name = format!("rule {}", route.id.rule);
+            let mut said = Vec::new();
+            if retry.attempts > retry::MAX_COUNT {
+                said.push(format!(
+                    "HTTPRoute {} {rule_name}: retry.attempts {} is more than API Management's {}; it retries {} times",
+                    route.id.route(),
+                    retry.attempts,
+                    retry::MAX_COUNT,
+                    retry::MAX_COUNT
+                ));
+            }
+            if route.timeouts.request_ms.is_some() {
+                said.push(format!(
+                    "HTTPRoute {} {rule_name}: API Management times each retry attempt, so the request timeout \
+                     does not bound all attempts together",
+                    route.id.route()
+                ));
+            }
+            for problem in said {
+                if !problems.contains(&problem) {
+                    problems.push(problem);
+                }
+            }
+            retried.push((rule, retry));
+        }
     }
-    let forward = match timeout {
-        Some(ms) => format!("<forward-request timeout=\"{}\" />", ms.div_ceil(1000).max(1)),
-        None => "<forward-request />".to_string(),
+    let forward_with = |buffered: bool| {
+        let timeout =
+            timeout.map(|ms| format!(" timeout=\"{}\"", ms.div_ceil(1000).max(1))).unwrap_or_default();
+        let buffer = if buffered { " buffer-request-body=\"true\"" } else { "" };
+        format!("<forward-request{timeout}{buffer} />")
+    };
+    let forward = if retried.is_empty() {
+        forward_with(false)
+    } else {
+        // Each retrying rule's requests go through its own `<retry>` (their bodies buffered to be
+        // sent again); the others are forwarded once.
+        let mut branches = String::new();
+        for (rule, retry) in retried {
+            branches.push_str(&format!(
+                "<when condition=\"{}\">{}</when>",
+                escape(&format!(
+                    "@(context.Variables.GetValueOrDefault<string>(\"tb-rule\", \"\") == \"{rule}\")"
+                )),
+                retry::around(retry, &forward_with(true))
+            ));
+        }
+        format!("<choose>{branches}<otherwise>{}</otherwise></choose>", forward_with(false))
     };
     let outbound = if outbound.is_empty() { String::new() } else { format!("<choose>{outbound}</choose>") };
     format!(

@@ -22,6 +22,7 @@ pub mod arm;
 pub mod audit;
 pub mod desired;
 pub mod jwt;
+pub mod retry;
 pub mod usage;
 pub mod xml;
 

@@ -86,6 +86,7 @@ fn routes() -> Vec<RouteIr> {
         .add
         .push(HeaderValue { name: "x-served-by".into(), value: "tollbridge".into() });
     orders.timeouts.request_ms = Some(12_500);
+    orders.retry = Some(RetryIr { codes: vec![502, 503], attempts: 2, backoff_ms: Some(1500) });
     orders.policy = Some("shop/gold".into());
     let mut canary = route(
         "canary",
@@ -202,6 +203,30 @@ async fn lifecycle_and_every_mapping_row() {
     // Another product's subscription cannot open the keyed route.
     assert!(orders.contains("context.Product.Id != ") && orders.contains("code=\"403\""), "{orders}");
     assert!(orders.contains("timeout=\"13\""), "{orders}");
+    // Its retry: the rule's own branch of the backend section, the body buffered to be sent
+    // again; the other rule on the path is forwarded once.
+    let retry = "<retry condition=\"@(context.Response == null || ((context.Response.StatusCode == 502 ||";
+    let compact: String = orders.lines().map(str::trim).collect();
+    assert!(compact.contains(retry), "{orders}");
+    assert!(
+        compact.contains(
+            "count=\"2\" interval=\"2\" max-interval=\"20\" delta=\"2\" first-fast-retry=\"false\">\
+                          <forward-request timeout=\"13\" buffer-request-body=\"true\" /></retry>"
+        ),
+        "{orders}"
+    );
+    assert!(
+        compact.contains("<otherwise><forward-request timeout=\"13\" /></otherwise></choose></backend>"),
+        "{orders}"
+    );
+    assert!(
+        provisioned
+            .unprovisioned
+            .iter()
+            .any(|p| p.contains("shop/orders rule 0: API Management times each retry attempt")),
+        "{:?}",
+        provisioned.unprovisioned
+    );
     assert!(orders.contains("api.shop.example"), "hostname check: {orders}");
     let legacy = policy_of(&apim, Kind::OperationPolicy, "rewrite-uri");
     assert!(legacy.contains("send-one-way-request"), "{legacy}");

@@ -179,7 +179,8 @@ impl CompiledGateway {
             .collect();
         let mirror_plans =
             ir.routes.iter().map(|r| plans(&mut r.filters.mirrors.iter().map(|m| &m.backend))).collect();
-        let retry_budgets = ir.routes.iter().map(|r| r.retry.as_ref().map(|_| RetryBudget::default())).collect();
+        let retry_budgets =
+            ir.routes.iter().map(|r| r.retry.as_ref().map(|_| RetryBudget::default())).collect();
         let mut identity_headers = vec![http::HeaderName::from_static(DEFAULT_CONSUMER_HEADER)];
         let consumer_headers = ir.policies.iter().flat_map(|p| {
             let key = p.api_key.as_ref().map(|k| k.consumer_header.as_str());

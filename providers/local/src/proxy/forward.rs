@@ -154,7 +154,18 @@ pub(super) async fn forward(
             let target = retry::Target { shared, gateway, index, chosen, backend, tls, authority };
             Box::pin(retry::send(target, retry, &route.timeouts, parts, body)).await
         }
-        None => send_once(shared, route, backend, &authority, tls, Request::from_parts(parts, body.boxed()), timer).await,
+        None => {
+            send_once(
+                shared,
+                route,
+                backend,
+                &authority,
+                tls,
+                Request::from_parts(parts, body.boxed()),
+                timer,
+            )
+            .await
+        }
     };
     let upstream = match result {
         Ok(response) => response,

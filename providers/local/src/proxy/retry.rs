@@ -69,7 +69,9 @@ impl Attempt {
 fn reason_to_retry(retry: &RetryIr, attempt: Attempt, repeatable: bool) -> Option<&'static str> {
     match attempt {
         Attempt::NotConnected => Some("connect_error"),
-        Attempt::Answered(code) if repeatable && retry.codes.binary_search(&code).is_ok() => Some("status_code"),
+        Attempt::Answered(code) if repeatable && retry.codes.binary_search(&code).is_ok() => {
+            Some("status_code")
+        }
         Attempt::TimedOut if repeatable => Some("backend_timeout"),
         _ => None,
     }
@@ -78,8 +80,10 @@ fn reason_to_retry(retry: &RetryIr, attempt: Attempt, repeatable: bool) -> Optio
 /// Whether a request may reach the backend twice: an idempotent method (RFC 9110 §9.2.2) or a
 /// request with an `Idempotency-Key`, which asks the backend to carry it out once.
 fn repeatable(method: &Method, headers: &HeaderMap) -> bool {
-    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE)
-        || headers.contains_key("idempotency-key")
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    ) || headers.contains_key("idempotency-key")
 }
 
 /// The wait before retry number `retry` (1 for the first): doubling from `base`, at most ten
@@ -188,8 +192,11 @@ pub(super) async fn send(
 ) -> Result<Response<Body>, Unanswered> {
     let started = Instant::now();
     let settings = &target.shared.settings;
-    let request_deadline =
-        timeouts.request_ms.map(Duration::from_millis).or(settings.default_request_timeout).map(|d| started + d);
+    let request_deadline = timeouts
+        .request_ms
+        .map(Duration::from_millis)
+        .or(settings.default_request_timeout)
+        .map(|d| started + d);
     let per_attempt = timeouts.backend_request_ms.map(Duration::from_millis);
     let attempt_deadline =
         || [request_deadline, per_attempt.map(|d| Instant::now() + d)].into_iter().flatten().min();
