@@ -357,7 +357,7 @@ pub enum Format {
 }
 
 /// The Gateway API release whose standard channel tollbridge implements.
-pub const GATEWAY_API_VERSION: &str = "v1.6.3";
+pub const GATEWAY_API_VERSION: &str = "v1.7.0";
 
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {

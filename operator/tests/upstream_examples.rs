@@ -24,7 +24,7 @@ use tollbridge::api::gateway::{
 
 const GATEWAY_API_MODULE: &str = "sigs.k8s.io/gateway-api";
 const CONFORMANCE_MODULE: &str = "sigs.k8s.io/gateway-api/conformance";
-const VERSION: &str = "v1.6.3";
+const VERSION: &str = "v1.7.0";
 
 /// The kinds under test and the file stem of their CRD in `config/crd/<channel>/`.
 const KINDS: &[(&str, &str)] = &[
@@ -36,13 +36,15 @@ const KINDS: &[(&str, &str)] = &[
     ("ReferenceGrant", "referencegrants"),
 ];
 
-/// Fields that only the experimental channel of v1.6.3 defines, as `kind` and field path (`[]`
+/// Fields that only the experimental channel of v1.7.0 defines, as `kind` and field path (`[]`
 /// stands for any list item). A document setting one of them is skipped, counted and printed.
 /// `experimental_field_list_matches_crds` checks this list against both channels' CRDs.
 const EXPERIMENTAL_FIELDS: &[(&str, &str)] = &[
+    ("Gateway", "spec.addresses[].routability"),
     ("Gateway", "spec.defaultScope"),
+    ("Gateway", "spec.listeners[].filters"),
+    ("Gateway", "status.addresses[].routability"),
     ("HTTPRoute", "spec.useDefaultGateways"),
-    ("HTTPRoute", "spec.rules[].retry"),
     ("HTTPRoute", "spec.rules[].sessionPersistence"),
     ("HTTPRoute", "spec.rules[].filters[].externalAuth"),
     ("HTTPRoute", "spec.rules[].backendRefs[].filters[].externalAuth"),
@@ -59,7 +61,7 @@ fn standard_examples_round_trip() {
         "examples/standard",
         &[
             ("GatewayClass", 4),
-            ("Gateway", 22),
+            ("Gateway", 24),
             ("HTTPRoute", 48),
             ("GRPCRoute", 7),
             ("BackendTLSPolicy", 2),
@@ -78,10 +80,10 @@ fn conformance_manifests_round_trip() {
         "conformance tests",
         &[
             ("GatewayClass", 1),
-            ("Gateway", 92),
-            ("HTTPRoute", 141),
-            ("GRPCRoute", 8),
-            ("BackendTLSPolicy", 21),
+            ("Gateway", 105),
+            ("HTTPRoute", 155),
+            ("GRPCRoute", 17),
+            ("BackendTLSPolicy", 26),
             ("ReferenceGrant", 30),
         ],
     );
@@ -115,7 +117,7 @@ fn experimental_field_list_matches_crds() {
 }
 
 /// The comparison itself must not be vacuous: lost, changed and added fields are problems, and a
-/// field our types do not know (here the experimental `retry`) is lost in the round trip.
+/// field our types do not know (here the experimental `sessionPersistence`) is lost in the round trip.
 #[test]
 fn comparison_reports_differences() {
     let schema = json!({"properties": {"spec": {"properties": {"a": {"default": 1}}}}});
@@ -140,13 +142,13 @@ fn comparison_reports_differences() {
         "apiVersion": "gateway.networking.k8s.io/v1",
         "kind": "HTTPRoute",
         "metadata": {"name": "r"},
-        "spec": {"rules": [{"retry": {"attempts": 2}}]},
+        "spec": {"rules": [{"sessionPersistence": {"type": "Cookie"}}]},
     });
     let doc: serde_yaml::Value = serde_json::from_value(route.clone()).expect("YAML value");
     let back = round_trip::<HTTPRoute>(&doc, &route).expect("round trip");
     let mut problems = Vec::new();
     compare(&route, &back, "", "", None, &mut problems, &mut BTreeMap::new());
-    assert_eq!(problems, [r#"spec.rules[0].retry: lost {"attempts":2}"#]);
+    assert_eq!(problems, [r#"spec.rules[0].sessionPersistence: lost {"type":"Cookie"}"#]);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -196,7 +198,9 @@ fn download(module: &str) -> PathBuf {
     std::fs::write(scratch.0.join("go.mod"), "module tollbridge.invalid/upstream\n\ngo 1.22\n")
         .expect("write scratch go.mod");
     let target = format!("{module}@{VERSION}");
-    let out = go(&["mod", "download", "-json", &target], Some(&scratch.0), &[("GOFLAGS", "-mod=mod")]);
+    // `auto`: v1.7.0 asks for a newer Go than may be installed; the module proxy serves it.
+    let env = [("GOFLAGS", "-mod=mod"), ("GOTOOLCHAIN", "auto")];
+    let out = go(&["mod", "download", "-json", &target], Some(&scratch.0), &env);
     let info: Value = serde_json::from_str(&out)
         .unwrap_or_else(|e| panic!("`go mod download -json {target}` printed invalid JSON ({e}): {out}"));
     let dir = info["Dir"].as_str().unwrap_or_else(|| panic!("no Dir for {target}: {out}"));
@@ -318,7 +322,7 @@ struct Report {
 
 impl Report {
     /// Prints the summary and fails on any round-trip failure or on fewer documents of a kind
-    /// than `minimum`. The minimums are the exact counts in v1.6.3, so a walk or filter that
+    /// than `minimum`. The minimums are the exact counts in v1.7.0, so a walk or filter that
     /// silently drops documents fails instead of passing on less.
     fn finish(self, source: &str, minimum: &[(&str, usize)]) {
         let mut summary = format!("{source}: {} YAML files\n", self.files);

@@ -91,6 +91,14 @@ pub fn translate(source: RouteSource<'_>, index: &Index<'_>, caps: &Capabilities
                 backend_tls_policies: Vec::new(),
                 backend_tls_problems: Vec::new(),
             };
+            // The API server refuses duplicate rule names (Gateway API v1.7.0); files are
+            // held to the same: the later rule is dropped.
+            if let Some(name) = &rule.name {
+                if let Some(first) = route.spec.rules[..i].iter().position(|r| r.name.as_ref() == Some(name))
+                {
+                    ctx.invalid.push(format!("rule name {name:?} is already the name of rule {first}"));
+                }
+            }
             let entries = ctx.entries(rule);
             if ref_problem.is_none() {
                 ref_problem = ctx.ref_problem.take();
