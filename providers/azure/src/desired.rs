@@ -387,6 +387,13 @@ fn operation_policy(
                     retry::MAX_COUNT
                 ));
             }
+            if retry.backoff_ms.is_some_and(|ms| ms > retry::MAX_INTERVAL * 1000) {
+                said.push(format!(
+                    "HTTPRoute {} {rule_name}: retry.backoff is longer than the {} s API Management waits here at most",
+                    route.id.route(),
+                    retry::MAX_INTERVAL
+                ));
+            }
             if route.timeouts.request_ms.is_some() {
                 said.push(format!(
                     "HTTPRoute {} {rule_name}: API Management times each retry attempt, so the request timeout \

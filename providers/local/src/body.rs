@@ -1,7 +1,9 @@
-//! Body types: everything is streamed; only a request that may be retried has its body
-//! buffered, and only up to a bound ([`buffer_up_to`]).
+//! Body types: everything is streamed; a request that may be retried keeps what it sent, up to
+//! a bound ([`ReplayBody`]).
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -116,59 +118,106 @@ where
     }
 }
 
-/// A request body read for sending more than once, or what was read of it.
-pub enum Buffered {
-    /// The whole body, within the bound: it can be sent again.
-    Whole(Bytes),
-    /// Longer than the bound (or with trailers): the frames read so far, then the rest, to be
-    /// sent once.
-    Streaming(Body),
-    /// The client's body failed while it was read (stalled, reset).
-    Failed(BoxError),
+/// Bytes of request bodies kept for retries by the whole process, and the most it may keep:
+/// past that, bodies are sent without being kept (and without retries).
+#[derive(Debug)]
+pub struct ReplayMemory {
+    kept: AtomicUsize,
+    limit: usize,
 }
 
-/// Reads `body` whole if it holds at most `limit` bytes of data and no trailers.
-pub async fn buffer_up_to<B>(mut body: B, limit: usize) -> Buffered
-where
-    B: HttpBody<Data = Bytes, Error = BoxError> + Send + Sync + Unpin + 'static,
-{
-    if body.size_hint().lower() > limit as u64 {
-        return Buffered::Streaming(body.boxed());
+impl ReplayMemory {
+    pub fn new(limit: usize) -> Self {
+        Self { kept: AtomicUsize::new(0), limit }
     }
-    let mut read: Vec<Frame<Bytes>> = Vec::new();
-    let mut length = 0;
-    loop {
-        match body.frame().await {
-            None => break,
-            Some(Err(e)) => return Buffered::Failed(e),
-            Some(Ok(frame)) => {
-                let is_data = frame.data_ref().map(|data| length += data.len()).is_some();
-                read.push(frame);
-                if !is_data || length > limit {
-                    return Buffered::Streaming(Prefixed { read: read.into(), rest: body }.boxed());
-                }
-            }
+
+    fn take(&self, bytes: usize) -> bool {
+        self.kept
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |kept| {
+                kept.checked_add(bytes).filter(|total| *total <= self.limit)
+            })
+            .is_ok()
+    }
+
+    fn give_back(&self, bytes: usize) {
+        self.kept.fetch_sub(bytes, Ordering::Relaxed);
+    }
+}
+
+/// A request body that can be sent more than once: the first attempt streams it from the
+/// client as it comes, and what it reads is kept (up to `limit` bytes, and while the process
+/// has room) so that a later attempt replays it, then goes on reading from the client where
+/// the earlier one stopped. Once more was read than could be kept, it cannot be replayed.
+pub struct ReplayBody {
+    shared: Arc<Mutex<Replay>>,
+    /// The next kept frame this attempt sends.
+    position: usize,
+    /// Data bytes this attempt has sent.
+    sent: u64,
+}
+
+struct Replay {
+    client: Option<Body>,
+    kept: Vec<KeptFrame>,
+    kept_bytes: usize,
+    limit: usize,
+    memory: Arc<ReplayMemory>,
+    /// More was read than was kept: the body cannot be sent again.
+    overflowed: bool,
+    /// The body's length when the client declared it (each attempt declares it too).
+    length: Option<u64>,
+}
+
+/// A frame of the body as kept ([`Frame`] cannot be cloned).
+enum KeptFrame {
+    Data(Bytes),
+    Trailers(http::HeaderMap),
+}
+
+impl KeptFrame {
+    fn frame(&self) -> Frame<Bytes> {
+        match self {
+            Self::Data(data) => Frame::data(data.clone()),
+            Self::Trailers(trailers) => Frame::trailers(trailers.clone()),
         }
     }
-    let mut whole = bytes::BytesMut::with_capacity(length);
-    for frame in read {
-        if let Ok(data) = frame.into_data() {
-            whole.extend_from_slice(&data);
-        }
+}
+
+impl Drop for Replay {
+    fn drop(&mut self) {
+        self.memory.give_back(self.kept_bytes);
     }
-    Buffered::Whole(whole.freeze())
 }
 
-/// Frames already read, then the rest of the body they came from.
-struct Prefixed<B> {
-    read: std::collections::VecDeque<Frame<Bytes>>,
-    rest: B,
+/// What hands out a [`ReplayBody`] for each attempt.
+pub struct Replayable(Arc<Mutex<Replay>>);
+
+impl Replayable {
+    /// Keeps up to `limit` bytes of `client` (and no more than `memory` allows); returns the
+    /// keeper and the first attempt's body.
+    pub fn new(client: Body, limit: usize, memory: Arc<ReplayMemory>) -> (Self, ReplayBody) {
+        let length = client.size_hint().exact();
+        let replay = Replay {
+            client: Some(client),
+            kept: Vec::new(),
+            kept_bytes: 0,
+            limit,
+            memory,
+            overflowed: false,
+            length,
+        };
+        let shared = Arc::new(Mutex::new(replay));
+        (Self(shared.clone()), ReplayBody { shared, position: 0, sent: 0 })
+    }
+
+    /// The body for another attempt, from its first byte; `None` once it cannot be replayed.
+    pub fn again(&self) -> Option<ReplayBody> {
+        let replay = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        (!replay.overflowed).then(|| ReplayBody { shared: self.0.clone(), position: 0, sent: 0 })
+    }
 }
 
-impl<B> HttpBody for Prefixed<B>
-where
-    B: HttpBody<Data = Bytes, Error = BoxError> + Unpin,
-{
+impl HttpBody for ReplayBody {
     type Data = Bytes;
     type Error = BoxError;
 
@@ -176,14 +225,54 @@ where
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match self.read.pop_front() {
-            Some(frame) => Poll::Ready(Some(Ok(frame))),
-            None => Pin::new(&mut self.rest).poll_frame(cx),
+        let shared = self.shared.clone();
+        let mut replay = shared.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(kept) = replay.kept.get(self.position) {
+            let frame = kept.frame();
+            self.position += 1;
+            self.sent += frame.data_ref().map_or(0, |d| d.len() as u64);
+            return Poll::Ready(Some(Ok(frame)));
         }
+        let Some(client) = replay.client.as_mut() else { return Poll::Ready(None) };
+        let polled = Pin::new(client).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            self.sent += frame.data_ref().map_or(0, |d| d.len() as u64);
+        }
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) if !replay.overflowed => {
+                let (kept, bytes) = match (frame.data_ref(), frame.trailers_ref()) {
+                    (Some(data), _) => (KeptFrame::Data(data.clone()), data.len()),
+                    (None, Some(trailers)) => (KeptFrame::Trailers(trailers.clone()), 0),
+                    (None, None) => return polled,
+                };
+                if replay.kept_bytes + bytes <= replay.limit && replay.memory.take(bytes) {
+                    replay.kept_bytes += bytes;
+                    replay.kept.push(kept);
+                    self.position += 1;
+                } else {
+                    replay.overflowed = true;
+                    let kept_bytes = std::mem::take(&mut replay.kept_bytes);
+                    replay.memory.give_back(kept_bytes);
+                    replay.kept = Vec::new();
+                }
+            }
+            Poll::Ready(None) => replay.client = None,
+            _ => {}
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.read.is_empty() && self.rest.is_end_stream()
+        let replay = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        self.position >= replay.kept.len() && replay.client.as_ref().is_none_or(|c| c.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let replay = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        match replay.length {
+            Some(length) => SizeHint::with_exact(length.saturating_sub(self.sent)),
+            None => SizeHint::default(),
+        }
     }
 }
 
@@ -207,5 +296,85 @@ impl HttpBody for ChannelBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         self.rx.poll_recv(cx).map(|chunk| chunk.map(|bytes| Ok(Frame::data(bytes))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::stream;
+    use http_body_util::StreamBody;
+
+    use super::*;
+
+    /// A client body of `chunks`, with a declared length when `declared`.
+    fn client(chunks: &[&'static str], declared: bool) -> Body {
+        let frames = chunks.iter().map(|c| Ok::<_, BoxError>(Frame::data(Bytes::from_static(c.as_bytes()))));
+        let body = StreamBody::new(stream::iter(frames.collect::<Vec<_>>()));
+        if declared {
+            let length = chunks.iter().map(|c| c.len()).sum::<usize>() as u64;
+            Sized { inner: body, length }.boxed()
+        } else {
+            body.boxed()
+        }
+    }
+
+    /// A body that declares its length.
+    struct Sized<B> {
+        inner: B,
+        length: u64,
+    }
+
+    impl<B: HttpBody<Data = Bytes, Error = BoxError> + Unpin> HttpBody for Sized<B> {
+        type Data = Bytes;
+        type Error = BoxError;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            Pin::new(&mut self.inner).poll_frame(cx)
+        }
+        fn size_hint(&self) -> SizeHint {
+            SizeHint::with_exact(self.length)
+        }
+    }
+
+    async fn next_data(body: &mut ReplayBody) -> Option<Bytes> {
+        body.frame().await?.ok()?.into_data().ok()
+    }
+
+    #[tokio::test]
+    async fn a_retry_replays_what_was_sent_then_reads_on_from_the_client() {
+        let memory = Arc::new(ReplayMemory::new(1 << 20));
+        let (replay, mut first) = Replayable::new(client(&["ab", "cd", "ef"], true), 1024, memory.clone());
+        assert_eq!(first.size_hint().exact(), Some(6));
+        // The backend answered after reading one chunk.
+        assert_eq!(next_data(&mut first).await.as_deref(), Some(&b"ab"[..]));
+        drop(first);
+        let second = replay.again().expect("kept");
+        assert_eq!(second.size_hint().exact(), Some(6), "each attempt declares the whole length");
+        let all = second.collect().await.unwrap().to_bytes();
+        assert_eq!(&all[..], b"abcdef");
+        let third = replay.again().expect("kept whole");
+        assert_eq!(&third.collect().await.unwrap().to_bytes()[..], b"abcdef");
+        assert_eq!(memory.kept.load(Ordering::Relaxed), 6);
+        drop(replay);
+        assert_eq!(memory.kept.load(Ordering::Relaxed), 0, "memory given back");
+    }
+
+    #[tokio::test]
+    async fn a_body_longer_than_the_limit_or_the_memory_left_is_sent_once() {
+        let memory = Arc::new(ReplayMemory::new(1 << 20));
+        let (replay, first) = Replayable::new(client(&["abcd", "efgh"], false), 6, memory.clone());
+        assert_eq!(&first.collect().await.unwrap().to_bytes()[..], b"abcdefgh", "sent whole all the same");
+        assert!(replay.again().is_none());
+        assert_eq!(memory.kept.load(Ordering::Relaxed), 0);
+
+        let small = Arc::new(ReplayMemory::new(5));
+        let (_held, first) = Replayable::new(client(&["abcd"], false), 1024, small.clone());
+        assert_eq!(&first.collect().await.unwrap().to_bytes()[..], b"abcd");
+        let (replay, first) = Replayable::new(client(&["xy"], false), 1024, small.clone());
+        assert_eq!(&first.collect().await.unwrap().to_bytes()[..], b"xy");
+        assert!(replay.again().is_none(), "4 of 5 bytes already kept by another request");
+        assert_eq!(small.kept.load(Ordering::Relaxed), 4);
     }
 }

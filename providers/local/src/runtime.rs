@@ -63,8 +63,9 @@ pub struct CompiledGateway {
     backend_plans: Vec<Vec<BackendPlan>>,
     /// The same for each mirror, per (route entry, mirror).
     mirror_plans: Vec<Vec<BackendPlan>>,
-    /// Per route entry with `retry`: how many of its requests are retrying.
-    retry_budgets: Vec<Option<RetryBudget>>,
+    /// Per route entry with `retry`: how many of its rule's requests are retrying (the entries
+    /// of one rule share one).
+    retry_budgets: Vec<Option<Arc<RetryBudget>>>,
 }
 
 /// Where one backend's requests go, worked out when the configuration is compiled.
@@ -179,8 +180,15 @@ impl CompiledGateway {
             .collect();
         let mirror_plans =
             ir.routes.iter().map(|r| plans(&mut r.filters.mirrors.iter().map(|m| &m.backend))).collect();
-        let retry_budgets =
-            ir.routes.iter().map(|r| r.retry.as_ref().map(|_| RetryBudget::default())).collect();
+        let mut rule_budgets: HashMap<_, Arc<RetryBudget>> = HashMap::new();
+        let retry_budgets = ir
+            .routes
+            .iter()
+            .map(|r| {
+                let rule = (r.id.kind, r.id.namespace.as_str(), r.id.name.as_str(), r.id.rule);
+                r.retry.as_ref().map(|_| rule_budgets.entry(rule).or_insert_with(Default::default).clone())
+            })
+            .collect();
         let mut identity_headers = vec![http::HeaderName::from_static(DEFAULT_CONSUMER_HEADER)];
         let consumer_headers = ir.policies.iter().flat_map(|p| {
             let key = p.api_key.as_ref().map(|k| k.consumer_header.as_str());
@@ -225,7 +233,7 @@ impl CompiledGateway {
 
     /// The retry budget of a route entry with `retry`.
     pub(crate) fn retry_budget(&self, route: usize) -> Option<&RetryBudget> {
-        self.retry_budgets.get(route).and_then(Option::as_ref)
+        self.retry_budgets.get(route).and_then(Option::as_deref)
     }
 
     /// The pool key of the next endpoint of a backend, round robin.

@@ -22,7 +22,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
-use crate::body::{Body, BoxError};
+use crate::body::{Body, BoxError, ReplayMemory};
 use crate::counter_store::CounterStore;
 use crate::http1::{self, tunnel};
 use crate::metrics::Metrics;
@@ -52,8 +52,11 @@ pub struct ServerSettings {
     /// Longest wait for the next piece of a request body; the request then gets 408.
     pub request_body_idle_timeout: Option<Duration>,
     /// Largest request body kept to be sent again on a route with `retry`; a longer one is
-    /// streamed and sent once.
+    /// sent once.
     pub retry_body_limit: usize,
+    /// Request body bytes kept for retries by all requests together; past it, bodies are sent
+    /// once.
+    pub retry_memory_limit: usize,
     /// How long a WebSocket tunnel may carry nothing either way before both ends are closed.
     pub websocket_idle_timeout: Duration,
     /// Mirrored requests in flight at a time; more are not mirrored (and counted).
@@ -79,6 +82,7 @@ impl Default for ServerSettings {
             default_request_timeout: Some(Duration::from_secs(60)),
             request_body_idle_timeout: Some(Duration::from_secs(30)),
             retry_body_limit: 64 * 1024,
+            retry_memory_limit: 64 * 1024 * 1024,
             websocket_idle_timeout: Duration::from_secs(300),
             max_mirror_requests: 256,
             remote_debug_endpoints: true,
@@ -99,6 +103,8 @@ pub struct Shared {
     connection_slots: Arc<Semaphore>,
     /// One per mirrored request in flight.
     pub mirror_slots: Arc<Semaphore>,
+    /// Request body bytes kept for retries.
+    pub replay_memory: Arc<ReplayMemory>,
     shutdown: watch::Sender<bool>,
     open: AtomicUsize,
     drained: Notify,
@@ -115,6 +121,7 @@ impl Shared {
             client: upstream::client(&settings.upstream),
             connection_slots: Arc::new(Semaphore::new(settings.max_connections)),
             mirror_slots: Arc::new(Semaphore::new(settings.max_mirror_requests)),
+            replay_memory: Arc::new(ReplayMemory::new(settings.retry_memory_limit)),
             settings,
             table: ArcSwap::from_pointee(Table::default()),
             state,

@@ -147,7 +147,7 @@ pub(super) async fn forward(
     }
     let body = TeeBody::new(incoming, taps, shared.settings.request_body_idle_timeout);
     // A WebSocket handshake is sent once: what it opens cannot be replayed.
-    let retry = route.retry.as_ref().filter(|_| !parts.extensions.get::<WebSocketUpgrade>().is_some());
+    let retry = route.retry.as_ref().filter(|_| parts.extensions.get::<WebSocketUpgrade>().is_none());
     let result = match retry {
         // Boxed: the retrying call's state stays out of every other request's future.
         Some(retry) => {

@@ -17,7 +17,10 @@ use rand::Rng;
 use tokio::time::Instant;
 use tollbridge_provider::{BackendIr, BackendTarget, RetryIr, TimeoutsIr};
 
-use crate::body::{self, buffer_up_to, Body, Buffered, TeeBody};
+use http_body_util::BodyExt;
+use hyper::body::Body as _;
+
+use crate::body::{Body, Replayable, TeeBody};
 use crate::runtime::CompiledGateway;
 use crate::server::Shared;
 use crate::upstream::{UpstreamError, UpstreamTls};
@@ -57,7 +60,11 @@ impl Attempt {
         match outcome {
             Ok(response) => Self::Answered(response.status().as_u16()),
             Err(Unanswered::TimedOut) => Self::TimedOut,
-            Err(Unanswered::Failed(e)) if e.is_connect() || matches!(e, UpstreamError::Tls(..)) => {
+            // A TLS handshake that failed (not a refusal of ours to use TLS at all).
+            Err(Unanswered::Failed(e))
+                if e.is_connect()
+                    || matches!(e, UpstreamError::Tls(_, io) if io.kind() != std::io::ErrorKind::Other) =>
+            {
                 Self::NotConnected
             }
             Err(Unanswered::Failed(_)) => Self::Failed,
@@ -86,14 +93,24 @@ fn repeatable(method: &Method, headers: &HeaderMap) -> bool {
     ) || headers.contains_key("idempotency-key")
 }
 
-/// The wait before retry number `retry` (1 for the first): doubling from `base`, at most ten
-/// times `base`, the upper half of it random so that clients failed together do not come back
-/// together.
+/// The wait before retry number `retry` (1 for the first): doubling from `base` up to ten
+/// times `base`, plus up to half as much again at random so that clients failed together do
+/// not come back together. Never shorter than `base`.
 fn backoff(base: Duration, retry: u32, rng: &mut impl Rng) -> Duration {
     let doubled = base.saturating_mul(1 << retry.saturating_sub(1).min(16));
-    let ceiling = doubled.min(base.saturating_mul(MAX_BACKOFF_FACTOR));
-    let half = ceiling / 2;
-    half + half.mul_f64(rng.random::<f64>())
+    let step = doubled.min(base.saturating_mul(MAX_BACKOFF_FACTOR));
+    step.saturating_add((step / 2).mul_f64(rng.random::<f64>()))
+}
+
+/// Reads a small answer that is not passed on to its end, so that its connection goes back to
+/// the pool instead of being closed (a failing backend is not also made to accept new
+/// connections); a larger or slow one is dropped.
+async fn discard(response: Response<Body>) {
+    const SMALL: u64 = 16 * 1024;
+    let body = response.into_body();
+    if body.size_hint().upper().is_some_and(|upper| upper <= SMALL) {
+        let _ = tokio::time::timeout(Duration::from_millis(250), body.collect()).await;
+    }
 }
 
 /// How many of one route's requests are in flight and how many of them are retrying: retries
@@ -180,9 +197,10 @@ impl Target<'_> {
     }
 }
 
-/// Sends the request to `target`, trying again as `retry` says, within the route's timeouts
-/// (the request timeout, or the server's default, bounds all attempts and waits together; the
-/// backend request timeout bounds each attempt).
+/// Sends the request to `target`, trying again as `retry` says. The request timeout (or, when
+/// the route sets neither timeout, the server's default) bounds all attempts and waits
+/// together; the backend request timeout bounds each attempt. The first attempt streams the
+/// body as the client sends it, keeping it for the next ones (up to the server's limits).
 pub(super) async fn send(
     target: Target<'_>,
     retry: &RetryIr,
@@ -192,42 +210,40 @@ pub(super) async fn send(
 ) -> Result<Response<Body>, Unanswered> {
     let started = Instant::now();
     let settings = &target.shared.settings;
-    let request_deadline = timeouts
-        .request_ms
-        .map(Duration::from_millis)
-        .or(settings.default_request_timeout)
-        .map(|d| started + d);
+    let request_timeout = match (timeouts.request_ms, timeouts.backend_request_ms) {
+        (Some(ms), _) => Some(Duration::from_millis(ms)),
+        (None, None) => settings.default_request_timeout,
+        (None, Some(_)) => None,
+    };
+    let request_deadline = request_timeout.map(|d| started + d);
     let per_attempt = timeouts.backend_request_ms.map(Duration::from_millis);
     let attempt_deadline =
         || [request_deadline, per_attempt.map(|d| Instant::now() + d)].into_iter().flatten().min();
     let budget = target.gateway.retry_budget(target.index);
     let _in_flight = budget.map(RetryBudget::enter);
     let repeatable = repeatable(&parts.method, &parts.headers);
-
-    let body = match buffer_up_to(body, settings.retry_body_limit).await {
-        Buffered::Whole(bytes) => bytes,
-        Buffered::Failed(e) => return Err(Unanswered::Failed(UpstreamError::RequestBody(e))),
-        Buffered::Streaming(body) => {
-            let outcome =
-                target.attempt(&target.authority, Request::from_parts(parts, body), attempt_deadline()).await;
-            if reason_to_retry(retry, Attempt::of(&outcome), repeatable).is_some() {
-                target.count(true, "body_too_large");
-            }
-            return outcome;
-        }
-    };
     let base = retry.backoff_ms.map_or(DEFAULT_BACKOFF, Duration::from_millis);
+
+    let (replay, mut body) =
+        Replayable::new(body.boxed(), settings.retry_body_limit, target.shared.replay_memory.clone());
     let mut authority = target.authority.clone();
     let mut retries = 0;
     let mut _retrying = None;
     loop {
-        let request = Request::from_parts(parts.clone(), body::full(body.clone()));
+        let request = Request::from_parts(parts.clone(), body.boxed());
         let outcome = target.attempt(&authority, request, attempt_deadline()).await;
-        let out_of_time = request_deadline.is_some_and(|at| Instant::now() >= at);
         let reason = reason_to_retry(retry, Attempt::of(&outcome), repeatable);
-        let Some(reason) = reason.filter(|_| retries < retry.attempts && !out_of_time) else {
+        let Some(reason) = reason.filter(|_| retries < retry.attempts) else { return outcome };
+        // The body as sent so far, to be sent again; gone when it was too long to keep.
+        let Some(again) = replay.again() else {
+            target.count(true, "body_too_large");
             return outcome;
         };
+        let resume = Instant::now() + backoff(base, retries + 1, &mut rand::rng());
+        if request_deadline.is_some_and(|at| at <= resume) {
+            // No time for another attempt: what the last one got is the answer.
+            return outcome;
+        }
         // The last retry's place is given back before asking for the next one.
         _retrying = None;
         match budget.and_then(RetryBudget::try_retry) {
@@ -237,15 +253,13 @@ pub(super) async fn send(
                 return outcome;
             }
         }
-        drop(outcome);
-        retries += 1;
-        let resume = Instant::now() + backoff(base, retries, &mut rand::rng());
-        if let Some(at) = request_deadline.filter(|at| *at <= resume) {
-            tokio::time::sleep_until(at).await;
-            return Err(Unanswered::TimedOut);
+        if let Ok(response) = outcome {
+            discard(response).await;
         }
+        retries += 1;
         tokio::time::sleep_until(resume).await;
         target.count(false, reason);
+        body = again;
         authority = target.next_authority();
     }
 }
@@ -289,14 +303,14 @@ mod tests {
     }
 
     #[test]
-    fn backoff_doubles_from_its_base_up_to_ten_times_it_with_jitter_in_the_upper_half() {
+    fn backoff_doubles_from_its_base_up_to_ten_times_it_never_below_the_base() {
         let mut rng = StdRng::seed_from_u64(7);
         let base = Duration::from_millis(100);
-        for (retry, ceiling) in [(1, 100), (2, 200), (3, 400), (4, 800), (5, 1000), (40, 1000)] {
+        for (retry, step) in [(1, 100), (2, 200), (3, 400), (4, 800), (5, 1000), (40, 1000)] {
             for _ in 0..50 {
                 let wait = backoff(base, retry, &mut rng);
-                let ceiling = Duration::from_millis(ceiling);
-                assert!(wait >= ceiling / 2 && wait <= ceiling, "retry {retry}: {wait:?}");
+                let step = Duration::from_millis(step);
+                assert!(wait >= step && wait <= step * 3 / 2, "retry {retry}: {wait:?}");
             }
         }
         assert_eq!(backoff(Duration::ZERO, 3, &mut rng), Duration::ZERO);
