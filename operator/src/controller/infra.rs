@@ -135,7 +135,7 @@ pub fn desired(ir: &GatewayIr, settings: &LocalSettings, image: &str, config: Ve
         role_binding: RoleBinding {
             metadata: meta(&name),
             role_ref: RoleRef {
-                api_group: "rbac.authorization.k8s.io".into(),
+                api_group: Some("rbac.authorization.k8s.io".into()),
                 kind: "Role".into(),
                 name: name.clone(),
             },
@@ -154,7 +154,7 @@ pub fn desired(ir: &GatewayIr, settings: &LocalSettings, image: &str, config: Ve
         },
         deployment: Deployment {
             metadata: meta(&name),
-            spec: Some(DeploymentSpec {
+            spec: DeploymentSpec {
                 replicas: Some(settings.replicas),
                 selector: LabelSelector { match_labels: Some(selector.clone()), ..LabelSelector::default() },
                 template: PodTemplateSpec {
@@ -173,7 +173,7 @@ pub fn desired(ir: &GatewayIr, settings: &LocalSettings, image: &str, config: Ve
                     )),
                 },
                 ..DeploymentSpec::default()
-            }),
+            },
             ..Deployment::default()
         },
         service: has_service(ir).then(|| Service {
@@ -260,7 +260,7 @@ fn counter_store_wiring(store: &CounterStoreIr) -> (Vec<String>, Vec<EnvVar>, Ve
                 items: Some(vec![KeyToPath {
                     key: key.clone(),
                     path: COUNTER_STORE_CA_FILE.into(),
-                    mode: None,
+                    ..KeyToPath::default()
                 }]),
                 ..SecretVolumeSource::default()
             }),
@@ -579,10 +579,8 @@ impl InCluster {
         let api: Api<IPAddress> = Api::all(self.client.clone());
         match api.get_opt(&canonical).await {
             Ok(found) => Ok(found.map(|ip| {
-                let parent = ip.spec.map(|s| s.parent_ref);
-                parent.map_or("another object".into(), |p| {
-                    format!("{} {}/{}", p.resource, p.namespace.unwrap_or_default(), p.name)
-                })
+                let p = ip.spec.parent_ref;
+                format!("{} {}/{}", p.resource, p.namespace.unwrap_or_default(), p.name)
             })),
             Err(e) => Err(kube_error("IPAddress".into(), &canonical, e)),
         }
@@ -773,13 +771,8 @@ mod tests {
             }),
             ..LocalSettings::default()
         };
-        let pod = desired(&ir("web", &[80]), &settings, "img:1", Vec::new())
-            .deployment
-            .spec
-            .unwrap()
-            .template
-            .spec
-            .unwrap();
+        let pod =
+            desired(&ir("web", &[80]), &settings, "img:1", Vec::new()).deployment.spec.template.spec.unwrap();
         let container = &pod.containers[0];
         let args = container.args.as_ref().unwrap().join(" ");
         assert!(
@@ -799,7 +792,7 @@ mod tests {
         assert_eq!(container.volume_mounts.as_ref().unwrap()[0].read_only, Some(true));
 
         let plain = desired(&ir("web", &[80]), &LocalSettings::default(), "img:1", Vec::new());
-        let pod = plain.deployment.spec.unwrap().template.spec.unwrap();
+        let pod = plain.deployment.spec.template.spec.unwrap();
         assert!(pod.volumes.is_none() && pod.containers[0].env.is_none());
         assert!(!pod.containers[0].args.as_ref().unwrap().iter().any(|a| a.starts_with("--counter-store")));
     }
@@ -810,7 +803,7 @@ mod tests {
         // proxy still runs, so that it serves as soon as a listener is fixed.
         let infra = desired(&ir("web", &[]), &LocalSettings::default(), "img:1", Vec::new());
         assert!(infra.service.is_none());
-        assert_eq!(infra.deployment.spec.unwrap().replicas, Some(1));
+        assert_eq!(infra.deployment.spec.replicas, Some(1));
     }
 
     #[test]
@@ -824,7 +817,7 @@ mod tests {
         gateway.infrastructure.annotations = [("note".to_string(), "b".to_string())].into();
         let infra = desired(&gateway, &LocalSettings::default(), "img:1", Vec::new());
         let service = infra.service.unwrap();
-        let pod = infra.deployment.spec.unwrap().template.metadata.unwrap();
+        let pod = infra.deployment.spec.template.metadata.unwrap();
         for meta in [&infra.service_account.metadata, &service.metadata, &pod] {
             let labels = meta.labels.as_ref().unwrap();
             assert_eq!(labels["team"], "a");
@@ -869,7 +862,7 @@ mod tests {
         let settings =
             LocalSettings { replicas: 3, service_type: "ClusterIP".into(), ..LocalSettings::default() };
         let infra = desired(&ir("web", &[80]), &settings, "img:1", Vec::new());
-        let spec = infra.deployment.spec.unwrap();
+        let spec = infra.deployment.spec;
         assert_eq!(spec.replicas, Some(3));
         let pod = spec.template.spec.unwrap();
         assert_eq!(pod.security_context.unwrap().run_as_non_root, Some(true));

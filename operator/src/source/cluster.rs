@@ -226,7 +226,7 @@ impl ClusterSource {
                 s.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)).map(String::as_str)
                     == Some(name)
             })
-            .flat_map(|s| s.endpoints.iter())
+            .flat_map(|s| s.endpoints.iter().flatten())
             .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) != Some(false))
             .count()
     }

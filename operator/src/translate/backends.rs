@@ -266,7 +266,7 @@ fn ready_endpoints(index: &Index<'_>, namespace: &str, service: &str, port: &Ser
             continue;
         };
         let Ok(slice_port) = u16::try_from(slice_port) else { continue };
-        for endpoint in &slice.endpoints {
+        for endpoint in slice.endpoints.iter().flatten() {
             let ready = endpoint.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
             if !ready {
                 continue;
