@@ -17,7 +17,7 @@ use crate::body::{Body, TeeBody};
 use crate::metrics::UpstreamErrorLabels;
 use crate::runtime::CompiledGateway;
 use crate::server::Shared;
-use crate::upstream::{UpstreamError, UpstreamTls};
+use crate::upstream::UpstreamError;
 
 use super::grpc;
 use super::headers::{add_forwarded, apply_header_modifier};
@@ -155,16 +155,23 @@ pub(super) async fn forward(
             Box::pin(retry::send(target, retry, &route.timeouts, parts, body)).await
         }
         None => {
-            send_once(
-                shared,
-                route,
-                backend,
-                &authority,
-                tls,
-                Request::from_parts(parts, body.boxed()),
-                timer,
-            )
-            .await
+            let timeout = [route.timeouts.request_ms, route.timeouts.backend_request_ms]
+                .into_iter()
+                .flatten()
+                .min()
+                .map(Duration::from_millis)
+                .or(shared.settings.default_request_timeout);
+            let request = Request::from_parts(parts, body.boxed());
+            // Pinned here, once: the timing below holds only a reference to it.
+            let call = shared.client.send_in(backend.protocol, &authority, tls, request);
+            tokio::pin!(call);
+            match timeout {
+                Some(limit) => match within(limit, timer, call.as_mut()).await {
+                    Some(result) => result.map_err(Unanswered::Failed),
+                    None => Err(Unanswered::TimedOut),
+                },
+                None => call.await.map_err(Unanswered::Failed),
+            }
         }
     };
     let upstream = match result {
@@ -199,33 +206,6 @@ pub(super) async fn forward(
     apply_header_modifier(&backend.response_headers, &mut head.headers);
     apply_header_modifier(&route.filters.response_headers, &mut head.headers);
     Response::from_parts(head, body)
-}
-
-/// One backend request, within the route's timeouts (the shorter of the two, or the server's
-/// default).
-async fn send_once(
-    shared: &Shared,
-    route: &RouteIr,
-    backend: &BackendIr,
-    authority: &Arc<str>,
-    tls: Option<&Arc<UpstreamTls>>,
-    request: Request<Body>,
-    timer: RequestTimer<'_>,
-) -> Result<Response<Body>, Unanswered> {
-    let timeout = [route.timeouts.request_ms, route.timeouts.backend_request_ms]
-        .into_iter()
-        .flatten()
-        .min()
-        .map(Duration::from_millis)
-        .or(shared.settings.default_request_timeout);
-    // Pinned here, once: the timing below holds only a reference to it.
-    let call = shared.client.send_in(backend.protocol, authority, tls, request);
-    tokio::pin!(call);
-    let result = match timeout {
-        Some(limit) => within(limit, timer, call.as_mut()).await.ok_or(Unanswered::TimedOut)?,
-        None => call.await,
-    };
-    result.map_err(Unanswered::Failed)
 }
 
 /// What `call` returns, or `None` once `limit` has passed; timed on the connection's timer when
