@@ -162,6 +162,18 @@ mod tests {
     }
 
     #[test]
+    fn features_gateway_api_v1_7_removed_are_never_claimed() {
+        let everything = Capabilities::everything("test").supported_feature_names();
+        for removed in ["HTTPRouteRetry", "HTTPRouteRetryBackendTimeout", "HTTPRouteBackendRequestRedirect"] {
+            assert!(!everything.contains(&removed), "{removed} was removed in Gateway API v1.7.0");
+        }
+        assert!(
+            everything.contains(&"HTTPRouteRetryCodes")
+                && everything.contains(&"HTTPRouteRetryConnectionError")
+        );
+    }
+
+    #[test]
     fn feature_names_are_unique() {
         let names: BTreeSet<_> = Feature::ALL.iter().map(|f| f.name()).collect();
         assert_eq!(names.len(), Feature::ALL.len());
