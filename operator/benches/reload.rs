@@ -49,7 +49,12 @@ fn reload(c: &mut Criterion) {
     let edited = text.replacen("value: /svc5000}", "value: /svc5000-edited}", 1);
     assert_ne!(edited, text);
     let mut cache = files::DocumentCache::default();
-    let mut load_cached = |text: &str| match files::load_str_cached(origin, black_box(text), &mut cache) {
+    let mut load_cached = |text: &str| match files::load_str_cached(
+        origin,
+        black_box(text),
+        &mut cache,
+        files::Validation::Strict,
+    ) {
         Ok(loaded) => cache.remember(loaded),
         Err(errors) => panic!("{errors}"),
     };

@@ -41,6 +41,11 @@ pub enum Command {
         /// Also print the gateway IR (secrets redacted).
         #[arg(long)]
         ir: bool,
+        /// What a field the object's kind does not have (a misspelling) makes of its document:
+        /// `strict`, an error naming file, document, object and field; `warn`, a warning and the
+        /// field left out; `ignore`, left out silently.
+        #[arg(long, value_enum, default_value_t = files::Validation::Strict)]
+        validate: files::Validation,
     },
     /// Serve Gateways from YAML files with the built-in proxy; reload when the files change.
     Run(RunArgs),
@@ -81,6 +86,11 @@ pub struct RunArgs {
     /// How often the files are checked for changes, in milliseconds.
     #[arg(long, default_value_t = 500)]
     poll_interval_ms: u64,
+    /// What a field the object's kind does not have (a misspelling) makes of its document:
+    /// `strict`, an error naming file, document, object and field; `warn`, a warning and the
+    /// field left out; `ignore`, left out silently.
+    #[arg(long, value_enum, default_value_t = files::Validation::Strict)]
+    validate: files::Validation,
     #[command(flatten)]
     serve: ServeArgs,
 }
@@ -164,6 +174,11 @@ pub struct CloudArgs {
     /// A YAML file or a directory of them (repeatable).
     #[arg(short = 'f', long = "filename", required = true)]
     paths: Vec<PathBuf>,
+    /// What a field the object's kind does not have (a misspelling) makes of its document:
+    /// `strict`, an error naming file, document, object and field; `warn`, a warning and the
+    /// field left out; `ignore`, left out silently.
+    #[arg(long, value_enum, default_value_t = files::Validation::Strict)]
+    validate: files::Validation,
     /// Only Gateways of this provider (default: every cloud Gateway).
     #[arg(long, value_enum)]
     provider: Option<CloudProvider>,
@@ -275,6 +290,11 @@ pub struct UsageArgs {
     /// A YAML file or a directory of them (repeatable): the policies and keys to report on.
     #[arg(short = 'f', long = "filename", required = true)]
     paths: Vec<PathBuf>,
+    /// What a field the object's kind does not have (a misspelling) makes of its document:
+    /// `strict`, an error naming file, document, object and field; `warn`, a warning and the
+    /// field left out; `ignore`, left out silently.
+    #[arg(long, value_enum, default_value_t = files::Validation::Strict)]
+    validate: files::Validation,
     /// Read the counters `tollbridge run --state-dir DIR` saves.
     #[arg(long, conflicts_with = "counter_store")]
     state_dir: Option<PathBuf>,
@@ -361,10 +381,11 @@ pub const GATEWAY_API_VERSION: &str = "v1.7.0";
 
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
-        Command::Check { paths, output, ir } => check(&paths, output, ir),
+        Command::Check { paths, output, ir, validate } => check(&paths, output, ir, validate),
         Command::Run(args) => {
             let poll = Duration::from_millis(args.poll_interval_ms.max(50));
-            serve(args.serve, ConfigSource::Files(args.paths), None, poll, tollbridge_local::Bind::Requested)
+            let source = ConfigSource::Files(args.paths);
+            serve(args.serve, source, args.validate, None, poll, tollbridge_local::Bind::Requested)
         }
         Command::Proxy(args) => {
             let (namespace, name) = args.gateway;
@@ -373,7 +394,17 @@ pub fn run(cli: Cli) -> ExitCode {
             let only = Some(format!("{namespace}/{name}"));
             // In a pod, a Gateway's spec.addresses are its Service's: listeners bind --bind-address.
             let source = ConfigSource::Secret { namespace, name: secret };
-            serve(args.serve, source, only, Duration::from_secs(1), tollbridge_local::Bind::Default)
+            // The operator writes this configuration: a field the proxy does not know yet (an
+            // operator newer than its proxies, mid-upgrade) is logged, not fatal.
+            let validation = files::Validation::Warn;
+            serve(
+                args.serve,
+                source,
+                validation,
+                only,
+                Duration::from_secs(1),
+                tollbridge_local::Bind::Default,
+            )
         }
         Command::Operator(args) => operator(args),
         Command::Plan(args) => cloud(args, false),
@@ -403,8 +434,8 @@ struct CheckOutput<'a> {
     gateways_ir: Option<&'a [tollbridge_provider::GatewayIr]>,
 }
 
-fn check(paths: &[PathBuf], format: Format, with_ir: bool) -> ExitCode {
-    let mut loaded = match files::load_paths(paths) {
+fn check(paths: &[PathBuf], format: Format, with_ir: bool, validation: files::Validation) -> ExitCode {
+    let mut loaded = match files::load_paths(paths, validation) {
         Ok(loaded) => loaded,
         Err(errors) => {
             eprintln!("error: {} problem(s) loading the files:", errors.0.len());
@@ -463,8 +494,8 @@ fn usage(args: UsageArgs) -> ExitCode {
 /// The usage of every key with a quota in the files' Local Gateways, printed as asked.
 fn usage_report(args: &UsageArgs) -> Result<String, String> {
     use tollbridge_local::policy::{usage_queries, KeyUsage, PolicyState};
-    let mut loaded =
-        files::load_paths(&args.paths).map_err(|errors| format!("cannot load the files:\n{errors}"))?;
+    let mut loaded = files::load_paths(&args.paths, args.validate)
+        .map_err(|errors| format!("cannot load the files:\n{errors}"))?;
     let now = jiff::Timestamp::now();
     loaded.snapshot.now = now;
     let translation = translate::translate(&loaded.snapshot, &providers::capabilities);
@@ -568,6 +599,7 @@ fn runtime(worker_threads: Option<usize>) -> Option<tokio::runtime::Runtime> {
 fn serve(
     args: ServeArgs,
     source: ConfigSource,
+    validation: files::Validation,
     only_gateway: Option<String>,
     poll: Duration,
     bind: tollbridge_local::Bind,
@@ -584,6 +616,7 @@ fn serve(
     let options = RunOptions {
         counter_store,
         source,
+        validation,
         only_gateway,
         admin_address: args.admin_address,
         state_dir: args.state_dir,
@@ -663,7 +696,7 @@ fn operator(args: OperatorArgs) -> ExitCode {
 /// `plan` (execute = false) or `apply` for every cloud Gateway in the files.
 fn cloud(args: CloudArgs, execute: bool) -> ExitCode {
     init_logging(LogFormat::Text);
-    let mut loaded = match files::load_paths(&args.paths) {
+    let mut loaded = match files::load_paths(&args.paths, args.validate) {
         Ok(loaded) => loaded,
         Err(errors) => {
             eprintln!("error: {} problem(s) loading the files:\n{errors}", errors.0.len());

@@ -38,6 +38,8 @@ pub enum ConfigSource {
 #[derive(Clone, Debug)]
 pub struct RunOptions {
     pub source: ConfigSource,
+    /// What a field an object's kind does not have makes of its document.
+    pub validation: files::Validation,
     /// Serve only this Gateway (`namespace/name`).
     pub only_gateway: Option<String>,
     pub admin_address: SocketAddr,
@@ -277,11 +279,15 @@ impl Standalone {
 
     fn load(&mut self) -> Result<files::Loaded, files::LoadErrors> {
         match (&self.options.source, &self.secret) {
-            (ConfigSource::Files(paths), _) => files::load_paths_cached(paths, &mut self.documents),
+            (ConfigSource::Files(paths), _) => {
+                files::load_paths_cached(paths, &mut self.documents, self.options.validation)
+            }
             (ConfigSource::Secret { namespace, name }, Some(receiver)) => {
                 let origin = PathBuf::from(format!("Secret {namespace}/{name}"));
                 match &*receiver.borrow() {
-                    Some(Ok(text)) => files::load_str_cached(&origin, text, &mut self.documents),
+                    Some(Ok(text)) => {
+                        files::load_str_cached(&origin, text, &mut self.documents, self.options.validation)
+                    }
                     Some(Err(message)) => Err(files::LoadErrors(vec![files::LoadError {
                         file: origin,
                         document: 0,

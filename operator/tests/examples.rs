@@ -92,7 +92,7 @@ impl Checked {
 
 /// Loads `paths` together with the library code of `tollbridge check`; panics on load errors.
 fn check(paths: &[PathBuf]) -> Checked {
-    let mut loaded = files::load_paths(paths)
+    let mut loaded = files::load_paths(paths, files::Validation::Strict)
         .unwrap_or_else(|e| panic!("load errors in {paths:?} (tollbridge check):\n{e}"));
     loaded.snapshot.now = jiff::Timestamp::now();
     let translation = translate::translate(&loaded.snapshot, &tollbridge::providers::capabilities);
@@ -815,4 +815,45 @@ fn cluster_examples_pass_a_server_side_dry_run() {
         assert!(docs.len() < count_documents(dir), "{dir} has an EndpointSlice");
         dry_run(&ns, &["-f", "-"], Some(&docs.join("---\n")), docs.len());
     }
+}
+
+/// A misspelled field (`backendRef` for `backendRefs`) is not passed over: `check` names file,
+/// document, object and field and exits 1; `--validate=warn` loads the route without it and
+/// says so; `--validate=ignore` says nothing.
+#[test]
+fn check_refuses_a_misspelled_field_unless_told_otherwise() {
+    let dir = std::env::temp_dir().join(format!("tollbridge-validate-{}", std::process::id()));
+    fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("route.yaml");
+    fs::write(
+        &file,
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: local}\n\
+         spec: {controllerName: tollbridge.dev/gateway-controller}\n---\n\
+         apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: shop}\nspec:\n  \
+         rules:\n  - backendRef: [{name: api, port: 80}]\n",
+    )
+    .unwrap();
+    let check = |extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_tollbridge"))
+            .args(["check", "-f"])
+            .arg(&file)
+            .args(extra)
+            .output()
+            .expect("run tollbridge check");
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (code, stderr) = check(&[]);
+    assert_eq!(code, Some(1), "{stderr}");
+    let named = format!(
+        "{} (document 2): HTTPRoute default/shop: unknown field spec.rules[0].backendRef",
+        file.display()
+    );
+    assert!(stderr.contains(&named), "{stderr}");
+    let (code, stderr) = check(&["--validate=warn"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("unknown field(s) left out: spec.rules[0].backendRef"), "{stderr}");
+    let (code, stderr) = check(&["--validate", "ignore"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!stderr.contains("backendRef"), "{stderr}");
+    fs::remove_dir_all(&dir).ok();
 }

@@ -413,7 +413,7 @@ metadata: {name: team-b}
 apiVersion: tollbridge.dev/v1alpha1
 kind: ProviderConfig
 metadata: {name: team-b-aws}
-spec: {provider: AWS, aws: {region: eu-west-1, roleArn: "arn:aws:iam::123456789012:role/team-b"}}
+spec: {provider: AWS, aws: {region: eu-west-1, roleARN: "arn:aws:iam::123456789012:role/team-b"}}
 ---
 apiVersion: gateway.networking.k8s.io/v1beta1
 kind: ReferenceGrant

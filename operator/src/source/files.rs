@@ -63,13 +63,26 @@ pub struct Loaded {
 }
 
 /// Loads every YAML file under `paths` into one snapshot.
-pub fn load_paths(paths: &[PathBuf]) -> Result<Loaded, LoadErrors> {
-    let mut loader = Loader::default();
+pub fn load_paths(paths: &[PathBuf], validation: Validation) -> Result<Loaded, LoadErrors> {
+    let mut loader = Loader { validation, ..Loader::default() };
     loader.add_paths(paths);
     loader.finish()
 }
 
-/// Loads YAML text (as if read from `origin`) into a snapshot.
+/// What a field the object's kind does not have (a misspelling, an experimental field) makes
+/// of its document, as kubectl's `--validate`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Validation {
+    /// The document is an error naming the file, the document, the object and the field.
+    #[default]
+    Strict,
+    /// The document is loaded without the field, and a warning names it.
+    Warn,
+    /// The document is loaded without the field, silently.
+    Ignore,
+}
+
+/// Loads YAML text (as if read from `origin`) into a snapshot, strictly.
 pub fn load_str(origin: &Path, text: &str) -> Result<Loaded, LoadErrors> {
     let mut loader = Loader::default();
     loader.add_text(origin, text);
@@ -190,7 +203,7 @@ impl DocumentCache {
                 Document::Skipped { api_version: api_version.clone(), kind: kind.clone() }
             }
             Cached::Object(kind, index) => {
-                Document::Object(Box::new(Object::copy(&self.snapshot, *kind, *index)?))
+                Document::Object(Box::new(Object::copy(&self.snapshot, *kind, *index)?), Unknown::default())
             }
         };
         Some((document, key.clone()))
@@ -199,15 +212,24 @@ impl DocumentCache {
 
 /// Loads every YAML file under `paths`, parsing only the documents `cache` does not hold.
 /// The result, warnings and errors are those of [`load_paths`].
-pub fn load_paths_cached(paths: &[PathBuf], cache: &mut DocumentCache) -> Result<Loaded, LoadErrors> {
-    let mut loader = Loader { cache: Some(cache), ..Loader::default() };
+pub fn load_paths_cached(
+    paths: &[PathBuf],
+    cache: &mut DocumentCache,
+    validation: Validation,
+) -> Result<Loaded, LoadErrors> {
+    let mut loader = Loader { cache: Some(cache), validation, ..Loader::default() };
     loader.add_paths(paths);
     loader.finish()
 }
 
 /// Loads YAML text as [`load_str`] does, parsing only the documents `cache` does not hold.
-pub fn load_str_cached(origin: &Path, text: &str, cache: &mut DocumentCache) -> Result<Loaded, LoadErrors> {
-    let mut loader = Loader { cache: Some(cache), ..Loader::default() };
+pub fn load_str_cached(
+    origin: &Path,
+    text: &str,
+    cache: &mut DocumentCache,
+    validation: Validation,
+) -> Result<Loaded, LoadErrors> {
+    let mut loader = Loader { cache: Some(cache), validation, ..Loader::default() };
     loader.add_text(origin, text);
     loader.finish()
 }
@@ -215,8 +237,9 @@ pub fn load_str_cached(origin: &Path, text: &str, cache: &mut DocumentCache) -> 
 /// One document, parsed and typed, before the loader's defaults and duplicate checks.
 enum Document {
     Empty,
-    /// Boxed: objects are kilobytes, and documents move through vectors and the cache.
-    Object(Box<Object>),
+    /// Boxed: objects are kilobytes, and documents move through vectors and the cache. With
+    /// the paths of the fields the document has and its kind does not (left out).
+    Object(Box<Object>, Unknown),
     /// A kind tollbridge does not read.
     Skipped {
         api_version: String,
@@ -227,7 +250,7 @@ enum Document {
 impl Document {
     fn object(&self) -> Option<&Object> {
         match self {
-            Document::Object(object) => Some(object),
+            Document::Object(object, _) => Some(object),
             _ => None,
         }
     }
@@ -264,9 +287,9 @@ macro_rules! objects {
 
         impl Object {
             /// The object of `group`/`kind` in `value`; `None` for a kind tollbridge does not read.
-            fn parse(group: &str, kind: &str, value: serde_yaml::Value) -> Option<Result<Object, String>> {
+            fn parse(group: &str, kind: &str, value: serde_yaml::Value) -> Option<Result<(Object, Unknown), String>> {
                 match (group, kind) {
-                    $(($group, $kind) => Some(typed(value).map(Object::$variant)),)*
+                    $(($group, $kind) => Some(typed(value).map(|(object, unknown)| (Object::$variant(object), unknown))),)*
                     _ => None,
                 }
             }
@@ -274,6 +297,21 @@ macro_rules! objects {
             fn kind(&self) -> Kind {
                 match self {
                     $(Object::$variant(_) => Kind::$variant,)*
+                }
+            }
+
+            /// `Kind ns/name` (or `Kind name`) as the object will be known, for messages.
+            fn describe(&self) -> String {
+                match self {
+                    $(Object::$variant(object) => {
+                        let meta = &object.metadata;
+                        let name = meta.name.as_deref().unwrap_or("(no name)");
+                        match (meta.namespace.as_deref(), $namespaced) {
+                            (Some(ns), true) => format!("{} {ns}/{name}", $kind),
+                            (None, true) => format!("{} default/{name}", $kind),
+                            _ => format!("{} {name}", $kind),
+                        }
+                    })*
                 }
             }
 
@@ -334,7 +372,7 @@ fn parse_document(value: serde_yaml::Value) -> Result<Document, String> {
     }
     let group = type_meta.api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
     match Object::parse(group, &type_meta.kind, value) {
-        Some(object) => object.map(|object| Document::Object(Box::new(object))),
+        Some(object) => object.map(|(object, unknown)| Document::Object(Box::new(object), unknown)),
         None => Ok(Document::Skipped { api_version: type_meta.api_version, kind: type_meta.kind }),
     }
 }
@@ -353,6 +391,7 @@ struct Loader<'c> {
     remembered: Documents,
     /// Threads to parse a file's documents on; `None` picks by cores and document count.
     parts: Option<usize>,
+    validation: Validation,
 }
 
 impl Loader<'_> {
@@ -470,7 +509,24 @@ impl Loader<'_> {
                     .push(format!("{}: skipped {api_version} {kind}: not a kind tollbridge reads", origin()));
                 Ok(Cached::Skipped { api_version, kind })
             }
-            Document::Object(object) => {
+            Document::Object(object, unknown) => {
+                if !unknown.is_empty() {
+                    let fields = unknown.join(", ");
+                    let what = object.describe();
+                    match self.validation {
+                        Validation::Strict => {
+                            return Err(format!(
+                                "{what}: unknown field{} {fields} (misspelled, or not in this kind's \
+                                 version; --validate=warn loads it without them)",
+                                if unknown.len() > 1 { "s" } else { "" }
+                            ))
+                        }
+                        Validation::Warn => self
+                            .warnings
+                            .push(format!("{}: {what}: unknown field(s) left out: {fields}", origin())),
+                        Validation::Ignore => {}
+                    }
+                }
                 let (key, cached) = (*object).push_into(&mut self.snapshot)?;
                 if let Some(&(first_file, first_number)) = self.seen.get(&key) {
                     let first = self.files[first_file].display();
@@ -600,17 +656,47 @@ fn has_content(text: &str) -> bool {
     })
 }
 
-/// Parses one object; an error names the field.
-fn typed<T: DeserializeOwned>(value: serde_yaml::Value) -> Result<T, String> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        if path == "." {
-            inner.to_string()
-        } else {
-            format!("field `{path}`: {inner}")
+/// The paths of the fields a document has that its kind does not, as `spec.rules[0].name`.
+type Unknown = Vec<String>;
+
+/// Parses one object, with the fields its type does not have; an error names the field.
+fn typed<T: DeserializeOwned>(value: serde_yaml::Value) -> Result<(T, Unknown), String> {
+    let mut unknown = Unknown::new();
+    let mut record = |path: serde_ignored::Path<'_>| {
+        // Every object has these; read before typing (`TypeMeta`), not all types keep them.
+        if !matches!(&path, serde_ignored::Path::Map { parent: serde_ignored::Path::Root, key }
+            if key == "apiVersion" || key == "kind")
+        {
+            unknown.push(field_path(&path));
         }
-    })
+    };
+    let object = serde_path_to_error::deserialize(serde_ignored::Deserializer::new(value, &mut record))
+        .map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            if path == "." {
+                inner.to_string()
+            } else {
+                format!("field `{path}`: {inner}")
+            }
+        })?;
+    Ok((object, unknown))
+}
+
+/// A field's path as kubectl and the errors above write it: `spec.rules[0].backendRef`.
+fn field_path(path: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => format!("{}[{index}]", field_path(parent)),
+        Path::Map { parent, key } => match field_path(parent) {
+            parent if parent.is_empty() => key.to_string(),
+            parent => format!("{parent}.{key}"),
+        },
+        Path::Some { parent } | Path::NewtypeStruct { parent } | Path::NewtypeVariant { parent } => {
+            field_path(parent)
+        }
+    }
 }
 
 /// Defaults a loaded object's namespace and generation; returns its `ns/name` (or `name`).
@@ -656,8 +742,10 @@ mod tests {
     fn assert_cache_agrees(texts: &[&str]) -> DocumentCache {
         let mut cache = DocumentCache::default();
         for text in texts {
-            if let Some(loaded) = assert_same(load_str_cached(Path::new("test.yaml"), text, &mut cache), text)
-            {
+            if let Some(loaded) = assert_same(
+                load_str_cached(Path::new("test.yaml"), text, &mut cache, Validation::Strict),
+                text,
+            ) {
                 cache.remember(loaded);
             }
         }
@@ -747,7 +835,7 @@ mod tests {
         let text = routes(100);
         let origin = Path::new("a.yaml");
         let mut cache = DocumentCache::default();
-        let mut loaded = load_str_cached(origin, &text, &mut cache).unwrap();
+        let mut loaded = load_str_cached(origin, &text, &mut cache, Validation::Strict).unwrap();
         assert!(cache.is_empty(), "nothing is kept before the snapshot is remembered");
         // Marks r0 in the remembered snapshot: a reload that copies it, and does not parse it
         // again, shows the mark.
@@ -761,7 +849,7 @@ mod tests {
             "a header comment splits"
         );
         let edited = text.replace("name: r7}", "name: seven}");
-        let loaded = load_str_cached(origin, &edited, &mut cache).unwrap();
+        let loaded = load_str_cached(origin, &edited, &mut cache, Validation::Strict).unwrap();
         let routes = &loaded.snapshot.http_routes;
         assert_eq!(routes[0].metadata.uid.as_deref(), Some("from-the-cache"));
         assert_eq!(routes[7].metadata.name.as_deref(), Some("seven"));
@@ -770,23 +858,23 @@ mod tests {
 
         // A load that is not remembered leaves the cache serving the last one that was.
         let renamed = edited.replace("name: r8}", "name: eight}");
-        load_str_cached(origin, &renamed, &mut cache).unwrap();
-        let loaded = load_str_cached(origin, &edited, &mut cache).unwrap();
+        load_str_cached(origin, &renamed, &mut cache, Validation::Strict).unwrap();
+        let loaded = load_str_cached(origin, &edited, &mut cache, Validation::Strict).unwrap();
         let routes = &loaded.snapshot.http_routes;
         assert_eq!(routes[0].metadata.uid.as_deref(), Some("from-the-cache"));
         assert_eq!(routes[8].metadata.name.as_deref(), Some("r8"));
 
         // Another load than the last: everything is forgotten, and the next load is fresh.
-        let earlier = load_str_cached(origin, &text, &mut cache).unwrap();
-        load_str_cached(origin, &text, &mut cache).unwrap();
+        let earlier = load_str_cached(origin, &text, &mut cache, Validation::Strict).unwrap();
+        load_str_cached(origin, &text, &mut cache, Validation::Strict).unwrap();
         cache.remember(earlier);
         assert!(cache.is_empty());
-        let loaded = load_str_cached(origin, &edited, &mut cache).unwrap();
+        let loaded = load_str_cached(origin, &edited, &mut cache, Validation::Strict).unwrap();
         assert_eq!(loaded.snapshot.http_routes[0].metadata.uid, None);
 
         // A document that does not parse alone sends the file through the stream: same errors.
         let broken = edited.replace("name: r9}", "name: [r9}");
-        let err = load_str_cached(origin, &broken, &mut cache).unwrap_err();
+        let err = load_str_cached(origin, &broken, &mut cache, Validation::Strict).unwrap_err();
         assert_eq!(err, load_str(origin, &broken).unwrap_err());
     }
 
@@ -810,6 +898,51 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains("test.yaml (document 2)"), "{text}");
         assert!(text.contains("spec.listeners[0].port"), "{text}");
+    }
+
+    /// A route whose rule says `backendRef` (for `backendRefs`) and a Service with a misspelled
+    /// label map: what each validation mode makes of them.
+    const MISSPELLED: &str = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: shop, namespace: web}\n\
+                              spec:\n  rules:\n  - matches: [{path: {type: PathPrefix, value: /}}]\n    backendRef: [{name: api, port: 80}]\n\
+                              ---\napiVersion: v1\nkind: Service\nmetadata: {name: api, lables: {app: api}}\nspec: {ports: [{port: 80}]}\n";
+
+    fn load_as(text: &str, validation: Validation) -> Result<Loaded, LoadErrors> {
+        let mut loader = Loader { validation, ..Loader::default() };
+        loader.add_text(Path::new("test.yaml"), text);
+        loader.finish()
+    }
+
+    #[test]
+    fn unknown_fields_are_errors_naming_file_document_object_and_field_unless_told_otherwise() {
+        let err = load_as(MISSPELLED, Validation::Strict).unwrap_err();
+        assert_eq!(err.0.len(), 2, "{err}");
+        let text = err.to_string();
+        assert!(text.contains("test.yaml (document 1)"), "{text}");
+        assert!(text.contains("HTTPRoute web/shop: unknown field spec.rules[0].backendRef ("), "{text}");
+        assert!(text.contains("test.yaml (document 2)"), "{text}");
+        assert!(text.contains("Service default/api: unknown field metadata.lables ("), "{text}");
+        assert_eq!(load(MISSPELLED).unwrap_err().to_string(), text, "strict is the default");
+
+        let warned = load_as(MISSPELLED, Validation::Warn).unwrap();
+        assert_eq!(warned.snapshot.http_routes.len(), 1);
+        assert!(
+            warned.snapshot.http_routes[0].spec.rules[0].backend_refs.is_empty(),
+            "the field is left out"
+        );
+        assert_eq!(warned.warnings.len(), 2, "{:?}", warned.warnings);
+        assert!(warned.warnings[0]
+            .contains("HTTPRoute web/shop: unknown field(s) left out: spec.rules[0].backendRef"));
+
+        let ignored = load_as(MISSPELLED, Validation::Ignore).unwrap();
+        assert_eq!((ignored.snapshot.services.len(), ignored.warnings.len()), (1, 0));
+    }
+
+    #[test]
+    fn a_field_given_twice_is_an_error() {
+        let twice =
+            "apiVersion: v1\nkind: Service\nmetadata: {name: api}\nspec: {ports: [{port: 80}]}\nspec: {}\n";
+        let text = load_as(twice, Validation::Ignore).unwrap_err().to_string();
+        assert!(text.contains("test.yaml (document 1)") && text.contains("duplicate"), "{text}");
     }
 
     #[test]
