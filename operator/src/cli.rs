@@ -32,6 +32,9 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Translate YAML files and print the status of every object; exit 1 when any is invalid.
+    #[command(
+        after_help = "Examples:\n  tollbridge check -f examples/quickstart\n  tollbridge check -f gateway.yaml -f routes/ -o json --ir"
+    )]
     Check {
         /// A YAML file or a directory of them (repeatable).
         #[arg(short = 'f', long = "filename", required = true)]
@@ -48,19 +51,31 @@ pub enum Command {
         validate: files::Validation,
     },
     /// Serve Gateways from YAML files with the built-in proxy; reload when the files change.
+    #[command(
+        after_help = "Examples:\n  tollbridge run -f examples/quickstart --admin-address 127.0.0.1:9901\n  tollbridge run -f gateway/ --state-dir /var/lib/tollbridge --access-log"
+    )]
     Run(RunArgs),
     /// Run the Kubernetes operator: watch Gateway API objects and our CRDs, provision them,
     /// write their status.
+    #[command(
+        after_help = "Examples:\n  tollbridge operator --cluster-id prod-eu   (as the Helm chart runs it, in the cluster)"
+    )]
     Operator(OperatorArgs),
     /// Serve one Gateway with the built-in proxy, configured by the Secret the operator writes
     /// for it (in-cluster, or from outside with a kubeconfig).
+    #[command(
+        after_help = "Examples:\n  tollbridge proxy --gateway shop/web   (as the operator's Deployment runs it)"
+    )]
     Proxy(ProxyArgs),
     /// Print the changes a cloud provider would make for the Gateways in YAML files, against
     /// the account as it is now, without making them.
+    #[command(after_help = "Examples:\n  tollbridge plan -f examples/eks --provider aws")]
     Plan(CloudArgs),
     /// Make the changes `plan` prints (no cluster needed; useful in CI pipelines).
+    #[command(after_help = "Examples:\n  tollbridge apply -f examples/aks --provider azure --cluster-id ci")]
     Apply(CloudArgs),
     /// Run a small echo backend that answers every request with JSON describing it.
+    #[command(after_help = "Examples:\n  tollbridge echo --listen 127.0.0.1:9090 --name orders")]
     Echo {
         #[arg(long, default_value = "127.0.0.1:9090")]
         listen: SocketAddr,
@@ -70,11 +85,24 @@ pub enum Command {
     },
     /// Print how much of its quota each API key has used this period, from the counters of
     /// `tollbridge run` (its --state-dir, or the --counter-store its replicas share).
+    #[command(
+        after_help = "Examples:\n  tollbridge usage -f gateway/ --state-dir /var/lib/tollbridge\n  tollbridge usage -f gateway/ --counter-store redis://127.0.0.1:6379 -o json"
+    )]
     Usage(UsageArgs),
     /// Print tollbridge's CustomResourceDefinitions.
+    #[command(after_help = "Examples:\n  tollbridge crds | kubectl apply --server-side -f -")]
     Crds,
     /// Print the version and the Gateway API release it implements.
+    #[command(after_help = "Examples:\n  tollbridge version")]
     Version,
+    /// Print a shell completion script.
+    #[command(
+        after_help = "Examples:\n  tollbridge completion bash > /etc/bash_completion.d/tollbridge\n  tollbridge completion zsh > \"${fpath[1]}/_tollbridge\"\n  tollbridge completion fish > ~/.config/fish/completions/tollbridge.fish"
+    )]
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 /// Options of `tollbridge run`.
@@ -382,6 +410,11 @@ pub const GATEWAY_API_VERSION: &str = "v1.7.0";
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Check { paths, output, ir, validate } => check(&paths, output, ir, validate),
+        Command::Completion { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "tollbridge", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
         Command::Run(args) => {
             let poll = Duration::from_millis(args.poll_interval_ms.max(50));
             let source = ConfigSource::Files(args.paths);
@@ -817,4 +850,54 @@ fn echo(listen: SocketAddr, name: String) -> ExitCode {
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    /// The command lines under "Examples:" in a subcommand's help, without what the shell adds
+    /// (a redirection, a pipe, a remark in parentheses).
+    fn examples(help: &str) -> Vec<Vec<String>> {
+        let Some((_, listed)) = help.split_once("Examples:\n") else { return Vec::new() };
+        listed
+            .lines()
+            .filter_map(|line| line.trim().strip_prefix("tollbridge "))
+            .map(|line| {
+                let line = line.split(['>', '|', '(']).next().unwrap_or_default();
+                std::iter::once("tollbridge").chain(line.split_whitespace()).map(str::to_string).collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_subcommand_shows_examples_that_parse() {
+        let command = Cli::command();
+        for sub in command.get_subcommands() {
+            let help = sub.get_after_help().map(ToString::to_string).unwrap_or_default();
+            let lines = examples(&help);
+            assert!(!lines.is_empty(), "`tollbridge {}` has no example in its help", sub.get_name());
+            for line in lines {
+                assert_eq!(line[1], sub.get_name(), "an example of another subcommand: {line:?}");
+                if let Err(e) = Cli::try_parse_from(&line) {
+                    panic!("example {line:?} does not parse: {e}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn completions_list_the_subcommands_for_each_shell() {
+        for shell in [clap_complete::Shell::Bash, clap_complete::Shell::Zsh, clap_complete::Shell::Fish] {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "tollbridge", &mut script);
+            let script = String::from_utf8(script).expect("UTF-8");
+            for sub in ["check", "run", "plan", "apply", "usage", "completion"] {
+                assert!(script.contains(sub), "{shell}: no {sub}");
+            }
+            assert!(script.contains("validate"), "{shell}: no --validate");
+        }
+    }
 }
