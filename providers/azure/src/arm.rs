@@ -72,15 +72,17 @@ pub fn identity(credential: &str) -> Result<Arc<dyn TokenSource>, ProviderError>
     use azure_identity::*;
     // The credentials build HTTP clients of their own.
     install_tls();
-    let fail =
-        |e: azure_core::Error| ProviderError::Unauthorized(format!("Azure credential {credential}: {e}"));
+    // A credential that cannot even be made is missing its configuration: said as such, with
+    // what it needs (retrying does not make it appear).
+    let fail = |e: azure_core::Error| ProviderError::Invalid(format!("{}: {e}", needs(credential)));
     let credential: Arc<dyn azure_core::credentials::TokenCredential> = match credential {
         "ManagedIdentity" => ManagedIdentityCredential::new(None).map_err(fail)?,
         "AzureCli" => AzureCliCredential::new(None).map_err(fail)?,
         "ClientSecret" => {
             let var = |name: &str| {
-                std::env::var(name)
-                    .map_err(|_| ProviderError::Unauthorized(format!("ClientSecret credential needs {name}")))
+                std::env::var(name).map_err(|_| {
+                    ProviderError::Invalid(format!("{name} is not set: {}", needs("ClientSecret")))
+                })
             };
             ClientSecretCredential::new(
                 &var("AZURE_TENANT_ID")?,
@@ -93,6 +95,17 @@ pub fn identity(credential: &str) -> Result<Arc<dyn TokenSource>, ProviderError>
         _ => WorkloadIdentityCredential::new(None).map_err(fail)?,
     };
     Ok(Arc::new(IdentityToken(credential)))
+}
+
+/// What the credential a ProviderConfig names (`azure.credential`) needs, in a sentence or two.
+fn needs(credential: &str) -> String {
+    let what = match credential {
+        "ManagedIdentity" => "the ManagedIdentity credential needs a managed identity assigned to the node or pod (IMDS, or IDENTITY_ENDPOINT in App Service and Arc)",
+        "AzureCli" => "the AzureCli credential needs `az` installed and `az login` done for the user running tollbridge",
+        "ClientSecret" => "the ClientSecret credential needs AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET in the environment",
+        _ => "the WorkloadIdentity credential (the default) needs AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_FEDERATED_TOKEN_FILE, which AKS injects into pods of a workload-identity ServiceAccount: install the chart with azure.workloadIdentity.enabled=true and clientId set",
+    };
+    format!("{what}; or name another credential in the ProviderConfig (azure.credential: WorkloadIdentity, ManagedIdentity, ClientSecret or AzureCli)")
 }
 
 /// Makes ring the process's TLS provider (reqwest is built without one, so that the whole
@@ -650,6 +663,29 @@ mod tests {
     }
 
     #[test]
+    fn a_credential_without_its_configuration_says_what_it_needs() {
+        let workload = needs("WorkloadIdentity");
+        for needle in
+            ["AZURE_FEDERATED_TOKEN_FILE", "azure.workloadIdentity.enabled=true", "azure.credential"]
+        {
+            assert!(workload.contains(needle), "{needle}: {workload}");
+        }
+        assert!(needs("ClientSecret").contains("AZURE_CLIENT_SECRET"));
+        assert!(needs("AzureCli").contains("az login"));
+        // No test sets the federated token file: the default credential cannot be made here.
+        if std::env::var_os("AZURE_FEDERATED_TOKEN_FILE").is_none() {
+            match identity("WorkloadIdentity") {
+                Err(ProviderError::Invalid(message)) => {
+                    assert!(message.starts_with(&workload), "{message}");
+                    assert!(message.len() < 600, "{message}");
+                }
+                Err(other) => panic!("not a configuration error: {other}"),
+                Ok(_) => panic!("made without its configuration"),
+            }
+        }
+    }
+
+    #[test]
     fn credentials_can_be_built_before_any_client() {
         // A credential builds its own HTTP client; this must not need a TLS provider installed
         // by someone else first (building it sends nothing).
@@ -657,6 +693,6 @@ mod tests {
         std::env::set_var("AZURE_CLIENT_ID", "client");
         std::env::set_var("AZURE_CLIENT_SECRET", "secret");
         assert!(identity("ClientSecret").is_ok());
-        assert!(matches!(identity("WorkloadIdentity"), Err(ProviderError::Unauthorized(_)) | Ok(_)));
+        assert!(matches!(identity("WorkloadIdentity"), Err(ProviderError::Invalid(_)) | Ok(_)));
     }
 }
