@@ -95,7 +95,7 @@ impl Metrics {
         self.ready.store(ready, Ordering::Relaxed);
     }
 
-    fn encode(&self) -> String {
+    pub fn encode(&self) -> String {
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
