@@ -205,7 +205,8 @@ fn every_example_directory_is_tested() {
     assert_eq!(found, covered, "examples/ and the directories this test covers differ");
 }
 
-/// The example READMEs and the user docs, checked by `readme_paths_and_links_resolve`.
+/// The READMEs and every page of docs/ but the benchmark log, checked by
+/// `readme_paths_and_links_resolve` (and `the_docs_index_lists_every_page`).
 const DOCS: &[&str] = &[
     "examples/README.md",
     "examples/kind/README.md",
@@ -213,11 +214,21 @@ const DOCS: &[&str] = &[
     "examples/eks/README.md",
     "examples/aks/README.md",
     "examples/grpc-and-backend-tls/README.md",
+    "README.md",
+    "docs/README.md",
     "docs/install.md",
+    "docs/install-image.md",
     "docs/concepts.md",
+    "docs/cli.md",
+    "docs/operator.md",
+    "docs/clouds.md",
     "docs/providers.md",
     "docs/troubleshooting.md",
     "docs/upgrading.md",
+    "docs/conformance.md",
+    "docs/testing.md",
+    "docs/architecture.md",
+    "docs/architecture-notes.md",
 ];
 
 /// The anchors GitHub gives the headings of a Markdown text: lower case, punctuation other than
@@ -856,4 +867,20 @@ fn check_refuses_a_misspelled_field_unless_told_otherwise() {
     assert_eq!(code, Some(0), "{stderr}");
     assert!(!stderr.contains("backendRef"), "{stderr}");
     fs::remove_dir_all(&dir).ok();
+}
+
+/// docs/README.md is the manual's index: it links every page of docs/, and this test's list
+/// of checked pages has them all.
+#[test]
+fn the_docs_index_lists_every_page() {
+    let index = fs::read_to_string(abs("docs/README.md")).expect("docs/README.md");
+    for entry in fs::read_dir(abs("docs")).expect("docs/") {
+        let name = entry.expect("entry").file_name().into_string().expect("UTF-8 name");
+        if !name.ends_with(".md") || name == "README.md" {
+            continue;
+        }
+        assert!(index.contains(&format!("]({name})")), "docs/README.md does not link {name}");
+        let path = format!("docs/{name}");
+        assert!(DOCS.contains(&path.as_str()) || name == "benchmarks.md", "{path} is not in DOCS");
+    }
 }
