@@ -884,3 +884,61 @@ fn the_docs_index_lists_every_page() {
         assert!(DOCS.contains(&path.as_str()) || name == "benchmarks.md", "{path} is not in DOCS");
     }
 }
+
+/// Every `tollbridge …` (or `cargo run -p tollbridge -- …`) command in the README, docs/ and
+/// the examples' READMEs: each must parse as written (the flags exist), and the ones that need
+/// no cluster, cloud or long-running process (`check`, `crds`, `version`, `completion`, on
+/// paths of this repository) are run and must exit as their comment says (`exit 1`), else 0.
+#[test]
+fn the_documented_tollbridge_commands_parse_and_the_local_ones_run_as_documented() {
+    use clap::Parser;
+
+    let mut pages: Vec<String> = DOCS.iter().map(|d| d.to_string()).collect();
+    pages.push("docs/install-image.md".into());
+    let (mut parsed, mut ran) = (0, 0);
+    for page in pages {
+        let text = fs::read_to_string(abs(&page)).unwrap_or_else(|e| panic!("read {page}: {e}"));
+        let mut in_code = false;
+        for line in text.lines() {
+            if line.trim_start().starts_with("```") {
+                in_code = !in_code;
+                continue;
+            }
+            let line = line.trim().trim_start_matches("$ ");
+            let Some(rest) =
+                line.strip_prefix("tollbridge ").or_else(|| line.strip_prefix("cargo run -p tollbridge -- "))
+            else {
+                continue;
+            };
+            if !in_code {
+                continue;
+            }
+            let (command, comment) = rest.split_once('#').unwrap_or((rest, ""));
+            let words: Vec<&str> = command.trim().trim_end_matches('&').split_whitespace().collect();
+            let argv: Vec<&str> = std::iter::once("tollbridge").chain(words.iter().copied()).collect();
+            if let Err(e) = tollbridge::cli::Cli::try_parse_from(&argv) {
+                panic!("{page}: `{line}` does not parse: {e}");
+            }
+            parsed += 1;
+            let local = matches!(words.first(), Some(&("check" | "crds" | "version" | "completion")));
+            let paths_exist = words.windows(2).filter(|w| w[0] == "-f").all(|w| abs(w[1]).exists());
+            if !local || !paths_exist {
+                continue;
+            }
+            let out = Command::new(env!("CARGO_BIN_EXE_tollbridge"))
+                .current_dir(repo_root())
+                .args(&words)
+                .output()
+                .unwrap_or_else(|e| panic!("run {argv:?}: {e}"));
+            let expected = if comment.contains("exit 1") { 1 } else { 0 };
+            assert_eq!(
+                out.status.code(),
+                Some(expected),
+                "{page}: `{line}`:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            ran += 1;
+        }
+    }
+    assert!(parsed >= 20 && ran >= 8, "{parsed} commands parsed, {ran} run: the scan found too few");
+}
