@@ -91,7 +91,7 @@ async fn proxy_exposition() -> String {
             yaml::quota_policy(
                 "keyed",
                 "keyed",
-                "  apiKey: {required: true}\n  rateLimit: {requests: 1, unit: Minute, burst: 1}\n",
+                "  apiKey: {required: true}\n  rateLimit: {requests: 1, unit: Minute, burst: 1}\n  quota: {requests: 100, period: Month}\n",
             ),
             yaml::api_key("acme", "keyed", "keyed-key-acme-0001", "  consumer: acme\n"),
         ]),

@@ -998,6 +998,9 @@ async fn rate_limits_and_quotas_answer_429() {
     assert_eq!(consumer("allowed").as_deref(), Some("3"), "{metrics}");
     assert_eq!(consumer("quota_exceeded").as_deref(), Some("2"), "{metrics}");
     assert!(!metrics.contains(r#"consumer="""#), "a series without a consumer:\n{metrics}");
+    // The quota it has left, as of its last request: spent.
+    let left = r#"tollbridge_consumer_quota_remaining{gateway="default/gw",policy="default/quota",consumer="counted"} "#;
+    assert_eq!(metrics.lines().find_map(|l| l.strip_prefix(left)), Some("0"), "{metrics}");
 
     // A consumer whose key leaves the configuration loses its series: their number stays
     // bounded by the keys configured, not by every key ever configured.

@@ -79,13 +79,24 @@ pub struct ConsumerLabels {
     pub outcome: &'static str,
 }
 
-/// Requests with a known key per consumer, and the series made so far: the family cannot be
-/// listed, and the series of consumers no longer configured must go ([`Self::retain`]), so that
-/// their number stays bounded by the configuration across reloads.
+/// One consumer of one policy, for its quota gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConsumerQuotaLabels {
+    pub gateway: Label,
+    pub policy: Arc<str>,
+    pub consumer: Arc<str>,
+}
+
+/// Requests with a known key per consumer, and the quota each has left, with the series made
+/// so far: the families cannot be listed, and the series of consumers no longer configured must
+/// go ([`Self::retain`]), so that their number stays bounded by the configuration across
+/// reloads.
 #[derive(Clone, Debug, Default)]
 pub struct ConsumerRequests {
     family: Family<ConsumerLabels, Counter>,
     series: Arc<Mutex<HashSet<ConsumerLabels>>>,
+    quota: Family<ConsumerQuotaLabels, Gauge>,
+    quota_series: Arc<Mutex<HashSet<ConsumerQuotaLabels>>>,
 }
 
 impl ConsumerRequests {
@@ -97,13 +108,28 @@ impl ConsumerRequests {
         counter
     }
 
-    /// Removes every series `keep` refuses (a consumer that comes back starts again from 0,
-    /// which Prometheus reads as a counter reset).
-    pub fn retain(&self, keep: impl Fn(&ConsumerLabels) -> bool) {
+    /// The quota gauge of `labels`, its series made (and remembered) when new. Called once per
+    /// key per configuration, not per request.
+    pub fn quota_gauge(&self, labels: ConsumerQuotaLabels) -> Gauge {
+        let gauge = self.quota.get_or_create(&labels).clone();
+        self.quota_series.lock().unwrap_or_else(|e| e.into_inner()).insert(labels);
+        gauge
+    }
+
+    /// Removes every series of a (gateway, policy, consumer) `keep` refuses (a consumer that
+    /// comes back starts again from 0, which Prometheus reads as a counter reset).
+    pub fn retain(&self, keep: impl Fn(&str, &str, &str) -> bool) {
         self.series.lock().unwrap_or_else(|e| e.into_inner()).retain(|labels| {
-            let kept = keep(labels);
+            let kept = keep(&labels.gateway, &labels.policy, &labels.consumer);
             if !kept {
                 self.family.remove(labels);
+            }
+            kept
+        });
+        self.quota_series.lock().unwrap_or_else(|e| e.into_inner()).retain(|labels| {
+            let kept = keep(&labels.gateway, &labels.policy, &labels.consumer);
+            if !kept {
+                self.quota.remove(labels);
             }
             kept
         });
@@ -230,6 +256,11 @@ impl Default for Metrics {
             "consumer_requests",
             "Requests with a known API key, by consumer and outcome (allowed, rate_limited, quota_exceeded, limits_unavailable)",
             consumer_requests.family.clone(),
+        );
+        registry.register(
+            "consumer_quota_remaining",
+            "Requests left in the current quota period, by consumer, as of its last request",
+            consumer_requests.quota.clone(),
         );
         registry.register("open_connections", "Client connections open now", connections.clone());
         registry.register(

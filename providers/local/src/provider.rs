@@ -131,9 +131,10 @@ impl LocalProvider {
             .iter()
             .flat_map(|(id, gateway)| gateway.policies.consumers().map(move |(p, c)| (id.as_str(), p, c)))
             .collect();
-        self.shared.metrics.consumer_requests.retain(|series| {
-            consumers.contains(&(series.gateway.as_str(), &*series.policy, &*series.consumer))
-        });
+        self.shared
+            .metrics
+            .consumer_requests
+            .retain(|gateway, policy, consumer| consumers.contains(&(gateway, policy, consumer)));
         inner.gateways = gateways;
         Ok(())
     }

@@ -34,6 +34,7 @@ use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, StatusCode};
 use jiff::Timestamp;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use tollbridge_provider::QuotaPolicyIr;
 
 pub use self::headers::LimitHeaders;
@@ -49,7 +50,7 @@ pub use self::state::{PolicyState, StateError, COUNTERS_FILE};
 pub use self::usage::{queries as usage_queries, KeyUsage, UsageQuery};
 use crate::counter_store::{CounterStore, FailureMode};
 use crate::fast_hash::FastMap;
-use crate::metrics::{ConsumerLabels, ConsumerRequests, Label};
+use crate::metrics::{ConsumerLabels, ConsumerQuotaLabels, ConsumerRequests, Label};
 
 /// What to do with a request.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -122,7 +123,7 @@ struct CompiledPolicy {
     jwt: Option<TokenCheck>,
     /// Request counters of the token consumers seen, by name (at most
     /// [`MAX_TOKEN_CONSUMERS`]; later ones are counted as [`OTHER_CONSUMERS`]).
-    token_counters: Mutex<FastMap<Arc<str>, Arc<[Counter; Outcome::ALL.len()]>>>,
+    token_counters: Mutex<FastMap<Arc<str>, Arc<ConsumerCounters>>>,
     rate: Option<Gcra>,
     quota: Option<(u64, Period)>,
 }
@@ -145,8 +146,42 @@ struct CompiledKey {
     consumer: Option<HeaderValue>,
     disabled: bool,
     expires_at: Option<i64>,
-    /// This key's request counters, by outcome, taken from the sink on first use.
-    counters: OnceLock<[Counter; Outcome::ALL.len()]>,
+    /// This key's request counters, by outcome, and its quota gauge, taken from the sink on
+    /// first use.
+    counters: OnceLock<ConsumerCounters>,
+}
+
+/// One consumer's request counters, by outcome, and the quota it has left.
+#[derive(Debug)]
+struct ConsumerCounters {
+    outcomes: [Counter; Outcome::ALL.len()],
+    quota_left: Gauge,
+}
+
+impl ConsumerCounters {
+    fn new(sink: &ConsumerSink, policy: &Arc<str>, consumer: &Arc<str>) -> Self {
+        let outcomes = Outcome::ALL.map(|outcome| {
+            sink.counters.counter(ConsumerLabels {
+                gateway: sink.gateway.clone(),
+                policy: policy.clone(),
+                consumer: consumer.clone(),
+                outcome: outcome.label(),
+            })
+        });
+        let quota_left = sink.counters.quota_gauge(ConsumerQuotaLabels {
+            gateway: sink.gateway.clone(),
+            policy: policy.clone(),
+            consumer: consumer.clone(),
+        });
+        Self { outcomes, quota_left }
+    }
+
+    fn record(&self, outcome: Outcome, quota_left: Option<u64>) {
+        self.outcomes[outcome as usize].inc();
+        if let Some(left) = quota_left {
+            self.quota_left.set(i64::try_from(left).unwrap_or(i64::MAX));
+        }
+    }
 }
 
 impl fmt::Debug for CompiledKey {
@@ -230,26 +265,18 @@ impl Policies {
         self.consumers = Some(sink);
     }
 
-    /// Counts one request of `caller` (when it has a known key or an accepted token).
-    fn count(&self, caller: &Caller<'_>, outcome: Outcome) {
+    /// Counts one request of `caller` (when it has a known key or an accepted token), with the
+    /// quota it has left when a quota was counted.
+    fn count(&self, caller: &Caller<'_>, outcome: Outcome, quota_left: Option<u64>) {
         let Some(sink) = &self.consumers else { return };
         if let Some(token) = &caller.token {
-            let counters = caller.policy.token_counters(sink, &token.name);
-            counters[outcome as usize].inc();
+            caller.policy.token_counters(sink, &token.name).record(outcome, quota_left);
             return;
         }
         let Some(key) = caller.key else { return };
-        let counters = key.counters.get_or_init(|| {
-            Outcome::ALL.map(|outcome| {
-                sink.counters.counter(ConsumerLabels {
-                    gateway: sink.gateway.clone(),
-                    policy: caller.policy.id.clone(),
-                    consumer: key.consumer_name.clone(),
-                    outcome: outcome.label(),
-                })
-            })
-        });
-        counters[outcome as usize].inc();
+        let counters =
+            key.counters.get_or_init(|| ConsumerCounters::new(sink, &caller.policy.id, &key.consumer_name));
+        counters.record(outcome, quota_left);
     }
 
     /// (policy id, consumer) of every key.
@@ -304,7 +331,7 @@ impl Policies {
             Err(FailureMode::Local) => limit_locally(state, &caller, now),
             Err(FailureMode::Open) => return self.finish(caller, None, req),
             Err(FailureMode::Closed) => {
-                self.count(&caller, Outcome::LimitsUnavailable);
+                self.count(&caller, Outcome::LimitsUnavailable, None);
                 return headers::deny(
                     StatusCode::SERVICE_UNAVAILABLE,
                     HeaderMap::new(),
@@ -324,12 +351,15 @@ impl Policies {
         limited: Option<Limited>,
         req: &mut http::request::Parts,
     ) -> Decision {
-        let outcome = match &limited {
-            Some(Limited::Refused { by: "rate", .. }) => Outcome::RateLimited,
-            Some(Limited::Refused { .. }) => Outcome::QuotaExceeded,
-            _ => Outcome::Allowed,
+        let (outcome, limits) = match &limited {
+            Some(Limited::Refused { by: "rate", limits, .. }) => (Outcome::RateLimited, Some(limits)),
+            Some(Limited::Refused { limits, .. }) => (Outcome::QuotaExceeded, Some(limits)),
+            Some(Limited::Allowed(limits)) => (Outcome::Allowed, Some(limits)),
+            None => (Outcome::Allowed, None),
         };
-        self.count(&caller, outcome);
+        let quota_left =
+            limits.and_then(|l| l.as_slice().iter().find(|s| s.name == "quota").map(|s| s.remaining));
+        self.count(&caller, outcome, quota_left);
         caller.finish(limited, req)
     }
 
@@ -472,21 +502,14 @@ impl Caller<'_> {
 
 impl CompiledPolicy {
     /// The request counters of token consumer `name`, made on first use.
-    fn token_counters(&self, sink: &ConsumerSink, name: &Arc<str>) -> Arc<[Counter; Outcome::ALL.len()]> {
+    fn token_counters(&self, sink: &ConsumerSink, name: &Arc<str>) -> Arc<ConsumerCounters> {
         let mut seen = self.token_counters.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(counters) = seen.get(name) {
             return counters.clone();
         }
         let label: Arc<str> =
             if seen.len() < MAX_TOKEN_CONSUMERS { name.clone() } else { OTHER_CONSUMERS.into() };
-        let counters = Arc::new(Outcome::ALL.map(|outcome| {
-            sink.counters.counter(ConsumerLabels {
-                gateway: sink.gateway.clone(),
-                policy: self.id.clone(),
-                consumer: label.clone(),
-                outcome: outcome.label(),
-            })
-        }));
+        let counters = Arc::new(ConsumerCounters::new(sink, &self.id, &label));
         if seen.len() < MAX_TOKEN_CONSUMERS {
             seen.insert(name.clone(), counters.clone());
         }
