@@ -357,8 +357,7 @@ impl Policies {
             Some(Limited::Allowed(limits)) => (Outcome::Allowed, Some(limits)),
             None => (Outcome::Allowed, None),
         };
-        let quota_left =
-            limits.and_then(|l| l.as_slice().iter().find(|s| s.name == "quota").map(|s| s.remaining));
+        let quota_left = limits.and_then(|l| l.quota_left);
         self.count(&caller, outcome, quota_left);
         caller.finish(limited, req)
     }
@@ -541,6 +540,8 @@ fn missing_message(location: &KeyLocation) -> String {
 struct Limits {
     items: [LimitStatus; 2],
     len: usize,
+    /// Requests left of the quota, when one was counted (for the consumer's gauge).
+    quota_left: Option<u64>,
 }
 
 impl Limits {
@@ -607,6 +608,7 @@ fn limit(rate: Option<Gcra>, quota: Option<(u64, Period)>, counters: &mut Counte
         }
     }
     if let Some(status) = quota_status {
+        limits.quota_left = Some(status.remaining);
         limits.push(status);
     }
 
