@@ -154,6 +154,8 @@ pub struct ReplayBody {
     position: usize,
     /// Data bytes this attempt has sent.
     sent: u64,
+    /// Which attempt this body is (0 for the first).
+    attempt: u64,
 }
 
 struct Replay {
@@ -166,6 +168,8 @@ struct Replay {
     overflowed: bool,
     /// The body's length when the client declared it (each attempt declares it too).
     length: Option<u64>,
+    /// The newest attempt: only its body reads.
+    attempt: u64,
 }
 
 /// A frame of the body as kept ([`Frame`] cannot be cloned).
@@ -205,15 +209,21 @@ impl Replayable {
             memory,
             overflowed: false,
             length,
+            attempt: 0,
         };
         let shared = Arc::new(Mutex::new(replay));
-        (Self(shared.clone()), ReplayBody { shared, position: 0, sent: 0 })
+        (Self(shared.clone()), ReplayBody { shared, position: 0, sent: 0, attempt: 0 })
     }
 
-    /// The body for another attempt, from its first byte; `None` once it cannot be replayed.
+    /// The body for another attempt, from its first byte (earlier attempts' bodies stop
+    /// reading); `None` once it cannot be replayed.
     pub fn again(&self) -> Option<ReplayBody> {
-        let replay = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        (!replay.overflowed).then(|| ReplayBody { shared: self.0.clone(), position: 0, sent: 0 })
+        let mut replay = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if replay.overflowed {
+            return None;
+        }
+        replay.attempt += 1;
+        Some(ReplayBody { shared: self.0.clone(), position: 0, sent: 0, attempt: replay.attempt })
     }
 }
 
@@ -227,6 +237,11 @@ impl HttpBody for ReplayBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let shared = self.shared.clone();
         let mut replay = shared.lock().unwrap_or_else(|e| e.into_inner());
+        if replay.attempt != self.attempt {
+            return Poll::Ready(Some(
+                Err("the request was sent again; this attempt's body ends here".into()),
+            ));
+        }
         if let Some(kept) = replay.kept.get(self.position) {
             let frame = kept.frame();
             self.position += 1;
@@ -359,6 +374,17 @@ mod tests {
         assert_eq!(memory.kept.load(Ordering::Relaxed), 6);
         drop(replay);
         assert_eq!(memory.kept.load(Ordering::Relaxed), 0, "memory given back");
+    }
+
+    #[tokio::test]
+    async fn an_earlier_attempts_body_stops_reading_once_the_request_is_sent_again() {
+        let memory = Arc::new(ReplayMemory::new(1 << 20));
+        let (replay, mut first) = Replayable::new(client(&["ab", "cd"], true), 1024, memory);
+        assert_eq!(next_data(&mut first).await.as_deref(), Some(&b"ab"[..]));
+        // Still held (an HTTP/2 connection sends bodies from its own task) when the retry starts.
+        let second = replay.again().expect("kept");
+        assert!(first.frame().await.expect("a frame").is_err(), "the earlier body must not read on");
+        assert_eq!(&second.collect().await.unwrap().to_bytes()[..], b"abcd", "the retry gets every byte");
     }
 
     #[tokio::test]

@@ -234,11 +234,6 @@ pub(super) async fn send(
         let outcome = target.attempt(&authority, request, attempt_deadline()).await;
         let reason = reason_to_retry(retry, Attempt::of(&outcome), repeatable);
         let Some(reason) = reason.filter(|_| retries < retry.attempts) else { return outcome };
-        // The body as sent so far, to be sent again; gone when it was too long to keep.
-        let Some(again) = replay.again() else {
-            target.count(true, "body_too_large");
-            return outcome;
-        };
         let resume = Instant::now() + backoff(base, retries + 1, &mut rand::rng());
         if request_deadline.is_some_and(|at| at <= resume) {
             // No time for another attempt: what the last one got is the answer.
@@ -253,6 +248,12 @@ pub(super) async fn send(
                 return outcome;
             }
         }
+        // From here the request is sent again: the last attempt's body stops reading. None:
+        // more of it was sent than could be kept.
+        let Some(again) = replay.again() else {
+            target.count(true, "body_too_large");
+            return outcome;
+        };
         if let Ok(response) = outcome {
             discard(response).await;
         }
