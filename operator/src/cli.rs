@@ -412,8 +412,16 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Check { paths, output, ir, validate } => check(&paths, output, ir, validate),
         Command::Completion { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
-            clap_complete::generate(shell, &mut command, "tollbridge", &mut std::io::stdout());
-            ExitCode::SUCCESS
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut command, "tollbridge", &mut script);
+            // A reader that stops early (`| head`) is not an error.
+            match std::io::stdout().write_all(&script) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+                _ => ExitCode::SUCCESS,
+            }
         }
         Command::Run(args) => {
             let poll = Duration::from_millis(args.poll_interval_ms.max(50));

@@ -158,8 +158,9 @@ enum Cached {
         api_version: String,
         kind: String,
     },
-    /// The object at this index of its kind's list in the cache's snapshot.
-    Object(Kind, usize),
+    /// The object at this index of its kind's list in the cache's snapshot, and the fields it
+    /// had that its kind does not (checked again on every load, as a parsed document's are).
+    Object(Kind, usize, Unknown),
 }
 
 impl DocumentCache {
@@ -202,8 +203,8 @@ impl DocumentCache {
             Cached::Skipped { api_version, kind } => {
                 Document::Skipped { api_version: api_version.clone(), kind: kind.clone() }
             }
-            Cached::Object(kind, index) => {
-                Document::Object(Box::new(Object::copy(&self.snapshot, *kind, *index)?), Unknown::default())
+            Cached::Object(kind, index, unknown) => {
+                Document::Object(Box::new(Object::copy(&self.snapshot, *kind, *index)?), unknown.clone())
             }
         };
         Some((document, key.clone()))
@@ -329,7 +330,7 @@ macro_rules! objects {
                     $(Object::$variant(mut object) => {
                         let id = with_defaults(&mut object.metadata, $namespaced)?;
                         snapshot.$list.push(object);
-                        Ok((format!("{} {id}", $kind), Cached::Object(Kind::$variant, snapshot.$list.len() - 1)))
+                        Ok((format!("{} {id}", $kind), Cached::Object(Kind::$variant, snapshot.$list.len() - 1, Unknown::new())))
                     })*
                 }
             }
@@ -527,7 +528,10 @@ impl Loader<'_> {
                         Validation::Ignore => {}
                     }
                 }
-                let (key, cached) = (*object).push_into(&mut self.snapshot)?;
+                let (key, mut cached) = (*object).push_into(&mut self.snapshot)?;
+                if let Cached::Object(_, _, kept) = &mut cached {
+                    *kept = unknown;
+                }
                 if let Some(&(first_file, first_number)) = self.seen.get(&key) {
                     let first = self.files[first_file].display();
                     return Err(format!(
@@ -676,6 +680,9 @@ fn typed<T: DeserializeOwned>(value: serde_yaml::Value) -> Result<(T, Unknown), 
             let inner = e.into_inner();
             if path == "." {
                 inner.to_string()
+            } else if path.starts_with("data.") || path.starts_with("stringData.") {
+                // A Secret's values: serde's message would quote the value.
+                format!("field `{path}`: not a valid value (not shown: it may be a secret)")
             } else {
                 format!("field `{path}`: {inner}")
             }
@@ -935,6 +942,29 @@ mod tests {
 
         let ignored = load_as(MISSPELLED, Validation::Ignore).unwrap();
         assert_eq!((ignored.snapshot.services.len(), ignored.warnings.len()), (1, 0));
+    }
+
+    #[test]
+    fn a_cached_reload_warns_of_unknown_fields_as_the_first_load_did() {
+        let mut cache = DocumentCache::default();
+        let origin = Path::new("test.yaml");
+        let first = load_str_cached(origin, MISSPELLED, &mut cache, Validation::Warn).unwrap();
+        assert_eq!(first.warnings.len(), 2, "{:?}", first.warnings);
+        let warnings = first.warnings.clone();
+        cache.remember(first);
+        let again = load_str_cached(origin, MISSPELLED, &mut cache, Validation::Warn).unwrap();
+        assert_eq!(again.warnings, warnings);
+        cache.remember(again);
+        let strict = load_str_cached(origin, MISSPELLED, &mut cache, Validation::Strict).unwrap_err();
+        assert_eq!(strict.0.len(), 2, "a cached document is held to the mode of the load: {strict}");
+    }
+
+    #[test]
+    fn a_secrets_value_is_never_quoted_in_an_error() {
+        let text =
+            "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\ndata: {api-key: [hunter2-not-base64]}\n";
+        let err = load(text).unwrap_err().to_string();
+        assert!(err.contains("field `data.api-key`") && !err.contains("hunter2"), "{err}");
     }
 
     #[test]

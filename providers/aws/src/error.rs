@@ -66,9 +66,11 @@ fn credentials_error(error: &(dyn Error + 'static)) -> Option<ProviderError> {
                     "AWS credentials are misconfigured: {}",
                     causes(credentials)
                 )),
-                _ => ProviderError::Unauthorized(format!(
-                    "AWS credentials could not be obtained: {} (check the role, its trust policy and \
-                     aws.roleARN)",
+                // STS or the credentials endpoint failing (throttled, 5xx, unreachable, or a
+                // role refusing): retried; the message says what to check if it lasts.
+                _ => ProviderError::Transient(format!(
+                    "AWS credentials could not be obtained: {} (if this lasts, check the role, its \
+                     trust policy and aws.roleARN)",
                     causes(credentials)
                 )),
             });
@@ -165,7 +167,7 @@ mod tests {
         let refused = failed_for(CredentialsError::provider_error(
             "AccessDenied: not authorized to perform sts:AssumeRoleWithWebIdentity",
         ));
-        assert!(matches!(refused, ProviderError::Unauthorized(_)), "{refused}");
+        assert!(refused.is_retryable(), "STS failing may pass: {refused}");
         assert!(
             refused.to_string().contains("sts:AssumeRoleWithWebIdentity")
                 && !refused.to_string().contains("ProviderError(")

@@ -116,9 +116,14 @@ impl ConsumerRequests {
         gauge
     }
 
-    /// Removes every series of a (gateway, policy, consumer) `keep` refuses (a consumer that
-    /// comes back starts again from 0, which Prometheus reads as a counter reset).
-    pub fn retain(&self, keep: impl Fn(&str, &str, &str) -> bool) {
+    /// Removes every request series of a (gateway, policy, consumer) `keep` refuses (a consumer
+    /// that comes back starts again from 0, which Prometheus reads as a counter reset), and
+    /// every quota series `keep_quota` refuses (a policy without a quota keeps none).
+    pub fn retain(
+        &self,
+        keep: impl Fn(&str, &str, &str) -> bool,
+        keep_quota: impl Fn(&str, &str, &str) -> bool,
+    ) {
         self.series.lock().unwrap_or_else(|e| e.into_inner()).retain(|labels| {
             let kept = keep(&labels.gateway, &labels.policy, &labels.consumer);
             if !kept {
@@ -127,7 +132,7 @@ impl ConsumerRequests {
             kept
         });
         self.quota_series.lock().unwrap_or_else(|e| e.into_inner()).retain(|labels| {
-            let kept = keep(&labels.gateway, &labels.policy, &labels.consumer);
+            let kept = keep_quota(&labels.gateway, &labels.policy, &labels.consumer);
             if !kept {
                 self.quota.remove(labels);
             }

@@ -131,10 +131,16 @@ impl LocalProvider {
             .iter()
             .flat_map(|(id, gateway)| gateway.policies.consumers().map(move |(p, c)| (id.as_str(), p, c)))
             .collect();
-        self.shared
-            .metrics
-            .consumer_requests
-            .retain(|gateway, policy, consumer| consumers.contains(&(gateway, policy, consumer)));
+        let quota_consumers: HashSet<(&str, &str, &str)> = gateways
+            .iter()
+            .flat_map(|(id, gateway)| {
+                gateway.policies.quota_consumers().map(move |(p, c)| (id.as_str(), p, c))
+            })
+            .collect();
+        self.shared.metrics.consumer_requests.retain(
+            |gateway, policy, consumer| consumers.contains(&(gateway, policy, consumer)),
+            |gateway, policy, consumer| quota_consumers.contains(&(gateway, policy, consumer)),
+        );
         inner.gateways = gateways;
         Ok(())
     }

@@ -151,35 +151,39 @@ struct CompiledKey {
     counters: OnceLock<ConsumerCounters>,
 }
 
-/// One consumer's request counters, by outcome, and the quota it has left.
+/// One consumer's request counters, by outcome, and the quota it has left (for a policy with
+/// a quota, and a consumer of its own: not the consumers counted together as "(other)").
 #[derive(Debug)]
 struct ConsumerCounters {
     outcomes: [Counter; Outcome::ALL.len()],
-    quota_left: Gauge,
+    quota_left: Option<Gauge>,
 }
 
 impl ConsumerCounters {
-    fn new(sink: &ConsumerSink, policy: &Arc<str>, consumer: &Arc<str>) -> Self {
+    fn new(sink: &ConsumerSink, policy: &CompiledPolicy, consumer: &Arc<str>) -> Self {
+        let policy_id = &policy.id;
         let outcomes = Outcome::ALL.map(|outcome| {
             sink.counters.counter(ConsumerLabels {
                 gateway: sink.gateway.clone(),
-                policy: policy.clone(),
+                policy: policy_id.clone(),
                 consumer: consumer.clone(),
                 outcome: outcome.label(),
             })
         });
-        let quota_left = sink.counters.quota_gauge(ConsumerQuotaLabels {
-            gateway: sink.gateway.clone(),
-            policy: policy.clone(),
-            consumer: consumer.clone(),
+        let quota_left = (policy.quota.is_some() && &**consumer != OTHER_CONSUMERS).then(|| {
+            sink.counters.quota_gauge(ConsumerQuotaLabels {
+                gateway: sink.gateway.clone(),
+                policy: policy_id.clone(),
+                consumer: consumer.clone(),
+            })
         });
         Self { outcomes, quota_left }
     }
 
     fn record(&self, outcome: Outcome, quota_left: Option<u64>) {
         self.outcomes[outcome as usize].inc();
-        if let Some(left) = quota_left {
-            self.quota_left.set(i64::try_from(left).unwrap_or(i64::MAX));
+        if let (Some(gauge), Some(left)) = (&self.quota_left, quota_left) {
+            gauge.set(i64::try_from(left).unwrap_or(i64::MAX));
         }
     }
 }
@@ -275,13 +279,19 @@ impl Policies {
         }
         let Some(key) = caller.key else { return };
         let counters =
-            key.counters.get_or_init(|| ConsumerCounters::new(sink, &caller.policy.id, &key.consumer_name));
+            key.counters.get_or_init(|| ConsumerCounters::new(sink, caller.policy, &key.consumer_name));
         counters.record(outcome, quota_left);
     }
 
     /// (policy id, consumer) of every key.
     pub fn consumers(&self) -> impl Iterator<Item = (&str, &str)> {
         self.keys.values().flatten().map(|key| (&*self.policies[key.policy].id, &*key.consumer_name))
+    }
+
+    /// (policy id, consumer) of every key whose policy has a quota.
+    pub fn quota_consumers(&self) -> impl Iterator<Item = (&str, &str)> {
+        let with_quota = self.keys.values().flatten().filter(|key| self.policies[key.policy].quota.is_some());
+        with_quota.map(|key| (&*self.policies[key.policy].id, &*key.consumer_name))
     }
 
     /// Whether the Gateway has a policy with this id.
@@ -508,7 +518,7 @@ impl CompiledPolicy {
         }
         let label: Arc<str> =
             if seen.len() < MAX_TOKEN_CONSUMERS { name.clone() } else { OTHER_CONSUMERS.into() };
-        let counters = Arc::new(ConsumerCounters::new(sink, &self.id, &label));
+        let counters = Arc::new(ConsumerCounters::new(sink, self, &label));
         if seen.len() < MAX_TOKEN_CONSUMERS {
             seen.insert(name.clone(), counters.clone());
         }
