@@ -301,21 +301,6 @@ macro_rules! objects {
                 }
             }
 
-            /// `Kind ns/name` (or `Kind name`) as the object will be known, for messages.
-            fn describe(&self) -> String {
-                match self {
-                    $(Object::$variant(object) => {
-                        let meta = &object.metadata;
-                        let name = meta.name.as_deref().unwrap_or("(no name)");
-                        match (meta.namespace.as_deref(), $namespaced) {
-                            (Some(ns), true) => format!("{} {ns}/{name}", $kind),
-                            (None, true) => format!("{} default/{name}", $kind),
-                            _ => format!("{} {name}", $kind),
-                        }
-                    })*
-                }
-            }
-
             /// A copy of the object at `index` of `kind`'s list in `snapshot`.
             fn copy(snapshot: &Snapshot, kind: Kind, index: usize) -> Option<Object> {
                 match kind {
@@ -511,9 +496,11 @@ impl Loader<'_> {
                 Ok(Cached::Skipped { api_version, kind })
             }
             Document::Object(object, unknown) => {
+                // Pushed even when refused below: a load with an error is never served.
+                let (key, mut cached) = (*object).push_into(&mut self.snapshot)?;
                 if !unknown.is_empty() {
                     let fields = unknown.join(", ");
-                    let what = object.describe();
+                    let what = &key;
                     match self.validation {
                         Validation::Strict => {
                             return Err(format!(
@@ -528,7 +515,6 @@ impl Loader<'_> {
                         Validation::Ignore => {}
                     }
                 }
-                let (key, mut cached) = (*object).push_into(&mut self.snapshot)?;
                 if let Cached::Object(_, _, kept) = &mut cached {
                     *kept = unknown;
                 }

@@ -299,9 +299,7 @@ fn operation_policy(
             let tier = settings.tier.as_deref().unwrap_or_default();
             inbound.push_str(&jwt::guard(policy, jwt, prefix, tier, &mut reported));
             for problem in reported {
-                if !problems.contains(&problem) {
-                    problems.push(problem);
-                }
+                report_once(problems, problem);
             }
         }
         inbound.push_str(&headers(route, &route.filters.request_headers, problems));
@@ -376,35 +374,8 @@ fn operation_policy(
                 [route.timeouts.request_ms, route.timeouts.backend_request_ms].into_iter().flatten().min();
         }
         if let Some(retry) = &route.retry {
-            let rule_name = format!("rule {}", route.id.rule);
-            let mut said = Vec::new();
-            if retry.attempts > retry::MAX_COUNT {
-                said.push(format!(
-                    "HTTPRoute {} {rule_name}: retry.attempts {} is more than API Management's {}; it retries {} times",
-                    route.id.route(),
-                    retry.attempts,
-                    retry::MAX_COUNT,
-                    retry::MAX_COUNT
-                ));
-            }
-            if retry.backoff_ms.is_some_and(|ms| ms > retry::MAX_INTERVAL * 1000) {
-                said.push(format!(
-                    "HTTPRoute {} {rule_name}: retry.backoff is longer than the {} s API Management waits here at most",
-                    route.id.route(),
-                    retry::MAX_INTERVAL
-                ));
-            }
-            if route.timeouts.request_ms.is_some() {
-                said.push(format!(
-                    "HTTPRoute {} {rule_name}: API Management times each retry attempt, so the request timeout \
-                     does not bound all attempts together",
-                    route.id.route()
-                ));
-            }
-            for problem in said {
-                if !problems.contains(&problem) {
-                    problems.push(problem);
-                }
+            for problem in retry::problems(route, retry) {
+                report_once(problems, problem);
             }
             retried.push((rule, retry));
         }
@@ -438,6 +409,14 @@ fn operation_policy(
          <backend>{forward}</backend><outbound><base />{outbound}</outbound><on-error><base /></on-error></policies>",
         respond(404)
     )
+}
+
+/// Adds `problem` to what is reported unless it is there already (an operation's rules and
+/// matches often say the same).
+fn report_once(problems: &mut Vec<String>, problem: String) {
+    if !problems.contains(&problem) {
+        problems.push(problem);
+    }
 }
 
 fn unreachable_backend(route: &RouteIr, backend: &BackendIr, target: &BackendTarget) -> String {
@@ -497,9 +476,7 @@ fn headers(route: &RouteIr, modifier: &HeaderModifier, problems: &mut Vec<String
                 h.name,
                 h.value
             );
-            if !problems.contains(&problem) {
-                problems.push(problem);
-            }
+            report_once(problems, problem);
             continue;
         }
         out.push_str(&format!(

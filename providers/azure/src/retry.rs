@@ -6,7 +6,7 @@
 //! methods, or an `Idempotency-Key`) are retried: the policy cannot tell a connection never
 //! made from one lost after the request was sent.
 
-use tollbridge_provider::RetryIr;
+use tollbridge_provider::{RetryIr, RouteIr};
 
 use crate::xml::escape;
 
@@ -28,6 +28,30 @@ pub fn around(retry: &RetryIr, forward: &str) -> String {
         retry.attempts.clamp(1, MAX_COUNT),
         interval * 10,
     )
+}
+
+/// What of `route`'s `retry` API Management carries otherwise than asked, one sentence each.
+pub fn problems(route: &RouteIr, retry: &RetryIr) -> Vec<String> {
+    let rule = format!("HTTPRoute {} rule {}", route.id.route(), route.id.rule);
+    let mut said = Vec::new();
+    if retry.attempts > MAX_COUNT {
+        said.push(format!(
+            "{rule}: retry.attempts {} is more than API Management's {MAX_COUNT}; it retries {MAX_COUNT} times",
+            retry.attempts
+        ));
+    }
+    if retry.backoff_ms.is_some_and(|ms| ms > MAX_INTERVAL * 1000) {
+        said.push(format!(
+            "{rule}: retry.backoff is longer than the {MAX_INTERVAL} s API Management waits here at most"
+        ));
+    }
+    if route.timeouts.request_ms.is_some() {
+        said.push(format!(
+            "{rule}: API Management times each retry attempt, so the request timeout does not bound all \
+             attempts together"
+        ));
+    }
+    said
 }
 
 /// Tried again, for a request that may be repeated: no answer at all, or one of the codes.

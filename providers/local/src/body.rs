@@ -235,23 +235,23 @@ impl HttpBody for ReplayBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let shared = self.shared.clone();
-        let mut replay = shared.lock().unwrap_or_else(|e| e.into_inner());
-        if replay.attempt != self.attempt {
+        let this = &mut *self;
+        let mut replay = this.shared.lock().unwrap_or_else(|e| e.into_inner());
+        if replay.attempt != this.attempt {
             return Poll::Ready(Some(
                 Err("the request was sent again; this attempt's body ends here".into()),
             ));
         }
-        if let Some(kept) = replay.kept.get(self.position) {
+        if let Some(kept) = replay.kept.get(this.position) {
             let frame = kept.frame();
-            self.position += 1;
-            self.sent += frame.data_ref().map_or(0, |d| d.len() as u64);
+            this.position += 1;
+            this.sent += frame.data_ref().map_or(0, |d| d.len() as u64);
             return Poll::Ready(Some(Ok(frame)));
         }
         let Some(client) = replay.client.as_mut() else { return Poll::Ready(None) };
         let polled = Pin::new(client).poll_frame(cx);
         if let Poll::Ready(Some(Ok(frame))) = &polled {
-            self.sent += frame.data_ref().map_or(0, |d| d.len() as u64);
+            this.sent += frame.data_ref().map_or(0, |d| d.len() as u64);
         }
         match &polled {
             Poll::Ready(Some(Ok(frame))) if !replay.overflowed => {
@@ -263,7 +263,7 @@ impl HttpBody for ReplayBody {
                 if replay.kept_bytes + bytes <= replay.limit && replay.memory.take(bytes) {
                     replay.kept_bytes += bytes;
                     replay.kept.push(kept);
-                    self.position += 1;
+                    this.position += 1;
                 } else {
                     replay.overflowed = true;
                     let kept_bytes = std::mem::take(&mut replay.kept_bytes);
