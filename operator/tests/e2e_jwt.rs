@@ -170,5 +170,21 @@ async fn tokens_are_checked_against_discovered_keys_that_rotate_and_survive_an_o
     assert!(metrics.contains(&fetches("fetched")), "{metrics}");
     let series = r#"tollbridge_consumer_requests_total{gateway="default/gw",policy="default/orders",consumer="acme",outcome="rate_limited"} 1"#;
     assert!(metrics.contains(series), "{metrics}");
+
+    // A reload (another route) keeps the token consumers' series and their counts.
+    dir.write(
+        "routes.yaml",
+        &docs(&[
+            yaml::route("orders", None, &[], &yaml::prefix_rule("/orders", "echo")),
+            yaml::route("inline", None, &[], &yaml::prefix_rule("/inline", "echo")),
+            yaml::route("more", None, &[], &yaml::prefix_rule("/more", "echo")),
+        ]),
+    );
+    eventually("the reload to serve /more", Duration::from_secs(10), || async {
+        client.try_get(&format!("http://127.0.0.1:{port}/more"), &[]).await.is_ok_and(|r| r.status == 200)
+    })
+    .await;
+    let metrics = tollbridge.admin_get("/metrics").await.text();
+    assert!(metrics.contains(series), "a token consumer's series was dropped on reload:\n{metrics}");
     assert!(!tollbridge.log().contains(&acme[7..]), "a token reached the log");
 }

@@ -942,3 +942,18 @@ fn the_documented_tollbridge_commands_parse_and_the_local_ones_run_as_documented
     }
     assert!(parsed >= 20 && ran >= 8, "{parsed} commands parsed, {ran} run: the scan found too few");
 }
+
+/// The reader of a page's commands that the real-node test runs the kind and API-key pages with.
+#[test]
+fn doc_sections_lines_and_exit_codes_are_read_as_written() {
+    use support::doc_commands::{expected_exit, logical_lines, DocPage};
+
+    let text = "# T\n## 1. A\n```sh\na \\\n  b   # note\n# only a comment\n```\ntext\n### sub\n\
+                ```sh\nc # exit 2\n```\n## 2. B\n```sh\nd\n```\n";
+    let page = DocPage::new("page.md".into(), text.into());
+    let commands = page.section_commands("## 1.");
+    assert_eq!(logical_lines(&commands), ["a   b   # note", "c # exit 2"]);
+    assert_eq!(expected_exit("c # exit 2"), Some(2));
+    assert_eq!(expected_exit("a   b   # note"), None);
+    assert_eq!(page.section_commands("## 2."), "d\n");
+}

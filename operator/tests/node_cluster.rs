@@ -11,14 +11,14 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::client::Client;
-use support::cluster::{repo_root, run_captured, Cluster};
+use support::cluster::{repo_root, Cluster};
+use support::doc_commands::DocPage;
 use support::eventually;
 use support::helm::{chart_dir, helm_ok};
 
@@ -117,19 +117,32 @@ async fn kind_example_on_a_real_node() {
     let kubeconfig = cluster.kubeconfig().display().to_string();
     let client = Client::new();
 
-    // 1. The operator, as the chart installs it: two replicas, leader election on, the image
-    //    already on the node (never pulled).
+    // examples/kind/README.md's commands, as written; only what needs kind or the internet is
+    // replaced: the Gateway API CRDs come from the module the control plane installed them
+    // from, the port-forward gets a free port, the NodePort is read from this node.
+    let crds = cluster.env_value("TOLLBRIDGE_GATEWAY_CRDS");
+    let gateway_api =
+        crds.split("gateway-api-").nth(1).and_then(|v| v.split('/').next()).unwrap().to_string();
+    let forward_port = support::process::free_port().to_string();
+    let kind = DocPage::read("examples/kind/README.md")
+        .replace(gateway_api_url(&gateway_api), crds)
+        .replace("8080", forward_port)
+        .replace("tollbridge-control-plane", cluster.env_value("TOLLBRIDGE_NODE_NAME"))
+        .skip("kind ");
+
+    // 1. The operator, as the page installs it; then two replicas (leader election on) with
+    //    the image already on the node (never pulled).
+    kind.run_section("## 2.", cluster);
     let chart = chart_dir().display().to_string();
     helm_ok(&[
         "upgrade",
-        "--install",
         RELEASE,
         &chart,
         "-n",
         RELEASE_NAMESPACE,
-        "--create-namespace",
         "--kubeconfig",
         &kubeconfig,
+        "--reuse-values",
         "--wait",
         "--timeout",
         "180s",
@@ -147,17 +160,9 @@ async fn kind_example_on_a_real_node() {
         assert_eq!(condition(pod, "Ready").map(|c| c["status"].clone()), Some("True".into()), "{pod:#}");
     }
 
-    // 2. examples/kind, as its README does it: check, then apply.
-    let check = run_captured(
-        Command::new(env!("CARGO_BIN_EXE_tollbridge")).args(["check", "-f", &example("kind")]),
-        None,
-        Duration::from_secs(60),
-        "tollbridge check",
-    );
-    let check_out = String::from_utf8_lossy(&check.stderr);
-    assert!(check.status.success() && check_out.contains("ok: every object is valid"), "{check_out}");
-    cluster.kubectl_ok(&["apply", "-f", &example("kind")], None);
-    cluster.kubectl_ok(&["wait", "--for=condition=Programmed", "gateway/web", "--timeout=180s"], None);
+    // 2. examples/kind: check, then apply; the statuses, as the page reads them.
+    kind.run_section("## 3.", cluster);
+    kind.run_section("## 4.", cluster);
     let class = get_json(cluster, &["gatewayclass", "tollbridge-kind"]);
     assert_eq!(condition(&class, "Accepted").unwrap()["status"], "True");
     let route = get_json(cluster, &["httproute", "echo"]);
@@ -187,6 +192,10 @@ async fn kind_example_on_a_real_node() {
     assert_eq!((body["backend"].as_str(), body["path"].as_str()), (Some("echo"), Some("/hello")));
     assert_eq!(resp.header("x-served-by"), Some("tollbridge-kind"));
     assert_eq!(client.get(&format!("{base}/elsewhere"), &[]).await.status, 404);
+    // The page's own requests: through a port-forward and through the NodePort.
+    let answers = kind.run_section("## 5.", cluster);
+    assert_eq!(answers.matches("x-served-by: tollbridge-kind").count(), 2, "{answers}");
+    assert!(answers.contains("\"path\":\"/hello\""), "{answers}");
 
     // The proxy pod's logs and exec, through the API server and the kubelet.
     let logs = cluster.kubectl_ok(&["logs", "deploy/tollbridge-web"], None);
@@ -204,12 +213,9 @@ async fn kind_example_on_a_real_node() {
         assert_eq!(client.get(&format!("{admin}{debug}"), &[]).await.status, 403, "{debug}");
     }
 
-    // 3. API keys and a rate limit (examples/api-keys-and-quotas/cluster).
-    cluster.kubectl_ok(&["apply", "-f", &example("api-keys-and-quotas/cluster")], None);
-    cluster.kubectl_ok(
-        &["wait", "--for=condition=Ready", "apikey/acme", "apikey/globex", "--timeout=120s"],
-        None,
-    );
+    // 3. API keys and a rate limit: examples/api-keys-and-quotas/README.md's cluster commands
+    //    (check, apply, wait, read the generated key).
+    DocPage::read("examples/api-keys-and-quotas/README.md").run_section("## In a cluster", cluster);
     // The proxy's config Secret knows the keys by their hashes only.
     eventually("the keys in the proxy's config", CONVERGE, || async {
         let config = get_json(cluster, &["secret", "tollbridge-web-config"]);
@@ -322,7 +328,7 @@ async fn kind_example_on_a_real_node() {
 
     // 7. The Gateway deleted: everything made for it goes.
     cluster.kubectl_ok(&["delete", "-f", &example("api-keys-and-quotas/cluster"), "--wait=true"], None);
-    cluster.kubectl_ok(&["delete", "-f", &example("kind"), "--wait=true", "--timeout=120s"], None);
+    kind.run_section("## Clean up", cluster);
     eventually("every object made for the Gateway to be gone", CONVERGE, || async {
         let left = get_json(
             cluster,
@@ -333,5 +339,13 @@ async fn kind_example_on_a_real_node() {
     })
     .await;
 
-    helm_ok(&["uninstall", RELEASE, "-n", RELEASE_NAMESPACE, "--kubeconfig", &kubeconfig, "--wait"]);
+    let releases = helm_ok(&["list", "-A", "-q", "--kubeconfig", &kubeconfig]);
+    assert!(releases.trim().is_empty(), "the page's clean-up left a release: {releases}");
+}
+
+/// Where the Gateway API's pages tell users to get the standard CRDs of `version`.
+fn gateway_api_url(version: &str) -> String {
+    format!(
+        "https://github.com/kubernetes-sigs/gateway-api/releases/download/{version}/standard-install.yaml"
+    )
 }

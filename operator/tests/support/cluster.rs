@@ -177,6 +177,11 @@ impl Cluster {
         &self.kubeconfig
     }
 
+    /// `NAME` from the cluster's env file (e.g. `TOLLBRIDGE_NODE_NAME`); panics when missing.
+    pub fn env_value(&self, name: &str) -> String {
+        read_env(&self.dir, name).unwrap_or_else(|e| panic!("{e}"))
+    }
+
     /// A kubectl of the control plane's version.
     pub fn kubectl_path(&self) -> &Path {
         &self.kubectl

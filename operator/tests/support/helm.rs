@@ -50,16 +50,21 @@ fn helm_home() -> &'static Path {
         .path()
 }
 
+/// The environment that keeps helm's configuration, cache and data in [`helm_home`].
+pub fn helm_env() -> [(&'static str, PathBuf); 3] {
+    let home = helm_home();
+    [
+        ("HELM_CONFIG_HOME", home.join("config")),
+        ("HELM_CACHE_HOME", home.join("cache")),
+        ("HELM_DATA_HOME", home.join("data")),
+    ]
+}
+
 /// `helm ARGS…` with a deadline (the kubeconfig comes from the arguments, never from the
 /// environment).
 pub fn helm(args: &[&str]) -> Output {
-    let home = helm_home();
     let mut cmd = Command::new(helm_binary());
-    cmd.args(args)
-        .env("HELM_CONFIG_HOME", home.join("config"))
-        .env("HELM_CACHE_HOME", home.join("cache"))
-        .env("HELM_DATA_HOME", home.join("data"))
-        .env_remove("KUBECONFIG");
+    cmd.args(args).envs(helm_env()).env_remove("KUBECONFIG");
     run_captured(&mut cmd, None, HELM_TIMEOUT, &format!("helm {}", args.join(" ")))
 }
 

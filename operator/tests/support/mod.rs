@@ -8,6 +8,7 @@
 
 pub mod client;
 pub mod cluster;
+pub mod doc_commands;
 pub mod helm;
 pub mod jwt;
 pub mod moto;

@@ -52,17 +52,70 @@ impl TokenSource for StaticToken {
 }
 
 /// Tokens from an `azure_identity` credential, for the Resource Manager scope.
-pub struct IdentityToken(pub Arc<dyn azure_core::credentials::TokenCredential>);
+pub struct IdentityToken {
+    credential: Arc<dyn azure_core::credentials::TokenCredential>,
+    /// The ProviderConfig's name for it (`WorkloadIdentity`, …), for the errors.
+    name: &'static str,
+}
 
 #[async_trait]
 impl TokenSource for IdentityToken {
     async fn token(&self) -> Result<String, ProviderError> {
         let token = self
-            .0
+            .credential
             .get_token(&["https://management.azure.com/.default"], None)
             .await
-            .map_err(|e| ProviderError::Unauthorized(format!("cannot get an Azure token: {e}")))?;
+            .map_err(|e| token_error(self.name, &e.to_string(), e.kind()))?;
         Ok(token.token.secret().to_string())
+    }
+}
+
+/// Why no token came, said as what to fix: Entra ID's common refusals by their `AADSTS` code;
+/// a connection that failed is transient; anything else names what the credential needs.
+fn token_error(credential: &str, text: &str, kind: &azure_core::error::ErrorKind) -> ProviderError {
+    use azure_core::error::ErrorKind;
+    let detail = first_line(text, 300);
+    let start = format!("cannot get an Azure token with the {credential} credential");
+    if let Some(code) = aadsts_code(text) {
+        let fix = match code {
+            "AADSTS70021" | "AADSTS700211" | "AADSTS700212" => Some(
+                "no federated credential of the managed identity or app matches this pod: its issuer must be the \
+                 cluster's OIDC issuer URL and its subject system:serviceaccount:<namespace>:<service account> of the operator",
+            ),
+            "AADSTS700016" | "AADSTS90002" => {
+                Some("AZURE_CLIENT_ID or AZURE_TENANT_ID names an application or tenant that does not exist")
+            }
+            "AADSTS7000215" | "AADSTS7000222" => Some("the client secret is wrong or has expired"),
+            "AADSTS700024" => Some("the service account token is outside its validity (the pod's clock, or a stale token file)"),
+            _ => None,
+        };
+        return ProviderError::Unauthorized(match fix {
+            Some(fix) => format!("{start}: {fix} ({detail})"),
+            None => format!("{start}: {detail}"),
+        });
+    }
+    match kind {
+        ErrorKind::Connection | ErrorKind::Io => ProviderError::Transient(format!(
+            "{start}: {detail} (the token endpoint could not be reached; if it lasts, check the pod's egress to \
+             login.microsoftonline.com or to the managed identity endpoint)"
+        )),
+        _ => ProviderError::Unauthorized(format!("{start}: {detail}; {}", needs(credential))),
+    }
+}
+
+/// The first `AADSTS<digits>` code in `text`.
+fn aadsts_code(text: &str) -> Option<&str> {
+    let start = text.find("AADSTS")?;
+    let digits = text[start + 6..].bytes().take_while(u8::is_ascii_digit).count();
+    (digits > 0).then(|| &text[start..start + 6 + digits])
+}
+
+/// `text`'s first line, cut at `max` bytes (on a character boundary).
+fn first_line(text: &str, max: usize) -> &str {
+    let line = text.lines().next().unwrap_or_default().trim();
+    match line.char_indices().nth(max) {
+        Some((cut, _)) => &line[..cut],
+        None => line,
     }
 }
 
@@ -75,7 +128,13 @@ pub fn identity(credential: &str) -> Result<Arc<dyn TokenSource>, ProviderError>
     // A credential that cannot even be made is missing its configuration: said as such, with
     // what it needs (retrying does not make it appear).
     let fail = |e: azure_core::Error| ProviderError::Invalid(format!("{}: {e}", needs(credential)));
-    let credential: Arc<dyn azure_core::credentials::TokenCredential> = match credential {
+    let name = match credential {
+        "ManagedIdentity" => "ManagedIdentity",
+        "AzureCli" => "AzureCli",
+        "ClientSecret" => "ClientSecret",
+        _ => "WorkloadIdentity",
+    };
+    let credential: Arc<dyn azure_core::credentials::TokenCredential> = match name {
         "ManagedIdentity" => ManagedIdentityCredential::new(None).map_err(fail)?,
         "AzureCli" => AzureCliCredential::new(None).map_err(fail)?,
         "ClientSecret" => {
@@ -94,7 +153,7 @@ pub fn identity(credential: &str) -> Result<Arc<dyn TokenSource>, ProviderError>
         }
         _ => WorkloadIdentityCredential::new(None).map_err(fail)?,
     };
-    Ok(Arc::new(IdentityToken(credential)))
+    Ok(Arc::new(IdentityToken { credential, name }))
 }
 
 /// What the credential a ProviderConfig names (`azure.credential`) needs, in a sentence or two.
@@ -660,6 +719,44 @@ mod tests {
         ] {
             assert!(client.follow(other).is_err(), "{other}");
         }
+    }
+
+    #[test]
+    fn a_refused_token_says_what_to_fix() {
+        use azure_core::error::ErrorKind;
+        let refused = |text: &str| token_error("WorkloadIdentity", text, &ErrorKind::Credential);
+        // As Entra ID answers a workload identity whose federated credential does not match.
+        let text = "WorkloadIdentityCredential authentication failed. AADSTS70021: No matching federated \
+                    identity record found for presented assertion. Assertion Issuer: 'https://oidc.example'.\n\
+                    Trace ID: 1\nCorrelation ID: 2";
+        match refused(text) {
+            ProviderError::Unauthorized(message) => {
+                assert!(message.starts_with("cannot get an Azure token with the WorkloadIdentity credential: no federated credential"), "{message}");
+                assert!(message.contains("system:serviceaccount:"), "{message}");
+                assert!(message.contains("AADSTS70021") && !message.contains("Trace ID"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let secret = token_error(
+            "ClientSecret",
+            "AADSTS7000215: Invalid client secret provided.",
+            &ErrorKind::Credential,
+        );
+        assert!(secret.to_string().contains("the client secret is wrong or has expired"), "{secret}");
+        // Unknown codes are passed on, one line, bounded.
+        let other = refused(&format!("AADSTS50000: {}", "x".repeat(1000)));
+        assert!(matches!(other, ProviderError::Unauthorized(ref m) if m.len() < 400), "{other:?}");
+        // No answer at all is transient; any other failure names what the credential needs.
+        let unreachable = token_error("ManagedIdentity", "connection refused", &ErrorKind::Connection);
+        assert!(
+            matches!(unreachable, ProviderError::Transient(ref m) if m.contains("egress")),
+            "{unreachable:?}"
+        );
+        let odd = token_error("AzureCli", "az: not found", &ErrorKind::Credential);
+        assert!(matches!(odd, ProviderError::Unauthorized(ref m) if m.contains("az login")), "{odd:?}");
+        assert_eq!(aadsts_code("x AADSTS700016: y"), Some("AADSTS700016"));
+        assert_eq!(aadsts_code("AADSTS: none"), None);
+        assert_eq!(first_line("é".repeat(5).as_str(), 2), "éé");
     }
 
     #[test]

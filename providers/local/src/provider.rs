@@ -12,7 +12,7 @@ use tollbridge_provider::{Capabilities, GatewayIr, GatewayKey, Provider, Provide
 
 use crate::counter_store::CounterStore;
 use crate::metrics::Metrics;
-use crate::policy::{ConsumerSink, PolicyState};
+use crate::policy::{ConsumerSink, PolicyState, SeenConsumer};
 use crate::runtime::{CompiledGateway, Table};
 use crate::server::{self, ServerSettings, Shared};
 
@@ -126,17 +126,27 @@ impl LocalProvider {
             }
             keep
         });
-        // Consumers no longer configured lose their series.
-        let consumers: HashSet<(&str, &str, &str)> = gateways
+        // Consumers no longer configured lose their series (token consumers seen go on while
+        // their policy still checks tokens).
+        let tokens: Vec<(&str, SeenConsumer)> = gateways
+            .iter()
+            .flat_map(|(id, gateway)| {
+                gateway.policies.token_consumers().into_iter().map(move |t| (id.as_str(), t))
+            })
+            .collect();
+        let mut consumers: HashSet<(&str, &str, &str)> = gateways
             .iter()
             .flat_map(|(id, gateway)| gateway.policies.consumers().map(move |(p, c)| (id.as_str(), p, c)))
             .collect();
-        let quota_consumers: HashSet<(&str, &str, &str)> = gateways
+        consumers.extend(tokens.iter().map(|(gateway, seen)| (*gateway, &*seen.policy, &*seen.consumer)));
+        let mut quota_consumers: HashSet<(&str, &str, &str)> = gateways
             .iter()
             .flat_map(|(id, gateway)| {
                 gateway.policies.quota_consumers().map(move |(p, c)| (id.as_str(), p, c))
             })
             .collect();
+        let with_quota = tokens.iter().filter(|(_, seen)| seen.quota);
+        quota_consumers.extend(with_quota.map(|(gateway, seen)| (*gateway, &*seen.policy, &*seen.consumer)));
         self.shared.metrics.consumer_requests.retain(
             |gateway, policy, consumer| consumers.contains(&(gateway, policy, consumer)),
             |gateway, policy, consumer| quota_consumers.contains(&(gateway, policy, consumer)),
@@ -154,8 +164,11 @@ impl LocalProvider {
         let sink =
             ConsumerSink::new(self.shared.metrics.consumer_requests.clone(), Arc::new(compiled.id.clone()));
         compiled.policies.count_consumers(sink);
-        let compiled = Arc::new(compiled);
         let mut inner = self.inner.lock().await;
+        if let Some(previous) = inner.gateways.get(&compiled.id) {
+            compiled.policies.carry_token_consumers(&previous.policies);
+        }
+        let compiled = Arc::new(compiled);
         let mut gateways = inner.gateways.clone();
         gateways.insert(compiled.id.clone(), compiled.clone());
         self.install(&mut inner, gateways).await.map_err(ProviderError::Invalid)?;

@@ -102,6 +102,15 @@ impl Outcome {
     }
 }
 
+/// A token consumer a policy has counted requests of.
+#[derive(Clone, Debug)]
+pub struct SeenConsumer {
+    pub policy: Arc<str>,
+    pub consumer: Arc<str>,
+    /// Its policy has a quota (so it has a quota-left series).
+    pub quota: bool,
+}
+
 /// The per-consumer request counters of one Gateway: series exist only for the consumers of
 /// its keys (so their number is bounded by the configuration) and only once used.
 #[derive(Clone, Debug)]
@@ -283,9 +292,46 @@ impl Policies {
         counters.record(outcome, quota_left);
     }
 
-    /// (policy id, consumer) of every key.
+    /// (policy id, consumer) of every key (token consumers: [`Self::token_consumers`]).
     pub fn consumers(&self) -> impl Iterator<Item = (&str, &str)> {
         self.keys.values().flatten().map(|key| (&*self.policies[key.policy].id, &*key.consumer_name))
+    }
+
+    /// Takes over the token consumers `previous` (this Gateway's policies before a reload) had
+    /// seen, for each policy with a token check in both: their series go on counting instead
+    /// of being dropped, and the bound on them holds across the reload.
+    pub fn carry_token_consumers(&self, previous: &Policies) {
+        let Some(sink) = &self.consumers else { return };
+        for policy in self.policies.iter().filter(|p| p.jwt.is_some()) {
+            let Some(old) = previous.by_id.get(&policy.id).map(|&i| &previous.policies[i]) else { continue };
+            if old.jwt.is_none() {
+                continue;
+            }
+            let names: Vec<Arc<str>> =
+                old.token_counters.lock().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect();
+            let mut seen = policy.token_counters.lock().unwrap_or_else(|e| e.into_inner());
+            for name in names {
+                let counters = || Arc::new(ConsumerCounters::new(sink, policy, &name));
+                seen.entry(name.clone()).or_insert_with(counters);
+            }
+        }
+    }
+
+    /// Every token consumer seen, and `(other)` for each policy with a token check.
+    pub fn token_consumers(&self) -> Vec<SeenConsumer> {
+        let mut consumers = Vec::new();
+        for policy in self.policies.iter().filter(|p| p.jwt.is_some()) {
+            let seen = policy.token_counters.lock().unwrap_or_else(|e| e.into_inner());
+            let with_quota = |consumer: &Arc<str>| SeenConsumer {
+                policy: policy.id.clone(),
+                consumer: consumer.clone(),
+                quota: policy.quota.is_some(),
+            };
+            consumers.extend(seen.keys().map(with_quota));
+            let other = OTHER_CONSUMERS.into();
+            consumers.push(SeenConsumer { policy: policy.id.clone(), consumer: other, quota: false });
+        }
+        consumers
     }
 
     /// (policy id, consumer) of every key whose policy has a quota.

@@ -1,0 +1,191 @@
+//! The shell commands of a Markdown page, run as the page writes them: one section's ```sh
+//! blocks, through bash, with `tollbridge`, `kubectl` and `helm` on the PATH and the test
+//! cluster's kubeconfig. What a test cannot run as written (a cloud's or kind's own command, a
+//! URL off this machine, a port already taken) is named by the test as a skipped line or a
+//! replacement, and each one must still be found in the page: a page that changes its commands
+//! fails the test rather than silently running less.
+
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use super::cluster::{repo_root, run_captured, Cluster};
+use super::helm::{helm_binary, helm_env};
+
+/// Upper bound of one section's commands (a `helm install` waits for the operator's rollout).
+const SECTION_TIMEOUT: Duration = Duration::from_secs(360);
+
+/// A Markdown page whose commands a test runs.
+pub struct DocPage {
+    path: PathBuf,
+    text: String,
+    /// Lines starting with one of these are not run (each must occur in the page).
+    skipped: Vec<&'static str>,
+    /// Text replaced before running (each must occur in the page).
+    replaced: Vec<(String, String)>,
+}
+
+impl DocPage {
+    /// `path` relative to the repository root.
+    pub fn read(path: &str) -> DocPage {
+        let path = repo_root().join(path);
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        DocPage::new(path, text)
+    }
+
+    /// A page of `text`, named `path` in messages.
+    pub fn new(path: PathBuf, text: String) -> DocPage {
+        DocPage { path, text, skipped: Vec::new(), replaced: Vec::new() }
+    }
+
+    /// Lines starting with `prefix` are left out (a command that needs what the test has not).
+    pub fn skip(mut self, prefix: &'static str) -> DocPage {
+        self.assert_mentions(prefix);
+        self.skipped.push(prefix);
+        self
+    }
+
+    /// `from` is read as `to` (a URL off this machine, a port, a node's name).
+    pub fn replace(mut self, from: impl Into<String>, to: impl Into<String>) -> DocPage {
+        let from = from.into();
+        self.assert_mentions(&from);
+        self.replaced.push((from, to.into()));
+        self
+    }
+
+    fn assert_mentions(&self, text: &str) {
+        assert!(self.text.contains(text), "{} no longer says {text:?}", self.path.display());
+    }
+
+    /// The ```sh blocks of the section whose heading starts with `heading` (e.g. `## 2.`), up
+    /// to the next heading of the same or a higher level.
+    pub fn section_commands(&self, heading: &str) -> String {
+        let level = heading.chars().take_while(|c| *c == '#').count();
+        let mut lines = self.text.lines();
+        lines
+            .by_ref()
+            .find(|line| line.starts_with(heading))
+            .unwrap_or_else(|| panic!("{}: no section {heading:?}", self.path.display()));
+        let mut commands = String::new();
+        let mut in_block = false;
+        for line in lines {
+            if !in_block && is_heading_within(line, level) {
+                break;
+            }
+            match line.trim_start() {
+                "```sh" | "```bash" if !in_block => in_block = true,
+                "```" if in_block => in_block = false,
+                _ if in_block => {
+                    commands.push_str(line);
+                    commands.push('\n');
+                }
+                _ => {}
+            }
+        }
+        assert!(!commands.is_empty(), "{}: section {heading:?} has no sh block", self.path.display());
+        commands
+    }
+
+    /// Runs the section's commands with bash (`set -euo pipefail`) from the repository root;
+    /// a command whose comment says `# exit N` must exit with N. Returns stdout; panics with
+    /// the whole output when a command fails.
+    pub fn run_section(&self, heading: &str, cluster: &Cluster) -> String {
+        let script = self.script(&self.section_commands(heading));
+        let bin = tool_dir(cluster);
+        let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+        let mut cmd = Command::new("bash");
+        cmd.arg("-c")
+            .arg(&script)
+            .current_dir(repo_root())
+            .env("PATH", path)
+            .env("KUBECONFIG", cluster.kubeconfig());
+        for (name, value) in helm_env() {
+            cmd.env(name, value);
+        }
+        let what = format!("{} {heading}", self.path.display());
+        let out = run_captured(&mut cmd, None, SECTION_TIMEOUT, &what);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{what} failed ({}):\n--- script\n{script}\n--- stdout\n{stdout}\n--- stderr\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    }
+
+    /// The bash script for `commands`: skipped lines left out, replacements made, expected
+    /// exit codes checked, background jobs stopped at the end.
+    fn script(&self, commands: &str) -> String {
+        let mut script = String::from("set -euo pipefail\ntrap 'kill $(jobs -p) 2>/dev/null || true' EXIT\n");
+        for line in logical_lines(commands) {
+            if self.skipped.iter().any(|prefix| line.trim_start().starts_with(prefix)) {
+                continue;
+            }
+            let mut line = line;
+            for (from, to) in &self.replaced {
+                line = line.replace(from.as_str(), to);
+            }
+            script.push_str(&format!("printf '+ %s\\n' '{}' >&2\n", line.replace('\'', r"'\''")));
+            match expected_exit(&line) {
+                Some(code) => script.push_str(&format!(
+                    "set +e\n{line}\ncode=$?\nset -e\n[ \"$code\" -eq {code} ] || {{ echo \"exit $code, the page says {code}\" >&2; exit 1; }}\n"
+                )),
+                None => {
+                    script.push_str(&line);
+                    script.push('\n');
+                }
+            }
+        }
+        script
+    }
+}
+
+fn is_heading_within(line: &str, level: usize) -> bool {
+    let hashes = line.chars().take_while(|c| *c == '#').count();
+    (1..=level).contains(&hashes) && line[hashes..].starts_with(' ')
+}
+
+/// Lines joined where they end in `\`; blank lines and whole-line comments dropped.
+pub fn logical_lines(commands: &str) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut current = String::new();
+    for line in commands.lines() {
+        if let Some(continued) = line.strip_suffix('\\') {
+            current.push_str(continued);
+            continue;
+        }
+        current.push_str(line);
+        let whole = std::mem::take(&mut current);
+        let trimmed = whole.trim();
+        if !trimmed.is_empty() && !trimmed.starts_with('#') {
+            lines.push(whole);
+        }
+    }
+    lines
+}
+
+/// `N` of a trailing `# exit N` comment.
+pub fn expected_exit(line: &str) -> Option<i32> {
+    let comment = &line[line.rfind(" # ")? + 3..];
+    comment.trim_start().strip_prefix("exit ")?.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+}
+
+/// A directory holding `tollbridge`, `kubectl` and `helm` as the tests run them.
+fn tool_dir(cluster: &Cluster) -> &'static Path {
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tempfile::Builder::new().prefix("tollbridge-doc-bin-").tempdir().expect("tool dir");
+        let tools: [(&str, &Path); 3] = [
+            ("tollbridge", Path::new(env!("CARGO_BIN_EXE_tollbridge"))),
+            ("kubectl", cluster.kubectl_path()),
+            ("helm", helm_binary()),
+        ];
+        for (name, target) in tools {
+            symlink(target, dir.path().join(name)).expect("tool link");
+        }
+        dir
+    })
+    .path()
+}
