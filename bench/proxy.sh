@@ -23,6 +23,7 @@
 #                          IDLE=10000, TOLLBRIDGE_BIN=path to measure a given build;
 #                          ROUNDS=0: the idle-connection memory only; CEILING=1: also
 #                          bench/ceiling, a bare tokio proxy, as the shape's upper bound;
+#                          URING=1: also bench/ceiling-uring, the same proxy on io_uring;
 #                          REDIS=1: also the key + quota scenario counting in a redis-server
 #                          on core 1, beside wrk and the backend)
 set -euo pipefail
@@ -42,6 +43,7 @@ MANY_PORT=18084
 NGINX_TLS_PORT=18443
 TB_TLS_PORT=18444
 CEILING_PORT=18085
+URING_PORT=18087
 SHARED_PORT=18086
 REDIS_PORT=18379
 KEY_HEADER='x-api-key: bench-key-0123456789'
@@ -124,6 +126,14 @@ if [ "${CEILING:-0}" = 1 ]; then
   wait_http "http://127.0.0.1:$CEILING_PORT/"
   labels+=("bench/ceiling (no HTTP library, no features)")
   urls+=("http://127.0.0.1:$CEILING_PORT/")
+  keyed+=(0)
+fi
+if [ "${URING:-0}" = 1 ]; then
+  cargo build --release -q --manifest-path bench/ceiling-uring/Cargo.toml
+  taskset -c 0 "$CARGO_TARGET_DIR/release/proxy-ceiling-uring" "127.0.0.1:$URING_PORT" "127.0.0.1:$BACKEND_PORT" & pids+=($!)
+  wait_http "http://127.0.0.1:$URING_PORT/"
+  labels+=("bench/ceiling-uring (the same on io_uring)")
+  urls+=("http://127.0.0.1:$URING_PORT/")
   keyed+=(0)
 fi
 results="$work/results"
