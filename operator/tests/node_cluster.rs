@@ -20,9 +20,8 @@ use support::client::Client;
 use support::cluster::{repo_root, Cluster};
 use support::doc_commands::DocPage;
 use support::eventually;
-use support::helm::{chart_dir, helm_ok};
+use support::helm::helm_ok;
 
-const RELEASE: &str = "tollbridge";
 const RELEASE_NAMESPACE: &str = "tollbridge-system";
 /// How long pods, statuses and rollouts get to converge.
 const CONVERGE: Duration = Duration::from_secs(180);
@@ -125,44 +124,51 @@ async fn kind_example_on_a_real_node() {
         crds.split("gateway-api-").nth(1).and_then(|v| v.split('/').next()).unwrap().to_string();
     let forward_port = support::process::free_port().to_string();
     let kind = DocPage::read("examples/kind/README.md")
-        .replace(gateway_api_url(&gateway_api), crds)
-        .replace("8080", forward_port)
+        .replace(gateway_api_url(&gateway_api), &crds)
+        .replace("8080:80", format!("{forward_port}:80"))
+        .replace("localhost:8080", format!("localhost:{forward_port}"))
         .replace("tollbridge-control-plane", cluster.env_value("TOLLBRIDGE_NODE_NAME"))
         .skip("kind ");
 
-    // 1. The operator, as the page installs it; then two replicas (leader election on) with
-    //    the image already on the node (never pulled).
+    // 1. The operator, as the page installs it; then upgraded as docs/upgrading.md does it,
+    //    with values that make two replicas (leader election on) of the image already on the
+    //    node (never pulled).
     kind.run_section("## 2.", cluster);
-    let chart = chart_dir().display().to_string();
-    helm_ok(&[
-        "upgrade",
-        RELEASE,
-        &chart,
-        "-n",
-        RELEASE_NAMESPACE,
-        "--kubeconfig",
-        &kubeconfig,
-        "--reuse-values",
-        "--wait",
-        "--timeout",
-        "180s",
-        "--set",
-        "replicaCount=2",
-        "--set",
-        "image.pullPolicy=Never",
-    ]);
+    let values = tempfile::Builder::new().prefix("my-values-").suffix(".yaml").tempfile().unwrap();
+    std::fs::write(values.path(), "replicaCount: 2\nimage:\n  pullPolicy: Never\n").unwrap();
+    DocPage::read("docs/upgrading.md")
+        .replace(gateway_api_url(&gateway_api), crds)
+        .replace("my-values.yaml", values.path().display().to_string())
+        .skip("tollbridge check -f my-manifests/")
+        .run_section("## Order: CRDs first", cluster);
+    eventually("two ready operator pods, the old one gone", CONVERGE, || async {
+        let pods =
+            get_json(cluster, &["-n", RELEASE_NAMESPACE, "pods", "-l", "app.kubernetes.io/name=tollbridge"]);
+        let pods = pods["items"].as_array().cloned().unwrap_or_default();
+        pods.len() == 2
+            && pods.iter().all(|pod| {
+                pod["metadata"].get("deletionTimestamp").is_none()
+                    && condition(pod, "Ready").is_some_and(|c| c["status"] == "True")
+            })
+    })
+    .await;
     let pods =
         get_json(cluster, &["-n", RELEASE_NAMESPACE, "pods", "-l", "app.kubernetes.io/name=tollbridge"]);
-    let pods = pods["items"].as_array().unwrap();
-    assert_eq!(pods.len(), 2, "operator pods: {pods:#?}");
-    for pod in pods {
+    for pod in pods["items"].as_array().unwrap() {
         assert_eq!(pod["spec"]["serviceAccountName"], "tollbridge");
-        assert_eq!(condition(pod, "Ready").map(|c| c["status"].clone()), Some("True".into()), "{pod:#}");
+        assert_eq!(pod["spec"]["containers"][0]["imagePullPolicy"], "Never", "{pod:#}");
     }
 
     // 2. examples/kind: check, then apply; the statuses, as the page reads them.
     kind.run_section("## 3.", cluster);
     kind.run_section("## 4.", cluster);
+    // The first look docs/troubleshooting.md asks for, on these objects.
+    let looked = DocPage::read("docs/troubleshooting.md")
+        .replace("describe gateway NAME", "describe gateway web")
+        .replace("describe httproute NAME", "describe httproute echo")
+        .replace("involvedObject.name=NAME", "involvedObject.name=web")
+        .run_section("# Troubleshooting", cluster);
+    assert!(looked.contains("tollbridge-kind") && looked.contains("Programmed"), "{looked}");
     let class = get_json(cluster, &["gatewayclass", "tollbridge-kind"]);
     assert_eq!(condition(&class, "Accepted").unwrap()["status"], "True");
     let route = get_json(cluster, &["httproute", "echo"]);
