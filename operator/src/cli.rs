@@ -310,6 +310,11 @@ pub struct CounterStoreArgs {
     /// First part of every counter key, so several installations can share one store.
     #[arg(long, default_value = "tollbridge", value_name = "PREFIX")]
     counter_store_prefix: String,
+    /// Most requests a busy key may lease from the counter store beyond the one decided: the
+    /// store counts them at once and this replica admits them without a round trip, only while
+    /// the limits keep plenty of room (see docs/concepts.md); 0: every decision asks the store.
+    #[arg(long, default_value_t = tollbridge_local::DEFAULT_LEASE_MAX, value_name = "N")]
+    counter_store_lease_max: u32,
 }
 
 /// Options of `tollbridge usage`.
@@ -389,6 +394,7 @@ fn counter_store(
         timeout,
         failure_mode,
         prefix: args.counter_store_prefix.clone(),
+        lease_max: args.counter_store_lease_max,
     }))
 }
 

@@ -948,8 +948,9 @@ fn the_documented_tollbridge_commands_parse_and_the_local_ones_run_as_documented
 fn doc_sections_lines_and_exit_codes_are_read_as_written() {
     use support::doc_commands::{expected_exit, logical_lines, DocPage};
 
-    let text = "# T\n## 1. A\n```sh\na \\\n  b   # note\n# only a comment\n```\ntext\n### sub\n\
-                ```sh\nc # exit 2\n```\n## 2. B\n```sh\nd\n```\n";
+    // A `#` line in a console block is no heading; `~~~` and `shell` fences count.
+    let text = "# T\n## 1. A\n```sh\na \\\n  b   # note\n# only a comment\n```\ntext\n```console\n\
+                # not a heading\n```\n### sub\n~~~shell\nc # exit 2\n~~~\n## 2. B\n```sh\nd\n```\n";
     let page = DocPage::new("page.md".into(), text.into());
     let commands = page.section_commands("## 1.");
     assert_eq!(logical_lines(&commands), ["a   b   # note", "c # exit 2"]);

@@ -120,8 +120,11 @@ async fn kind_example_on_a_real_node() {
     // replaced: the Gateway API CRDs come from the module the control plane installed them
     // from, the port-forward gets a free port, the NodePort is read from this node.
     let crds = cluster.env_value("TOLLBRIDGE_GATEWAY_CRDS");
-    let gateway_api =
-        crds.split("gateway-api-").nth(1).and_then(|v| v.split('/').next()).unwrap().to_string();
+    let gateway_api = std::path::Path::new(&crds)
+        .parent()
+        .and_then(|dir| dir.file_name()?.to_str()?.strip_prefix("gateway-api-"))
+        .unwrap_or_else(|| panic!("no Gateway API version in {crds}"))
+        .to_string();
     let forward_port = support::process::free_port().to_string();
     let kind = DocPage::read("examples/kind/README.md")
         .replace(gateway_api_url(&gateway_api), &crds)

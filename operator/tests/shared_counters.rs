@@ -41,6 +41,7 @@ fn store_settings(url: &str, failure_mode: FailureMode) -> CounterStoreSettings 
         timeout: Duration::from_secs(2),
         failure_mode,
         prefix: "tollbridge-test".to_owned(),
+        lease_max: tollbridge_local::DEFAULT_LEASE_MAX,
     }
 }
 
@@ -146,6 +147,66 @@ async fn the_store_decides_exactly_as_the_local_counters_do() {
         "the sequence should exercise both answers: {allowed} / {refused}"
     );
     assert_eq!(unused.bucket_count(), 0, "a reachable store must not fall back to local counters");
+}
+
+/// Two replicas, each with its own store client (so its own leases), deciding one busy key's
+/// requests from 8 tasks at once against a quota of 3,000 a day and a rate limit far above the
+/// load: most decisions come from leases, yet exactly the quota is admitted (every task goes on
+/// until refused, so no lease is left over) and the store counted exactly what was admitted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_take_busy_keys_off_the_store_and_never_admit_past_the_quota() {
+    const QUOTA: u64 = 3_000;
+    let redis = Redis::start(RedisOptions::default());
+    let replicas = [connected(&redis).await, connected(&redis).await];
+    let policy = QuotaPolicyIr {
+        jwt: None,
+        id: "shop/busy".into(),
+        api_key: Some(key_settings()),
+        rate_limit: Some(RateLimitIr { requests: 1_000_000, period_seconds: 1, burst: 1_000_000 }),
+        quota: Some(QuotaIr { requests: QUOTA, period: QuotaPeriod::Day }),
+        keys: vec![key_ir("busy", KEY)],
+    };
+    let policies = std::sync::Arc::new(Policies::compile(&[policy]));
+    let mut tasks = Vec::new();
+    for store in &replicas {
+        for _ in 0..4 {
+            let (store, policies) = (store.clone(), policies.clone());
+            tasks.push(tokio::spawn(async move {
+                let unused = PolicyState::default();
+                let (mut admitted, mut refused_in_a_row) = (0u64, 0);
+                for _ in 0..(2 * QUOTA) {
+                    let decision = policies
+                        .check_shared(&store, &unused, "shop/busy", &mut request(KEY), Timestamp::now())
+                        .await;
+                    match decision {
+                        tollbridge_local::policy::Decision::Allow { .. } => {
+                            admitted += 1;
+                            refused_in_a_row = 0;
+                        }
+                        tollbridge_local::policy::Decision::Deny { status, .. } => {
+                            assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "only the quota refuses");
+                            refused_in_a_row += 1;
+                            if refused_in_a_row == 5 {
+                                break;
+                            }
+                        }
+                    }
+                }
+                admitted
+            }));
+        }
+    }
+    let mut admitted = 0;
+    for task in tasks {
+        admitted += task.await.expect("task");
+    }
+    assert_eq!(admitted, QUOTA, "admitted across both replicas");
+    let leased: u64 = replicas.iter().map(|store| store.leased_decisions()).sum();
+    assert!(leased > QUOTA / 2, "only {leased} of {QUOTA} decisions came from leases");
+    let bucket = format!("tollbridge-test:shop/busy:{}", hex::encode(Sha256::digest(KEY.as_bytes())));
+    let counted = redis.cli(&["HGET", &bucket, "count"]);
+    assert_eq!(counted.trim(), QUOTA.to_string(), "the store's count of {bucket}");
+    eprintln!("leases: {leased} of {admitted} admitted requests decided without a call");
 }
 
 /// `shop/daily`: 3 requests a day for key `KEY`.
@@ -519,6 +580,41 @@ async fn wait_degraded(process: &Tollbridge, status: &str) {
     }
 }
 
+/// Through `tollbridge run` (the default lease size): a busy key's requests are mostly decided
+/// from leases, the headers count down one by one as if each had asked the store, the metric
+/// says how many were leased, and the store's count runs ahead of the requests served by at
+/// most one lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_key_is_served_from_leases_with_the_headers_of_every_request() {
+    let redis = Redis::start(RedisOptions::default());
+    let backend = echo().await;
+    let port = free_port();
+    let dir = replica_config(port, backend, 1_000_000);
+    let process = Tollbridge::start(&dir, &["--counter-store", &redis.url()]).await;
+    wait_store_up(&process, true).await;
+    let client = Client::new();
+    let url = format!("http://127.0.0.1:{port}/quota");
+    let mut previous = 1_000_000u64;
+    for i in 0..400 {
+        let resp = client.get(&url, &[("x-api-key", KEY)]).await;
+        assert_eq!(resp.status, StatusCode::OK, "request {i}: {}", resp.text());
+        let remaining: u64 =
+            resp.header("x-ratelimit-remaining").expect("remaining").parse().expect("number");
+        assert_eq!(remaining, previous - 1, "request {i}: the quota left counts down one by one");
+        previous = remaining;
+    }
+    let metrics = process.admin_get("/metrics").await.text();
+    let leased: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("tollbridge_counter_store_leased_decisions_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no leased decisions metric:\n{metrics}"));
+    assert!(leased >= 200, "only {leased} of 400 requests came from leases");
+    let bucket = format!("tollbridge:default/quota:{}", hex::encode(Sha256::digest(KEY.as_bytes())));
+    let counted: u64 = redis.cli(&["HGET", &bucket, "count"]).trim().parse().expect("count");
+    assert!((400..=400 + 256).contains(&counted), "the store counted {counted} for 400 requests");
+}
+
 /// A request's answer and how long it took.
 async fn timed(client: &Client, url: &str) -> (Resp, Duration) {
     let started = Instant::now();
@@ -546,6 +642,10 @@ async fn a_store_that_dies_or_stalls_under_load_is_met_by_each_failure_mode() {
                 mode,
                 "--counter-store-timeout-ms",
                 "250",
+                // Every request asks the store, so each one meets the failure mode (a lease's
+                // requests were counted before the outage: tested on their own).
+                "--counter-store-lease-max",
+                "0",
             ],
         )
         .await;

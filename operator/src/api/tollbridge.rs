@@ -138,6 +138,12 @@ pub struct CounterStoreSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 10000))]
     pub timeout_milliseconds: Option<i32>,
+    /// Most requests a busy key may lease beyond the one decided (default 256): the store
+    /// counts them at once and the proxy replica admits them without asking, only while the
+    /// limits keep plenty of room. 0: every limited request asks the store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 4096))]
+    pub lease_max: Option<i32>,
 }
 
 /// A key of a Secret in the Gateway's namespace.

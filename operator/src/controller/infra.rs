@@ -231,6 +231,9 @@ fn counter_store_wiring(store: &CounterStoreIr) -> (Vec<String>, Vec<EnvVar>, Ve
         "--counter-store-timeout-ms".to_owned(),
         store.timeout_ms.to_string(),
     ];
+    if let Some(lease_max) = store.lease_max {
+        args.extend(["--counter-store-lease-max".to_owned(), lease_max.to_string()]);
+    }
     let env = store
         .password_secret
         .iter()
@@ -768,6 +771,7 @@ mod tests {
                 ca_secret: Some(("redis-ca".into(), "ca.crt".into())),
                 failure_mode: "closed".into(),
                 timeout_ms: 80,
+                lease_max: Some(0),
             }),
             ..LocalSettings::default()
         };
@@ -778,7 +782,8 @@ mod tests {
         assert!(
             args.ends_with(
                 "--counter-store rediss://redis.shared:6380/2 --counter-store-failure-mode closed \
-                 --counter-store-timeout-ms 80 --counter-store-ca /etc/tollbridge/counter-store-ca/ca.crt"
+                 --counter-store-timeout-ms 80 --counter-store-lease-max 0 \
+                 --counter-store-ca /etc/tollbridge/counter-store-ca/ca.crt"
             ),
             "{args}"
         );

@@ -245,6 +245,8 @@ async fn settings(
         timeout: Duration::from_millis(u64::from(store.timeout_ms)),
         failure_mode: FailureMode::Local,
         prefix: "tollbridge".to_owned(),
+        // Only reads counts: decides nothing.
+        lease_max: 0,
     })
 }
 
@@ -326,6 +328,7 @@ mod tests {
             ca_secret: None,
             failure_mode: "local".into(),
             timeout_ms: 50,
+            lease_max: None,
         };
         let local = tollbridge_provider::LocalSettings::default();
         let stored = tollbridge_provider::LocalSettings { counter_store: Some(store), ..local.clone() };

@@ -174,6 +174,7 @@ fn counter_store(name: &str, store: &CounterStoreSpec) -> Result<CounterStoreIr,
         ca_secret: store.ca_secret_ref.as_ref().map(|r| secret(r, "ca.crt")),
         failure_mode: wire_name(&store.failure_mode.unwrap_or_default()).to_lowercase(),
         timeout_ms: store.timeout_milliseconds.unwrap_or(50).clamp(1, 10_000).unsigned_abs(),
+        lease_max: store.lease_max.map(|n| n.clamp(0, 4096).unsigned_abs()),
     })
 }
 
@@ -212,8 +213,12 @@ mod tests {
         };
         let ok = counter_store("pc", &with_password).unwrap();
         assert_eq!(
-            (ok.url.as_str(), ok.failure_mode.as_str(), ok.timeout_ms),
-            ("redis://limits@redis:6379/2", "local", 50)
+            (ok.url.as_str(), ok.failure_mode.as_str(), ok.timeout_ms, ok.lease_max),
+            ("redis://limits@redis:6379/2", "local", 50, None)
         );
+        let leases =
+            |n| counter_store("pc", &CounterStoreSpec { lease_max: Some(n), ..store("redis://r:1") });
+        assert_eq!(leases(0).unwrap().lease_max, Some(0));
+        assert_eq!(leases(100_000).unwrap().lease_max, Some(4096), "files skip the CRD's bound: clamped");
     }
 }

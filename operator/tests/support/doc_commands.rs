@@ -54,37 +54,59 @@ impl DocPage {
         self
     }
 
+    /// `text` occurs in the page's commands (not just its prose).
     fn assert_mentions(&self, text: &str) {
-        assert!(self.text.contains(text), "{} no longer says {text:?}", self.path.display());
+        let in_commands = self.blocks(None).iter().any(|block| block.contains(text));
+        assert!(in_commands, "the commands of {} no longer say {text:?}", self.path.display());
     }
 
     /// The ```sh blocks of the section whose heading starts with `heading` (e.g. `## 2.`), up
     /// to the next heading of the same or a higher level.
     pub fn section_commands(&self, heading: &str) -> String {
-        let level = heading.chars().take_while(|c| *c == '#').count();
-        let mut lines = self.text.lines();
-        lines
-            .by_ref()
-            .find(|line| line.starts_with(heading))
-            .unwrap_or_else(|| panic!("{}: no section {heading:?}", self.path.display()));
-        let mut commands = String::new();
-        let mut in_block = false;
-        for line in lines {
-            if !in_block && is_heading_within(line, level) {
-                break;
-            }
-            match line.trim_start() {
-                "```sh" | "```bash" if !in_block => in_block = true,
-                "```" if in_block => in_block = false,
-                _ if in_block => {
-                    commands.push_str(line);
-                    commands.push('\n');
+        let blocks = self.blocks(Some(heading));
+        assert!(!blocks.is_empty(), "{}: section {heading:?} has no sh block", self.path.display());
+        blocks.concat()
+    }
+
+    /// The shell blocks (```sh, ```bash, ```shell) of the section under `heading`, or of the
+    /// whole page. Headings are read outside code blocks only, whatever their fence.
+    fn blocks(&self, heading: Option<&str>) -> Vec<String> {
+        let level = heading.map_or(0, |h| h.chars().take_while(|c| *c == '#').count());
+        let (mut blocks, mut current) = (Vec::new(), None::<String>);
+        let mut fence: Option<&str> = None;
+        let mut inside = heading.is_none();
+        for line in self.text.lines() {
+            let trimmed = line.trim();
+            if let Some(open) = fence {
+                if trimmed == open {
+                    fence = None;
+                    if let Some(block) = current.take() {
+                        blocks.push(block);
+                    }
+                } else if let Some(block) = &mut current {
+                    block.push_str(line);
+                    block.push('\n');
                 }
+                continue;
+            }
+            if let Some(marker) = ["```", "~~~"].into_iter().find(|m| trimmed.starts_with(m)) {
+                fence = Some(marker);
+                let language = trimmed[3..].split_whitespace().next().unwrap_or_default();
+                if inside && matches!(language, "sh" | "bash" | "shell") {
+                    current = Some(String::new());
+                }
+                continue;
+            }
+            match heading {
+                Some(heading) if line.starts_with(heading) => inside = true,
+                Some(_) if inside && is_heading_within(line, level) => break,
                 _ => {}
             }
         }
-        assert!(!commands.is_empty(), "{}: section {heading:?} has no sh block", self.path.display());
-        commands
+        if heading.is_some() && !inside {
+            panic!("{}: no section {heading:?}", self.path.display());
+        }
+        blocks
     }
 
     /// Runs the section's commands with bash (`set -euo pipefail`) from the repository root;
@@ -94,9 +116,11 @@ impl DocPage {
         let script = self.script(&self.section_commands(heading));
         let bin = tool_dir(cluster);
         let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
-        let mut cmd = Command::new("bash");
-        cmd.arg("-c")
-            .arg(&script)
+        // `timeout` ends the whole process group at its deadline (a background job holding the
+        // output pipes included), before the harness's own deadline would kill bash alone.
+        let deadline = (SECTION_TIMEOUT - Duration::from_secs(30)).as_secs().to_string();
+        let mut cmd = Command::new("timeout");
+        cmd.args(["--kill-after=10", &deadline, "bash", "-c", &script])
             .current_dir(repo_root())
             .env("PATH", path)
             .env("KUBECONFIG", cluster.kubeconfig());
@@ -115,6 +139,26 @@ impl DocPage {
         stdout
     }
 
+    /// `line` with every replacement made in one pass (a replacement's text is not replaced
+    /// again by another).
+    fn replaced_in(&self, line: &str) -> String {
+        let mut out = String::with_capacity(line.len());
+        let mut rest = line;
+        'scan: while !rest.is_empty() {
+            for (from, to) in &self.replaced {
+                if let Some(after) = rest.strip_prefix(from.as_str()) {
+                    out.push_str(to);
+                    rest = after;
+                    continue 'scan;
+                }
+            }
+            let next = rest.chars().next().map_or(1, char::len_utf8);
+            out.push_str(&rest[..next]);
+            rest = &rest[next..];
+        }
+        out
+    }
+
     /// The bash script for `commands`: skipped lines left out, replacements made, expected
     /// exit codes checked, background jobs stopped at the end.
     fn script(&self, commands: &str) -> String {
@@ -123,10 +167,7 @@ impl DocPage {
             if self.skipped.iter().any(|prefix| line.trim_start().starts_with(prefix)) {
                 continue;
             }
-            let mut line = line;
-            for (from, to) in &self.replaced {
-                line = line.replace(from.as_str(), to);
-            }
+            let line = self.replaced_in(&line);
             script.push_str(&format!("printf '+ %s\\n' '{}' >&2\n", line.replace('\'', r"'\''")));
             match expected_exit(&line) {
                 Some(code) => script.push_str(&format!(

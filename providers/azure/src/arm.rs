@@ -65,18 +65,26 @@ impl TokenSource for IdentityToken {
             .credential
             .get_token(&["https://management.azure.com/.default"], None)
             .await
-            .map_err(|e| token_error(self.name, &e.to_string(), e.kind()))?;
+            .map_err(|e| token_error(self.name, &e))?;
         Ok(token.token.secret().to_string())
     }
 }
 
-/// Why no token came, said as what to fix: Entra ID's common refusals by their `AADSTS` code;
-/// a connection that failed is transient; anything else names what the credential needs.
-fn token_error(credential: &str, text: &str, kind: &azure_core::error::ErrorKind) -> ProviderError {
-    use azure_core::error::ErrorKind;
-    let detail = first_line(text, 300);
+/// Why no token came, said as what to fix: a token endpoint that could not be reached or
+/// failed on its side is transient (the credential wraps that cause in an error of its own, so
+/// the whole chain is read); Entra ID's common refusals are named by their `AADSTS` code; anything
+/// else names what the credential needs.
+fn token_error(credential: &str, error: &azure_core::Error) -> ProviderError {
+    let text = error.to_string();
+    let detail = first_line(&text, 300);
     let start = format!("cannot get an Azure token with the {credential} credential");
-    if let Some(code) = aadsts_code(text) {
+    if endpoint_failed(error) {
+        return ProviderError::Transient(format!(
+            "{start}: {detail} (the token endpoint could not be reached or failed; if it lasts, check the pod's \
+             egress to login.microsoftonline.com or to the managed identity endpoint)"
+        ));
+    }
+    if let Some(code) = aadsts_code(&text) {
         let fix = match code {
             "AADSTS70021" | "AADSTS700211" | "AADSTS700212" => Some(
                 "no federated credential of the managed identity or app matches this pod: its issuer must be the \
@@ -94,13 +102,30 @@ fn token_error(credential: &str, text: &str, kind: &azure_core::error::ErrorKind
             None => format!("{start}: {detail}"),
         });
     }
-    match kind {
-        ErrorKind::Connection | ErrorKind::Io => ProviderError::Transient(format!(
-            "{start}: {detail} (the token endpoint could not be reached; if it lasts, check the pod's egress to \
-             login.microsoftonline.com or to the managed identity endpoint)"
-        )),
-        _ => ProviderError::Unauthorized(format!("{start}: {detail}; {}", needs(credential))),
+    ProviderError::Unauthorized(format!("{start}: {detail}; {}", needs(credential)))
+}
+
+/// Whether an error in `error`'s chain is a connection or I/O failure, or an answer of the
+/// endpoint's own trouble (5xx, 429, 408).
+fn endpoint_failed(error: &azure_core::Error) -> bool {
+    use azure_core::error::ErrorKind;
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(current) = next {
+        if let Some(azure) = current.downcast_ref::<azure_core::Error>() {
+            match azure.kind() {
+                ErrorKind::Connection | ErrorKind::Io => return true,
+                ErrorKind::HttpResponse { status, .. } => {
+                    let code = u16::from(*status);
+                    if code >= 500 || code == 429 || code == 408 {
+                        return true;
+                    }
+                }
+                _ => {}
+            }
+        }
+        next = current.source();
     }
+    false
 }
 
 /// The first `AADSTS<digits>` code in `text`.
@@ -110,7 +135,7 @@ fn aadsts_code(text: &str) -> Option<&str> {
     (digits > 0).then(|| &text[start..start + 6 + digits])
 }
 
-/// `text`'s first line, cut at `max` bytes (on a character boundary).
+/// `text`'s first line, cut at `max` characters.
 fn first_line(text: &str, max: usize) -> &str {
     let line = text.lines().next().unwrap_or_default().trim();
     match line.char_indices().nth(max) {
@@ -724,7 +749,13 @@ mod tests {
     #[test]
     fn a_refused_token_says_what_to_fix() {
         use azure_core::error::ErrorKind;
-        let refused = |text: &str| token_error("WorkloadIdentity", text, &ErrorKind::Credential);
+        // As azure_identity reports every failure: a Credential error around the cause.
+        let wrapped = |credential: &str, cause: azure_core::Error| {
+            let message = format!("{credential}Credential authentication failed. {cause}");
+            azure_core::Error::with_error(ErrorKind::Credential, cause, message)
+        };
+        let entra = |text: &str| azure_core::Error::with_message(ErrorKind::Credential, text.to_owned());
+        let refused = |text: &str| token_error("WorkloadIdentity", &wrapped("WorkloadIdentity", entra(text)));
         // As Entra ID answers a workload identity whose federated credential does not match.
         let text = "WorkloadIdentityCredential authentication failed. AADSTS70021: No matching federated \
                     identity record found for presented assertion. Assertion Issuer: 'https://oidc.example'.\n\
@@ -739,20 +770,30 @@ mod tests {
         }
         let secret = token_error(
             "ClientSecret",
-            "AADSTS7000215: Invalid client secret provided.",
-            &ErrorKind::Credential,
+            &wrapped("ClientSecret", entra("AADSTS7000215: Invalid client secret provided.")),
         );
         assert!(secret.to_string().contains("the client secret is wrong or has expired"), "{secret}");
         // Unknown codes are passed on, one line, bounded.
         let other = refused(&format!("AADSTS50000: {}", "x".repeat(1000)));
         assert!(matches!(other, ProviderError::Unauthorized(ref m) if m.len() < 400), "{other:?}");
         // No answer at all is transient; any other failure names what the credential needs.
-        let unreachable = token_error("ManagedIdentity", "connection refused", &ErrorKind::Connection);
+        let refused_connection = azure_core::Error::with_message(ErrorKind::Connection, "connection refused");
+        let unreachable = token_error("ManagedIdentity", &wrapped("ManagedIdentity", refused_connection));
         assert!(
             matches!(unreachable, ProviderError::Transient(ref m) if m.contains("egress")),
             "{unreachable:?}"
         );
-        let odd = token_error("AzureCli", "az: not found", &ErrorKind::Credential);
+        let outage = azure_core::Error::with_message(
+            ErrorKind::HttpResponse {
+                status: azure_core::http::StatusCode::ServiceUnavailable,
+                error_code: Some("AADSTS90033".into()),
+                raw_response: None,
+            },
+            "AADSTS90033: A transient error has occurred.",
+        );
+        let outage = token_error("WorkloadIdentity", &wrapped("WorkloadIdentity", outage));
+        assert!(matches!(outage, ProviderError::Transient(_)), "Entra's own outage is transient: {outage:?}");
+        let odd = token_error("AzureCli", &wrapped("AzureCli", entra("az: not found")));
         assert!(matches!(odd, ProviderError::Unauthorized(ref m) if m.contains("az login")), "{odd:?}");
         assert_eq!(aadsts_code("x AADSTS700016: y"), Some("AADSTS700016"));
         assert_eq!(aadsts_code("AADSTS: none"), None);

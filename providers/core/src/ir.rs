@@ -143,6 +143,9 @@ pub struct CounterStoreIr {
     /// `local`, `open` or `closed`.
     pub failure_mode: String,
     pub timeout_ms: u32,
+    /// Most requests leased beyond one decision (`None`: the proxy's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_max: Option<u32>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

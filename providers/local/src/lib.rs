@@ -24,7 +24,7 @@ mod tls;
 mod upstream;
 
 pub use admin::{AdminDocs, LazyJson};
-pub use counter_store::{CounterStore, CounterStoreSettings, FailureMode};
+pub use counter_store::{CounterStore, CounterStoreSettings, FailureMode, DEFAULT_LEASE_MAX};
 pub use provider::LocalProvider;
 pub use runtime::Bind;
 pub use server::{ServerSettings, Shared};

@@ -26,7 +26,7 @@ use tokio::sync::{Notify, Semaphore};
 
 use self::connection::{CallError, Connection, Endpoint};
 use self::resp::{Arg, Frame};
-use crate::policy::{Call, Reply, UsageQuery, SCRIPT};
+use crate::policy::{Call, Leases, Reply, UsageQuery, SCRIPT};
 
 /// How often a store that is up is PINGed, so that a replica without traffic notices an outage.
 const HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(5);
@@ -58,6 +58,10 @@ impl FailureMode {
     }
 }
 
+/// `CounterStoreSettings::lease_max` unless set: a busy key's lease holds about 50 ms of its
+/// requests, up to this many.
+pub const DEFAULT_LEASE_MAX: u32 = 256;
+
 /// How to reach the store. The password never comes from the URL (command lines and
 /// configuration files are readable by others); Debug output hides it.
 #[derive(Clone)]
@@ -72,6 +76,8 @@ pub struct CounterStoreSettings {
     pub failure_mode: FailureMode,
     /// First part of every key, so several installations can share one store.
     pub prefix: String,
+    /// Most requests a busy bucket leases beyond the one decided (0: every decision a call).
+    pub lease_max: u32,
 }
 
 impl fmt::Debug for CounterStoreSettings {
@@ -83,6 +89,7 @@ impl fmt::Debug for CounterStoreSettings {
             .field("timeout", &self.timeout)
             .field("failure_mode", &self.failure_mode)
             .field("prefix", &self.prefix)
+            .field("lease_max", &self.lease_max)
             .finish()
     }
 }
@@ -113,6 +120,8 @@ struct StoreMetrics {
     fallbacks: Family<FallbackLabels, Counter>,
     /// How long decisions the store answered took, from the request's view.
     duration: Histogram,
+    /// Decisions made from a lease, without a call.
+    leased: Counter,
 }
 
 impl Default for StoreMetrics {
@@ -123,6 +132,7 @@ impl Default for StoreMetrics {
             fallbacks: Family::default(),
             // 50 µs to about 100 ms.
             duration: Histogram::new(exponential_buckets(0.000_05, 2.0, 12)),
+            leased: Counter::default(),
         }
     }
 }
@@ -139,6 +149,8 @@ pub struct CounterStore {
     slots: Semaphore,
     /// Moves on at each outage: a connection of an older one is not reused.
     generation: AtomicU64,
+    /// Requests the store counted ahead for this replica to admit without asking.
+    leases: Leases,
     /// The SHA-1 the store gave the script (`SCRIPT LOAD`), once loaded.
     script_sha: Mutex<Option<Arc<str>>>,
     up: AtomicBool,
@@ -174,6 +186,7 @@ impl CounterStore {
             idle: Mutex::new(Vec::new()),
             slots: Semaphore::new(MAX_CONNECTIONS),
             generation: AtomicU64::new(0),
+            leases: Leases::new(settings.lease_max),
             script_sha: Mutex::new(None),
             up: AtomicBool::new(false),
             went_down: Notify::new(),
@@ -187,6 +200,21 @@ impl CounterStore {
 
     pub fn prefix(&self) -> &str {
         &self.settings.prefix
+    }
+
+    /// This replica's leases.
+    pub(crate) fn leases(&self) -> &Leases {
+        &self.leases
+    }
+
+    /// Counts a decision made from a lease.
+    pub(crate) fn count_leased(&self) {
+        self.metrics.leased.inc();
+    }
+
+    /// Decisions made from leases so far.
+    pub fn leased_decisions(&self) -> u64 {
+        self.metrics.leased.get()
     }
 
     pub fn is_up(&self) -> bool {
@@ -217,6 +245,11 @@ impl CounterStore {
             "counter_store_decision_duration_seconds",
             "Time from a decision's call to the store's answer, for the decisions it answered",
             self.metrics.duration.clone(),
+        );
+        registry.register(
+            "counter_store_leased_decisions",
+            "Decisions made from requests the store had already counted for this replica (a lease), without a call",
+            self.metrics.leased.clone(),
         );
         registry.register(
             "counter_store_fallbacks",
@@ -421,8 +454,8 @@ impl CounterStore {
 }
 
 /// `EVALSHA` of the decision script for `call`.
-fn script_args<'a>(sha: &'a str, call: &'a Call) -> [Arg<'a>; 11] {
-    let (now, interval, burst, quota, period, start, end) = call.args();
+fn script_args<'a>(sha: &'a str, call: &'a Call) -> [Arg<'a>; 13] {
+    let (now, interval, burst, quota, period, start, end, extra, min_room) = call.args();
     [
         Arg::from("EVALSHA"),
         Arg::from(sha),
@@ -435,19 +468,27 @@ fn script_args<'a>(sha: &'a str, call: &'a Call) -> [Arg<'a>; 11] {
         Arg::from(period),
         Arg::Int(start),
         Arg::Int(end),
+        Arg::Int(i64::from(extra)),
+        Arg::Int(i64::try_from(min_room).unwrap_or(i64::MAX)),
     ]
 }
 
-/// The script's answer `{tat, count, start, end}`.
+/// The script's answer `{tat, count, start, end, granted}`.
 fn decision(reply: Frame) -> Result<Reply, CallError> {
     let numbers = match &reply {
-        Frame::Array(Some(items)) if items.len() == 4 => {
+        Frame::Array(Some(items)) if items.len() == 5 => {
             items.iter().map(Frame::as_i64).collect::<Option<Vec<_>>>()
         }
         _ => None,
     };
     match numbers.as_deref() {
-        Some(&[tat, count, start, end]) => Ok((tat, u64::try_from(count).unwrap_or(0), start, end)),
+        Some(&[tat, count, start, end, granted]) => Ok(Reply {
+            tat,
+            count: u64::try_from(count).unwrap_or(0),
+            start,
+            end,
+            granted: u32::try_from(granted).unwrap_or(0),
+        }),
         _ => Err(CallError::Protocol(format!("the decision script answered {}", reply.shown()))),
     }
 }
@@ -587,6 +628,7 @@ mod tests {
             timeout: Duration::from_millis(50),
             failure_mode: FailureMode::Local,
             prefix: "tollbridge".to_owned(),
+            lease_max: DEFAULT_LEASE_MAX,
         }
     }
 

@@ -21,6 +21,7 @@ mod headers;
 mod jwt;
 mod key_sets;
 mod keys;
+pub(crate) mod lease;
 mod quota;
 mod rate;
 mod shared;
@@ -42,6 +43,7 @@ use self::headers::LimitStatus;
 use self::jwt::{TokenCheck, TokenConsumer};
 pub use self::key_sets::count_fetches_in as count_key_set_fetches_in;
 use self::keys::{KeyHash, KeyLocation};
+pub use self::lease::Leases;
 use self::quota::{Period, Window};
 use self::rate::{seconds_ceil, Gcra, NANOS_PER_SECOND};
 pub(crate) use self::shared::{Call, Reply, SCRIPT};
@@ -304,7 +306,9 @@ impl Policies {
         let Some(sink) = &self.consumers else { return };
         for policy in self.policies.iter().filter(|p| p.jwt.is_some()) {
             let Some(old) = previous.by_id.get(&policy.id).map(|&i| &previous.policies[i]) else { continue };
-            if old.jwt.is_none() {
+            // A policy that gained a quota starts afresh: a carried consumer's gauge would read 0
+            // (no quota left) until its next request.
+            if old.jwt.is_none() || old.quota.is_some() != policy.quota.is_some() {
                 continue;
             }
             let names: Vec<Arc<str>> =
@@ -382,8 +386,22 @@ impl Policies {
         }
         let policy = caller.policy;
         let call = Call::new(store.prefix(), &policy.id, caller.subject, policy.rate, policy.quota, now);
+        let leases = store.leases();
+        if let Some(leased) = leases.take(call.key(), call.limits(), call.now_nanos()) {
+            store.count_leased();
+            return self.finish(caller, Some(leased), req);
+        }
+        let wanted = leases.wanted(call.key(), call.now_nanos());
+        let call = call.with_lease(wanted);
         let limited = match store.run(&call).await {
-            Ok(reply) => call.limited(reply),
+            Ok(reply) => {
+                let (limited, bucket) = call.limited(reply);
+                if matches!(limited, Limited::Allowed(_)) {
+                    let (key, limits, now) = (call.key(), call.limits(), call.now_nanos());
+                    leases.record(key, limits, bucket, call.extra(), reply.granted, now);
+                }
+                limited
+            }
             Err(FailureMode::Local) => limit_locally(state, &caller, now),
             Err(FailureMode::Open) => return self.finish(caller, None, req),
             Err(FailureMode::Closed) => {

@@ -36,7 +36,13 @@ use super::{limit, Limited};
 /// script calls costs the store about a microsecond more, and a store is one thread shared by
 /// every replica.
 ///
-/// Answers `{tat, count, start, end}`: the bucket as it was, and the window it counted in.
+/// A lease: ARGV[8] asks for that many requests more than this one, counted now and admitted
+/// later by the replica without asking (see [`super::lease`]); they are granted, all or none,
+/// only when this request is admitted and both limits keep room for at least 16 times as many
+/// and ARGV[9] requests after them, so that near a limit every request is decided here.
+///
+/// Answers `{tat, count, start, end, granted}`: the bucket as it was, the window it counted in,
+/// and the requests leased.
 pub const SCRIPT: &str = r#"
 local now = tonumber(ARGV[1])
 local interval = tonumber(ARGV[2])
@@ -45,6 +51,9 @@ local quota = tonumber(ARGV[4])
 local period = ARGV[5]
 local window_start = ARGV[6]
 local window_end = ARGV[7]
+local extra = tonumber(ARGV[8])
+local min_room = tonumber(ARGV[9])
+local granted = 0
 local stored = redis.call('HMGET', KEYS[1], 'tat', 'period', 'start', 'end', 'count', 'expires')
 local tat = tonumber(stored[1]) or 0
 local count = 0
@@ -60,6 +69,21 @@ if interval > 0 then
   rate_allows = new_tat - now <= interval * burst
 end
 if rate_allows and (quota < 0 or count < quota) then
+  if extra > 0 then
+    local room = math.huge
+    if interval > 0 then
+      room = math.floor((now + interval * burst - new_tat) / interval)
+    end
+    if quota >= 0 then
+      room = math.min(room, quota - count - 1)
+    end
+    if room - extra >= math.max(16 * extra, min_room) then
+      granted = extra
+      if interval > 0 then
+        new_tat = new_tat + granted * interval
+      end
+    end
+  end
   local fields = {}
   local lasts_until = new_tat
   if interval > 0 then
@@ -74,7 +98,7 @@ if rate_allows and (quota < 0 or count < quota) then
     fields[n + 5] = 'end'
     fields[n + 6] = window_end
     fields[n + 7] = 'count'
-    fields[n + 8] = string.format('%.0f', count + 1)
+    fields[n + 8] = string.format('%.0f', count + 1 + granted)
     fields[n + 9] = 'seen'
     fields[n + 10] = ARGV[1]
     lasts_until = math.max(lasts_until, tonumber(window_end) * 1000000)
@@ -90,7 +114,7 @@ if rate_allows and (quota < 0 or count < quota) then
     redis.call('PEXPIRE', KEYS[1], string.format('%.0f', math.ceil((expires - now) / 1000)))
   end
 end
-return {tat, count, tonumber(window_start), tonumber(window_end)}
+return {tat, count, tonumber(window_start), tonumber(window_end), granted}
 "#;
 
 const NANOS_PER_MICRO: i128 = 1_000;
@@ -111,11 +135,23 @@ pub struct Call {
     now_micros: i64,
     rate: Option<Gcra>,
     quota: Option<(u64, Period, Window)>,
+    /// Requests to lease beyond this one (0: none).
+    extra: u32,
 }
 
-/// The bucket as the store held it before the call: `(tat in µs, requests counted in the
-/// quota window, the window's start and end in seconds)`.
-pub type Reply = (i64, u64, i64, i64);
+/// The store's answer: the bucket as it was before the call and the requests leased.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reply {
+    /// Theoretical arrival time, µs.
+    pub tat: i64,
+    /// Requests counted in the quota window.
+    pub count: u64,
+    /// The window's start and end, seconds.
+    pub start: i64,
+    pub end: i64,
+    /// Requests leased beyond this one.
+    pub granted: u32,
+}
 
 impl Call {
     pub(crate) fn new(
@@ -133,7 +169,29 @@ impl Call {
             now_micros,
             rate: rate.map(|gcra| gcra.rounded_up_to(NANOS_PER_MICRO)),
             quota: quota.map(|(requests, period)| (requests, period, Window::containing(period, second))),
+            extra: 0,
         }
+    }
+
+    /// The same call, asking for `extra` requests more as a lease.
+    pub(crate) fn with_lease(self, extra: u32) -> Self {
+        Self { extra, ..self }
+    }
+
+    /// Requests asked for as a lease.
+    pub(crate) fn extra(&self) -> u32 {
+        self.extra
+    }
+
+    /// The limits this call counts against, as the store sees them (the rate's interval in
+    /// whole microseconds).
+    pub(crate) fn limits(&self) -> (Option<Gcra>, Option<(u64, Period)>) {
+        (self.rate, self.quota.map(|(requests, period, _)| (requests, period)))
+    }
+
+    /// This call's time, nanoseconds since the epoch.
+    pub(crate) fn now_nanos(&self) -> i128 {
+        i128::from(self.now_micros) * NANOS_PER_MICRO
     }
 
     /// The key of the bucket in the store.
@@ -143,7 +201,7 @@ impl Call {
 
     /// The script's arguments, in order, as numbers and a name: the client writes them without
     /// a string allocated for each.
-    pub fn args(&self) -> (i64, i64, u32, i64, &'static str, i64, i64) {
+    pub fn args(&self) -> (i64, i64, u32, i64, &'static str, i64, i64, u32, u64) {
         let (interval, burst) = self.rate.map_or((0, 0), |gcra| {
             (i64::try_from(gcra.interval() / NANOS_PER_MICRO).unwrap_or(i64::MAX), gcra.burst())
         });
@@ -153,13 +211,16 @@ impl Call {
             }
             None => (-1, "", Window { start: 0, end: 0 }),
         };
-        (self.now_micros, interval, burst, quota, period, window.start, window.end)
+        let (start, end) = (window.start, window.end);
+        (self.now_micros, interval, burst, quota, period, start, end, self.extra, super::lease::MIN_ROOM)
     }
 
-    /// The outcome the script committed to, from the bucket as it was before.
-    pub(super) fn limited(&self, (tat_micros, count, start, end): Reply) -> Limited {
+    /// The outcome the script committed to, from the bucket as it was before; and the bucket
+    /// after this request alone (what a lease's requests are decided on).
+    pub(super) fn limited(&self, reply: Reply) -> (Limited, Counters) {
+        let Reply { tat, count, start, end, .. } = reply;
         let mut counters = Counters {
-            tat: i128::from(tat_micros) * NANOS_PER_MICRO,
+            tat: i128::from(tat) * NANOS_PER_MICRO,
             quota: self.quota.map(|(_, period, window)| QuotaCount {
                 period,
                 // The window the store counted in: this replica's, or a stored one not yet over.
@@ -167,7 +228,8 @@ impl Call {
                 count,
             }),
         };
-        let now = i128::from(self.now_micros) * NANOS_PER_MICRO;
-        limit(self.rate, self.quota.map(|(requests, period, _)| (requests, period)), &mut counters, now)
+        let (rate, quota) = self.limits();
+        let limited = limit(rate, quota, &mut counters, self.now_nanos());
+        (limited, counters)
     }
 }

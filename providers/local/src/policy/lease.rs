@@ -1,0 +1,274 @@
+//! Leases: requests a replica admits without a round trip to the shared store, because the
+//! store has already counted them.
+//!
+//! A busy bucket's call to the store asks for a few requests more than the one it decides; the
+//! store counts them at once (rate and quota alike) and grants them only while both limits keep
+//! plenty of room (see [`SCRIPT`](super::SCRIPT)). The replica then admits that many of its next
+//! requests on the bucket itself, each decided by the same [`limit`] on its copy of the bucket, so
+//! the answers and headers are the ones the store would have given. Every admitted request was
+//! counted in the store before it was admitted: leases never admit more than the limits across
+//! replicas. What a lease costs is the other way: requests leased and not used before the lease
+//! ends (a bucket that goes quiet, a replica that stops) stay counted without being served.
+//!
+//! A lease's size follows the bucket's traffic: it doubles while the store is asked again
+//! within [`BUSY`] of the last call (up to the configured maximum) and halves otherwise, so a
+//! lease holds about [`BUSY`]'s worth of requests and a quiet bucket has none.
+
+use std::sync::Mutex;
+
+use super::quota::Period;
+use super::rate::Gcra;
+use super::state::Counters;
+use super::{limit, Limited};
+use crate::fast_hash::FastMap;
+
+/// Both limits must keep at least this many requests of room after a lease for it to be
+/// granted (and 16 times the lease): a small limit is always decided by the store.
+pub const MIN_ROOM: u64 = 256;
+/// A bucket asked about again within this time (ns) is busy: its lease grows.
+const BUSY: i128 = 50_000_000;
+/// How long (ns) a lease's requests may be used: they were counted when it was granted.
+const LIFETIME: i128 = 1_000_000_000;
+/// Buckets kept without a lease or a call for this long (ns) are forgotten.
+const FORGET_AFTER: i128 = 10_000_000_000;
+const SHARDS: usize = 16;
+
+/// The rate limit and quota a lease was granted under.
+type Limits = (Option<Gcra>, Option<(u64, Period)>);
+
+/// One bucket's lease.
+#[derive(Debug)]
+struct Lease {
+    /// The limits it was granted under: other limits (a reload) end it.
+    limits: Limits,
+    /// The bucket after the requests admitted from it so far.
+    bucket: Counters,
+    /// Requests left to admit.
+    left: u32,
+    /// When the lease was granted and when it ends (ns since the epoch).
+    granted_at: i128,
+    ends_at: i128,
+    /// Requests asked for at the last call.
+    size: u32,
+}
+
+impl Lease {
+    /// Holds requests for `limits` at `now`, in the quota window ending at `window_end` (ns).
+    /// (Not compared with when it was granted: requests decided at once are stamped in any
+    /// order.)
+    fn usable(&self, limits: Limits, now: i128, window_end: Option<i128>) -> bool {
+        let same_window = self.bucket.quota.map(|q| i128::from(q.window.end) * 1_000_000_000) == window_end;
+        self.left > 0 && now < self.ends_at && self.limits == limits && same_window
+    }
+}
+
+/// `bucket` with `requests` of its counted requests taken back (rate and quota).
+fn unadmitted(mut bucket: Counters, rate: Option<Gcra>, requests: u32) -> Counters {
+    if let Some(gcra) = rate {
+        bucket.tat -= gcra.interval() * i128::from(requests);
+    }
+    if let Some(quota) = &mut bucket.quota {
+        quota.count = quota.count.saturating_sub(u64::from(requests));
+    }
+    bucket
+}
+
+/// The leases of one replica, by bucket key.
+#[derive(Debug)]
+pub struct Leases {
+    max: u32,
+    shards: [Mutex<FastMap<String, Lease>>; SHARDS],
+}
+
+impl Leases {
+    /// Leases of at most `max` requests; 0: every decision is a call.
+    pub fn new(max: u32) -> Self {
+        Self { max, shards: std::array::from_fn(|_| Mutex::default()) }
+    }
+
+    fn shard(&self, key: &str) -> &Mutex<FastMap<String, Lease>> {
+        let hash = key.bytes().fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(usize::from(b)));
+        &self.shards[hash % SHARDS]
+    }
+
+    /// Decides a request on `key` from its lease, when it holds a request for these limits
+    /// at `now`; `None`: ask the store.
+    pub(super) fn take(&self, key: &str, limits: Limits, now: i128) -> Option<Limited> {
+        if self.max == 0 {
+            return None;
+        }
+        let mut shard = self.shard(key).lock().unwrap_or_else(|e| e.into_inner());
+        let lease = shard.get_mut(key)?;
+        if lease.left == 0 || now >= lease.ends_at || lease.limits != limits {
+            return None;
+        }
+        // The copy refuses only for a request stamped before the lease's own (the store kept
+        // room for all of it): that one goes to the store, the lease stays for the next.
+        match limit(limits.0, limits.1, &mut lease.bucket, now) {
+            allowed @ Limited::Allowed(_) => {
+                lease.left -= 1;
+                Some(allowed)
+            }
+            Limited::Refused { .. } => None,
+        }
+    }
+
+    /// How many requests beyond this one to ask for at a call on `key` at `now`.
+    pub(super) fn wanted(&self, key: &str, now: i128) -> u32 {
+        if self.max == 0 {
+            return 0;
+        }
+        let shard = self.shard(key).lock().unwrap_or_else(|e| e.into_inner());
+        match shard.get(key) {
+            Some(lease) if now - lease.granted_at < BUSY && now >= lease.granted_at => {
+                lease.size.saturating_mul(2).clamp(1, self.max)
+            }
+            Some(lease) => lease.size / 2,
+            None => 0,
+        }
+    }
+
+    /// Records the store's answer to a call on `key` at `now` that asked for `asked` more and
+    /// was granted `granted`; `bucket` is the bucket after the call's own request, `window_end`
+    /// (seconds) the end of the quota window it counted in.
+    pub(super) fn record(
+        &self,
+        key: &str,
+        limits: Limits,
+        bucket: Counters,
+        asked: u32,
+        granted: u32,
+        now: i128,
+    ) {
+        if self.max == 0 {
+            return;
+        }
+        let window_end = bucket.quota.map(|q| i128::from(q.window.end) * 1_000_000_000);
+        let ends_at = window_end.map_or(now + LIFETIME, |end| end.min(now + LIFETIME));
+        // Refused: the limits are near; the next calls ask for nothing until traffic says so.
+        let size = if granted == asked { asked } else { 0 };
+        let mut shard = self.shard(key).lock().unwrap_or_else(|e| e.into_inner());
+        if shard.len() >= 1024 && !shard.contains_key(key) {
+            shard.retain(|_, l| l.left > 0 && now < l.ends_at || now - l.granted_at < FORGET_AFTER);
+        }
+        // Another request's call may have been granted a lease meanwhile (its answer came
+        // first): its requests are counted too, so they are kept, never replaced.
+        if let Some(held) = shard.get_mut(key).filter(|l| l.usable(limits, now, window_end)) {
+            if granted == 0 {
+                held.size = 0;
+                return;
+            }
+            // The store's bucket holds the held requests as counted: this replica's copy counts
+            // them as not yet admitted, so that admitting them moves it to where the store is.
+            let held_left = held.left;
+            let lease = Lease {
+                limits,
+                bucket: unadmitted(bucket, limits.0, held_left),
+                left: granted.saturating_add(held_left),
+                granted_at: now,
+                ends_at,
+                size,
+            };
+            *held = lease;
+            return;
+        }
+        shard.insert(key.to_owned(), Lease { limits, bucket, left: granted, granted_at: now, ends_at, size });
+    }
+
+    /// Requests leased and not yet admitted, across buckets (for tests and status).
+    pub fn outstanding(&self, now: i128) -> u64 {
+        self.shards
+            .iter()
+            .map(|shard| {
+                let shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+                shard.values().filter(|l| now < l.ends_at).map(|l| u64::from(l.left)).sum::<u64>()
+            })
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::quota::Window;
+    use crate::policy::state::QuotaCount;
+
+    const SECOND: i128 = 1_000_000_000;
+
+    fn quota_bucket(count: u64) -> Counters {
+        let window = Window { start: 0, end: 3_600 };
+        Counters { tat: 0, quota: Some(QuotaCount { period: Period::Day, window, count }) }
+    }
+
+    #[test]
+    fn a_lease_admits_what_it_was_granted_then_hands_back_to_the_store() {
+        let leases = Leases::new(256);
+        let limits = (None, Some((1_000_000, Period::Day)));
+        assert_eq!(leases.wanted("k", 0), 0, "a bucket never seen asks for no lease");
+        assert!(leases.take("k", limits, 0).is_none());
+        leases.record("k", limits, quota_bucket(1), 0, 0, 0);
+        // Asked again within BUSY: the lease grows 1, 2, 4, ... up to the maximum.
+        assert_eq!(leases.wanted("k", 10), 1);
+        leases.record("k", limits, quota_bucket(2), 1, 1, 10);
+        assert_eq!(leases.wanted("k", 20), 2);
+        // Granted while the last one is still held: the two add up.
+        leases.record("k", limits, quota_bucket(3), 2, 2, 20);
+        for _ in 0..3 {
+            assert!(matches!(leases.take("k", limits, 30), Some(Limited::Allowed(_))));
+        }
+        assert!(leases.take("k", limits, 30).is_none(), "only what was granted");
+        // The copy of the bucket went on counting: the headers say 5 counted.
+        leases.record("k", limits, quota_bucket(5), 4, 4, 40);
+        match leases.take("k", limits, 50) {
+            Some(Limited::Allowed(l)) => assert_eq!(l.quota_left, Some(1_000_000 - 6)),
+            _ => panic!("no lease"),
+        }
+        assert_eq!(leases.outstanding(50), 3);
+        // Other limits (a reload) or a time after it ends: the store decides.
+        assert!(leases.take("k", (None, Some((10, Period::Day))), 50).is_none());
+        assert!(leases.take("k", limits, 40 + LIFETIME).is_none());
+        assert_eq!(leases.outstanding(40 + LIFETIME), 0);
+        // A refused lease resets the size and keeps what is held; a lease granted meanwhile
+        // adds to it; a quiet bucket halves the size.
+        leases.record("k", limits, quota_bucket(9), 8, 0, 60);
+        assert_eq!(leases.outstanding(60), 3);
+        assert_eq!(leases.wanted("k", 70), 1);
+        leases.record("k", limits, quota_bucket(10), 64, 64, 80);
+        assert_eq!(leases.outstanding(80), 67);
+        match leases.take("k", limits, 90) {
+            // The 3 held were counted before this answer: the copy counts them as not admitted.
+            Some(Limited::Allowed(l)) => assert_eq!(l.quota_left, Some(1_000_000 - 8)),
+            _ => panic!("no lease"),
+        }
+        assert_eq!(leases.wanted("k", 80 + SECOND), 32);
+    }
+
+    #[test]
+    fn a_lease_ends_with_its_quota_window_and_none_is_kept_when_disabled() {
+        let leases = Leases::new(256);
+        let limits = (None, Some((1_000_000, Period::Day)));
+        let end = 3_600 * SECOND;
+        leases.record("k", limits, quota_bucket(1), 8, 8, end - 10);
+        assert!(leases.take("k", limits, end - 5).is_some());
+        assert!(leases.take("k", limits, end).is_none(), "requests of a window past");
+        let off = Leases::new(0);
+        off.record("k", limits, quota_bucket(1), 8, 8, 0);
+        assert_eq!(off.wanted("k", 1), 0);
+        assert!(off.take("k", limits, 1).is_none());
+    }
+
+    #[test]
+    fn the_rate_limit_of_a_lease_is_decided_on_its_copy_of_the_bucket() {
+        let leases = Leases::new(256);
+        // 10 a second, bursts of 10: a copy at the edge of its burst refuses (a request stamped
+        // before the lease's time), the store decides that one, and the lease stays.
+        let gcra =
+            Gcra::new(&tollbridge_provider::RateLimitIr { requests: 10, period_seconds: 1, burst: 10 });
+        let limits = (Some(gcra), None);
+        let full = Counters { tat: 10 * gcra.interval(), quota: None };
+        leases.record("k", limits, full, 4, 4, 0);
+        assert!(leases.take("k", limits, 0).is_none());
+        assert_eq!(leases.outstanding(0), 4);
+        assert!(matches!(leases.take("k", limits, gcra.interval()), Some(Limited::Allowed(_))));
+    }
+}
