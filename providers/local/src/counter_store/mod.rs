@@ -202,6 +202,11 @@ impl CounterStore {
         &self.settings.prefix
     }
 
+    /// How long a decision waits for the store.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.settings.timeout
+    }
+
     /// This replica's leases.
     pub(crate) fn leases(&self) -> &Leases {
         &self.leases

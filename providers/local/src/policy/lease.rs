@@ -50,6 +50,9 @@ struct Lease {
     ends_at: i128,
     /// Requests asked for at the last call.
     size: u32,
+    /// A call asking for a lease is under way until then (ns): other requests that miss ask
+    /// for none meanwhile, so that a burst of misses does not turn into a lease each.
+    asking_until: i128,
 }
 
 impl Lease {
@@ -73,11 +76,18 @@ fn unadmitted(mut bucket: Counters, rate: Option<Gcra>, requests: u32) -> Counte
     bucket
 }
 
+/// One shard of the leases, and its size after the last sweep of forgotten buckets.
+#[derive(Debug, Default)]
+struct Shard {
+    leases: FastMap<String, Lease>,
+    swept_at_len: usize,
+}
+
 /// The leases of one replica, by bucket key.
 #[derive(Debug)]
 pub struct Leases {
     max: u32,
-    shards: [Mutex<FastMap<String, Lease>>; SHARDS],
+    shards: [Mutex<Shard>; SHARDS],
 }
 
 impl Leases {
@@ -86,7 +96,7 @@ impl Leases {
         Self { max, shards: std::array::from_fn(|_| Mutex::default()) }
     }
 
-    fn shard(&self, key: &str) -> &Mutex<FastMap<String, Lease>> {
+    fn shard(&self, key: &str) -> &Mutex<Shard> {
         let hash = key.bytes().fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(usize::from(b)));
         &self.shards[hash % SHARDS]
     }
@@ -98,7 +108,7 @@ impl Leases {
             return None;
         }
         let mut shard = self.shard(key).lock().unwrap_or_else(|e| e.into_inner());
-        let lease = shard.get_mut(key)?;
+        let lease = shard.leases.get_mut(key)?;
         if lease.left == 0 || now >= lease.ends_at || lease.limits != limits {
             return None;
         }
@@ -113,19 +123,23 @@ impl Leases {
         }
     }
 
-    /// How many requests beyond this one to ask for at a call on `key` at `now`.
-    pub(super) fn wanted(&self, key: &str, now: i128) -> u32 {
+    /// How many requests beyond this one to ask for at a call on `key` at `now`; one call at
+    /// a time asks (until `record`, or for `asking_for` ns when its answer never comes).
+    pub(super) fn wanted(&self, key: &str, now: i128, asking_for: i128) -> u32 {
         if self.max == 0 {
             return 0;
         }
-        let shard = self.shard(key).lock().unwrap_or_else(|e| e.into_inner());
-        match shard.get(key) {
-            Some(lease) if now - lease.granted_at < BUSY && now >= lease.granted_at => {
-                lease.size.saturating_mul(2).clamp(1, self.max)
-            }
-            Some(lease) => lease.size / 2,
-            None => 0,
+        let mut shard = self.shard(key).lock().unwrap_or_else(|e| e.into_inner());
+        let Some(lease) = shard.leases.get_mut(key) else { return 0 };
+        if now < lease.asking_until {
+            return 0;
         }
+        let busy = now - lease.granted_at < BUSY && now >= lease.granted_at;
+        let wanted = if busy { lease.size.saturating_mul(2).clamp(1, self.max) } else { lease.size / 2 };
+        if wanted > 0 {
+            lease.asking_until = now + asking_for;
+        }
+        wanted
     }
 
     /// Records the store's answer to a call on `key` at `now` that asked for `asked` more and
@@ -147,15 +161,21 @@ impl Leases {
         let ends_at = window_end.map_or(now + LIFETIME, |end| end.min(now + LIFETIME));
         // Refused: the limits are near; the next calls ask for nothing until traffic says so.
         let size = if granted == asked { asked } else { 0 };
-        let mut shard = self.shard(key).lock().unwrap_or_else(|e| e.into_inner());
-        if shard.len() >= 1024 && !shard.contains_key(key) {
-            shard.retain(|_, l| l.left > 0 && now < l.ends_at || now - l.granted_at < FORGET_AFTER);
+        let mut guard = self.shard(key).lock().unwrap_or_else(|e| e.into_inner());
+        let shard = &mut *guard;
+        // Forgotten buckets go when the shard has doubled since the last sweep (at least 1,024
+        // entries): a sweep per insert would rescan a large shard under its lock each time.
+        if shard.leases.len() >= shard.swept_at_len.max(512) * 2 && !shard.leases.contains_key(key) {
+            shard.leases.retain(|_, l| l.left > 0 && now < l.ends_at || now - l.granted_at < FORGET_AFTER);
+            shard.swept_at_len = shard.leases.len();
         }
+        let shard = &mut shard.leases;
         // Another request's call may have been granted a lease meanwhile (its answer came
         // first): its requests are counted too, so they are kept, never replaced.
         if let Some(held) = shard.get_mut(key).filter(|l| l.usable(limits, now, window_end)) {
             if granted == 0 {
                 held.size = 0;
+                held.asking_until = 0;
                 return;
             }
             // The store's bucket holds the held requests as counted: this replica's copy counts
@@ -168,11 +188,13 @@ impl Leases {
                 granted_at: now,
                 ends_at,
                 size,
+                asking_until: 0,
             };
             *held = lease;
             return;
         }
-        shard.insert(key.to_owned(), Lease { limits, bucket, left: granted, granted_at: now, ends_at, size });
+        let lease = Lease { limits, bucket, left: granted, granted_at: now, ends_at, size, asking_until: 0 };
+        shard.insert(key.to_owned(), lease);
     }
 
     /// Requests leased and not yet admitted, across buckets (for tests and status).
@@ -181,7 +203,7 @@ impl Leases {
             .iter()
             .map(|shard| {
                 let shard = shard.lock().unwrap_or_else(|e| e.into_inner());
-                shard.values().filter(|l| now < l.ends_at).map(|l| u64::from(l.left)).sum::<u64>()
+                shard.leases.values().filter(|l| now < l.ends_at).map(|l| u64::from(l.left)).sum::<u64>()
             })
             .sum()
     }
@@ -194,6 +216,8 @@ mod tests {
     use crate::policy::state::QuotaCount;
 
     const SECOND: i128 = 1_000_000_000;
+    /// How long a call asking for a lease holds off the others, in these tests.
+    const ASKING: i128 = 5;
 
     fn quota_bucket(count: u64) -> Counters {
         let window = Window { start: 0, end: 3_600 };
@@ -204,13 +228,13 @@ mod tests {
     fn a_lease_admits_what_it_was_granted_then_hands_back_to_the_store() {
         let leases = Leases::new(256);
         let limits = (None, Some((1_000_000, Period::Day)));
-        assert_eq!(leases.wanted("k", 0), 0, "a bucket never seen asks for no lease");
+        assert_eq!(leases.wanted("k", 0, ASKING), 0, "a bucket never seen asks for no lease");
         assert!(leases.take("k", limits, 0).is_none());
         leases.record("k", limits, quota_bucket(1), 0, 0, 0);
         // Asked again within BUSY: the lease grows 1, 2, 4, ... up to the maximum.
-        assert_eq!(leases.wanted("k", 10), 1);
+        assert_eq!(leases.wanted("k", 10, ASKING), 1);
         leases.record("k", limits, quota_bucket(2), 1, 1, 10);
-        assert_eq!(leases.wanted("k", 20), 2);
+        assert_eq!(leases.wanted("k", 20, ASKING), 2);
         // Granted while the last one is still held: the two add up.
         leases.record("k", limits, quota_bucket(3), 2, 2, 20);
         for _ in 0..3 {
@@ -232,7 +256,7 @@ mod tests {
         // adds to it; a quiet bucket halves the size.
         leases.record("k", limits, quota_bucket(9), 8, 0, 60);
         assert_eq!(leases.outstanding(60), 3);
-        assert_eq!(leases.wanted("k", 70), 1);
+        assert_eq!(leases.wanted("k", 70, ASKING), 1);
         leases.record("k", limits, quota_bucket(10), 64, 64, 80);
         assert_eq!(leases.outstanding(80), 67);
         match leases.take("k", limits, 90) {
@@ -240,7 +264,22 @@ mod tests {
             Some(Limited::Allowed(l)) => assert_eq!(l.quota_left, Some(1_000_000 - 8)),
             _ => panic!("no lease"),
         }
-        assert_eq!(leases.wanted("k", 80 + SECOND), 32);
+        assert_eq!(leases.wanted("k", 80 + SECOND, ASKING), 32);
+    }
+
+    #[test]
+    fn one_call_at_a_time_asks_for_a_lease() {
+        let leases = Leases::new(256);
+        let limits = (None, Some((1_000_000, Period::Day)));
+        leases.record("k", limits, quota_bucket(1), 0, 0, 0);
+        // Misses at once: the first asks, the others ask for nothing until it is answered.
+        assert_eq!(leases.wanted("k", 1, ASKING), 1);
+        assert_eq!(leases.wanted("k", 2, ASKING), 0);
+        assert_eq!(leases.wanted("k", 3, ASKING), 0);
+        // An answer that never comes holds them off only so long.
+        assert_eq!(leases.wanted("k", 1 + ASKING, ASKING), 1);
+        leases.record("k", limits, quota_bucket(2), 1, 1, 7);
+        assert_eq!(leases.wanted("k", 8, ASKING), 2, "answered: the next call may ask again");
     }
 
     #[test]
@@ -253,7 +292,7 @@ mod tests {
         assert!(leases.take("k", limits, end).is_none(), "requests of a window past");
         let off = Leases::new(0);
         off.record("k", limits, quota_bucket(1), 8, 8, 0);
-        assert_eq!(off.wanted("k", 1), 0);
+        assert_eq!(off.wanted("k", 1, ASKING), 0);
         assert!(off.take("k", limits, 1).is_none());
     }
 

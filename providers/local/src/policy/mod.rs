@@ -391,7 +391,7 @@ impl Policies {
             store.count_leased();
             return self.finish(caller, Some(leased), req);
         }
-        let wanted = leases.wanted(call.key(), call.now_nanos());
+        let wanted = leases.wanted(call.key(), call.now_nanos(), store.timeout().as_nanos() as i128);
         let call = call.with_lease(wanted);
         let limited = match store.run(&call).await {
             Ok(reply) => {
