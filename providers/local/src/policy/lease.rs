@@ -45,8 +45,9 @@ struct Lease {
     bucket: Counters,
     /// Requests left to admit.
     left: u32,
-    /// When the lease was granted and when it ends (ns since the epoch).
-    granted_at: i128,
+    /// When the store was last asked about the bucket (a busy bucket's lease grows), and when
+    /// the lease ends (ns since the epoch).
+    last_call: i128,
     ends_at: i128,
     /// Requests asked for at the last call.
     size: u32,
@@ -81,6 +82,18 @@ fn unadmitted(mut bucket: Counters, rate: Option<Gcra>, requests: u32) -> Counte
 struct Shard {
     leases: FastMap<String, Lease>,
     swept_at_len: usize,
+}
+
+impl Shard {
+    /// Forgets quiet buckets before `key` is added, when the shard has doubled since the last
+    /// sweep (and holds at least 1,024): a sweep per insert would rescan a large shard under its
+    /// lock each time.
+    fn sweep_before_adding(&mut self, key: &str, now: i128) {
+        if self.leases.len() >= self.swept_at_len.max(512) * 2 && !self.leases.contains_key(key) {
+            self.leases.retain(|_, l| l.left > 0 && now < l.ends_at || now - l.last_call < FORGET_AFTER);
+            self.swept_at_len = self.leases.len();
+        }
+    }
 }
 
 /// The leases of one replica, by bucket key.
@@ -134,12 +147,58 @@ impl Leases {
         if now < lease.asking_until {
             return 0;
         }
-        let busy = now - lease.granted_at < BUSY && now >= lease.granted_at;
+        let busy = now - lease.last_call < BUSY && now >= lease.last_call;
         let wanted = if busy { lease.size.saturating_mul(2).clamp(1, self.max) } else { lease.size / 2 };
         if wanted > 0 {
             lease.asking_until = now + asking_for;
         }
         wanted
+    }
+
+    /// When a request just taken from `key`'s lease left a quarter of it or less and no call is
+    /// asking: how many requests to ask for ahead, in a call of their own made in the
+    /// background, so that the lease is renewed before it runs out (0: none).
+    pub(super) fn renewal(&self, key: &str, now: i128, asking_for: i128) -> u32 {
+        if self.max == 0 {
+            return 0;
+        }
+        let mut shard = self.shard(key).lock().unwrap_or_else(|e| e.into_inner());
+        let Some(lease) = shard.leases.get_mut(key) else { return 0 };
+        if lease.size < 4 || lease.left > lease.size / 4 || now < lease.asking_until {
+            return 0;
+        }
+        let busy = now - lease.last_call < BUSY && now >= lease.last_call;
+        lease.asking_until = now + asking_for;
+        if busy {
+            lease.size.saturating_mul(2).min(self.max)
+        } else {
+            lease.size
+        }
+    }
+
+    /// Records the answer to a renewal of `size` requests (its own request and `size - 1`
+    /// more asked for): the call's own request is leased too. `bucket` is the bucket after it.
+    pub(super) fn record_renewal(
+        &self,
+        key: &str,
+        limits: Limits,
+        bucket: Counters,
+        size: u32,
+        granted: u32,
+        now: i128,
+    ) {
+        let size = if granted + 1 == size { size } else { 0 };
+        let bucket = unadmitted(bucket, limits.0, 1);
+        self.keep(key, limits, bucket, size, granted + 1, now);
+    }
+
+    /// A renewal that was refused or not answered: the next miss may ask again.
+    pub(super) fn renewal_failed(&self, key: &str) {
+        let mut shard = self.shard(key).lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(lease) = shard.leases.get_mut(key) {
+            lease.asking_until = 0;
+            lease.size = 0;
+        }
     }
 
     /// Records the store's answer to a call on `key` at `now` that asked for `asked` more and
@@ -157,25 +216,46 @@ impl Leases {
         if self.max == 0 {
             return;
         }
-        let window_end = bucket.quota.map(|q| i128::from(q.window.end) * 1_000_000_000);
-        let ends_at = window_end.map_or(now + LIFETIME, |end| end.min(now + LIFETIME));
         // Refused: the limits are near; the next calls ask for nothing until traffic says so.
         let size = if granted == asked { asked } else { 0 };
-        let mut guard = self.shard(key).lock().unwrap_or_else(|e| e.into_inner());
-        let shard = &mut *guard;
-        // Forgotten buckets go when the shard has doubled since the last sweep (at least 1,024
-        // entries): a sweep per insert would rescan a large shard under its lock each time.
-        if shard.leases.len() >= shard.swept_at_len.max(512) * 2 && !shard.leases.contains_key(key) {
-            shard.leases.retain(|_, l| l.left > 0 && now < l.ends_at || now - l.granted_at < FORGET_AFTER);
-            shard.swept_at_len = shard.leases.len();
+        if asked == 0 {
+            self.called(key, limits, bucket, now);
+        } else {
+            self.keep(key, limits, bucket, size, granted, now);
         }
-        let shard = &mut shard.leases;
+    }
+
+    /// A call that asked for no lease (another call is asking, or the bucket is quiet) changes
+    /// nothing of the lease: it only says when the bucket was last asked about.
+    fn called(&self, key: &str, limits: Limits, bucket: Counters, now: i128) {
+        let mut shard = self.shard(key).lock().unwrap_or_else(|e| e.into_inner());
+        shard.sweep_before_adding(key, now);
+        match shard.leases.get_mut(key) {
+            Some(held) => held.last_call = held.last_call.max(now),
+            None => {
+                let ends_at = now + LIFETIME;
+                let quiet =
+                    Lease { limits, bucket, left: 0, last_call: now, ends_at, size: 0, asking_until: 0 };
+                shard.leases.insert(key.to_owned(), quiet);
+            }
+        }
+    }
+
+    /// Keeps `granted` requests counted in the store for `key` (with what is held), `bucket`
+    /// being the bucket before them; `size` is what the next calls grow from.
+    fn keep(&self, key: &str, limits: Limits, bucket: Counters, size: u32, granted: u32, now: i128) {
+        let window_end = bucket.quota.map(|q| i128::from(q.window.end) * 1_000_000_000);
+        let ends_at = window_end.map_or(now + LIFETIME, |end| end.min(now + LIFETIME));
+        let mut guard = self.shard(key).lock().unwrap_or_else(|e| e.into_inner());
+        guard.sweep_before_adding(key, now);
+        let shard = &mut guard.leases;
         // Another request's call may have been granted a lease meanwhile (its answer came
         // first): its requests are counted too, so they are kept, never replaced.
         if let Some(held) = shard.get_mut(key).filter(|l| l.usable(limits, now, window_end)) {
             if granted == 0 {
                 held.size = 0;
                 held.asking_until = 0;
+                held.last_call = now;
                 return;
             }
             // The store's bucket holds the held requests as counted: this replica's copy counts
@@ -185,7 +265,7 @@ impl Leases {
                 limits,
                 bucket: unadmitted(bucket, limits.0, held_left),
                 left: granted.saturating_add(held_left),
-                granted_at: now,
+                last_call: now,
                 ends_at,
                 size,
                 asking_until: 0,
@@ -193,7 +273,7 @@ impl Leases {
             *held = lease;
             return;
         }
-        let lease = Lease { limits, bucket, left: granted, granted_at: now, ends_at, size, asking_until: 0 };
+        let lease = Lease { limits, bucket, left: granted, last_call: now, ends_at, size, asking_until: 0 };
         shard.insert(key.to_owned(), lease);
     }
 
@@ -276,10 +356,38 @@ mod tests {
         assert_eq!(leases.wanted("k", 1, ASKING), 1);
         assert_eq!(leases.wanted("k", 2, ASKING), 0);
         assert_eq!(leases.wanted("k", 3, ASKING), 0);
+        // Their plain calls' answers leave the size and the ask alone.
+        leases.record("k", limits, quota_bucket(2), 0, 0, 4);
+        assert_eq!(leases.wanted("k", 5, ASKING), 0);
         // An answer that never comes holds them off only so long.
         assert_eq!(leases.wanted("k", 1 + ASKING, ASKING), 1);
         leases.record("k", limits, quota_bucket(2), 1, 1, 7);
         assert_eq!(leases.wanted("k", 8, ASKING), 2, "answered: the next call may ask again");
+    }
+
+    #[test]
+    fn a_lease_is_renewed_ahead_of_its_end_one_renewal_at_a_time() {
+        let leases = Leases::new(256);
+        let limits = (None, Some((1_000_000, Period::Day)));
+        leases.record("k", limits, quota_bucket(1), 8, 8, 0);
+        for _ in 0..5 {
+            assert!(leases.take("k", limits, 1).is_some());
+        }
+        assert_eq!(leases.renewal("k", 1, ASKING), 0, "more than a quarter left");
+        assert!(leases.take("k", limits, 2).is_some());
+        assert_eq!(leases.renewal("k", 2, ASKING), 16, "a quarter left, busy: renewed, larger");
+        assert_eq!(leases.renewal("k", 3, ASKING), 0, "one renewal at a time");
+        assert_eq!(leases.wanted("k", 3, ASKING), 0, "and no lease asked by a miss meanwhile");
+        // The renewal's own request and the 15 more it was granted, with the 2 still held.
+        leases.record_renewal("k", limits, quota_bucket(20), 16, 15, 4);
+        assert_eq!(leases.outstanding(4), 18);
+        match leases.take("k", limits, 5) {
+            // 20 counted in the store, 17 of them admitted (the renewal's own and 2 held not).
+            Some(Limited::Allowed(l)) => assert_eq!(l.quota_left, Some(1_000_000 - 18)),
+            _ => panic!("no lease"),
+        }
+        leases.renewal_failed("k");
+        assert_eq!(leases.renewal("k", 6, ASKING), 0, "a failed renewal starts the size again");
     }
 
     #[test]

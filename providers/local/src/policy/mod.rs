@@ -371,7 +371,7 @@ impl Policies {
     /// cannot answer, its failure mode decides: count in `state`, allow, or refuse with 503.
     pub async fn check_shared(
         &self,
-        store: &CounterStore,
+        store: &Arc<CounterStore>,
         state: &PolicyState,
         policy_id: &str,
         req: &mut http::request::Parts,
@@ -387,11 +387,16 @@ impl Policies {
         let policy = caller.policy;
         let call = Call::new(store.prefix(), &policy.id, caller.subject, policy.rate, policy.quota, now);
         let leases = store.leases();
+        let asking_for = i128::try_from(store.timeout().as_nanos()).unwrap_or(i128::MAX);
         if let Some(leased) = leases.take(call.key(), call.limits(), call.now_nanos()) {
             store.count_leased();
+            let size = leases.renewal(call.key(), call.now_nanos(), asking_for);
+            if size > 0 {
+                tokio::spawn(renew_lease(store.clone(), call.with_lease(size - 1), size));
+            }
             return self.finish(caller, Some(leased), req);
         }
-        let wanted = leases.wanted(call.key(), call.now_nanos(), store.timeout().as_nanos() as i128);
+        let wanted = leases.wanted(call.key(), call.now_nanos(), asking_for);
         let call = call.with_lease(wanted);
         let limited = match store.run(&call).await {
             Ok(reply) => {
@@ -587,6 +592,21 @@ impl CompiledPolicy {
             seen.insert(name.clone(), counters.clone());
         }
         counters
+    }
+}
+
+/// Renews a lease ahead of its end: the call's own request and `size - 1` more, leased.
+async fn renew_lease(store: Arc<CounterStore>, call: Call, size: u32) {
+    let leases = store.leases();
+    match store.run(&call).await {
+        Ok(reply) => match call.limited(reply) {
+            (Limited::Allowed(_), bucket) => {
+                let (key, limits, now) = (call.key(), call.limits(), call.now_nanos());
+                leases.record_renewal(key, limits, bucket, size, reply.granted, now);
+            }
+            (Limited::Refused { .. }, _) => leases.renewal_failed(call.key()),
+        },
+        Err(_) => leases.renewal_failed(call.key()),
     }
 }
 
