@@ -12,7 +12,9 @@
 //!
 //! A lease's size follows the bucket's traffic: it doubles while the store is asked again
 //! within [`BUSY`] of the last call (up to the configured maximum) and halves otherwise, so a
-//! lease holds about [`BUSY`]'s worth of requests and a quiet bucket has none.
+//! lease holds about [`BUSY`]'s worth of requests and a quiet bucket has none. One call at a
+//! time asks for a key's lease, and a lease down to a quarter is renewed by a call in the
+//! background, so that a busy key's requests seldom wait for the store.
 
 use std::sync::Mutex;
 
