@@ -213,20 +213,23 @@ pub fn expected_exit(line: &str) -> Option<i32> {
     comment.trim_start().strip_prefix("exit ")?.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
 }
 
-/// A directory holding `tollbridge`, `kubectl` and `helm` as the tests run them.
+/// A directory holding `tollbridge`, `kubectl` and `helm` as the tests run them (under the
+/// build's own scratch directory, made again by each test process).
 fn tool_dir(cluster: &Cluster) -> &'static Path {
-    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = tempfile::Builder::new().prefix("tollbridge-doc-bin-").tempdir().expect("tool dir");
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("doc-commands-bin");
+        std::fs::create_dir_all(&dir).expect("tool dir");
         let tools: [(&str, &Path); 3] = [
             ("tollbridge", Path::new(env!("CARGO_BIN_EXE_tollbridge"))),
             ("kubectl", cluster.kubectl_path()),
             ("helm", helm_binary()),
         ];
         for (name, target) in tools {
-            symlink(target, dir.path().join(name)).expect("tool link");
+            let link = dir.join(name);
+            let _ = std::fs::remove_file(&link);
+            symlink(target, &link).expect("tool link");
         }
         dir
     })
-    .path()
 }
