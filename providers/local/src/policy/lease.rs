@@ -16,13 +16,14 @@
 //! time asks for a key's lease, and a lease down to a quarter is renewed by a call in the
 //! background, so that a busy key's requests seldom wait for the store.
 
-use std::sync::Mutex;
+use std::hash::BuildHasher;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use super::quota::Period;
-use super::rate::Gcra;
+use super::rate::{Gcra, NANOS_PER_SECOND};
 use super::state::Counters;
 use super::{limit, Limited};
-use crate::fast_hash::FastMap;
+use crate::fast_hash::{FastMap, SeededState};
 
 /// Both limits must keep at least this many requests of room after a lease for it to be
 /// granted (and 16 times the lease): a small limit is always decided by the store.
@@ -63,9 +64,19 @@ impl Lease {
     /// (Not compared with when it was granted: requests decided at once are stamped in any
     /// order.)
     fn usable(&self, limits: Limits, now: i128, window_end: Option<i128>) -> bool {
-        let same_window = self.bucket.quota.map(|q| i128::from(q.window.end) * 1_000_000_000) == window_end;
+        let same_window = window_end_of(&self.bucket) == window_end;
         self.left > 0 && now < self.ends_at && self.limits == limits && same_window
     }
+
+    /// The store was asked about the bucket within [`BUSY`] before `now`.
+    fn busy(&self, now: i128) -> bool {
+        now >= self.last_call && now - self.last_call < BUSY
+    }
+}
+
+/// The end (ns) of the quota window `bucket` counts in, if it has a quota.
+fn window_end_of(bucket: &Counters) -> Option<i128> {
+    bucket.quota.map(|q| i128::from(q.window.end) * NANOS_PER_SECOND)
 }
 
 /// `bucket` with `requests` of its counted requests taken back (rate and quota).
@@ -98,22 +109,29 @@ impl Shard {
     }
 }
 
+/// A shard's lock; a panic while it was held leaves nothing half-done worth refusing for.
+fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
+    shard.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// The leases of one replica, by bucket key.
 #[derive(Debug)]
 pub struct Leases {
     max: u32,
     shards: [Mutex<Shard>; SHARDS],
+    hasher: SeededState,
 }
 
 impl Leases {
     /// Leases of at most `max` requests; 0: every decision is a call.
     pub fn new(max: u32) -> Self {
-        Self { max, shards: std::array::from_fn(|_| Mutex::default()) }
+        Self { max, shards: std::array::from_fn(|_| Mutex::default()), hasher: SeededState::default() }
     }
 
-    fn shard(&self, key: &str) -> &Mutex<Shard> {
-        let hash = key.bytes().fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(usize::from(b)));
-        &self.shards[hash % SHARDS]
+    /// The locked shard of `key`.
+    fn shard(&self, key: &str) -> MutexGuard<'_, Shard> {
+        // The modulo of a u64 by a small constant always fits in usize.
+        lock(&self.shards[(self.hasher.hash_one(key) % SHARDS as u64) as usize])
     }
 
     /// Decides a request on `key` from its lease, when it holds a request for these limits
@@ -122,7 +140,7 @@ impl Leases {
         if self.max == 0 {
             return None;
         }
-        let mut shard = self.shard(key).lock().unwrap_or_else(|e| e.into_inner());
+        let mut shard = self.shard(key);
         let lease = shard.leases.get_mut(key)?;
         if lease.left == 0 || now >= lease.ends_at || lease.limits != limits {
             return None;
@@ -144,13 +162,13 @@ impl Leases {
         if self.max == 0 {
             return 0;
         }
-        let mut shard = self.shard(key).lock().unwrap_or_else(|e| e.into_inner());
+        let mut shard = self.shard(key);
         let Some(lease) = shard.leases.get_mut(key) else { return 0 };
         if now < lease.asking_until {
             return 0;
         }
-        let busy = now - lease.last_call < BUSY && now >= lease.last_call;
-        let wanted = if busy { lease.size.saturating_mul(2).clamp(1, self.max) } else { lease.size / 2 };
+        let wanted =
+            if lease.busy(now) { lease.size.saturating_mul(2).clamp(1, self.max) } else { lease.size / 2 };
         if wanted > 0 {
             lease.asking_until = now + asking_for;
         }
@@ -164,14 +182,13 @@ impl Leases {
         if self.max == 0 {
             return 0;
         }
-        let mut shard = self.shard(key).lock().unwrap_or_else(|e| e.into_inner());
+        let mut shard = self.shard(key);
         let Some(lease) = shard.leases.get_mut(key) else { return 0 };
         if lease.size < 4 || lease.left > lease.size / 4 || now < lease.asking_until {
             return 0;
         }
-        let busy = now - lease.last_call < BUSY && now >= lease.last_call;
         lease.asking_until = now + asking_for;
-        if busy {
+        if lease.busy(now) {
             lease.size.saturating_mul(2).min(self.max)
         } else {
             lease.size
@@ -196,7 +213,7 @@ impl Leases {
 
     /// A renewal that was refused or not answered: the next miss may ask again.
     pub(super) fn renewal_failed(&self, key: &str) {
-        let mut shard = self.shard(key).lock().unwrap_or_else(|e| e.into_inner());
+        let mut shard = self.shard(key);
         if let Some(lease) = shard.leases.get_mut(key) {
             lease.asking_until = 0;
             lease.size = 0;
@@ -230,7 +247,7 @@ impl Leases {
     /// A call that asked for no lease (another call is asking, or the bucket is quiet) changes
     /// nothing of the lease: it only says when the bucket was last asked about.
     fn called(&self, key: &str, limits: Limits, bucket: Counters, now: i128) {
-        let mut shard = self.shard(key).lock().unwrap_or_else(|e| e.into_inner());
+        let mut shard = self.shard(key);
         shard.sweep_before_adding(key, now);
         match shard.leases.get_mut(key) {
             Some(held) => held.last_call = held.last_call.max(now),
@@ -246,9 +263,9 @@ impl Leases {
     /// Keeps `granted` requests counted in the store for `key` (with what is held), `bucket`
     /// being the bucket before them; `size` is what the next calls grow from.
     fn keep(&self, key: &str, limits: Limits, bucket: Counters, size: u32, granted: u32, now: i128) {
-        let window_end = bucket.quota.map(|q| i128::from(q.window.end) * 1_000_000_000);
+        let window_end = window_end_of(&bucket);
         let ends_at = window_end.map_or(now + LIFETIME, |end| end.min(now + LIFETIME));
-        let mut guard = self.shard(key).lock().unwrap_or_else(|e| e.into_inner());
+        let mut guard = self.shard(key);
         guard.sweep_before_adding(key, now);
         let shard = &mut guard.leases;
         // Another request's call may have been granted a lease meanwhile (its answer came
@@ -284,7 +301,7 @@ impl Leases {
         self.shards
             .iter()
             .map(|shard| {
-                let shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+                let shard = lock(shard);
                 shard.leases.values().filter(|l| now < l.ends_at).map(|l| u64::from(l.left)).sum::<u64>()
             })
             .sum()
