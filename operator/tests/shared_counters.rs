@@ -581,9 +581,9 @@ async fn wait_degraded(process: &Tollbridge, status: &str) {
 }
 
 /// Through `tollbridge run` (the default lease size): a busy key's requests are mostly decided
-/// from leases, the headers count down one by one as if each had asked the store, the metric
-/// says how many were leased, and the store's count runs ahead of the requests served by at
-/// most one lease.
+/// from leases, the headers count down one by one as if each had asked the store (but around a
+/// renewal that races the lease's end), the metric says how many were leased, and the store's
+/// count runs ahead of the requests served by at most one lease.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_key_is_served_from_leases_with_the_headers_of_every_request() {
     let redis = Redis::start(RedisOptions::default());
@@ -594,15 +594,24 @@ async fn a_busy_key_is_served_from_leases_with_the_headers_of_every_request() {
     wait_store_up(&process, true).await;
     let client = Client::new();
     let url = format!("http://127.0.0.1:{port}/quota");
-    let mut previous = 1_000_000u64;
-    for i in 0..400 {
+    let (mut previous, mut by_one) = (1_000_000u64, 0);
+    for i in 0..400u64 {
         let resp = client.get(&url, &[("x-api-key", KEY)]).await;
         assert_eq!(resp.status, StatusCode::OK, "request {i}: {}", resp.text());
         let remaining: u64 =
             resp.header("x-ratelimit-remaining").expect("remaining").parse().expect("number");
-        assert_eq!(remaining, previous - 1, "request {i}: the quota left counts down one by one");
+        // What the replica knows: exact but for a renewal in flight when its lease ran out
+        // (that request asks the store, which has counted the renewal already), never more
+        // than a lease either way.
+        let admitted = i + 1;
+        assert!(
+            (1_000_000 - admitted - 2 * 256..=1_000_000 - admitted + 256).contains(&remaining),
+            "request {i}: {remaining} left"
+        );
+        by_one += u32::from(remaining + 1 == previous);
         previous = remaining;
     }
+    assert!(by_one >= 360, "only {by_one} of 400 answers counted down by exactly one");
     let metrics = process.admin_get("/metrics").await.text();
     let leased: u64 = metrics
         .lines()
