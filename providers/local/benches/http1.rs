@@ -63,7 +63,15 @@ fn heads(c: &mut Criterion) {
         let mut out = BytesMut::with_capacity(1024);
         b.iter(|| {
             out.clear();
-            write_head(&mut out, StatusCode::OK, black_box(&headers), BodyFraming::Length(23), false, false);
+            write_head(
+                &mut out,
+                StatusCode::OK,
+                black_box(&headers),
+                &(),
+                BodyFraming::Length(23),
+                false,
+                false,
+            );
             black_box(out.len())
         })
     });

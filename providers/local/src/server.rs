@@ -304,7 +304,7 @@ where
         // An extended CONNECT's stream, once its answer is sent (RFC 8441).
         let stream = (req.method() == Method::CONNECT).then(|| hyper::upgrade::on(&mut req));
         async move {
-            let response = proxy::handle(&shared, &info, req, None).await;
+            let response = proxy::handle(&shared, &info, req, None).await.into_response();
             Ok::<_, Infallible>(match stream {
                 Some(stream) => answer_connect(&shared, response, stream),
                 None => response,

@@ -24,6 +24,7 @@ use super::head::{self, Framing, HeadError, HeadLimits, RequestHead};
 use super::response::{self, BodyFraming};
 use super::tunnel;
 use crate::body::{self, Body, BoxError};
+use crate::policy::LimitHeaders;
 use crate::proxy::{self, ConnInfo};
 use crate::server::Shared;
 use crate::upstream::UpgradedUpstream;
@@ -199,7 +200,7 @@ async fn exchange<T: Transport>(
     };
     let handling = proxy::handle(shared, info, request, Some(timer));
     tokio::pin!(handling);
-    let response = match pump.as_mut() {
+    let proxy::Answer { response, limits } = match pump.as_mut() {
         None => handling.as_mut().await,
         Some(pump) => {
             let mut pumping = true;
@@ -216,11 +217,11 @@ async fn exchange<T: Transport>(
     // the rest of it is already here; otherwise the connection closes after the answer.
     let body_read = pump.is_none_or(|mut pump| pump.finish_from(buf));
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-        return switch(shared, io, buf, response).await;
+        return switch(shared, io, buf, response, &limits).await;
     }
     // A draining server says so in this answer, before the client sends another request.
     let keep_alive = keep_alive && body_read && !shared.is_draining();
-    let reusable = write_response(io, response, &method, http10, keep_alive).await?;
+    let reusable = write_response(io, response, &limits, &method, http10, keep_alive).await?;
     if !body_read {
         linger(io).await;
     }
@@ -235,6 +236,7 @@ async fn switch<T: Transport>(
     io: &mut T,
     buf: &mut BytesMut,
     response: Response<Body>,
+    limits: &LimitHeaders,
 ) -> io::Result<bool> {
     let upstream = response.extensions().get::<UpgradedUpstream>().and_then(UpgradedUpstream::take);
     let Some(upstream) = upstream else {
@@ -242,7 +244,7 @@ async fn switch<T: Transport>(
         return Ok(false);
     };
     let mut out = BytesMut::with_capacity(512);
-    response::write_switch_to_websocket(&mut out, response.headers());
+    response::write_switch_to_websocket(&mut out, response.headers(), limits);
     drop(response);
     io.write_all(&out).await?;
     io.flush().await?;
@@ -273,10 +275,11 @@ async fn linger<T: Transport>(io: &mut T) {
     let _ = tokio::time::timeout(Duration::from_secs(2), draining).await;
 }
 
-/// Writes `response`; whether the connection may carry another request.
+/// Writes `response` with `limits`; whether the connection may carry another request.
 async fn write_response<T: Transport>(
     io: &mut T,
     response: Response<Body>,
+    limits: &LimitHeaders,
     method: &Method,
     http10: bool,
     keep_alive: bool,
@@ -286,7 +289,7 @@ async fn write_response<T: Transport>(
         response::body_framing(method, parts.status, &parts.headers, body.size_hint().exact(), http10);
     let close = !keep_alive || framing == BodyFraming::Close;
     let mut out = BytesMut::with_capacity(1024);
-    response::write_head(&mut out, parts.status, &parts.headers, framing, close, http10 && !close);
+    response::write_head(&mut out, parts.status, &parts.headers, limits, framing, close, http10 && !close);
     drop(parts);
     let complete = match framing {
         BodyFraming::None => {

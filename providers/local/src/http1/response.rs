@@ -4,8 +4,26 @@ use std::cell::RefCell;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::BytesMut;
-use http::header::{self, HeaderMap};
+use http::header::{self, HeaderMap, HeaderName};
 use http::{Method, StatusCode};
+
+/// Headers the gateway writes into a response's head itself, in place of any the response
+/// carries under the same names (the rate-limit headers, written from the numbers counted).
+pub trait GatewayHeaders {
+    /// Whether the response's own header `name` gives way to these.
+    fn replaces(&self, name: &HeaderName) -> bool;
+    /// Writes them as lines of the head (`name: value\r\n`).
+    fn write_lines(&self, out: &mut BytesMut);
+}
+
+/// No headers of the gateway's own.
+impl GatewayHeaders for () {
+    fn replaces(&self, _: &HeaderName) -> bool {
+        false
+    }
+
+    fn write_lines(&self, _: &mut BytesMut) {}
+}
 
 /// How a response body is delimited on the wire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,13 +61,15 @@ pub(crate) fn body_framing(
     }
 }
 
-/// Writes the status line and headers. `framing` adds `Content-Length` when the headers lack
-/// it (or `Transfer-Encoding: chunked`); `close` says `Connection: close`, `keep_alive_10` tells
-/// an HTTP/1.0 client the connection stays. A `Date` is added when the response has none.
+/// Writes the status line and headers, then `own`. `framing` adds `Content-Length` when the
+/// headers lack it (or `Transfer-Encoding: chunked`); `close` says `Connection: close`,
+/// `keep_alive_10` tells an HTTP/1.0 client the connection stays. A `Date` is added when the
+/// response has none.
 pub fn write_head(
     out: &mut BytesMut,
     status: StatusCode,
     headers: &HeaderMap,
+    own: &impl GatewayHeaders,
     framing: BodyFraming,
     close: bool,
     keep_alive_10: bool,
@@ -60,6 +80,7 @@ pub fn write_head(
     out.extend_from_slice(status.canonical_reason().unwrap_or("Unknown").as_bytes());
     out.extend_from_slice(b"\r\n");
     let mut has_length = false;
+    let mut has_date = false;
     for (name, value) in headers {
         if name == header::CONTENT_LENGTH {
             // A 1xx or 204 carries no length; anything else (HEAD, 304) keeps the one declared.
@@ -67,14 +88,16 @@ pub fn write_head(
                 continue;
             }
             has_length = true;
-        } else if name == header::TRANSFER_ENCODING || name == header::CONNECTION {
+        } else if name == header::TRANSFER_ENCODING || name == header::CONNECTION || own.replaces(name) {
             continue;
         }
+        has_date |= name == header::DATE;
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
+    own.write_lines(out);
     match framing {
         BodyFraming::Length(length) if !has_length => {
             out.extend_from_slice(b"content-length: ");
@@ -84,7 +107,7 @@ pub fn write_head(
         BodyFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         _ => {}
     }
-    if !headers.contains_key(header::DATE) {
+    if !has_date {
         out.extend_from_slice(b"date: ");
         with_date(|date| out.extend_from_slice(date));
         out.extend_from_slice(b"\r\n");
@@ -99,8 +122,8 @@ pub fn write_head(
 
 /// The head of a `101 Switching Protocols` to WebSocket: the backend's headers (its
 /// `Sec-WebSocket-*` answer) and the two that say what the connection becomes.
-pub(crate) fn write_switch_to_websocket(out: &mut BytesMut, headers: &HeaderMap) {
-    write_head(out, StatusCode::SWITCHING_PROTOCOLS, headers, BodyFraming::None, false, false);
+pub(crate) fn write_switch_to_websocket(out: &mut BytesMut, headers: &HeaderMap, own: &impl GatewayHeaders) {
+    write_head(out, StatusCode::SWITCHING_PROTOCOLS, headers, own, BodyFraming::None, false, false);
     // The head ends with its blank line: the two go before it.
     out.truncate(out.len() - 2);
     out.extend_from_slice(b"connection: upgrade\r\nupgrade: websocket\r\n\r\n");
@@ -110,7 +133,7 @@ pub(crate) fn write_switch_to_websocket(out: &mut BytesMut, headers: &HeaderMap)
 pub(crate) fn write_refusal(out: &mut BytesMut, status: StatusCode, message: &str) {
     let mut headers = HeaderMap::new();
     headers.insert(header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; charset=utf-8"));
-    write_head(out, status, &headers, BodyFraming::Length(message.len() as u64 + 1), true, false);
+    write_head(out, status, &headers, &(), BodyFraming::Length(message.len() as u64 + 1), true, false);
     out.extend_from_slice(message.as_bytes());
     out.extend_from_slice(b"\n");
 }
@@ -148,13 +171,46 @@ mod tests {
         framing: BodyFraming,
         close: bool,
     ) -> String {
+        head_with(status, headers, &(), framing, close)
+    }
+
+    fn head_with(
+        status: u16,
+        headers: &[(&'static str, &'static str)],
+        own: &impl GatewayHeaders,
+        framing: BodyFraming,
+        close: bool,
+    ) -> String {
         let mut map = HeaderMap::new();
         for (name, value) in headers {
             map.append(*name, HeaderValue::from_static(value));
         }
         let mut out = BytesMut::new();
-        write_head(&mut out, StatusCode::from_u16(status).unwrap(), &map, framing, close, false);
+        write_head(&mut out, StatusCode::from_u16(status).unwrap(), &map, own, framing, close, false);
         String::from_utf8(out.to_vec()).unwrap()
+    }
+
+    /// Stands for the rate-limit headers: `x-own: gateway` in place of the response's own.
+    struct Own;
+
+    impl GatewayHeaders for Own {
+        fn replaces(&self, name: &HeaderName) -> bool {
+            name == "x-own"
+        }
+
+        fn write_lines(&self, out: &mut BytesMut) {
+            out.extend_from_slice(b"x-own: gateway\r\n");
+        }
+    }
+
+    #[test]
+    fn the_gateways_own_headers_replace_the_responses() {
+        let backend = [("x-own", "backend"), ("x-own", "again"), ("date", "then"), ("x-other", "1")];
+        let text = head_with(200, &backend, &Own, BodyFraming::Length(0), false);
+        assert_eq!(
+            text,
+            "HTTP/1.1 200 OK\r\ndate: then\r\nx-other: 1\r\nx-own: gateway\r\ncontent-length: 0\r\n\r\n"
+        );
     }
 
     #[test]

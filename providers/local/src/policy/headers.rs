@@ -18,6 +18,8 @@ use bytes::BytesMut;
 use http::header::{HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderMap, StatusCode};
 
+use crate::http1::response::GatewayHeaders;
+
 use super::Decision;
 
 pub(crate) const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
@@ -44,56 +46,124 @@ pub(crate) struct LimitStatus {
     pub(crate) reset: u64,
 }
 
-/// The headers an allowed request's response carries: the rate-limit headers, five at most, set
-/// on the response as they are (no map of their own to build and hash).
-pub type LimitHeaders = Vec<(HeaderName, HeaderValue)>;
+/// The rate-limit headers of an allowed request's response, kept as the numbers counted until
+/// the response's head is written: straight into an HTTP/1.1 head as bytes, or into the header
+/// map of an HTTP/2 response. They replace any the response carries under the same names.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LimitHeaders {
+    limits: [LimitStatus; 2],
+    len: usize,
+}
 
-/// Writes the rate-limit headers for `limits`; `refused` names the limit that caused a 429.
-/// The five values are cut from one buffer: one allocation per response.
-pub(crate) fn write_limits(
-    headers: &mut impl Extend<(HeaderName, HeaderValue)>,
+impl LimitHeaders {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The headers of `limits` (two at most: rate and quota; more are ignored).
+    pub(crate) fn of(limits: &[LimitStatus]) -> Self {
+        let mut headers = Self::default();
+        for (slot, status) in headers.limits.iter_mut().zip(limits) {
+            *slot = *status;
+            headers.len += 1;
+        }
+        headers
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn limits(&self) -> &[LimitStatus] {
+        &self.limits[..self.len]
+    }
+
+    /// Sets the headers on `headers`, replacing any of the same names.
+    pub fn set_on(&self, headers: &mut HeaderMap) {
+        write_limits(headers, self.limits(), None);
+    }
+}
+
+impl GatewayHeaders for LimitHeaders {
+    fn replaces(&self, name: &HeaderName) -> bool {
+        !self.is_empty() && is_limit_header(name)
+    }
+
+    fn write_lines(&self, out: &mut BytesMut) {
+        let open = |out: &mut BytesMut, i: usize| out.extend_from_slice(LINE_STARTS[i]);
+        render(self.limits(), None, out, open, |out, _| out.extend_from_slice(b"\r\n"));
+    }
+}
+
+/// The names of the rate-limit headers, in the order they are written.
+static LIMIT_HEADERS: [HeaderName; 5] =
+    [RATELIMIT_POLICY, RATELIMIT, X_RATELIMIT_LIMIT, X_RATELIMIT_REMAINING, X_RATELIMIT_RESET];
+
+/// Whether `name` is one of the rate-limit headers (by length first: most names are not).
+fn is_limit_header(name: &HeaderName) -> bool {
+    matches!(name.as_str().len(), 9 | 16 | 17 | 21) && LIMIT_HEADERS.contains(name)
+}
+
+/// The start of each rate-limit header's line in an HTTP/1.1 head, in `LIMIT_HEADERS` order.
+const LINE_STARTS: [&[u8]; 5] = [
+    b"ratelimit-policy: ",
+    b"ratelimit: ",
+    b"x-ratelimit-limit: ",
+    b"x-ratelimit-remaining: ",
+    b"x-ratelimit-reset: ",
+];
+
+/// Renders the rate-limit headers of `limits` into `out`, one value after another, each between
+/// `open` and `close` (given the header's index in `LIMIT_HEADERS`); `refused` names the limit
+/// that caused a 429. Nothing when there are no limits.
+fn render(
     limits: &[LimitStatus],
     refused: Option<&str>,
+    out: &mut BytesMut,
+    mut open: impl FnMut(&mut BytesMut, usize),
+    mut close: impl FnMut(&mut BytesMut, usize),
 ) {
     let tightest = limits
         .iter()
         .filter(|l| refused.is_none_or(|name| l.name == name))
         .min_by_key(|l| (l.remaining, std::cmp::Reverse(l.reset)));
     let Some(tightest) = tightest else { return };
-    let mut buf = BytesMut::with_capacity(64 + 96 * limits.len());
     let mut digits = itoa::Buffer::new();
-    // `"name";A=a;B=b` per limit, comma-separated, then split off as one value.
-    let mut list = |buf: &mut BytesMut, fields: [&[u8]; 2], numbers: fn(&LimitStatus) -> [u64; 2]| {
+    // `"name";A=a;B=b` per limit, comma-separated.
+    let mut list = |out: &mut BytesMut, fields: [&[u8]; 2], numbers: fn(&LimitStatus) -> [u64; 2]| {
         for (i, l) in limits.iter().enumerate() {
-            buf.extend_from_slice(if i == 0 { b"\"" } else { b", \"" });
-            buf.extend_from_slice(l.name.as_bytes());
-            buf.extend_from_slice(b"\"");
+            out.extend_from_slice(if i == 0 { b"\"" } else { b", \"" });
+            out.extend_from_slice(l.name.as_bytes());
             for (field, n) in fields.iter().zip(numbers(l)) {
-                buf.extend_from_slice(field);
-                buf.extend_from_slice(digits.format(n).as_bytes());
+                out.extend_from_slice(field);
+                out.extend_from_slice(digits.format(n).as_bytes());
             }
         }
-        buf.split().freeze()
     };
-    let policy = list(&mut buf, [b";q=", b";w="], |l| [l.limit, l.window]);
-    let current = list(&mut buf, [b";r=", b";t="], |l| [l.remaining, l.reset]);
-    let mut value = |n: u64| {
-        buf.extend_from_slice(digits.format(n).as_bytes());
-        buf.split().freeze()
+    open(out, 0);
+    list(out, [b"\";q=", b";w="], |l| [l.limit, l.window]);
+    close(out, 0);
+    open(out, 1);
+    list(out, [b"\";r=", b";t="], |l| [l.remaining, l.reset]);
+    close(out, 1);
+    for (i, n) in [(2, tightest.limit), (3, tightest.remaining), (4, tightest.reset)] {
+        open(out, i);
+        out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+        close(out, i);
+    }
+}
+
+/// Sets the rate-limit headers for `limits` on `headers`; `refused` names the limit that caused
+/// a 429.
+pub(crate) fn write_limits(headers: &mut HeaderMap, limits: &[LimitStatus], refused: Option<&str>) {
+    let mut values = BytesMut::with_capacity(64 + 96 * limits.len());
+    let split = |values: &mut BytesMut, i: usize| {
+        // Digits, names and quotes only: always a valid value.
+        if let Ok(value) = HeaderValue::from_maybe_shared(values.split().freeze()) {
+            headers.insert(LIMIT_HEADERS[i].clone(), value);
+        }
     };
-    let (limit, remaining, reset) = (value(tightest.limit), value(tightest.remaining), value(tightest.reset));
-    let values = [
-        (RATELIMIT_POLICY, policy),
-        (RATELIMIT, current),
-        (X_RATELIMIT_LIMIT, limit),
-        (X_RATELIMIT_REMAINING, remaining),
-        (X_RATELIMIT_RESET, reset),
-    ];
-    headers.extend(
-        values
-            .into_iter()
-            .filter_map(|(name, value)| Some((name, HeaderValue::from_maybe_shared(value).ok()?))),
-    );
+    render(limits, refused, &mut values, |_, _| {}, split);
 }
 
 /// A direct answer with a JSON body `{"error": code, "message": message}`.
@@ -187,6 +257,32 @@ mod tests {
             refused[2..],
             pairs(&[("x-ratelimit-limit", "2"), ("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", "1")])
         );
+    }
+
+    #[test]
+    fn lines_of_a_head_are_the_headers_of_a_map() {
+        let both = [status("rate", 20, 2, 19, 1), status("quota", 1000, 86_400, 5, 3600)];
+        let limits = LimitHeaders::of(&both);
+        let mut lines = BytesMut::new();
+        limits.write_lines(&mut lines);
+        let expected: String = rendered(&both, None).iter().map(|(n, v)| format!("{n}: {v}\r\n")).collect();
+        assert_eq!(std::str::from_utf8(&lines).unwrap(), expected);
+
+        let mut map = HeaderMap::new();
+        map.insert(X_RATELIMIT_REMAINING, HeaderValue::from_static("999"));
+        limits.set_on(&mut map);
+        assert_eq!(
+            map.get_all(X_RATELIMIT_REMAINING).iter().collect::<Vec<_>>(),
+            ["5"],
+            "replaced, not added"
+        );
+
+        assert!(limits.replaces(&X_RATELIMIT_REMAINING) && limits.replaces(&RATELIMIT));
+        assert!(!limits.replaces(&CONTENT_TYPE) && !limits.replaces(&HeaderName::from_static("ratelimit-x")));
+        assert!(!LimitHeaders::new().replaces(&RATELIMIT), "no limits replace nothing");
+        let mut none = BytesMut::new();
+        LimitHeaders::new().write_lines(&mut none);
+        assert!(none.is_empty());
     }
 
     #[test]

@@ -544,10 +544,7 @@ impl Caller<'_> {
     fn finish(self, limited: Option<Limited>, req: &mut http::request::Parts) -> Decision {
         let mut response_headers = LimitHeaders::new();
         match limited {
-            Some(Limited::Allowed(limits)) => {
-                response_headers.reserve_exact(5);
-                headers::write_limits(&mut response_headers, limits.as_slice(), None)
-            }
+            Some(Limited::Allowed(limits)) => response_headers = LimitHeaders::of(limits.as_slice()),
             Some(Limited::Refused { limits, by, retry_after }) => {
                 tracing::debug!(policy = %self.policy.id, subject = ?self.subject, by, "request over limit");
                 return headers::too_many(limits.as_slice(), by, retry_after);

@@ -92,14 +92,16 @@ fn code(decision: &Decision) -> u16 {
     }
 }
 
-fn header<'d>(decision: &'d Decision, name: &str) -> Option<&'d str> {
-    let value = match decision {
+fn header(decision: &Decision, name: &str) -> Option<String> {
+    let mut set = HeaderMap::new();
+    let headers = match decision {
         Decision::Allow { response_headers } => {
-            response_headers.iter().find(|(n, _)| n == name).map(|(_, value)| value)
+            response_headers.set_on(&mut set);
+            &set
         }
-        Decision::Deny { headers, .. } => headers.get(name),
+        Decision::Deny { headers, .. } => headers,
     };
-    value.map(|v| v.to_str().unwrap())
+    headers.get(name).map(|v| v.to_str().unwrap().to_owned())
 }
 
 fn body_json(decision: &Decision) -> serde_json::Value {
@@ -213,8 +215,11 @@ fn refusals_with_401() {
     for (mut req, error, message) in cases {
         let decision = h.check(GOLD, &mut req, noon());
         assert_eq!(code(&decision), 401, "{error} {message}");
-        assert_eq!(header(&decision, WWW_AUTHENTICATE.as_str()), Some("ApiKey realm=\"tollbridge\""));
-        assert_eq!(header(&decision, "content-type"), Some("application/json"));
+        assert_eq!(
+            header(&decision, WWW_AUTHENTICATE.as_str()).as_deref(),
+            Some("ApiKey realm=\"tollbridge\"")
+        );
+        assert_eq!(header(&decision, "content-type").as_deref(), Some("application/json"));
         let json = body_json(&decision);
         assert_eq!(json["error"], error);
         assert!(json["message"].as_str().unwrap().contains(message), "{json}");
@@ -230,7 +235,7 @@ fn key_of_another_policy_is_403() {
     let decision = h.check(SILVER, &mut with_key(ACME_KEY), noon());
     assert_eq!(code(&decision), 403);
     assert_eq!(body_json(&decision)["error"], "forbidden");
-    assert_eq!(header(&decision, "www-authenticate"), None);
+    assert_eq!(header(&decision, "www-authenticate").as_deref(), None);
     // A disabled key of gold is still recognised as gold's.
     assert_eq!(code(&h.check(SILVER, &mut with_key(OLD_KEY), noon())), 403);
     assert_eq!(code(&h.check(SILVER, &mut with_key(SILVER_KEY), noon())), 200);
@@ -311,18 +316,18 @@ fn gcra_burst_then_steady_rate() {
 fn rate_headers_and_retry_after() {
     let h = Harness::new(rate(10, 1, 10), None);
     let first = h.check(GOLD, &mut with_key(ACME_KEY), noon());
-    assert_eq!(header(&first, "ratelimit-policy"), Some("\"rate\";q=10;w=1"));
-    assert_eq!(header(&first, "ratelimit"), Some("\"rate\";r=9;t=1"));
-    assert_eq!(header(&first, "x-ratelimit-limit"), Some("10"));
-    assert_eq!(header(&first, "x-ratelimit-remaining"), Some("9"));
-    assert_eq!(header(&first, "x-ratelimit-reset"), Some("1"));
-    assert_eq!(header(&first, "retry-after"), None);
+    assert_eq!(header(&first, "ratelimit-policy").as_deref(), Some("\"rate\";q=10;w=1"));
+    assert_eq!(header(&first, "ratelimit").as_deref(), Some("\"rate\";r=9;t=1"));
+    assert_eq!(header(&first, "x-ratelimit-limit").as_deref(), Some("10"));
+    assert_eq!(header(&first, "x-ratelimit-remaining").as_deref(), Some("9"));
+    assert_eq!(header(&first, "x-ratelimit-reset").as_deref(), Some("1"));
+    assert_eq!(header(&first, "retry-after").as_deref(), None);
     h.burst(ACME_KEY, 9, noon());
     let refused = h.check(GOLD, &mut with_key(ACME_KEY), noon());
     assert_eq!(code(&refused), 429);
-    assert_eq!(header(&refused, RETRY_AFTER.as_str()), Some("1"), "100 ms rounds up to 1 s");
-    assert_eq!(header(&refused, "ratelimit"), Some("\"rate\";r=0;t=1"));
-    assert_eq!(header(&refused, "x-ratelimit-remaining"), Some("0"));
+    assert_eq!(header(&refused, RETRY_AFTER.as_str()).as_deref(), Some("1"), "100 ms rounds up to 1 s");
+    assert_eq!(header(&refused, "ratelimit").as_deref(), Some("\"rate\";r=0;t=1"));
+    assert_eq!(header(&refused, "x-ratelimit-remaining").as_deref(), Some("0"));
     assert_eq!(body_json(&refused)["error"], "rate_limited");
 
     // A slow rate: one per hour; the second request waits the rest of the hour.
@@ -330,16 +335,16 @@ fn rate_headers_and_retry_after() {
     assert_eq!(h.burst(ACME_KEY, 1, noon()), [200]);
     let later = noon().checked_add(jiff::SignedDuration::from_secs(600)).unwrap();
     let refused = h.check(GOLD, &mut with_key(ACME_KEY), later);
-    assert_eq!(header(&refused, "retry-after"), Some("3000"));
-    assert_eq!(header(&refused, "ratelimit-policy"), Some("\"rate\";q=1;w=3600"));
+    assert_eq!(header(&refused, "retry-after").as_deref(), Some("3000"));
+    assert_eq!(header(&refused, "ratelimit-policy").as_deref(), Some("\"rate\";q=1;w=3600"));
 }
 
 #[test]
 fn burst_above_rate_is_advertised_as_a_bucket() {
     let h = Harness::new(rate(10, 1, 20), None);
     let first = h.check(GOLD, &mut with_key(ACME_KEY), noon());
-    assert_eq!(header(&first, "ratelimit-policy"), Some("\"rate\";q=20;w=2"));
-    assert_eq!(header(&first, "ratelimit"), Some("\"rate\";r=19;t=1"));
+    assert_eq!(header(&first, "ratelimit-policy").as_deref(), Some("\"rate\";q=20;w=2"));
+    assert_eq!(header(&first, "ratelimit").as_deref(), Some("\"rate\";r=19;t=1"));
 }
 
 #[test]
@@ -348,20 +353,20 @@ fn quota_exhaustion_and_daily_reset() {
     let before = at("2024-03-06T23:59:59Z");
     assert_eq!(h.burst(ACME_KEY, 4, before), [200, 200, 200, 429]);
     let refused = h.check(GOLD, &mut with_key(ACME_KEY), before);
-    assert_eq!(header(&refused, "retry-after"), Some("1"));
-    assert_eq!(header(&refused, "ratelimit-policy"), Some("\"quota\";q=3;w=86400"));
-    assert_eq!(header(&refused, "ratelimit"), Some("\"quota\";r=0;t=1"));
+    assert_eq!(header(&refused, "retry-after").as_deref(), Some("1"));
+    assert_eq!(header(&refused, "ratelimit-policy").as_deref(), Some("\"quota\";q=3;w=86400"));
+    assert_eq!(header(&refused, "ratelimit").as_deref(), Some("\"quota\";r=0;t=1"));
     assert_eq!(body_json(&refused)["error"], "quota_exceeded");
     let early = at("2024-03-06T00:00:01.5Z");
     let h2 = Harness::new(None, quota(1, QuotaPeriod::Day));
     h2.burst(ACME_KEY, 1, early);
     let refused = h2.check(GOLD, &mut with_key(ACME_KEY), early);
-    assert_eq!(header(&refused, "retry-after"), Some("86399"), "rounded up from 86398.5 s");
+    assert_eq!(header(&refused, "retry-after").as_deref(), Some("86399"), "rounded up from 86398.5 s");
 
     let midnight = at("2024-03-07T00:00:00Z");
     let first = h.check(GOLD, &mut with_key(ACME_KEY), midnight);
     assert_eq!(code(&first), 200);
-    assert_eq!(header(&first, "ratelimit"), Some("\"quota\";r=2;t=86400"));
+    assert_eq!(header(&first, "ratelimit").as_deref(), Some("\"quota\";r=2;t=86400"));
     assert_eq!(h.burst(ACME_KEY, 3, midnight), [200, 200, 429]);
 }
 
@@ -373,8 +378,8 @@ fn quota_resets_on_monday_for_weeks() {
     let sunday = at("2024-03-10T23:59:59Z");
     assert_eq!(h.burst(ACME_KEY, 2, sunday), [200, 429]);
     let refused = h.check(GOLD, &mut with_key(ACME_KEY), sunday);
-    assert_eq!(header(&refused, "retry-after"), Some("1"));
-    assert_eq!(header(&refused, "ratelimit-policy"), Some("\"quota\";q=2;w=604800"));
+    assert_eq!(header(&refused, "retry-after").as_deref(), Some("1"));
+    assert_eq!(header(&refused, "ratelimit-policy").as_deref(), Some("\"quota\";q=2;w=604800"));
     assert_eq!(h.burst(ACME_KEY, 3, at("2024-03-11T00:00:00Z")), [200, 200, 429]);
 }
 
@@ -385,12 +390,12 @@ fn quota_resets_on_the_first_for_months() {
     let last = at("2024-01-31T23:59:59Z");
     assert_eq!(h.burst(ACME_KEY, 2, last), [200, 429]);
     let refused = h.check(GOLD, &mut with_key(ACME_KEY), last);
-    assert_eq!(header(&refused, "retry-after"), Some("1"));
-    assert_eq!(header(&refused, "ratelimit-policy"), Some("\"quota\";q=2;w=2678400"));
+    assert_eq!(header(&refused, "retry-after").as_deref(), Some("1"));
+    assert_eq!(header(&refused, "ratelimit-policy").as_deref(), Some("\"quota\";q=2;w=2678400"));
     let february = at("2024-02-01T00:00:00Z");
     let first = h.check(GOLD, &mut with_key(ACME_KEY), february);
-    assert_eq!(header(&first, "ratelimit-policy"), Some("\"quota\";q=2;w=2505600"), "29 days");
-    assert_eq!(header(&first, "ratelimit"), Some("\"quota\";r=1;t=2505600"));
+    assert_eq!(header(&first, "ratelimit-policy").as_deref(), Some("\"quota\";q=2;w=2505600"), "29 days");
+    assert_eq!(header(&first, "ratelimit").as_deref(), Some("\"quota\";r=1;t=2505600"));
     assert_eq!(h.burst(ACME_KEY, 2, february), [200, 429]);
 }
 
@@ -399,18 +404,21 @@ fn rate_and_quota_together() {
     let h = Harness::new(rate(1, 1, 2), quota(3, QuotaPeriod::Day));
     let t0 = noon();
     let first = h.check(GOLD, &mut with_key(ACME_KEY), t0);
-    assert_eq!(header(&first, "ratelimit-policy"), Some("\"rate\";q=2;w=2, \"quota\";q=3;w=86400"));
-    assert_eq!(header(&first, "ratelimit"), Some("\"rate\";r=1;t=1, \"quota\";r=2;t=43200"));
+    assert_eq!(
+        header(&first, "ratelimit-policy").as_deref(),
+        Some("\"rate\";q=2;w=2, \"quota\";q=3;w=86400")
+    );
+    assert_eq!(header(&first, "ratelimit").as_deref(), Some("\"rate\";r=1;t=1, \"quota\";r=2;t=43200"));
     // Tightest: rate with 1 left.
-    assert_eq!(header(&first, "x-ratelimit-limit"), Some("2"));
-    assert_eq!(header(&first, "x-ratelimit-remaining"), Some("1"));
+    assert_eq!(header(&first, "x-ratelimit-limit").as_deref(), Some("2"));
+    assert_eq!(header(&first, "x-ratelimit-remaining").as_deref(), Some("1"));
 
     // Refused by rate: the quota is not used.
     assert_eq!(h.burst(ACME_KEY, 3, t0), [200, 429, 429]);
     let refused = h.check(GOLD, &mut with_key(ACME_KEY), t0);
     assert_eq!(body_json(&refused)["error"], "rate_limited");
-    assert_eq!(header(&refused, "ratelimit"), Some("\"rate\";r=0;t=2, \"quota\";r=1;t=43200"));
-    assert_eq!(header(&refused, "x-ratelimit-limit"), Some("2"), "the refusing limit is reported");
+    assert_eq!(header(&refused, "ratelimit").as_deref(), Some("\"rate\";r=0;t=2, \"quota\";r=1;t=43200"));
+    assert_eq!(header(&refused, "x-ratelimit-limit").as_deref(), Some("2"), "the refusing limit is reported");
 
     // One more fits the quota after a second...
     let t1 = t0.checked_add(jiff::SignedDuration::from_secs(1)).unwrap();
@@ -421,9 +429,9 @@ fn rate_and_quota_together() {
     for _ in 0..5 {
         let refused = h.check(GOLD, &mut with_key(ACME_KEY), t5);
         assert_eq!(body_json(&refused)["error"], "quota_exceeded");
-        assert_eq!(header(&refused, "ratelimit"), Some("\"rate\";r=2;t=0, \"quota\";r=0;t=43195"));
-        assert_eq!(header(&refused, "retry-after"), Some("43195"));
-        assert_eq!(header(&refused, "x-ratelimit-limit"), Some("3"));
+        assert_eq!(header(&refused, "ratelimit").as_deref(), Some("\"rate\";r=2;t=0, \"quota\";r=0;t=43195"));
+        assert_eq!(header(&refused, "retry-after").as_deref(), Some("43195"));
+        assert_eq!(header(&refused, "x-ratelimit-limit").as_deref(), Some("3"));
     }
 }
 
@@ -437,7 +445,7 @@ fn reload_keeps_counters_even_when_limits_change() {
     // Same config rebuilt: the fifth request is the last of the burst, the quota shows 5 used.
     let v2 = Policies::compile(&gateway(rate(5, 60, 5), quota(10, QuotaPeriod::Day)));
     let fifth = v2.check(&state, GOLD, &mut with_key(ACME_KEY), noon());
-    assert_eq!(header(&fifth, "ratelimit"), Some("\"rate\";r=0;t=60, \"quota\";r=5;t=43200"));
+    assert_eq!(header(&fifth, "ratelimit").as_deref(), Some("\"rate\";r=0;t=60, \"quota\";r=5;t=43200"));
     assert_eq!(code(&v2.check(&state, GOLD, &mut with_key(ACME_KEY), noon())), 429);
     // New limits: the quota count in this window carries over.
     let v3 = Policies::compile(&gateway(None, quota(6, QuotaPeriod::Day)));
@@ -464,7 +472,7 @@ fn quota_survives_a_restart_through_the_state_dir() {
     let policies = Policies::compile(&gateway(rate(1, 60, 1), quota(2, QuotaPeriod::Day)));
     // The rate bucket starts full again; the quota remembers the first request.
     let decision = policies.check(&restarted, GOLD, &mut with_key(ACME_KEY), noon());
-    assert_eq!(header(&decision, "ratelimit"), Some("\"rate\";r=0;t=60, \"quota\";r=0;t=43200"));
+    assert_eq!(header(&decision, "ratelimit").as_deref(), Some("\"rate\";r=0;t=60, \"quota\";r=0;t=43200"));
     let later = noon().checked_add(jiff::SignedDuration::from_secs(120)).unwrap();
     assert_eq!(
         body_json(&policies.check(&restarted, GOLD, &mut with_key(ACME_KEY), later))["error"],
@@ -525,5 +533,8 @@ fn concurrent_requests_get_exactly_the_burst() {
     assert_eq!(allowed.load(Ordering::Relaxed), BURST as usize);
     // And the quota counted exactly the allowed ones.
     let next = h.check(GOLD, &mut with_key(ACME_KEY), noon());
-    assert_eq!(header(&next, "ratelimit"), Some("\"rate\";r=0;t=133200, \"quota\";r=999963;t=43200"));
+    assert_eq!(
+        header(&next, "ratelimit").as_deref(),
+        Some("\"rate\";r=0;t=133200, \"quota\";r=999963;t=43200")
+    );
 }

@@ -65,21 +65,44 @@ impl ConnInfo {
 /// atomic store, arming one takes the timer wheel's lock, twice per request).
 pub(crate) type RequestTimer<'a> = Option<Pin<&'a mut Sleep>>;
 
+/// A request's answer: the response, and the rate-limit headers that go on it, kept as the
+/// numbers counted until its head is written (they replace any of the response's own).
+pub(crate) struct Answer {
+    pub(crate) response: Response<Body>,
+    pub(crate) limits: LimitHeaders,
+}
+
+impl Answer {
+    /// The response with the rate-limit headers set in its header map (HTTP/2: hyper writes
+    /// the head).
+    pub(crate) fn into_response(self) -> Response<Body> {
+        let Self { mut response, limits } = self;
+        limits.set_on(response.headers_mut());
+        response
+    }
+}
+
+impl From<Response<Body>> for Answer {
+    fn from(response: Response<Body>) -> Self {
+        Self { response, limits: LimitHeaders::new() }
+    }
+}
+
 /// Serves one request on a connection and records its metrics (and access log line).
 pub(crate) async fn handle(
     shared: &Shared,
     conn: &ConnInfo,
     req: Request<Body>,
     timer: RequestTimer<'_>,
-) -> Response<Body> {
+) -> Answer {
     let started = Instant::now();
     let table = shared.table.load();
     let Some(gateway) = table.sockets.get(&conn.local).cloned() else {
-        return plain(StatusCode::SERVICE_UNAVAILABLE, "listener is being removed");
+        return plain(StatusCode::SERVICE_UNAVAILABLE, "listener is being removed").into();
     };
     drop(table);
     let grpc = grpc::is_grpc(req.headers());
-    let (mut response, route_index) = serve(shared, &gateway, conn, req, timer).await;
+    let (Answer { mut response, limits }, route_index) = serve(shared, &gateway, conn, req, timer).await;
     // Metrics and the access log keep the HTTP status a gRPC client hears as `grpc-status`.
     let code = response.status().as_u16();
     if grpc {
@@ -93,7 +116,7 @@ pub(crate) async fn handle(
     if shared.settings.access_log {
         access_log(&gateway.id, metrics.route(), conn, code, elapsed);
     }
-    response
+    Answer { response, limits }
 }
 
 fn access_log(gateway: &str, route: &str, conn: &ConnInfo, code: u16, elapsed: Duration) {
@@ -114,12 +137,12 @@ async fn serve(
     conn: &ConnInfo,
     mut req: Request<Body>,
     timer: RequestTimer<'_>,
-) -> (Response<Body>, Option<usize>) {
+) -> (Answer, Option<usize>) {
     let Some(socket) = gateway.sockets.get(&conn.local) else {
-        return (plain(StatusCode::NOT_FOUND, "no route"), None);
+        return (plain(StatusCode::NOT_FOUND, "no route").into(), None);
     };
     if let Err(rejection) = request_check::check(&req) {
-        return (plain(rejection.status, rejection.message), None);
+        return (plain(rejection.status, rejection.message).into(), None);
     }
     // Read before the hop-by-hop headers that ask for it go.
     if let Some(upgrade) = upgrade::asks_for_websocket(&req) {
@@ -130,7 +153,7 @@ async fn serve(
         req.extensions_mut().insert(upgrade);
     } else if req.method() == Method::CONNECT {
         // An extended CONNECT for another protocol: nothing here tunnels it.
-        return (plain(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported"), None);
+        return (plain(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported").into(), None);
     }
     // Before anything reads the headers: hop-by-hop headers go (so `Connection: <name>` cannot
     // later delete a header the gateway adds), and so does any identity the client claims.
@@ -142,7 +165,7 @@ async fn serve(
     if let Cow::Owned(path) = request_check::normalize_path(req.uri().path()) {
         match with_path(req.uri(), &path) {
             Some(uri) => *req.uri_mut() = uri,
-            None => return (plain(StatusCode::BAD_REQUEST, "invalid request path"), None),
+            None => return (plain(StatusCode::BAD_REQUEST, "invalid request path").into(), None),
         }
     }
     let host = raw_authority(req.uri(), req.headers()).unwrap_or("");
@@ -156,7 +179,8 @@ async fn serve(
                 plain(
                     StatusCode::MISDIRECTED_REQUEST,
                     "this connection's TLS server name is for another listener",
-                ),
+                )
+                .into(),
                 None,
             );
         }
@@ -172,7 +196,7 @@ async fn serve(
         socket.router.lookup(&view)
     };
     let Some(index) = index else {
-        return (plain(StatusCode::NOT_FOUND, "no route matches this request"), None);
+        return (plain(StatusCode::NOT_FOUND, "no route matches this request").into(), None);
     };
     let route = &gateway.ir.routes[index];
     let route_id = index;
@@ -181,7 +205,7 @@ async fn serve(
     let cors = route.filters.cors.as_ref();
     if let (Some(cors), Some(origin)) = (cors, &origin) {
         if is_preflight(&req) {
-            return (preflight(cors, origin, req.headers()), Some(route_id));
+            return (preflight(cors, origin, req.headers()).into(), Some(route_id));
         }
     }
 
@@ -226,7 +250,7 @@ async fn serve(
                 if let (Some(cors), Some(origin)) = (cors, &origin) {
                     add_cors_headers(cors, origin, response.headers_mut());
                 }
-                return (response, Some(route_id));
+                return (response.into(), Some(route_id));
             }
         }
     }
@@ -244,10 +268,7 @@ async fn serve(
         add_cors_headers(cors, origin, response.headers_mut());
     }
     // The gateway's limits replace whatever the backend said of its own.
-    for (name, value) in policy_headers {
-        response.headers_mut().insert(name, value);
-    }
-    (response, Some(route_id))
+    (Answer { response, limits: policy_headers }, Some(route_id))
 }
 
 /// The request's authority as sent (`:authority` or Host), port and case included.
