@@ -27,7 +27,7 @@ use tollbridge_provider::BackendProtocol;
 
 use crate::body::{Body, BoxError};
 use crate::fast_hash::FastMap;
-use crate::http1::{self, BodyDecoder, Decoded, HeadLimits, ResponseHead};
+use crate::http1::{self, BodyDecoder, Decoded, GatewayHeaders, HeadLimits, ResponseHead};
 use crate::proxy::upgrade::WebSocketUpgrade;
 
 mod h2c;
@@ -169,11 +169,13 @@ impl UpstreamPool {
     ///
     /// The head is written before anything is awaited, so the request's parts are no part of
     /// the returned future: it is moved into place once per request, and smaller is cheaper.
+    /// `own`: headers the gateway writes into the head in place of the request's.
     pub fn send(
         self: &Arc<Self>,
         address: &Arc<str>,
         tls: Option<&Arc<UpstreamTls>>,
         req: Request<Body>,
+        own: &dyn GatewayHeaders,
     ) -> impl Future<Output = Result<Response<Body>, UpstreamError>> + Send + 'static {
         let pool = self.clone();
         let address = address.clone();
@@ -200,7 +202,7 @@ impl UpstreamPool {
                 None => chunked = true,
             }
         }
-        http1::write_request_head(&mut out, &parts, chunked);
+        http1::write_request_head(&mut out, &parts, own, chunked);
         drop(parts);
         async move {
             let permit = pool.permit(&endpoint, &address).await?;
@@ -268,20 +270,25 @@ impl UpstreamPool {
         }
     }
 
-    /// Sends `req` to `address` in `protocol`.
+    /// Sends `req` to `address` in `protocol`, with `own` in place of the request's headers of
+    /// the same names.
     pub fn send_in(
         self: &Arc<Self>,
         protocol: BackendProtocol,
         address: &Arc<str>,
         tls: Option<&Arc<UpstreamTls>>,
-        req: Request<Body>,
+        mut req: Request<Body>,
+        own: &dyn GatewayHeaders,
     ) -> impl Future<Output = Result<Response<Body>, UpstreamError>> + Send + 'static {
         // The h2c call is boxed: held inline, its state would grow the future of every
         // HTTP/1.1 request (moved a few times per request) for the rarer protocol's sake.
         type Boxed = Pin<Box<dyn Future<Output = Result<Response<Body>, UpstreamError>> + Send>>;
         match (protocol, tls) {
-            (BackendProtocol::Http1, tls) => Either::Left(self.send(address, tls, req)),
-            (BackendProtocol::H2c, None) => Either::Right(Box::pin(self.send_h2c(address, req)) as Boxed),
+            (BackendProtocol::Http1, tls) => Either::Left(self.send(address, tls, req, own)),
+            (BackendProtocol::H2c, None) => {
+                own.set_on(req.headers_mut());
+                Either::Right(Box::pin(self.send_h2c(address, req)) as Boxed)
+            }
             // h2c is cleartext: where TLS was asked for, nothing is sent (the translator marks
             // such backends invalid; this is the proxy's own guard).
             (BackendProtocol::H2c, Some(_)) => {
@@ -601,14 +608,14 @@ mod tests {
             ..UpstreamSettings::default()
         };
         let pool = client(&settings);
-        let first = pool.send(&address, None, get(0)).await.expect("first request");
+        let first = pool.send(&address, None, get(0), &()).await.expect("first request");
         // The first answer is not read yet: its connection is busy, and the endpoint's only one.
         let started = Instant::now();
-        let second = pool.send(&address, None, get(0)).await;
+        let second = pool.send(&address, None, get(0), &()).await;
         assert!(matches!(second, Err(UpstreamError::Saturated(_))), "{second:?}");
         assert!(started.elapsed() < Duration::from_secs(2), "waited {:?}", started.elapsed());
         let _ = first.into_body().collect().await;
-        let third = pool.send(&address, None, get(0)).await.expect("a slot is free again");
+        let third = pool.send(&address, None, get(0), &()).await.expect("a slot is free again");
         assert_eq!(third.status(), 200);
     }
 
@@ -617,7 +624,7 @@ mod tests {
         let (kept, gone) = (echo().await, echo().await);
         let pool = client(&UpstreamSettings::default());
         for address in [&kept, &gone] {
-            let response = pool.send(address, None, get(0)).await.expect("request");
+            let response = pool.send(address, None, get(0), &()).await.expect("request");
             let _ = response.into_body().collect().await;
         }
         assert_eq!((pool.idle_count(&kept), pool.idle_count(&gone)), (1, 1));
@@ -631,7 +638,7 @@ mod tests {
         let pool = client(&UpstreamSettings::default());
         let body = crate::body::full("hello");
         let request = Request::builder().method("POST").uri("/").header("host", "up").body(body).unwrap();
-        let response = pool.send(&address, None, request).await.expect("request");
+        let response = pool.send(&address, None, request, &()).await.expect("request");
         let echoed = response.into_body().collect().await.expect("body").to_bytes();
         let echoed: serde_json::Value = serde_json::from_slice(&echoed).expect("json");
         assert_eq!(echoed["headers"]["content-length"], "5", "{echoed}");
@@ -642,12 +649,12 @@ mod tests {
     async fn a_connection_answering_after_its_endpoint_left_is_not_kept() {
         let address = echo().await;
         let pool = client(&UpstreamSettings::default());
-        let response = pool.send(&address, None, get(0)).await.expect("request");
+        let response = pool.send(&address, None, get(0), &()).await.expect("request");
         pool.retain(|_| false);
         let _ = response.into_body().collect().await;
         assert_eq!(pool.idle_count(&address), 0);
         // The address is new to the pool again: a later request connects afresh and is kept.
-        let response = pool.send(&address, None, get(0)).await.expect("request");
+        let response = pool.send(&address, None, get(0), &()).await.expect("request");
         let _ = response.into_body().collect().await;
         assert_eq!(pool.idle_count(&address), 1);
     }
@@ -690,7 +697,7 @@ mod tests {
     }
 
     async fn exchange(pool: &UpstreamClient, address: &Arc<str>) -> u16 {
-        let response = pool.send(address, None, get(0)).await.expect("request");
+        let response = pool.send(address, None, get(0), &()).await.expect("request");
         let status = response.status().as_u16();
         let _ = response.into_body().collect().await;
         status

@@ -10,6 +10,8 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, StatusCode, Uri, Version};
 use smallvec::SmallVec;
 
+use super::GatewayHeaders;
+
 /// How a request's body is delimited.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Framing {
@@ -361,19 +363,29 @@ pub(crate) fn is_hop_by_hop(name: &[u8]) -> bool {
             .any(|hop| hop.as_str().len() == name.len() && hop.as_str().as_bytes().eq_ignore_ascii_case(name))
 }
 
-/// Writes a request head for an upstream: origin-form target, the headers as they are, and
-/// `Transfer-Encoding: chunked` when the body's length is not known.
-pub fn write_request_head(out: &mut BytesMut, parts: &http::request::Parts, chunked: bool) {
+/// Writes a request head for an upstream: origin-form target, the headers as they are (those
+/// `own` replaces aside), then `own`, and `Transfer-Encoding: chunked` when the body's length
+/// is not known.
+pub fn write_request_head(
+    out: &mut BytesMut,
+    parts: &http::request::Parts,
+    own: &dyn GatewayHeaders,
+    chunked: bool,
+) {
     out.extend_from_slice(parts.method.as_str().as_bytes());
     out.extend_from_slice(b" ");
     out.extend_from_slice(parts.uri.path_and_query().map_or("/", |pq| pq.as_str()).as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     for (name, value) in &parts.headers {
+        if own.replaces(name) {
+            continue;
+        }
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
+    own.write_lines(out);
     if chunked {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }

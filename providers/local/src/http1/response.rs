@@ -4,26 +4,10 @@ use std::cell::RefCell;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::BytesMut;
-use http::header::{self, HeaderMap, HeaderName};
+use http::header::{self, HeaderMap};
 use http::{Method, StatusCode};
 
-/// Headers the gateway writes into a response's head itself, in place of any the response
-/// carries under the same names (the rate-limit headers, written from the numbers counted).
-pub trait GatewayHeaders {
-    /// Whether the response's own header `name` gives way to these.
-    fn replaces(&self, name: &HeaderName) -> bool;
-    /// Writes them as lines of the head (`name: value\r\n`).
-    fn write_lines(&self, out: &mut BytesMut);
-}
-
-/// No headers of the gateway's own.
-impl GatewayHeaders for () {
-    fn replaces(&self, _: &HeaderName) -> bool {
-        false
-    }
-
-    fn write_lines(&self, _: &mut BytesMut) {}
-}
+use super::GatewayHeaders;
 
 /// How a response body is delimited on the wire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -161,7 +145,7 @@ fn with_date(f: impl FnOnce(&[u8])) {
 
 #[cfg(test)]
 mod tests {
-    use http::HeaderValue;
+    use http::header::{HeaderName, HeaderValue};
 
     use super::*;
 
@@ -201,6 +185,8 @@ mod tests {
         fn write_lines(&self, out: &mut BytesMut) {
             out.extend_from_slice(b"x-own: gateway\r\n");
         }
+
+        fn set_on(&self, _: &mut HeaderMap) {}
     }
 
     #[test]

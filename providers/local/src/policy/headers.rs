@@ -18,7 +18,7 @@ use bytes::BytesMut;
 use http::header::{HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderMap, StatusCode};
 
-use crate::http1::response::GatewayHeaders;
+use crate::http1::GatewayHeaders;
 
 use super::Decision;
 
@@ -77,11 +77,6 @@ impl LimitHeaders {
     fn limits(&self) -> &[LimitStatus] {
         &self.limits[..self.len]
     }
-
-    /// Sets the headers on `headers`, replacing any of the same names.
-    pub fn set_on(&self, headers: &mut HeaderMap) {
-        write_limits(headers, self.limits(), None);
-    }
 }
 
 impl GatewayHeaders for LimitHeaders {
@@ -92,6 +87,10 @@ impl GatewayHeaders for LimitHeaders {
     fn write_lines(&self, out: &mut BytesMut) {
         let open = |out: &mut BytesMut, i: usize| out.extend_from_slice(LINE_STARTS[i]);
         render(self.limits(), None, out, open, |out, _| out.extend_from_slice(b"\r\n"));
+    }
+
+    fn set_on(&self, headers: &mut HeaderMap) {
+        write_limits(headers, self.limits(), None);
     }
 }
 

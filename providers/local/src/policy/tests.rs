@@ -8,6 +8,7 @@ use sha2::{Digest, Sha256};
 use tollbridge_provider::{ApiKeyIr, ApiKeySettingsIr, QuotaIr, QuotaPeriod, RateLimitIr, SecretString};
 
 use super::*;
+use crate::http1::GatewayHeaders;
 
 const GOLD: &str = "shop/gold";
 const SILVER: &str = "shop/silver";

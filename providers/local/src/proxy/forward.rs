@@ -14,13 +14,14 @@ use rand::Rng;
 use tollbridge_provider::{BackendIr, BackendTarget, RouteIr};
 
 use crate::body::{Body, TeeBody};
+use crate::http1::GatewayHeaders;
 use crate::metrics::UpstreamErrorLabels;
 use crate::runtime::CompiledGateway;
 use crate::server::Shared;
 use crate::upstream::UpstreamError;
 
 use super::grpc;
-use super::headers::{add_forwarded, apply_header_modifier};
+use super::headers::{apply_header_modifier, remove_claimed_origin, Forwarding};
 use super::mirror::start_mirrors;
 use super::path::rewrite_path;
 use super::retry::{self, Unanswered};
@@ -98,7 +99,18 @@ pub(super) async fn forward(
         Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
         None => parts.headers.get(header::HOST).filter(|host| host.to_str().is_ok()).cloned(),
     };
-    add_forwarded(&mut parts.headers, conn, client_authority.as_ref());
+    remove_claimed_origin(&mut parts.headers);
+    let forwarding = Forwarding { conn, authority: client_authority.clone() };
+    // The forwarding headers go straight into the upstream's head, unless a filter, a mirror or
+    // a retry reads the request's headers first: then they are set in the map here.
+    let headers_read_here = !route.filters.request_headers.is_empty()
+        || !backend.request_headers.is_empty()
+        || !route.filters.mirrors.is_empty()
+        || route.retry.is_some();
+    if headers_read_here {
+        forwarding.set_on(&mut parts.headers);
+    }
+    let own: &dyn GatewayHeaders = if headers_read_here { &() } else { &forwarding };
     apply_header_modifier(&route.filters.request_headers, &mut parts.headers);
     apply_header_modifier(&backend.request_headers, &mut parts.headers);
     let mut has_host = parts.headers.contains_key(header::HOST);
@@ -163,7 +175,7 @@ pub(super) async fn forward(
                 .or(shared.settings.default_request_timeout);
             let request = Request::from_parts(parts, body.boxed());
             // Pinned here, once: the timing below holds only a reference to it.
-            let call = shared.client.send_in(backend.protocol, &authority, tls, request);
+            let call = shared.client.send_in(backend.protocol, &authority, tls, request, own);
             tokio::pin!(call);
             match timeout {
                 Some(limit) => match within(limit, timer, call.as_mut()).await {

@@ -1,10 +1,11 @@
 //! Header handling: hop-by-hop headers, the forwarding headers and header modifiers.
 
+use bytes::BytesMut;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use tollbridge_provider::HeaderModifier;
 
 use super::ConnInfo;
-use crate::http1::{list_tokens, HOP_BY_HOP};
+use crate::http1::{list_tokens, GatewayHeaders, HOP_BY_HOP};
 
 /// Removes the hop-by-hop headers, and those the `Connection` header names.
 pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
@@ -60,22 +61,66 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// The forwarding headers, all of them the gateway's to write.
+static FORWARDING: [HeaderName; 4] = [X_FORWARDED_FOR, X_FORWARDED_PROTO, X_FORWARDED_PORT, X_FORWARDED_HOST];
 /// What clients may claim about where a request came from; the gateway's own headers replace them.
 static CLAIMED_ORIGIN: [HeaderName; 2] = [header::FORWARDED, HeaderName::from_static("x-real-ip")];
 
+/// Removes `Forwarded` and `X-Real-IP`: a client's word on where the request came from, which
+/// the forwarding headers say instead.
+pub(super) fn remove_claimed_origin(headers: &mut HeaderMap) {
+    remove_all(headers, &CLAIMED_ORIGIN);
+}
+
 /// The forwarding headers, as an edge proxy sets them: what the client sent is replaced, never
 /// extended, so a backend can trust them (the client's address as the gateway saw it, the
-/// scheme and listener port it used, the authority it was routed by). `Forwarded` and
-/// `X-Real-IP` from the client are removed.
-pub(super) fn add_forwarded(headers: &mut HeaderMap, conn: &ConnInfo, authority: Option<&HeaderValue>) {
-    remove_all(headers, &CLAIMED_ORIGIN);
-    headers.insert(X_FORWARDED_FOR, conn.client_ip.clone());
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(if conn.tls { "https" } else { "http" }));
-    headers.insert(X_FORWARDED_PORT, conn.local_port.clone());
-    match authority {
-        Some(authority) => headers.insert(X_FORWARDED_HOST, authority.clone()),
-        None => headers.remove(X_FORWARDED_HOST),
-    };
+/// scheme and listener port it used, the authority it was routed by; without one, a client's
+/// `X-Forwarded-Host` is dropped).
+pub(super) struct Forwarding<'a> {
+    pub(super) conn: &'a ConnInfo,
+    pub(super) authority: Option<HeaderValue>,
+}
+
+impl Forwarding<'_> {
+    fn proto(&self) -> &'static str {
+        if self.conn.tls {
+            "https"
+        } else {
+            "http"
+        }
+    }
+}
+
+impl GatewayHeaders for Forwarding<'_> {
+    fn replaces(&self, name: &HeaderName) -> bool {
+        // By length first: most names are none of the four.
+        matches!(name.as_str().len(), 15..=17) && FORWARDING.contains(name)
+    }
+
+    fn write_lines(&self, out: &mut BytesMut) {
+        out.extend_from_slice(b"x-forwarded-for: ");
+        out.extend_from_slice(self.conn.client_ip.as_bytes());
+        out.extend_from_slice(b"\r\nx-forwarded-proto: ");
+        out.extend_from_slice(self.proto().as_bytes());
+        out.extend_from_slice(b"\r\nx-forwarded-port: ");
+        out.extend_from_slice(self.conn.local_port.as_bytes());
+        out.extend_from_slice(b"\r\n");
+        if let Some(authority) = &self.authority {
+            out.extend_from_slice(b"x-forwarded-host: ");
+            out.extend_from_slice(authority.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+
+    fn set_on(&self, headers: &mut HeaderMap) {
+        headers.insert(X_FORWARDED_FOR, self.conn.client_ip.clone());
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(self.proto()));
+        headers.insert(X_FORWARDED_PORT, self.conn.local_port.clone());
+        match &self.authority {
+            Some(authority) => headers.insert(X_FORWARDED_HOST, authority.clone()),
+            None => headers.remove(X_FORWARDED_HOST),
+        };
+    }
 }
 
 /// Applies set, add and remove (in that order, as Gateway API describes them). Hop-by-hop
@@ -110,6 +155,39 @@ mod tests {
 
     fn names(headers: &HeaderMap) -> Vec<&str> {
         headers.keys().map(HeaderName::as_str).collect()
+    }
+
+    #[test]
+    fn forwarding_headers_written_as_lines_are_those_set_in_a_map() {
+        let local = "127.0.0.1:8443".parse().unwrap();
+        let conn = ConnInfo { tls: true, ..ConnInfo::new(local, "192.0.2.7:5000".parse().unwrap()) };
+        for authority in [Some(HeaderValue::from_static("shop.test")), None] {
+            let forwarding = Forwarding { conn: &conn, authority };
+            // Set in a map, a client's claims under the same names are replaced; written as
+            // lines, they are the same headers.
+            let mut map = headers(&[("x-forwarded-for", "203.0.113.9"), ("x-forwarded-host", "bank.test")]);
+            forwarding.set_on(&mut map);
+            let set: String = map.iter().map(|(n, v)| format!("{n}: {}\r\n", v.to_str().unwrap())).collect();
+            let mut lines = BytesMut::new();
+            forwarding.write_lines(&mut lines);
+            let mut written: Vec<&str> =
+                std::str::from_utf8(&lines).unwrap().split_inclusive("\r\n").collect();
+            let mut expected: Vec<&str> = set.split_inclusive("\r\n").collect();
+            written.sort_unstable();
+            expected.sort_unstable();
+            assert_eq!(written, expected);
+            assert!(
+                written.contains(&"x-forwarded-proto: https\r\n")
+                    && written.contains(&"x-forwarded-port: 8443\r\n")
+            );
+        }
+        let forwarding = Forwarding { conn: &conn, authority: None };
+        for name in ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-port", "x-forwarded-host"] {
+            assert!(forwarding.replaces(&HeaderName::from_static(name)), "{name}");
+        }
+        for name in ["x-forwarded-by", "forwarded", "host", "x-forwarded-hosts"] {
+            assert!(!forwarding.replaces(&HeaderName::from_static(name)), "{name}");
+        }
     }
 
     #[test]

@@ -68,7 +68,7 @@ pub(super) fn start_mirrors(
             // within the mirror's time.
             let exchange = async {
                 let response =
-                    client.send_in(protocol, &address, tls.as_ref(), request).await.map_err(drop)?;
+                    client.send_in(protocol, &address, tls.as_ref(), request, &()).await.map_err(drop)?;
                 response.into_body().collect().await.map(drop).map_err(drop)
             };
             if !matches!(tokio::time::timeout(Duration::from_secs(30), exchange).await, Ok(Ok(()))) {

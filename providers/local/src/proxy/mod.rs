@@ -23,6 +23,7 @@ use tokio::time::Sleep;
 use tollbridge_provider::ActionIr;
 
 use crate::body::{self, Body};
+use crate::http1::GatewayHeaders;
 use crate::metrics::PolicyLabels;
 use crate::policy::{Decision, LimitHeaders};
 use crate::request_check;

@@ -186,7 +186,7 @@ impl Target<'_> {
         request: Request<Body>,
         deadline: Option<Instant>,
     ) -> Result<Response<Body>, Unanswered> {
-        let call = self.shared.client.send_in(self.backend.protocol, authority, self.tls, request);
+        let call = self.shared.client.send_in(self.backend.protocol, authority, self.tls, request, &());
         match deadline {
             Some(at) => match tokio::time::timeout_at(at, call).await {
                 Ok(result) => result.map_err(Unanswered::Failed),
