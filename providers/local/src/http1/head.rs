@@ -100,10 +100,10 @@ fn record_spans(spans: &mut Spans, headers: &[httparse::Header<'_>], base: *cons
     }));
 }
 
-/// Room left in a request's header map for the forwarding headers the proxy adds.
+/// Room left in a request's header map for headers the proxy may add (forwarding headers where
+/// a filter reads them, `Host` for an HTTP/2 client, a consumer header). A response's map gets
+/// none: the rate-limit headers are written into its head, not added to it.
 const ADDED_REQUEST_HEADERS: usize = 4;
-/// Room left in a response's header map for the rate-limit headers the proxy adds.
-const ADDED_RESPONSE_HEADERS: usize = 5;
 
 /// Takes a whole request head off the front of `buf`. `Ok(None)`: more bytes are needed (and
 /// `buf` is still under the size limit).
@@ -261,7 +261,7 @@ pub fn parse_response(
     let mut spans = Spans::new();
     record_spans(&mut spans, parsed.headers, base);
     let head = buf.split_to(length).freeze();
-    let mut headers = HeaderMap::with_capacity(spans.len() + ADDED_RESPONSE_HEADERS);
+    let mut headers = HeaderMap::with_capacity(spans.len());
     let mut length: Option<u64> = None;
     let mut chunked = false;
     let mut other_coding = false;
@@ -269,8 +269,8 @@ pub fn parse_response(
     // `Connection` values that name headers to drop (rare: most say only keep-alive or close).
     let mut naming: Vec<HeaderValue> = Vec::new();
     for &span in &spans {
-        let raw_name = &head[span.name()];
-        let name = HeaderName::from_bytes(raw_name).map_err(|_| BadResponse("invalid header name"))?;
+        let name =
+            HeaderName::from_bytes(&head[span.name()]).map_err(|_| BadResponse("invalid header name"))?;
         let value = HeaderValue::from_maybe_shared(head.slice(span.value()))
             .map_err(|_| BadResponse("invalid header value"))?;
         match name {
@@ -302,7 +302,7 @@ pub fn parse_response(
             _ => {}
         }
         // What describes the connection to the upstream is read above and never passed on.
-        if !is_hop_by_hop(raw_name) {
+        if !HOP_BY_HOP.contains(&name) {
             headers.append(name, value);
         }
     }
@@ -352,16 +352,6 @@ pub(crate) static HOP_BY_HOP: [HeaderName; 7] = [
     http::header::TRANSFER_ENCODING,
     http::header::UPGRADE,
 ];
-
-/// Whether a header, by its name as sent, describes one hop of a connection (RFC 9110 §7.6.1)
-/// rather than the message: such headers are never forwarded.
-pub(crate) fn is_hop_by_hop(name: &[u8]) -> bool {
-    // By the names' lengths first: most headers are none of them, and go by on that alone.
-    matches!(name.len(), 2 | 7 | 10 | 16 | 17)
-        && HOP_BY_HOP
-            .iter()
-            .any(|hop| hop.as_str().len() == name.len() && hop.as_str().as_bytes().eq_ignore_ascii_case(name))
-}
 
 /// Writes a request head for an upstream: origin-form target, the headers as they are (those
 /// `own` replaces aside), then `own`, and `Transfer-Encoding: chunked` when the body's length
