@@ -71,10 +71,20 @@ async fn answer(name: &str, req: Request<Incoming>) -> Response<Body> {
         path: req.uri().path().to_string(),
         query: req.uri().query().map(str::to_string),
         host: header("host").or_else(|| req.uri().authority().map(|a| a.to_string())),
+        // A header sent more than once reads as its values joined by ", " (RFC 9110 §5.3), so
+        // that a duplicate shows rather than one copy hiding another.
         headers: req
             .headers()
-            .iter()
-            .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .keys()
+            .map(|name| {
+                let values: Vec<_> = req
+                    .headers()
+                    .get_all(name)
+                    .iter()
+                    .map(|v| String::from_utf8_lossy(v.as_bytes()))
+                    .collect();
+                (name.as_str().to_string(), values.join(", "))
+            })
             .collect(),
         body_bytes: 0,
     };

@@ -355,7 +355,7 @@ pub(crate) static HOP_BY_HOP: [HeaderName; 7] = [
 
 /// Writes a request head for an upstream: origin-form target, the headers as they are (those
 /// `own` replaces aside), then `own`, and `Transfer-Encoding: chunked` when the body's length
-/// is not known.
+/// is not known. `own` is a trait object: which headers the gateway writes is chosen per request.
 pub fn write_request_head(
     out: &mut BytesMut,
     parts: &http::request::Parts,

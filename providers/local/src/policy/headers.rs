@@ -62,6 +62,7 @@ impl LimitHeaders {
 
     /// The headers of `limits` (two at most: rate and quota; more are ignored).
     pub(crate) fn of(limits: &[LimitStatus]) -> Self {
+        debug_assert!(limits.len() <= 2, "a policy has a rate limit and a quota at most");
         let mut headers = Self::default();
         for (slot, status) in headers.limits.iter_mut().zip(limits) {
             *slot = *status;
@@ -103,7 +104,8 @@ fn is_limit_header(name: &HeaderName) -> bool {
     matches!(name.as_str().len(), 9 | 16 | 17 | 21) && LIMIT_HEADERS.contains(name)
 }
 
-/// The start of each rate-limit header's line in an HTTP/1.1 head, in `LIMIT_HEADERS` order.
+/// The start of each rate-limit header's line in an HTTP/1.1 head, in `LIMIT_HEADERS` order
+/// (written out whole: one copy per line; a test holds them to the names).
 const LINE_STARTS: [&[u8]; 5] = [
     b"ratelimit-policy: ",
     b"ratelimit: ",
@@ -147,7 +149,7 @@ fn render(
     close(out, 1);
     for (i, n) in [(2, tightest.limit), (3, tightest.remaining), (4, tightest.reset)] {
         open(out, i);
-        out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+        out.extend_from_slice(digits.format(n).as_bytes());
         close(out, i);
     }
 }

@@ -191,6 +191,34 @@ mod tests {
     }
 
     #[test]
+    fn a_head_written_with_forwarding_carries_none_of_the_clients_copies() {
+        let mut buf = BytesMut::from(
+            "GET /a HTTP/1.1\r\nHost: shop.test\r\nX-Forwarded-For: 203.0.113.9\r\n\
+             x-forwarded-FOR: 203.0.113.10\r\nX-FORWARDED-HOST: bank.test\r\nX-Forwarded-Proto: https\r\n\
+             X-Forwarded-Port: 443\r\nX-Kept: 1\r\n\r\n",
+        );
+        let limits = crate::http1::HeadLimits { max_bytes: 4096, max_headers: 32 };
+        let head = crate::http1::head::parse_request(&mut buf, limits).expect("valid").expect("whole");
+        let (parts, ()) = head.request.into_parts();
+        let conn = ConnInfo::new("127.0.0.1:8080".parse().unwrap(), "192.0.2.7:5000".parse().unwrap());
+        for authority in [Some(HeaderValue::from_static("shop.test")), None] {
+            let has_authority = authority.is_some();
+            let mut out = BytesMut::new();
+            crate::http1::write_request_head(&mut out, &parts, &Forwarding { conn: &conn, authority }, false);
+            let text = std::str::from_utf8(&out).unwrap().to_ascii_lowercase();
+            assert!(
+                !text.contains("203.0.113") && !text.contains("bank.test") && !text.contains("443"),
+                "{text}"
+            );
+            assert_eq!(text.matches("x-forwarded-for: 192.0.2.7\r\n").count(), 1, "{text}");
+            assert_eq!(text.matches("x-forwarded-proto: http\r\n").count(), 1, "{text}");
+            assert_eq!(text.matches("x-forwarded-port: 8080\r\n").count(), 1, "{text}");
+            assert_eq!(text.matches("x-forwarded-host: shop.test\r\n").count(), usize::from(has_authority));
+            assert!(text.contains("x-kept: 1\r\n") && text.ends_with("\r\n\r\n"), "{text}");
+        }
+    }
+
+    #[test]
     fn a_header_modifier_cannot_write_hop_by_hop_headers() {
         let header =
             |name: &str| tollbridge_provider::HeaderValue { name: name.into(), value: "websocket".into() };

@@ -83,8 +83,10 @@ impl Answer {
     }
 }
 
-impl From<Response<Body>> for Answer {
-    fn from(response: Response<Body>) -> Self {
+impl Answer {
+    /// An answer that carries no rate-limit headers: one given before any policy counted the
+    /// request, or a refusal (whose headers are in its map already).
+    fn without_limits(response: Response<Body>) -> Self {
         Self { response, limits: LimitHeaders::new() }
     }
 }
@@ -99,7 +101,7 @@ pub(crate) async fn handle(
     let started = Instant::now();
     let table = shared.table.load();
     let Some(gateway) = table.sockets.get(&conn.local).cloned() else {
-        return plain(StatusCode::SERVICE_UNAVAILABLE, "listener is being removed").into();
+        return Answer::without_limits(plain(StatusCode::SERVICE_UNAVAILABLE, "listener is being removed"));
     };
     drop(table);
     let grpc = grpc::is_grpc(req.headers());
@@ -140,10 +142,10 @@ async fn serve(
     timer: RequestTimer<'_>,
 ) -> (Answer, Option<usize>) {
     let Some(socket) = gateway.sockets.get(&conn.local) else {
-        return (plain(StatusCode::NOT_FOUND, "no route").into(), None);
+        return (Answer::without_limits(plain(StatusCode::NOT_FOUND, "no route")), None);
     };
     if let Err(rejection) = request_check::check(&req) {
-        return (plain(rejection.status, rejection.message).into(), None);
+        return (Answer::without_limits(plain(rejection.status, rejection.message)), None);
     }
     // Read before the hop-by-hop headers that ask for it go.
     if let Some(upgrade) = upgrade::asks_for_websocket(&req) {
@@ -154,7 +156,10 @@ async fn serve(
         req.extensions_mut().insert(upgrade);
     } else if req.method() == Method::CONNECT {
         // An extended CONNECT for another protocol: nothing here tunnels it.
-        return (plain(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported").into(), None);
+        return (
+            Answer::without_limits(plain(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported")),
+            None,
+        );
     }
     // Before anything reads the headers: hop-by-hop headers go (so `Connection: <name>` cannot
     // later delete a header the gateway adds), and so does any identity the client claims.
@@ -166,7 +171,9 @@ async fn serve(
     if let Cow::Owned(path) = request_check::normalize_path(req.uri().path()) {
         match with_path(req.uri(), &path) {
             Some(uri) => *req.uri_mut() = uri,
-            None => return (plain(StatusCode::BAD_REQUEST, "invalid request path").into(), None),
+            None => {
+                return (Answer::without_limits(plain(StatusCode::BAD_REQUEST, "invalid request path")), None)
+            }
         }
     }
     let host = raw_authority(req.uri(), req.headers()).unwrap_or("");
@@ -176,14 +183,11 @@ async fn serve(
     if let Some(server_name) = &conn.server_name {
         let chosen = socket.router.listener_of(server_name);
         if chosen.is_some() && socket.router.listener_of(host) != chosen {
-            return (
-                plain(
-                    StatusCode::MISDIRECTED_REQUEST,
-                    "this connection's TLS server name is for another listener",
-                )
-                .into(),
-                None,
+            let misdirected = plain(
+                StatusCode::MISDIRECTED_REQUEST,
+                "this connection's TLS server name is for another listener",
             );
+            return (Answer::without_limits(misdirected), None);
         }
     }
     let index = {
@@ -197,7 +201,7 @@ async fn serve(
         socket.router.lookup(&view)
     };
     let Some(index) = index else {
-        return (plain(StatusCode::NOT_FOUND, "no route matches this request").into(), None);
+        return (Answer::without_limits(plain(StatusCode::NOT_FOUND, "no route matches this request")), None);
     };
     let route = &gateway.ir.routes[index];
     let route_id = index;
@@ -206,7 +210,7 @@ async fn serve(
     let cors = route.filters.cors.as_ref();
     if let (Some(cors), Some(origin)) = (cors, &origin) {
         if is_preflight(&req) {
-            return (preflight(cors, origin, req.headers()).into(), Some(route_id));
+            return (Answer::without_limits(preflight(cors, origin, req.headers())), Some(route_id));
         }
     }
 
@@ -251,7 +255,7 @@ async fn serve(
                 if let (Some(cors), Some(origin)) = (cors, &origin) {
                     add_cors_headers(cors, origin, response.headers_mut());
                 }
-                return (response.into(), Some(route_id));
+                return (Answer::without_limits(response), Some(route_id));
             }
         }
     }
