@@ -33,17 +33,17 @@ pub(crate) const CHALLENGE: &str = "ApiKey realm=\"tollbridge\"";
 
 /// The state of one limit as advertised to the client.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct LimitStatus {
+pub struct LimitStatus {
     /// Policy name in the headers: `rate` or `quota`.
-    pub(crate) name: &'static str,
+    pub name: &'static str,
     /// Quota units of the policy (`q`).
-    pub(crate) limit: u64,
+    pub limit: u64,
     /// Window of the policy in seconds (`w`).
-    pub(crate) window: u64,
+    pub window: u64,
     /// Requests left (`r`).
-    pub(crate) remaining: u64,
+    pub remaining: u64,
     /// Seconds until the limit is fully restored (`t`).
-    pub(crate) reset: u64,
+    pub reset: u64,
 }
 
 /// The rate-limit headers of an allowed request's response, kept as the numbers counted until
@@ -61,7 +61,7 @@ impl LimitHeaders {
     }
 
     /// The headers of `limits` (two at most: rate and quota; more are ignored).
-    pub(crate) fn of(limits: &[LimitStatus]) -> Self {
+    pub fn of(limits: &[LimitStatus]) -> Self {
         debug_assert!(limits.len() <= 2, "a policy has a rate limit and a quota at most");
         let mut headers = Self::default();
         for (slot, status) in headers.limits.iter_mut().zip(limits) {

@@ -38,8 +38,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use tollbridge_provider::QuotaPolicyIr;
 
-pub use self::headers::LimitHeaders;
-use self::headers::LimitStatus;
+pub use self::headers::{LimitHeaders, LimitStatus};
 use self::jwt::{TokenCheck, TokenConsumer};
 pub use self::key_sets::count_fetches_in as count_key_set_fetches_in;
 use self::keys::{KeyHash, KeyLocation};
