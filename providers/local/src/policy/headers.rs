@@ -60,22 +60,28 @@ impl LimitHeaders {
         Self::default()
     }
 
-    /// The headers of `limits` (two at most: rate and quota; more are ignored).
+    /// The headers of `limits` (two at most: a rate limit and a quota).
     pub fn of(limits: &[LimitStatus]) -> Self {
-        debug_assert!(limits.len() <= 2, "a policy has a rate limit and a quota at most");
         let mut headers = Self::default();
-        for (slot, status) in headers.limits.iter_mut().zip(limits) {
-            *slot = *status;
-            headers.len += 1;
+        for status in limits {
+            headers.push(*status);
         }
         headers
+    }
+
+    pub(crate) fn push(&mut self, status: LimitStatus) {
+        debug_assert!(self.len < self.limits.len(), "a policy has a rate limit and a quota at most");
+        if let Some(slot) = self.limits.get_mut(self.len) {
+            *slot = status;
+            self.len += 1;
+        }
     }
 
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
 
-    fn limits(&self) -> &[LimitStatus] {
+    pub(crate) fn limits(&self) -> &[LimitStatus] {
         &self.limits[..self.len]
     }
 }

@@ -543,7 +543,7 @@ impl Caller<'_> {
     fn finish(self, limited: Option<Limited>, req: &mut http::request::Parts) -> Decision {
         let mut response_headers = LimitHeaders::new();
         match limited {
-            Some(Limited::Allowed(limits)) => response_headers = LimitHeaders::of(limits.as_slice()),
+            Some(Limited::Allowed(limits)) => response_headers = limits.headers,
             Some(Limited::Refused { limits, by, retry_after }) => {
                 tracing::debug!(policy = %self.policy.id, subject = ?self.subject, by, "request over limit");
                 return headers::too_many(limits.as_slice(), by, retry_after);
@@ -625,23 +625,22 @@ fn missing_message(location: &KeyLocation) -> String {
     }
 }
 
-/// At most two limits (rate, quota), without allocating.
+/// At most two limits (rate, quota), without allocating: the rate-limit headers they make, and
+/// what is left of the quota.
 #[derive(Default)]
 struct Limits {
-    items: [LimitStatus; 2],
-    len: usize,
+    headers: LimitHeaders,
     /// Requests left of the quota, when one was counted (for the consumer's gauge).
     quota_left: Option<u64>,
 }
 
 impl Limits {
     fn push(&mut self, status: LimitStatus) {
-        self.items[self.len] = status;
-        self.len += 1;
+        self.headers.push(status);
     }
 
     fn as_slice(&self) -> &[LimitStatus] {
-        &self.items[..self.len]
+        self.headers.limits()
     }
 }
 
