@@ -13,14 +13,19 @@ free_port() {
 }
 
 # Is the process in pid file FILE alive and running binary NAME? (Guards against a recycled
-# pid: only processes these scripts started are ever signalled.)
+# pid: only processes these scripts started are ever signalled.) A process `spawn` started that
+# is still `setsid` about to exec NAME counts: on a busy machine the exec can take longer than
+# `spawn` waits, and taking it for dead would start a second one and leave the first running.
 pid_alive() {
-	local file="$1" name="$2" pid argv0=""
+	local file="$1" name="$2" pid argv=()
 	[[ -f "$file" ]] || return 1
 	pid="$(cat "$file")"
 	[[ "$pid" =~ ^[0-9]+$ && -r "/proc/$pid/cmdline" ]] || return 1
-	IFS= read -r -d '' argv0 <"/proc/$pid/cmdline" || true
-	[[ "$argv0" == */"$name" || "$argv0" == "$name" ]]
+	mapfile -d '' -t argv <"/proc/$pid/cmdline" 2>/dev/null || true
+	if [[ "${argv[0]:-}" == setsid || "${argv[0]:-}" == */setsid ]]; then
+		argv=("${argv[@]:1}")
+	fi
+	[[ "${argv[0]:-}" == */"$name" || "${argv[0]:-}" == "$name" ]]
 }
 
 # spawn DIR NAME BINARY ARGS...: runs BINARY detached (own session), logs to DIR/logs/NAME.log,
