@@ -1002,12 +1002,23 @@ async fn an_unreadable_secret_is_not_taken_for_absent() {
     op.wait_for_log("using its last good value", CONVERGE).await;
     assert_eq!(reason("alice"), "Pending", "alice's key was taken for missing");
 
-    // A new key whose Secret was never read: the pass waits, nothing says it is missing.
+    // A new key whose Secret was never read: the pass waits, nothing says it is missing. The
+    // Secret goes first, and the operator is seen to have a pass after it (each pass reads
+    // alice's again): applied together, a pass between the two watch events would rightly find
+    // no Secret yet, and the passes after it are skipped, so that answer would stay.
+    let last_good_reads = op.log().matches("using its last good value").count();
+    ns.apply(
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: bob-key}\nstringData: {api-key: bob-key-0002}\n",
+    );
+    eventually("a pass after bob's Secret", CONVERGE, || {
+        let reads = op.log().matches("using its last good value").count();
+        async move { reads > last_good_reads }
+    })
+    .await;
     let skipped_before = op.log().matches("pass skipped").count();
     ns.apply(
         "apiVersion: tollbridge.dev/v1alpha1\nkind: ApiKey\nmetadata: {name: bob}\nspec:\n  \
-         policyRef: {name: gold}\n  secretRef: {name: bob-key}\n---\n\
-         apiVersion: v1\nkind: Secret\nmetadata: {name: bob-key}\nstringData: {api-key: bob-key-0002}\n",
+         policyRef: {name: gold}\n  secretRef: {name: bob-key}\n",
     );
     // A pass skipped for the unreadable Secret is retried: after the retry, still nothing is missing.
     eventually("a skipped pass retried", CONVERGE, || {
