@@ -81,9 +81,7 @@ impl Answer {
         limits.set_on(response.headers_mut());
         response
     }
-}
 
-impl Answer {
     /// An answer that carries no rate-limit headers: one given before any policy counted the
     /// request, or a refusal (whose headers are in its map already).
     fn without_limits(response: Response<Body>) -> Self {
