@@ -161,8 +161,15 @@ struct Setup {
 
 async fn setup(extra: &[&str]) -> Setup {
     let flaky = FailingBackend::spawn([127, 0, 0, 1]).await;
-    // On another loopback address, so that the same port on 127.0.0.1 refuses connections.
-    let healthy = FailingBackend::spawn([127, 0, 0, 2]).await;
+    // On another loopback address, so that the same port on 127.0.0.1 refuses connections: a
+    // port another test holds on 127.0.0.1 is given back and another one taken (a few tries).
+    let mut healthy = FailingBackend::spawn([127, 0, 0, 2]).await;
+    for _ in 0..20 {
+        if std::net::TcpStream::connect(("127.0.0.1", healthy.addr.port())).is_err() {
+            break;
+        }
+        healthy = FailingBackend::spawn([127, 0, 0, 2]).await;
+    }
     assert!(
         std::net::TcpStream::connect(("127.0.0.1", healthy.addr.port())).is_err(),
         "the broken endpoint must refuse connections"
