@@ -3,6 +3,7 @@
 //! graceful drain.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -180,10 +181,9 @@ pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, mut stop: w
                     continue;
                 };
                 let _ = stream.set_nodelay(true);
-                let shared = shared.clone();
-                tokio::spawn(async move {
-                    serve_connection(shared, stream, Box::new(ConnInfo::new(local, remote)), permit).await;
-                });
+                // Spawned as it is, not wrapped in a block that would hold the arguments twice.
+                let info = Box::new(ConnInfo::new(local, remote));
+                tokio::spawn(serve_connection(shared.clone(), stream, info, permit));
             }
             _ = stop.changed() => break,
             _ = shutdown.changed() => break,
@@ -194,35 +194,42 @@ pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, mut stop: w
 /// Serves one client connection. Its task lives as long as the connection, so what it keeps
 /// inline is kept for every idle connection: the connection's facts are boxed, and so is each
 /// phase larger than an idle HTTP/1 connection's wait.
-async fn serve_connection(
+#[allow(clippy::manual_async_fn)] // an `async fn` would hold its arguments twice
+fn serve_connection(
     shared: Arc<Shared>,
     stream: TcpStream,
     info: Box<ConnInfo>,
     permit: OwnedSemaphorePermit,
-) {
-    shared.open.fetch_add(1, Ordering::SeqCst);
-    shared.metrics.connections.inc();
-    let tls = shared
-        .table
-        .load()
-        .sockets
-        .get(&info.local)
-        .and_then(|g| g.sockets.get(&info.local))
-        .and_then(|s| s.tls.clone());
-    match tls {
-        // Boxed, as is HTTP/2: their state is larger than a plain HTTP/1 connection's whole
-        // task, which is what most connections are.
-        Some(config) => Box::pin(serve_tls(&shared, stream, info, config)).await,
-        None => match Box::pin(sniff(&stream, shared.settings.header_read_timeout)).await {
-            Some(Protocol::Http1) => http1::serve(&shared, stream, info, shared.shutdown.subscribe()).await,
-            Some(Protocol::Http2) => Box::pin(serve_http2(&shared, stream, info)).await,
-            None => tracing::debug!(remote = %info.remote, "no request within the header timeout; closing"),
-        },
-    }
-    drop(permit);
-    shared.metrics.connections.dec();
-    if shared.open.fetch_sub(1, Ordering::SeqCst) == 1 {
-        shared.drained.notify_waiters();
+) -> impl Future<Output = ()> {
+    async move {
+        shared.open.fetch_add(1, Ordering::SeqCst);
+        shared.metrics.connections.inc();
+        let tls = shared
+            .table
+            .load()
+            .sockets
+            .get(&info.local)
+            .and_then(|g| g.sockets.get(&info.local))
+            .and_then(|s| s.tls.clone());
+        match tls {
+            // Boxed, as is HTTP/2: their state is larger than a plain HTTP/1 connection's whole
+            // task, which is what most connections are.
+            Some(config) => Box::pin(serve_tls(&shared, stream, info, config)).await,
+            None => match Box::pin(sniff(&stream, shared.settings.header_read_timeout)).await {
+                Some(Protocol::Http1) => {
+                    http1::serve(&shared, stream, info, shared.shutdown.subscribe()).await
+                }
+                Some(Protocol::Http2) => Box::pin(serve_http2(&shared, stream, info)).await,
+                None => {
+                    tracing::debug!(remote = %info.remote, "no request within the header timeout; closing")
+                }
+            },
+        }
+        drop(permit);
+        shared.metrics.connections.dec();
+        if shared.open.fetch_sub(1, Ordering::SeqCst) == 1 {
+            shared.drained.notify_waiters();
+        }
     }
 }
 
@@ -451,8 +458,10 @@ mod tests {
         let (stream, remote) = listener.accept().await.expect("accept");
         let permit = shared.connection_slots.clone().try_acquire_owned().expect("a slot");
         let task = serve_connection(shared.clone(), stream, Box::new(ConnInfo::new(address, remote)), permit);
+        // Tokio puts 104 bytes around a task's future and rounds the whole to a multiple of 128:
+        // up to 536 bytes, an idle connection's task takes 640 (1,024 when this was 912).
         let size = std::mem::size_of_val(&task);
-        assert!(size <= 1024, "a connection's task takes {size} bytes");
+        assert!(size <= 536, "a connection's task takes {size} bytes");
     }
 
     #[tokio::test]

@@ -58,51 +58,60 @@ impl Transport for TlsStream<TcpStream> {
 }
 
 /// Serves requests on `io` until the client closes, an error, the header timeout, or a drain.
-pub(crate) async fn serve<T: Transport>(
-    shared: &Shared,
+///
+/// This future is most of an idle connection's task. It is a block, not an `async fn` (whose
+/// future holds its arguments twice: as passed and as bound in its body), and so is
+/// [`read_head`], which an idle connection waits in.
+#[allow(clippy::manual_async_fn)] // an `async fn` would hold its arguments twice
+pub(crate) fn serve<'a, T: Transport + 'a>(
+    shared: &'a Shared,
     mut io: T,
     info: Box<ConnInfo>,
     mut drain: watch::Receiver<bool>,
-) {
-    let settings = &shared.settings;
-    let limits = HeadLimits { max_bytes: settings.max_header_bytes, max_headers: settings.max_headers };
-    let mut buf = BytesMut::new();
-    let mut deadline = Box::pin(tokio::time::sleep(settings.header_read_timeout));
-    // Moved to each request's deadline, later than the last one as a rule (then it costs an
-    // atomic store; a shorter route timeout re-arms it): see `proxy::RequestTimer`.
-    let mut request_timer = Box::pin(tokio::time::sleep(settings.header_read_timeout));
-    loop {
-        deadline.as_mut().reset(Instant::now() + settings.header_read_timeout);
-        // What comes next is boxed: a request in flight (the handler's state, the response
-        // being written) or a refusal is no part of an idle connection's task. No await inside
-        // this match, so neither the head nor the head's reading is kept in the task either.
-        let keep_alive = {
-            let exchanging = match read_head(&mut io, &mut buf, limits, deadline.as_mut(), &mut drain).await {
-                HeadRead::Head(head) => {
-                    Ok(Box::pin(exchange(shared, &mut io, &mut buf, &info, head, request_timer.as_mut())))
-                }
-                HeadRead::End => return,
-                HeadRead::Refused(HeadError { status, message }) => {
-                    Err(Box::pin(refuse(&mut io, status, message)))
+) -> impl Future<Output = ()> + 'a {
+    async move {
+        let settings = &shared.settings;
+        let limits = HeadLimits { max_bytes: settings.max_header_bytes, max_headers: settings.max_headers };
+        let mut buf = BytesMut::new();
+        let mut deadline = Box::pin(tokio::time::sleep(settings.header_read_timeout));
+        // Moved to each request's deadline, later than the last one as a rule (then it costs an
+        // atomic store; a shorter route timeout re-arms it): see `proxy::RequestTimer`.
+        let mut request_timer = Box::pin(tokio::time::sleep(settings.header_read_timeout));
+        loop {
+            deadline.as_mut().reset(Instant::now() + settings.header_read_timeout);
+            // What comes next is boxed: a request in flight (the handler's state, the response
+            // being written) or a refusal is no part of an idle connection's task. No await inside
+            // this match, so neither the head nor the head's reading is kept in the task either.
+            let keep_alive = {
+                let exchanging = match read_head(&mut io, &mut buf, limits, deadline.as_mut(), &mut drain)
+                    .await
+                {
+                    HeadRead::Head(head) => {
+                        Ok(Box::pin(exchange(shared, &mut io, &mut buf, &info, head, request_timer.as_mut())))
+                    }
+                    HeadRead::End => return,
+                    HeadRead::Refused(HeadError { status, message }) => {
+                        Err(Box::pin(refuse(&mut io, status, message)))
+                    }
+                };
+                match exchanging {
+                    Ok(exchanging) => exchanging.await.unwrap_or_else(|e| {
+                        tracing::debug!(remote = %info.remote, error = %e, "connection ended with an error");
+                        false
+                    }),
+                    Err(refusing) => {
+                        refusing.await;
+                        return;
+                    }
                 }
             };
-            match exchanging {
-                Ok(exchanging) => exchanging.await.unwrap_or_else(|e| {
-                    tracing::debug!(remote = %info.remote, error = %e, "connection ended with an error");
-                    false
-                }),
-                Err(refusing) => {
-                    refusing.await;
-                    return;
-                }
+            if !keep_alive || *drain.borrow() {
+                return;
             }
-        };
-        if !keep_alive || *drain.borrow() {
-            return;
-        }
-        if buf.is_empty() {
-            // Idle until the next request: no read buffer held meanwhile.
-            buf = BytesMut::new();
+            if buf.is_empty() {
+                // Idle until the next request: no read buffer held meanwhile.
+                buf = BytesMut::new();
+            }
         }
     }
 }
@@ -116,44 +125,47 @@ enum HeadRead {
     Refused(HeadError),
 }
 
-async fn read_head<T: Transport>(
-    io: &mut T,
-    buf: &mut BytesMut,
+#[allow(clippy::manual_async_fn)] // an `async fn` would hold its arguments twice
+fn read_head<'a, T: Transport>(
+    io: &'a mut T,
+    buf: &'a mut BytesMut,
     limits: HeadLimits,
-    mut deadline: Pin<&mut Sleep>,
-    drain: &mut watch::Receiver<bool>,
-) -> HeadRead {
-    loop {
-        if !buf.is_empty() {
-            match head::parse_request(buf, limits) {
-                Ok(Some(head)) => return HeadRead::Head(head),
-                Ok(None) => {}
-                Err(refusal) => return HeadRead::Refused(refusal),
+    mut deadline: Pin<&'a mut Sleep>,
+    drain: &'a mut watch::Receiver<bool>,
+) -> impl Future<Output = HeadRead> + 'a {
+    async move {
+        loop {
+            if !buf.is_empty() {
+                match head::parse_request(buf, limits) {
+                    Ok(Some(head)) => return HeadRead::Head(head),
+                    Ok(None) => {}
+                    Err(refusal) => return HeadRead::Refused(refusal),
+                }
             }
-        }
-        let idle = buf.is_empty();
-        if idle && *drain.borrow() {
-            return HeadRead::End;
-        }
-        tokio::select! {
-            biased;
-            read = read_more(io, buf, HEAD_READ) => match read {
-                Ok(0) | Err(_) => return HeadRead::End,
-                Ok(_) => {}
-            },
-            () = deadline.as_mut() => {
-                return if idle {
-                    HeadRead::End
-                } else {
-                    HeadRead::Refused(HeadError {
-                        status: StatusCode::REQUEST_TIMEOUT,
-                        message: "request head not sent in time",
-                    })
-                };
+            let idle = buf.is_empty();
+            if idle && *drain.borrow() {
+                return HeadRead::End;
             }
-            changed = drain.changed(), if idle => {
-                if changed.is_err() {
-                    return HeadRead::End;
+            tokio::select! {
+                biased;
+                read = read_more(io, buf, HEAD_READ) => match read {
+                    Ok(0) | Err(_) => return HeadRead::End,
+                    Ok(_) => {}
+                },
+                () = deadline.as_mut() => {
+                    return if idle {
+                        HeadRead::End
+                    } else {
+                        HeadRead::Refused(HeadError {
+                            status: StatusCode::REQUEST_TIMEOUT,
+                            message: "request head not sent in time",
+                        })
+                    };
+                }
+                changed = drain.changed(), if idle => {
+                    if changed.is_err() {
+                        return HeadRead::End;
+                    }
                 }
             }
         }
