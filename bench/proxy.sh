@@ -178,15 +178,18 @@ echo "TLS 1.3: HTTPS keep-alive (wrk, HTTP/1.1, $CONNECTIONS connections) and HT
 python3 bench/tables.py tls "$tls_results" "${tls_labels[@]}"
 fi
 
-# rss_kib PID: resident memory of PID and its children (nginx's master and worker), in KiB.
+# rss_kib PID [FIELD]: resident memory (VmRSS, or FIELD of /proc/PID/status) of PID and its
+# children (nginx's master and worker), in KiB.
 rss_kib() {
   local total=0 p
   for p in "$1" $(pgrep -P "$1" || true); do
-    total=$((total + $(awk '/VmRSS/ {print $2}' "/proc/$p/status")))
+    total=$((total + $(awk -v f="${2:-VmRSS}:" '$1 == f {print $2}' "/proc/$p/status")))
   done
   echo "$total"
 }
-# idle_rss PID PORT PATH: "before after" RSS in KiB around IDLE idle connections.
+# idle_rss PID PORT PATH: "before after anonymous_after" in KiB around IDLE idle connections.
+# RSS counts the pages of the program's file that are mapped too, which depend on the page
+# cache (a binary just built or copied has more of them mapped): the anonymous part does not.
 idle_rss() {
   local before after
   before=$(rss_kib "$1")
@@ -195,20 +198,22 @@ idle_rss() {
   [ "${ready% *}" = ready ] || { echo "idle connections failed: $ready" >&2; exit 1; }
   sleep 1
   after=$(rss_kib "$1")
+  anonymous=$(rss_kib "$1" RssAnon)
   exec {IDLER[1]}>&-
   wait "$IDLER_PID" || true
-  echo "$before $after"
+  echo "$before $after $anonymous"
 }
-read -r nginx_before nginx_after <<<"$(idle_rss "${pids[1]}" $NGINX_PORT /)"
+read -r nginx_before nginx_after nginx_anon <<<"$(idle_rss "${pids[1]}" $NGINX_PORT /)"
 sleep 2
-read -r tb_before tb_after <<<"$(idle_rss "${pids[3]}" $TB_PORT /svc0)"
+read -r tb_before tb_after tb_anon <<<"$(idle_rss "${pids[3]}" $TB_PORT /svc0)"
 echo
 echo "$IDLE idle keep-alive connections (one request each):"
-echo "| target | RSS before | RSS with the connections | per connection |"
-echo "|---|---:|---:|---:|"
-for t in "nginx $nginx_before $nginx_after" "tollbridge $tb_before $tb_after"; do
-  read -r name before after <<<"$t"
-  printf '| %s | %d MiB | %d MiB | %.1f KiB |\n' "$name" $((before / 1024)) $((after / 1024)) \
-    "$(awk -v a="$after" -v b="$before" -v n="$IDLE" 'BEGIN {print (a - b) / n}')"
+echo "| target | RSS before | RSS with the connections | per connection | anonymous RSS with them |"
+echo "|---|---:|---:|---:|---:|"
+for t in "nginx $nginx_before $nginx_after $nginx_anon" "tollbridge $tb_before $tb_after $tb_anon"; do
+  read -r name before after anon <<<"$t"
+  printf '| %s | %d MiB | %d MiB | %.1f KiB | %d MiB |\n' "$name" $((before / 1024)) $((after / 1024)) \
+    "$(awk -v a="$after" -v b="$before" -v n="$IDLE" 'BEGIN {print (a - b) / n}')" $((anon / 1024))
 done
+echo "tollbridge anonymous RSS ÷ nginx's: $(awk -v a="$tb_anon" -v b="$nginx_anon" 'BEGIN {printf "%.2f", a / b}')"
 echo "tollbridge RSS ÷ nginx RSS with the connections: $(awk -v a="$tb_after" -v b="$nginx_after" 'BEGIN {printf "%.2f", a / b}')"
