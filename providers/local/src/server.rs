@@ -459,7 +459,7 @@ mod tests {
         let permit = shared.connection_slots.clone().try_acquire_owned().expect("a slot");
         let task = serve_connection(shared.clone(), stream, Box::new(ConnInfo::new(address, remote)), permit);
         // Tokio puts 104 bytes around a task's future and rounds the whole to a multiple of 128:
-        // up to 536 bytes, an idle connection's task takes 640 (1,024 when this was 912).
+        // up to 536 bytes, an idle connection's task takes 640 (1,024 when the future was 808).
         let size = std::mem::size_of_val(&task);
         assert!(size <= 536, "a connection's task takes {size} bytes");
     }
